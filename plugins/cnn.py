@@ -1,0 +1,153 @@
+"""The ``cnn`` family: the small convolutional networks of model-zoo research.
+
+A stack of ``k x k`` convolutions (each but the last followed by 2x2 max-pooling), a flatten, one hidden
+linear layer and a classifier. ``cnn-tiny`` is the standard zoo CNN (conv 8@5x5, 6@5x5, 4@2x2, fc 36->20->10:
+2,464 parameters for 1-channel 28x28 input, 2,864 for 3 channels); ``cnn-small`` is a ~10k variant.
+
+Layout: every parameter, in module order; there are no buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo import ArchitectureFamily, ArchSpec, hookimpl
+from zoo.errors import ZooError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {  # name -> module class
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+}
+
+VARIANTS: dict[str, dict[str, Any]] = {  # named architectures and their settings
+    "cnn-tiny": {"channels": [8, 6, 4], "kernels": [5, 5, 2], "hidden": 20},  # the standard zoo CNN
+    "cnn-small": {"channels": [16, 12, 8], "kernels": [5, 5, 2], "hidden": 48},  # ~9.6k params at 1x28x28
+}
+DEFAULTS: dict[str, Any] = {  # settings every variant shares unless overridden
+    "in_chans": 1,  # input channels
+    "num_classes": 10,  # classifier outputs
+    "input_size": 28,  # square input side in pixels
+    "activation": "relu",  # one of ACTIVATIONS
+}
+_PREFERRED_SIZES = (28, 32, 8, 16, 64, 224)  # what detection picks when several input sizes fit
+
+
+def feature_side(input_size: int, kernels: list[int]) -> int:
+    """Spatial side after the conv stack (valid convs, 2x2 pooling after all but the last)."""
+    side = input_size
+    for i, k in enumerate(kernels):
+        side = side - k + 1
+        if i < len(kernels) - 1:
+            side //= 2
+    return side
+
+
+class ZooCNN(nn.Module):
+    """conv-act-pool x (n-1), conv-act, flatten, linear-act, linear."""
+
+    def __init__(self, in_chans: int, channels: list[int], kernels: list[int], hidden: int, num_classes: int,
+                 input_size: int, activation: str) -> None:
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        layers: list[nn.Module] = []
+        prev = in_chans
+        for i, (c, k) in enumerate(zip(channels, kernels)):
+            layers += [nn.Conv2d(prev, c, k), act()]
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool2d(2))
+            prev = c
+        self.features = nn.Sequential(*layers)
+        side = feature_side(input_size, kernels)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(prev * side * side, hidden), act(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, num_classes)
+
+
+class CNNFamily(ArchitectureFamily):
+    name = "cnn"
+    summary = "small zoo CNNs (cnn-tiny: 2,464 params; cnn-small: ~10k)"
+
+    def variants(self) -> list[str]:
+        return list(VARIANTS)
+
+    def parse(self, name: str, **overrides: Any) -> ArchSpec | None:
+        key = name.lower()
+        if key in ("tiny", "small"):
+            key = f"cnn-{key}"
+        if key == "cnn":
+            key = "cnn-custom"
+        if key not in VARIANTS and key != "cnn-custom":
+            return None
+        config = {**DEFAULTS, **VARIANTS.get(key, VARIANTS["cnn-tiny"]), **overrides}
+        return ArchSpec(self.name, key, self._validate(key, config))
+
+    def _validate(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(cfg) - set(DEFAULTS) - {"channels", "kernels", "hidden"}
+        if unknown:
+            raise ZooError(f"{name}: unknown setting(s) {sorted(unknown)}; cnn takes "
+                           f"{sorted(set(DEFAULTS) | {'channels', 'kernels', 'hidden'})}")
+        if cfg["activation"] not in ACTIVATIONS:
+            raise ZooError(f"{name}: unknown activation {cfg['activation']!r}; choose from {sorted(ACTIVATIONS)}")
+        cfg["channels"] = [int(c) for c in cfg["channels"]]
+        cfg["kernels"] = [int(k) for k in cfg["kernels"]]
+        if len(cfg["channels"]) != len(cfg["kernels"]) or not cfg["channels"]:
+            raise ZooError(f"{name}: channels and kernels must be non-empty lists of the same length")
+        if feature_side(int(cfg["input_size"]), cfg["kernels"]) < 1:
+            raise ZooError(f"{name}: input_size {cfg['input_size']} is too small for kernels {cfg['kernels']}")
+        for k in ("in_chans", "num_classes", "input_size", "hidden"):
+            cfg[k] = int(cfg[k])
+        return cfg
+
+    def describe(self, spec: ArchSpec) -> str:
+        c = spec.config
+        convs = ", ".join(f"{ch}@{k}x{k}" for ch, k in zip(c["channels"], c["kernels"]))
+        fc_in = c["channels"][-1] * feature_side(c["input_size"], c["kernels"]) ** 2
+        return (
+            f"Convolutional neural network {spec.name}: {len(c['channels'])} convolution layers ({convs}) with "
+            f"{c['activation']} activation and 2x2 max pooling, then fully connected {fc_in}->{c['hidden']}->"
+            f"{c['num_classes']}. Input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
+            f"{c['num_classes']} classes."
+        )
+
+    def build(self, spec: ArchSpec) -> nn.Module:
+        c = spec.config
+        return ZooCNN(c["in_chans"], list(c["channels"]), list(c["kernels"]), c["hidden"], c["num_classes"],
+                      c["input_size"], c["activation"])
+
+    def candidates(self, state_dict: Mapping[str, torch.Tensor]) -> list[ArchSpec]:
+        convs = sorted((k for k in state_dict if k.startswith("features.") and k.endswith(".weight")),
+                       key=lambda k: int(k.split(".")[1]))
+        fcs = sorted((k for k in state_dict if k.startswith("classifier.") and k.endswith(".weight")),
+                     key=lambda k: int(k.split(".")[1]))
+        if not convs or len(fcs) != 2 or any(state_dict[k].dim() != 4 for k in convs):
+            return []
+        channels = [int(state_dict[k].shape[0]) for k in convs]
+        kernels = [int(state_dict[k].shape[-1]) for k in convs]
+        in_chans = int(state_dict[convs[0]].shape[1])
+        hidden, fc_in = (int(d) for d in state_dict[fcs[0]].shape)
+        num_classes = int(state_dict[fcs[1]].shape[0])
+        sizes = [s for s in range(4, 513) if feature_side(s, kernels) >= 1
+                 and channels[-1] * feature_side(s, kernels) ** 2 == fc_in]
+        if not sizes:
+            return []
+        size = next((s for s in _PREFERRED_SIZES if s in sizes), sizes[0])
+        cfg = {**DEFAULTS, "channels": channels, "kernels": kernels, "hidden": hidden, "in_chans": in_chans,
+               "num_classes": num_classes, "input_size": size}
+        name = next((n for n, v in VARIANTS.items() if all(cfg[k] == v[k] for k in v)), "cnn-custom")
+        return [ArchSpec(self.name, name, cfg)]
+
+
+@hookimpl
+def zoo_register_families(register) -> None:  # type: ignore[no-untyped-def]
+    register(CNNFamily())

@@ -1,0 +1,93 @@
+"""zoo: a registry of pretrained PyTorch models, and a generator of new weights from it."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from zoo.errors import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    DuplicateError,
+    GeneratorError,
+    IntegrityError,
+    InvalidNameError,
+    InvalidWeightsError,
+    LeaseHeldError,
+    NotFoundError,
+    UnknownFamilyError,
+    UnknownPluginError,
+    UnsafeCheckpointError,
+    ZooError,
+)
+from zoo.family import ArchitectureFamily, Layout, TensorSlot
+from zoo.hookspecs import hookimpl
+from zoo.plugins import (
+    detect_arch,
+    families,
+    get_family,
+    list_architectures,
+    list_families,
+    list_plugins,
+    load_plugins,
+    register_plugin,
+    resolve_arch,
+    unregister_plugin,
+)
+from zoo.registry import Registry
+from zoo.records import (
+    AliasRecord,
+    ArchSpec,
+    CheckpointRecord,
+    DatasetRecord,
+    EmbeddingRecord,
+    GeneratorRecord,
+    JobRunRecord,
+    VerifyReport,
+)
+
+try:
+    __version__ = version("zoo")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AliasRecord",
+    "ArchSpec",
+    "ArchitectureFamily",
+    "ArchitectureMismatchError",
+    "CheckpointError",
+    "CheckpointRecord",
+    "ConfigError",
+    "DatasetError",
+    "DatasetRecord",
+    "DuplicateError",
+    "EmbeddingRecord",
+    "GeneratorError",
+    "GeneratorRecord",
+    "IntegrityError",
+    "InvalidNameError",
+    "InvalidWeightsError",
+    "JobRunRecord",
+    "Layout",
+    "LeaseHeldError",
+    "NotFoundError",
+    "Registry",
+    "TensorSlot",
+    "UnknownFamilyError",
+    "UnknownPluginError",
+    "UnsafeCheckpointError",
+    "VerifyReport",
+    "ZooError",
+    "__version__",
+    "detect_arch",
+    "families",
+    "get_family",
+    "hookimpl",
+    "list_architectures",
+    "list_families",
+    "list_plugins",
+    "load_plugins",
+    "register_plugin",
+    "resolve_arch",
+    "unregister_plugin",
+]

@@ -1,0 +1,171 @@
+"""The project's own errors.
+
+Every error that a user can cause derives from :class:`ZooError`, carries the offending thing as
+attributes, and says in its message what went wrong and how to fix it. Library code raises them; only the
+CLI turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises on purpose."""
+
+
+class ConfigError(ZooError):
+    """A setting, URL or environment variable is wrong."""
+
+
+class NotFoundError(ZooError, LookupError):
+    """A checkpoint, dataset, alias or generator does not exist in the registry."""
+
+    def __init__(self, kind: str, ref: str, hint: str = "") -> None:
+        self.kind = kind
+        self.ref = ref
+        msg = f"no {kind} named {ref!r} in the registry"
+        super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class DuplicateError(ZooError):
+    """A name, version or alias that must be unique is already taken."""
+
+    def __init__(self, kind: str, ref: str, hint: str = "") -> None:
+        self.kind = kind
+        self.ref = ref
+        msg = f"{kind} {ref!r} already exists"
+        super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class InvalidNameError(ZooError, ValueError):
+    """A checkpoint, dataset or alias name that zoo does not accept."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(
+            f"invalid name {name!r}: {reason}; use letters, digits and '._-' (at most 128 characters)"
+        )
+
+
+class CheckpointError(ZooError):
+    """A checkpoint file or object cannot be read as weights."""
+
+    def __init__(self, source: str, reason: str, fix: str = "") -> None:
+        self.source = source
+        self.reason = reason
+        msg = f"cannot read checkpoint {source}: {reason}"
+        super().__init__(f"{msg}; {fix}" if fix else msg)
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickled file holds more than tensors (code, arbitrary objects): it is never unpickled."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(
+            source,
+            f"it is not a weights-only file ({detail})",
+            "re-save it with torch.save(model.state_dict(), path) or as .safetensors; zoo never runs pickled code",
+        )
+
+
+class UnknownFamilyError(ZooError, LookupError):
+    """No installed architecture family matches the name, spec or state dict."""
+
+    def __init__(self, what: str, installed: Iterable[str]) -> None:
+        self.what = what
+        self.installed = sorted(installed)
+        super().__init__(
+            f"no installed architecture family recognises {what}; installed families: "
+            f"{', '.join(self.installed) or '(none)'}. Pass arch= explicitly, or install the plugin for it "
+            "(see docs/writing-a-plugin.md)"
+        )
+
+
+class UnknownPluginError(ZooError, LookupError):
+    """A named plugin, encoder or family is not installed."""
+
+    def __init__(self, kind: str, name: str, installed: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.installed = sorted(installed)
+        super().__init__(
+            f"unknown {kind} {name!r}; installed: {', '.join(self.installed) or '(none)'}"
+        )
+
+
+class ArchitectureMismatchError(ZooError):
+    """Weights do not fit the architecture they were declared or detected as."""
+
+    def __init__(
+        self,
+        arch: str,
+        *,
+        layer: str | None = None,
+        expected: Sequence[int] | None = None,
+        got: Sequence[int] | None = None,
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        detail: str = "",
+    ) -> None:
+        self.arch = arch
+        self.layer = layer
+        self.expected = tuple(expected) if expected is not None else None
+        self.got = tuple(got) if got is not None else None
+        self.missing = tuple(missing)
+        self.unexpected = tuple(unexpected)
+        parts = []
+        if layer is not None:
+            parts.append(
+                f"layer {layer!r} has shape {list(self.got or ())} but {arch} expects {list(self.expected or ())}"
+            )
+        if self.missing:
+            parts.append(f"missing {len(self.missing)} tensor(s), e.g. {', '.join(self.missing[:3])}")
+        if self.unexpected:
+            parts.append(f"unexpected {len(self.unexpected)} tensor(s), e.g. {', '.join(self.unexpected[:3])}")
+        if detail:
+            parts.append(detail)
+        super().__init__(
+            f"weights do not fit architecture {arch}: {'; '.join(parts)}. "
+            "Check the architecture you passed (arch=) or let zoo detect it"
+        )
+
+
+class InvalidWeightsError(ZooError):
+    """Weights hold values or dtypes zoo does not store (NaN/Inf, non-float parameters, ...)."""
+
+    def __init__(self, tensor: str, reason: str) -> None:
+        self.tensor = tensor
+        super().__init__(f"tensor {tensor!r} {reason}; clean the weights before adding them")
+
+
+class IntegrityError(ZooError):
+    """A stored blob is missing or its content no longer matches its hash."""
+
+    def __init__(self, sha256: str, path: str, reason: str) -> None:
+        self.sha256 = sha256
+        self.path = path
+        super().__init__(
+            f"blob {sha256[:16]}… at {path} {reason}; it is not served. Run `zoo verify` to list damaged "
+            "blobs and re-add the checkpoint from its source"
+        )
+
+
+class DatasetError(ZooError, ValueError):
+    """A dataset cannot be read or encoded (empty, a class without samples, mixed image sizes, ...)."""
+
+
+class GeneratorError(ZooError):
+    """The generator cannot serve a request (none trained for that family, bad config, ...)."""
+
+
+class LeaseHeldError(ZooError):
+    """Another process holds the lease for a job."""
+
+    def __init__(self, name: str, holder: str, expires_at: str) -> None:
+        self.name = name
+        self.holder = holder
+        super().__init__(
+            f"job {name!r} is already running (held by {holder} until {expires_at}); wait for it to finish "
+            "or pass --wait"
+        )

@@ -1,0 +1,244 @@
+"""The architecture-family contract: what a plugin implements to teach zoo a new kind of network.
+
+A family subclasses :class:`ArchitectureFamily`, sets :attr:`~ArchitectureFamily.name`, and implements four
+methods: :meth:`~ArchitectureFamily.variants`, :meth:`~ArchitectureFamily.parse`,
+:meth:`~ArchitectureFamily.describe` and :meth:`~ArchitectureFamily.build`. Everything else (detection from
+a state dict, canonical state dicts, the layout of generated tensors, flattening, chunking and rebuilding)
+has a working default built on those four, which a family overrides where it knows better.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from zoo.errors import ArchitectureMismatchError
+from zoo.records import ArchSpec
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """One tensor of an architecture's state dict."""
+
+    name: str  # state-dict key
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    is_parameter: bool  # an nn.Parameter (True) or a buffer (False)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which tensors of an architecture the generator produces, in order, and how the rest are handled.
+
+    ``generated`` lists the tensors a generator must produce, in generation order. ``fixed`` lists the
+    tensors it does not produce; ``fixed_policy`` says in words where they come from when a module is
+    rebuilt (e.g. "num_batches_tracked: zero", "base weights: the referenced base checkpoint").
+    """
+
+    arch: ArchSpec
+    generated: tuple[TensorSlot, ...]
+    fixed: tuple[TensorSlot, ...]
+    fixed_policy: str
+
+    @property
+    def num_generated(self) -> int:
+        """Number of scalar values the generator produces for this architecture."""
+        return sum(s.numel for s in self.generated)
+
+    @property
+    def num_params(self) -> int:
+        """Number of parameters (nn.Parameter elements) among the generated tensors."""
+        return sum(s.numel for s in self.generated if s.is_parameter)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.generated)
+
+
+def _is_float(t: torch.Tensor) -> bool:
+    return t.dtype.is_floating_point
+
+
+class ArchitectureFamily(ABC):
+    """Base class of an architecture-family plugin.
+
+    Subclasses set :attr:`name` (the family's unique name) and implement :meth:`variants`, :meth:`parse`,
+    :meth:`describe` and :meth:`build`. Instances must be cheap to create and stateless apart from caches.
+    """
+
+    name: ClassVar[str]  # unique family name, e.g. "resnet"
+    summary: ClassVar[str] = ""  # one line for `zoo plugins`
+
+    # -- what a family must implement ---------------------------------------------------------------
+    @abstractmethod
+    def variants(self) -> list[str]:
+        """Names of the named architectures this family offers (each accepted by :meth:`parse`)."""
+
+    @abstractmethod
+    def parse(self, name: str, **overrides: Any) -> ArchSpec | None:
+        """Turn a name (and optional settings such as ``num_classes``) into a spec, or None if not ours.
+
+        Raise :class:`~zoo.errors.ZooError` for a name that is clearly ours but invalid (e.g. a ResNet depth
+        that is not 6n+2), naming the fix.
+        """
+
+    @abstractmethod
+    def describe(self, spec: ArchSpec) -> str:
+        """Canonical text of the architecture: what the architecture text encoder reads."""
+
+    @abstractmethod
+    def build(self, spec: ArchSpec) -> nn.Module:
+        """A freshly initialised module of this architecture (random init, never a download)."""
+
+    # -- recognition --------------------------------------------------------------------------------
+    def candidates(self, state_dict: StateDict) -> list[ArchSpec]:
+        """Specs worth trying when detecting a state dict's architecture. Default: none.
+
+        Families override this to infer settings (depth, widths, classes) from keys and shapes cheaply;
+        :meth:`detect` then keeps the first candidate whose expected shapes match exactly.
+        """
+        return []
+
+    def detect(self, state_dict: StateDict) -> ArchSpec | None:
+        """The spec whose state-dict layout matches ``state_dict`` exactly, or None."""
+        for spec in self.candidates(state_dict):
+            if self.mismatch(spec, state_dict) is None:
+                return spec
+        return None
+
+    # -- state dicts --------------------------------------------------------------------------------
+    def slots(self, spec: ArchSpec) -> tuple[TensorSlot, ...]:
+        """Every tensor of the architecture's state dict, in module order (cached, built on 'meta')."""
+        return _slots_cached(self, spec)
+
+    def optional_keys(self, spec: ArchSpec) -> frozenset[str]:
+        """State-dict keys a checkpoint may omit (filled by :meth:`canonicalize`). Default: BN counters."""
+        return frozenset(s.name for s in self.slots(spec) if s.name.endswith("num_batches_tracked"))
+
+    def mismatch(self, spec: ArchSpec, state_dict: StateDict) -> ArchitectureMismatchError | None:
+        """Why ``state_dict`` does not fit ``spec`` (missing/unexpected keys, a wrong shape), or None."""
+        expected = {s.name: s for s in self.slots(spec)}
+        optional = self.optional_keys(spec)
+        missing = [k for k in expected if k not in state_dict and k not in optional]
+        unexpected = [k for k in state_dict if k not in expected]
+        if missing or unexpected:
+            return ArchitectureMismatchError(str(spec), missing=missing, unexpected=unexpected)
+        for key, tensor in state_dict.items():
+            want = expected[key].shape
+            if tuple(tensor.shape) != want:
+                return ArchitectureMismatchError(str(spec), layer=key, expected=want, got=tuple(tensor.shape))
+        return None
+
+    def canonicalize(self, spec: ArchSpec, state_dict: StateDict) -> dict[str, torch.Tensor]:
+        """A complete state dict for ``spec`` in module order, contiguous, on CPU; raises on a mismatch.
+
+        Optional keys that are absent (e.g. ``num_batches_tracked``) are filled with zeros.
+        """
+        err = self.mismatch(spec, state_dict)
+        if err is not None:
+            raise err
+        out: dict[str, torch.Tensor] = {}
+        for slot in self.slots(spec):
+            t = state_dict.get(slot.name)
+            if t is None:
+                t = torch.zeros(slot.shape, dtype=slot.dtype)
+            out[slot.name] = t.detach().to("cpu").contiguous()
+        return out
+
+    def load(self, spec: ArchSpec, state_dict: StateDict, base: nn.Module | None = None) -> nn.Module:
+        """A module of ``spec`` holding exactly ``state_dict`` (``base`` is for families that need one)."""
+        module = self.build(spec)
+        module.load_state_dict(self.canonicalize(spec, state_dict), strict=True)
+        return module.eval()
+
+    def requires_base(self, spec: ArchSpec) -> bool:
+        """Whether weights of ``spec`` apply on top of a base checkpoint (e.g. LoRA). Default: False."""
+        return False
+
+    # -- the generator's view -----------------------------------------------------------------------
+    def layout(self, spec: ArchSpec) -> Layout:
+        """Generated tensors in module order: every floating tensor (parameters and BN statistics).
+
+        Integer buffers (``num_batches_tracked``) are fixed at zero.
+        """
+        slots = self.slots(spec)
+        gen = tuple(s for s in slots if s.dtype.is_floating_point)
+        fixed = tuple(s for s in slots if not s.dtype.is_floating_point)
+        return Layout(spec, gen, fixed, "integer buffers (num_batches_tracked): zero")
+
+    def flatten(self, spec: ArchSpec, state_dict: StateDict) -> list[torch.Tensor]:
+        """The layout's tensors of ``state_dict``, in layout order (views where possible, no copies)."""
+        sd = self.canonicalize(spec, state_dict)
+        return [sd[s.name] for s in self.layout(spec).generated]
+
+    def unflatten(self, spec: ArchSpec, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A complete state dict from the layout's tensors (fixed tensors filled per the layout's policy)."""
+        lay = self.layout(spec)
+        if len(tensors) != len(lay.generated):
+            raise ArchitectureMismatchError(
+                str(spec), detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}"
+            )
+        out: dict[str, torch.Tensor] = {}
+        for slot, t in zip(lay.generated, tensors):
+            if tuple(t.shape) != slot.shape:
+                t = t.reshape(slot.shape) if t.numel() == slot.numel else t
+                if tuple(t.shape) != slot.shape:
+                    raise ArchitectureMismatchError(str(spec), layer=slot.name, expected=slot.shape, got=t.shape)
+            out[slot.name] = t.to(slot.dtype)
+        for slot in lay.fixed:
+            out[slot.name] = torch.zeros(slot.shape, dtype=slot.dtype)
+        return {s.name: out[s.name] for s in self.slots(spec) if s.name in out}
+
+    def rebuild(self, spec: ArchSpec, tensors: list[torch.Tensor], base: nn.Module | None = None) -> nn.Module:
+        """A module from the layout's tensors: the inverse of :meth:`flatten`, bitwise exact."""
+        return self.load(spec, self.unflatten(spec, tensors), base=base)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+@functools.lru_cache(maxsize=256)
+def _slots_cached(family: ArchitectureFamily, spec: ArchSpec) -> tuple[TensorSlot, ...]:
+    with torch.device("meta"):
+        module = family.build(spec)
+    params = {n for n, _ in module.named_parameters()}
+    return tuple(
+        TensorSlot(name, tuple(t.shape), t.dtype, name in params) for name, t in module.state_dict().items()
+    )
+
+
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes when all keys carry them."""
+    sd = dict(state_dict)
+    changed = True
+    while changed and sd:
+        changed = False
+        for p in _PREFIXES:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``resnet20`` before ``resnet110``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]

@@ -1,0 +1,274 @@
+"""The plugin manager: lazy, idempotent loading of built-in and third-party plugins, and family lookup.
+
+Built-in families are plugins like any other: declared in the ``zoo.plugins`` entry-point group and loaded
+through the same manager. Nothing loads at import time; the first lookup calls :func:`load_plugins`.
+
+Environment:
+- ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` loads the built-in plugins only, no third-party entry points.
+- ``ZOO_PLUGINS=cnn,resnet,myplugin`` loads only the named plugins (built-in or entry-point names).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+import torch
+
+from zoo import hookspecs
+from zoo.errors import UnknownFamilyError, UnknownPluginError, ZooError
+from zoo.family import ArchitectureFamily, natural_key
+from zoo.records import ArchSpec
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "zoo.plugins"
+ENV_DISABLE_AUTOLOAD = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
+ENV_ONLY = "ZOO_PLUGINS"
+BUILTIN_PLUGINS: dict[str, str] = {  # entry-point name -> module, loaded even when autoload is disabled
+    "cnn": "zoo_plugins.cnn",  # small zoo CNNs
+    "resnet": "zoo_plugins.resnet",  # CIFAR ResNets (6n+2) and ImageNet ResNets
+    "vit": "zoo_plugins.vit",  # timm Vision Transformers
+    "lora": "zoo_plugins.lora",  # LoRA adapters on a ViT base
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded (or failed) plugin, as `zoo plugins` shows it."""
+
+    name: str
+    source: str  # "builtin", "entry-point" or "runtime"
+    module: str
+    hooks: tuple[str, ...]
+    error: str = ""
+
+
+class _CoreLookups:
+    """The default lookup hooks: ask every registered family. Registered ``trylast``."""
+
+    @hookspecs.hookimpl(trylast=True)
+    def zoo_resolve_architecture(self, name: str, overrides: Mapping[str, Any]) -> ArchSpec | None:
+        for family in families().values():
+            spec = family.parse(name, **dict(overrides))
+            if spec is not None:
+                return spec
+        return None
+
+    @hookspecs.hookimpl(trylast=True)
+    def zoo_detect_architecture(self, state_dict: Mapping[str, torch.Tensor]) -> ArchSpec | None:
+        for family in families().values():
+            spec = family.detect(state_dict)
+            if spec is not None:
+                return spec
+        return None
+
+
+_lock = threading.RLock()
+_pm: pluggy.PluginManager | None = None
+_loaded = False
+_generation = 0  # bumped whenever the set of plugins changes; invalidates the caches below
+_infos: dict[str, PluginInfo] = {}
+_family_cache: tuple[int, dict[str, ArchitectureFamily]] | None = None
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with plugins loaded."""
+    load_plugins()
+    assert _pm is not None
+    return _pm
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(_CoreLookups(), name="zoo.core")
+    return pm
+
+
+def _wanted() -> set[str] | None:
+    raw = os.environ.get(ENV_ONLY, "").strip()
+    return {p.strip() for p in raw.split(",") if p.strip()} if raw else None
+
+
+def _hooks_of(plugin: object) -> tuple[str, ...]:
+    return tuple(sorted(n for n in dir(plugin) if n.startswith("zoo_") and callable(getattr(plugin, n))))
+
+
+def load_plugins() -> None:
+    """Load built-in plugins and the ``zoo.plugins`` entry-point group once (idempotent, thread-safe)."""
+    global _pm, _loaded, _generation
+    if _loaded:
+        return
+    with _lock:
+        if _loaded:
+            return
+        pm = _new_manager()
+        wanted = _wanted()
+        seen: set[str] = set()
+        for name, modname in BUILTIN_PLUGINS.items():
+            if wanted is not None and name not in wanted:
+                continue
+            try:
+                module = importlib.import_module(modname)
+            except ModuleNotFoundError as exc:
+                if exc.name != modname:
+                    raise
+                continue  # a built-in that is not part of this build yet
+            pm.register(module, name=name)
+            _infos[name] = PluginInfo(name, "builtin", modname, _hooks_of(module))
+            seen.add(name)
+        if os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip() not in ("1", "true", "yes"):
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in seen or (wanted is not None and ep.name not in wanted):
+                    continue
+                try:
+                    plugin = ep.load()
+                    pm.register(plugin, name=ep.name)
+                    _infos[ep.name] = PluginInfo(ep.name, "entry-point", ep.value, _hooks_of(plugin))
+                except Exception as exc:  # a broken third-party plugin must not take zoo down
+                    log.error("plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+                    _infos[ep.name] = PluginInfo(ep.name, "entry-point", ep.value, (), error=str(exc))
+                seen.add(ep.name)
+        if wanted is not None and (unknown := wanted - seen):
+            raise UnknownPluginError("plugin", ", ".join(sorted(unknown)), list(BUILTIN_PLUGINS) + sorted(seen))
+        _pm = pm
+        _generation += 1
+        _loaded = True
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object or module at run time (e.g. in a test or a notebook); returns its name."""
+    global _generation
+    pm = get_plugin_manager()
+    with _lock:
+        registered = pm.register(plugin, name=name)
+        if registered is None:
+            raise ZooError(f"plugin {name or plugin!r} is already registered; unregister it first")
+        _infos[registered] = PluginInfo(registered, "runtime", getattr(plugin, "__name__", type(plugin).__name__),
+                                        _hooks_of(plugin))
+        _generation += 1
+        return registered
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered by name (built-in, entry-point or run-time)."""
+    global _generation
+    pm = get_plugin_manager()
+    with _lock:
+        if pm.get_plugin(name) is None:
+            raise UnknownPluginError("plugin", name, list_plugins_names())
+        pm.unregister(name=name)
+        _infos.pop(name, None)
+        _generation += 1
+
+
+def list_plugins_names() -> list[str]:
+    pm = get_plugin_manager()
+    return sorted(n for n, _ in pm.list_name_plugin() if n != "zoo.core")
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Loaded plugins (and third-party ones that failed to load, with their error)."""
+    get_plugin_manager()
+    return [_infos[n] for n in sorted(_infos)]
+
+
+def reset_plugins() -> None:
+    """Forget every loaded plugin; the next lookup loads them again (for tests and env changes)."""
+    global _pm, _loaded, _generation, _family_cache
+    with _lock:
+        _pm, _loaded, _family_cache = None, False, None
+        _infos.clear()
+        _generation += 1
+
+
+def _collect(hook: str) -> dict[str, Any]:
+    pm = get_plugin_manager()
+    found: dict[str, Any] = {}
+
+    def register(obj: Any) -> None:
+        key = obj.name if hasattr(obj, "name") else obj.id
+        if key in found:
+            warnings.warn(f"{hook}: {key!r} registered twice; the later registration wins", stacklevel=2)
+        found[key] = obj
+
+    getattr(pm.hook, hook)(register=register)
+    return found
+
+
+def families() -> dict[str, ArchitectureFamily]:
+    """Every registered architecture family by name (cached until the plugin set changes)."""
+    global _family_cache
+    get_plugin_manager()
+    with _lock:
+        if _family_cache is None or _family_cache[0] != _generation:
+            found = _collect("zoo_register_families")
+            for name, fam in found.items():
+                if not isinstance(fam, ArchitectureFamily):
+                    raise ZooError(f"plugin registered {fam!r} as family {name!r}, but it is not an ArchitectureFamily")
+            _family_cache = (_generation, dict(sorted(found.items())))
+        return _family_cache[1]
+
+
+def list_families(filter: str | None = None) -> list[str]:
+    """Names of registered families, optionally filtered with a glob (``"res*"``), naturally sorted."""
+    names = list(families())
+    if filter:
+        names = fnmatch.filter(names, filter)
+    return sorted(names, key=natural_key)
+
+
+def list_architectures(filter: str | None = None) -> list[str]:
+    """``family/variant`` for every named architecture of every family, optionally glob-filtered."""
+    out = [f"{fname}/{v}" for fname, fam in families().items() for v in fam.variants()]
+    if filter:
+        out = [a for a in out if fnmatch.fnmatch(a, filter) or fnmatch.fnmatch(a.split("/", 1)[1], filter)]
+    return sorted(out, key=natural_key)
+
+
+def get_family(name: str) -> ArchitectureFamily:
+    """The family registered as ``name``; raises naming the installed ones."""
+    fams = families()
+    if name not in fams:
+        raise UnknownPluginError("architecture family", name, fams)
+    return fams[name]
+
+
+def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
+    """A spec from a name (``"resnet20"``, ``"cnn/tiny"``), a spec, or a spec's JSON; raises if unknown."""
+    if isinstance(arch, ArchSpec):
+        if overrides:
+            return resolve_arch(arch.name, **{"family": arch.family, **dict(arch.config), **overrides})
+        get_family(arch.family)
+        return arch
+    text = arch.strip()
+    if text.startswith("{"):
+        return resolve_arch(ArchSpec.from_json(text), **overrides)
+    family_name = overrides.pop("family", None)
+    if "/" in text:
+        family_name, text = text.split("/", 1)
+    if family_name is not None:
+        spec = get_family(family_name).parse(text, **overrides)
+    else:
+        spec = get_plugin_manager().hook.zoo_resolve_architecture(name=text, overrides=overrides)
+    if spec is None:
+        raise UnknownFamilyError(f"architecture {arch!r}", families())
+    return spec
+
+
+def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
+    """The architecture of a state dict from its keys and shapes; raises naming the installed families."""
+    spec = get_plugin_manager().hook.zoo_detect_architecture(state_dict=state_dict)
+    if spec is None:
+        raise UnknownFamilyError(f"a state dict of {len(state_dict)} tensors", families())
+    return spec

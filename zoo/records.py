@@ -1,0 +1,243 @@
+"""Plain records: what the registry returns. Frozen dataclasses, never ORM rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+ORIGINS = ("imported", "trained", "fine-tuned", "generated")  # how a checkpoint came to be
+
+
+def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A concrete architecture: its family, a variant name and the settings that make it exact.
+
+    ``config`` holds everything :meth:`ArchitectureFamily.build` needs (widths, depth, classes, ...).
+    Two specs with the same :attr:`key` build modules with identical state-dict layouts.
+    """
+
+    family: str  # the family plugin's name, e.g. "resnet"
+    name: str  # the variant, e.g. "resnet20"
+    config: Mapping[str, Any] = field(default_factory=dict)  # exact settings, JSON-serialisable
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", _freeze(self.config))
+
+    @property
+    def key(self) -> str:
+        """A canonical string naming this exact architecture (family, name and sorted config)."""
+        return f"{self.family}:{self.name}:{json.dumps(dict(self.config), sort_keys=True, separators=(',', ':'))}"
+
+    def to_json(self) -> str:
+        return json.dumps({"family": self.family, "name": self.name, "config": dict(self.config)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpec":
+        data = json.loads(text)
+        return cls(data["family"], data["name"], data.get("config", {}))
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArchSpec) and self.key == other.key
+
+    def __str__(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(self.config.items()))
+        return f"{self.name}({extra})" if extra else self.name
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One registered checkpoint: a named, versioned set of weights with what is known about it."""
+
+    id: int
+    name: str  # the checkpoint's name; versions share it
+    version: int  # 1, 2, ... per name
+    arch: ArchSpec
+    arch_text: str  # the family's canonical description (what the text encoder reads)
+    sha256: str  # content address of the weights blob
+    num_params: int  # parameters in the generated layout (LoRA: the adapter only)
+    size_bytes: int  # blob size on disk
+    dataset: str | None  # registered dataset name the weights were trained on, if known
+    metrics: Mapping[str, float]
+    tags: tuple[str, ...]
+    origin: str  # one of ORIGINS
+    parent_id: int | None  # lineage: the checkpoint this one came from
+    base_id: int | None  # a checkpoint these weights are applied to (LoRA base)
+    created_at: datetime
+    meta: Mapping[str, Any] = field(default_factory=dict)  # free-form provenance (source path, generator, ...)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", _freeze(self.metrics))
+        object.__setattr__(self, "meta", _freeze(self.meta))
+
+    @property
+    def ref(self) -> str:
+        """``name:vN``: the unambiguous reference of this version."""
+        return f"{self.name}:v{self.version}"
+
+    @property
+    def family(self) -> str:
+        return self.arch.family
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ref": self.ref,
+            "name": self.name,
+            "version": self.version,
+            "family": self.arch.family,
+            "arch": self.arch.name,
+            "arch_config": dict(self.arch.config),
+            "arch_text": self.arch_text,
+            "sha256": self.sha256,
+            "num_params": self.num_params,
+            "size_bytes": self.size_bytes,
+            "dataset": self.dataset,
+            "metrics": dict(self.metrics),
+            "tags": list(self.tags),
+            "origin": self.origin,
+            "parent_id": self.parent_id,
+            "base_id": self.base_id,
+            "created_at": self.created_at.isoformat(),
+            "meta": dict(self.meta),
+        }
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A registered dataset: its identity and a fingerprint of its content."""
+
+    id: int
+    name: str
+    description: str
+    num_classes: int
+    num_samples: int
+    fingerprint: str  # sha256 over the samples and labels that were registered
+    created_at: datetime
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", _freeze(self.meta))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "num_classes": self.num_classes,
+            "num_samples": self.num_samples,
+            "fingerprint": self.fingerprint,
+            "created_at": self.created_at.isoformat(),
+            "meta": dict(self.meta),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingRecord:
+    """A vector made by one encoder (id and version) for a dataset or an architecture."""
+
+    id: int
+    subject: str  # "dataset" or "arch"
+    subject_key: str  # dataset name, or ArchSpec.key
+    encoder_id: str
+    encoder_version: str
+    source_fingerprint: str  # fingerprint of what was encoded: a changed source makes the vector stale
+    vector: np.ndarray  # float32, shape (dim,)
+    created_at: datetime
+
+    @property
+    def dim(self) -> int:
+        return int(self.vector.shape[0])
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    """``name@alias`` pointing at one version of a checkpoint; aliases move."""
+
+    name: str
+    alias: str
+    checkpoint_id: int
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class GeneratorRecord:
+    """A trained generator version and what it was trained on."""
+
+    id: int
+    name: str
+    version: int
+    families: tuple[str, ...]
+    sha256: str
+    config: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    trained_on: tuple[int, ...]  # checkpoint ids
+    watermark: int  # highest checkpoint id seen when training started
+    status: str  # "candidate", "promoted" or "retired"
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", _freeze(self.config))
+        object.__setattr__(self, "metrics", _freeze(self.metrics))
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+
+@dataclass(frozen=True)
+class JobRunRecord:
+    """One run of a batch job (re-indexing, training): when, what it did, how it ended."""
+
+    id: int
+    kind: str
+    status: str  # "running", "succeeded", "failed", "skipped"
+    started_at: datetime
+    finished_at: datetime | None
+    counts: Mapping[str, int]
+    message: str
+    holder: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts", _freeze(self.counts))
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Registry.verify` found: damaged blobs and orphans on either side."""
+
+    checked: int  # blobs whose content was hashed
+    ok: int
+    missing: tuple[str, ...]  # sha256 of blobs the registry references but the store lacks
+    corrupt: tuple[str, ...]  # sha256 of blobs whose content no longer matches
+    orphan_files: tuple[str, ...]  # files in the store no row references (and stale temp files)
+    orphan_rows: tuple[str, ...]  # blob rows no checkpoint or generator references
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.corrupt or self.orphan_files or self.orphan_rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "ok": self.ok,
+            "missing": list(self.missing),
+            "corrupt": list(self.corrupt),
+            "orphan_files": list(self.orphan_files),
+            "orphan_rows": list(self.orphan_rows),
+            "repaired": self.repaired,
+            "clean": self.clean,
+        }

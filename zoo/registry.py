@@ -1,0 +1,585 @@
+"""The registry: checkpoints, datasets, aliases and lineage in SQL; weights in the blob store.
+
+Entry point: :meth:`Registry.add`. References to a checkpoint (``ref``) take the forms ``name`` (newest
+version), ``name:v3`` (a version), ``name@best`` (an alias) or an integer id.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import operator
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
+from torch import nn
+
+from zoo.checkpoint_io import CheckpointLike, read_checkpoint, scalar_extras
+from zoo.errors import (
+    DuplicateError,
+    InvalidNameError,
+    NotFoundError,
+    ZooError,
+)
+from zoo.plugins import detect_arch, get_family, resolve_arch
+from zoo.records import ORIGINS, AliasRecord, ArchSpec, CheckpointRecord, DatasetRecord, VerifyReport
+from zoo.store import models as m
+from zoo.store.blobs import BlobStore, sha256_bytes
+from zoo.store.db import Database, default_url, retry, sqlite_path
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_REF_RE = re.compile(r"^(?P<name>[^:@]+)(?::v(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
+_METRIC_RE = re.compile(r"^\s*(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$")
+_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
+ORPHAN_GRACE_S = 600.0  # verify --repair leaves younger unreferenced files alone: an add may be in flight
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` if zoo accepts it (letters, digits, '._-', no path separators or control characters)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        reason = "it is empty" if not name else (
+            "it contains a path separator" if ("/" in name or "\\" in name) else
+            "it contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in name) else
+            "it is too long" if len(name) > 128 else "it contains a character zoo does not allow")
+        raise InvalidNameError(name, f"{what}: {reason}")
+    return name
+
+
+def default_blob_root(url: str) -> Path:
+    """Where blobs live when not told: beside a SQLite file (``registry.db`` -> ``registry.blobs/``)."""
+    env = os.environ.get("ZOO_BLOB_ROOT")
+    if env:
+        return Path(env)
+    path = sqlite_path(url)
+    if path is not None:
+        return path.with_suffix(".blobs")
+    return Path("zoo-blobs")
+
+
+def _utc(dt):  # type: ignore[no-untyped-def]
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> list[tuple[str, str, float]]:
+    out: list[tuple[str, str, float]] = []
+    if not filters:
+        return out
+    if isinstance(filters, Mapping):
+        for key, cond in filters.items():
+            if isinstance(cond, (int, float)):
+                out.append((key, ">=", float(cond)))
+            else:
+                out.extend(_parse_metric_filters([f"{key}{cond}"]))
+        return out
+    for expr in filters:
+        mt = _METRIC_RE.match(expr)
+        if not mt:
+            raise ZooError(f"cannot read metric filter {expr!r}; write it like 'accuracy>=0.9'")
+        out.append((mt["key"], mt["op"], float(mt["value"])))
+    return out
+
+
+class Registry:
+    """A registry of checkpoints over a SQL database and a content-addressed blob store.
+
+    ``url`` is any SQLAlchemy URL (default: ``$ZOO_REGISTRY_URL`` or ``sqlite:///registry.db``);
+    ``blob_root`` defaults to ``registry.blobs/`` beside a SQLite file, or ``$ZOO_BLOB_ROOT``.
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, blob_root: str | os.PathLike[str] | None = None,
+                 fsync: bool = False) -> None:
+        url_s = str(url) if url is not None else default_url()
+        if "://" not in url_s:  # a bare path means a SQLite file
+            url_s = f"sqlite:///{url_s}"
+        self.url = url_s
+        self.db = Database(url_s)
+        self.blobs = BlobStore(blob_root if blob_root is not None else default_blob_root(url_s), fsync=fsync)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.url!r}, blob_root={str(self.blobs.root)!r})"
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------
+    # adding
+    # ------------------------------------------------------------------------------------------------
+    def add(
+        self,
+        checkpoint: CheckpointLike,
+        *,
+        name: str | None = None,
+        arch: str | ArchSpec | None = None,
+        dataset: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Iterable[str] = (),
+        origin: str = "imported",
+        parent: str | int | None = None,
+        base: str | int | None = None,
+        alias: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+    ) -> CheckpointRecord:
+        """Register a checkpoint and return its record.
+
+        ``checkpoint`` is a ``.safetensors`` file, a weights-only torch file, an ``nn.Module`` or a state
+        dict. ``arch`` is a spec or a name the plugins recognise; when omitted it is detected from the
+        weights. The weights are checked against the architecture (every key, every shape) before
+        anything is stored. Adding under an existing ``name`` makes a new version; adding the very same
+        weights under the same name again raises :class:`DuplicateError` (or, with ``exist_ok``, returns
+        the existing record). ``parent``/``origin`` record lineage; ``base`` names the checkpoint that
+        weights apply on top of (LoRA). On any error nothing is stored.
+        """
+        if origin not in ORIGINS:
+            raise ZooError(f"unknown origin {origin!r}; choose from {', '.join(ORIGINS)}")
+        read = read_checkpoint(checkpoint)
+        spec = resolve_arch(arch) if arch is not None else detect_arch(read.state_dict)
+        family = get_family(spec.family)
+        state = family.canonicalize(spec, read.state_dict)
+        name = check_name(name or read.default_name or spec.name)
+        tags = tuple(sorted({check_name(t, "tag") for t in tags}))
+        if alias is not None:
+            check_name(alias, "alias")
+        metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
+        if family.requires_base(spec) and base is None:
+            raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
+        data = BlobStore.serialize(_unshare(state), {"zoo.family": spec.family, "zoo.arch": spec.name})
+        sha = sha256_bytes(data)
+        meta_all = {**({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
+                    **({"source_extra": scalar_extras(read.extra)} if read.extra else {}), **dict(meta or {})}
+        num_params = family.layout(spec).num_params
+        arch_text = family.describe(spec)
+
+        def txn() -> CheckpointRecord:
+            _, created = self.blobs.put(data, sha)
+            try:
+                with self.db.write() as s:
+                    self.db.lock_key(s, sha)
+                    rec = self._insert(s, name, spec, arch_text, sha, len(data), num_params, dataset, metrics,
+                                       tags, origin, parent, base, alias, meta_all, exist_ok)
+                    if not self.blobs.exists(sha):  # a concurrent remove took the file: write it again
+                        self.blobs.put(data, sha)
+                    return rec
+            except BaseException:
+                if created:
+                    self._drop_if_unreferenced(sha)
+                raise
+
+        rec = retry(txn)
+        log.info("added %s (%s, %s params, blob %s)", rec.ref, spec, num_params, sha[:12])
+        return rec
+
+    def _insert(self, s: Session, name: str, spec: ArchSpec, arch_text: str, sha: str, size: int, num_params: int,
+                dataset: str | None, metrics: dict[str, float], tags: tuple[str, ...], origin: str,
+                parent: str | int | None, base: str | int | None, alias: str | None, meta: dict[str, Any],
+                exist_ok: bool) -> CheckpointRecord:
+        same = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name, m.Checkpoint.sha256 == sha)).first()
+        if same is not None:
+            if exist_ok:
+                return self._record(s, same)
+            raise DuplicateError("checkpoint", f"{name}:v{same.version}",
+                                 "these exact weights are already registered under this name; "
+                                 "use that version, pass exist_ok=True, or choose another name")
+        parent_row = self._resolve(s, parent) if parent is not None else None
+        base_row = self._resolve(s, base) if base is not None else None
+        dataset_row = self._dataset_row(s, dataset) if dataset is not None else None
+        blob = s.get(m.Blob, sha)
+        if blob is None:
+            s.add(m.Blob(sha256=sha, size=size, state="live"))
+        elif blob.state != "live":
+            blob.state = "live"
+        version = (s.scalar(select(func.max(m.Checkpoint.version)).where(m.Checkpoint.name == name)) or 0) + 1
+        row = m.Checkpoint(
+            name=name, version=version, family=spec.family, arch_name=spec.name, arch_key=spec.key,
+            arch_json=spec.to_json(), arch_text=arch_text, sha256=sha, num_params=num_params, size_bytes=size,
+            dataset_id=dataset_row.id if dataset_row else None, origin=origin,
+            parent_id=parent_row.id if parent_row else None, base_id=base_row.id if base_row else None, meta=meta,
+        )
+        row.tags = [m.Tag(tag=t) for t in tags]
+        row.metrics = [m.Metric(key=k, value=v) for k, v in metrics.items()]
+        s.add(row)
+        try:
+            s.flush()
+        except SAIntegrityError as exc:
+            raise DuplicateError("checkpoint", f"{name}:v{version}", "a concurrent add took this version; retry") \
+                from exc
+        if alias is not None:
+            self._set_alias(s, row, alias)
+        return self._record(s, row)
+
+    def _dataset_row(self, s: Session, name: str) -> m.Dataset:
+        row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
+        if row is None:  # a dataset known by name only; registering it later fills in the rest
+            row = m.Dataset(name=check_name(name, "dataset"), description="", meta={"placeholder": True})
+            s.add(row)
+            s.flush()
+        return row
+
+    # ------------------------------------------------------------------------------------------------
+    # reading
+    # ------------------------------------------------------------------------------------------------
+    def get(self, ref: str | int) -> CheckpointRecord:
+        """The record of ``ref`` (``name``, ``name:v2``, ``name@alias`` or an id)."""
+        with self.db.read() as s:
+            return self._record(s, self._resolve(s, ref))
+
+    def list(self, *, family: str | None = None, name: str | None = None, latest_only: bool = False,
+             limit: int | None = None) -> list[CheckpointRecord]:
+        """Checkpoints, newest first, optionally filtered by family or name glob."""
+        return self.search(family=family, name=name, latest_only=latest_only, limit=limit)
+
+    def search(
+        self,
+        *,
+        family: str | None = None,
+        arch: str | ArchSpec | None = None,
+        dataset: str | None = None,
+        tags: Iterable[str] = (),
+        metrics: Mapping[str, Any] | Sequence[str] | None = None,
+        name: str | None = None,
+        origin: str | None = None,
+        latest_only: bool = False,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        """Checkpoints matching every given filter, newest first.
+
+        ``arch`` is a variant name (``"resnet20"``, any settings) or a spec (exactly that architecture);
+        ``tags`` must all be present; ``metrics`` are thresholds such as ``["accuracy>=0.9"]`` or
+        ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``).
+        """
+        q = select(m.Checkpoint)
+        if family:
+            q = q.where(m.Checkpoint.family == family)
+        if isinstance(arch, ArchSpec):
+            q = q.where(m.Checkpoint.arch_key == arch.key)
+        elif arch:
+            q = q.where(m.Checkpoint.arch_name == arch)
+        if dataset:
+            q = q.join(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id).where(m.Dataset.name == dataset)
+        for tag in tags:
+            q = q.where(exists().where(m.Tag.checkpoint_id == m.Checkpoint.id, m.Tag.tag == tag))
+        for key, op, value in _parse_metric_filters(metrics):
+            q = q.where(exists().where(m.Metric.checkpoint_id == m.Checkpoint.id, m.Metric.key == key,
+                                       _OPS[op](m.Metric.value, value)))
+        if name:
+            if any(c in name for c in "*?["):
+                like = name.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
+                q = q.where(m.Checkpoint.name.like(like, escape="\\"))
+            else:
+                q = q.where(m.Checkpoint.name == name)
+        if origin:
+            q = q.where(m.Checkpoint.origin == origin)
+        if latest_only:
+            newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
+                m.Checkpoint.name).subquery()
+            q = q.join(newest, and_(newest.c.name == m.Checkpoint.name, newest.c.v == m.Checkpoint.version))
+        q = q.order_by(m.Checkpoint.id.desc())
+        if limit:
+            q = q.limit(limit)
+        with self.db.read() as s:
+            rows = s.scalars(q).all()
+            out = self._records(s, rows)
+        if name and any(c in name for c in "*?["):  # LIKE is case-insensitive on SQLite; keep glob semantics
+            out = [r for r in out if fnmatch.fnmatchcase(r.name, name)]
+        return out
+
+    def versions(self, name: str) -> list[CheckpointRecord]:
+        """Every version of ``name``, oldest first."""
+        with self.db.read() as s:
+            rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name).order_by(m.Checkpoint.version)).all()
+            if not rows:
+                raise NotFoundError("checkpoint", name)
+            return self._records(s, rows)
+
+    def lineage(self, ref: str | int) -> list[CheckpointRecord]:
+        """``ref`` and its ancestors through ``parent``, nearest first."""
+        out: list[CheckpointRecord] = []
+        with self.db.read() as s:
+            row: m.Checkpoint | None = self._resolve(s, ref)
+            seen: set[int] = set()
+            while row is not None and row.id not in seen:
+                seen.add(row.id)
+                out.append(self._record(s, row))
+                row = s.get(m.Checkpoint, row.parent_id) if row.parent_id is not None else None
+        return out
+
+    def load_state_dict(self, ref: str | int | CheckpointRecord, device: str | torch.device = "cpu"
+                        ) -> dict[str, torch.Tensor]:
+        """The checkpoint's tensors, verified against their hash."""
+        rec = ref if isinstance(ref, CheckpointRecord) else self.get(ref)
+        return self.blobs.load(rec.sha256, device=device)
+
+    def load(self, ref: str | int | CheckpointRecord, device: str | torch.device = "cpu") -> nn.Module:
+        """A ready module (eval mode) holding the checkpoint's weights, built through its family plugin."""
+        rec = ref if isinstance(ref, CheckpointRecord) else self.get(ref)
+        family = get_family(rec.arch.family)
+        base = self.load(rec.base_id) if rec.base_id is not None else None
+        module = family.load(rec.arch, self.blobs.load(rec.sha256), base=base)
+        return module.to(device)
+
+    # ------------------------------------------------------------------------------------------------
+    # aliases
+    # ------------------------------------------------------------------------------------------------
+    def alias(self, ref: str | int, alias: str) -> AliasRecord:
+        """Point ``name@alias`` at the version ``ref`` names (moving it if it pointed elsewhere)."""
+        check_name(alias, "alias")
+
+        def txn() -> AliasRecord:
+            with self.db.write() as s:
+                row = self._resolve(s, ref)
+                return self._set_alias(s, row, alias)
+
+        return retry(txn)
+
+    def _set_alias(self, s: Session, row: m.Checkpoint, alias: str) -> AliasRecord:
+        a = s.get(m.Alias, (row.name, alias))
+        if a is None:
+            a = m.Alias(name=row.name, alias=alias, checkpoint_id=row.id)
+            s.add(a)
+        else:
+            a.checkpoint_id = row.id
+            a.updated_at = m.utcnow()
+        s.flush()
+        return AliasRecord(row.name, alias, row.id, row.version, _utc(a.updated_at))
+
+    def aliases(self, name: str | None = None) -> list[AliasRecord]:
+        """Aliases (of one name, or all), sorted by name and alias."""
+        q = select(m.Alias, m.Checkpoint.version).join(m.Checkpoint, m.Checkpoint.id == m.Alias.checkpoint_id)
+        if name:
+            q = q.where(m.Alias.name == name)
+        with self.db.read() as s:
+            return [AliasRecord(a.name, a.alias, a.checkpoint_id, v, _utc(a.updated_at))
+                    for a, v in s.execute(q.order_by(m.Alias.name, m.Alias.alias)).all()]
+
+    def unalias(self, name: str, alias: str) -> None:
+        with self.db.write() as s:
+            if s.get(m.Alias, (name, alias)) is None:
+                raise NotFoundError("alias", f"{name}@{alias}")
+            s.execute(delete(m.Alias).where(m.Alias.name == name, m.Alias.alias == alias))
+
+    # ------------------------------------------------------------------------------------------------
+    # removing and verifying
+    # ------------------------------------------------------------------------------------------------
+    def remove(self, ref: str | int) -> CheckpointRecord:
+        """Remove one checkpoint version (its aliases, tags and metrics too) and, if unreferenced, its blob.
+
+        Children keep their record with ``parent_id`` cleared; a checkpoint that is the base of another
+        cannot be removed until those are.
+        """
+
+        def txn() -> tuple[CheckpointRecord, bool]:
+            with self.db.write() as s:
+                row = self._resolve(s, ref)
+                rec = self._record(s, row)
+                dependants = s.scalars(select(m.Checkpoint).where(m.Checkpoint.base_id == row.id)).all()
+                if dependants:
+                    refs = ", ".join(f"{d.name}:v{d.version}" for d in dependants[:5])
+                    raise ZooError(f"{rec.ref} is the base of {refs}; remove those first")
+                self.db.lock_key(s, row.sha256)
+                s.execute(delete(m.Checkpoint).where(m.Checkpoint.id == row.id))
+                orphan = not self._blob_referenced(s, row.sha256)
+                if orphan:
+                    s.execute(update(m.Blob).where(m.Blob.sha256 == row.sha256).values(state="deleting"))
+                return rec, orphan
+
+        rec, orphan = retry(txn)
+        if orphan:
+            self._drop_if_unreferenced(rec.sha256)
+        log.info("removed %s", rec.ref)
+        return rec
+
+    def _blob_referenced(self, s: Session, sha: str) -> bool:
+        return bool(s.scalar(select(
+            exists().where(m.Checkpoint.sha256 == sha) | exists().where(m.Generator.sha256 == sha))))
+
+    def _drop_if_unreferenced(self, sha: str) -> bool:
+        """Delete a blob file and row that nothing references (under the blob's write lock)."""
+
+        def txn() -> bool:
+            with self.db.write() as s:
+                self.db.lock_key(s, sha)
+                if self._blob_referenced(s, sha):
+                    return False
+                blob = s.get(m.Blob, sha)
+                if blob is not None and blob.state == "live":
+                    return False  # a concurrent add made it live again
+                self.blobs.delete(sha)
+                s.execute(delete(m.Blob).where(m.Blob.sha256 == sha))
+                return True
+
+        return retry(txn)
+
+    def verify(self, *, repair: bool = False, grace_s: float = ORPHAN_GRACE_S) -> VerifyReport:
+        """Hash every referenced blob; find missing/corrupt ones and orphans on either side.
+
+        ``repair`` deletes orphan files older than ``grace_s`` (an add may be writing younger ones), stale
+        temp files, and blob rows nothing references. Missing or corrupt blobs cannot be repaired from here:
+        re-add those checkpoints from their source.
+        """
+        with self.db.read() as s:
+            rows = s.execute(select(m.Blob.sha256, m.Blob.state)).all()
+            referenced = set(s.scalars(select(m.Checkpoint.sha256)).all()) | set(
+                s.scalars(select(m.Generator.sha256)).all())
+        known = {sha for sha, _ in rows}
+        ok, missing, corrupt = 0, [], []
+        for sha in sorted(referenced):
+            status = self.blobs.check(sha)
+            if status == "ok":
+                ok += 1
+            elif status == "missing":
+                missing.append(sha)
+            else:
+                corrupt.append(sha)
+        orphan_rows = sorted(known - referenced)
+        orphan_files = sorted(sha for sha in self.blobs.iter_shas() if sha not in known
+                              and self.blobs.age_s(sha) > grace_s)
+        temps = self.blobs.stale_temp_files(grace_s)
+        if repair:
+            for sha in orphan_rows:
+                self._drop_if_unreferenced_any_state(sha)
+            for sha in orphan_files:
+                self._delete_orphan_file(sha)
+            for p in temps:
+                p.unlink(missing_ok=True)
+        report = VerifyReport(len(referenced), ok, tuple(missing), tuple(corrupt),
+                              tuple(orphan_files) + tuple(str(p.name) for p in temps), tuple(orphan_rows),
+                              repaired=repair)
+        if not report.clean:
+            log.warning("verify: %d missing, %d corrupt, %d orphan files, %d orphan rows%s", len(missing),
+                        len(corrupt), len(report.orphan_files), len(orphan_rows), " (repaired)" if repair else "")
+        return report
+
+    def _drop_if_unreferenced_any_state(self, sha: str) -> None:
+        with self.db.write() as s:
+            self.db.lock_key(s, sha)
+            if not self._blob_referenced(s, sha):
+                s.execute(update(m.Blob).where(m.Blob.sha256 == sha).values(state="deleting"))
+        self._drop_if_unreferenced(sha)
+
+    def _delete_orphan_file(self, sha: str) -> None:
+        with self.db.write() as s:
+            self.db.lock_key(s, sha)
+            if s.get(m.Blob, sha) is None:  # still no row: no add committed it meanwhile
+                self.blobs.delete(sha)
+
+    # ------------------------------------------------------------------------------------------------
+    # datasets (names and fingerprints; embeddings arrive with the encoders)
+    # ------------------------------------------------------------------------------------------------
+    def datasets(self) -> list[DatasetRecord]:
+        with self.db.read() as s:
+            return [self._dataset_record(r) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name)).all()]
+
+    def get_dataset(self, name: str) -> DatasetRecord:
+        with self.db.read() as s:
+            row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
+            if row is None:
+                raise NotFoundError("dataset", name, "register it first")
+            return self._dataset_record(row)
+
+    @staticmethod
+    def _dataset_record(r: m.Dataset) -> DatasetRecord:
+        return DatasetRecord(r.id, r.name, r.description, r.num_classes, r.num_samples, r.fingerprint,
+                             _utc(r.created_at), r.meta or {})
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of what the registry holds."""
+        with self.db.read() as s:
+            return {
+                "checkpoints": s.scalar(select(func.count()).select_from(m.Checkpoint)) or 0,
+                "names": s.scalar(select(func.count(func.distinct(m.Checkpoint.name)))) or 0,
+                "blobs": s.scalar(select(func.count()).select_from(m.Blob)) or 0,
+                "blob_bytes": s.scalar(select(func.coalesce(func.sum(m.Blob.size), 0))) or 0,
+                "datasets": s.scalar(select(func.count()).select_from(m.Dataset)) or 0,
+                "generators": s.scalar(select(func.count()).select_from(m.Generator)) or 0,
+                "families": sorted(set(s.scalars(select(m.Checkpoint.family).distinct()).all())),
+            }
+
+    # ------------------------------------------------------------------------------------------------
+    # resolution and conversion
+    # ------------------------------------------------------------------------------------------------
+    def _resolve(self, s: Session, ref: str | int | CheckpointRecord) -> m.Checkpoint:
+        if isinstance(ref, CheckpointRecord):
+            ref = ref.id
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            row = s.get(m.Checkpoint, int(ref))
+            if row is None:
+                raise NotFoundError("checkpoint", f"id {ref}")
+            return row
+        mt = _REF_RE.match(ref)
+        if not mt:
+            raise NotFoundError("checkpoint", ref, "refer to it as name, name:vN or name@alias")
+        name = mt["name"]
+        if mt["alias"]:
+            a = s.get(m.Alias, (name, mt["alias"]))
+            if a is None:
+                raise NotFoundError("alias", ref, f"set it with `zoo alias {name}:vN {mt['alias']}`")
+            row = s.get(m.Checkpoint, a.checkpoint_id)
+        elif mt["version"]:
+            row = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name,
+                                                       m.Checkpoint.version == int(mt["version"]))).first()
+        else:
+            row = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name)
+                            .order_by(m.Checkpoint.version.desc())).first()
+        if row is None:
+            raise NotFoundError("checkpoint", ref, "see `zoo list` for what is registered")
+        return row
+
+    def _record(self, s: Session, row: m.Checkpoint) -> CheckpointRecord:
+        return self._records(s, [row])[0]
+
+    def _records(self, s: Session, rows: Sequence[m.Checkpoint]) -> list[CheckpointRecord]:
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        tags: dict[int, list[str]] = {}
+        metrics: dict[int, dict[str, float]] = {}
+        datasets: dict[int, str] = {}
+        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            for cid, tag in s.execute(select(m.Tag.checkpoint_id, m.Tag.tag).where(m.Tag.checkpoint_id.in_(chunk))):
+                tags.setdefault(cid, []).append(tag)
+            for cid, k, v in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
+                                       .where(m.Metric.checkpoint_id.in_(chunk))):
+                metrics.setdefault(cid, {})[k] = v
+        ds_ids = {r.dataset_id for r in rows if r.dataset_id is not None}
+        if ds_ids:
+            datasets = dict(s.execute(select(m.Dataset.id, m.Dataset.name).where(m.Dataset.id.in_(ds_ids))).all())
+        return [
+            CheckpointRecord(
+                id=r.id, name=r.name, version=r.version, arch=ArchSpec.from_json(r.arch_json), arch_text=r.arch_text,
+                sha256=r.sha256, num_params=r.num_params, size_bytes=r.size_bytes,
+                dataset=datasets.get(r.dataset_id) if r.dataset_id is not None else None,
+                metrics=metrics.get(r.id, {}), tags=tuple(sorted(tags.get(r.id, []))), origin=r.origin,
+                parent_id=r.parent_id, base_id=r.base_id, created_at=_utc(r.created_at), meta=r.meta or {},
+            )
+            for r in rows
+        ]
+
+
+def _unshare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Clone tensors that share storage with an earlier one (safetensors stores each tensor once)."""
+    seen: set[tuple[int, int]] = set()
+    out: dict[str, torch.Tensor] = {}
+    for k, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) if t.numel() else (id(t), 0)
+        out[k] = t.clone() if key in seen else t
+        seen.add(key)
+    return out
+
+
+__all__ = ["Registry", "check_name", "default_blob_root"]

@@ -1,0 +1,160 @@
+"""Content-addressed blob store: safetensors files named by the sha256 of their bytes.
+
+Writes go to a process-unique temp file that is renamed into place, so a blob is either whole or absent.
+Every read hashes the bytes; a blob whose content no longer matches its name is never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from zoo.errors import IntegrityError
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".safetensors"
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-hash")
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    """Files under ``root/ab/abcdef....safetensors``; temp files under ``root/tmp``."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.fsync = fsync  # fsync before rename: survives power loss, not just process kills
+        self.tmp = self.root / "tmp"
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA_RE.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / f"{sha256}{SUFFIX}"
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    # -- writing ------------------------------------------------------------------------------------
+    @staticmethod
+    def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+        """safetensors bytes of ``tensors``: deterministic, so equal weights give equal hashes."""
+        return st_save(dict(tensors), metadata=dict(metadata) if metadata else None)
+
+    def put(self, data: bytes, sha256: str | None = None) -> tuple[str, bool]:
+        """Store ``data``; returns (sha256, whether a new file was written). Idempotent."""
+        sha = sha256 or sha256_bytes(data)
+        dest = self.path(sha)
+        if dest.is_file() and dest.stat().st_size == len(data) and self._matches(dest, sha):
+            os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
+            return sha, False
+        self._write_atomic(dest, data)
+        return sha, True
+
+    def _write_atomic(self, dest: Path, data: bytes) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp / f"{dest.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def read(self, sha256: str) -> bytes:
+        """The blob's bytes, verified against its hash."""
+        path = self.path(sha256)
+        data = self._read_file(sha256, path)
+        if sha256_bytes(data) != sha256:
+            raise IntegrityError(sha256, str(path), "does not match its hash (changed or corrupted on disk)")
+        return data
+
+    def load(self, sha256: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """The blob's tensors. The hash is checked on a second thread while the tensors are parsed."""
+        path = self.path(sha256)
+        data = self._read_file(sha256, path)
+        digest = _hasher.submit(sha256_bytes, data)
+        try:
+            tensors = st_load(data)
+        except (SafetensorError, ValueError) as exc:
+            digest.result()
+            raise IntegrityError(sha256, str(path), f"is not a readable safetensors file ({exc})") from None
+        if digest.result() != sha256:
+            raise IntegrityError(sha256, str(path), "does not match its hash (changed or corrupted on disk)")
+        if torch.device(device).type != "cpu":
+            tensors = {k: v.to(device) for k, v in tensors.items()}
+        return tensors
+
+    @staticmethod
+    def _read_file(sha256: str, path: Path) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise IntegrityError(sha256, str(path), "is missing from the blob store") from None
+
+    def _matches(self, path: Path, sha256: str) -> bool:
+        try:
+            return sha256_bytes(path.read_bytes()) == sha256
+        except OSError:
+            return False
+
+    def check(self, sha256: str) -> str:
+        """``"ok"``, ``"missing"`` or ``"corrupt"``."""
+        path = self.path(sha256)
+        if not path.is_file():
+            return "missing"
+        return "ok" if self._matches(path, sha256) else "corrupt"
+
+    # -- housekeeping -------------------------------------------------------------------------------
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob file; returns whether one was there."""
+        path = self.path(sha256)
+        try:
+            path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def iter_shas(self) -> Iterator[str]:
+        """Every blob file's sha256 (by name), in no particular order."""
+        if not self.root.is_dir():
+            return
+        for sub in self.root.iterdir():
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sub.iterdir():
+                    if f.name.endswith(SUFFIX) and _SHA_RE.match(f.name[: -len(SUFFIX)]):
+                        yield f.name[: -len(SUFFIX)]
+
+    def stale_temp_files(self, older_than_s: float) -> list[Path]:
+        """Temp files left by writers that died, older than ``older_than_s`` seconds."""
+        if not self.tmp.is_dir():
+            return []
+        cutoff = time.time() - older_than_s
+        return [p for p in self.tmp.iterdir() if p.is_file() and p.stat().st_mtime < cutoff]
+
+    def age_s(self, sha256: str) -> float:
+        try:
+            return time.time() - self.path(sha256).stat().st_mtime
+        except FileNotFoundError:
+            return float("inf")

@@ -1,0 +1,191 @@
+"""Database engines, sessions and migrations.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout and foreign keys on. Read sessions
+begin deferred; write sessions take the database write lock at BEGIN (``BEGIN IMMEDIATE``) so that
+concurrent writers queue instead of failing with "database is locked". On PostgreSQL, write sessions
+serialise per blob with transaction-scoped advisory locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from zoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///registry.db"
+BUSY_TIMEOUT_MS = 60_000
+MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for other databases and in-memory SQLite."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """A registry database: a read engine and a write engine over one URL, with migrations applied."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            backend = make_url(url).get_backend_name()
+        except Exception as exc:
+            raise ConfigError(f"invalid registry URL {url!r}: {exc}") from None
+        if backend == "sqlite":
+            path = sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
+            self.write_engine = _sqlite_engine(url, immediate=True)
+        else:
+            try:
+                self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True)
+            except Exception as exc:  # missing driver, bad URL
+                raise ConfigError(f"cannot use registry URL {make_url(url)!r}: {exc}; for PostgreSQL install "
+                                  "zoo[postgres]") from None
+        self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        self.migrate()
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (once per process and URL; safe under concurrency)."""
+        with _migrate_lock:
+            if self.url in _migrated:
+                return
+            retry(lambda: _upgrade(self.write_engine))
+            _migrated.add(self.url)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session (rolled back and closed at the end)."""
+        session = self._read()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write session: commits on success, rolls back on error, always closes."""
+        session = self._write()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def lock_key(self, session: Session, key: str) -> None:
+        """Serialise writers on ``key`` until the transaction ends (SQLite: already serialised)."""
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
+    def dispose(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()
+
+
+def retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Run ``fn``, retrying transient lock/serialisation errors with jittered backoff."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            msg = str(exc).lower()
+            transient = "locked" in msg or "busy" in msg or "deadlock" in msg or "could not serialize" in msg
+            if not transient or i == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**i) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _alembic_config():  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "migrations directory has no head"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _upgrade(engine: Engine) -> None:
+    if current_revision(engine) == head_revision():
+        return
+    from alembic import command
+
+    cfg = _alembic_config()
+    with engine.begin() as conn:  # write engine: on SQLite this BEGIN IMMEDIATE serialises migrators
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    log.info("registry schema migrated to %s", head_revision())
+
+
+def default_url() -> str:
+    return os.environ.get("ZOO_REGISTRY_URL", DEFAULT_URL)
