@@ -167,6 +167,12 @@ class ArchitectureFamily(ABC):
         module.load_state_dict(self.canonicalize(spec, state_dict), strict=True)
         return module.eval()
 
+    def example_input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
+        """Shape of one input sample (without batch), for smoke tests. Default: from in_chans/input_size."""
+        c = spec.config
+        side = int(c.get("input_size", c.get("img_size", 32)))
+        return (int(c.get("in_chans", 3)), side, side)
+
     def requires_base(self, spec: ArchSpec) -> bool:
         """Whether weights of ``spec`` apply on top of a base checkpoint (e.g. LoRA). Default: False."""
         return False

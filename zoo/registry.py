@@ -152,7 +152,9 @@ class Registry:
         spec = resolve_arch(arch) if arch is not None else detect_arch(read.state_dict)
         family = get_family(spec.family)
         state = family.canonicalize(spec, read.state_dict)
-        name = check_name(name or read.default_name or spec.name)
+        if name is None:  # a file stem such as 'my model (v2)' becomes 'my-model-v2'
+            name = re.sub(r"[^A-Za-z0-9._-]+", "-", read.default_name or spec.name).strip("-._")[:128] or spec.name
+        name = check_name(name)
         tags = tuple(sorted({check_name(t, "tag") for t in tags}))
         if alias is not None:
             check_name(alias, "alias")

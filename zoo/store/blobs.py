@@ -7,6 +7,7 @@ Every read hashes the bytes; a blob whose content no longer matches its name is 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -53,8 +54,13 @@ class BlobStore:
     # -- writing ------------------------------------------------------------------------------------
     @staticmethod
     def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-        """safetensors bytes of ``tensors``: deterministic, so equal weights give equal hashes."""
-        return st_save(dict(tensors), metadata=dict(metadata) if metadata else None)
+        """safetensors bytes of ``tensors``: deterministic, so equal weights give equal hashes.
+
+        safetensors writes metadata keys in no fixed order, so ``metadata`` is stored as one JSON string
+        under the key ``"zoo"`` (sorted keys): equal inputs always give equal bytes.
+        """
+        meta = {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
+        return st_save(dict(tensors), metadata=meta)
 
     def put(self, data: bytes, sha256: str | None = None) -> tuple[str, bool]:
         """Store ``data``; returns (sha256, whether a new file was written). Idempotent."""

@@ -1,0 +1,326 @@
+"""Registry behaviour through the public API, on a real SQLite file and real safetensors blobs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import zoo
+from zoo import Registry
+
+
+def tiny_cnn(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny"))
+
+
+def snapshot(reg: Registry) -> tuple:
+    """Everything observable about a registry's content: rows and blob files."""
+    files = sorted(p.name for p in reg.blobs.root.rglob("*") if p.is_file()) if reg.blobs.root.exists() else []
+    recs = [(r.ref, r.sha256, tuple(sorted(r.metrics.items())), r.tags) for r in reg.list()]
+    return recs, reg.stats(), files, reg.aliases(), [d.name for d in reg.datasets()]
+
+
+# --- the real pretrained CIFAR ResNets ------------------------------------------------------------------
+
+@pytest.mark.parametrize("fname, arch, params", [("resnet20-12fca82f.th", "resnet20", 269_722),
+                                                 ("resnet56-4bfd9763.th", "resnet56", 853_018)])
+def test_real_pretrained_resnets_round_trip_bitwise(registry: Registry, pretrained: Path, fname: str, arch: str,
+                                                    params: int) -> None:
+    path = pretrained / fname
+    rec = registry.add(path, dataset="cifar10", metrics={"top1": 91.0})
+    assert rec.arch.family == "resnet" and rec.arch.name == arch
+    assert rec.num_params == params
+    assert rec.meta["source_extra"]["best_prec1"] > 90
+    assert [r.ref for r in registry.list()] == [rec.ref]
+    module = registry.load(rec.name)
+    original = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+    loaded = module.state_dict()
+    for key, tensor in original.items():
+        got = loaded[key.removeprefix("module.")]
+        assert got.dtype == tensor.dtype and torch.equal(got, tensor), key
+    # the blob on disk is a real safetensors file holding the same tensors
+    blob = registry.blobs.path(rec.sha256)
+    assert blob.suffix == ".safetensors" and blob.is_file()
+    assert rec.size_bytes == blob.stat().st_size
+
+
+def test_pretrained_resnet_forward_is_sane(registry: Registry, pretrained: Path) -> None:
+    rec = registry.add(pretrained / "resnet20-12fca82f.th")
+    module = registry.load(rec)
+    out = module(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+# --- inputs: files, modules, state dicts ----------------------------------------------------------------
+
+def test_add_module_state_dict_and_safetensors_file_dedupe_one_blob(registry: Registry, tmp_path: Path) -> None:
+    model = tiny_cnn()
+    a = registry.add(model, name="a")
+    b = registry.add(model.state_dict(), name="b")
+    st = tmp_path / "w.safetensors"
+    save_file(model.state_dict(), st)
+    c = registry.add(st, name="c")
+    assert a.sha256 == b.sha256 == c.sha256
+    assert registry.stats()["blobs"] == 1
+    assert len(list(registry.blobs.iter_shas())) == 1
+    assert a.arch == zoo.resolve_arch("cnn-tiny") and a.num_params == 2464
+
+
+def test_checkpoint_dict_nested_state_dict_and_module_prefix(registry: Registry, tmp_path: Path) -> None:
+    model = tiny_cnn()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    rec = registry.add(path)
+    assert rec.name == "ckpt" and rec.meta["source_extra"] == {"epoch": 3}
+    assert all(torch.equal(x, y) for x, y in zip(registry.load(rec).state_dict().values(),
+                                                 model.state_dict().values()))
+
+
+def test_versions_aliases_and_refs(registry: Registry) -> None:
+    v1 = registry.add(tiny_cnn(0), name="net", metrics={"accuracy": 0.5})
+    v2 = registry.add(tiny_cnn(1), name="net", metrics={"accuracy": 0.7})
+    assert (v1.version, v2.version) == (1, 2)
+    assert registry.get("net").ref == "net:v2"
+    assert registry.get("net:v1").id == v1.id
+    registry.alias("net:v1", "best")
+    assert registry.get("net@best").id == v1.id
+    registry.alias("net:v2", "best")  # aliases move
+    assert registry.get("net@best").id == v2.id
+    assert [a.version for a in registry.aliases("net")] == [2]
+    assert [r.ref for r in registry.versions("net")] == ["net:v1", "net:v2"]
+    assert registry.get(v1.id).ref == "net:v1"
+
+
+def test_lineage_records_parent_and_origin(registry: Registry) -> None:
+    base = registry.add(tiny_cnn(0), name="base", origin="trained")
+    ft = registry.add(tiny_cnn(1), name="ft", origin="fine-tuned", parent="base")
+    gen = registry.add(tiny_cnn(2), name="gen", origin="generated", parent=ft.id)
+    assert [r.ref for r in registry.lineage("gen")] == ["gen:v1", "ft:v1", "base:v1"]
+    assert [r.origin for r in registry.lineage(gen.id)] == ["generated", "fine-tuned", "trained"]
+    registry.remove("ft")
+    assert registry.get("gen").parent_id is None
+
+
+def test_search_filters(registry: Registry, pretrained: Path) -> None:
+    registry.add(tiny_cnn(0), name="d0", dataset="digits", metrics={"accuracy": 0.91}, tags=["zoo", "seed0"])
+    registry.add(tiny_cnn(1), name="d1", dataset="digits", metrics={"accuracy": 0.80}, tags=["zoo"])
+    registry.add(tiny_cnn(2), name="m0", dataset="mnist", metrics={"accuracy": 0.95})
+    registry.add(pretrained / "resnet20-12fca82f.th", dataset="cifar10")
+    names = lambda recs: sorted(r.name for r in recs)  # noqa: E731
+    assert names(registry.search(family="cnn")) == ["d0", "d1", "m0"]
+    assert names(registry.search(family="resnet")) == ["resnet20-12fca82f"]
+    assert names(registry.search(arch="resnet20")) == ["resnet20-12fca82f"]
+    assert names(registry.search(arch=zoo.resolve_arch("cnn-tiny"))) == ["d0", "d1", "m0"]
+    assert names(registry.search(dataset="digits")) == ["d0", "d1"]
+    assert names(registry.search(tags=["zoo"])) == ["d0", "d1"]
+    assert names(registry.search(tags=["zoo", "seed0"])) == ["d0"]
+    assert names(registry.search(metrics=["accuracy>=0.9"])) == ["d0", "m0"]
+    assert names(registry.search(metrics={"accuracy": "<0.9"})) == ["d1"]
+    assert names(registry.search(dataset="digits", metrics=["accuracy>0.85"])) == ["d0"]
+    assert names(registry.search(name="d*")) == ["d0", "d1"]
+    with pytest.raises(zoo.ZooError, match="accuracy>=0.9"):
+        registry.search(metrics=["accuracy => high"])
+
+
+# --- bad input: a clear error, and the registry unchanged ---------------------------------------------
+
+class _Evil:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_that_is_not_weights_only_is_refused_and_never_runs(registry: Registry, tmp_path: Path) -> None:
+    registry.add(tiny_cnn(), name="keep")
+    before = snapshot(registry)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": tiny_cnn().state_dict(), "payload": _Evil(marker)}, path)
+    with pytest.raises(zoo.UnsafeCheckpointError, match="not a weights-only file") as err:
+        registry.add(path)
+    assert "evil.pt" in str(err.value) and "safetensors" in str(err.value)
+    assert not marker.exists()
+    assert snapshot(registry) == before
+
+
+@pytest.mark.parametrize("fmt", ["th", "safetensors"])
+def test_truncated_file_is_refused(registry: Registry, tmp_path: Path, fmt: str) -> None:
+    registry.add(tiny_cnn(), name="keep")
+    before = snapshot(registry)
+    good = tmp_path / f"good.{fmt}"
+    if fmt == "th":
+        torch.save(tiny_cnn(3).state_dict(), good)
+    else:
+        save_file(tiny_cnn(3).state_dict(), good)
+    data = good.read_bytes()
+    bad = tmp_path / f"truncated.{fmt}"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(zoo.CheckpointError, match="truncated"):
+        registry.add(bad)
+    assert snapshot(registry) == before
+
+
+def test_unknown_architecture_names_installed_families(registry: Registry) -> None:
+    before = snapshot(registry)
+    sd = {"encoder.weight": torch.randn(4, 4), "decoder.weight": torch.randn(4, 4)}
+    with pytest.raises(zoo.UnknownFamilyError) as err:
+        registry.add(sd, name="mystery")
+    for fam in zoo.list_families():
+        assert fam in str(err.value)
+    with pytest.raises(zoo.UnknownFamilyError):
+        registry.add(tiny_cnn(), arch="transformer-xl-9000")
+    assert snapshot(registry) == before
+
+
+def test_wrong_architecture_and_wrong_shape_name_the_layer(registry: Registry, pretrained: Path) -> None:
+    before = snapshot(registry)
+    with pytest.raises(zoo.ArchitectureMismatchError, match="missing"):
+        registry.add(pretrained / "resnet20-12fca82f.th", arch="resnet56")
+    sd = tiny_cnn().state_dict()
+    sd["classifier.1.weight"] = torch.randn(21, 36)
+    with pytest.raises(zoo.ArchitectureMismatchError) as err:
+        registry.add(sd, arch="cnn-tiny", name="bad")
+    assert err.value.layer == "classifier.1.weight"
+    assert "[21, 36]" in str(err.value) and "[20, 36]" in str(err.value)
+    assert snapshot(registry) == before
+
+
+def test_duplicate_weights_under_same_name_is_refused(registry: Registry) -> None:
+    rec = registry.add(tiny_cnn(), name="dup")
+    before = snapshot(registry)
+    with pytest.raises(zoo.DuplicateError, match=r"dup:v1"):
+        registry.add(tiny_cnn(), name="dup")
+    assert snapshot(registry) == before
+    assert registry.add(tiny_cnn(), name="dup", exist_ok=True).id == rec.id
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "bad\nname", "", "x" * 200, "-lead"])
+def test_invalid_names_are_refused(registry: Registry, name: str) -> None:
+    with pytest.raises(zoo.InvalidNameError):
+        registry.add(tiny_cnn(), name=name)
+    assert registry.stats()["checkpoints"] == 0 and registry.stats()["blobs"] == 0
+
+
+def test_nan_weights_are_refused(registry: Registry) -> None:
+    sd = tiny_cnn().state_dict()
+    sd["features.0.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(zoo.InvalidWeightsError, match="features.0.weight"):
+        registry.add(sd, name="nan")
+    assert registry.stats()["checkpoints"] == 0
+
+
+def test_not_found_errors_say_what_to_do(registry: Registry) -> None:
+    with pytest.raises(zoo.NotFoundError, match="zoo list"):
+        registry.get("nope")
+    registry.add(tiny_cnn(), name="x")
+    with pytest.raises(zoo.NotFoundError, match="zoo alias"):
+        registry.get("x@best")
+
+
+# --- removal, integrity ---------------------------------------------------------------------------------
+
+def test_remove_deletes_blob_only_when_unreferenced(registry: Registry) -> None:
+    a = registry.add(tiny_cnn(0), name="a")
+    registry.add(tiny_cnn(0), name="b")  # same weights: shares a's blob
+    registry.remove("a")
+    assert registry.blobs.exists(a.sha256)
+    registry.remove("b")
+    assert not registry.blobs.exists(a.sha256)
+    assert registry.stats() == {**registry.stats(), "checkpoints": 0, "blobs": 0}
+    assert registry.verify().clean
+
+
+def test_corrupt_blob_is_detected_never_served(registry: Registry) -> None:
+    rec = registry.add(tiny_cnn(), name="c")
+    path = registry.blobs.path(rec.sha256)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # one flipped bit in the tensor data
+    path.write_bytes(bytes(data))
+    with pytest.raises(zoo.IntegrityError, match="does not match its hash"):
+        registry.load("c")
+    with pytest.raises(zoo.IntegrityError):
+        registry.load_state_dict("c")
+    rep = registry.verify()
+    assert rep.corrupt == (rec.sha256,) and not rep.clean
+    path.unlink()
+    with pytest.raises(zoo.IntegrityError, match="missing"):
+        registry.load("c")
+    assert registry.verify().missing == (rec.sha256,)
+
+
+def test_verify_repair_cleans_orphans(registry: Registry) -> None:
+    rec = registry.add(tiny_cnn(), name="c")
+    orphan_sha, _ = registry.blobs.put(registry.blobs.serialize({"w": torch.ones(3)}))
+    (registry.blobs.tmp).mkdir(exist_ok=True)
+    (registry.blobs.tmp / "dead.123.tmp").write_bytes(b"partial")
+    rep = registry.verify(grace_s=0)
+    assert orphan_sha in rep.orphan_files and "dead.123.tmp" in rep.orphan_files
+    assert registry.verify(repair=True, grace_s=0).repaired
+    assert not registry.blobs.exists(orphan_sha)
+    assert registry.verify(grace_s=0).clean
+    assert registry.blobs.exists(rec.sha256)
+
+
+# --- storage ----------------------------------------------------------------------------------------------
+
+def test_embedded_default_is_a_real_sqlite_file_in_wal_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ZOO_REGISTRY_URL", raising=False)
+    with Registry() as reg:
+        reg.add(tiny_cnn(), name="x")
+    assert (tmp_path / "registry.db").is_file() and (tmp_path / "registry.blobs").is_dir()
+    con = sqlite3.connect(tmp_path / "registry.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT name, version FROM checkpoints").fetchall() == [("x", 1)]
+    con.close()
+
+
+def test_registry_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOO_REGISTRY_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    with Registry() as reg:
+        reg.add(tiny_cnn(), name="x")
+        assert reg.blobs.root == tmp_path / "elsewhere.blobs"
+    assert (tmp_path / "elsewhere.db").is_file()
+    with Registry(tmp_path / "elsewhere.db") as again:  # reopening keeps everything
+        assert again.get("x").version == 1
+        assert again.load("x") is not None
+
+
+def test_migrated_schema_matches_models(registry: Registry) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from zoo.store.db import current_revision, head_revision
+    from zoo.store.models import Base
+
+    assert current_revision(registry.db.write_engine) == head_revision()
+    with registry.db.read_engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+
+
+def test_records_are_plain_frozen_dataclasses(registry: Registry) -> None:
+    rec = registry.add(tiny_cnn(), name="x", metrics={"accuracy": 0.5})
+    with pytest.raises(Exception):
+        rec.name = "y"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        rec.metrics["accuracy"] = 1.0  # type: ignore[index]
+    assert rec.to_dict()["ref"] == "x:v1"
+    assert not any(type(v).__module__.startswith("sqlalchemy") for v in vars(rec).values())
+
+
+def test_two_registries_in_one_process_do_not_share_blobs(tmp_path: Path) -> None:
+    with Registry(tmp_path / "one.db") as a, Registry(tmp_path / "two.db") as b:
+        a.add(tiny_cnn(), name="x")
+        assert b.stats()["checkpoints"] == 0
+        assert os.listdir(tmp_path / "one.blobs") and not (tmp_path / "two.blobs").exists()

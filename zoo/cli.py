@@ -1,0 +1,304 @@
+"""The ``zoo`` command line: a thin layer over the library. Commands only call library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from zoo.errors import ZooError
+
+log = logging.getLogger("zoo")
+
+
+def _registry(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from zoo.registry import Registry
+
+    obj = ctx.ensure_object(dict)
+    if "registry" not in obj:
+        obj["registry"] = Registry(obj.get("url"), blob_root=obj.get("blob_root"))
+        ctx.call_on_close(obj["registry"].close)
+    return obj["registry"]
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+
+
+def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for r in rows:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _checkpoint_rows(records) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    return [[r.ref, r.family, r.arch.name, _fmt_params(r.num_params), r.dataset or "-",
+             ",".join(f"{k}={v:g}" for k, v in sorted(r.metrics.items())) or "-", r.origin, r.sha256[:12]]
+            for r in records]
+
+
+_HEADERS = ["REF", "FAMILY", "ARCH", "PARAMS", "DATASET", "METRICS", "ORIGIN", "BLOB"]
+
+
+@click.group()
+@click.option("--registry", "url", envvar="ZOO_REGISTRY_URL", default=None, metavar="URL",
+              help="Registry database: a SQLAlchemy URL or a SQLite path (default: sqlite:///registry.db).")
+@click.option("--blob-root", envvar="ZOO_BLOB_ROOT", default=None, metavar="DIR",
+              help="Blob store folder (default: registry.blobs/ beside a SQLite file).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="zoo")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, blob_root: str | None, verbose: int) -> None:
+    """zoo: a registry of pretrained PyTorch models, and a generator of new weights from it."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict).update(url=url, blob_root=blob_root)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--name", help="Checkpoint name (default: the file stem). An existing name gets a new version.")
+@click.option("--arch", help="Architecture name or spec JSON (default: detected from the weights).")
+@click.option("--dataset", help="Name of the dataset the weights were trained on.")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY=VALUE", help="A metric, e.g. accuracy=0.93.")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--origin", default="imported", type=click.Choice(["imported", "trained", "fine-tuned", "generated"]))
+@click.option("--parent", help="Checkpoint this one came from (lineage).")
+@click.option("--base", help="Base checkpoint the weights apply to (LoRA adapters).")
+@click.option("--alias", help="Point NAME@ALIAS at the new version.")
+@click.option("--exist-ok", is_flag=True, help="Return the existing version if these weights are already there.")
+@json_option
+@click.pass_context
+def add(ctx: click.Context, path: str, name: str | None, arch: str | None, dataset: str | None,
+        metrics: tuple[str, ...], tags: tuple[str, ...], origin: str, parent: str | None, base: str | None,
+        alias: str | None, exist_ok: bool, as_json: bool) -> None:
+    """Add a checkpoint file (.safetensors or a weights-only torch file)."""
+    parsed: dict[str, float] = {}
+    for item in metrics:
+        key, sep, value = item.partition("=")
+        try:
+            parsed[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric") from None
+        if not sep:
+            raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric")
+    rec = _registry(ctx).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
+                             parent=parent, base=base, alias=alias, exist_ok=exist_ok)
+    _emit(rec.to_dict(), as_json, lambda: click.echo(
+        f"added {rec.ref}: {rec.arch} ({_fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"))
+
+
+@cli.command("list")
+@click.option("--family", help="Only this family.")
+@click.option("--name", help="Name or glob, e.g. 'resnet*'.")
+@click.option("--latest", is_flag=True, help="Only the newest version of each name.")
+@click.option("--limit", type=int, default=None)
+@json_option
+@click.pass_context
+def list_(ctx: click.Context, family: str | None, name: str | None, latest: bool, limit: int | None,
+          as_json: bool) -> None:
+    """List checkpoints, newest first."""
+    recs = _registry(ctx).list(family=family, name=name, latest_only=latest, limit=limit)
+    _emit([r.to_dict() for r in recs], as_json, lambda: _table(_checkpoint_rows(recs), _HEADERS))
+
+
+@cli.command()
+@click.argument("ref")
+@json_option
+@click.pass_context
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one checkpoint (REF: name, name:vN, name@alias or id) with its lineage and aliases."""
+    reg = _registry(ctx)
+    rec = reg.get(ref)
+    lineage = reg.lineage(rec.id)
+    aliases = [a.alias for a in reg.aliases(rec.name) if a.checkpoint_id == rec.id]
+    data = {**rec.to_dict(), "aliases": aliases, "lineage": [r.ref for r in lineage]}
+
+    def human() -> None:
+        for key in ("ref", "family", "arch", "num_params", "dataset", "origin", "sha256", "size_bytes", "created_at"):
+            click.echo(f"{key:>11}: {data[key]}")
+        click.echo(f"{'metrics':>11}: {json.dumps(data['metrics'])}")
+        click.echo(f"{'tags':>11}: {', '.join(data['tags']) or '-'}")
+        click.echo(f"{'aliases':>11}: {', '.join(aliases) or '-'}")
+        click.echo(f"{'lineage':>11}: {' <- '.join(data['lineage'])}")
+        click.echo(f"{'arch_text':>11}: {rec.arch_text}")
+
+    _emit(data, as_json, human)
+
+
+@cli.command()
+@click.option("--family")
+@click.option("--arch", help="Architecture variant name, e.g. resnet20.")
+@click.option("--dataset")
+@click.option("--tag", "tags", multiple=True, help="Required tag (repeatable).")
+@click.option("--metric", "metrics", multiple=True, metavar="EXPR", help="Threshold, e.g. 'accuracy>=0.9'.")
+@click.option("--name", help="Name or glob.")
+@click.option("--origin", type=click.Choice(["imported", "trained", "fine-tuned", "generated"]))
+@click.option("--latest", is_flag=True, help="Only the newest version of each name.")
+@click.option("--limit", type=int, default=None)
+@json_option
+@click.pass_context
+def search(ctx: click.Context, family: str | None, arch: str | None, dataset: str | None, tags: tuple[str, ...],
+           metrics: tuple[str, ...], name: str | None, origin: str | None, latest: bool, limit: int | None,
+           as_json: bool) -> None:
+    """Search checkpoints by family, architecture, dataset, tags and metric thresholds."""
+    recs = _registry(ctx).search(family=family, arch=arch, dataset=dataset, tags=tags, metrics=list(metrics),
+                                 name=name, origin=origin, latest_only=latest, limit=limit)
+    _emit([r.to_dict() for r in recs], as_json, lambda: _table(_checkpoint_rows(recs), _HEADERS))
+
+
+@cli.command("load-check")
+@click.argument("refs", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def load_check(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
+    """Load checkpoints as modules (hash verified) and run a forward pass on a dummy input."""
+    import torch
+
+    from zoo.plugins import get_family
+
+    reg = _registry(ctx)
+    results = []
+    failed = False
+    for ref in refs:
+        try:
+            rec = reg.get(ref)
+            module = reg.load(rec)
+            n = sum(p.numel() for p in module.parameters())
+            shape = get_family(rec.family).example_input_shape(rec.arch)
+            with torch.no_grad():
+                out = module(torch.zeros(1, *shape))
+            results.append({"ref": rec.ref, "ok": True, "params": n, "output_shape": list(out.shape)})
+        except ZooError as exc:
+            failed = True
+            results.append({"ref": ref, "ok": False, "error": str(exc)})
+    _emit(results, as_json, lambda: [click.echo(
+        f"ok   {r['ref']}: {r['params']} params, output {r['output_shape']}" if r["ok"]
+        else f"FAIL {r['ref']}: {r['error']}") for r in results])
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("alias")
+@json_option
+@click.pass_context
+def alias(ctx: click.Context, ref: str, alias: str, as_json: bool) -> None:
+    """Point NAME@ALIAS at the version REF names (e.g. `zoo alias resnet20:v2 best`)."""
+    a = _registry(ctx).alias(ref, alias)
+    _emit({"name": a.name, "alias": a.alias, "version": a.version, "checkpoint_id": a.checkpoint_id}, as_json,
+          lambda: click.echo(f"{a.name}@{a.alias} -> {a.name}:v{a.version}"))
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_context
+def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
+    """Remove one checkpoint version (and its blob when nothing else uses it)."""
+    reg = _registry(ctx)
+    rec = reg.get(ref)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"remove {rec.ref}?", abort=True)
+    reg.remove(rec.id)
+    _emit({"removed": rec.ref}, as_json, lambda: click.echo(f"removed {rec.ref}"))
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Delete orphan files, stale temp files and unreferenced rows.")
+@json_option
+@click.pass_context
+def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Hash every blob; report missing, corrupt and orphaned ones. Exit 1 if anything is damaged."""
+    rep = _registry(ctx).verify(repair=repair)
+
+    def human() -> None:
+        click.echo(f"checked {rep.checked} blobs: {rep.ok} ok, {len(rep.missing)} missing, {len(rep.corrupt)} corrupt,"
+                   f" {len(rep.orphan_files)} orphan files, {len(rep.orphan_rows)} orphan rows"
+                   + (" (repaired orphans)" if repair else ""))
+        for sha in rep.missing:
+            click.echo(f"missing  {sha}")
+        for sha in rep.corrupt:
+            click.echo(f"corrupt  {sha}")
+
+    _emit(rep.to_dict(), as_json, human)
+    if rep.missing or rep.corrupt or (not repair and not rep.clean):
+        sys.exit(1)
+
+
+@cli.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List loaded plugins and the architecture families they provide."""
+    from zoo.plugins import families, list_plugins
+
+    infos = list_plugins()
+    fams = families()
+    data = {"plugins": [{"name": p.name, "source": p.source, "module": p.module, "hooks": list(p.hooks),
+                         "error": p.error} for p in infos],
+            "families": {n: {"summary": f.summary, "variants": f.variants(), "plugin": type(f).__module__}
+                         for n, f in fams.items()}}
+
+    def human() -> None:
+        _table([[p.name, p.source, p.module, ", ".join(h.removeprefix("zoo_") for h in p.hooks) or p.error]
+                for p in infos], ["PLUGIN", "SOURCE", "MODULE", "HOOKS"])
+        click.echo("")
+        _table([[n, f.summary, ", ".join(f.variants()[:6]) + (" ..." if len(f.variants()) > 6 else "")]
+                for n, f in fams.items()], ["FAMILY", "SUMMARY", "VARIANTS"])
+
+    _emit(data, as_json, human)
+
+
+@cli.command()
+@click.option("--out", default="zoo-run", show_default=True, type=click.Path(file_okay=False),
+              help="Working folder for the registry and the report.")
+def demo(out: str) -> None:
+    """The main job: build a small zoo from real bundled data, load it back, and write a report."""
+    from zoo.demo import run_demo
+
+    report = run_demo(out)
+    click.echo(f"report: {report}")
+
+
+def _add_plugin_commands() -> None:
+    from zoo.plugins import get_plugin_manager
+
+    get_plugin_manager().hook.zoo_register_commands(cli=cli)
+
+
+def main() -> None:
+    """Console entry point: runs the CLI and turns zoo errors into one-line messages and exit code 1."""
+    try:
+        _add_plugin_commands()
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ZooError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
