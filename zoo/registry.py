@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 from torch import nn
@@ -32,7 +34,7 @@ from zoo.errors import (
 from zoo.plugins import detect_arch, get_family, resolve_arch
 from zoo.records import ORIGINS, AliasRecord, ArchSpec, CheckpointRecord, DatasetRecord, VerifyReport
 from zoo.store import models as m
-from zoo.store.blobs import BlobStore, sha256_bytes
+from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, retry, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -162,28 +164,27 @@ class Registry:
         if family.requires_base(spec) and base is None:
             raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
         data = BlobStore.serialize(_unshare(state), {"zoo.family": spec.family, "zoo.arch": spec.name})
-        sha = sha256_bytes(data)
         meta_all = {**({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
                     **({"source_extra": scalar_extras(read.extra)} if read.extra else {}), **dict(meta or {})}
         num_params = family.layout(spec).num_params
         arch_text = family.describe(spec)
+        sha, created = self.blobs.put(data)
 
         def txn() -> CheckpointRecord:
-            _, created = self.blobs.put(data, sha)
-            try:
-                with self.db.write() as s:
-                    self.db.lock_key(s, sha)
-                    rec = self._insert(s, name, spec, arch_text, sha, len(data), num_params, dataset, metrics,
-                                       tags, origin, parent, base, alias, meta_all, exist_ok)
-                    if not self.blobs.exists(sha):  # a concurrent remove took the file: write it again
-                        self.blobs.put(data, sha)
-                    return rec
-            except BaseException:
-                if created:
-                    self._drop_if_unreferenced(sha)
-                raise
+            with self.db.write() as s:
+                self.db.lock_key(s, sha)
+                rec = self._insert(s, name, spec, arch_text, sha, len(data), num_params, dataset, metrics, tags,
+                                   origin, parent, base, alias, meta_all, exist_ok)
+                if not self.blobs.exists(sha):  # a concurrent remove took the file: write it again
+                    self.blobs.put(data, sha)
+                return rec
 
-        rec = retry(txn)
+        try:
+            rec = retry(txn)
+        except BaseException:
+            if created:  # leave the store as it was
+                self._drop_if_unreferenced(sha)
+            raise
         log.info("added %s (%s, %s params, blob %s)", rec.ref, spec, num_params, sha[:12])
         return rec
 
@@ -191,39 +192,46 @@ class Registry:
                 dataset: str | None, metrics: dict[str, float], tags: tuple[str, ...], origin: str,
                 parent: str | int | None, base: str | int | None, alias: str | None, meta: dict[str, Any],
                 exist_ok: bool) -> CheckpointRecord:
-        same = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name, m.Checkpoint.sha256 == sha)).first()
+        existing = s.execute(select(m.Checkpoint.id, m.Checkpoint.version, m.Checkpoint.sha256)
+                             .where(m.Checkpoint.name == name)).all()
+        same = next((row for row in existing if row.sha256 == sha), None)
         if same is not None:
             if exist_ok:
-                return self._record(s, same)
+                return self._record(s, s.get_one(m.Checkpoint, same.id))
             raise DuplicateError("checkpoint", f"{name}:v{same.version}",
                                  "these exact weights are already registered under this name; "
                                  "use that version, pass exist_ok=True, or choose another name")
-        parent_row = self._resolve(s, parent) if parent is not None else None
-        base_row = self._resolve(s, base) if base is not None else None
-        dataset_row = self._dataset_row(s, dataset) if dataset is not None else None
-        blob = s.get(m.Blob, sha)
-        if blob is None:
-            s.add(m.Blob(sha256=sha, size=size, state="live"))
-        elif blob.state != "live":
-            blob.state = "live"
-        version = (s.scalar(select(func.max(m.Checkpoint.version)).where(m.Checkpoint.name == name)) or 0) + 1
-        row = m.Checkpoint(
-            name=name, version=version, family=spec.family, arch_name=spec.name, arch_key=spec.key,
-            arch_json=spec.to_json(), arch_text=arch_text, sha256=sha, num_params=num_params, size_bytes=size,
-            dataset_id=dataset_row.id if dataset_row else None, origin=origin,
-            parent_id=parent_row.id if parent_row else None, base_id=base_row.id if base_row else None, meta=meta,
-        )
-        row.tags = [m.Tag(tag=t) for t in tags]
-        row.metrics = [m.Metric(key=k, value=v) for k, v in metrics.items()]
-        s.add(row)
+        parent_id = self._resolve(s, parent).id if parent is not None else None
+        base_id = self._resolve(s, base).id if base is not None else None
+        dataset_id = self._dataset_row(s, dataset).id if dataset is not None else None
+        self._upsert_live_blob(s, sha, size)
+        version = max((row.version for row in existing), default=0) + 1
+        now = m.utcnow()
         try:
-            s.flush()
+            cid = s.execute(insert(m.Checkpoint).values(
+                name=name, version=version, family=spec.family, arch_name=spec.name, arch_key=spec.key,
+                arch_json=spec.to_json(), arch_text=arch_text, sha256=sha, num_params=num_params, size_bytes=size,
+                dataset_id=dataset_id, origin=origin, parent_id=parent_id, base_id=base_id, meta=meta,
+                created_at=now).returning(m.Checkpoint.id)).scalar_one()
         except SAIntegrityError as exc:
             raise DuplicateError("checkpoint", f"{name}:v{version}", "a concurrent add took this version; retry") \
                 from exc
+        if tags:
+            s.execute(insert(m.Tag), [{"checkpoint_id": cid, "tag": t} for t in tags])
+        if metrics:
+            s.execute(insert(m.Metric), [{"checkpoint_id": cid, "key": k, "value": v} for k, v in metrics.items()])
         if alias is not None:
-            self._set_alias(s, row, alias)
-        return self._record(s, row)
+            self._set_alias(s, s.get_one(m.Checkpoint, cid), alias)
+        return CheckpointRecord(
+            id=cid, name=name, version=version, arch=spec, arch_text=arch_text, sha256=sha, num_params=num_params,
+            size_bytes=size, dataset=dataset, metrics=metrics, tags=tags, origin=origin, parent_id=parent_id,
+            base_id=base_id, created_at=now, meta=meta)
+
+    def _upsert_live_blob(self, s: Session, sha: str, size: int) -> None:
+        """Insert the blob row, or mark an existing one live again (it may be half-way through removal)."""
+        ins = (sqlite_insert if self.db.dialect == "sqlite" else pg_insert)(m.Blob).values(
+            sha256=sha, size=size, state="live", created_at=m.utcnow())
+        s.execute(ins.on_conflict_do_update(index_elements=[m.Blob.sha256], set_={"state": "live"}))
 
     def _dataset_row(self, s: Session, name: str) -> m.Dataset:
         row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()

@@ -63,26 +63,28 @@ class BlobStore:
         return st_save(dict(tensors), metadata=meta)
 
     def put(self, data: bytes, sha256: str | None = None) -> tuple[str, bool]:
-        """Store ``data``; returns (sha256, whether a new file was written). Idempotent."""
-        sha = sha256 or sha256_bytes(data)
-        dest = self.path(sha)
-        if dest.is_file() and dest.stat().st_size == len(data) and self._matches(dest, sha):
-            os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
-            return sha, False
-        self._write_atomic(dest, data)
-        return sha, True
+        """Store ``data``; returns (sha256, whether a new file was written). Idempotent.
 
-    def _write_atomic(self, dest: Path, data: bytes) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        The hash is computed on a second thread while the bytes are written to a temp file, which is then
+        renamed to its content address.
+        """
+        digest = None if sha256 else _hasher.submit(sha256_bytes, data)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{dest.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp = self.tmp / f"{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:
             with open(tmp, "xb") as fh:
                 fh.write(data)
                 if self.fsync:
                     fh.flush()
                     os.fsync(fh.fileno())
+            sha = sha256 or digest.result()  # type: ignore[union-attr]
+            dest = self.path(sha)
+            if dest.is_file() and dest.stat().st_size == len(data) and self._matches(dest, sha):
+                os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
+                return sha, False
+            dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
+            return sha, True
         finally:
             tmp.unlink(missing_ok=True)
 

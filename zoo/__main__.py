@@ -1,0 +1,5 @@
+"""``python -m zoo``: the command line."""
+
+from zoo.cli import main
+
+main()
