@@ -1,0 +1,121 @@
+"""The weight tokenizer: a VQ-VAE that maps each chunk of K weights to ``levels`` codebook indices.
+
+The encoder and decoder see, besides the chunk's values, which layer it belongs to and where it sits in
+that layer, so one codebook serves all layers. Reconstruction loss is masked: padding never counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igpg.quantizers import make_quantizer
+from zoo.chunking import Chunks
+
+
+@dataclass
+class TokenizerConfig:
+    k: int = 16  # chunk size: values per chunk
+    latent_dim: int = 32  # dimension of code vectors
+    hidden: int = 256  # width of encoder/decoder MLPs
+    depth: int = 2  # hidden layers in encoder and decoder
+    codebook_size: int = 512  # codes per quantizer level
+    levels: int = 2  # residual quantization levels (tokens per chunk); 1 = plain VQ
+    quantizer: str = "ema"  # "ema" (k-means with dead-code replacement) or "gumbel"
+    max_layers: int = 512  # size of the layer-index embedding (indices beyond wrap around)
+    pos_features: int = 16  # sinusoidal features of the chunk's position within its layer
+    commitment: float = 0.25  # weight of the commitment loss (EMA)
+    ema_decay: float = 0.95  # EMA decay of the codebook statistics
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def position_features(position: torch.Tensor, count: torch.Tensor, n: int) -> torch.Tensor:
+    """Sinusoids of a chunk's absolute and relative position within its layer: (N,) -> (N, n)."""
+    half = n // 2
+    freqs = torch.exp(torch.arange(half // 2, device=position.device) * (-math.log(1000.0) / max(1, half // 2)))
+    absolute = position.float()[:, None] * freqs[None]  # (N, half/2)
+    relative = (position.float() / count.clamp_min(1).float())[:, None] * math.pi * (1 + torch.arange(
+        half // 2, device=position.device))[None]  # (N, half/2)
+    return torch.cat([absolute.sin(), absolute.cos(), relative.sin(), relative.cos()], -1)  # (N, n)
+
+
+def _mlp(inp: int, hidden: int, out: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(inp, hidden), nn.GELU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(hidden, hidden), nn.GELU()]
+    layers.append(nn.Linear(hidden, out))
+    return nn.Sequential(*layers)
+
+
+class WeightTokenizer(nn.Module):
+    """VQ-VAE over weight chunks: ``encode`` chunks to indices, ``decode`` indices to chunk values."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.layer_emb = nn.Embedding(c.max_layers, c.hidden)
+        cond = c.hidden + c.pos_features
+        self.enc_in = nn.Linear(2 * c.k, c.hidden)
+        self.encoder = _mlp(c.hidden + cond, c.hidden, c.latent_dim, c.depth)
+        self.decoder = _mlp(c.latent_dim + cond, c.hidden, c.k, c.depth)
+        kw = {"decay": c.ema_decay, "commitment": c.commitment} if c.quantizer == "ema" else {}
+        self.quantizer = make_quantizer(c.quantizer, c.levels, c.codebook_size, c.latent_dim, **kw)
+
+    def _cond(self, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.layer_emb(layer % self.config.max_layers),
+                          position_features(position, count, self.config.pos_features)], -1)  # (N, H+P)
+
+    def _encode_latent(self, data: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([data * mask, mask.float()], -1)  # (N, 2K)
+        return self.encoder(torch.cat([self.enc_in(x), cond], -1))  # (N, D)
+
+    def forward(self, data: torch.Tensor, mask: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
+                count: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstruct a batch of chunks; returns the losses and the codes.
+
+        data, mask: (N, K); layer, position, count: (N,) (count = chunks in the chunk's layer).
+        """
+        cond = self._cond(layer, position, count)
+        q = self.quantizer(self._encode_latent(data, mask, cond))
+        recon = self.decoder(torch.cat([q.quantized, cond], -1))  # (N, K)
+        m = mask.float()
+        rec_loss = ((recon - data) ** 2 * m).sum() / m.sum().clamp_min(1)
+        return {"loss": rec_loss + q.loss, "recon_loss": rec_loss, "vq_loss": q.loss,
+                "perplexity": q.perplexity, "indices": q.indices, "recon": recon}
+
+    @torch.no_grad()
+    def encode(self, chunks: Chunks) -> torch.Tensor:
+        """Codes of every chunk: (N, levels) long."""
+        layer, position, count = chunk_coords(chunks)
+        dev = self.layer_emb.weight.device
+        cond = self._cond(layer.to(dev), position.to(dev), count.to(dev))
+        z = self._encode_latent(chunks.data.to(dev), chunks.mask.to(dev), cond)
+        return self.quantizer(z).indices.reshape(chunks.num_chunks, -1).cpu()
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
+                       count: torch.Tensor) -> torch.Tensor:
+        """Chunk values (N, K) from codes (N, levels) and the chunks' coordinates."""
+        dev = self.layer_emb.weight.device
+        q = self.quantizer.lookup(indices.to(dev))  # (N, D)
+        cond = self._cond(layer.to(dev), position.to(dev), count.to(dev))
+        return self.decoder(torch.cat([q, cond], -1)).float().cpu()
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor, like: Chunks) -> Chunks:
+        """``like`` with its values replaced by the decoding of ``indices``; padding is zeroed."""
+        layer, position, count = chunk_coords(like)
+        values = self.decode_indices(indices, layer, position, count) * like.mask
+        return like.with_data(values)
+
+
+def chunk_coords(chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(layer, position, chunks-in-layer) per chunk, each (N,) long."""
+    per_layer = torch.tensor(chunks.chunks_per_layer, dtype=torch.long)
+    return chunks.layer, chunks.position, per_layer[chunks.layer] if chunks.num_chunks else chunks.layer
