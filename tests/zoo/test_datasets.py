@@ -1,0 +1,166 @@
+"""Dataset loading, validation and fingerprints (zoo.datasets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import shared_data_dir
+from zoo.datasets import (
+    ImageDataset,
+    as_dataset,
+    from_arrays,
+    from_image_folder,
+    from_torch_dataset,
+    invert,
+    load_digits,
+    load_mnist,
+    load_source,
+    rotate,
+)
+from zoo.errors import DatasetError
+
+
+def _toy(n_per_class: int = 4, classes: int = 3, side: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n_per_class * classes, side, side, generator=gen)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    return x, y
+
+
+def test_from_arrays_layouts_agree() -> None:
+    x, y = _toy()
+    u8 = (x * 255).round().to(torch.uint8)
+    a = from_arrays(u8, y)  # (N, H, W) uint8
+    b = from_arrays(u8.numpy()[..., None], y.numpy())  # (N, H, W, 1) numpy
+    c = from_arrays(u8.float().div(255).unsqueeze(1), y.tolist())  # (N, 1, H, W) float
+    assert a.image_shape == b.image_shape == c.image_shape == (1, 6, 6)
+    assert a.num_classes == 3 and a.num_samples == 12
+    assert a.fingerprint == b.fingerprint == c.fingerprint
+    rgb = from_arrays(torch.rand(6, 5, 5, 3), [0, 1, 0, 1, 0, 1])
+    assert rgb.image_shape == (3, 5, 5)
+
+
+def test_fingerprint_follows_content() -> None:
+    x, y = _toy()
+    a = from_arrays(x, y)
+    x2 = x.clone()
+    x2[0, 0, 0] = 1 - x2[0, 0, 0]
+    assert from_arrays(x2, y).fingerprint != a.fingerprint
+    assert from_arrays(x, y.flip(0)).fingerprint != a.fingerprint
+    assert from_arrays(x.clone(), y.clone()).fingerprint == a.fingerprint
+
+
+def test_out_of_range_floats_are_rescaled() -> None:
+    x, y = _toy()
+    ds = from_arrays(x * 10 - 5, y)
+    assert float(ds.images.min()) == 0.0 and float(ds.images.max()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: from_arrays(torch.zeros(0, 4, 4), []), ["empty"]),
+    (lambda: from_arrays(torch.rand(4, 4, 4), [0, 0, 2, 2]), ["class 1", "no images"]),
+    (lambda: from_arrays(torch.rand(4, 4, 4), [0, 1, 0, 1], num_classes=3), ["class 2", "no images"]),
+    (lambda: from_arrays([np.zeros((4, 4)), np.zeros((5, 4))], [0, 1]), ["different sizes", "[4, 4]", "[5, 4]"]),
+    (lambda: from_arrays(torch.rand(4, 4, 4), [0, 1, 0]), ["labels"]),
+    (lambda: from_arrays(torch.full((2, 4, 4), float("nan")), [0, 1]), ["NaN"]),
+    (lambda: from_arrays(torch.rand(2, 5, 8, 8), [0, 1]), ["channels"]),
+    (lambda: from_arrays(torch.rand(2, 4, 4), [0.5, 1]), ["integers"]),
+    (lambda: from_arrays(torch.rand(2, 4, 4), [0, 1], class_names=["a", "b", "c"]), ["class 2", "'c'"]),
+])
+def test_bad_inputs_raise_dataset_error(make, words: list[str]) -> None:
+    with pytest.raises(DatasetError) as err:
+        make()
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_split_select_and_transforms() -> None:
+    ds = load_digits()
+    a, b = ds.split(0.7, seed=1)
+    assert a.num_samples + b.num_samples == ds.num_samples
+    assert (a.class_counts > 0).all() and (b.class_counts > 0).all()
+    assert abs(a.num_samples / ds.num_samples - 0.7) < 0.01
+    sub = ds.select_classes([5, 6, 7])
+    assert sub.num_classes == 3 and sub.class_names == ("5", "6", "7")
+    assert sub.num_samples == int(ds.class_counts[5:8].sum())
+    r = rotate(ds, 90)
+    assert torch.equal(rotate(r, 270).images, ds.images)
+    assert rotate(ds, 30).image_shape == ds.image_shape
+    assert torch.allclose(invert(invert(ds)).images, ds.images)
+    picks = ds.sample_per_class(5, seed=3)
+    assert [len(p) for p in picks] == [5] * 10
+    assert all(bool((ds.labels[p] == c).all()) for c, p in enumerate(picks))
+    assert all(torch.equal(p, q) for p, q in zip(picks, ds.sample_per_class(5, seed=3)))
+    with pytest.raises(DatasetError):
+        ds.select_classes([3, 11])
+
+
+def test_digits_and_source_roundtrip() -> None:
+    ds = load_digits()
+    assert (ds.num_samples, ds.num_classes, ds.image_shape) == (1797, 10, (1, 8, 8))
+    assert 0.0 <= float(ds.images.min()) and float(ds.images.max()) <= 1.0
+    assert load_source(ds.source).fingerprint == ds.fingerprint
+    assert as_dataset("digits").fingerprint == ds.fingerprint
+
+
+def test_torch_dataset() -> None:
+    x, y = _toy()
+    ds = from_torch_dataset(torch.utils.data.TensorDataset(x, y))
+    assert ds.fingerprint == from_arrays(x, y).fingerprint
+    assert as_dataset(torch.utils.data.TensorDataset(x, y)).fingerprint == ds.fingerprint
+    assert as_dataset((x, y)).fingerprint == ds.fingerprint
+
+
+def _write_folder(root: Path, sizes: dict[str, list[tuple[int, int]]]) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, shapes in sizes.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i, (h, w) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    root = _write_folder(tmp_path / "imgs", {"cat": [(6, 6)] * 3, "dog": [(6, 6)] * 2})
+    ds = from_image_folder(root)
+    assert ds.class_names == ("cat", "dog") and ds.num_samples == 5 and ds.image_shape == (3, 6, 6)
+    assert ds.source["kind"] == "image-folder"
+    assert load_source(ds.source).fingerprint == ds.fingerprint
+    assert as_dataset(root).fingerprint == ds.fingerprint
+    gray = from_image_folder(root, grayscale=True, size=4)
+    assert gray.image_shape == (1, 4, 4)
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    mixed = _write_folder(tmp_path / "mixed", {"a": [(6, 6)], "b": [(7, 6)]})
+    with pytest.raises(DatasetError, match=r"different sizes.*b/0.png.*size="):
+        from_image_folder(mixed)
+    assert from_image_folder(mixed, size=(5, 5)).image_shape == (3, 5, 5)
+    empty_class = _write_folder(tmp_path / "ec", {"a": [(6, 6)]})
+    (empty_class / "b").mkdir()
+    with pytest.raises(DatasetError, match="class 'b' has no images"):
+        from_image_folder(empty_class)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DatasetError, match="no class folders"):
+        from_image_folder(tmp_path / "none")
+
+
+def test_mnist_missing_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+
+
+def test_mnist_idx() -> None:
+    data = shared_data_dir()
+    if data is None or not (data / "mnist").is_dir():
+        pytest.skip("MNIST files are not present")
+    ds = load_mnist(data / "mnist", limit=500)
+    assert (ds.num_samples, ds.num_classes, ds.image_shape) == (500, 10, (1, 28, 28))
+    assert load_source(ds.source).fingerprint == ds.fingerprint
+    assert isinstance(as_dataset(data / "mnist"), ImageDataset)

@@ -1,0 +1,708 @@
+"""Dataset and architecture embeddings in the registry, and nearest-neighbour retrieval over them.
+
+Service functions over a :class:`~zoo.registry.Registry`:
+
+- :func:`register_dataset` validates a dataset, stores its name, description, class count and content
+  fingerprint, and its vector from every requested dataset encoder.
+- :func:`embed_arch` stores the text-encoder vector of an architecture's canonical description.
+- :func:`nearest` ranks checkpoints of a compatible architecture by how similar their training dataset is
+  to a query dataset (and, when asked, how similar their architecture is).
+- :func:`refresh_stale` recomputes what is stale and brings the persisted index up to date.
+
+Every vector is stored with its encoder's id and version and the fingerprint of what it encodes (the
+dataset's content fingerprint; the sha256 of the architecture text). A vector is recomputed only when one
+of those changes. Search is exact (NumPy) below :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and
+uses a persisted HNSW index (usearch) above; pgvector on PostgreSQL is a TODO hook (:func:`_pgvector_search`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from zoo.datasets import ImageDataset, as_dataset, load_source
+from zoo.encoders import (
+    DatasetEncoder,
+    TextEncoder,
+    dataset_encoders,
+    get_dataset_encoder,
+    get_text_encoder,
+    unavailable_reason,
+)
+from zoo.errors import ConfigError, DatasetError, DuplicateError, NotFoundError, ZooError
+from zoo.index import ANN_MIN_VECTORS, ExactIndex, SearchHits, USearchIndex
+from zoo.plugins import get_family, resolve_arch
+from zoo.records import ArchSpec, CheckpointRecord, DatasetRecord, EmbeddingRecord
+from zoo.store import models as m
+from zoo.store.db import retry
+
+log = logging.getLogger(__name__)
+
+DATASET = "dataset"  # Embedding.subject of dataset vectors (subject_key: the dataset name)
+ARCH = "arch"  # Embedding.subject of architecture vectors (subject_key: ArchSpec.key)
+ENV_INDEX_DIR = "ZOO_INDEX_DIR"
+Match = Literal["exact", "family", "any"]
+Method = Literal["auto", "exact", "ann", "pgvector"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# records
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Neighbor:
+    """One retrieved checkpoint and why it ranks where it does."""
+
+    checkpoint: CheckpointRecord
+    similarity: float  # the ranking score: dataset similarity, blended with arch similarity when asked
+    dataset: str  # the checkpoint's training dataset
+    dataset_similarity: float  # cosine similarity of the query's and that dataset's vectors
+    arch_similarity: float | None  # cosine similarity of the architecture texts' vectors (None: not used)
+    encoder_id: str  # dataset encoder that made both vectors
+    encoder_version: str
+    method: str  # "exact", "usearch" or "pgvector"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint.ref, "checkpoint_id": self.checkpoint.id, "arch": self.checkpoint.arch.name,
+                "similarity": self.similarity, "dataset": self.dataset, "dataset_similarity": self.dataset_similarity,
+                "arch_similarity": self.arch_similarity, "encoder_id": self.encoder_id,
+                "encoder_version": self.encoder_version, "method": self.method}
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """The persisted nearest-neighbour index of one dataset encoder."""
+
+    encoder_id: str
+    encoder_version: str
+    path: str
+    count: int  # vectors in the index
+    dim: int
+    dtype: str  # how the index stores vectors ("f32", "f16", "i8")
+    rebuilt: bool  # built (or extended) by this call, rather than already current
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What :func:`refresh_stale` did."""
+
+    datasets_embedded: tuple[str, ...]  # "dataset/encoder" pairs (re)computed
+    datasets_current: int  # (dataset, encoder) pairs that were already current
+    datasets_changed: tuple[str, ...]  # datasets whose source data changed since registration
+    datasets_need_data: tuple[str, ...]  # stale or never embedded, and zoo cannot read their data again
+    archs_embedded: int  # architecture vectors (re)computed
+    archs_current: int
+    indexes: tuple[IndexInfo, ...]  # persisted ANN indexes checked (rebuilt or not)
+    skipped_encoders: tuple[str, ...]  # encoders left out, with the reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"datasets_embedded": list(self.datasets_embedded), "datasets_current": self.datasets_current,
+                "datasets_changed": list(self.datasets_changed), "datasets_need_data": list(self.datasets_need_data),
+                "archs_embedded": self.archs_embedded, "archs_current": self.archs_current,
+                "indexes": [i.__dict__ for i in self.indexes], "skipped_encoders": list(self.skipped_encoders)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+def _utc(dt):  # type: ignore[no-untyped-def]
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _to_bytes(vec: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+def _from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def _text_fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _embedding_record(row: m.Embedding) -> EmbeddingRecord:
+    return EmbeddingRecord(row.id, row.subject, row.subject_key, row.encoder_id, row.encoder_version,
+                           row.source_fingerprint, _from_bytes(row.vector), _utc(row.created_at))
+
+
+def _dataset_record(r: m.Dataset) -> DatasetRecord:
+    return DatasetRecord(r.id, r.name, r.description, r.num_classes, r.num_samples, r.fingerprint,
+                         _utc(r.created_at), r.meta or {})
+
+
+def _check_vector(vec: np.ndarray, encoder: Any, what: str) -> np.ndarray:
+    v = np.asarray(vec, dtype=np.float32).reshape(-1)
+    if not np.isfinite(v).all() or not v.any():
+        raise ZooError(f"encoder {encoder.id!r} returned a zero or non-finite vector for {what}; the encoder is broken")
+    return v / np.linalg.norm(v)
+
+
+def _upsert(s: Session, subject: str, key: str, encoder_id: str, version: str, fingerprint: str,
+            vec: np.ndarray) -> m.Embedding:
+    row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
+                                              m.Embedding.encoder_id == encoder_id)).first()
+    if row is None:
+        row = m.Embedding(subject=subject, subject_key=key, encoder_id=encoder_id, encoder_version=version,
+                          source_fingerprint=fingerprint, dim=int(vec.shape[0]), vector=_to_bytes(vec))
+        s.add(row)
+    else:
+        row.encoder_version, row.source_fingerprint = version, fingerprint
+        row.dim, row.vector, row.created_at = int(vec.shape[0]), _to_bytes(vec), m.utcnow()
+    s.flush()
+    return row
+
+
+def _current(row: m.Embedding | None, version: str, fingerprint: str) -> bool:
+    return row is not None and row.encoder_version == version and row.source_fingerprint == fingerprint
+
+
+def _resolve_encoders(encoders: Iterable[str | DatasetEncoder] | str | DatasetEncoder | None
+                      ) -> tuple[list[DatasetEncoder], list[str]]:
+    """(encoders to use, "id: reason" for registered ones left out because they cannot run here)."""
+    if encoders is None:
+        out, skipped = [], []
+        for enc in dataset_encoders().values():
+            reason = unavailable_reason(enc)
+            (skipped.append(f"{enc.id}: {reason}") if reason else out.append(enc))
+        return out, skipped
+    if isinstance(encoders, (str, DatasetEncoder)) or hasattr(encoders, "embed"):
+        encoders = [encoders]  # type: ignore[list-item]
+    return [get_dataset_encoder(e) for e in encoders], []  # type: ignore[union-attr]
+
+
+def index_dir(registry: Any) -> Path:
+    """Where persisted indexes live: ``$ZOO_INDEX_DIR``, or ``<name>.indexes`` beside the blob store."""
+    env = os.environ.get(ENV_INDEX_DIR)
+    return Path(env) if env else registry.blobs.root.with_suffix(".indexes")
+
+
+# ----------------------------------------------------------------------------------------------------
+# datasets
+# ----------------------------------------------------------------------------------------------------
+def register_dataset(registry: Any, name: str, data: Any, *, description: str | None = None,
+                     encoders: Iterable[str | DatasetEncoder] | str | DatasetEncoder | None = None,
+                     replace: bool = False) -> DatasetRecord:
+    """Register (or update) dataset ``name`` and store its vector from each encoder.
+
+    ``data`` is anything :func:`zoo.datasets.as_dataset` reads: an ``ImageDataset``, ``(images, labels)``,
+    a torch ``Dataset``, an image-folder or MNIST path, or ``"digits"``. ``encoders`` defaults to every
+    registered dataset encoder that can run here (``pixels`` always; ``clip`` once it has weights).
+    Registering the same data again only computes vectors that are missing or stale. A dataset already
+    registered with *different* data raises :class:`DuplicateError` unless ``replace=True``. Every vector
+    is computed before anything is written: on any error nothing is stored.
+    """
+    from zoo.registry import check_name
+
+    check_name(name, "dataset")
+    ds = as_dataset(data)
+    encs, skipped = _resolve_encoders(encoders)
+    for reason in skipped:
+        log.info("dataset %s: not embedded with %s", name, reason)
+    if not encs:
+        raise ConfigError("no dataset encoder can run here; install one or pass encoders=['pixels']")
+    fp = ds.fingerprint
+    with registry.db.read() as s:
+        row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
+        placeholder = row is None or bool((row.meta or {}).get("placeholder")) or not row.fingerprint
+        if row is not None and not placeholder and row.fingerprint != fp and not replace:
+            raise DuplicateError("dataset", name, f"it is registered with different data (fingerprint "
+                                 f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace its "
+                                 "data and vectors, or register the new data under another name")
+        existing = {e.encoder_id: (e.encoder_version, e.source_fingerprint) for e in s.scalars(select(m.Embedding).where(
+            m.Embedding.subject == DATASET, m.Embedding.subject_key == name)).all()}
+    vectors: dict[str, tuple[str, np.ndarray]] = {}
+    for enc in encs:
+        version = enc.version
+        if existing.get(enc.id) == (version, fp):
+            continue
+        vectors[enc.id] = (version, _check_vector(enc.embed(ds), enc, f"dataset {name!r}"))
+        log.info("embedded dataset %s with %s@%s", name, enc.id, version)
+
+    meta = {"source": dict(ds.source) if ds.source is not None else None, "image_shape": list(ds.image_shape),
+            "class_names": list(ds.class_names), "class_counts": [int(c) for c in ds.class_counts]}
+
+    def txn() -> DatasetRecord:
+        with registry.db.write() as s:
+            registry.db.lock_key(s, f"dataset:{name}")
+            row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
+            if row is None:
+                row = m.Dataset(name=name)
+                s.add(row)
+            row.description = description if description is not None else (row.description or "")
+            row.num_classes, row.num_samples, row.fingerprint, row.meta = ds.num_classes, ds.num_samples, fp, meta
+            for enc_id, (version, vec) in vectors.items():
+                _upsert(s, DATASET, name, enc_id, version, fp, vec)
+            s.flush()
+            return _dataset_record(row)
+
+    rec = retry(txn)
+    log.info("registered dataset %s (%d images, %d classes, %d new vectors)", name, ds.num_samples,
+             ds.num_classes, len(vectors))
+    return rec
+
+
+def get_embedding(registry: Any, subject: str, key: str, encoder_id: str) -> EmbeddingRecord:
+    """The stored vector of ``(subject, key)`` by ``encoder_id`` (check its version for staleness)."""
+    with registry.db.read() as s:
+        row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
+                                                  m.Embedding.encoder_id == encoder_id)).first()
+        if row is None:
+            raise NotFoundError(f"{subject} embedding by {encoder_id}", key,
+                                "register the dataset (or run refresh_stale) with that encoder")
+        return _embedding_record(row)
+
+
+def embeddings(registry: Any, *, subject: str | None = None, encoder_id: str | None = None) -> list[EmbeddingRecord]:
+    """Stored vectors, optionally of one subject (``"dataset"``/``"arch"``) and encoder."""
+    q = select(m.Embedding)
+    if subject:
+        q = q.where(m.Embedding.subject == subject)
+    if encoder_id:
+        q = q.where(m.Embedding.encoder_id == encoder_id)
+    with registry.db.read() as s:
+        return [_embedding_record(r) for r in s.scalars(q.order_by(m.Embedding.id)).all()]
+
+
+# ----------------------------------------------------------------------------------------------------
+# architectures
+# ----------------------------------------------------------------------------------------------------
+def _arch_vectors(registry: Any, texts: Mapping[str, str], encoder: TextEncoder) -> dict[str, np.ndarray]:
+    """Vectors for ``{arch_key: text}``: stored ones when current, the rest computed and stored."""
+    version = encoder.version
+    keys = list(texts)
+    out: dict[str, np.ndarray] = {}
+    with registry.db.read() as s:
+        for chunk in (keys[i:i + 500] for i in range(0, len(keys), 500)):
+            for row in s.scalars(select(m.Embedding).where(m.Embedding.subject == ARCH, m.Embedding.encoder_id == encoder.id,
+                                                           m.Embedding.subject_key.in_(chunk))).all():
+                if _current(row, version, _text_fingerprint(texts[row.subject_key])):
+                    out[row.subject_key] = _from_bytes(row.vector)
+    todo = [k for k in keys if k not in out]
+    if todo:
+        vecs = encoder.embed([texts[k] for k in todo])
+        new = {k: _check_vector(v, encoder, f"architecture {k}") for k, v in zip(todo, vecs)}
+
+        def txn() -> None:
+            with registry.db.write() as s:
+                for k, v in new.items():
+                    registry.db.lock_key(s, f"arch:{k}")
+                    _upsert(s, ARCH, k, encoder.id, version, _text_fingerprint(texts[k]), v)
+
+        retry(txn)
+        out.update(new)
+        log.info("embedded %d architecture text(s) with %s", len(new), encoder.id)
+    return out
+
+
+def embed_arch(registry: Any, arch: str | ArchSpec | CheckpointRecord, *,
+               encoder: str | TextEncoder | None = None) -> EmbeddingRecord:
+    """Store (if not current) and return the text vector of an architecture's canonical description.
+
+    The text is ``family.describe(spec)``, the same as ``CheckpointRecord.arch_text``.
+    """
+    spec = arch.arch if isinstance(arch, CheckpointRecord) else resolve_arch(arch)
+    enc = get_text_encoder(encoder)
+    _arch_vectors(registry, {spec.key: get_family(spec.family).describe(spec)}, enc)
+    return get_embedding(registry, ARCH, spec.key, enc.id)
+
+
+# ----------------------------------------------------------------------------------------------------
+# vector tables and indexes
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Table:
+    token: tuple[Any, ...]
+    ids: np.ndarray  # (N,) embedding row ids
+    names: tuple[str, ...]  # subject keys, row-aligned
+    row_of: Mapping[str, int]  # subject key -> row
+    index: ExactIndex
+
+
+_tables: dict[tuple[str, str, str, str], _Table] = {}
+_ann_cache: dict[str, USearchIndex] = {}
+_cache_lock = threading.Lock()
+
+
+def _token(s: Session, subject: str, encoder_id: str, version: str) -> tuple[Any, ...]:
+    count, max_id, max_created = s.execute(select(func.count(), func.max(m.Embedding.id), func.max(m.Embedding.created_at))
+                                           .where(m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
+                                                  m.Embedding.encoder_version == version)).one()
+    return int(count or 0), int(max_id or 0), str(max_created or "")
+
+
+def _load_table(registry: Any, subject: str, encoder_id: str, version: str) -> _Table:
+    """Every current vector of ``subject`` by the encoder, cached per process until the rows change."""
+    cache_key = (registry.url, subject, encoder_id, version)
+    with registry.db.read() as s:
+        token = _token(s, subject, encoder_id, version)
+        table = _tables.get(cache_key)
+        if table is not None and table.token == token:
+            return table
+        rows = s.execute(select(m.Embedding.id, m.Embedding.subject_key, m.Embedding.vector).where(
+            m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
+            m.Embedding.encoder_version == version).order_by(m.Embedding.id)).all()
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    names = tuple(r[1] for r in rows)
+    dim = len(rows[0][2]) // 4 if rows else 0
+    mat = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim).astype(np.float32) \
+        if rows else np.zeros((0, 0), dtype=np.float32)
+    table = _Table(token, ids, names, {n: i for i, n in enumerate(names)}, ExactIndex(ids, mat))
+    with _cache_lock:
+        _tables[cache_key] = table
+    return table
+
+
+def _setting_key(subject: str, encoder_id: str) -> str:
+    return f"index:{subject}:{encoder_id}"
+
+
+def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, force: bool = False,
+                dtype: str = "f32") -> IndexInfo:
+    """Bring the persisted HNSW index of the encoder's dataset vectors up to date, and describe it.
+
+    The index file lives in :func:`index_dir`; its state (file, encoder version, row count, newest row) is
+    kept in the registry's ``settings`` table under ``index:dataset:<encoder id>``. An index that only
+    lacks newly added vectors is extended; one whose vectors changed (re-embedded, removed, a new encoder
+    version) is rebuilt; ``force`` always rebuilds. Files are written under a new name and swapped in.
+    """
+    enc = get_dataset_encoder(encoder)
+    version = enc.version
+    key = _setting_key(DATASET, enc.id)
+    directory = index_dir(registry)
+    with registry.db.read() as s:
+        token = _token(s, DATASET, enc.id, version)
+        setting = s.get(m.Setting, key)
+        state = json.loads(setting.value) if setting is not None else None
+        old_path = directory / state["file"] if state else None
+        if (state and not force and state["version"] == version and tuple(state["token"]) == token
+                and old_path is not None and old_path.is_file()):
+            return IndexInfo(enc.id, version, str(old_path), token[0], state["dim"], state["dtype"], False)
+        appended: list[tuple[int, bytes]] | None = None
+        if (state and not force and state["version"] == version and state["dtype"] == dtype and old_path is not None
+                and old_path.is_file()):
+            old_count, old_max_id, old_max_created = state["token"]
+            newer = s.execute(select(m.Embedding.id, m.Embedding.vector).where(
+                m.Embedding.subject == DATASET, m.Embedding.encoder_id == enc.id, m.Embedding.encoder_version == version,
+                m.Embedding.id > old_max_id)).all()
+            older_changed = s.scalar(select(func.count()).where(
+                m.Embedding.subject == DATASET, m.Embedding.encoder_id == enc.id, m.Embedding.encoder_version == version,
+                m.Embedding.id <= old_max_id, m.Embedding.created_at > old_max_created))
+            if not older_changed and len(newer) == token[0] - old_count:
+                appended = [(int(i), v) for i, v in newer]
+    if appended is not None and old_path is not None:
+        index = USearchIndex.open(old_path, view=False)
+        if appended:
+            index.add(np.array([a[0] for a in appended]), np.stack([_from_bytes(a[1]) for a in appended]))
+        how = f"extended by {len(appended)}"
+    else:
+        table = _load_table(registry, DATASET, enc.id, version)
+        index = USearchIndex.build(table.ids, table.index.vectors, dtype=dtype)
+        how = f"built over {len(table.ids)}"
+    path = directory / f"{DATASET}-{enc.id}-{uuid.uuid4().hex[:12]}.usearch"
+    index.save(path)
+    new_state = {"file": path.name, "version": version, "token": list(token), "dim": index.dim, "dtype": dtype}
+
+    def txn() -> None:
+        with registry.db.write() as s:
+            row = s.get(m.Setting, key)
+            if row is None:
+                s.add(m.Setting(key=key, value=json.dumps(new_state)))
+            else:
+                row.value, row.updated_at = json.dumps(new_state), m.utcnow()
+
+    retry(txn)
+    if old_path is not None and old_path != path:
+        old_path.unlink(missing_ok=True)  # an open memory map keeps working on POSIX
+    with _cache_lock:
+        _ann_cache[str(path)] = index
+    log.info("nearest-neighbour index for %s@%s %s vectors: %s", enc.id, version, how, path)
+    return IndexInfo(enc.id, version, str(path), len(index), index.dim, dtype, True)
+
+
+def _ann(registry: Any, enc: DatasetEncoder) -> USearchIndex:
+    info = build_index(registry, enc)
+    with _cache_lock:
+        index = _ann_cache.get(info.path)
+    if index is None:
+        index = USearchIndex.open(info.path, view=True)
+        with _cache_lock:
+            _ann_cache[info.path] = index
+    return index
+
+
+def _pgvector_search(registry: Any, enc: DatasetEncoder, query: np.ndarray, k: int) -> SearchHits | None:
+    """Search dataset vectors inside PostgreSQL with pgvector; None where that is not possible.
+
+    TODO(postgres issue): when ``registry.db.dialect == "postgresql"`` and ``CREATE EXTENSION vector`` is
+    present, keep a ``vector(dim)`` copy of ``embeddings.vector`` per encoder (a migration adds the column and
+    an HNSW index ``USING hnsw (v vector_ip_ops)``) and answer with ``ORDER BY v <#> :q LIMIT :k``. Until
+    then every registry uses the persisted usearch index above, which works on PostgreSQL too.
+    """
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# nearest neighbours
+# ----------------------------------------------------------------------------------------------------
+def _query_vector(registry: Any, dataset: Any, enc: DatasetEncoder, version: str) -> tuple[np.ndarray, str | None]:
+    """(query vector, name of the registered dataset it came from, if any)."""
+    if isinstance(dataset, np.ndarray) and dataset.ndim == 1:
+        if dataset.shape[0] != enc.dim:
+            raise ZooError(f"query vector has {dataset.shape[0]} values but encoder {enc.id!r} makes {enc.dim}")
+        return _check_vector(dataset, enc, "the query"), None
+    if isinstance(dataset, str):
+        with registry.db.read() as s:
+            row = s.scalars(select(m.Dataset).where(m.Dataset.name == dataset)).first()
+            emb = s.scalars(select(m.Embedding).where(m.Embedding.subject == DATASET, m.Embedding.subject_key == dataset,
+                                                      m.Embedding.encoder_id == enc.id)).first() if row else None
+            if row is not None:
+                if emb is None:
+                    raise NotFoundError(f"vector of dataset {dataset!r} by encoder", enc.id,
+                                        f"register_dataset(registry, {dataset!r}, data, encoders=[{enc.id!r}]) first")
+                if not _current(emb, version, row.fingerprint):
+                    raise ZooError(f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
+                                   f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)")
+                return _from_bytes(emb.vector), dataset
+    ds: ImageDataset = as_dataset(dataset)
+    return _check_vector(enc.embed(ds), enc, "the query dataset"), None
+
+
+def _compatible(s: Session, spec: ArchSpec | None, match: Match, datasets: Sequence[str] | None,
+                latest_only: bool) -> list[tuple[int, str, str, str]]:
+    """(checkpoint id, dataset name, arch key, arch text) of checkpoints that fit ``spec`` under ``match``."""
+    q = select(m.Checkpoint.id, m.Dataset.name, m.Checkpoint.arch_key, m.Checkpoint.arch_text, m.Checkpoint.name,
+               m.Checkpoint.version).join(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
+    if spec is not None and match == "exact":
+        q = q.where(m.Checkpoint.arch_key == spec.key)
+    elif spec is not None and match == "family":
+        q = q.where(m.Checkpoint.family == spec.family)
+    rows: list[Any] = []
+    if datasets is None:
+        rows = list(s.execute(q).all())
+    else:
+        names = list(datasets)
+        for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
+            rows += s.execute(q.where(m.Dataset.name.in_(chunk))).all()
+    if latest_only:
+        newest: dict[str, int] = {}
+        for r in rows:
+            newest[r[4]] = max(newest.get(r[4], 0), r[5])
+        rows = [r for r in rows if r[5] == newest[r[4]]]
+    return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+
+def nearest(
+    registry: Any,
+    arch: str | ArchSpec | None,
+    dataset: Any,
+    k: int = 5,
+    *,
+    encoder: str | DatasetEncoder | None = None,
+    match: Match = "exact",
+    arch_weight: float = 0.0,
+    text_encoder: str | TextEncoder | None = None,
+    min_similarity: float | None = None,
+    latest_only: bool = False,
+    method: Method = "auto",
+) -> list[Neighbor]:
+    """The ``k`` checkpoints whose training dataset is most similar to ``dataset``, among those that fit ``arch``.
+
+    ``dataset`` is a registered dataset name (its stored vector is used), anything
+    :func:`zoo.datasets.as_dataset` reads (embedded on the fly, not stored), or a vector of the encoder.
+    ``match``: ``"exact"`` keeps checkpoints of exactly ``arch`` (loadable as is); ``"family"`` any
+    architecture of its family; ``"any"`` every checkpoint (also what ``arch=None`` means). With
+    ``arch_weight`` w > 0 the score is ``(1 - w) * dataset similarity + w * architecture similarity`` (text
+    vectors of the architectures' descriptions). Checkpoints without a registered dataset vector by
+    ``encoder`` are not ranked. ``method``: ``"auto"`` searches exactly below
+    :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and with the persisted HNSW index above;
+    ``"exact"``/``"ann"`` force one. Ties rank the newest checkpoint first.
+    """
+    if k < 1:
+        raise ZooError(f"k must be at least 1 (got {k})")
+    if not 0.0 <= arch_weight <= 1.0:
+        raise ZooError(f"arch_weight must lie in [0, 1] (got {arch_weight})")
+    if match not in ("exact", "family", "any"):
+        raise ZooError(f"unknown match {match!r}; choose 'exact', 'family' or 'any'")
+    spec = resolve_arch(arch) if arch is not None else None
+    match = "any" if spec is None else match
+    enc = get_dataset_encoder(encoder)
+    version = enc.version
+    query, _ = _query_vector(registry, dataset, enc, version)
+    use_arch = arch_weight > 0 and spec is not None and match != "exact"
+
+    with registry.db.read() as s:
+        n_vectors = _token(s, DATASET, enc.id, version)[0]
+    chosen = method
+    if method == "auto":
+        chosen = "pgvector" if registry.db.dialect == "postgresql" else ("ann" if n_vectors >= ANN_MIN_VECTORS else "exact")
+    ds_sims: dict[str, float] = {}
+    used = "exact"
+    candidates: list[tuple[int, str, str, str]] = []
+    if chosen == "pgvector":
+        hits = _pgvector_search(registry, enc, query, max(4 * k, 64))
+        chosen = "ann" if n_vectors >= ANN_MIN_VECTORS else "exact"
+        if hits is not None:  # pragma: no cover - TODO hook
+            raise NotImplementedError
+    if chosen == "ann" and n_vectors:
+        index = _ann(registry, enc)
+        fetch = max(4 * k, 64)
+        while True:
+            hits = index.search(query, min(fetch, n_vectors))
+            found = hits.keys[hits.keys >= 0]
+            with registry.db.read() as s:
+                names = dict(s.execute(select(m.Embedding.id, m.Embedding.subject_key)
+                                       .where(m.Embedding.id.in_([int(x) for x in found]))).all())
+                ds_sims = {names[int(key)]: float(sim) for key, sim in zip(hits.keys, hits.similarities)
+                           if key >= 0 and int(key) in names}
+                candidates = _compatible(s, spec, match, list(ds_sims), latest_only)
+            if len(candidates) >= (4 * k if use_arch else k) or fetch >= n_vectors:
+                break
+            if fetch >= 4096:  # compatible checkpoints are rare among the nearest datasets: go exact
+                chosen, candidates = "exact", []
+                break
+            fetch *= 8
+        used = "usearch" if chosen == "ann" else "exact"
+    if chosen == "exact":
+        table = _load_table(registry, DATASET, enc.id, version)
+        with registry.db.read() as s:
+            candidates = _compatible(s, spec, match, None, latest_only)
+        wanted = sorted({c[1] for c in candidates if c[1] in table.row_of})
+        if wanted and table.index.dim != query.shape[0]:
+            raise ZooError(f"stored {enc.id} vectors have {table.index.dim} values, the query {query.shape[0]}")
+        rows = np.array([table.row_of[n] for n in wanted], dtype=np.int64)
+        sims = table.index.vectors[rows] @ query if len(rows) else np.zeros(0, dtype=np.float32)
+        ds_sims = dict(zip(wanted, (float(x) for x in sims)))
+        used = "exact"
+    candidates = [c for c in candidates if c[1] in ds_sims]
+    if not candidates:
+        return []
+
+    arch_sims: dict[str, float] = {}
+    if use_arch:
+        tenc = get_text_encoder(text_encoder)
+        texts = {c[2]: c[3] for c in candidates}
+        texts[spec.key] = get_family(spec.family).describe(spec)  # type: ignore[union-attr]
+        vecs = _arch_vectors(registry, texts, tenc)
+        qa = vecs[spec.key]  # type: ignore[union-attr]
+        arch_sims = {key: float(v @ qa) for key, v in vecs.items()}
+
+    scored = []
+    for cid, ds_name, arch_key, _ in candidates:
+        d = ds_sims[ds_name]
+        a = arch_sims.get(arch_key) if use_arch else None
+        score = (1 - arch_weight) * d + arch_weight * a if a is not None else d
+        if min_similarity is None or score >= min_similarity:
+            scored.append((score, cid, ds_name, d, a))
+    scored.sort(key=lambda t: (-t[0], -t[1]))
+    out = []
+    for score, cid, ds_name, d, a in scored[:k]:
+        out.append(Neighbor(registry.get(cid), float(score), ds_name, float(d), a, enc.id, version, used))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# refreshing
+# ----------------------------------------------------------------------------------------------------
+def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | None = None,
+                  text_encoder: str | TextEncoder | None = None, sources: Mapping[str, Any] | None = None,
+                  check_sources: bool = True, archs: bool = True, index: bool = True) -> RefreshReport:
+    """Recompute every stale or missing vector, and bring persisted indexes up to date. Idempotent.
+
+    A dataset vector is stale when its encoder version differs from the installed encoder's, or its
+    source fingerprint differs from the dataset's. Data come from ``sources[name]`` (anything
+    :func:`~zoo.datasets.as_dataset` reads) or from the source recorded at registration (built-in
+    datasets, MNIST files, image folders); with ``check_sources`` those recorded sources are read again and
+    a changed fingerprint updates the dataset and its vectors. Datasets known by name only, or registered
+    from memory, are reported in ``datasets_need_data``. ``archs`` refreshes the text vectors of every
+    registered architecture; ``index`` rebuilds each encoder's HNSW index once it holds at least
+    :data:`~zoo.index.ANN_MIN_VECTORS` vectors.
+    """
+    encs, skipped = _resolve_encoders(encoders)
+    sources = dict(sources or {})
+    with registry.db.read() as s:
+        rows = [(r.name, r.fingerprint, dict(r.meta or {})) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name))]
+        stored: dict[tuple[str, str], tuple[str, str]] = {
+            (e.subject_key, e.encoder_id): (e.encoder_version, e.source_fingerprint)
+            for e in s.execute(select(m.Embedding.subject_key, m.Embedding.encoder_id, m.Embedding.encoder_version,
+                                      m.Embedding.source_fingerprint).where(m.Embedding.subject == DATASET)).all()
+        }
+    versions = {enc.id: enc.version for enc in encs}
+    embedded: list[str] = []
+    changed: list[str] = []
+    need_data: list[str] = []
+    current = 0
+    for name, fp, meta in rows:
+        data = sources.get(name)
+        recorded = meta.get("source")
+        ds: ImageDataset | None = None
+        if data is None and recorded and check_sources and not meta.get("placeholder"):
+            try:
+                ds = load_source(recorded)
+            except DatasetError as exc:
+                log.warning("dataset %s: cannot read its source again (%s)", name, exc)
+        elif data is not None:
+            ds = as_dataset(data)
+        if ds is not None and ds.fingerprint != fp:
+            changed.append(name)
+        target_fp = ds.fingerprint if ds is not None else fp
+        stale = [enc for enc in encs if stored.get((name, enc.id)) != (versions[enc.id], target_fp) or not fp]
+        current += len(encs) - len(stale)
+        if not stale:
+            continue
+        if ds is None and recorded and not check_sources:
+            try:
+                ds = load_source(recorded)
+            except DatasetError as exc:
+                log.warning("dataset %s: cannot read its source again (%s)", name, exc)
+        if ds is None:
+            need_data.append(name)
+            continue
+        register_dataset(registry, name, ds, encoders=stale, replace=True)
+        embedded += [f"{name}/{enc.id}" for enc in stale]
+
+    archs_embedded = archs_current = 0
+    if archs:
+        with registry.db.read() as s:
+            texts = dict(s.execute(select(m.Checkpoint.arch_key, m.Checkpoint.arch_text).distinct()).all())
+        if texts:
+            tenc = get_text_encoder(text_encoder)
+            version = tenc.version
+            with registry.db.read() as s:
+                have = {(e[0]): (e[1], e[2]) for e in s.execute(select(
+                    m.Embedding.subject_key, m.Embedding.encoder_version, m.Embedding.source_fingerprint).where(
+                    m.Embedding.subject == ARCH, m.Embedding.encoder_id == tenc.id)).all()}
+            archs_current = sum(1 for k2, t in texts.items() if have.get(k2) == (version, _text_fingerprint(t)))
+            archs_embedded = len(texts) - archs_current
+            _arch_vectors(registry, texts, tenc)
+
+    infos: list[IndexInfo] = []
+    if index:
+        for enc in encs:
+            with registry.db.read() as s:
+                n = _token(s, DATASET, enc.id, versions[enc.id])[0]
+            if n >= ANN_MIN_VECTORS:
+                infos.append(build_index(registry, enc))
+    report = RefreshReport(tuple(embedded), current, tuple(changed), tuple(need_data), archs_embedded, archs_current,
+                           tuple(infos), tuple(skipped))
+    log.info("refresh: %d dataset vectors embedded, %d current, %d need data, %d arch vectors embedded",
+             len(embedded), current, len(need_data), archs_embedded)
+    return report
+
+
+__all__ = [
+    "ARCH", "DATASET", "IndexInfo", "Neighbor", "RefreshReport", "build_index", "embed_arch", "embeddings",
+    "get_embedding", "index_dir", "nearest", "refresh_stale", "register_dataset",
+]
