@@ -120,6 +120,10 @@ class CNNFamily(ArchitectureFamily):
             f"{c['num_classes']} classes."
         )
 
+    def input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
+        c = spec.config
+        return (c["in_chans"], c["input_size"], c["input_size"])
+
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config
         return ZooCNN(c["in_chans"], list(c["channels"]), list(c["kernels"]), c["hidden"], c["num_classes"],

@@ -1,13 +1,23 @@
-"""The ``resnet`` family: CIFAR ResNets of depth 6n+2 (He et al. 2016, section 4.2).
+"""The ``resnet`` family: CIFAR ResNets of depth 6n+2 and ImageNet ResNet-18/34/50/101/152.
 
-A 3x3 conv with ``width`` channels, BN, ReLU; three stages of n BasicBlocks with width, 2*width and 4*width
-channels (stride 2 at the start of stages 2 and 3); option-A shortcuts (parameter-free: subsample by stride
+CIFAR ResNets (He et al. 2016, section 4.2; ``style: "cifar"``): a 3x3 conv with ``width`` channels, BN,
+ReLU; three stages of n BasicBlocks with width, 2*width and 4*width channels (stride 2 at the start of stages 2 and 3); option-A shortcuts (parameter-free: subsample by stride
 2 and zero-pad the new channels); global average pooling; a linear classifier. State-dict keys match the
 widely used CIFAR ResNet checkpoints (``conv1``, ``bn1``, ``layer{1,2,3}.{i}.conv{1,2}``, ``linear``), which
 load as they are, ``module.`` prefixes and missing ``num_batches_tracked`` included.
 
-Layout: every parameter and the BatchNorm running statistics (a network needs them to work), in module
-order; ``num_batches_tracked`` is not generated (zero).
+ImageNet ResNets (``style: "imagenet"``): torchvision's ``resnet18/34/50/101/152`` (random init, never a
+download), with ``num_classes`` and ``in_chans`` configurable; keys ``conv1``, ``bn1``, ``layer{1..4}``,
+``fc``. timm's ResNets use the same keys, so their state dicts are recognised too.
+
+Names: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101`` and ``resnet152`` are the ImageNet networks;
+every other ``resnet{6n+2}`` (``resnet20``, ``resnet56``, ``resnet110``) is a CIFAR network. Depths 50 and
+152 are also 6n+2: the CIFAR ones are named ``resnet50_cifar`` / ``resnet152_cifar`` (``cifar_resnet50``
+parses too). Detection tells them apart by the classifier: ``linear.weight`` is CIFAR, ``fc.weight`` ImageNet.
+
+Layout (both styles): every parameter and the BatchNorm running statistics (``running_mean``,
+``running_var``: a network needs them to work), in module order; ``num_batches_tracked`` is not generated and
+is set to zero on rebuild (it only matters for BatchNorm with ``momentum=None``, which these do not use).
 """
 
 from __future__ import annotations
@@ -30,6 +40,20 @@ CIFAR_DEFAULTS: dict[str, Any] = {  # settings of the CIFAR ResNets
     "width": 16,  # channels of the first stage (doubled per stage)
     "input_size": 32,  # square input side in pixels (the net is fully convolutional; used in the description)
 }
+IMAGENET_STAGES: dict[int, tuple[str, tuple[int, int, int, int]]] = {  # depth -> (block, blocks per stage)
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+IMAGENET_VARIANTS = (18, 34, 50, 101)  # listed variants (152 parses too; left out of the listing for speed)
+IMAGENET_DEFAULTS: dict[str, Any] = {  # settings of the ImageNet ResNets
+    "in_chans": 3,  # input channels (a stem conv for other counts replaces torchvision's)
+    "num_classes": 1000,  # classifier outputs
+    "input_size": 224,  # square input side in pixels (fully convolutional; used in the description)
+}
+_DERIVED = ("depth", "style")  # config keys that parse accepts back (they must agree with the name)
 
 
 class _OptionAShortcut(nn.Module):
@@ -85,31 +109,87 @@ class CifarResNet(nn.Module):
         return self.linear(out)  # (B, num_classes)
 
 
-_CIFAR_NAME = re.compile(r"^(?:cifar[-_]?)?resnet[-_]?(\d+)(?:[-_]?cifar(?:10|100)?)?$")
+def build_imagenet_resnet(depth: int, num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
+    """torchvision's ImageNet ResNet of ``depth`` with random init (never a download)."""
+    import torchvision  # lazy: importing torchvision takes a while and only ImageNet ResNets need it
+
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+    if in_chans != 3:
+        model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+_NAME = re.compile(
+    r"^(?P<pre>cifar[-_]?)?resnet[-_]?(?P<depth>\d+)(?P<post>[-_]?cifar(?:10|100)?|[-_]?imagenet)?$"
+)
+
+
+def _ints(overrides: Mapping[str, Any], allowed: Mapping[str, Any], name: str) -> dict[str, int]:
+    unknown = set(overrides) - set(allowed) - set(_DERIVED)
+    if unknown:
+        raise ZooError(f"{name}: unknown setting(s) {sorted(unknown)}; it takes {sorted(allowed)}")
+    out: dict[str, int] = {}
+    for k, v in overrides.items():
+        if k in _DERIVED:
+            continue
+        if isinstance(v, bool) or int(v) != v or int(v) < 1:
+            raise ZooError(f"{name}: {k} must be a positive integer, got {v!r}")
+        out[k] = int(v)
+    return out
 
 
 class ResNetFamily(ArchitectureFamily):
+    """CIFAR ResNets (6n+2, option-A shortcuts) and ImageNet ResNets (torchvision)."""
+
     name = "resnet"
-    summary = "CIFAR ResNets (depth 6n+2, option-A shortcuts)"
+    summary = "CIFAR ResNets (depth 6n+2, option-A shortcuts) and ImageNet ResNet-18/34/50/101/152"
 
     def variants(self) -> list[str]:
-        return [f"resnet{d}" for d in CIFAR_DEPTHS]
+        cifar = [f"resnet{d}" for d in CIFAR_DEPTHS if d not in IMAGENET_STAGES]
+        return cifar + [f"resnet{d}" for d in IMAGENET_VARIANTS]
 
     def parse(self, name: str, **overrides: Any) -> ArchSpec | None:
-        m = _CIFAR_NAME.match(name.lower())
+        m = _NAME.match(name.lower())
         if not m:
             return None
-        depth = int(m.group(1))
+        depth = int(m["depth"])
+        cifar_marked = bool(m["pre"]) or bool(m["post"] and "cifar" in m["post"])
+        imagenet = depth in IMAGENET_STAGES and not cifar_marked
+        style = overrides.get("style") or ("imagenet" if imagenet else "cifar")
+        if "depth" in overrides and int(overrides["depth"]) != depth:
+            raise ZooError(f"{name}: depth={overrides['depth']} contradicts the name; drop one of them")
+        if style == "imagenet":
+            if depth not in IMAGENET_STAGES:
+                raise ZooError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, got {depth}")
+            cfg = {**IMAGENET_DEFAULTS, **_ints(overrides, IMAGENET_DEFAULTS, f"resnet{depth}"),
+                   "depth": depth, "style": "imagenet"}
+            return ArchSpec(self.name, f"resnet{depth}", cfg)
+        if style != "cifar":
+            raise ZooError(f"{name}: style must be 'cifar' or 'imagenet', got {style!r}")
         if (depth - 2) % 6 or depth < 8:
-            raise ZooError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
-        unknown = set(overrides) - set(CIFAR_DEFAULTS)
-        if unknown:
-            raise ZooError(f"resnet{depth}: unknown setting(s) {sorted(unknown)}; takes {sorted(CIFAR_DEFAULTS)}")
-        cfg = {**CIFAR_DEFAULTS, **{k: int(v) for k, v in overrides.items()}, "depth": depth}
-        return ArchSpec(self.name, f"resnet{depth}", cfg)
+            raise ZooError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}; "
+                           f"ImageNet ResNets are {', '.join(f'resnet{d}' for d in IMAGENET_STAGES)}")
+        label = f"resnet{depth}_cifar" if depth in IMAGENET_STAGES else f"resnet{depth}"
+        cfg = {**CIFAR_DEFAULTS, **_ints(overrides, CIFAR_DEFAULTS, label), "depth": depth, "style": "cifar"}
+        return ArchSpec(self.name, label, cfg)
 
     def describe(self, spec: ArchSpec) -> str:
         c = spec.config
+        if c["style"] == "imagenet":
+            block, stages = IMAGENET_STAGES[c["depth"]]
+            exp = 4 if block == "bottleneck" else 1
+            widths = [64 * 2**i * exp for i in range(4)]
+            kind = ("bottleneck blocks (1x1, 3x3, 1x1 convolutions with batch norm, expansion 4)"
+                    if block == "bottleneck" else "basic blocks (two 3x3 convolutions with batch norm)")
+            return (
+                f"ImageNet residual network ResNet-{c['depth']}: 7x7 stride-2 stem convolution with 64 channels, "
+                f"batch norm, ReLU, 3x3 max pooling; four stages of {list(stages)} {kind} with "
+                f"{', '.join(map(str, widths))} output channels, stride 2 at stages 2 to 4, 1x1 projection "
+                f"shortcuts where the shape changes; global average pooling; linear classifier {widths[-1]}->"
+                f"{c['num_classes']}. Input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
+                f"{c['num_classes']} classes."
+            )
         n = (c["depth"] - 2) // 6
         w = c["width"]
         return (
@@ -120,20 +200,41 @@ class ResNetFamily(ArchitectureFamily):
             f"{c['input_size']}, {c['num_classes']} classes."
         )
 
+    def input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
+        c = spec.config
+        return (c["in_chans"], c["input_size"], c["input_size"])
+
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config
+        if c["style"] == "imagenet":
+            return build_imagenet_resnet(c["depth"], c["num_classes"], c["in_chans"])
         return CifarResNet(c["depth"], c["num_classes"], c["in_chans"], c["width"])
 
     def candidates(self, state_dict: Mapping[str, torch.Tensor]) -> list[ArchSpec]:
-        if "linear.weight" not in state_dict or "conv1.weight" not in state_dict:
+        stem = state_dict.get("conv1.weight")
+        if stem is None or stem.dim() != 4:
             return []
-        blocks = {k.split(".")[1] for k in state_dict if k.startswith("layer1.")}
-        stem = state_dict["conv1.weight"]
-        if stem.dim() != 4 or tuple(stem.shape[-2:]) != (3, 3):
-            return []
+        if "linear.weight" in state_dict and tuple(stem.shape[-2:]) == (3, 3):
+            return self._cifar_candidates(state_dict, stem)
+        if "fc.weight" in state_dict and tuple(stem.shape[-2:]) == (7, 7):
+            return self._imagenet_candidates(state_dict, stem)
+        return []
+
+    def _cifar_candidates(self, sd: Mapping[str, torch.Tensor], stem: torch.Tensor) -> list[ArchSpec]:
+        blocks = {k.split(".")[1] for k in sd if k.startswith("layer1.")}
         depth = 6 * len(blocks) + 2
         cfg = {"in_chans": int(stem.shape[1]), "width": int(stem.shape[0]),
-               "num_classes": int(state_dict["linear.weight"].shape[0])}
+               "num_classes": int(sd["linear.weight"].shape[0]), "style": "cifar"}
+        return [self.parse(f"resnet{depth}", **cfg)]  # type: ignore[list-item]
+
+    def _imagenet_candidates(self, sd: Mapping[str, torch.Tensor], stem: torch.Tensor) -> list[ArchSpec]:
+        counts = tuple(len({k.split(".")[1] for k in sd if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+        block = "bottleneck" if "layer1.0.conv3.weight" in sd else "basic"
+        depth = next((d for d, (b, st) in IMAGENET_STAGES.items() if b == block and st == counts), None)
+        if depth is None:
+            return []
+        cfg = {"in_chans": int(stem.shape[1]), "num_classes": int(sd["fc.weight"].shape[0]),
+               "style": "imagenet"}
         return [self.parse(f"resnet{depth}", **cfg)]  # type: ignore[list-item]
 
 

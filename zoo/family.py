@@ -5,22 +5,33 @@ methods: :meth:`~ArchitectureFamily.variants`, :meth:`~ArchitectureFamily.parse`
 :meth:`~ArchitectureFamily.describe` and :meth:`~ArchitectureFamily.build`. Everything else (detection from
 a state dict, canonical state dicts, the layout of generated tensors, flattening, chunking and rebuilding)
 has a working default built on those four, which a family overrides where it knows better.
+
+Speed: a family's module is built once per spec on the ``meta`` device (no memory, no init) and cached as
+a template; :meth:`~ArchitectureFamily.load` and :meth:`~ArchitectureFamily.rebuild` copy the template and
+assign the given tensors to it, so loading costs about what ``load_state_dict`` costs and never runs the
+random initialisation. See docs/writing-a-plugin.md.
 """
 
 from __future__ import annotations
 
+import copy as _copy
 import functools
+import itertools
+import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from zoo import chunking
 from zoo.errors import ArchitectureMismatchError
 from zoo.records import ArchSpec
+
+log = logging.getLogger(__name__)
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -106,6 +117,14 @@ class ArchitectureFamily(ABC):
     def build(self, spec: ArchSpec) -> nn.Module:
         """A freshly initialised module of this architecture (random init, never a download)."""
 
+    def input_shape(self, spec: ArchSpec) -> tuple[int, ...] | None:
+        """Shape of one input sample (e.g. ``(3, 32, 32)``), for scoring and smoke tests; None if not fixed."""
+        return None
+
+    def label(self, spec: ArchSpec) -> str:
+        """A short name of ``spec`` for messages. Default: ``str(spec)``."""
+        return str(spec)
+
     # -- recognition --------------------------------------------------------------------------------
     def candidates(self, state_dict: StateDict) -> list[ArchSpec]:
         """Specs worth trying when detecting a state dict's architecture. Default: none.
@@ -116,9 +135,13 @@ class ArchitectureFamily(ABC):
         return []
 
     def detect(self, state_dict: StateDict) -> ArchSpec | None:
-        """The spec whose state-dict layout matches ``state_dict`` exactly, or None."""
-        for spec in self.candidates(state_dict):
-            if self.mismatch(spec, state_dict) is None:
+        """The spec whose state-dict layout matches ``state_dict`` exactly, or None.
+
+        Wrapper prefixes (``module.``, ``_orig_mod.``) are ignored.
+        """
+        sd = strip_wrapper_prefixes(state_dict)
+        for spec in self.candidates(sd):
+            if spec is not None and self.mismatch(spec, sd) is None:
                 return spec
         return None
 
@@ -131,25 +154,43 @@ class ArchitectureFamily(ABC):
         """State-dict keys a checkpoint may omit (filled by :meth:`canonicalize`). Default: BN counters."""
         return frozenset(s.name for s in self.slots(spec) if s.name.endswith("num_batches_tracked"))
 
+    def ignored_keys(self, spec: ArchSpec, state_dict: StateDict) -> frozenset[str]:
+        """Keys of ``state_dict`` that are not part of ``spec`` and silently dropped. Default: none.
+
+        LoRA uses this to accept an adapted module's full state dict and keep only the adapters.
+        """
+        return frozenset()
+
     def mismatch(self, spec: ArchSpec, state_dict: StateDict) -> ArchitectureMismatchError | None:
         """Why ``state_dict`` does not fit ``spec`` (missing/unexpected keys, a wrong shape), or None."""
+        state_dict = strip_wrapper_prefixes(state_dict)
         expected = {s.name: s for s in self.slots(spec)}
         optional = self.optional_keys(spec)
+        ignored = self.ignored_keys(spec, state_dict)
         missing = [k for k in expected if k not in state_dict and k not in optional]
-        unexpected = [k for k in state_dict if k not in expected]
+        unexpected = [k for k in state_dict if k not in expected and k not in ignored]
         if missing or unexpected:
-            return ArchitectureMismatchError(str(spec), missing=missing, unexpected=unexpected)
+            return ArchitectureMismatchError(self.label(spec), missing=missing, unexpected=unexpected)
         for key, tensor in state_dict.items():
-            want = expected[key].shape
-            if tuple(tensor.shape) != want:
-                return ArchitectureMismatchError(str(spec), layer=key, expected=want, got=tuple(tensor.shape))
+            slot = expected.get(key)
+            if slot is None:
+                continue
+            if tuple(tensor.shape) != slot.shape:
+                return ArchitectureMismatchError(self.label(spec), layer=key, expected=slot.shape,
+                                                 got=tuple(tensor.shape))
+            if tensor.dtype.is_floating_point != slot.dtype.is_floating_point:
+                return ArchitectureMismatchError(
+                    self.label(spec), detail=f"tensor {key!r} has dtype {tensor.dtype}, expected {slot.dtype}")
         return None
 
     def canonicalize(self, spec: ArchSpec, state_dict: StateDict) -> dict[str, torch.Tensor]:
         """A complete state dict for ``spec`` in module order, contiguous, on CPU; raises on a mismatch.
 
-        Optional keys that are absent (e.g. ``num_batches_tracked``) are filled with zeros.
+        Wrapper prefixes are stripped, ignored keys dropped, and optional keys that are absent (e.g.
+        ``num_batches_tracked``) filled with zeros. Tensors that are already contiguous CPU tensors are
+        returned as they are (no copy); dtypes are kept (a float16 checkpoint stays float16).
         """
+        state_dict = strip_wrapper_prefixes(state_dict)
         err = self.mismatch(spec, state_dict)
         if err is not None:
             raise err
@@ -161,21 +202,41 @@ class ArchitectureFamily(ABC):
             out[slot.name] = t.detach().to("cpu").contiguous()
         return out
 
-    def load(self, spec: ArchSpec, state_dict: StateDict, base: nn.Module | None = None) -> nn.Module:
-        """A module of ``spec`` holding exactly ``state_dict`` (``base`` is for families that need one)."""
-        module = self.build(spec)
-        module.load_state_dict(self.canonicalize(spec, state_dict), strict=True)
-        return module.eval()
+    def load(self, spec: ArchSpec, state_dict: StateDict, base: nn.Module | None = None, *,
+             copy: bool = False) -> nn.Module:
+        """A module of ``spec`` (eval mode) holding exactly ``state_dict``; ``base``: for families needing one.
 
-    def example_input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
-        """Shape of one input sample (without batch), for smoke tests. Default: from in_chans/input_size."""
-        c = spec.config
-        side = int(c.get("input_size", c.get("img_size", 32)))
-        return (int(c.get("in_chans", 3)), side, side)
+        Without ``copy`` the module takes the tensors as they are: its parameters share memory with
+        ``state_dict`` (no copy, no random init: fast). Pass ``copy=True`` when the source tensors stay in
+        use (e.g. another module's ``state_dict()``). Tensors in another dtype are cast to the module's.
+        """
+        state = self.canonicalize(spec, state_dict)
+        slots = {s.name: s for s in self.slots(spec)}
+        state = {k: (v if v.dtype == slots[k].dtype else v.to(slots[k].dtype)) for k, v in state.items()}
+        return self._materialize(spec, state, copy=copy).eval()
+
+    def _materialize(self, spec: ArchSpec, state: dict[str, torch.Tensor], *, copy: bool) -> nn.Module:
+        """A module of ``spec`` holding ``state`` (complete, canonical, module dtypes)."""
+        template = _template_cached(self, spec)
+        if template is not None:
+            module = _copy.deepcopy(template)
+            if copy:
+                module = module.to_empty(device="cpu")
+                module.load_state_dict(state, strict=True)
+            else:
+                module.load_state_dict(state, strict=True, assign=True)
+            return module
+        module = self.build(spec)  # the slow path: a family whose module cannot live on 'meta'
+        module.load_state_dict(state, strict=True)
+        return module
 
     def requires_base(self, spec: ArchSpec) -> bool:
         """Whether weights of ``spec`` apply on top of a base checkpoint (e.g. LoRA). Default: False."""
         return False
+
+    def base_spec(self, spec: ArchSpec) -> ArchSpec | None:
+        """The architecture of the base that weights of ``spec`` apply to (when :meth:`requires_base`)."""
+        return None
 
     # -- the generator's view -----------------------------------------------------------------------
     def layout(self, spec: ArchSpec) -> Layout:
@@ -193,35 +254,88 @@ class ArchitectureFamily(ABC):
         sd = self.canonicalize(spec, state_dict)
         return [sd[s.name] for s in self.layout(spec).generated]
 
-    def unflatten(self, spec: ArchSpec, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A complete state dict from the layout's tensors (fixed tensors filled per the layout's policy)."""
+    def unflatten(self, spec: ArchSpec, tensors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A complete state dict from the layout's tensors (fixed tensors filled per the layout's policy).
+
+        A tensor may come flat (or in any shape) as long as its number of elements fits its slot.
+        """
         lay = self.layout(spec)
         if len(tensors) != len(lay.generated):
             raise ArchitectureMismatchError(
-                str(spec), detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}"
+                self.label(spec), detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}"
             )
         out: dict[str, torch.Tensor] = {}
         for slot, t in zip(lay.generated, tensors):
             if tuple(t.shape) != slot.shape:
-                t = t.reshape(slot.shape) if t.numel() == slot.numel else t
-                if tuple(t.shape) != slot.shape:
-                    raise ArchitectureMismatchError(str(spec), layer=slot.name, expected=slot.shape, got=t.shape)
+                if t.numel() != slot.numel:
+                    raise ArchitectureMismatchError(self.label(spec), layer=slot.name, expected=slot.shape,
+                                                    got=t.shape)
+                t = t.reshape(slot.shape)
             out[slot.name] = t.to(slot.dtype)
         for slot in lay.fixed:
             out[slot.name] = torch.zeros(slot.shape, dtype=slot.dtype)
         return {s.name: out[s.name] for s in self.slots(spec) if s.name in out}
 
-    def rebuild(self, spec: ArchSpec, tensors: list[torch.Tensor], base: nn.Module | None = None) -> nn.Module:
-        """A module from the layout's tensors: the inverse of :meth:`flatten`, bitwise exact."""
+    def rebuild(self, spec: ArchSpec, tensors: Sequence[torch.Tensor],
+                base: nn.Module | None = None) -> nn.Module:
+        """A module from the layout's tensors: the inverse of :meth:`flatten`, bitwise exact.
+
+        The module takes the tensors as they are (no copy), like :meth:`load`.
+        """
         return self.load(spec, self.unflatten(spec, tensors), base=base)
+
+    def chunk(self, spec: ArchSpec, tensors: Sequence[torch.Tensor], k: int, *,
+              normalize: bool = True) -> chunking.Chunks:
+        """The layout's tensors cut into chunks of ``k`` values for the generator (default chunker).
+
+        Override to chunk differently (e.g. per output channel); :meth:`unchunk` must invert it.
+        """
+        lay = self.layout(spec)
+        if len(tensors) != len(lay.generated):
+            raise ArchitectureMismatchError(
+                self.label(spec), detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}")
+        return chunking.chunk(tensors, k, normalize=normalize)
+
+    def unchunk(self, spec: ArchSpec, chunks: chunking.Chunks) -> list[torch.Tensor]:
+        """The layout's tensors back from :meth:`chunk`'s output (exact up to float32 normalisation)."""
+        want = tuple(s.shape for s in self.layout(spec).generated)
+        if tuple(chunks.shapes) != want:
+            raise ArchitectureMismatchError(
+                self.label(spec), detail=f"the chunks' {len(chunks.shapes)} layers do not match its layout")
+        return chunking.unchunk(chunks)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+@functools.lru_cache(maxsize=64)
+def _template_cached(family: ArchitectureFamily, spec: ArchSpec) -> nn.Module | None:
+    """The family's module for ``spec`` built on 'meta' (no memory, no init), or None if that fails.
+
+    Also None when the module holds tensors its state dict does not cover (non-persistent buffers):
+    assigning the state dict would leave those on 'meta', so such modules take the slow path.
+    """
+    try:
+        with torch.device("meta"):
+            module = family.build(spec)
+    except Exception as exc:  # a module that computes values at construction cannot be built on 'meta'
+        log.debug("%s: cannot build %s on 'meta' (%s); loading builds it on CPU", family.name, spec, exc)
+        return None
+    covered = {id(t) for t in module.state_dict(keep_vars=True).values()}
+    if any(id(t) not in covered for t in itertools.chain(module.parameters(), module.buffers())):
+        log.debug("%s: %s has tensors outside its state dict; loading builds it on CPU", family.name, spec)
+        return None
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if not t.is_meta:
+            log.debug("%s: %s built tensors off 'meta'; loading builds it on CPU", family.name, spec)
+            return None
+    return module
+
+
 @functools.lru_cache(maxsize=256)
 def _slots_cached(family: ArchitectureFamily, spec: ArchSpec) -> tuple[TensorSlot, ...]:
-    with torch.device("meta"):
+    module = _template_cached(family, spec)
+    if module is None:
         module = family.build(spec)
     params = {n for n, _ in module.named_parameters()}
     return tuple(
