@@ -370,7 +370,7 @@ def _setting_key(subject: str, encoder_id: str) -> str:
 
 
 def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, force: bool = False,
-                dtype: str = "f32") -> IndexInfo:
+                dtype: str = "f16") -> IndexInfo:
     """Bring the persisted HNSW index of the encoder's dataset vectors up to date, and describe it.
 
     The index file lives in :func:`index_dir`; its state (file, encoder version, row count, newest row) is
@@ -562,11 +562,10 @@ def nearest(
         while True:
             hits = index.search(query, min(fetch, n_vectors))
             found = hits.keys[hits.keys >= 0]
-            with registry.db.read() as s:
-                names = dict(s.execute(select(m.Embedding.id, m.Embedding.subject_key)
-                                       .where(m.Embedding.id.in_([int(x) for x in found]))).all())
-                ds_sims = {names[int(key)]: float(sim) for key, sim in zip(hits.keys, hits.similarities)
-                           if key >= 0 and int(key) in names}
+            with registry.db.read() as s:  # rescore the hits exactly with their stored float32 vectors
+                rows = s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
+                    m.Embedding.id.in_([int(x) for x in found]), m.Embedding.encoder_version == version)).all()
+                ds_sims = {name: float(_from_bytes(vec) @ query) for name, vec in rows}
                 candidates = _compatible(s, spec, match, list(ds_sims), latest_only)
             if len(candidates) >= (4 * k if use_arch else k) or fetch >= n_vectors:
                 break

@@ -45,7 +45,7 @@ def test_usearch_recall_and_persistence(tmp_path: Path) -> None:
     a, e = ann.search(q, 10), exact.search(q, 10)
     recall = np.mean([len(set(a.keys[i]) & set(e.keys[i])) / 10 for i in range(50)])
     assert recall >= 0.95
-    np.testing.assert_allclose(a.similarities[:, 0], e.similarities[:, 0], atol=1e-4)
+    np.testing.assert_allclose(a.similarities[:, 0], e.similarities[:, 0], atol=2e-3)  # f16 vectors
     path = tmp_path / "ix.usearch"
     ann.save(path)
     reopened = USearchIndex.open(path)
