@@ -4,7 +4,13 @@ A stack of ``k x k`` convolutions (each but the last followed by 2x2 max-pooling
 linear layer and a classifier. ``cnn-tiny`` is the standard zoo CNN (conv 8@5x5, 6@5x5, 4@2x2, fc 36->20->10:
 2,464 parameters for 1-channel 28x28 input, 2,864 for 3 channels); ``cnn-small`` is a ~10k variant.
 
-Layout: every parameter, in module order; there are no buffers.
+Names: ``cnn-tiny``, ``cnn-small``, or ``cnn`` with ``channels``, ``kernels`` and ``hidden``; a spec is named
+after its structure (``cnn-tiny`` with other channels is ``cnn-custom``). Settings: ``in_chans``,
+``num_classes``, ``input_size``, ``activation``. Detection reads the structure, channels and classes from
+shapes and picks the first input size that fits the classifier (28, 32, 8, 16, 64, 224 preferred); the
+activation has no weights and is assumed to be relu.
+
+Layout: every parameter, in module order; there are no buffers, nothing is fixed.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ def feature_side(input_size: int, kernels: list[int]) -> int:
     return side
 
 
+def _variant_of(cfg: Mapping[str, Any]) -> str:
+    """The named variant whose structure (channels, kernels, hidden) ``cfg`` has, else ``cnn-custom``."""
+    return next((n for n, v in VARIANTS.items() if all(cfg[k] == v[k] for k in v)), "cnn-custom")
+
+
 class ZooCNN(nn.Module):
     """conv-act-pool x (n-1), conv-act, flatten, linear-act, linear."""
 
@@ -89,8 +100,8 @@ class CNNFamily(ArchitectureFamily):
             key = "cnn-custom"
         if key not in VARIANTS and key != "cnn-custom":
             return None
-        config = {**DEFAULTS, **VARIANTS.get(key, VARIANTS["cnn-tiny"]), **overrides}
-        return ArchSpec(self.name, key, self._validate(key, config))
+        config = self._validate(key, {**DEFAULTS, **VARIANTS.get(key, VARIANTS["cnn-tiny"]), **overrides})
+        return ArchSpec(self.name, _variant_of(config), config)
 
     def _validate(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         unknown = set(cfg) - set(DEFAULTS) - {"channels", "kernels", "hidden"}
@@ -148,8 +159,7 @@ class CNNFamily(ArchitectureFamily):
         size = next((s for s in _PREFERRED_SIZES if s in sizes), sizes[0])
         cfg = {**DEFAULTS, "channels": channels, "kernels": kernels, "hidden": hidden, "in_chans": in_chans,
                "num_classes": num_classes, "input_size": size}
-        name = next((n for n, v in VARIANTS.items() if all(cfg[k] == v[k] for k in v)), "cnn-custom")
-        return [ArchSpec(self.name, name, cfg)]
+        return [ArchSpec(self.name, _variant_of(cfg), cfg)]
 
 
 @hookimpl

@@ -245,6 +245,10 @@ class LoRAFamily(ArchitectureFamily):
         return apply_lora(get_family_of(base).build(base), spec.config["rank"], spec.config["alpha"],
                           spec.config["targets"])
 
+    def merge(self, module: nn.Module, *, inplace: bool = False) -> nn.Module:
+        """:func:`merge`: the adapted module as a plain base architecture (adapters folded in)."""
+        return merge(module, inplace=inplace)
+
     # -- state dicts ----------------------------------------------------------------------------------
     def slots(self, spec: ArchSpec) -> tuple[TensorSlot, ...]:
         """The adapters only: ``<module>.lora_A`` (rank, in) and ``<module>.lora_B`` (out, rank) per target."""

@@ -96,12 +96,18 @@ def chunk(tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True,
     for i, t in enumerate(tensors):
         numel = t.numel()
         if numel:
-            dest = flat[start:start + numel]
-            dest.copy_(t.detach().reshape(-1))  # (numel,) cast to float32
-            if normalize:
-                std, mean = torch.std_mean(dest, correction=0)
+            dest = flat[start:start + numel]  # (numel,) this layer's slice of the chunk data
+            src = t.detach().reshape(-1)
+            if not normalize:
+                dest.copy_(src)  # cast to float32
+            else:
+                if src.dtype != torch.float32:  # statistics in float32, never in half precision
+                    dest.copy_(src)
+                    src = dest
+                std, mean = torch.std_mean(src, correction=0)
                 std = std.clamp_min(std_floor)
-                dest.sub_(mean).div_(std)
+                torch.sub(src, mean, out=dest)  # one pass each: memory traffic is what this costs
+                dest.div_(std)
                 means[i], stds[i] = mean, std
         start += int(counts[i]) * k
     layer = torch.repeat_interleave(torch.arange(len(tensors)), counts)  # (N,)
@@ -129,8 +135,8 @@ def unchunk(chunks: Chunks) -> list[torch.Tensor]:
     for i, (shape, dtype) in enumerate(zip(chunks.shapes, chunks.dtypes)):
         numel = _numel(shape)
         values = flat[row * k: row * k + numel].to(torch.float32)
-        if chunks.normalized:
-            values = values * float(chunks.std[i]) + float(chunks.mean[i])  # a new tensor
+        if chunks.normalized:  # mean + std * values, in one pass, into a new tensor
+            values = torch.add(chunks.mean[i].to(torch.float32), values, alpha=float(chunks.std[i]))
         elif dtype == values.dtype:
             values = values.clone()  # never hand out a view of chunks.data
         if not dtype.is_floating_point:

@@ -218,16 +218,18 @@ class ArchitectureFamily(ABC):
     def _materialize(self, spec: ArchSpec, state: dict[str, torch.Tensor], *, copy: bool) -> nn.Module:
         """A module of ``spec`` holding ``state`` (complete, canonical, module dtypes)."""
         template = _template_cached(self, spec)
-        if template is not None:
-            module = _copy.deepcopy(template)
-            if copy:
-                module = module.to_empty(device="cpu")
-                module.load_state_dict(state, strict=True)
-            else:
-                module.load_state_dict(state, strict=True, assign=True)
+        if template is None:  # the slow path: a module that cannot live on 'meta'
+            module = self.build(spec)
+            module.load_state_dict(state, strict=True)
             return module
-        module = self.build(spec)  # the slow path: a family whose module cannot live on 'meta'
-        module.load_state_dict(state, strict=True)
+        if copy:
+            state = {k: v.clone() for k, v in state.items()}
+        if template.structural:
+            module = _clone_assigned(template.module, state)
+            if module is not None:
+                return module
+        module = _copy.deepcopy(template.module)
+        module.load_state_dict(state, strict=True, assign=True)
         return module
 
     def requires_base(self, spec: ArchSpec) -> bool:
@@ -308,12 +310,26 @@ class ArchitectureFamily(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-@functools.lru_cache(maxsize=64)
-def _template_cached(family: ArchitectureFamily, spec: ArchSpec) -> nn.Module | None:
-    """The family's module for ``spec`` built on 'meta' (no memory, no init), or None if that fails.
+_REGISTRIES = ("_parameters", "_buffers", "_modules")  # nn.Module's own tensor and submodule tables
+_STATE_DICT_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                     "_load_state_dict_post_hooks")  # hooks that may rename or transform state-dict entries
 
-    Also None when the module holds tensors its state dict does not cover (non-persistent buffers):
-    assigning the state dict would leave those on 'meta', so such modules take the slow path.
+
+@dataclass(frozen=True)
+class _Template:
+    """A family's module for one spec, built on 'meta' (no memory, no init), to copy when loading."""
+
+    module: nn.Module
+    structural: bool  # safe to copy structurally (:func:`_clone_assigned`); else deepcopy + load_state_dict
+
+
+@functools.lru_cache(maxsize=64)
+def _template_cached(family: ArchitectureFamily, spec: ArchSpec) -> _Template | None:
+    """The family's module for ``spec`` built on 'meta', or None when loading must build it for real.
+
+    None when the build fails on 'meta' (values computed at construction), or when the module holds
+    tensors its state dict does not cover (non-persistent buffers, plain tensor attributes): those would
+    stay on 'meta' after the state dict is assigned.
     """
     try:
         with torch.device("meta"):
@@ -322,21 +338,77 @@ def _template_cached(family: ArchitectureFamily, spec: ArchSpec) -> nn.Module | 
         log.debug("%s: cannot build %s on 'meta' (%s); loading builds it on CPU", family.name, spec, exc)
         return None
     covered = {id(t) for t in module.state_dict(keep_vars=True).values()}
-    if any(id(t) not in covered for t in itertools.chain(module.parameters(), module.buffers())):
+    tensors = list(itertools.chain(module.parameters(), module.buffers()))
+    plain = [k for m in module.modules() for k, v in vars(m).items()
+             if k not in _REGISTRIES and isinstance(v, torch.Tensor)]
+    if any(id(t) not in covered or not t.is_meta for t in tensors) or plain:
         log.debug("%s: %s has tensors outside its state dict; loading builds it on CPU", family.name, spec)
         return None
-    for t in itertools.chain(module.parameters(), module.buffers()):
-        if not t.is_meta:
-            log.debug("%s: %s built tensors off 'meta'; loading builds it on CPU", family.name, spec)
-            return None
-    return module
+    return _Template(module, all(_structural_ok(m) for m in module.modules()))
+
+
+def _structural_ok(module: nn.Module) -> bool:
+    """Whether a new module with ``module``'s attributes and directly assigned tensors is a faithful copy."""
+    cls = type(module)
+    custom_load = cls._load_from_state_dict is not nn.Module._load_from_state_dict
+    if custom_load and not cls.__module__.startswith("torch.nn."):
+        return False  # custom loading logic must run: go through load_state_dict
+    for key, value in vars(module).items():
+        if key in _STATE_DICT_HOOKS and value:
+            return False
+        if key not in _REGISTRIES and isinstance(value, nn.Module):
+            return False  # a module referenced outside _modules: deepcopy keeps such links right
+    return True
+
+
+def _clone_assigned(template: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
+    """A new module shaped like ``template`` whose parameters and buffers are ``state``'s tensors (no copy).
+
+    What ``deepcopy(template).load_state_dict(state, assign=True)`` gives, without copying meta tensors
+    or walking the state dict twice: new module objects, attributes copied one level deep (hook tables,
+    lists), shared parameters kept shared. None when ``state``'s keys are not exactly the template's.
+    """
+    modules: dict[int, nn.Module] = {}
+    params: dict[int, nn.Parameter] = {}
+    used: set[str] = set()
+
+    def clone(mod: nn.Module, prefix: str) -> nn.Module:
+        if id(mod) in modules:
+            return modules[id(mod)]
+        new = object.__new__(type(mod))
+        modules[id(mod)] = new
+        attrs = {k: (_copy.copy(v) if isinstance(v, (dict, list, set)) else v) for k, v in vars(mod).items()
+                 if k not in _REGISTRIES}
+        attrs["_parameters"] = {}
+        for name, p in mod._parameters.items():
+            if p is not None:
+                used.add(prefix + name)
+                if id(p) not in params:
+                    params[id(p)] = nn.Parameter(state[prefix + name], requires_grad=p.requires_grad)
+                p = params[id(p)]
+            attrs["_parameters"][name] = p
+        attrs["_buffers"] = {}
+        for name, b in mod._buffers.items():
+            if b is not None:
+                used.add(prefix + name)
+                b = state[prefix + name]
+            attrs["_buffers"][name] = b
+        attrs["_modules"] = {n: (clone(c, f"{prefix}{n}.") if c is not None else None)
+                             for n, c in mod._modules.items()}
+        new.__dict__.update(attrs)
+        return new
+
+    try:
+        module = clone(template, "")
+    except KeyError:
+        return None
+    return module if used == set(state) else None
 
 
 @functools.lru_cache(maxsize=256)
 def _slots_cached(family: ArchitectureFamily, spec: ArchSpec) -> tuple[TensorSlot, ...]:
-    module = _template_cached(family, spec)
-    if module is None:
-        module = family.build(spec)
+    template = _template_cached(family, spec)
+    module = template.module if template is not None else family.build(spec)
     params = {n for n, _ in module.named_parameters()}
     return tuple(
         TensorSlot(name, tuple(t.shape), t.dtype, name in params) for name, t in module.state_dict().items()

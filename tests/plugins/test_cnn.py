@@ -40,6 +40,12 @@ def test_settings_are_configurable_and_detected_back() -> None:
     assert detected == zoo.resolve_arch("cnn", **{**dict(spec.config), "activation": "relu"})
 
 
+def test_specs_are_named_after_their_structure() -> None:
+    assert zoo.resolve_arch("cnn-tiny", channels=[16, 12, 8], hidden=48).name == "cnn-small"
+    assert zoo.resolve_arch("cnn-tiny", channels=[3, 3, 3]).name == "cnn-custom"
+    assert zoo.resolve_arch("tiny", in_chans=3).name == "cnn-tiny"
+
+
 def test_small_is_about_ten_thousand_parameters() -> None:
     n = zoo.get_family("cnn").layout(zoo.resolve_arch("cnn-small")).num_params
     assert 9_000 <= n <= 11_000

@@ -72,6 +72,7 @@ def test_registry_stores_only_adapters_and_loads_them_onto_the_base(base_spec: z
         plain = registry.load(base_rec.ref)(x)
         merged_module = merge(module)
         merged = merged_module(x)
+        assert torch.equal(zoo.get_family("lora").merge(module)(x), merged)
     assert not torch.allclose(adapted, plain, atol=1e-4)  # the adapters do something
     torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
     assert not any(isinstance(m, LoRALinear) for m in merged_module.modules())

@@ -136,3 +136,53 @@ def test_modules_that_cannot_use_a_meta_template_still_load(kwargs: dict[str, bo
     assert torch.isfinite(out).all()
     if kwargs.get("nonpersistent"):
         assert torch.equal(module.scale, torch.full((4,), 2.0))
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight  # tied
+        self.names = ["a", "b"]
+
+
+class CustomLoad(nn.Linear):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        key = prefix + "weight"
+        if key in state_dict:
+            state_dict[key] = state_dict[key] * 1  # custom logic that must run
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class ModuleFamily(ToyFamily):
+    def __init__(self, factory: Any) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def build(self, spec: zoo.ArchSpec) -> nn.Module:
+        self.builds += 1
+        return self.factory()
+
+
+def test_loaded_modules_are_independent_of_the_template_and_keep_ties() -> None:
+    fam = ModuleFamily(Tied)
+    spec = fam.parse("toy-4")
+    state = {k: torch.randn(v.shape) for k, v in Tied().state_dict().items()}
+    state["b.weight"] = state["a.weight"]
+    first = fam.load(spec, state)
+    assert first.b.weight is first.a.weight  # shared parameters stay shared
+    first.register_forward_hook(lambda *args: None)
+    first.names.append("c")
+    second = fam.load(spec, {k: v.clone() for k, v in state.items()})
+    assert not second._forward_hooks and second.names == ["a", "b"]  # nothing leaked through the template
+    assert second.a.weight.data_ptr() != first.a.weight.data_ptr()
+    assert all(not t.is_meta for t in second.state_dict().values())
+
+
+def test_custom_loading_logic_still_runs() -> None:
+    fam = ModuleFamily(lambda: CustomLoad(3, 2))
+    spec = fam.parse("toy-4")
+    state = {"weight": torch.randn(2, 3), "bias": torch.randn(2)}
+    module = fam.load(spec, state)
+    assert torch.equal(module.weight, state["weight"]) and module.weight.data_ptr() != state["weight"].data_ptr()
