@@ -5,7 +5,9 @@ Targets (issue: architecture families), for ResNet-101 and ViT-B/16:
           beforehand (the cheapest way plain PyTorch puts the same weights into a module);
   memory  the peak RSS increase of flatten + rebuild under 3x the weights' size.
 
-Times (median of ``--repeats`` after one warm-up; ``meta_template_once`` is the one-off cost per spec and
+Times (median of ``--repeats`` rounds after one warm-up; the operations run interleaved, round by round, and
+the ratios are medians of per-round ratios, so that a shared machine's changing load hits all alike;
+``meta_template_once`` is the one-off cost per spec and
 process of building the family's module on the meta device; ``flatten_rebuild_first`` the first call after):
   load_state_dict        module.load_state_dict(state) into a module built beforehand
   build_load_state_dict  family.build(spec) + load_state_dict: what a user without zoo runs (random init)
@@ -107,6 +109,8 @@ def operation(op: str, family: zoo.ArchitectureFamily, spec: zoo.ArchSpec,
 
 
 def time_ops(arch: str, repeats: int) -> dict[str, Any]:
+    """Median seconds per operation; operations run interleaved, round by round, so that a machine whose
+    load changes during the run slows all of them alike (ratios are taken per round, then the median)."""
     out: dict[str, Any] = {}
     t = time.perf_counter()
     zoo.get_family(zoo.resolve_arch(arch).family).slots(zoo.resolve_arch(arch))
@@ -115,19 +119,26 @@ def time_ops(arch: str, repeats: int) -> dict[str, Any]:
     t = time.perf_counter()
     family.rebuild(spec, family.flatten(spec, state))
     out["flatten_rebuild_first"] = time.perf_counter() - t
-    for op in OPS:
-        fn = operation(op, family, spec, state)
+    fns = {op: operation(op, family, spec, state) for op in OPS}
+    samples: dict[str, list[float]] = {op: [] for op in OPS}
+    for fn in fns.values():
         fn()  # warm-up
-        samples = []
-        for _ in range(repeats if op != "build_load_state_dict" else max(2, repeats // 3)):
+    for round_ in range(repeats):
+        for op, fn in fns.items():
+            if op == "build_load_state_dict" and round_ >= max(2, repeats // 3):
+                continue  # seconds per call, and not what the targets compare with
             gc.collect()
             t = time.perf_counter()
             result = fn()
-            samples.append(time.perf_counter() - t)
+            samples[op].append(time.perf_counter() - t)
             del result
-        out[op] = statistics.median(samples)
-        out[f"{op}_min"] = min(samples)
-        log.info("%s %s: %.4f s (median of %d)", arch, op, out[op], len(samples))
+    for op in OPS:
+        out[op] = statistics.median(samples[op])
+        out[f"{op}_min"] = min(samples[op])
+        log.info("%s %s: %.4f s (median of %d)", arch, op, out[op], len(samples[op]))
+    out["per_round_ratio"] = {
+        f"{op}_vs_load_state_dict": statistics.median(a / b for a, b in zip(samples[op], samples["load_state_dict"]))
+        for op in ("flatten", "rebuild", "flatten_rebuild")}
     return out
 
 
@@ -169,8 +180,7 @@ def bench(arch: str, repeats: int) -> dict[str, Any]:
     memory = {op: measure_memory(arch, op)["peak_increase_mb"] for op in
               ("load_state_dict", "build_load_state_dict", "flatten", "rebuild", "flatten_rebuild", "load_copy",
                "chunk_k64", "unchunk_k64")}
-    base = times["load_state_dict"]
-    ratios = {f"{op}_vs_load_state_dict": times[op] / base for op in ("flatten", "rebuild", "flatten_rebuild")}
+    ratios = times.pop("per_round_ratio")  # median over rounds of op time / load_state_dict time
     peak_x = {op: mb / weights_mb for op, mb in memory.items()}
     return {
         "arch": arch,
