@@ -19,6 +19,7 @@ from zoo.errors import (
     UnsafeCheckpointError,
     ZooError,
 )
+from zoo.chunking import Chunks, chunk, unchunk
 from zoo.family import ArchitectureFamily, Layout, TensorSlot
 from zoo.hookspecs import hookimpl
 from zoo.plugins import (
@@ -30,6 +31,7 @@ from zoo.plugins import (
     list_plugins,
     load_plugins,
     register_plugin,
+    reset_plugins,
     resolve_arch,
     unregister_plugin,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "ArchitectureMismatchError",
     "CheckpointError",
     "CheckpointRecord",
+    "Chunks",
     "ConfigError",
     "DatasetError",
     "DatasetRecord",
@@ -79,6 +82,7 @@ __all__ = [
     "VerifyReport",
     "ZooError",
     "__version__",
+    "chunk",
     "detect_arch",
     "families",
     "get_family",
@@ -88,6 +92,8 @@ __all__ = [
     "list_plugins",
     "load_plugins",
     "register_plugin",
+    "reset_plugins",
     "resolve_arch",
+    "unchunk",
     "unregister_plugin",
 ]

@@ -240,6 +240,10 @@ class ArchitectureFamily(ABC):
         """The architecture of the base that weights of ``spec`` apply to (when :meth:`requires_base`)."""
         return None
 
+    def with_base(self, spec: ArchSpec, base: ArchSpec) -> ArchSpec:
+        """``spec`` re-targeted at the exact architecture of a registered base. Default: ``spec`` unchanged."""
+        return spec
+
     # -- the generator's view -----------------------------------------------------------------------
     def layout(self, spec: ArchSpec) -> Layout:
         """Generated tensors in module order: every floating tensor (parameters and BN statistics).

@@ -153,6 +153,8 @@ class Registry:
         read = read_checkpoint(checkpoint)
         spec = resolve_arch(arch) if arch is not None else detect_arch(read.state_dict)
         family = get_family(spec.family)
+        if base is not None and family.requires_base(spec):  # describe the base as it is registered
+            spec = family.with_base(spec, self.get(base).arch)
         state = family.canonicalize(spec, read.state_dict)
         if name is None:  # a file stem such as 'my model (v2)' becomes 'my-model-v2'
             name = re.sub(r"[^A-Za-z0-9._-]+", "-", read.default_name or spec.name).strip("-._")[:128] or spec.name

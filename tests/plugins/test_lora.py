@@ -147,3 +147,13 @@ def test_adapter_only_detection_assumes_the_default_vit(base_spec: zoo.ArchSpec)
     assert detected.family == "lora" and detected.config["rank"] == 4
     assert family.layout(detected).generated == family.layout(spec).generated  # the same adapter layout
     assert family.base_spec(detected).name == "vit_tiny_patch16_224"  # patch/image/classes are not visible
+
+
+def test_detected_adapters_take_the_registered_base_architecture(base_spec: zoo.ArchSpec,
+                                                                 registry: zoo.Registry) -> None:
+    vit = zoo.get_family("vit")
+    base_rec = registry.add(random_state(vit, base_spec, seed=1), name="vit-tiny", arch=base_spec)
+    spec = zoo.resolve_arch("lora", base=base_spec, rank=4, alpha=8)
+    rec = registry.add(_adapters(spec), name="detected-lora", base="vit-tiny")  # no arch=: detected
+    assert zoo.get_family("lora").base_spec(rec.arch) == base_rec.arch
+    assert registry.load(rec.ref) is not None
