@@ -26,7 +26,7 @@ import torch
 
 from zoo import hookspecs
 from zoo.errors import UnknownFamilyError, UnknownPluginError, ZooError
-from zoo.family import ArchitectureFamily, natural_key
+from zoo.family import ArchitectureFamily, natural_key, strip_wrapper_prefixes
 from zoo.records import ArchSpec
 
 log = logging.getLogger(__name__)
@@ -269,6 +269,12 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
 def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
     """The architecture of a state dict from its keys and shapes; raises naming the installed families."""
     spec = get_plugin_manager().hook.zoo_detect_architecture(state_dict=state_dict)
-    if spec is None:
-        raise UnknownFamilyError(f"a state dict of {len(state_dict)} tensors", families())
-    return spec
+    if spec is not None:
+        return spec
+    for family in families().values():  # nearly one of ours (e.g. one wrong shape): say what does not fit
+        near = [c for c in family.candidates(strip_wrapper_prefixes(state_dict)) if c is not None]
+        if near:
+            err = family.mismatch(near[0], state_dict)
+            if err is not None:
+                raise err
+    raise UnknownFamilyError(f"a state dict of {len(state_dict)} tensors", families())

@@ -324,3 +324,12 @@ def test_two_registries_in_one_process_do_not_share_blobs(tmp_path: Path) -> Non
         a.add(tiny_cnn(), name="x")
         assert b.stats()["checkpoints"] == 0
         assert os.listdir(tmp_path / "one.blobs") and not (tmp_path / "two.blobs").exists()
+
+
+def test_detection_with_one_wrong_shape_names_the_layer(registry: Registry) -> None:
+    sd = tiny_cnn().state_dict()
+    sd["classifier.1.bias"] = torch.zeros(19)
+    with pytest.raises(zoo.ArchitectureMismatchError) as err:
+        registry.add(sd, name="bad")  # no arch=: detection finds the nearest family and says what differs
+    assert err.value.layer == "classifier.1.bias" and "[19]" in str(err.value)
+    assert registry.stats()["checkpoints"] == 0
