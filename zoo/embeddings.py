@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,13 +155,12 @@ def _upsert(s: Session, subject: str, key: str, encoder_id: str, version: str, f
             vec: np.ndarray) -> m.Embedding:
     row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
                                               m.Embedding.encoder_id == encoder_id)).first()
-    if row is None:
-        row = m.Embedding(subject=subject, subject_key=key, encoder_id=encoder_id, encoder_version=version,
-                          source_fingerprint=fingerprint, dim=int(vec.shape[0]), vector=_to_bytes(vec))
-        s.add(row)
-    else:
-        row.encoder_version, row.source_fingerprint = version, fingerprint
-        row.dim, row.vector, row.created_at = int(vec.shape[0]), _to_bytes(vec), m.utcnow()
+    if row is not None:  # replaced by a new row (a new id), so that (count, max id) notices the change
+        s.delete(row)
+        s.flush()
+    row = m.Embedding(subject=subject, subject_key=key, encoder_id=encoder_id, encoder_version=version,
+                      source_fingerprint=fingerprint, dim=int(vec.shape[0]), vector=_to_bytes(vec))
+    s.add(row)
     s.flush()
     return row
 
@@ -249,6 +249,7 @@ def register_dataset(registry: Any, name: str, data: Any, *, description: str | 
             return _dataset_record(row)
 
     rec = retry(txn)
+    _invalidate(registry)
     log.info("registered dataset %s (%d images, %d classes, %d new vectors)", name, ds.num_samples,
              ds.num_classes, len(vectors))
     return rec
@@ -302,6 +303,7 @@ def _arch_vectors(registry: Any, texts: Mapping[str, str], encoder: TextEncoder)
                     _upsert(s, ARCH, k, encoder.id, version, _text_fingerprint(texts[k]), v)
 
         retry(txn)
+        _invalidate(registry)
         out.update(new)
         log.info("embedded %d architecture text(s) with %s", len(new), encoder.id)
     return out
@@ -324,7 +326,7 @@ def embed_arch(registry: Any, arch: str | ArchSpec | CheckpointRecord, *,
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class _Table:
-    token: tuple[Any, ...]
+    token: tuple[int, int]  # the encoder's _change_key when loaded
     ids: np.ndarray  # (N,) embedding row ids
     names: tuple[str, ...]  # subject keys, row-aligned
     row_of: Mapping[str, int]  # subject key -> row
@@ -334,6 +336,41 @@ class _Table:
 _tables: dict[tuple[str, str, str, str], _Table] = {}
 _ann_cache: dict[str, USearchIndex] = {}
 _cache_lock = threading.Lock()
+
+
+TOKEN_TTL_S = 1.0  # how long a process trusts its view of the vector tables (its own writes count at once)
+_changes: dict[tuple[str, str], tuple[float, tuple[int, int]]] = {}
+_ann_current: dict[tuple[str, str, str], tuple[tuple[int, int], USearchIndex]] = {}
+
+
+def _invalidate(registry: Any) -> None:
+    """Forget cached table states of ``registry`` (after this process wrote vectors)."""
+    with _cache_lock:
+        for key in [k for k in _changes if k[0] == registry.url]:
+            del _changes[key]
+
+
+def _change_key(s: Session, encoder_id: str) -> tuple[int, int]:
+    """(rows, max id) of an encoder's vectors: an index-only query; changes whenever a vector is added,
+    replaced (:func:`_upsert` replaces rather than updates) or removed."""
+    count, max_id = s.execute(select(func.count(), func.max(m.Embedding.id))
+                              .where(m.Embedding.encoder_id == encoder_id)).one()
+    return int(count or 0), int(max_id or 0)
+
+
+def _cached_change(registry: Any, encoder_id: str) -> tuple[int, int]:
+    """:func:`_change_key`, re-read at most every :data:`TOKEN_TTL_S` seconds: vectors written by other
+    processes become searchable within that time; this process's own writes count at once."""
+    key = (registry.url, encoder_id)
+    now = time.monotonic()
+    hit = _changes.get(key)
+    if hit is not None and now - hit[0] < TOKEN_TTL_S:
+        return hit[1]
+    with registry.db.read() as s:
+        change = _change_key(s, encoder_id)
+    with _cache_lock:
+        _changes[key] = (now, change)
+    return change
 
 
 def _token(s: Session, subject: str, encoder_id: str, version: str) -> tuple[Any, ...]:
@@ -346,11 +383,12 @@ def _token(s: Session, subject: str, encoder_id: str, version: str) -> tuple[Any
 def _load_table(registry: Any, subject: str, encoder_id: str, version: str) -> _Table:
     """Every current vector of ``subject`` by the encoder, cached per process until the rows change."""
     cache_key = (registry.url, subject, encoder_id, version)
+    change = _cached_change(registry, encoder_id)
+    table = _tables.get(cache_key)
+    if table is not None and table.token == change:
+        return table
     with registry.db.read() as s:
-        token = _token(s, subject, encoder_id, version)
-        table = _tables.get(cache_key)
-        if table is not None and table.token == token:
-            return table
+        change = _change_key(s, encoder_id)
         rows = s.execute(select(m.Embedding.id, m.Embedding.subject_key, m.Embedding.vector).where(
             m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
             m.Embedding.encoder_version == version).order_by(m.Embedding.id)).all()
@@ -359,9 +397,10 @@ def _load_table(registry: Any, subject: str, encoder_id: str, version: str) -> _
     dim = len(rows[0][2]) // 4 if rows else 0
     mat = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim).astype(np.float32) \
         if rows else np.zeros((0, 0), dtype=np.float32)
-    table = _Table(token, ids, names, {n: i for i, n in enumerate(names)}, ExactIndex(ids, mat))
+    table = _Table(change, ids, names, {n: i for i, n in enumerate(names)}, ExactIndex(ids, mat))
     with _cache_lock:
         _tables[cache_key] = table
+        _changes[(registry.url, encoder_id)] = (time.monotonic(), change)
     return table
 
 
@@ -432,7 +471,12 @@ def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, f
     return IndexInfo(enc.id, version, str(path), len(index), index.dim, dtype, True)
 
 
-def _ann(registry: Any, enc: DatasetEncoder) -> USearchIndex:
+def _ann(registry: Any, enc: DatasetEncoder, version: str) -> USearchIndex:
+    key = (registry.url, enc.id, version)
+    change = _cached_change(registry, enc.id)
+    hit = _ann_current.get(key)
+    if hit is not None and hit[0] == change:
+        return hit[1]
     info = build_index(registry, enc)
     with _cache_lock:
         index = _ann_cache.get(info.path)
@@ -440,6 +484,8 @@ def _ann(registry: Any, enc: DatasetEncoder) -> USearchIndex:
         index = USearchIndex.open(info.path, view=True)
         with _cache_lock:
             _ann_cache[info.path] = index
+    with _cache_lock:
+        _ann_current[key] = (change, index)
     return index
 
 
@@ -481,27 +527,43 @@ def _query_vector(registry: Any, dataset: Any, enc: DatasetEncoder, version: str
 
 
 def _compatible(s: Session, spec: ArchSpec | None, match: Match, datasets: Sequence[str] | None,
-                latest_only: bool) -> list[tuple[int, str, str, str]]:
-    """(checkpoint id, dataset name, arch key, arch text) of checkpoints that fit ``spec`` under ``match``."""
-    q = select(m.Checkpoint.id, m.Dataset.name, m.Checkpoint.arch_key, m.Checkpoint.arch_text, m.Checkpoint.name,
-               m.Checkpoint.version).join(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
+                latest_only: bool) -> list[tuple[int, str, str]]:
+    """(checkpoint id, dataset name, arch key) of checkpoints that fit ``spec`` under ``match``."""
+    q = select(m.Checkpoint.id, m.Dataset.name, m.Checkpoint.arch_key).join(
+        m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
     if spec is not None and match == "exact":
         q = q.where(m.Checkpoint.arch_key == spec.key)
     elif spec is not None and match == "family":
         q = q.where(m.Checkpoint.family == spec.family)
-    rows: list[Any] = []
-    if datasets is None:
-        rows = list(s.execute(q).all())
-    else:
-        names = list(datasets)
-        for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
-            rows += s.execute(q.where(m.Dataset.name.in_(chunk))).all()
     if latest_only:
-        newest: dict[str, int] = {}
-        for r in rows:
-            newest[r[4]] = max(newest.get(r[4], 0), r[5])
-        rows = [r for r in rows if r[5] == newest[r[4]]]
-    return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+        newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
+            m.Checkpoint.name).subquery()
+        q = q.join(newest, (newest.c.name == m.Checkpoint.name) & (newest.c.v == m.Checkpoint.version))
+    if datasets is None:
+        return [(int(r[0]), r[1], r[2]) for r in s.execute(q).all()]
+    rows: list[tuple[int, str, str]] = []
+    names = list(datasets)
+    for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
+        rows += [(int(r[0]), r[1], r[2]) for r in s.execute(q.where(m.Dataset.name.in_(chunk))).all()]
+    return rows
+
+
+_compat_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[tuple[int, str, str]]]] = {}
+
+
+def _all_compatible(registry: Any, spec: ArchSpec | None, match: Match, latest_only: bool) -> list[tuple[int, str, str]]:
+    """:func:`_compatible` over every dataset, cached until checkpoints or datasets are added or removed."""
+    key = (registry.url, spec.key if spec is not None else None, match, latest_only)
+    with registry.db.read() as s:
+        token = tuple(s.execute(select(func.count(), func.max(m.Checkpoint.id))).one()) + tuple(
+            s.execute(select(func.count(), func.max(m.Dataset.id))).one())
+        hit = _compat_cache.get(key)
+        if hit is not None and hit[0] == token:
+            return hit[1]
+        rows = _compatible(s, spec, match, None, latest_only)
+    with _cache_lock:
+        _compat_cache[key] = (token, rows)
+    return rows
 
 
 def nearest(
@@ -543,21 +605,20 @@ def nearest(
     query, _ = _query_vector(registry, dataset, enc, version)
     use_arch = arch_weight > 0 and spec is not None and match != "exact"
 
-    with registry.db.read() as s:
-        n_vectors = _token(s, DATASET, enc.id, version)[0]
+    n_vectors = _cached_change(registry, enc.id)[0]  # every vector by the encoder: cheap, close enough here
     chosen = method
     if method == "auto":
         chosen = "pgvector" if registry.db.dialect == "postgresql" else ("ann" if n_vectors >= ANN_MIN_VECTORS else "exact")
     ds_sims: dict[str, float] = {}
     used = "exact"
-    candidates: list[tuple[int, str, str, str]] = []
+    candidates: list[tuple[int, str, str]] = []
     if chosen == "pgvector":
         hits = _pgvector_search(registry, enc, query, max(4 * k, 64))
         chosen = "ann" if n_vectors >= ANN_MIN_VECTORS else "exact"
         if hits is not None:  # pragma: no cover - TODO hook
             raise NotImplementedError
     if chosen == "ann" and n_vectors:
-        index = _ann(registry, enc)
+        index = _ann(registry, enc, version)
         fetch = max(4 * k, 64)
         while True:
             hits = index.search(query, min(fetch, n_vectors))
@@ -576,8 +637,9 @@ def nearest(
         used = "usearch" if chosen == "ann" else "exact"
     if chosen == "exact":
         table = _load_table(registry, DATASET, enc.id, version)
-        with registry.db.read() as s:
-            candidates = _compatible(s, spec, match, None, latest_only)
+        candidates = _all_compatible(registry, spec, match, latest_only)
+        if not use_arch:  # the common case, vectorised: one score per checkpoint, top k by (score, newest)
+            return _exact_top(registry, table, candidates, query, k, min_similarity, enc.id, version)
         wanted = sorted({c[1] for c in candidates if c[1] in table.row_of})
         if wanted and table.index.dim != query.shape[0]:
             raise ZooError(f"stored {enc.id} vectors have {table.index.dim} values, the query {query.shape[0]}")
@@ -592,24 +654,74 @@ def nearest(
     arch_sims: dict[str, float] = {}
     if use_arch:
         tenc = get_text_encoder(text_encoder)
-        texts = {c[2]: c[3] for c in candidates}
+        keys = sorted({c[2] for c in candidates})
+        with registry.db.read() as s:
+            texts = dict(s.execute(select(m.Checkpoint.arch_key, m.Checkpoint.arch_text).where(
+                m.Checkpoint.arch_key.in_(keys)).distinct()).all())
         texts[spec.key] = get_family(spec.family).describe(spec)  # type: ignore[union-attr]
         vecs = _arch_vectors(registry, texts, tenc)
         qa = vecs[spec.key]  # type: ignore[union-attr]
         arch_sims = {key: float(v @ qa) for key, v in vecs.items()}
 
     scored = []
-    for cid, ds_name, arch_key, _ in candidates:
+    for cid, ds_name, arch_key in candidates:
         d = ds_sims[ds_name]
         a = arch_sims.get(arch_key) if use_arch else None
         score = (1 - arch_weight) * d + arch_weight * a if a is not None else d
         if min_similarity is None or score >= min_similarity:
             scored.append((score, cid, ds_name, d, a))
     scored.sort(key=lambda t: (-t[0], -t[1]))
-    out = []
-    for score, cid, ds_name, d, a in scored[:k]:
-        out.append(Neighbor(registry.get(cid), float(score), ds_name, float(d), a, enc.id, version, used))
-    return out
+    top = scored[:k]
+    records = _checkpoint_records(registry, [t[1] for t in top])
+    return [Neighbor(records[cid], float(score), ds_name, float(d), a, enc.id, version, used)
+            for score, cid, ds_name, d, a in top]
+
+
+_cand_rows: dict[tuple[int, int], tuple[Any, Any, tuple[np.ndarray, np.ndarray]]] = {}  # see _exact_top
+
+
+def _exact_top(registry: Any, table: _Table, candidates: list[tuple[int, str, str]], query: np.ndarray, k: int,
+               min_similarity: float | None, encoder_id: str, version: str) -> list[Neighbor]:
+    key = (id(candidates), id(table))  # the entry holds both objects, so their ids cannot be reused meanwhile
+    hit = _cand_rows.get(key)
+    arrays = hit[2] if hit is not None and hit[0] is candidates and hit[1] is table else None
+    if arrays is None:
+        keep = [(c[0], table.row_of[c[1]]) for c in candidates if c[1] in table.row_of]
+        arrays = (np.array([c[0] for c in keep], dtype=np.int64), np.array([c[1] for c in keep], dtype=np.int64))
+        with _cache_lock:
+            if len(_cand_rows) > 64:
+                _cand_rows.clear()
+            _cand_rows[key] = (candidates, table, arrays)
+    ids, rows = arrays
+    if not len(ids):
+        return []
+    if table.index.dim != query.shape[0]:
+        raise ZooError(f"stored {encoder_id} vectors have {table.index.dim} values, the query {query.shape[0]}")
+    scores = (table.index.vectors @ query)[rows]  # (n_candidates,)
+    if min_similarity is not None:
+        ok = scores >= min_similarity
+        ids, rows, scores = ids[ok], rows[ok], scores[ok]
+    if len(ids) > 4 * k:  # only the best few need a full ordering
+        part = np.argpartition(-scores, k - 1)[:k]
+        cut = scores[part].min()
+        sel = np.nonzero(scores >= cut)[0]
+        ids, rows, scores = ids[sel], rows[sel], scores[sel]
+    order = np.lexsort((-ids, -scores))[:k]
+    records = _checkpoint_records(registry, [int(i) for i in ids[order]])
+    return [Neighbor(records[int(ids[i])], float(scores[i]), table.names[int(rows[i])], float(scores[i]), None,
+                     encoder_id, version, "exact") for i in order]
+
+
+def _checkpoint_records(registry: Any, ids: list[int]) -> dict[int, CheckpointRecord]:
+    """Records of checkpoint ``ids`` in one read (``Registry.get_many`` where it exists)."""
+    get_many = getattr(registry, "get_many", None)
+    if callable(get_many):
+        return {r.id: r for r in get_many(ids)}
+    records = getattr(registry, "_records", None)
+    if callable(records):  # TODO: drop once Registry.get_many(ids) exists
+        with registry.db.read() as s:
+            return {r.id: r for r in records(s, s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(ids))).all())}
+    return {i: registry.get(i) for i in ids}
 
 
 # ----------------------------------------------------------------------------------------------------
