@@ -238,6 +238,10 @@ def register_dataset(registry: Any, name: str, data: Any, *, description: str | 
         with registry.db.write() as s:
             registry.db.lock_key(s, f"dataset:{name}")
             row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
+            if (row is not None and row.fingerprint and row.fingerprint != fp and not replace
+                    and not (row.meta or {}).get("placeholder")):  # a concurrent registration got there first
+                raise DuplicateError("dataset", name, "another process registered different data under this name "
+                                     "meanwhile; pass replace=True to replace it, or choose another name")
             if row is None:
                 row = m.Dataset(name=name)
                 s.add(row)
