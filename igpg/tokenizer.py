@@ -10,7 +10,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from igpg.quantizers import make_quantizer

@@ -20,6 +20,9 @@ from zoo.errors import (
     ZooError,
 )
 from zoo.chunking import Chunks, chunk, unchunk
+from zoo.datasets import ImageDataset, as_dataset
+from zoo.embeddings import Neighbor
+from zoo.encoders import ClassPooledEncoder, DatasetEncoder, TextEncoder
 from zoo.family import ArchitectureFamily, Layout, TensorSlot
 from zoo.hookspecs import hookimpl
 from zoo.plugins import (
@@ -59,29 +62,35 @@ __all__ = [
     "ArchitectureMismatchError",
     "CheckpointError",
     "CheckpointRecord",
+    "ClassPooledEncoder",
     "Chunks",
     "ConfigError",
+    "DatasetEncoder",
     "DatasetError",
     "DatasetRecord",
     "DuplicateError",
     "EmbeddingRecord",
     "GeneratorError",
     "GeneratorRecord",
+    "ImageDataset",
     "IntegrityError",
     "InvalidNameError",
     "InvalidWeightsError",
     "JobRunRecord",
     "Layout",
     "LeaseHeldError",
+    "Neighbor",
     "NotFoundError",
     "Registry",
     "TensorSlot",
+    "TextEncoder",
     "UnknownFamilyError",
     "UnknownPluginError",
     "UnsafeCheckpointError",
     "VerifyReport",
     "ZooError",
     "__version__",
+    "as_dataset",
     "chunk",
     "detect_arch",
     "families",

@@ -269,6 +269,57 @@ def plugins(as_json: bool) -> None:
     _emit(data, as_json, human)
 
 
+@cli.group()
+def datasets() -> None:
+    """Register and list datasets (with their embeddings)."""
+
+
+@datasets.command("register")
+@click.argument("name")
+@click.argument("source")
+@click.option("--description", default=None)
+@click.option("--encoder", "encoders", multiple=True, help="Dataset encoder id (repeatable; default: all).")
+@click.option("--replace", is_flag=True, help="Replace a dataset of that name whose content differs.")
+@json_option
+@click.pass_context
+def datasets_register(ctx: click.Context, name: str, source: str, description: str | None,
+                      encoders: tuple[str, ...], replace: bool, as_json: bool) -> None:
+    """Register SOURCE as dataset NAME: an image folder, an MNIST folder, or "digits"."""
+    rec = _registry(ctx).register_dataset(name, source, description=description, encoders=list(encoders) or None,
+                                          replace=replace)
+    _emit(rec.to_dict(), as_json, lambda: click.echo(
+        f"registered {rec.name}: {rec.num_samples} samples, {rec.num_classes} classes, {rec.fingerprint[:12]}"))
+
+
+@datasets.command("list")
+@json_option
+@click.pass_context
+def datasets_list(ctx: click.Context, as_json: bool) -> None:
+    """List registered datasets."""
+    recs = _registry(ctx).datasets()
+    _emit([r.to_dict() for r in recs], as_json, lambda: _table(
+        [[r.name, str(r.num_samples), str(r.num_classes), r.fingerprint[:12] or "-", r.description[:60]]
+         for r in recs], ["NAME", "SAMPLES", "CLASSES", "FINGERPRINT", "DESCRIPTION"]))
+
+
+@cli.command()
+@click.argument("arch")
+@click.argument("dataset")
+@click.option("-k", default=5, show_default=True, help="How many checkpoints.")
+@click.option("--encoder", default=None, help="Dataset encoder id (default: the offline default).")
+@click.option("--match", type=click.Choice(["exact", "family", "any"]), default="exact", show_default=True,
+              help="Which architectures count as compatible.")
+@json_option
+@click.pass_context
+def nearest(ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | None, match: str,
+            as_json: bool) -> None:
+    """Checkpoints of ARCH ranked by how similar their dataset is to DATASET (a registered name)."""
+    hits = _registry(ctx).nearest(arch, dataset, k, encoder=encoder, match=match)
+    _emit([{"ref": h.checkpoint.ref, "similarity": h.similarity, "dataset": h.dataset} for h in hits], as_json,
+          lambda: _table([[h.checkpoint.ref, f"{h.similarity:.4f}", h.dataset] for h in hits],
+                         ["REF", "SIMILARITY", "DATASET"]))
+
+
 @cli.command()
 @click.option("--out", default="zoo-run", show_default=True, type=click.Path(file_okay=False),
               help="Working folder for the registry and the report.")

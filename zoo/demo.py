@@ -19,44 +19,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from zoo.datasets import ImageDataset, load_digits, rotate
 from zoo.registry import Registry
+from zoo.training import accuracy, train
 
 log = logging.getLogger(__name__)
 
 
-def digits_28(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1,797 real 8x8 digits, upsampled to 1x28x28 in [0, 1]; a fixed 80/20 split."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
-    x = F.interpolate(x, size=28, mode="bilinear", align_corners=False)  # (N, 1, 28, 28)
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    cut = int(0.8 * len(y))
-    tr, te = perm[:cut], perm[cut:]
-    return x[tr], y[tr], x[te], y[te]
-
-
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    return float((model(x).argmax(1) == y).float().mean())
-
-
-def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
-                     lr: float = 3e-3, batch_size: int = 64) -> torch.nn.Module:
-    """Plain Adam training; deterministic for a given seed."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=g).split(batch_size):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
+def digits_28(seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """scikit-learn's 1,797 real 8x8 digits, upsampled to 1x28x28; a stratified 80/20 split."""
+    d = load_digits().map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+    return d.split(0.8, seed=seed)
 
 
 def _shared_pretrained() -> Path | None:
@@ -78,17 +51,20 @@ def run_demo(out: str | os.PathLike[str], *, seeds: int = 4, epochs: int = 15) -
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     reg = Registry(out / "registry.db")
     spec = zoo.resolve_arch("cnn-tiny")
-    xtr, ytr, xte, yte = digits_28()
-    rows: list[tuple[str, str, float, float, bool]] = []
-    for seed in tqdm(range(seeds), desc="train cnn-tiny on digits", unit="seed"):
+    train_set, test_set = digits_28()
+    tasks = {"digits": (train_set, test_set), "digits-rot90": (rotate(train_set, 90), rotate(test_set, 90))}
+    rows: list[tuple[str, str, str, float, float, bool]] = []
+    jobs = [(task, seed) for task in tasks for seed in range(seeds if task == "digits" else max(1, seeds // 2))]
+    for task, seed in tqdm(jobs, desc="train cnn-tiny zoo", unit="net"):
+        (tr, te) = tasks[task]
         torch.manual_seed(seed)
-        model = train_classifier(zoo.get_family("cnn").build(spec), xtr, ytr, epochs=epochs, seed=seed)
-        acc = accuracy(model, xte, yte)
-        rec = reg.add(model, name=f"digits-cnn-tiny-s{seed}", arch=spec, dataset="digits",
-                      metrics={"accuracy": acc}, tags=["demo", "digits"], origin="trained", exist_ok=True)
+        model = train(zoo.get_family("cnn").build(spec), tr.images, tr.labels, epochs=epochs, seed=seed, lr=2e-3)
+        acc = accuracy(model, te.images, te.labels)
+        rec = reg.add(model, name=f"{task}-cnn-tiny-s{seed}", arch=spec, dataset=task,
+                      metrics={"accuracy": acc}, tags=["demo", task], origin="trained", exist_ok=True)
         loaded = reg.load(rec)
         same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-        rows.append((rec.ref, rec.arch.name, acc, accuracy(loaded, xte, yte), same))
+        rows.append((rec.ref, task, rec.arch.name, acc, accuracy(loaded, te.images, te.labels), same))
     pre = _shared_pretrained()
     imported: list[tuple[str, int, float, bool]] = []
     if pre is not None:
@@ -99,6 +75,9 @@ def run_demo(out: str | os.PathLike[str], *, seeds: int = 4, epochs: int = 15) -
             sd = reg.load(rec).state_dict()
             same = all(torch.equal(sd[k.removeprefix("module.")], v) for k, v in raw["state_dict"].items())
             imported.append((rec.ref, rec.num_params, float(raw["best_prec1"]), same))
+    for task, (tr, _) in tasks.items():
+        reg.register_dataset(task, tr, description=f"{task}: scikit-learn digits at 28x28, training split")
+    retrieval = [(f"{task} test split", reg.nearest(spec, te, k=1)) for task, (_, te) in tasks.items()]
     best = reg.search(dataset="digits", metrics=["accuracy>=0.0"])
     best_rec = max(best, key=lambda r: r.metrics["accuracy"])
     reg.alias(best_rec.id, "best")
@@ -110,13 +89,13 @@ def run_demo(out: str | os.PathLike[str], *, seeds: int = 4, epochs: int = 15) -
         f"Registry: `{reg.url}` ({reg.stats()['checkpoints']} checkpoints, blobs in `{reg.blobs.root}`). "
         f"Run time {elapsed:.1f} s on {os.cpu_count()} CPU core(s), torch {torch.__version__}.",
         "",
-        "## Tiny zoo CNN on scikit-learn digits (8x8 upsampled to 28x28, 80/20 split)",
+        "## Tiny zoo CNN on scikit-learn digits (8x8 upsampled to 28x28, stratified 80/20 split)",
         "",
-        "| checkpoint | arch | test accuracy (trained) | test accuracy (loaded back) | bitwise equal |",
-        "| --- | --- | --- | --- | --- |",
-        *[f"| {r} | {a} | {acc:.4f} | {lacc:.4f} | {same} |" for r, a, acc, lacc, same in rows],
+        "| checkpoint | task | arch | test accuracy (trained) | test accuracy (loaded back) | bitwise equal |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {r} | {t} | {a} | {acc:.4f} | {lacc:.4f} | {same} |" for r, t, a, acc, lacc, same in rows],
         "",
-        f"Mean accuracy {np.mean([r[2] for r in rows]):.4f}; `{best_rec.name}@best` -> {best_rec.ref}.",
+        f"Mean accuracy {np.mean([r[3] for r in rows]):.4f}; `{best_rec.name}@best` -> {best_rec.ref}.",
         "",
         "## Real pretrained CIFAR-10 ResNets",
         "",
@@ -127,6 +106,10 @@ def run_demo(out: str | os.PathLike[str], *, seeds: int = 4, epochs: int = 15) -
                   *[f"| {r} | {n:,} | {top1:.2f} | {same} |" for r, n, top1, same in imported]]
     else:
         lines.append("Not run: `../shared/data/pretrained` is not present (set ZOO_SHARED_DATA).")
+    lines += ["", "## Retrieval (offline dataset encoder)", "",
+              "| query | nearest checkpoint | its dataset | similarity |", "| --- | --- | --- | --- |",
+              *[f"| {q} | {h[0].checkpoint.ref if h else '-'} | {h[0].dataset if h else '-'} | "
+                f"{h[0].similarity:.4f} |" if h else f"| {q} | - | - | - |" for q, h in retrieval]]
     lines += ["", "## Integrity", "",
               f"`verify`: {report.checked} blobs hashed, {report.ok} ok, {len(report.missing)} missing, "
               f"{len(report.corrupt)} corrupt, {len(report.orphan_files)} orphan files.", ""]

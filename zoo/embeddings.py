@@ -717,15 +717,8 @@ def _exact_top(registry: Any, table: _Table, candidates: list[tuple[int, str, st
 
 
 def _checkpoint_records(registry: Any, ids: list[int]) -> dict[int, CheckpointRecord]:
-    """Records of checkpoint ``ids`` in one read (``Registry.get_many`` where it exists)."""
-    get_many = getattr(registry, "get_many", None)
-    if callable(get_many):
-        return {r.id: r for r in get_many(ids)}
-    records = getattr(registry, "_records", None)
-    if callable(records):  # TODO: drop once Registry.get_many(ids) exists
-        with registry.db.read() as s:
-            return {r.id: r for r in records(s, s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(ids))).all())}
-    return {i: registry.get(i) for i in ids}
+    """Records of checkpoint ``ids`` in one read."""
+    return {r.id: r for r in registry.get_many(ids)}
 
 
 # ----------------------------------------------------------------------------------------------------

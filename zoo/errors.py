@@ -85,12 +85,14 @@ class UnknownFamilyError(ZooError, LookupError):
 class UnknownPluginError(ZooError, LookupError):
     """A named plugin, encoder or family is not installed."""
 
-    def __init__(self, kind: str, name: str, installed: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, installed: Iterable[str], hint: str = "") -> None:
         self.kind = kind
         self.name = name
         self.installed = sorted(installed)
+        hint = hint or ("check the spelling, or install the plugin that provides it (`zoo plugins` lists what "
+                        "is loaded; ZOO_PLUGINS / ZOO_DISABLE_PLUGIN_AUTOLOAD may have left it out)")
         super().__init__(
-            f"unknown {kind} {name!r}; installed: {', '.join(self.installed) or '(none)'}"
+            f"unknown {kind} {name!r}; installed: {', '.join(self.installed) or '(none)'}; {hint}"
         )
 
 

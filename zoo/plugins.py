@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: dict[str, str] = {  # entry-point name -> module, loaded even w
     "resnet": "zoo_plugins.resnet",  # CIFAR ResNets (6n+2) and ImageNet ResNets
     "vit": "zoo_plugins.vit",  # timm Vision Transformers
     "lora": "zoo_plugins.lora",  # LoRA adapters on a ViT base
+    "encoders": "zoo.encoders.builtin",  # dataset encoders (pixels, clip) and text encoders (minilm)
 }
 
 

@@ -493,6 +493,36 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     # datasets (names and fingerprints; embeddings arrive with the encoders)
     # ------------------------------------------------------------------------------------------------
+    def register_dataset(self, name: str, data: Any, *, description: str | None = None,
+                         encoders: Any = None, replace: bool = False) -> DatasetRecord:
+        """Register dataset ``name`` (its size, classes, content fingerprint) with a vector per encoder.
+
+        ``data`` is anything :func:`zoo.datasets.as_dataset` reads (tensors, a torch Dataset, an image folder,
+        an MNIST folder, ``"digits"``); ``encoders`` defaults to every installed dataset encoder. See
+        :func:`zoo.embeddings.register_dataset`.
+        """
+        from zoo.embeddings import register_dataset
+
+        return register_dataset(self, name, data, description=description, encoders=encoders, replace=replace)
+
+    def nearest(self, arch: str | ArchSpec | None, dataset: Any, k: int = 5, **options: Any) -> list[Any]:
+        """Checkpoints of a compatible architecture ranked by dataset similarity (``Neighbor`` records).
+
+        ``dataset`` is a registered dataset's name or data to embed. Options (``encoder``, ``match``,
+        ``arch_weight``, ``min_similarity``, ``latest_only``, ``method``) are those of
+        :func:`zoo.embeddings.nearest`.
+        """
+        from zoo.embeddings import nearest
+
+        return nearest(self, arch, dataset, k, **options)
+
+    def get_many(self, ids: Iterable[int]) -> list[CheckpointRecord]:
+        """Records of the checkpoints with these ids (missing ids are skipped), in one read."""
+        ids = list(ids)
+        with self.db.read() as s:
+            rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(ids))).all() if ids else []
+            return self._records(s, rows)
+
     def datasets(self) -> list[DatasetRecord]:
         with self.db.read() as s:
             return [self._dataset_record(r) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name)).all()]

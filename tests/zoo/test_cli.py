@@ -79,3 +79,14 @@ def test_verify_exit_code_reports_damage(tmp_path: Path) -> None:
 def test_every_command_has_help(cmd: str) -> None:
     res = CliRunner().invoke(cli, [cmd, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_cli_datasets_and_nearest(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    reg = json.loads(run(["datasets", "register", "digits", "digits", "--json"], db).output)
+    assert reg["num_samples"] == 1797 and reg["num_classes"] == 10
+    assert [d["name"] for d in json.loads(run(["datasets", "list", "--json"], db).output)] == ["digits"]
+    run(["add", str(cnn_file(tmp_path, 0, "net")), "--dataset", "digits"], db)
+    hits = json.loads(run(["nearest", "cnn-tiny", "digits", "--json"], db).output)
+    assert hits[0]["ref"] == "net:v1" and hits[0]["similarity"] > 0.99
+    assert json.loads(run(["nearest", "resnet20", "digits", "--json"], db).output) == []
