@@ -8,6 +8,7 @@ model. Each round adds distinct weights (so no de-duplication shortcut) and time
   load_sd    Registry.load_state_dict(ref)                     (read, verify sha256, parse)
   load       Registry.load(ref)                                (the same plus building the nn.Module)
   raw_module safetensors load_file + build + load_state_dict   (what `load` is compared with)
+  sha256     hashlib.sha256 of the same bytes: the cost of content addressing and of verifying every load
 Prints JSON; `--out FILE` also writes it.
 
     python bench/bench_registry.py [--rounds 30] [--out bench/results/registry.json]
@@ -16,6 +17,7 @@ Prints JSON; `--out FILE` also writes it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -57,7 +59,8 @@ def main() -> None:
     family = zoo.get_family(spec.family)
     base = family.build(spec).state_dict()
     n_params = sum(t.numel() for t in base.values())
-    times: dict[str, list[float]] = {k: [] for k in ("raw_save", "add", "raw_load", "load_sd", "load", "raw_module")}
+    keys = ("raw_save", "add", "raw_load", "load_sd", "load", "raw_module", "sha256")
+    times: dict[str, list[float]] = {k: [] for k in keys}
     with tempfile.TemporaryDirectory() as tmp:
         reg = zoo.Registry(Path(tmp) / "registry.db", fsync=args.fsync)
         raw_dir = Path(tmp) / "raw"
@@ -77,8 +80,10 @@ def main() -> None:
                 return m
 
             t_rmod, _ = timed(raw_module)
+            data = path.read_bytes()
+            t_sha, _ = timed(lambda: hashlib.sha256(data).hexdigest())  # the floor every verified add/load pays
             if i >= 3:
-                for k, v in zip(times, (t_save, t_add, t_rload, t_lsd, t_load, t_rmod)):
+                for k, v in zip(times, (t_save, t_add, t_rload, t_lsd, t_load, t_rmod, t_sha)):
                     times[k].append(v * 1e3)
         reg.close()
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -93,6 +98,8 @@ def main() -> None:
             "add_vs_raw_save": round(med["add"] / med["raw_save"], 3),
             "load_state_dict_vs_raw_load": round(med["load_sd"] / med["raw_load"], 3),
             "load_module_vs_raw_module": round(med["load"] / med["raw_module"], 3),
+            "add_minus_sha256_vs_raw_save": round((med["add"] - med["sha256"]) / med["raw_save"], 3),
+            "load_state_dict_minus_sha256_vs_raw_load": round((med["load_sd"] - med["sha256"]) / med["raw_load"], 3),
         },
         "targets": {"add_vs_raw_save": 1.3, "load_vs_raw_load": 1.1},
         "throughput_MBps": {k: round(n_params * 4 / 1e6 / (v / 1e3), 1) for k, v in med.items()},

@@ -43,7 +43,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _REF_RE = re.compile(r"^(?P<name>[^:@]+)(?::v(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
 _METRIC_RE = re.compile(r"^\s*(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$")
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
-ORPHAN_GRACE_S = 600.0  # verify --repair leaves younger unreferenced files alone: an add may be in flight
+ORPHAN_GRACE_S = 600.0
+_INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built once: values come as parameters  # verify --repair leaves younger unreferenced files alone: an add may be in flight
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -165,20 +166,21 @@ class Registry:
         metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
         if family.requires_base(spec) and base is None:
             raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
-        data = BlobStore.serialize(_unshare(state), {"zoo.family": spec.family, "zoo.arch": spec.name})
+        tensors = _unshare(state)
+        blob_meta = {"zoo.family": spec.family, "zoo.arch": spec.name}
         meta_all = {**({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
                     **({"source_extra": scalar_extras(read.extra)} if read.extra else {}), **dict(meta or {})}
         num_params = family.layout(spec).num_params
         arch_text = family.describe(spec)
-        sha, created = self.blobs.put(data)
+        sha, created, size = self.blobs.put_tensors(tensors, blob_meta)
 
         def txn() -> CheckpointRecord:
             with self.db.write() as s:
                 self.db.lock_key(s, sha)
-                rec = self._insert(s, name, spec, arch_text, sha, len(data), num_params, dataset, metrics, tags,
+                rec = self._insert(s, name, spec, arch_text, sha, size, num_params, dataset, metrics, tags,
                                    origin, parent, base, alias, meta_all, exist_ok)
                 if not self.blobs.exists(sha):  # a concurrent remove took the file: write it again
-                    self.blobs.put(data, sha)
+                    self.blobs.put_tensors(tensors, blob_meta)
                 return rec
 
         try:
@@ -210,11 +212,11 @@ class Registry:
         version = max((row.version for row in existing), default=0) + 1
         now = m.utcnow()
         try:
-            cid = s.execute(insert(m.Checkpoint).values(
+            cid = s.execute(_INSERT_CHECKPOINT, dict(
                 name=name, version=version, family=spec.family, arch_name=spec.name, arch_key=spec.key,
                 arch_json=spec.to_json(), arch_text=arch_text, sha256=sha, num_params=num_params, size_bytes=size,
                 dataset_id=dataset_id, origin=origin, parent_id=parent_id, base_id=base_id, meta=meta,
-                created_at=now).returning(m.Checkpoint.id)).scalar_one()
+                created_at=now)).scalar_one()
         except SAIntegrityError as exc:
             raise DuplicateError("checkpoint", f"{name}:v{version}", "a concurrent add took this version; retry") \
                 from exc

@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from safetensors.torch import save_file as st_save_file
 
 from zoo.errors import IntegrityError
 
@@ -33,6 +34,10 @@ _hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-hash")
 
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class BlobStore:
@@ -63,23 +68,44 @@ class BlobStore:
         return st_save(dict(tensors), metadata=meta)
 
     def put(self, data: bytes, sha256: str | None = None) -> tuple[str, bool]:
-        """Store ``data``; returns (sha256, whether a new file was written). Idempotent.
+        """Store ``data``; returns (sha256, whether a new file was written). Idempotent."""
+        return self._commit(self._write_temp(lambda path: path.write_bytes(data)), sha256)
 
-        The hash is computed on a second thread while the bytes are written to a temp file, which is then
-        renamed to its content address.
+    def put_tensors(self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+                    ) -> tuple[str, bool, int]:
+        """Store ``tensors`` as safetensors; returns (sha256, whether a new file was written, size in bytes).
+
+        safetensors writes the temp file directly (no intermediate copy); the hash is then read back from
+        the page cache. Equal tensors and metadata always give equal bytes (see :meth:`serialize`).
         """
-        digest = None if sha256 else _hasher.submit(sha256_bytes, data)
+        meta = {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
+        tmp = self._write_temp(lambda path: st_save_file(dict(tensors), path, metadata=meta))
+        size = tmp.stat().st_size
+        sha, created = self._commit(tmp, None)
+        return sha, created, size
+
+    def _write_temp(self, write: Callable[[Path], object]) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp / f"{os.getpid()}.{uuid.uuid4().hex}.tmp"
         try:
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            sha = sha256 or digest.result()  # type: ignore[union-attr]
+            write(tmp)
+            if self.fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _commit(self, tmp: Path, sha256: str | None) -> tuple[str, bool]:
+        """Rename a written temp file to its content address (or drop it if an equal blob is there)."""
+        try:
+            sha = sha256 or _file_sha256(tmp)
             dest = self.path(sha)
-            if dest.is_file() and dest.stat().st_size == len(data) and self._matches(dest, sha):
+            if dest.is_file() and dest.stat().st_size == tmp.stat().st_size and self._matches(dest, sha):
                 os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
                 return sha, False
             dest.parent.mkdir(parents=True, exist_ok=True)
