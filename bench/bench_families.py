@@ -33,7 +33,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from typing import Any
 import torch
 
 import zoo
+from common import machine
 
 log = logging.getLogger("bench_families")
 
@@ -53,23 +53,6 @@ TIME_TARGET = 2.0  # flatten and rebuild within this factor of load_state_dict
 MEMORY_TARGET = 3.0  # peak RSS increase of flatten + rebuild under this factor of the weights' size
 OPS = ("load_state_dict", "build_load_state_dict", "flatten", "rebuild", "flatten_rebuild", "load_copy",
        "chunk_k64", "unchunk_k64")
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import timm
-    import torchvision
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.is_available()}
 
 
 def setup(arch: str) -> tuple[zoo.ArchitectureFamily, zoo.ArchSpec, dict[str, torch.Tensor]]:
@@ -214,7 +197,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     load_before = os.getloadavg()
     results = [bench(a, args.repeats) for a in (args.arch or ARCHS)]
-    host = {**machine(), "load_average_before": [round(x, 2) for x in load_before],
+    import timm
+    import torchvision
+
+    host = {**machine(timm=timm.__version__, torchvision=torchvision.__version__), "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     report = {"benchmark": "families", "machine": host, "repeats": args.repeats,
               "targets": {"time_vs_load_state_dict": TIME_TARGET, "peak_memory_x_weights": MEMORY_TARGET},

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -30,16 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import zoo
-
-
-def machine() -> dict[str, object]:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.is_available(),
-    }
+from common import machine
 
 
 def timed(fn):  # type: ignore[no-untyped-def]

@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -49,22 +48,9 @@ from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mni
 from zoo.encoders.clip import SMALL_TEST_CONFIG, ClipDatasetEncoder  # noqa: E402
 from zoo.encoders.offline import PixelStatsEncoder  # noqa: E402
 from zoo.index import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, ExactIndex, USearchIndex  # noqa: E402
+from common import machine  # noqa: E402
 
 log = logging.getLogger("bench_retrieval")
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": torch.cuda.is_available(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "loadavg_at_start": list(os.getloadavg())}
 
 
 def ensure_encoders() -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import zoo.encoders.builtin as builtin
 from zoo.datasets import ImageDataset, from_arrays, load_digits, rotate
 from zoo.encoders import (
     DatasetEncoder,
@@ -22,19 +20,7 @@ from zoo.encoders.clip import SMALL_TEST_CONFIG, ClipDatasetEncoder
 from zoo.encoders.offline import PixelStatsEncoder
 from zoo.errors import ConfigError, UnknownPluginError
 from zoo.hookspecs import hookimpl
-from zoo.plugins import get_plugin_manager, register_plugin, unregister_plugin
-
-
-@pytest.fixture(autouse=True)
-def builtin_encoders() -> Iterator[None]:
-    """The built-in encoder plugin, registered for the test if the plugin manager does not load it yet."""
-    pm = get_plugin_manager()
-    name = None if pm.is_registered(builtin) else register_plugin(builtin, name="zoo-encoders-under-test")
-    try:
-        yield
-    finally:
-        if name is not None and get_plugin_manager().get_plugin(name) is not None:
-            unregister_plugin(name)
+from zoo.plugins import register_plugin, unregister_plugin
 
 
 @pytest.fixture(scope="module")

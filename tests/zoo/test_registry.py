@@ -98,7 +98,7 @@ def test_versions_aliases_and_refs(registry: Registry) -> None:
 
 
 def test_lineage_records_parent_and_origin(registry: Registry) -> None:
-    base = registry.add(tiny_cnn(0), name="base", origin="trained")
+    registry.add(tiny_cnn(0), name="base", origin="trained")
     ft = registry.add(tiny_cnn(1), name="ft", origin="fine-tuned", parent="base")
     gen = registry.add(tiny_cnn(2), name="gen", origin="generated", parent=ft.id)
     assert [r.ref for r in registry.lineage("gen")] == ["gen:v1", "ft:v1", "base:v1"]

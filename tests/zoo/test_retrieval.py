@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,24 +10,10 @@ import torch
 
 import zoo
 import zoo.embeddings as E
-import zoo.encoders.builtin as builtin
 from zoo.datasets import ImageDataset, from_arrays, invert, load_digits, rotate
 from zoo.encoders import DatasetEncoder, get_dataset_encoder
 from zoo.encoders.clip import SMALL_TEST_CONFIG, ClipDatasetEncoder
 from zoo.errors import DatasetError, DuplicateError, NotFoundError, UnknownPluginError
-from zoo.plugins import get_plugin_manager, register_plugin, unregister_plugin
-
-
-@pytest.fixture(autouse=True)
-def builtin_encoders() -> Iterator[None]:
-    """The built-in encoder plugin, registered for the test if the plugin manager does not load it yet."""
-    pm = get_plugin_manager()
-    name = None if pm.is_registered(builtin) else register_plugin(builtin, name="zoo-encoders-under-test")
-    try:
-        yield
-    finally:
-        if name is not None and get_plugin_manager().get_plugin(name) is not None:
-            unregister_plugin(name)
 
 
 class Counting(DatasetEncoder):
