@@ -55,6 +55,10 @@ class TokenCoords:
     def __len__(self) -> int:
         return int(self.layer.shape[0])
 
+    def to(self, device: torch.device | str) -> "TokenCoords":
+        return TokenCoords(self.layer.to(device), self.position.to(device), self.count.to(device),
+                           self.level.to(device))
+
     def slice(self, start: int, end: int) -> "TokenCoords":
         return TokenCoords(self.layer[start:end], self.position[start:end], self.count[start:end],
                            self.level[start:end])

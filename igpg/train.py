@@ -1,0 +1,151 @@
+"""Training the generator: stage 1 the tokenizer on chunks, stage 2 the prior on frozen token sequences.
+
+Device-agnostic: CUDA with bf16 autocast when present, CPU otherwise. Progress bars for both stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from igpg.data import ZooData
+from igpg.generator import Generator
+from igpg.prior import PriorConfig, TokenCoords, WeightPrior
+from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # stage-1 model
+    prior: PriorConfig = field(default_factory=PriorConfig)  # stage-2 model (sizes of inputs are filled in)
+    tokenizer_steps: int = 1500  # optimizer steps of stage 1
+    tokenizer_batch: int = 512  # chunks per step
+    tokenizer_lr: float = 2e-3  # Adam learning rate of stage 1
+    prior_steps: int = 1500  # optimizer steps of stage 2
+    prior_batch: int = 16  # token windows per step
+    prior_lr: float = 1e-3  # AdamW learning rate of stage 2
+    seed: int = 0  # all randomness of training
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progress: bool = True
+                    ) -> tuple[WeightTokenizer, dict[str, float]]:
+    """Stage 1: fit the VQ-VAE on every chunk of every checkpoint (padding masked out)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tcfg = TokenizerConfig(**{**asdict(cfg.tokenizer), "k": data.k})
+    tok = WeightTokenizer(tcfg).to(device)
+    data_t, mask, layer, position, count = (t.to(device) for t in data.all_chunks())
+    n = data_t.shape[0]
+    opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.tokenizer_steps), eta_min=cfg.tokenizer_lr / 20)
+    tok.train()
+    out: dict[str, torch.Tensor] = {}
+    bar = tqdm(range(cfg.tokenizer_steps), desc="stage 1: tokenizer", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        idx = torch.randint(0, n, (min(cfg.tokenizer_batch, n),), generator=g).to(device)
+        with _autocast(device):
+            out = tok(data_t[idx], mask[idx], layer[idx], position[idx], count[idx])
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(recon=f"{out['recon_loss'].item():.4f}", ppl=f"{out['perplexity'].item():.0f}")
+    tok.eval()
+    with torch.no_grad():
+        full = tok(data_t, mask, layer, position, count)
+    metrics = {"tokenizer_recon_mse": float(full["recon_loss"]), "tokenizer_perplexity": float(full["perplexity"]),
+               "tokenizer_live_codes": int(torch.unique(full["indices"]).numel())}
+    return tok, metrics
+
+
+def encode_zoo(tok: WeightTokenizer, data: ZooData) -> list[torch.Tensor]:
+    """Each checkpoint's token sequence: (N * levels,) long."""
+    return [tok.encode(e.chunks).reshape(-1) for e in data.examples]
+
+
+def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, device: torch.device,
+                progress: bool = True) -> tuple[WeightPrior, dict[str, float]]:
+    """Stage 2: fit the GPT on random windows of the frozen token sequences, with their conditions."""
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 1)
+    levels = cfg.tokenizer.levels
+    longest = max(len(t) for t in tokens)
+    pcfg = PriorConfig(**{**asdict(cfg.prior), "vocab_size": cfg.tokenizer.codebook_size, "levels": levels,
+                          "ds_dim": data.ds_dim, "arch_dim": data.arch_dim,
+                          "block_size": min(cfg.prior.block_size, longest)})
+    prior = WeightPrior(pcfg).to(device)
+    coords = [TokenCoords.from_chunks(*chunk_coords(e.chunks), levels).to(device) for e in data.examples]
+    seqs = [t.to(device) for t in tokens]
+    ds = torch.stack([e.ds_emb for e in data.examples]).to(device)
+    arch = torch.stack([e.arch_emb for e in data.examples]).to(device)
+    decay = [p for p in prior.parameters() if p.dim() >= 2]
+    no_decay = [p for p in prior.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.prior_lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.prior_steps), eta_min=cfg.prior_lr / 20)
+    t_win = pcfg.block_size
+    prior.train()
+    loss = torch.zeros(())
+    bar = tqdm(range(cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        ex = torch.randint(0, len(seqs), (cfg.prior_batch,), generator=g).tolist()
+        # one window start per step (all sequences of one architecture have one length); crops differ by example
+        total = len(seqs[ex[0]])
+        start = int(torch.randint(0, max(1, total - t_win + 1), (1,), generator=g))
+        same = [i for i in ex if len(seqs[i]) == total]
+        tgt = torch.stack([seqs[i][start:start + t_win] for i in same])  # (B, T)
+        prev_tok = torch.stack([seqs[i][start - 1:start] if start > 0 else
+                                torch.full((1,), prior.bos, device=device) for i in same])  # (B, 1)
+        prev = torch.cat([prev_tok, tgt[:, :-1]], 1)
+        with _autocast(device):
+            _, loss = prior(prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    prior.eval()
+    return prior, {"prior_final_loss": loss.item()}
+
+
+def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: bool = True) -> Generator:
+    """Both stages on ``data``; returns a ready :class:`Generator` with its training facts in ``info``."""
+    cfg = cfg or TrainConfig()
+    device = pick_device(cfg.device)
+    t0 = time.perf_counter()
+    tok, m1 = train_tokenizer(data, cfg, device, progress)
+    t1 = time.perf_counter()
+    tokens = encode_zoo(tok, data)
+    prior, m2 = train_prior(data, tokens, cfg, device, progress)
+    t2 = time.perf_counter()
+    info = {**m1, **m2, "tokenizer_seconds": round(t1 - t0, 2), "prior_seconds": round(t2 - t1, 2),
+            "device": str(device), "checkpoints": [e.checkpoint.id for e in data.examples],
+            "train_config": cfg.to_dict()}
+    log.info("generator trained: %s", {k: v for k, v in info.items() if k != "checkpoints"})
+    return Generator(tok, prior, data.k, data.dataset_encoder, data.text_encoder, Generator.collect_stats(data), info)

@@ -1,0 +1,69 @@
+"""The generator end to end on a tiny real zoo: registry -> chunks -> tokenizer -> prior -> networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zoo
+from igpg.data import load_zoo
+from igpg.generator import Generator
+from igpg.prior import PriorConfig
+from igpg.tokenizer import TokenizerConfig
+from igpg.train import TrainConfig, train_generator
+from zoo.datasets import load_digits, rotate
+from zoo.embeddings import embed_arch, get_embedding
+from zoo.training import train
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    reg = zoo.Registry(tmp_path_factory.mktemp("gen") / "registry.db")
+    spec = zoo.resolve_arch("cnn-tiny")
+    fam = zoo.get_family("cnn")
+    digits = load_digits().map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+    recs = []
+    for task, data in (("digits", digits), ("digits-rot90", rotate(digits, 90))):
+        reg.register_dataset(task, data)
+        for seed in range(2):
+            torch.manual_seed(seed)
+            model = train(fam.build(spec), data.images[:300], data.labels[:300], epochs=1, seed=seed)
+            recs.append(reg.add(model, name=f"{task}-s{seed}", arch=spec, dataset=task))
+    cfg = TrainConfig(tokenizer=TokenizerConfig(codebook_size=32, levels=2, hidden=64),
+                      prior=PriorConfig(block_size=64, n_layer=1, n_head=2, n_embd=32),
+                      tokenizer_steps=30, prior_steps=20, tokenizer_batch=256, prior_batch=4)
+    gen = train_generator(load_zoo(reg, recs, k=64, progress=False), cfg, progress=False)
+    yield reg, spec, gen
+    reg.close()
+
+
+def test_generator_samples_working_networks_and_survives_a_round_trip(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
+    reg, spec, gen = tiny_zoo
+    assert gen.info["tokenizer_live_codes"] > 1 and len(gen.info["checkpoints"]) == 4
+    ds = torch.tensor(get_embedding(reg, "dataset", "digits", gen.dataset_encoder).vector)
+    arch = torch.tensor(embed_arch(reg, spec).vector)
+    nets = gen.sample(spec, ds, arch, n=2, temperature=1.0, top_k=8, seed=0)
+    assert len(nets) == 2
+    for net in nets:
+        out = net(torch.zeros(3, 1, 28, 28))
+        assert out.shape == (3, 10) and torch.isfinite(out).all()
+        assert zoo.detect_arch(net.state_dict()) == spec
+    again = Generator.from_bytes(gen.to_bytes())
+    a = gen.sample(spec, ds, arch, n=1, temperature=0)[0].state_dict()
+    b = again.sample(spec, ds, arch, n=1, temperature=0)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_generator_refuses_an_architecture_it_never_saw(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
+    reg, _, gen = tiny_zoo
+    other = zoo.resolve_arch("cnn-small")
+    with pytest.raises(zoo.GeneratorError, match="not trained on architecture"):
+        gen.sample(other, torch.zeros(gen.prior.config.ds_dim), torch.zeros(gen.prior.config.arch_dim))
+
+
+def test_checkpoints_without_a_dataset_cannot_train_a_generator(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
+    reg, spec, _ = tiny_zoo
+    rec = reg.add(zoo.get_family("cnn").build(spec), name="no-dataset")
+    with pytest.raises(zoo.GeneratorError, match="dataset="):
+        load_zoo(reg, [rec], k=64, progress=False)
