@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # stage-1 model
     prior: PriorConfig = field(default_factory=PriorConfig)  # stage-2 model (sizes of inputs are filled in)
-    tokenizer_steps: int = 1500  # optimizer steps of stage 1
+    tokenizer_steps: int = 2000  # optimizer steps of stage 1
     tokenizer_batch: int = 512  # chunks per step
     tokenizer_lr: float = 2e-3  # Adam learning rate of stage 1
     prior_steps: int = 1500  # optimizer steps of stage 2
