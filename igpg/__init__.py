@@ -1,3 +1,22 @@
-"""IGPG: the weight generator (VQ-VAE weight tokenizer + GPT prior). Filled in by the generator work."""
+"""IGPG: the weight generator (a VQ-VAE weight tokenizer and a conditioned GPT prior)."""
 
-__all__: list[str] = []
+from igpg.data import ZooData, load_zoo
+from igpg.generator import Generator
+from igpg.prior import PriorConfig, WeightPrior
+from igpg.registry_io import load_generator, train_on_registry
+from igpg.tokenizer import TokenizerConfig, WeightTokenizer
+from igpg.train import TrainConfig, train_generator
+
+__all__ = [
+    "Generator",
+    "PriorConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "WeightPrior",
+    "WeightTokenizer",
+    "ZooData",
+    "load_generator",
+    "load_zoo",
+    "train_generator",
+    "train_on_registry",
+]

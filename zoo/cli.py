@@ -321,6 +321,46 @@ def nearest(ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | 
 
 
 @cli.command()
+@click.option("--family", help="Train on every checkpoint of this family that names a dataset.")
+@click.option("--arch", help="Train on checkpoints of exactly this architecture.")
+@click.option("--k", default=16, show_default=True, help="Chunk size (values per chunk).")
+@click.option("--tokenizer-steps", default=2000, show_default=True, help="Stage 1 optimizer steps.")
+@click.option("--prior-steps", default=1500, show_default=True, help="Stage 2 optimizer steps.")
+@click.option("--levels", default=6, show_default=True, help="Residual quantization levels (tokens per chunk).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--name", default="igpg", show_default=True, help="Generator name; each run adds a version.")
+@click.option("--promote", is_flag=True, help="Mark the new version as the one to serve.")
+@json_option
+@click.pass_context
+def train(ctx: click.Context, family: str | None, arch: str | None, k: int, tokenizer_steps: int, prior_steps: int,
+          levels: int, device: str, name: str, promote: bool, as_json: bool) -> None:
+    """Train the generator (stage 1 tokenizer, stage 2 prior) on registered checkpoints and store it."""
+    from igpg import TokenizerConfig, TrainConfig, train_on_registry
+
+    cfg = TrainConfig(tokenizer=TokenizerConfig(levels=levels), tokenizer_steps=tokenizer_steps,
+                      prior_steps=prior_steps, device=device)
+    _, rec = train_on_registry(_registry(ctx), family=family, arch=arch, k=k, config=cfg, name=name,
+                               promote=promote)
+    _emit({"ref": rec.ref, "status": rec.status, "trained_on": len(rec.trained_on), "metrics": dict(rec.metrics)},
+          as_json, lambda: click.echo(f"stored {rec.ref} ({rec.status}), trained on {len(rec.trained_on)} "
+                                      f"checkpoints: {json.dumps(dict(rec.metrics))}"))
+
+
+@cli.command()
+@click.option("--family", help="Only generators covering this family.")
+@json_option
+@click.pass_context
+def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
+    """List stored generator versions, newest first."""
+    recs = _registry(ctx).generators(family=family)
+    _emit([{"ref": g.ref, "status": g.status, "families": list(g.families), "trained_on": len(g.trained_on),
+            "watermark": g.watermark, "metrics": dict(g.metrics)} for g in recs], as_json,
+          lambda: _table([[g.ref, g.status, ",".join(g.families), str(len(g.trained_on)), str(g.watermark),
+                           g.created_at.isoformat(timespec="seconds")] for g in recs],
+                         ["REF", "STATUS", "FAMILIES", "CHECKPOINTS", "WATERMARK", "CREATED"]))
+
+
+@cli.command()
 @click.option("--out", default="zoo-run", show_default=True, type=click.Path(file_okay=False),
               help="Working folder for the registry and the report.")
 def demo(out: str) -> None:

@@ -32,7 +32,15 @@ from zoo.errors import (
     ZooError,
 )
 from zoo.plugins import detect_arch, get_family, resolve_arch
-from zoo.records import ORIGINS, AliasRecord, ArchSpec, CheckpointRecord, DatasetRecord, VerifyReport
+from zoo.records import (
+    ORIGINS,
+    AliasRecord,
+    ArchSpec,
+    CheckpointRecord,
+    DatasetRecord,
+    GeneratorRecord,
+    VerifyReport,
+)
 from zoo.store import models as m
 from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, retry, sqlite_path
@@ -44,6 +52,7 @@ _REF_RE = re.compile(r"^(?P<name>[^:@]+)(?::v(?P<version>\d+)|@(?P<alias>[^:@]+)
 _METRIC_RE = re.compile(r"^\s*(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$")
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
 ORPHAN_GRACE_S = 600.0
+GENERATOR_STATUSES = ("candidate", "promoted", "retired")  # a generator version's life
 _INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built once: values come as parameters  # verify --repair leaves younger unreferenced files alone: an add may be in flight
 
 
@@ -524,6 +533,100 @@ class Registry:
         with self.db.read() as s:
             rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(ids))).all() if ids else []
             return self._records(s, rows)
+
+    # ------------------------------------------------------------------------------------------------
+    # generator versions
+    # ------------------------------------------------------------------------------------------------
+    def add_generator(self, data: bytes, *, name: str = "igpg", families: Iterable[str], config: Mapping[str, Any],
+                      metrics: Mapping[str, float], trained_on: Iterable[int], status: str = "candidate"
+                      ) -> GeneratorRecord:
+        """Store a trained generator (safetensors bytes) as the next version of ``name``.
+
+        ``trained_on`` are the checkpoint ids it learnt from; the highest is its training watermark.
+        """
+        check_name(name, "generator name")
+        if status not in GENERATOR_STATUSES:
+            raise ZooError(f"unknown generator status {status!r}; choose from {', '.join(GENERATOR_STATUSES)}")
+        ids = sorted(set(int(i) for i in trained_on))
+        sha, created = self.blobs.put(data)
+
+        def txn() -> GeneratorRecord:
+            with self.db.write() as s:
+                self.db.lock_key(s, sha)
+                self._upsert_live_blob(s, sha, len(data))
+                version = (s.scalar(select(func.max(m.Generator.version)).where(m.Generator.name == name)) or 0) + 1
+                row = m.Generator(name=name, version=version, families=",".join(sorted(families)), sha256=sha,
+                                  config=dict(config), metrics={k: float(v) for k, v in metrics.items()},
+                                  watermark=max(ids, default=0), status=status, created_at=m.utcnow())
+                s.add(row)
+                s.flush()
+                if ids:
+                    s.execute(insert(m.GeneratorCheckpoint),
+                              [{"generator_id": row.id, "checkpoint_id": i} for i in ids])
+                if not self.blobs.exists(sha):
+                    self.blobs.put(data, sha)
+                return self._generator_record(row, ids)
+
+        try:
+            return retry(txn)
+        except BaseException:
+            if created:
+                self._drop_if_unreferenced(sha)
+            raise
+
+    def generators(self, *, family: str | None = None, status: str | None = None) -> list[GeneratorRecord]:
+        """Generator versions, newest first, optionally only those covering ``family`` or with ``status``."""
+        q = select(m.Generator).order_by(m.Generator.id.desc())
+        if status:
+            q = q.where(m.Generator.status == status)
+        with self.db.read() as s:
+            rows = [r for r in s.scalars(q).all() if family is None or family in r.families.split(",")]
+            return [self._generator_record(r, self._trained_on(s, r.id)) for r in rows]
+
+    def get_generator(self, ref: str | int) -> GeneratorRecord:
+        """A generator version by id, ``name`` (newest), ``name:vN`` or ``name@promoted`` (newest promoted)."""
+        with self.db.read() as s:
+            q = select(m.Generator)
+            if isinstance(ref, int) or str(ref).isdigit():
+                q = q.where(m.Generator.id == int(ref))
+            else:
+                mt = _REF_RE.match(str(ref))
+                if not mt:
+                    raise NotFoundError("generator", str(ref), "refer to it as name, name:vN or name@promoted")
+                q = q.where(m.Generator.name == mt["name"])
+                if mt["version"]:
+                    q = q.where(m.Generator.version == int(mt["version"]))
+                if mt["alias"]:
+                    q = q.where(m.Generator.status == mt["alias"])
+            row = s.scalars(q.order_by(m.Generator.version.desc())).first()
+            if row is None:
+                raise NotFoundError("generator", str(ref), "train one with `zoo train`")
+            return self._generator_record(row, self._trained_on(s, row.id))
+
+    def set_generator_status(self, ref: str | int, status: str) -> GeneratorRecord:
+        """Mark a generator version "candidate", "promoted" or "retired"."""
+        if status not in GENERATOR_STATUSES:
+            raise ZooError(f"unknown generator status {status!r}; choose from {', '.join(GENERATOR_STATUSES)}")
+        rec = self.get_generator(ref)
+        with self.db.write() as s:
+            s.execute(update(m.Generator).where(m.Generator.id == rec.id).values(status=status))
+        return self.get_generator(rec.id)
+
+    def load_generator_bytes(self, ref: str | int | GeneratorRecord) -> bytes:
+        """The generator's stored bytes, verified against their hash."""
+        rec = ref if isinstance(ref, GeneratorRecord) else self.get_generator(ref)
+        return self.blobs.read(rec.sha256)
+
+    @staticmethod
+    def _trained_on(s: Session, gid: int) -> list[int]:
+        return sorted(s.scalars(select(m.GeneratorCheckpoint.checkpoint_id)
+                                .where(m.GeneratorCheckpoint.generator_id == gid)).all())
+
+    @staticmethod
+    def _generator_record(r: m.Generator, trained_on: Iterable[int]) -> GeneratorRecord:
+        return GeneratorRecord(r.id, r.name, r.version, tuple(f for f in r.families.split(",") if f), r.sha256,
+                               r.config or {}, r.metrics or {}, tuple(trained_on), r.watermark, r.status,
+                               _utc(r.created_at))
 
     def datasets(self) -> list[DatasetRecord]:
         with self.db.read() as s:

@@ -67,3 +67,24 @@ def test_checkpoints_without_a_dataset_cannot_train_a_generator(tiny_zoo) -> Non
     rec = reg.add(zoo.get_family("cnn").build(spec), name="no-dataset")
     with pytest.raises(zoo.GeneratorError, match="dataset="):
         load_zoo(reg, [rec], k=64, progress=False)
+
+
+def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
+    import igpg
+
+    reg, spec, _ = tiny_zoo
+    cfg = TrainConfig(tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+                      prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+                      tokenizer_steps=5, prior_steps=5, tokenizer_batch=64, prior_batch=2)
+    gen, rec = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False)
+    assert rec.ref == "igpg:v1" and rec.families == ("cnn",) and rec.status == "candidate"
+    trained = {r.id for r in reg.search(arch=spec) if r.dataset}
+    assert set(rec.trained_on) == trained and rec.watermark == max(trained)
+    assert reg.set_generator_status(rec.ref, "promoted").status == "promoted"
+    assert reg.get_generator("igpg@promoted").id == rec.id
+    assert [g.ref for g in reg.generators(family="cnn")] == ["igpg:v1"] and reg.generators(family="vit") == []
+    loaded = igpg.load_generator(reg, "igpg:v1")
+    assert loaded.to_bytes() == gen.to_bytes()
+    assert reg.verify().clean
+    with pytest.raises(zoo.NotFoundError, match="zoo train"):
+        reg.get_generator("igpg:v9")
