@@ -1,0 +1,40 @@
+"""The tiny zoo builder: real tasks, registered checkpoints with datasets and accuracies, idempotent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo.tinyzoo import TASKS, build_tiny_zoo, default_tasks, mnist_dir, task_data
+
+
+def test_tasks_are_distinct_real_datasets() -> None:
+    assert len(default_tasks()) >= 8 and set(default_tasks()) <= set(TASKS)
+    tr, te = task_data("digits-0to4")
+    assert tr.num_classes == 5 and tr.image_shape == (1, 28, 28)
+    assert len(tr.labels) + len(te.labels) == int(sum((zoo.as_dataset("digits").labels < 5).tolist()))
+    plain, _ = task_data("digits")
+    rotated, _ = task_data("digits-rot90")
+    assert torch.equal(torch.rot90(plain.images, 1, dims=(2, 3)), rotated.images)
+
+
+def test_build_registers_checkpoints_and_datasets_idempotently(registry: zoo.Registry) -> None:
+    recs = build_tiny_zoo(registry, ["digits", "digits-invert"], per_task=2, steps=20, progress=False)
+    assert [r.name for r in recs] == ["digits-s0", "digits-s1", "digits-invert-s0", "digits-invert-s1"]
+    assert all(r.arch.name == "cnn-tiny" and r.origin == "trained" and "tinyzoo" in r.tags for r in recs)
+    assert all(0.0 <= r.metrics["accuracy"] <= 1.0 for r in recs)
+    assert {d.name for d in registry.datasets()} == {"digits", "digits-invert"}
+    again = build_tiny_zoo(registry, ["digits", "digits-invert"], per_task=2, steps=20, progress=False)
+    assert [r.id for r in again] == [r.id for r in recs] and registry.stats()["checkpoints"] == 4
+    hits = registry.nearest("cnn-tiny", task_data("digits-invert")[1], k=2)
+    assert {h.dataset for h in hits} == {"digits-invert"}
+
+
+def test_mnist_tasks_need_the_files(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    if mnist_dir() is None:
+        with pytest.raises(zoo.DatasetError, match="ZOO_MNIST_DIR"):
+            task_data("mnist")
+    else:
+        tr, te = task_data("mnist", mnist_limit=500)
+        assert len(tr.labels) + len(te.labels) == 500
