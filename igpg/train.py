@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +36,8 @@ class TrainConfig:
     prior_lr: float = 1e-3  # AdamW learning rate of stage 2
     seed: int = 0  # all randomness of training
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    checkpoint_dir: str | None = None  # where training state is saved; a rerun resumes from it
+    checkpoint_every: int = 200  # steps between saves of the training state
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -50,6 +55,39 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+class _Resume:
+    """Training state of one stage in ``checkpoint_dir/<stage>.pt``: saved atomically, restored on start.
+
+    The file holds only tensors and plain containers, so it is read back with ``weights_only=True``.
+    """
+
+    def __init__(self, cfg: TrainConfig, stage: str) -> None:
+        self.path = Path(cfg.checkpoint_dir) / f"{stage}.pt" if cfg.checkpoint_dir else None
+        self.every = max(1, cfg.checkpoint_every)
+
+    def restore(self, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator) -> int:
+        if self.path is None or not self.path.is_file():
+            return 0
+        state = torch.load(self.path, weights_only=True, map_location="cpu")
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed %s at step %d", self.path.name, state["step"])
+        return int(state["step"])
+
+    def save(self, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+             g: torch.Generator, force: bool = False) -> None:
+        if self.path is None or (step % self.every and not force):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "generator": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step}, tmp)
+        os.replace(tmp, self.path)
+
+
 def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progress: bool = True
                     ) -> tuple[WeightTokenizer, dict[str, float]]:
     """Stage 1: fit the VQ-VAE on every chunk of every checkpoint (padding masked out)."""
@@ -61,9 +99,12 @@ def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progr
     n = data_t.shape[0]
     opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.tokenizer_steps), eta_min=cfg.tokenizer_lr / 20)
+    resume = _Resume(cfg, "stage1-tokenizer")
+    start = resume.restore(tok, opt, sched, g)
     tok.train()
     out: dict[str, torch.Tensor] = {}
-    bar = tqdm(range(cfg.tokenizer_steps), desc="stage 1: tokenizer", unit="step", disable=not progress, leave=False)
+    bar = tqdm(range(start, cfg.tokenizer_steps), desc="stage 1: tokenizer", unit="step", disable=not progress,
+               leave=False, initial=start, total=cfg.tokenizer_steps)
     for step in bar:
         idx = torch.randint(0, n, (min(cfg.tokenizer_batch, n),), generator=g).to(device)
         with _autocast(device):
@@ -74,6 +115,7 @@ def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progr
         sched.step()
         if step % 50 == 0:
             bar.set_postfix(recon=f"{out['recon_loss'].item():.4f}", ppl=f"{out['perplexity'].item():.0f}")
+        resume.save(step + 1, tok, opt, sched, g, force=step + 1 == cfg.tokenizer_steps)
     tok.eval()
     with torch.no_grad():
         full = tok(data_t, mask, layer, position, count)
@@ -108,9 +150,12 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
                             lr=cfg.prior_lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.prior_steps), eta_min=cfg.prior_lr / 20)
     t_win = pcfg.block_size
+    resume = _Resume(cfg, "stage2-prior")
+    start = resume.restore(prior, opt, sched, g)
     prior.train()
     loss = torch.zeros(())
-    bar = tqdm(range(cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not progress, leave=False)
+    bar = tqdm(range(start, cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not progress, leave=False,
+               initial=start, total=cfg.prior_steps)
     for step in bar:
         ex = torch.randint(0, len(seqs), (cfg.prior_batch,), generator=g).tolist()
         # one window start per step (all sequences of one architecture have one length); crops differ by example
@@ -130,6 +175,7 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
         sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        resume.save(step + 1, prior, opt, sched, g, force=step + 1 == cfg.prior_steps)
     prior.eval()
     return prior, {"prior_final_loss": loss.item()}
 

@@ -88,3 +88,49 @@ def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  #
     assert reg.verify().clean
     with pytest.raises(zoo.NotFoundError, match="zoo train"):
         reg.get_generator("igpg:v9")
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "prior"])
+def test_training_resumes_exactly_after_an_interruption(tiny_zoo, tmp_path, monkeypatch, stage) -> None:  # type: ignore[no-untyped-def]
+    from igpg import train as tr
+
+    reg, spec, _ = tiny_zoo
+    data = load_zoo(reg, [r for r in reg.search(arch=spec) if r.dataset], k=64, progress=False)
+
+    def cfg(directory):  # type: ignore[no-untyped-def]
+        return TrainConfig(tokenizer=TokenizerConfig(codebook_size=16, levels=2, hidden=32),
+                           prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+                           tokenizer_steps=10, prior_steps=10, tokenizer_batch=64, prior_batch=2,
+                           checkpoint_dir=str(directory), checkpoint_every=5)
+
+    cpu = torch.device("cpu")
+
+    def run(c):  # type: ignore[no-untyped-def]
+        tok, _ = tr.train_tokenizer(data, c, cpu, progress=False)
+        if stage == "tokenizer":
+            return tok
+        return tr.train_prior(data, tr.encode_zoo(tok, data), c, cpu, progress=False)[0]
+
+    straight = run(cfg(tmp_path / "a")).state_dict()
+    original = tr._Resume.save
+    target = "stage1" if stage == "tokenizer" else "stage2"
+
+    def crash(self, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, step, *args, **kwargs)
+        if step == 5 and target in self.path.name:
+            raise KeyboardInterrupt  # the process dies right after a save
+    monkeypatch.setattr(tr._Resume, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(tmp_path / "b"))
+    monkeypatch.undo()
+    steps: list[int] = []
+
+    def record(self, step, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if target in self.path.name:
+            steps.append(step)
+        original(self, step, *args, **kwargs)
+    monkeypatch.setattr(tr._Resume, "save", record)
+    resumed = run(cfg(tmp_path / "b")).state_dict()
+    assert steps == [6, 7, 8, 9, 10]  # it went on from the saved step instead of starting over
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
