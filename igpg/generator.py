@@ -1,9 +1,7 @@
 """A trained generator: tokenizer + prior + what is needed to turn tokens back into a network.
 
-Layers are normalised per checkpoint before chunking, so decoded chunks come back in normalised units;
-the generator keeps, per architecture, each training checkpoint's per-layer mean and std together with
-its dataset embedding, and un-normalises a generated network with the statistics of the training
-datasets nearest to the requested one.
+Chunks are normalised per layer with statistics pooled over the training checkpoints of each
+architecture; the generator keeps those statistics and un-normalises a generated network with them.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from igpg.data import ZooData
-from igpg.prior import PriorConfig, TokenCoords, WeightPrior
+from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
 from zoo.chunking import Chunks, chunk, unchunk
 from zoo.errors import GeneratorError
@@ -30,9 +28,8 @@ from zoo.records import ArchSpec
 class ArchStats:
     """Per-layer normalisation statistics of the training checkpoints of one architecture."""
 
-    mean: torch.Tensor  # (E, L) float64
-    std: torch.Tensor  # (E, L) float64
-    ds_emb: torch.Tensor  # (E, ds_dim) float32
+    mean: torch.Tensor  # (L,) float64
+    std: torch.Tensor  # (L,) float64
 
 
 @dataclass
@@ -51,8 +48,7 @@ class Generator:
         groups: dict[str, list] = {}
         for e in data.examples:
             groups.setdefault(e.checkpoint.arch.key, []).append(e)
-        return {key: ArchStats(torch.stack([e.chunks.mean for e in ex]), torch.stack([e.chunks.std for e in ex]),
-                               torch.stack([e.ds_emb for e in ex])) for key, ex in groups.items()}
+        return {key: ArchStats(ex[0].chunks.mean, ex[0].chunks.std) for key, ex in groups.items()}
 
     # -- sampling -----------------------------------------------------------------------------------
     def _template(self, spec: ArchSpec) -> Chunks:
@@ -61,36 +57,34 @@ class Generator:
         zeros = [torch.zeros(s.shape, dtype=s.dtype) for s in layout.generated]
         return chunk(zeros, self.k, normalize=False)
 
-    def _stats_for(self, spec: ArchSpec, ds_emb: torch.Tensor, nearest: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stats_for(self, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor]:
         st = self.stats.get(spec.key)
         if st is None:
             known = ", ".join(sorted(self.stats)) or "(none)"
             raise GeneratorError(f"this generator was not trained on architecture {spec}; it knows {known}. "
                                  "Train a generator on checkpoints of that architecture (`zoo train`)")
-        sim = torch.nn.functional.cosine_similarity(st.ds_emb, ds_emb[None].float(), dim=1)  # (E,)
-        top = sim.topk(min(nearest, len(sim))).indices
-        return st.mean[top].mean(0), st.std[top].mean(0)
+        return st.mean, st.std
 
     @torch.no_grad()
     def sample(self, spec: ArchSpec, ds_emb: torch.Tensor, arch_emb: torch.Tensor, n: int = 1, *,
                temperature: float = 1.0, top_k: int | None = None, guidance: float = 1.0, seed: int | None = None,
                progress: Any = None) -> list[nn.Module]:
         """``n`` networks of ``spec`` for a dataset embedding and an architecture embedding."""
+        mean, std = self._stats_for(spec)
         template = self._template(spec)
         layer, position, count = chunk_coords(template)
-        coords = TokenCoords.from_chunks(layer, position, count, self.tokenizer.config.levels)
+        coords = ChunkCoords(layer, position, count)
         dev = next(self.prior.parameters()).device
         g = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
         ds = ds_emb.float().to(dev)[None].expand(n, -1)
         arch = arch_emb.float().to(dev)[None].expand(n, -1)
         tokens = self.prior.generate(coords.to(dev), ds, arch,
                                      temperature=temperature, top_k=top_k, guidance=guidance, generator=g,
-                                     progress=progress)  # (n, T)
-        mean, std = self._stats_for(spec, ds_emb)
+                                     progress=progress)  # (n, N, L)
         family = get_family(spec.family)
         out = []
         for i in range(n):
-            idx = tokens[i].view(-1, self.tokenizer.config.levels).cpu()
+            idx = tokens[i].cpu()
             decoded = self.tokenizer.decode(idx, template)
             normalized = Chunks(decoded.data, template.mask, template.layer, template.position, mean, std,
                                 template.shapes, template.dtypes, self.k, True)
@@ -108,7 +102,6 @@ class Generator:
         for i, key in enumerate(keys):
             st = self.stats[key]
             tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"] = st.mean.contiguous(), st.std.contiguous()
-            tensors[f"stats.{i}.ds_emb"] = st.ds_emb.contiguous()
         meta = {"igpg": json.dumps({
             "tokenizer": self.tokenizer.config.to_dict(), "prior": self.prior.config.to_dict(), "k": self.k,
             "dataset_encoder": self.dataset_encoder, "text_encoder": self.text_encoder, "arch_keys": keys,
@@ -124,7 +117,7 @@ class Generator:
         prior = WeightPrior(PriorConfig(**meta["prior"]))
         tok.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("tokenizer.")})
         prior.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
-        stats = {key: ArchStats(tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"], tensors[f"stats.{i}.ds_emb"])
+        stats = {key: ArchStats(tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"])
                  for i, key in enumerate(meta["arch_keys"])}
         return cls(tok.to(device).eval(), prior.to(device).eval(), meta["k"], meta["dataset_encoder"],
                    meta["text_encoder"], stats, meta.get("info", {}))

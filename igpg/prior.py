@@ -1,11 +1,14 @@
-"""The prior: a GPT over weight tokens, conditioned on a dataset and an architecture embedding.
+"""The prior: a GPT over weight chunks' codes, conditioned on a dataset and an architecture embedding.
 
-A window holds two conditioning positions (the projected dataset and architecture embeddings) followed by
-up to ``block_size`` weight tokens. Each token position also receives the coordinates of the token it
-predicts (layer, position in layer, quantizer level), which the architecture's layout fixes in advance;
-so a window that starts in the middle of a network knows where it is, and networks longer than a window
-are generated window by window, each window seeded with the tail of the previous one. Sampling uses a
-KV cache, temperature, top-k and optional classifier-free guidance.
+One position per chunk. A window holds two conditioning positions (the projected dataset and architecture
+embeddings) followed by up to ``block_size`` chunk positions. Each position's input is the sum of the
+previous chunk's code embeddings (one per residual level) plus the coordinates of the chunk it predicts
+(layer, position in layer), which the architecture's layout fixes in advance; so a window that starts in
+the middle of a network knows where it is, and networks longer than a window are generated window by
+window, each seeded with the tail of the previous one. A small depth head then predicts the chunk's
+residual levels one after another (as in the RQ-Transformer): level ``l`` sees the trunk's output plus the
+codes already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k and optional
+classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from igpg.tokenizer import position_features
 @dataclass
 class PriorConfig:
     vocab_size: int = 512  # codes per quantizer level
-    levels: int = 2  # tokens per chunk
-    block_size: int = 256  # weight tokens per window
+    levels: int = 6  # residual levels per chunk (predicted by the depth head)
+    block_size: int = 256  # chunk positions per window
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads
     n_embd: int = 192  # model width
@@ -39,29 +42,20 @@ class PriorConfig:
         return asdict(self)
 
 
-class TokenCoords:
-    """Where each token of a network sits: layer, position in layer, chunks in layer, level. All (T,) long."""
+class ChunkCoords:
+    """Where each chunk of a network sits: layer, position in layer, chunks in that layer. All (N,) long."""
 
-    def __init__(self, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor, level: torch.Tensor):
-        self.layer, self.position, self.count, self.level = layer, position, count, level
-
-    @classmethod
-    def from_chunks(cls, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor, levels: int
-                    ) -> "TokenCoords":
-        rep = lambda t: t.repeat_interleave(levels)  # noqa: E731  (N,) -> (N*levels,)
-        level = torch.arange(levels).repeat(layer.shape[0])
-        return cls(rep(layer), rep(position), rep(count), level)
+    def __init__(self, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> None:
+        self.layer, self.position, self.count = layer, position, count
 
     def __len__(self) -> int:
         return int(self.layer.shape[0])
 
-    def to(self, device: torch.device | str) -> "TokenCoords":
-        return TokenCoords(self.layer.to(device), self.position.to(device), self.count.to(device),
-                           self.level.to(device))
+    def to(self, device: torch.device | str) -> "ChunkCoords":
+        return ChunkCoords(self.layer.to(device), self.position.to(device), self.count.to(device))
 
-    def slice(self, start: int, end: int) -> "TokenCoords":
-        return TokenCoords(self.layer[start:end], self.position[start:end], self.count[start:end],
-                           self.level[start:end])
+    def slice(self, start: int, end: int) -> "ChunkCoords":
+        return ChunkCoords(self.layer[start:end], self.position[start:end], self.count[start:end])
 
 
 class CausalSelfAttention(nn.Module):
@@ -106,14 +100,39 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class DepthHead(nn.Module):
+    """Predicts a chunk's residual levels in order from the trunk state and the codes chosen so far."""
+
+    def __init__(self, c: PriorConfig) -> None:
+        super().__init__()
+        self.code_emb = nn.ModuleList([nn.Embedding(c.vocab_size, c.n_embd) for _ in range(c.levels - 1)])
+        self.level_emb = nn.Embedding(c.levels, c.n_embd)
+        self.mlp = nn.Sequential(nn.LayerNorm(c.n_embd), nn.Linear(c.n_embd, 2 * c.n_embd), nn.GELU(),
+                                 nn.Linear(2 * c.n_embd, c.n_embd), nn.LayerNorm(c.n_embd))
+        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+
+    def level_logits(self, h: torch.Tensor, level: int, acc: torch.Tensor) -> torch.Tensor:
+        """Logits of ``level`` from trunk state ``h`` (..., C) and the sum ``acc`` of earlier levels' embeddings."""
+        return self.head(self.mlp(h + acc + self.level_emb.weight[level]))  # (..., V)
+
+    def forward(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of every level: h (B, T, C), codes (B, T, L) -> (B, T, L, V)."""
+        acc = torch.zeros_like(h)
+        out = []
+        for level in range(codes.shape[-1]):
+            out.append(self.level_logits(h, level, acc))
+            if level < len(self.code_emb):
+                acc = acc + self.code_emb[level](codes[..., level])
+        return torch.stack(out, -2)
+
+
 class WeightPrior(nn.Module):
-    """GPT over weight tokens with dataset/architecture conditioning prefixes."""
+    """GPT over chunk codes with dataset/architecture conditioning prefixes and a residual depth head."""
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.tok_emb = nn.Embedding(c.vocab_size + 1, c.n_embd)  # last index: begin-of-network
-        self.level_emb = nn.Embedding(c.levels, c.n_embd)
+        self.code_emb = nn.ModuleList([nn.Embedding(c.vocab_size + 1, c.n_embd) for _ in range(c.levels)])  # +BOS
         self.layer_emb = nn.Embedding(c.max_layers, c.n_embd)
         self.pos_proj = nn.Linear(c.pos_features, c.n_embd)
         self.win_emb = nn.Embedding(c.block_size + 2, c.n_embd)
@@ -123,7 +142,7 @@ class WeightPrior(nn.Module):
         self.null_arch = nn.Parameter(torch.zeros(c.n_embd))
         self.blocks = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
         self.ln_f = nn.LayerNorm(c.n_embd)
-        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.depth = DepthHead(c)
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight") and "blocks" in name:
@@ -152,139 +171,141 @@ class WeightPrior(nn.Module):
             a = torch.where(drop_arch[:, None], self.null_arch.expand_as(a), a)
         return torch.stack([d, a], 1) + self.win_emb.weight[:2]  # (B, 2, C)
 
-    def _tokens(self, prev: torch.Tensor, coords: TokenCoords, offset: int) -> torch.Tensor:
-        """Embeddings of positions whose previous token is ``prev`` (B, T) and target coordinates ``coords``."""
+    def _inputs(self, prev: torch.Tensor, coords: ChunkCoords, offset: int) -> torch.Tensor:
+        """Embeddings of positions whose previous chunk has codes ``prev`` (B, T, L) and targets at ``coords``."""
         c = self.config
         t = prev.shape[1]
-        where = (self.level_emb(coords.level) + self.layer_emb(coords.layer % c.max_layers)
+        codes = sum(emb(prev[..., level]) for level, emb in enumerate(self.code_emb))  # (B, T, C)
+        where = (self.layer_emb(coords.layer % c.max_layers)
                  + self.pos_proj(position_features(coords.position, coords.count, c.pos_features)))  # (T, C)
         win = self.win_emb(torch.arange(2 + offset, 2 + offset + t, device=prev.device))  # (T, C)
-        return self.tok_emb(prev) + (where + win)[None]  # (B, T, C)
+        return codes + (where + win)[None]  # (B, T, C)
 
-    def forward(self, prev: torch.Tensor, coords: TokenCoords, ds: torch.Tensor, arch: torch.Tensor,
-                targets: torch.Tensor | None = None, target_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for one window. prev, targets: (B, T) with T <= block_size; ds: (B, ds_dim); arch: (B, arch_dim).
+    def _begin(self, b: int, device: torch.device) -> torch.Tensor:
+        return torch.full((b, 1, self.config.levels), self.bos, dtype=torch.long, device=device)
 
-        ``prev[:, j]`` is the token before target j (the begin token at the start of a network). In training
-        each condition is dropped with probability ``cond_dropout`` (classifier-free guidance).
+    def forward(self, prev: torch.Tensor, coords: ChunkCoords, ds: torch.Tensor, arch: torch.Tensor,
+                targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and loss for one window.
+
+        prev, targets: (B, T, L) codes with T <= block_size (``prev[:, j]`` is the chunk before target j:
+        the begin codes at the start of a network); ds: (B, ds_dim); arch: (B, arch_dim). In training each
+        condition is dropped with probability ``cond_dropout`` (classifier-free guidance).
         """
         b = prev.shape[0]
         drop_ds = drop_arch = None
         if self.training and self.config.cond_dropout > 0:
             drop_ds = torch.rand(b, device=prev.device) < self.config.cond_dropout
             drop_arch = torch.rand(b, device=prev.device) < self.config.cond_dropout
-        x = torch.cat([self._cond(ds, arch, drop_ds, drop_arch), self._tokens(prev, coords, 0)], 1)  # (B, 2+T, C)
+        x = torch.cat([self._cond(ds, arch, drop_ds, drop_arch), self._inputs(prev, coords, 0)], 1)  # (B, 2+T, C)
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.ln_f(x[:, 2:]))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-            if target_mask is not None:
-                w = target_mask.reshape(-1).float()
-                loss = (ce * w).sum() / w.sum().clamp_min(1)
-            else:
-                loss = ce.mean()
+        logits = self.depth(self.ln_f(x[:, 2:]), targets)  # (B, T, L, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return logits, loss
 
     # -- sampling ---------------------------------------------------------------------------------------
-    def _step_logits(self, caches: list[list[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    def _trunk(self, caches: list[list[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
         for block, cache in zip(self.blocks, caches):
             x = block(x, cache)
-        return self.head(self.ln_f(x[:, -1]))  # (B, V)
+        return self.ln_f(x[:, -1])  # (B, C)
 
-    def _window_start(self, cond: torch.Tensor, prev: torch.Tensor, coords: TokenCoords
+    def _window_start(self, cond: torch.Tensor, prev: torch.Tensor, coords: ChunkCoords
                       ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
         caches: list[list[torch.Tensor]] = [[] for _ in self.blocks]
-        x = torch.cat([cond, self._tokens(prev, coords, 0)], 1)
-        return caches, self._step_logits(caches, x)
+        return caches, self._trunk(caches, torch.cat([cond, self._inputs(prev, coords, 0)], 1))
+
+    def _pick_chunk(self, h: torch.Tensor, b: int, guided: bool, guidance: float, temperature: float,
+                    top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
+        """Codes of one chunk, level by level: h (B or 2B, C) -> (B, L)."""
+        acc = torch.zeros_like(h)
+        codes = []
+        for level in range(self.config.levels):
+            logits = self.depth.level_logits(h, level, acc).float()  # (B or 2B, V)
+            if guided:
+                cond, uncond = logits[:b], logits[b:]
+                logits = uncond + guidance * (cond - uncond)
+            tok = _sample(logits, temperature, top_k, generator)  # (B,)
+            codes.append(tok)
+            if level < len(self.depth.code_emb):
+                emb = self.depth.code_emb[level](tok)
+                acc = acc + (torch.cat([emb, emb], 0) if guided else emb)
+        return torch.stack(codes, -1)
 
     @torch.no_grad()
-    def generate(self, coords: TokenCoords, ds: torch.Tensor, arch: torch.Tensor, *, temperature: float = 1.0,
+    def generate(self, coords: ChunkCoords, ds: torch.Tensor, arch: torch.Tensor, *, temperature: float = 1.0,
                  top_k: int | None = None, guidance: float = 1.0, overlap: int | None = None,
                  generator: torch.Generator | None = None, progress: object | None = None) -> torch.Tensor:
-        """Sample a whole network's tokens, window by window. Returns (B, T) long for B conditions.
+        """Sample a whole network's codes, window by window. Returns (B, N, L) long for B conditions.
 
         ``temperature`` 0 is greedy decoding. ``guidance`` > 1 applies classifier-free guidance against the
-        unconditional prediction. When the network has more tokens than ``block_size``, generation
-        proceeds in windows: each new window starts from the last ``overlap`` tokens of the previous one
-        (default: half a window), so memory stays bounded by the window, not the network.
+        unconditional prediction. When the network has more chunks than ``block_size``, generation proceeds
+        in windows: each new window starts from the last ``overlap`` chunks of the previous one (default:
+        half a window), so memory stays bounded by the window, not the network.
         """
         was_training = self.training
         self.eval()
         c = self.config
-        total = len(coords)
-        b = ds.shape[0]
-        dev = ds.device
+        total, b, dev = len(coords), ds.shape[0], ds.device
         overlap = c.block_size // 2 if overlap is None else max(0, min(overlap, c.block_size - 1))
         guided = guidance != 1.0
         cond = self._cond(ds, arch)
         if guided:
             nul = torch.ones(b, dtype=torch.bool, device=dev)
             cond = torch.cat([cond, self._cond(ds, arch, nul, nul)], 0)
-        out = torch.empty(b, total, dtype=torch.long, device=dev)
-        pos = 0  # next token to produce
-        win_start = 0  # global index of the window's first target
+        dup = (lambda t: torch.cat([t, t], 0)) if guided else (lambda t: t)  # noqa: E731
+        out = torch.empty(b, total, c.levels, dtype=torch.long, device=dev)
+        begin = self._begin(b, dev)
+        pos, win_start = 0, 0  # next chunk to produce; global index of the window's first target
         caches: list[list[torch.Tensor]] = []
-        logits = None
+        h = None
         while pos < total:
-            if pos == win_start:  # (re)start a window: feed its known prefix (the tail of the last one)
-                prev = torch.full((b, 1), self.bos, dtype=torch.long, device=dev) if win_start == 0 else \
-                    out[:, win_start - 1:win_start]
-                prefix = torch.cat([prev, out[:, win_start:pos]], 1)  # (B, 1) at a window start
-                rep = torch.cat([prefix, prefix], 0) if guided else prefix
-                caches, logits = self._window_start(cond, rep, coords.slice(win_start, win_start + 1))
-            assert logits is not None
-            tok = self._pick(logits, b, guided, guidance, temperature, top_k, generator)
-            out[:, pos] = tok
+            if pos == win_start:  # (re)start a window after a slide with no overlap
+                prev = begin if pos == 0 else out[:, pos - 1:pos]
+                caches, h = self._window_start(cond, dup(prev), coords.slice(pos, pos + 1))
+            assert h is not None
+            out[:, pos] = self._pick_chunk(h, b, guided, guidance, temperature, top_k, generator)
             pos += 1
             if progress is not None:
                 progress.update(1)  # type: ignore[attr-defined]
             if pos >= total:
                 break
-            if pos - win_start >= c.block_size:  # window full: slide, keeping `overlap` tokens of context
+            if pos - win_start >= c.block_size:  # window full: slide, keeping `overlap` chunks of context
                 win_start = pos - overlap
                 if overlap == 0:
-                    win_start = pos
                     continue
-                prev = out[:, win_start - 1:pos - 1 + 1]  # tokens before each target in [win_start, pos]
-                rep = torch.cat([prev, prev], 0) if guided else prev
-                caches, logits = self._window_start(cond, rep[:, :pos - win_start + 1],
-                                                    coords.slice(win_start, pos + 1))
+                prev = torch.cat([begin, out], 1)[:, win_start:pos + 1]  # chunks before targets win_start..pos
+                caches, h = self._window_start(cond, dup(prev), coords.slice(win_start, pos + 1))
                 continue
-            x = self._tokens(torch.cat([tok, tok], 0)[:, None] if guided else tok[:, None],
-                             coords.slice(pos, pos + 1), pos - win_start)
-            logits = self._step_logits(caches, x)
+            x = self._inputs(dup(out[:, pos - 1:pos]), coords.slice(pos, pos + 1), pos - win_start)
+            h = self._trunk(caches, x)
         self.train(was_training)
         return out
 
-    @staticmethod
-    def _pick(logits: torch.Tensor, b: int, guided: bool, guidance: float, temperature: float,
-              top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
-        logits = logits.float()
-        if guided:
-            cond, uncond = logits[:b], logits[b:]
-            logits = uncond + guidance * (cond - uncond)
-        if temperature <= 0:
-            return logits.argmax(-1)
-        logits = logits / temperature
-        if top_k is not None and top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
     @torch.no_grad()
-    def generate_reference(self, coords: TokenCoords, ds: torch.Tensor, arch: torch.Tensor) -> torch.Tensor:
+    def generate_reference(self, coords: ChunkCoords, ds: torch.Tensor, arch: torch.Tensor) -> torch.Tensor:
         """Greedy decoding by full recomputation at every step, no cache, no windows (for tests)."""
         was_training = self.training
         self.eval()
-        b, total = ds.shape[0], len(coords)
-        out = torch.empty(b, 0, dtype=torch.long, device=ds.device)
+        b, total, dev = ds.shape[0], len(coords), ds.device
+        out = torch.empty(b, 0, self.config.levels, dtype=torch.long, device=dev)
         for pos in range(total):
-            prev = torch.cat([torch.full((b, 1), self.bos, dtype=torch.long, device=ds.device), out], 1)
-            logits, _ = self.forward(prev, coords.slice(0, pos + 1), ds, arch)
-            out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], 1)
+            prev = torch.cat([self._begin(b, dev), out], 1)
+            x = torch.cat([self._cond(ds, arch), self._inputs(prev, coords.slice(0, pos + 1), 0)], 1)
+            for block in self.blocks:
+                x = block(x)
+            h = self.ln_f(x[:, -1])
+            out = torch.cat([out, self._pick_chunk(h, b, False, 1.0, 0.0, None, None)[:, None]], 1)
         self.train(was_training)
         return out
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
+            generator: torch.Generator | None) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from igpg.data import ZooData
 from igpg.generator import Generator
-from igpg.prior import PriorConfig, TokenCoords, WeightPrior
+from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progr
 
 
 def encode_zoo(tok: WeightTokenizer, data: ZooData) -> list[torch.Tensor]:
-    """Each checkpoint's token sequence: (N * levels,) long."""
-    return [tok.encode(e.chunks).reshape(-1) for e in data.examples]
+    """Each checkpoint's codes: (N chunks, levels) long."""
+    return [tok.encode(e.chunks) for e in data.examples]
 
 
 def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, device: torch.device,
@@ -140,7 +140,7 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
                           "ds_dim": data.ds_dim, "arch_dim": data.arch_dim,
                           "block_size": min(cfg.prior.block_size, longest)})
     prior = WeightPrior(pcfg).to(device)
-    coords = [TokenCoords.from_chunks(*chunk_coords(e.chunks), levels).to(device) for e in data.examples]
+    coords = [ChunkCoords(*chunk_coords(e.chunks)).to(device) for e in data.examples]
     seqs = [t.to(device) for t in tokens]
     ds = torch.stack([e.ds_emb for e in data.examples]).to(device)
     arch = torch.stack([e.arch_emb for e in data.examples]).to(device)
@@ -162,10 +162,10 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
         total = len(seqs[ex[0]])
         start = int(torch.randint(0, max(1, total - t_win + 1), (1,), generator=g))
         same = [i for i in ex if len(seqs[i]) == total]
-        tgt = torch.stack([seqs[i][start:start + t_win] for i in same])  # (B, T)
-        prev_tok = torch.stack([seqs[i][start - 1:start] if start > 0 else
-                                torch.full((1,), prior.bos, device=device) for i in same])  # (B, 1)
-        prev = torch.cat([prev_tok, tgt[:, :-1]], 1)
+        tgt = torch.stack([seqs[i][start:start + t_win] for i in same])  # (B, T, L)
+        first = torch.stack([seqs[i][start - 1] if start > 0 else
+                             torch.full((levels,), prior.bos, device=device) for i in same])[:, None]  # (B, 1, L)
+        prev = torch.cat([first, tgt[:, :-1]], 1)
         with _autocast(device):
             _, loss = prior(prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt)
         opt.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from igpg.prior import PriorConfig, TokenCoords, WeightPrior
+from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.quantizers import EMAQuantizer, GumbelQuantizer, make_quantizer
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
 from zoo.chunking import chunk, unchunk
@@ -83,7 +83,7 @@ def test_tokenizer_learns_to_reconstruct_a_network() -> None:
 
 def _prior(block: int) -> WeightPrior:
     torch.manual_seed(0)
-    p = WeightPrior(PriorConfig(vocab_size=32, levels=2, block_size=block, n_layer=2, n_head=2, n_embd=32,
+    p = WeightPrior(PriorConfig(vocab_size=32, levels=3, block_size=block, n_layer=2, n_head=2, n_embd=32,
                                 ds_dim=6, arch_dim=5))
     for prm in p.parameters():
         prm.data.normal_(0, 0.3)  # a random but decisive prior, so greedy paths differ between positions
@@ -91,26 +91,27 @@ def _prior(block: int) -> WeightPrior:
 
 
 def test_window_covering_the_sequence_equals_single_pass_greedy() -> None:
-    ch = cnn_chunks(k=64)
-    coords = TokenCoords.from_chunks(*chunk_coords(ch), levels=2)
+    ch = cnn_chunks(k=16)
+    coords = ChunkCoords(*chunk_coords(ch))
     prior = _prior(block=len(coords))
     ds, arch = torch.randn(2, 6), torch.randn(2, 5)
     cached = prior.generate(coords, ds, arch, temperature=0)
     reference = prior.generate_reference(coords, ds, arch)
+    assert cached.shape == (2, len(coords), 3)
     assert torch.equal(cached, reference)
-    assert len(set(cached[0].tolist())) > 1
+    assert len(set(cached[0].reshape(-1).tolist())) > 1
 
 
 @pytest.mark.parametrize("overlap", [0, 8, 15])
 def test_window_by_window_generation_covers_long_networks(overlap: int) -> None:
-    ch = cnn_chunks(k=64)
-    coords = TokenCoords.from_chunks(*chunk_coords(ch), levels=2)
+    ch = cnn_chunks(k=16)
+    coords = ChunkCoords(*chunk_coords(ch))
     prior = _prior(block=16)
     assert len(coords) > 4 * 16
     g = torch.Generator().manual_seed(0)
     out = prior.generate(coords, torch.randn(3, 6), torch.randn(3, 5), temperature=1.0, top_k=8, guidance=1.5,
                          overlap=overlap, generator=g)
-    assert out.shape == (3, len(coords)) and out.min() >= 0 and out.max() < 32
+    assert out.shape == (3, len(coords), 3) and out.min() >= 0 and out.max() < 32
     greedy = prior.generate(coords, torch.zeros(1, 6), torch.zeros(1, 5), temperature=0, overlap=overlap)
     again = prior.generate(coords, torch.zeros(1, 6), torch.zeros(1, 5), temperature=0, overlap=overlap)
     assert torch.equal(greedy, again)
@@ -118,17 +119,17 @@ def test_window_by_window_generation_covers_long_networks(overlap: int) -> None:
 
 def test_prior_training_loss_decreases_on_fixed_sequences() -> None:
     torch.manual_seed(0)
-    ch = cnn_chunks(k=64)
-    coords = TokenCoords.from_chunks(*chunk_coords(ch), levels=2)
+    ch = cnn_chunks(k=32)
+    coords = ChunkCoords(*chunk_coords(ch))
     t = len(coords)
-    prior = WeightPrior(PriorConfig(vocab_size=32, levels=2, block_size=t, n_layer=2, n_head=2, n_embd=64,
+    prior = WeightPrior(PriorConfig(vocab_size=32, levels=3, block_size=t, n_layer=2, n_head=2, n_embd=64,
                                     ds_dim=4, arch_dim=4, cond_dropout=0.0))
-    targets = torch.randint(0, 32, (2, t))
+    targets = torch.randint(0, 32, (2, t, 3))
     ds = torch.eye(4)[:2]
-    prev = torch.cat([torch.full((2, 1), prior.bos), targets[:, :-1]], 1)
+    prev = torch.cat([torch.full((2, 1, 3), prior.bos), targets[:, :-1]], 1)
     opt = torch.optim.Adam(prior.parameters(), 3e-3)
     losses = []
-    for _ in range(120):
+    for _ in range(150):
         _, loss = prior(prev, coords, ds, ds, targets)
         opt.zero_grad()
         loss.backward()
