@@ -82,7 +82,8 @@ def main() -> None:
             "best_of_5": round(max(accs), 4), "best_vs_pretrained_mean": round(max(accs) / statistics.mean(pre), 4),
             "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in dists],
         }
-    tokens_per_net = data.examples[0].chunks.num_chunks * args.levels
+    positions = data.examples[0].chunks.num_chunks  # one prior position per chunk
+    tokens_per_net = positions * args.levels  # codes per network (levels per chunk)
     n_tokens = tokens_per_net * args.samples * len(tasks)
     result = {
         "benchmark": "igpg_tiny_zoo",
@@ -94,8 +95,8 @@ def main() -> None:
                                "min_relative_accuracy": round(min(rel), 4), "target": 0.99},
         "seen_tasks": per_task,
         "seen_tasks_meeting_98pct": sum(v["best_vs_pretrained_mean"] >= 0.98 for v in per_task.values()),
-        "sampling": {"tokens_per_network": tokens_per_net,
-                     "tokens_per_s": round(n_tokens / sum(sample_times), 1),
+        "sampling": {"positions_per_network": positions, "codes_per_network": tokens_per_net,
+                     "codes_per_s": round(n_tokens / sum(sample_times), 1),
                      "params_per_s": round(family.layout(spec).num_params * args.samples * len(tasks)
                                            / sum(sample_times), 1)},
     }
