@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 import zoo
-from common import machine
+from common import emit, machine
 
 log = logging.getLogger("bench_families")
 
@@ -200,17 +200,14 @@ def main() -> None:
     import timm
     import torchvision
 
-    host = {**machine(timm=timm.__version__, torchvision=torchvision.__version__), "load_average_before": [round(x, 2) for x in load_before],
+    host = {**machine(timm=timm.__version__, torchvision=torchvision.__version__),
+            "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     report = {"benchmark": "families", "machine": host, "repeats": args.repeats,
               "targets": {"time_vs_load_state_dict": TIME_TARGET, "peak_memory_x_weights": MEMORY_TARGET},
               "results": results,
               "all_targets_met": all(all(r["targets"].values()) for r in results)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

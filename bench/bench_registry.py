@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import zoo
-from common import machine
+from common import emit, machine
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -93,11 +92,7 @@ def main() -> None:
         "targets": {"add_vs_raw_save": 1.3, "load_vs_raw_load": 1.1},
         "throughput_MBps": {k: round(n_params * 4 / 1e6 / (v / 1e3), 1) for k, v in med.items()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
