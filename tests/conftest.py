@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 import zoo
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path | None:
-    """``$ZOO_SHARED_DATA`` or ``../shared/data`` beside the repository, if present."""
-    env = os.environ.get("ZOO_SHARED_DATA")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", REPO / "shared" / "data"]:
-        if cand.is_dir():
-            return cand
-    return None
-
+from zoo.shared_data import shared_data_dir
 
 @pytest.fixture
 def shared_data() -> Path:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from zoo.datasets import ImageDataset, load_digits, rotate
 from zoo.registry import Registry
+from zoo.shared_data import shared_data_dir
 from zoo.training import accuracy, train
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,6 @@ def digits_28(seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
     """scikit-learn's 1,797 real 8x8 digits, upsampled to 1x28x28; a stratified 80/20 split."""
     d = load_digits().map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
     return d.split(0.8, seed=seed)
-
-
-def _shared_pretrained() -> Path | None:
-    env = os.environ.get("ZOO_SHARED_DATA")
-    here = Path(__file__).resolve().parents[1]
-    for cand in ([Path(env)] if env else []) + [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]:
-        if (cand / "pretrained").is_dir():
-            return cand / "pretrained"
-    return None
 
 
 def run_demo(out: str | os.PathLike[str], *, seeds: int = 4, epochs: int = 15) -> Path:
@@ -65,7 +57,7 @@ def run_demo(out: str | os.PathLike[str], *, seeds: int = 4, epochs: int = 15) -
         loaded = reg.load(rec)
         same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
         rows.append((rec.ref, task, rec.arch.name, acc, accuracy(loaded, te.images, te.labels), same))
-    pre = _shared_pretrained()
+    pre = shared_data_dir("pretrained")
     imported: list[tuple[str, int, float, bool]] = []
     if pre is not None:
         for f in tqdm(sorted(pre.glob("resnet*.th")), desc="import pretrained ResNets", unit="file"):

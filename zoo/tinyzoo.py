@@ -25,6 +25,7 @@ from zoo.errors import DatasetError
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import CheckpointRecord
 from zoo.registry import Registry
+from zoo.shared_data import shared_data_candidates
 from zoo.training import accuracy, train
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,9 @@ SEEN_WITH_MNIST = ("digits", "digits-rot90", "digits-invert", "digits-0to4", "mn
 
 
 def mnist_dir() -> Path | None:
-    """Where the MNIST IDX files are: ``$ZOO_MNIST_DIR``, or ``shared/data/mnist`` beside the repository."""
+    """Where the MNIST IDX files are: ``$ZOO_MNIST_DIR``, or ``mnist/`` in the shared data folder."""
     env = os.environ.get("ZOO_MNIST_DIR")
-    here = Path(__file__).resolve().parents[1]
-    for cand in ([Path(env)] if env else []) + [here.parent / "shared" / "data" / "mnist",
-                                                Path.cwd().parent / "shared" / "data" / "mnist"]:
+    for cand in ([Path(env)] if env else []) + [c / "mnist" for c in shared_data_candidates()]:
         if cand.is_dir() and find_mnist(cand) is not None:
             return cand
     return None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import shared_data_dir
+from zoo.shared_data import shared_data_dir
 from zoo.datasets import (
     ImageDataset,
     as_dataset,
