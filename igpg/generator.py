@@ -67,8 +67,8 @@ class Generator:
 
     @torch.no_grad()
     def sample(self, spec: ArchSpec, ds_emb: torch.Tensor, arch_emb: torch.Tensor, n: int = 1, *,
-               temperature: float = 1.0, top_k: int | None = None, guidance: float = 1.0, seed: int | None = None,
-               progress: Any = None) -> list[nn.Module]:
+               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               guidance: float = 1.0, seed: int | None = None, progress: Any = None) -> list[nn.Module]:
         """``n`` networks of ``spec`` for a dataset embedding and an architecture embedding."""
         mean, std = self._stats_for(spec)
         template = self._template(spec)
@@ -79,7 +79,7 @@ class Generator:
         ds = ds_emb.float().to(dev)[None].expand(n, -1)
         arch = arch_emb.float().to(dev)[None].expand(n, -1)
         tokens = self.prior.generate(coords.to(dev), ds, arch,
-                                     temperature=temperature, top_k=top_k, guidance=guidance, generator=g,
+                                     temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, generator=g,
                                      progress=progress)  # (n, N, L)
         family = get_family(spec.family)
         out = []

@@ -216,7 +216,8 @@ class WeightPrior(nn.Module):
         return caches, self._trunk(caches, torch.cat([cond, self._inputs(prev, coords, 0)], 1))
 
     def _pick_chunk(self, h: torch.Tensor, b: int, guided: bool, guidance: float, temperature: float,
-                    top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
+                    top_k: int | None, generator: torch.Generator | None, top_p: float | None = None
+                    ) -> torch.Tensor:
         """Codes of one chunk, level by level: h (B or 2B, C) -> (B, L)."""
         acc = torch.zeros_like(h)
         codes = []
@@ -225,7 +226,7 @@ class WeightPrior(nn.Module):
             if guided:
                 cond, uncond = logits[:b], logits[b:]
                 logits = uncond + guidance * (cond - uncond)
-            tok = _sample(logits, temperature, top_k, generator)  # (B,)
+            tok = _sample(logits, temperature, top_k, generator, top_p)  # (B,)
             codes.append(tok)
             if level < len(self.depth.code_emb):
                 emb = self.depth.code_emb[level](tok)
@@ -234,11 +235,14 @@ class WeightPrior(nn.Module):
 
     @torch.no_grad()
     def generate(self, coords: ChunkCoords, ds: torch.Tensor, arch: torch.Tensor, *, temperature: float = 1.0,
-                 top_k: int | None = None, guidance: float = 1.0, overlap: int | None = None,
-                 generator: torch.Generator | None = None, progress: object | None = None) -> torch.Tensor:
+                 top_k: int | None = None, top_p: float | None = None, guidance: float = 1.0,
+                 overlap: int | None = None, generator: torch.Generator | None = None,
+                 progress: object | None = None) -> torch.Tensor:
         """Sample a whole network's codes, window by window. Returns (B, N, L) long for B conditions.
 
-        ``temperature`` 0 is greedy decoding. ``guidance`` > 1 applies classifier-free guidance against the
+        ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k likeliest codes and ``top_p`` the smallest
+        set whose probability reaches p (nucleus sampling: confident steps become greedy, so a sample does
+        not drift off the training manifold through many unlikely picks). ``guidance`` > 1 applies classifier-free guidance against the
         unconditional prediction. When the network has more chunks than ``block_size``, generation proceeds
         in windows: each new window starts from the last ``overlap`` chunks of the previous one (default:
         half a window), so memory stays bounded by the window, not the network.
@@ -264,7 +268,7 @@ class WeightPrior(nn.Module):
                 prev = begin if pos == 0 else out[:, pos - 1:pos]
                 caches, h = self._window_start(cond, dup(prev), coords.slice(pos, pos + 1))
             assert h is not None
-            out[:, pos] = self._pick_chunk(h, b, guided, guidance, temperature, top_k, generator)
+            out[:, pos] = self._pick_chunk(h, b, guided, guidance, temperature, top_k, generator, top_p)
             pos += 1
             if progress is not None:
                 progress.update(1)  # type: ignore[attr-defined]
@@ -301,11 +305,16 @@ class WeightPrior(nn.Module):
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
-            generator: torch.Generator | None) -> torch.Tensor:
+            generator: torch.Generator | None, top_p: float | None = None) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)  # mass of likelier codes
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
