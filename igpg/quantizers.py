@@ -3,6 +3,10 @@
 Every quantizer maps vectors ``z`` of shape (..., D) to codes (...,) and back: ``forward`` returns the
 straight-through quantized vectors, the indices and an auxiliary loss; ``lookup`` maps indices to vectors.
 Codebook state lives in buffers (EMA) or parameters (Gumbel); dead codes are replaced only in training.
+
+Under a ``torch.distributed`` process group (see :mod:`igpg.distributed`) the EMA quantizer keeps every
+rank's codebook identical itself: its batch statistics are summed over ranks, and the initial codebook and
+dead-code replacements are rank 0's, broadcast. Train it in DDP with ``broadcast_buffers=False``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from igpg import distributed
 
 
 @dataclass
@@ -33,6 +39,10 @@ class EMAQuantizer(nn.Module):
 
     A code whose EMA usage falls below ``dead_threshold`` is re-seeded from a random vector of the current
     batch. The codebook is initialised from the first training batch.
+
+    Distributed (a process group of several ranks): the assignment counts and sums of each batch are summed
+    over ranks before the EMA update, so the statistics are those of the global batch and every rank holds
+    the same codebook; the initial codebook and dead-code replacements are drawn on rank 0 and broadcast.
     """
 
     straight_through = True  # the codebook learns by EMA; gradients pass straight through to the encoder
@@ -59,6 +69,7 @@ class EMAQuantizer(nn.Module):
     def _init(self, flat: torch.Tensor) -> None:
         idx = torch.randint(0, flat.shape[0], (self.size,), device=flat.device)
         self.codebook.copy_(flat[idx] + 1e-3 * torch.randn_like(flat[idx]))
+        distributed.broadcast_(self.codebook)  # every rank starts from rank 0's draw
         self.embed_sum.copy_(self.codebook)
         self.cluster_size.fill_(1.0)
         self.initted.fill_(True)
@@ -66,16 +77,21 @@ class EMAQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
         onehot = F.one_hot(idx, self.size).type(flat.dtype)  # (M, V)
-        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.embed_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        counts, sums = onehot.sum(0), onehot.t() @ flat  # (V,), (V, D): this batch's statistics
+        if distributed.is_distributed():  # the global batch's statistics, identical on every rank
+            both = distributed.all_reduce_sum_(torch.cat([counts[:, None], sums.to(counts.dtype)], 1))
+            counts, sums = both[:, 0], both[:, 1:]
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n
         self.codebook.copy_(self.embed_sum / smoothed[:, None])
-        dead = self.cluster_size < self.dead_threshold
+        dead = self.cluster_size < self.dead_threshold  # the same codes on every rank
         if dead.any():
             pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
-            self.codebook[dead] = flat[pick]
-            self.embed_sum[dead] = flat[pick]
+            fresh = distributed.broadcast_(flat[pick].contiguous())  # rank 0's vectors, on every rank
+            self.codebook[dead] = fresh
+            self.embed_sum[dead] = fresh
             self.cluster_size[dead] = 1.0
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from igpg.data import load_zoo
+from igpg import distributed
+from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
 from igpg.train import TrainConfig, train_generator
 from zoo.errors import GeneratorError
@@ -21,23 +22,43 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
                       dataset_encoder: str | None = None, text_encoder: str | None = None,
                       promote: bool = False, progress: bool = True) -> tuple[Generator, GeneratorRecord]:
     """Train a generator on every registered checkpoint of ``family`` (or exactly ``arch``) that names a
-    dataset, and store it as the next version of ``name`` (promoted when ``promote``)."""
-    spec = resolve_arch(arch) if arch else None
-    recs = [r for r in registry.search(family=family, arch=spec) if r.dataset and r.origin != "generated"]
-    if not recs:
-        what = f"architecture {spec}" if spec else f"family {family!r}" if family else "the registry"
-        raise GeneratorError(f"no checkpoints with a dataset in {what} to train on; add some with dataset=")
-    recs.sort(key=lambda r: r.id)
-    data = load_zoo(registry, recs, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
-                    progress=progress)
-    gen = train_generator(data, config, progress=progress)
-    metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
-    rec = registry.add_generator(gen.to_bytes(), name=name, families=sorted({r.family for r in recs}),
-                                 config={"k": k, "dataset_encoder": data.dataset_encoder,
-                                         "text_encoder": data.text_encoder, **gen.info["train_config"]},
-                                 metrics=metrics, trained_on=[r.id for r in recs],
-                                 status="promoted" if promote else "candidate")
-    log.info("stored generator %s (%d checkpoints)", rec.ref, len(recs))
+    dataset, and store it as the next version of ``name`` (promoted when ``promote``).
+
+    Launched by ``torchrun`` (see :mod:`igpg.distributed`), every process runs this: rank 0 reads the zoo
+    first (it may store missing embeddings) while the others wait and then read it too, all train together
+    in DDP, and rank 0 alone stores the generator while the others wait; every rank returns the same
+    generator and the stored record.
+    """
+    with distributed.session(config.device if config else "auto"):
+        spec = resolve_arch(arch) if arch else None
+        recs = [r for r in registry.search(family=family, arch=spec) if r.dataset and r.origin != "generated"]
+        if not recs:
+            what = f"architecture {spec}" if spec else f"family {family!r}" if family else "the registry"
+            raise GeneratorError(f"no checkpoints with a dataset in {what} to train on; add some with dataset=")
+        recs.sort(key=lambda r: r.id)
+
+        def load() -> ZooData:
+            return load_zoo(registry, recs, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
+                            progress=progress and distributed.is_main())
+
+        data = distributed.main_first(load)  # rank 0 alone may write embeddings; the others read them after
+        if data is None:
+            data = load()
+        gen = train_generator(data, config, progress=progress)
+
+        def store() -> GeneratorRecord:
+            metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
+            rec = registry.add_generator(gen.to_bytes(), name=name, families=sorted({r.family for r in recs}),
+                                         config={"k": k, "dataset_encoder": data.dataset_encoder,
+                                                 "text_encoder": data.text_encoder, **gen.info["train_config"]},
+                                         metrics=metrics, trained_on=[r.id for r in recs],
+                                         status="promoted" if promote else "candidate")
+            log.info("stored generator %s (%d checkpoints)", rec.ref, len(recs))
+            return rec
+
+        stored = distributed.main_first(store)  # the others wait for it
+        rec_id = distributed.broadcast_object(stored.id if stored is not None else None)
+        rec = stored if stored is not None else registry.get_generator(int(rec_id))  # type: ignore[arg-type]
     return gen, rec
 
 

@@ -1,6 +1,15 @@
 """Training the generator: stage 1 the tokenizer on chunks, stage 2 the prior on frozen token sequences.
 
 Device-agnostic: CUDA with bf16 autocast when present, CPU otherwise. Progress bars for both stages.
+
+Multi-process (DDP): launched by ``torchrun`` (see :mod:`igpg.distributed`), each rank holds the whole zoo
+and draws its own share of every global batch (``tokenizer_batch`` and ``prior_batch`` are global: split
+over ranks, so the optimisation sees the same batch size as one process), from a data seed of its own
+(``cfg.seed`` on rank 0). Models start identical on every rank (same seed, and DDP broadcasts rank 0's
+parameters and buffers); DDP averages gradients, the EMA quantizer sums its codebook statistics over ranks.
+Rank 0 alone shows progress, logs and saves the training state; every rank resumes from the same file
+(``checkpoint_dir`` must be visible to all of them). Reported losses are means over ranks. Single-process
+training does none of this and gives exactly the results it always gave.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from igpg import distributed
 from igpg.data import ZooData
 from igpg.generator import Generator
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
@@ -44,9 +54,11 @@ class TrainConfig:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The training device: ``"auto"`` is CUDA when present; distributed, each rank's own GPU (its local rank)."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if dev.type == "cuda" and dev.index is None and distributed.is_distributed():
+        dev = torch.device("cuda", distributed.local_rank())
+    return dev
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -59,62 +71,109 @@ class _Resume:
     """Training state of one stage in ``checkpoint_dir/<stage>.pt``: saved atomically, restored on start.
 
     The file holds only tensors and plain containers, so it is read back with ``weights_only=True``.
+    Distributed, rank 0 writes it (model, optimizer and schedule are the same on every rank) with every
+    rank's random states beside its own, and every rank restores from it, each taking its own states; a
+    run resumed with a different number of ranks gives ranks other than 0 fresh streams (``seed``-derived).
+    ``module`` is always the bare model, never its DDP wrapper.
     """
 
-    def __init__(self, cfg: TrainConfig, stage: str) -> None:
+    def __init__(self, cfg: TrainConfig, stage: str, seed: int = 0) -> None:
         self.path = Path(cfg.checkpoint_dir) / f"{stage}.pt" if cfg.checkpoint_dir else None
         self.every = max(1, cfg.checkpoint_every)
+        self.seed = seed
 
     def restore(self, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator) -> int:
-        if self.path is None or not self.path.is_file():
+        if self.path is None:
+            return 0
+        found = self.path.is_file()
+        if distributed.is_distributed() and len(set(distributed.gather_objects(found))) > 1:
+            raise RuntimeError(f"{self.path} is visible to some ranks only: put checkpoint_dir on storage that "
+                               "every rank shares")
+        if not found:
             return 0
         state = torch.load(self.path, weights_only=True, map_location="cpu")
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        log.info("resumed %s at step %d", self.path.name, state["step"])
-        return int(state["step"])
+        step = int(state["step"])
+        rank, world = distributed.rank(), distributed.world_size()
+        per_rank = state.get("rank_states")
+        if per_rank is not None and len(per_rank) == world:
+            g.set_state(per_rank[rank][0])
+            torch.set_rng_state(per_rank[rank][1])
+        elif rank == 0:
+            g.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+        else:  # saved by a run with another number of ranks: a new stream of this rank's own
+            log.warning("%s was saved by %d rank(s), resuming with %d: rank %d draws fresh data", self.path.name,
+                        len(per_rank or [0]), world, rank)
+            g.manual_seed(distributed.rank_seed(self.seed + step))
+            torch.manual_seed(distributed.rank_seed(self.seed + step) + 1)
+        if distributed.is_main():
+            log.info("resumed %s at step %d", self.path.name, step)
+        return step
 
     def save(self, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
              g: torch.Generator, force: bool = False) -> None:
         if self.path is None or (step % self.every and not force):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "generator": g.get_state(), "torch_rng": torch.get_rng_state(), "step": step}, tmp)
-        os.replace(tmp, self.path)
+        path = self.path
+        extra: dict[str, Any] = {}
+        if distributed.is_distributed():  # every rank takes part; rank 0 writes
+            extra["rank_states"] = distributed.gather_objects((g.get_state(), torch.get_rng_state()))
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "generator": g.get_state(),
+                        "torch_rng": torch.get_rng_state(), "step": step, **extra}, tmp)
+            os.replace(tmp, path)
+
+        distributed.main_first(write)  # the others wait until the file is complete
 
 
 def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progress: bool = True
                     ) -> tuple[WeightTokenizer, dict[str, float]]:
-    """Stage 1: fit the VQ-VAE on every chunk of every checkpoint (padding masked out)."""
-    g = torch.Generator().manual_seed(cfg.seed)
+    """Stage 1: fit the VQ-VAE on every chunk of every checkpoint (padding masked out).
+
+    Distributed (a process group is initialised), the tokenizer trains in DDP and each rank draws its share
+    of the ``tokenizer_batch`` chunks of a step; the returned tokenizer is the same on every rank.
+    """
+    rank, world = distributed.rank(), distributed.world_size()
+    g = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))
     torch.manual_seed(cfg.seed)
     tcfg = TokenizerConfig(**{**asdict(cfg.tokenizer), "k": data.k})
     tok = WeightTokenizer(tcfg).to(device)
+    if rank:  # own stream for what the model draws in training (Gumbel noise); rank 0 keeps cfg.seed's
+        torch.manual_seed(distributed.rank_seed(cfg.seed))
     data_t, mask, layer, position, count = (t.to(device) for t in data.all_chunks())
     n = data_t.shape[0]
+    batch = min(cfg.tokenizer_batch, n)  # the global batch
+    local = distributed.shard(batch)  # this rank's share of it
+    weight = local * world / batch if batch >= world else 1.0  # DDP averages ranks: weigh unequal shares
     opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.tokenizer_steps), eta_min=cfg.tokenizer_lr / 20)
-    resume = _Resume(cfg, "stage1-tokenizer")
+    resume = _Resume(cfg, "stage1-tokenizer", cfg.seed)
     start = resume.restore(tok, opt, sched, g)
-    tok.train()
+    model = distributed.wrap(tok, device, sync_buffers=False)  # EMA codebooks sync themselves
+    model.train()
     out: dict[str, torch.Tensor] = {}
-    bar = tqdm(range(start, cfg.tokenizer_steps), desc="stage 1: tokenizer", unit="step", disable=not progress,
+    show = progress and distributed.is_main()
+    bar = tqdm(range(start, cfg.tokenizer_steps), desc="stage 1: tokenizer", unit="step", disable=not show,
                leave=False, initial=start, total=cfg.tokenizer_steps)
     for step in bar:
-        idx = torch.randint(0, n, (min(cfg.tokenizer_batch, n),), generator=g).to(device)
+        idx = torch.randint(0, n, (local,), generator=g).to(device)
         with _autocast(device):
-            out = tok(data_t[idx], mask[idx], layer[idx], position[idx], count[idx])
+            out = model(data_t[idx], mask[idx], layer[idx], position[idx], count[idx])
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        (out["loss"] if weight == 1 else out["loss"] * weight).backward()
         opt.step()
         sched.step()
         if step % 50 == 0:
-            bar.set_postfix(recon=f"{out['recon_loss'].item():.4f}", ppl=f"{out['perplexity'].item():.0f}")
+            recon = distributed.mean_over_ranks(out["recon_loss"].item())
+            ppl = distributed.mean_over_ranks(out["perplexity"].item())
+            bar.set_postfix(recon=f"{recon:.4f}", ppl=f"{ppl:.0f}")
         resume.save(step + 1, tok, opt, sched, g, force=step + 1 == cfg.tokenizer_steps)
     tok.eval()
     with torch.no_grad():
@@ -131,8 +190,14 @@ def encode_zoo(tok: WeightTokenizer, data: ZooData) -> list[torch.Tensor]:
 
 def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, device: torch.device,
                 progress: bool = True) -> tuple[WeightPrior, dict[str, float]]:
-    """Stage 2: fit the GPT on random windows of the frozen token sequences, with their conditions."""
-    g = torch.Generator().manual_seed(cfg.seed + 1)
+    """Stage 2: fit the GPT on random windows of the frozen token sequences, with their conditions.
+
+    Distributed, the prior trains in DDP; each rank draws its share of the ``prior_batch`` sequences of a
+    step and its own window start for them (ranks crop different windows); ``tokens`` must be the same on
+    every rank. The returned prior is the same on every rank; the reported loss is the mean over ranks.
+    """
+    rank = distributed.rank()
+    g = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 1))
     torch.manual_seed(cfg.seed + 1)
     levels = cfg.tokenizer.levels
     longest = max(len(t) for t in tokens)
@@ -140,6 +205,8 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
                           "ds_dim": data.ds_dim, "arch_dim": data.arch_dim,
                           "block_size": min(cfg.prior.block_size, longest)})
     prior = WeightPrior(pcfg).to(device)
+    if rank:  # own stream for condition dropout; rank 0 keeps cfg.seed + 1's
+        torch.manual_seed(distributed.rank_seed(cfg.seed + 1))
     coords = [ChunkCoords(*chunk_coords(e.chunks)).to(device) for e in data.examples]
     seqs = [t.to(device) for t in tokens]
     ds = torch.stack([e.ds_emb for e in data.examples]).to(device)
@@ -150,14 +217,18 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
                             lr=cfg.prior_lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.prior_steps), eta_min=cfg.prior_lr / 20)
     t_win = pcfg.block_size
-    resume = _Resume(cfg, "stage2-prior")
+    resume = _Resume(cfg, "stage2-prior", cfg.seed + 1)
     start = resume.restore(prior, opt, sched, g)
-    prior.train()
+    # without condition dropout the null embeddings get no gradient, which DDP must be told about
+    model = distributed.wrap(prior, device, find_unused_parameters=pcfg.cond_dropout <= 0)
+    model.train()
+    local = distributed.shard(cfg.prior_batch)  # this rank's share of the global batch
     loss = torch.zeros(())
-    bar = tqdm(range(start, cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not progress, leave=False,
+    show = progress and distributed.is_main()
+    bar = tqdm(range(start, cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not show, leave=False,
                initial=start, total=cfg.prior_steps)
     for step in bar:
-        ex = torch.randint(0, len(seqs), (cfg.prior_batch,), generator=g).tolist()
+        ex = torch.randint(0, len(seqs), (local,), generator=g).tolist()
         # one window start per step (all sequences of one architecture have one length); crops differ by example
         total = len(seqs[ex[0]])
         start = int(torch.randint(0, max(1, total - t_win + 1), (1,), generator=g))
@@ -167,31 +238,41 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
                              torch.full((levels,), prior.bos, device=device) for i in same])[:, None]  # (B, 1, L)
         prev = torch.cat([first, tgt[:, :-1]], 1)
         with _autocast(device):
-            _, loss = prior(prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt)
+            _, loss = model(prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{distributed.mean_over_ranks(loss.item()):.3f}")
         resume.save(step + 1, prior, opt, sched, g, force=step + 1 == cfg.prior_steps)
     prior.eval()
-    return prior, {"prior_final_loss": loss.item()}
+    return prior, {"prior_final_loss": distributed.mean_over_ranks(loss.item())}
 
 
 def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: bool = True) -> Generator:
-    """Both stages on ``data``; returns a ready :class:`Generator` with its training facts in ``info``."""
+    """Both stages on ``data``; returns a ready :class:`Generator` with its training facts in ``info``.
+
+    Launched by ``torchrun`` (``$WORLD_SIZE`` > 1), it trains in DDP over all launched processes, creating
+    the process group if there is none yet (and destroying it afterwards); every rank returns the same
+    generator. See :mod:`igpg.distributed`.
+    """
     cfg = cfg or TrainConfig()
-    device = pick_device(cfg.device)
-    t0 = time.perf_counter()
-    tok, m1 = train_tokenizer(data, cfg, device, progress)
-    t1 = time.perf_counter()
-    tokens = encode_zoo(tok, data)
-    prior, m2 = train_prior(data, tokens, cfg, device, progress)
-    t2 = time.perf_counter()
-    info = {**m1, **m2, "tokenizer_seconds": round(t1 - t0, 2), "prior_seconds": round(t2 - t1, 2),
-            "device": str(device), "checkpoints": [e.checkpoint.id for e in data.examples],
-            "train_config": cfg.to_dict()}
-    log.info("generator trained: %s", {k: v for k, v in info.items() if k != "checkpoints"})
+    with distributed.session(cfg.device) as multi:
+        device = pick_device(cfg.device)
+        t0 = time.perf_counter()
+        tok, m1 = train_tokenizer(data, cfg, device, progress)
+        t1 = time.perf_counter()
+        # rank 0's codes on every rank (the tokenizers are the same; this rules out any numerical drift)
+        tokens = distributed.broadcast_object(encode_zoo(tok, data) if distributed.is_main() else [])
+        prior, m2 = train_prior(data, tokens, cfg, device, progress)
+        t2 = time.perf_counter()
+        info = {**m1, **m2, "tokenizer_seconds": round(t1 - t0, 2), "prior_seconds": round(t2 - t1, 2),
+                "device": str(device), "checkpoints": [e.checkpoint.id for e in data.examples],
+                "train_config": cfg.to_dict()}
+        if multi:
+            info["distributed"] = {"world_size": distributed.world_size(), "backend": distributed.backend()}
+    if distributed.is_main():
+        log.info("generator trained: %s", {k: v for k, v in info.items() if k != "checkpoints"})
     return Generator(tok, prior, data.k, data.dataset_encoder, data.text_encoder, Generator.collect_stats(data), info)

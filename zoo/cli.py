@@ -334,13 +334,19 @@ def nearest(ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | 
 @click.pass_context
 def train(ctx: click.Context, family: str | None, arch: str | None, k: int, tokenizer_steps: int, prior_steps: int,
           levels: int, device: str, name: str, promote: bool, as_json: bool) -> None:
-    """Train the generator (stage 1 tokenizer, stage 2 prior) on registered checkpoints and store it."""
-    from igpg import TokenizerConfig, TrainConfig, train_on_registry
+    """Train the generator (stage 1 tokenizer, stage 2 prior) on registered checkpoints and store it.
+
+    Under torchrun (`torchrun --standalone --nproc_per_node N -m zoo train ...`) every process trains in
+    DDP; rank 0 alone stores the generator and prints the result.
+    """
+    from igpg import TokenizerConfig, TrainConfig, distributed, train_on_registry
 
     cfg = TrainConfig(tokenizer=TokenizerConfig(levels=levels), tokenizer_steps=tokenizer_steps,
                       prior_steps=prior_steps, device=device)
     _, rec = train_on_registry(_registry(ctx), family=family, arch=arch, k=k, config=cfg, name=name,
                                promote=promote)
+    if not distributed.is_main():
+        return
     _emit({"ref": rec.ref, "status": rec.status, "trained_on": len(rec.trained_on), "metrics": dict(rec.metrics)},
           as_json, lambda: click.echo(f"stored {rec.ref} ({rec.status}), trained on {len(rec.trained_on)} "
                                       f"checkpoints: {json.dumps(dict(rec.metrics))}"))
