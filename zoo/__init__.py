@@ -14,6 +14,7 @@ from zoo.errors import (
     InvalidWeightsError,
     LeaseHeldError,
     NotFoundError,
+    NoWeightsError,
     UnknownFamilyError,
     UnknownPluginError,
     UnsafeCheckpointError,
@@ -38,6 +39,15 @@ from zoo.plugins import (
     resolve_arch,
     unregister_plugin,
 )
+from zoo.provision import (
+    DEFAULT_MIN_SIMILARITY,
+    Candidate,
+    Provision,
+    RetrievalPolicy,
+    generate,
+    retrieve,
+    retrieve_or_generate,
+)
 from zoo.registry import Registry
 from zoo.records import (
     AliasRecord,
@@ -49,6 +59,7 @@ from zoo.records import (
     JobRunRecord,
     VerifyReport,
 )
+from zoo.training import Curve, fine_tune_module
 
 try:
     __version__ = version("zoo")
@@ -60,11 +71,14 @@ __all__ = [
     "ArchSpec",
     "ArchitectureFamily",
     "ArchitectureMismatchError",
+    "Candidate",
     "CheckpointError",
     "CheckpointRecord",
     "ClassPooledEncoder",
     "Chunks",
     "ConfigError",
+    "Curve",
+    "DEFAULT_MIN_SIMILARITY",
     "DatasetEncoder",
     "DatasetError",
     "DatasetRecord",
@@ -80,8 +94,11 @@ __all__ = [
     "Layout",
     "LeaseHeldError",
     "Neighbor",
+    "NoWeightsError",
     "NotFoundError",
+    "Provision",
     "Registry",
+    "RetrievalPolicy",
     "TensorSlot",
     "TextEncoder",
     "UnknownFamilyError",
@@ -94,6 +111,8 @@ __all__ = [
     "chunk",
     "detect_arch",
     "families",
+    "fine_tune_module",
+    "generate",
     "get_family",
     "hookimpl",
     "list_architectures",
@@ -103,6 +122,8 @@ __all__ = [
     "register_plugin",
     "reset_plugins",
     "resolve_arch",
+    "retrieve",
+    "retrieve_or_generate",
     "unchunk",
     "unregister_plugin",
 ]

@@ -171,3 +171,19 @@ class LeaseHeldError(ZooError):
             f"job {name!r} is already running (held by {holder} until {expires_at}); wait for it to finish "
             "or pass --wait"
         )
+
+
+class NoWeightsError(NotFoundError, GeneratorError):
+    """Neither a compatible checkpoint nor a generator can serve an (architecture, dataset) request.
+
+    Both a :class:`NotFoundError` and a :class:`GeneratorError`: ``except`` either one catches it.
+    """
+
+    def __init__(self, arch: str, dataset: str, reason: str, fix: str) -> None:
+        self.kind = "weights"
+        self.ref = arch
+        self.arch = arch
+        self.dataset = dataset
+        self.reason = reason
+        self.fix = fix
+        ZooError.__init__(self, f"no weights for {arch} on {dataset}: {reason}. {fix}")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from zoo.datasets import as_dataset
+from zoo.errors import ConfigError, DatasetError
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,34 @@ def fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int,
             curve_s.append(step)
             curve_a.append(accuracy(model, eval_x, eval_y))
     return model.eval(), Curve(tuple(curve_s), tuple(curve_a))
+
+
+def fine_tune_module(module: nn.Module, data: Any, *, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64,
+                     eval_data: Any = None, seed: int = 0, progress: bool = True) -> tuple[nn.Module, Curve]:
+    """Fine-tune a copy of ``module`` (e.g. ``Provision.module``) on ``data`` for a few epochs; a progress bar shows.
+
+    ``data`` and ``eval_data`` are anything :func:`zoo.as_dataset` reads (an ``ImageDataset``,
+    ``(images, labels)``, a torch ``Dataset``, an image folder, ``"digits"``). Accuracy is measured before
+    training and after every epoch on ``eval_data`` (default: the training data itself, which says how well
+    it fits, not how well it generalises). Training runs on the module's device; ``module`` is left as it
+    was. Returns the tuned copy (eval mode) and its :class:`Curve` (``steps`` are optimizer steps).
+
+    Example::
+
+        p = zoo.retrieve_or_generate("cnn-tiny", "digits")
+        tuned, curve = zoo.fine_tune_module(p.module, train_set, epochs=3, eval_data=test_set)
+        print(curve.accuracy)
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be at least 1 (got {epochs}, {batch_size})")
+    train_ds = as_dataset(data)
+    eval_ds = as_dataset(eval_data) if eval_data is not None else train_ds
+    for name, ds in (("training", train_ds), ("evaluation", eval_ds)):
+        if not len(ds.labels):
+            raise DatasetError(f"the {name} data hold no samples")
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    batch = min(batch_size, train_ds.num_samples)
+    per_epoch = max(1, train_ds.num_samples // batch)  # full batches: fine_tune reshuffles before a partial one
+    return fine_tune(module, train_ds.images.to(device), train_ds.labels.to(device), steps=epochs * per_epoch,
+                     eval_x=eval_ds.images.to(device), eval_y=eval_ds.labels.to(device), eval_every=per_epoch, lr=lr,
+                     batch_size=batch, seed=seed, progress=progress)

@@ -1,0 +1,236 @@
+"""retrieve_or_generate and its companions on a real registry with a really trained (tiny) generator."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import zoo
+from zoo import provision
+from zoo.cli import cli
+from zoo.datasets import load_digits, rotate
+from zoo.training import accuracy
+
+
+def _digits() -> zoo.ImageDataset:
+    """300 real digits (every class), upsampled to the 1x28x28 that cnn-tiny takes."""
+    return load_digits().subset(range(300)).map_images(
+        lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+
+
+def _noise(seed: int = 0) -> zoo.ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    return zoo.as_dataset((torch.rand(100, 1, 28, 28, generator=g), torch.arange(100) % 10))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Two tasks with two cnn-tiny checkpoints each, and a promoted generator trained on them (a few steps)."""
+    import igpg
+
+    path = tmp_path_factory.mktemp("provision") / "registry.db"
+    reg = zoo.Registry(path)
+    spec = zoo.resolve_arch("cnn-tiny")
+    family = zoo.get_family("cnn")
+    digits = _digits()
+    for task, data in (("digits", digits), ("digits-rot90", rotate(digits, 90))):
+        reg.register_dataset(task, data, encoders=["pixels"])
+        for seed in range(2):
+            torch.manual_seed(seed)
+            reg.add(family.build(spec), name=f"{task}-s{seed}", arch=spec, dataset=task)
+    cfg = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+                           prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+                           tokenizer_steps=5, prior_steps=5, tokenizer_batch=64, prior_batch=2)
+    _, gen = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False, promote=True)
+    yield SimpleNamespace(reg=reg, path=path, spec=spec, digits=digits, gen=gen)
+    reg.close()
+
+
+def _works(module: torch.nn.Module, spec: zoo.ArchSpec) -> None:
+    out = module(torch.zeros(2, 1, 28, 28))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert zoo.detect_arch(module.state_dict()) == spec
+
+
+def test_an_identical_dataset_retrieves_its_checkpoint(served) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg)
+    assert p.source == "retrieved" and p.checkpoint is not None and p.checkpoint.dataset == "digits"
+    assert p.similarity == pytest.approx(1.0, abs=1e-4) and p.min_similarity == zoo.DEFAULT_MIN_SIMILARITY
+    assert p.generator is None and p.dataset == "digits" and p.ref == p.checkpoint.ref
+    assert ">= 0.99" in p.reason and p.seconds > 0
+    loaded = served.reg.load(p.checkpoint)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in p.module.state_dict().items())
+    assert [c.source for c in p.candidates] == ["retrieved"] * 3 and sum(c.chosen for c in p.candidates) == 1
+    json.dumps(p.to_dict())
+    # the same task given as data (not a registered name) is recognised too
+    q = zoo.retrieve("cnn-tiny", rotate(served.digits, 90), registry=served.reg)
+    assert q.checkpoint.dataset == "digits-rot90" and q.similarity > 0.999 and q.dataset is None
+
+
+def test_a_far_dataset_generates_with_the_promoted_generator(served) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.retrieve_or_generate("cnn-tiny", _noise(), registry=served.reg)
+    assert p.source == "generated" and p.checkpoint is None
+    assert p.generator is not None and p.generator.ref == served.gen.ref == "igpg:v1" and p.sample == 0
+    assert p.similarity is not None and p.similarity < 0.99  # the nearest compatible checkpoint's, which was too far
+    assert "< 0.99" in p.reason and "generated with igpg:v1" in p.reason and p.ref == "igpg:v1#0"
+    assert "generate" in p.timings
+    _works(p.module, served.spec)
+    again = zoo.retrieve_or_generate("cnn-tiny", _noise(), registry=served.reg)  # seed 0 by default: reproducible
+    assert all(torch.equal(v, again.module.state_dict()[k]) for k, v in p.module.state_dict().items())
+    # the threshold is the policy's: lowered, the same request retrieves
+    low = zoo.retrieve_or_generate("cnn-tiny", _noise(), registry=served.reg, min_similarity=0.0)
+    assert low.source == "retrieved" and low.min_similarity == 0.0
+    with pytest.raises(zoo.NoWeightsError, match="min_similarity"):
+        zoo.retrieve("cnn-tiny", _noise(), registry=served.reg)
+
+
+def test_another_architecture_never_gets_a_cnn_tiny_checkpoint(served) -> None:  # type: ignore[no-untyped-def]
+    for fn in (zoo.retrieve_or_generate, zoo.retrieve, zoo.generate):
+        with pytest.raises(zoo.NoWeightsError, match=r"zoo train --arch cnn-small") as info:
+            fn("cnn-small", "digits", registry=served.reg, min_similarity=-1.0)
+        assert isinstance(info.value, zoo.GeneratorError) and isinstance(info.value, zoo.NotFoundError)
+    with pytest.raises(zoo.NoWeightsError, match="igpg:v1 \\(promoted\\) knows cnn-tiny"):
+        zoo.retrieve_or_generate("cnn-small", "digits", registry=served.reg)
+    with pytest.raises(zoo.GeneratorError, match="not trained on cnn-small"):
+        zoo.generate("cnn-small", "digits", registry=served.reg, generator="igpg:v1")
+    with pytest.raises(zoo.UnknownFamilyError):
+        zoo.retrieve_or_generate("no-such-net", "digits", registry=served.reg)
+
+
+def test_best_of_n_scores_every_candidate_and_keeps_the_best(served) -> None:  # type: ignore[no-untyped-def]
+    lab = served.digits.subset(range(100))
+    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=(lab.images, lab.labels),
+                                 samples=3)
+    assert [c.source for c in p.candidates] == ["retrieved"] * 3 + ["generated"] * 3
+    assert all(c.score is not None for c in p.candidates) and len(p.scores) == 6
+    assert p.score == max(p.scores.values()) == pytest.approx(accuracy(p.module, lab.images, lab.labels))
+    chosen = [c for c in p.candidates if c.chosen]
+    assert len(chosen) == 1 and chosen[0].ref == p.ref and chosen[0].score == p.score
+    assert p.reason.startswith("scored 3 retrieved and 3 generated candidate(s) on 100 labelled samples")
+    assert "score" in p.timings
+    # without challenge, a similar-enough checkpoint is not challenged by generated samples
+    q = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=lab, challenge=False)
+    assert {c.source for c in q.candidates} == {"retrieved"} and q.source == "retrieved"
+
+
+def test_a_generated_sample_that_outscores_the_checkpoints_wins_and_says_so(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sample = provision._sample
+
+    def tagged(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nets = sample(*args, **kwargs)
+        for i, net in enumerate(nets):
+            net.zoo_test_score = 0.5 + 0.1 * i  # type: ignore[assignment]
+        return nets
+    monkeypatch.setattr(provision, "_sample", tagged)
+    monkeypatch.setattr(provision, "_score", lambda module, lab, device: getattr(module, "zoo_test_score", 0.2))
+    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=served.digits, samples=3)
+    assert p.source == "generated" and p.sample == 2 and p.score == pytest.approx(0.7)
+    assert "generated sample igpg:v1#2 scored 0.7000, beating the best retrieved checkpoint" in p.reason
+
+
+def test_register_stores_generated_weights_with_their_generator(served) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.generate("cnn-tiny", "digits", registry=served.reg, register=True)
+    rec = p.registered
+    try:
+        assert rec is not None and rec.origin == "generated" and rec.dataset == "digits"
+        assert rec.name == "cnn-tiny-digits-generated" and rec.arch == served.spec
+        assert rec.meta["generator"] == "igpg:v1" and rec.meta["generator_id"] == served.gen.id
+        assert rec.meta["sample"] == 0 and rec.meta["sampling"]["seed"] == 0
+        assert "generator.igpg.v1" in rec.tags and "registered as cnn-tiny-digits-generated:v1" in p.reason
+        assert [r.id for r in served.reg.search(tags=["generator.igpg.v1"])] == [rec.id]
+        stored = served.reg.load(rec).state_dict()
+        assert all(torch.equal(v, stored[k]) for k, v in p.module.state_dict().items())
+    finally:
+        if rec is not None:
+            served.reg.remove(rec.id)  # keep the shared registry as the other tests expect it
+
+
+def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -> None:
+    digits = _digits()
+    registry.register_dataset("digits", digits, encoders=["pixels"])
+    with pytest.raises(zoo.NoWeightsError, match="no checkpoint of cnn-tiny.*zoo train --arch cnn-tiny"):
+        zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
+    registry.register_dataset("digits-rot90", rotate(digits, 90), encoders=["pixels"])
+    torch.manual_seed(0)
+    far = registry.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")), name="rot", dataset="digits-rot90")
+    small = registry.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-small")), name="small", dataset="digits")
+    # not similar enough and nothing to generate with: the nearest compatible checkpoint, saying so
+    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
+    assert p.source == "retrieved" and p.checkpoint.id == far.id and p.similarity < 0.99
+    assert "fallback_to_nearest" in p.reason and "zoo train --arch cnn-tiny" in p.reason
+    with pytest.raises(zoo.NoWeightsError, match="no generator is trained for family 'cnn'"):
+        zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry, fallback_to_nearest=False)
+    with pytest.raises(zoo.NoWeightsError, match="zoo train"):
+        zoo.generate("cnn-tiny", "digits", registry=registry)
+    # a cnn-small request gets the cnn-small checkpoint, never the (identical-dataset) cnn-tiny one
+    for arch, want in (("cnn-small", small.id), ("cnn-tiny", far.id)):
+        q = zoo.retrieve("cnn-tiny" if arch == "cnn-tiny" else arch, "digits", registry=registry, min_similarity=0.0)
+        assert q.checkpoint.id == want and q.arch == zoo.resolve_arch(arch)
+
+
+def test_policy_and_inputs_are_checked(served) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(zoo.ConfigError, match="min_similarity"):
+        zoo.RetrievalPolicy(min_similarity=1.5)
+    with pytest.raises(zoo.ConfigError, match="choose from"):
+        zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, threshold=0.5)
+    with pytest.raises(zoo.DatasetError, match="1x8x8 images but cnn-tiny takes 1x28x28"):
+        zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=load_digits())
+    with pytest.raises(zoo.DatasetError, match="cannot read the data of dataset 'digits-rot90' again"):
+        zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled="digits-rot90")
+
+
+def test_fine_tune_module_trains_a_copy_with_a_curve(served) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.retrieve("cnn-tiny", "digits", registry=served.reg)
+    before = {k: v.clone() for k, v in p.module.state_dict().items()}
+    train, held = served.digits.split(0.8)
+    tuned, curve = zoo.fine_tune_module(p.module, train, epochs=2, batch_size=64, eval_data=held, progress=False)
+    per_epoch = train.num_samples // 64
+    assert curve.steps == (0, per_epoch, 2 * per_epoch) and len(curve.accuracy) == 3
+    assert curve.accuracy[0] == pytest.approx(accuracy(p.module, held.images, held.labels))
+    assert curve.accuracy[-1] == pytest.approx(accuracy(tuned, held.images, held.labels))
+    assert all(torch.equal(v, p.module.state_dict()[k]) for k, v in before.items())  # the original is untouched
+    assert any(not torch.equal(v, tuned.state_dict()[k]) for k, v in before.items())
+
+
+# ---------------------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------------------
+def _get(served, *args: str):  # type: ignore[no-untyped-def]
+    res = CliRunner().invoke(cli, ["--registry", str(served.path), "get", *args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def test_cli_get_prints_provenance_and_saves_the_weights(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "w.safetensors"
+    data = json.loads(_get(served, "cnn-tiny", "--dataset", "digits", "--out", str(out), "--json").output)
+    assert data["source"] == "retrieved" and data["saved"] == str(out) and data["similarity"] > 0.999
+    rec = served.reg.get(data["checkpoint"])
+    saved = load_file(out)
+    assert saved.keys() == served.reg.load_state_dict(rec).keys()
+    assert all(torch.equal(saved[k], v) for k, v in served.reg.load_state_dict(rec).items())
+    assert zoo.detect_arch(saved) == served.spec
+    human = _get(served, "cnn-tiny", "--dataset", "digits", "--out", str(out), "--generate", "--seed", "1").output
+    assert "source: generated" in human and "ref: igpg:v1#0" in human and "reason: generated with igpg:v1" in human
+    res = CliRunner().invoke(cli, ["--registry", str(served.path), "get", "cnn-tiny", "--dataset", "digits",
+                                   "--generate", "--retrieve-only"])
+    assert res.exit_code == 2 and "exclude each other" in res.output
+
+
+def test_cli_get_errors_are_one_line_with_exit_code_1(served, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from zoo.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["zoo", "--registry", str(served.path), "get", "cnn-small", "--dataset", "digits"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err.startswith("Error: no weights for cnn-small") and "zoo train" in err
+    assert "Traceback" not in err

@@ -1,0 +1,582 @@
+"""Weights for a task: the nearest compatible checkpoint when one is similar enough, generated weights otherwise.
+
+:func:`retrieve_or_generate` is the one call a user makes; :func:`retrieve` and :func:`generate` do one half
+each. All three return a :class:`Provision`: the ready module and a record of what happened and why.
+
+The policy (:class:`RetrievalPolicy`; every field can also be passed as a keyword):
+
+1. The architecture is resolved through the family plugins (an unknown name raises the plugins' error); the
+   dataset is a registered dataset's name (its stored vectors are used) or data that
+   :func:`zoo.as_dataset` reads (embedded on the fly, nothing stored).
+2. Retrieval looks at the ``candidates`` nearest checkpoints of *exactly* that architecture (another
+   architecture's weights would not load, so none is ever returned), ranked by dataset similarity with the
+   registry's default dataset encoder (or ``encoder``).
+3. Without labelled samples: the nearest checkpoint is returned when its similarity reaches
+   ``min_similarity``; otherwise one network is sampled from the generator.
+4. With labelled samples (``labelled=``): every retrieved candidate and ``samples`` generated networks
+   (best-of-n) are scored by top-1 accuracy on them, and the highest score wins (ties go to the checkpoint).
+   Generation runs when no candidate is similar enough, and also when one is if ``challenge`` is on.
+5. The generator is ``generator`` when given, else the newest *promoted* version covering the family and
+   trained on this very architecture, else the newest such candidate. Its own dataset encoder embeds the
+   query (the generator was conditioned on that encoder's vectors).
+6. Generation is needed but no generator knows the architecture: the nearest compatible checkpoint is
+   returned anyway (``fallback_to_nearest``, the reason says so), or :class:`~zoo.errors.NoWeightsError`
+   is raised naming what to do when there is none.
+
+Why :data:`DEFAULT_MIN_SIMILARITY` is 0.99: measured with the offline default encoder ``pixels``
+(``bench/results/retrieval.json``, ``docs/embeddings.md``), a fresh sample of a registered task scores
+0.998 against it on average (0.990-0.995 when the sample holds only 3-5 images per class), while the closest
+*different* task scores 0.949 on average (class subsets about 0.93, rotations 0.71-0.85). 0.99 keeps the
+first and rejects the second. It does not reject the same images with permuted labels (about 0.994): pass
+labelled samples to catch that. Another encoder needs its own threshold (an untrained CLIP puts every pair
+above 0.997).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import save as st_save
+from torch import nn
+
+from zoo.datasets import BUILTIN_SOURCES, ImageDataset, as_dataset, load_source
+from zoo.embeddings import Neighbor, _query_vector, embed_arch, nearest
+from zoo.encoders import get_dataset_encoder
+from zoo.errors import ConfigError, DatasetError, GeneratorError, NotFoundError, NoWeightsError, ZooError
+from zoo.plugins import get_family, resolve_arch
+from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
+from zoo.registry import Registry, _unshare
+from zoo.training import accuracy
+
+if TYPE_CHECKING:  # igpg imports zoo: import it lazily at run time
+    from igpg.generator import Generator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_SIMILARITY = 0.99  # dataset cosine similarity a checkpoint needs to be served as is (see module docs)
+Source = Literal["retrieved", "generated"]
+RegistryLike = Registry | str | os.PathLike[str] | None  # a Registry, a URL or SQLite path, or None: Registry()
+_Mode = Literal["auto", "retrieve", "generate"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# records
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrievalPolicy:
+    """How :func:`retrieve_or_generate` chooses between existing and generated weights (see the module docs)."""
+
+    min_similarity: float = DEFAULT_MIN_SIMILARITY  # a checkpoint this similar (dataset cosine) is served as is
+    candidates: int = 3  # nearest compatible checkpoints considered (all scored when labelled samples are given)
+    samples: int = 5  # generated networks scored for best-of-n (with labelled samples; one without)
+    score_with_labels: bool = True  # with labelled samples, the highest-scoring candidate wins
+    challenge: bool = True  # with labelled samples, generate even when a checkpoint is similar enough; scores decide
+    fallback_to_nearest: bool = True  # no generator for the arch: serve the nearest compatible checkpoint anyway
+    generator: str | int | None = None  # a generator ref ("igpg:v3", "igpg@promoted", id); None: see the module docs
+    encoder: str | None = None  # dataset encoder for retrieval; None: the registry's default
+    temperature: float = 0.8  # sampling temperature (0: greedy)
+    top_k: int | None = None  # keep only the k likeliest codes per step
+    top_p: float | None = None  # nucleus sampling
+    guidance: float = 1.0  # classifier-free guidance (1: none)
+    seed: int | None = 0  # sampling seed: the same request gives the same weights; None draws afresh
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ConfigError(f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}")
+        if self.candidates < 1 or self.samples < 1:
+            raise ConfigError(f"candidates and samples must be at least 1; got {self.candidates}, {self.samples}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
+
+    def with_options(self, **options: Any) -> "RetrievalPolicy":
+        """A copy with some fields replaced; unknown names raise :class:`ConfigError` listing the known ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown policy option(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **options) if options else self
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One network that was considered: a retrieved checkpoint or a generated sample."""
+
+    source: Source
+    ref: str  # the checkpoint's ``name:vN``, or ``generator:vN#i`` for generated sample i
+    similarity: float | None  # dataset similarity of a retrieved checkpoint (None for generated samples)
+    score: float | None  # top-1 accuracy on the labelled samples (None when none were given)
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Provision:
+    """Weights for an (architecture, dataset) request, with where they came from and why."""
+
+    module: nn.Module  # ready to use, eval mode
+    source: Source  # "retrieved" or "generated"
+    arch: ArchSpec
+    reason: str  # one human-readable sentence or two: what was chosen and why
+    seconds: float  # wall time of the whole request
+    min_similarity: float  # the threshold the policy used
+    similarity: float | None  # retrieved: its dataset similarity; generated: the nearest compatible checkpoint's
+    checkpoint: CheckpointRecord | None = None  # the retrieved checkpoint
+    generator: GeneratorRecord | None = None  # the generator version that made the weights
+    sample: int | None = None  # which generated sample was chosen
+    score: float | None = None  # the chosen network's accuracy on the labelled samples
+    candidates: tuple[Candidate, ...] = ()  # everything considered, in the order considered
+    dataset: str | None = None  # the registered dataset's name, when the request named one
+    registered: CheckpointRecord | None = None  # generated weights stored by ``register=True``
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage (retrieve, generate, score, ...)
+
+    @property
+    def ref(self) -> str:
+        """The checkpoint's ``name:vN``, or ``generator:vN#sample`` for generated weights."""
+        if self.checkpoint is not None:
+            return self.checkpoint.ref
+        assert self.generator is not None, "a generated provision names its generator"
+        return f"{self.generator.ref}#{self.sample}"
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Candidate ref -> accuracy on the labelled samples (empty when none were given)."""
+        return {c.ref: c.score for c in self.candidates if c.score is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the module, JSON-ready."""
+        return {
+            "source": self.source, "ref": self.ref, "arch": self.arch.name, "arch_config": dict(self.arch.config),
+            "family": self.arch.family, "dataset": self.dataset, "reason": self.reason,
+            "seconds": round(self.seconds, 4), "similarity": self.similarity, "min_similarity": self.min_similarity,
+            "checkpoint": self.checkpoint.ref if self.checkpoint else None,
+            "checkpoint_id": self.checkpoint.id if self.checkpoint else None,
+            "generator": self.generator.ref if self.generator else None,
+            "generator_id": self.generator.id if self.generator else None,
+            "sample": self.sample, "score": self.score, "candidates": [c.to_dict() for c in self.candidates],
+            "registered": self.registered.ref if self.registered else None,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the weights as ``.safetensors`` (provenance in its metadata); ``zoo add`` reads the file back.
+
+        The file is written under a temporary name and renamed into place.
+        """
+        path = Path(path)
+        family = get_family(self.arch.family)
+        tensors = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        state = _unshare(family.canonicalize(self.arch, tensors))
+        meta = {"zoo.family": self.arch.family, "zoo.arch": self.arch.name, "zoo.arch_json": self.arch.to_json(),
+                "zoo.provenance": json.dumps(self.to_dict(), sort_keys=True, default=str)}
+        data = st_save(state, metadata=meta)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("saved %s weights (%s) to %s", self.ref, self.arch, path)
+        return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# public functions
+# ----------------------------------------------------------------------------------------------------
+def retrieve_or_generate(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = None,
+                         policy: RetrievalPolicy | None = None, labelled: Any = None, register: bool = False,
+                         name: str | None = None, device: str | torch.device = "cpu", **options: Any) -> Provision:
+    """A ready module of ``arch`` for ``dataset``: the nearest compatible checkpoint or generated weights.
+
+    ``dataset`` is a registered dataset's name or anything :func:`zoo.as_dataset` reads. ``registry``
+    defaults to ``Registry()`` (``$ZOO_REGISTRY_URL`` or ``registry.db``). ``labelled`` (``(images, labels)``,
+    an :class:`~zoo.ImageDataset`, or anything ``as_dataset`` reads) scores the candidates and picks the best.
+    ``register=True`` stores generated weights (origin ``"generated"``, under ``name`` or
+    ``<arch>-<dataset>-generated``) with the generator version in their metadata and tags. ``policy`` (or
+    its fields as keywords, e.g. ``min_similarity=0.95``) sets the rules; see :class:`RetrievalPolicy` and
+    the module docs. Raises :class:`~zoo.errors.NoWeightsError` when nothing can serve the request.
+
+    Example::
+
+        p = zoo.retrieve_or_generate("cnn-tiny", "digits")
+        print(p.source, p.ref, p.similarity, p.reason)
+        logits = p.module(images)
+    """
+    return _run("auto", arch, dataset, registry, policy, labelled, register, name, device, options)
+
+
+def retrieve(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = None,
+             policy: RetrievalPolicy | None = None, labelled: Any = None, device: str | torch.device = "cpu",
+             **options: Any) -> Provision:
+    """The nearest checkpoint of exactly ``arch`` whose dataset is at least ``min_similarity`` similar.
+
+    With ``labelled`` samples, the best-scoring of the similar-enough ``candidates``. Never generates:
+    raises :class:`~zoo.errors.NoWeightsError` when no compatible checkpoint is similar enough (lower
+    ``min_similarity`` to accept a less similar one). Arguments as in :func:`retrieve_or_generate`.
+    """
+    return _run("retrieve", arch, dataset, registry, policy, labelled, False, None, device, options)
+
+
+def generate(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = None,
+             policy: RetrievalPolicy | None = None, labelled: Any = None, register: bool = False,
+             name: str | None = None, device: str | torch.device = "cpu", **options: Any) -> Provision:
+    """Weights of ``arch`` for ``dataset`` sampled from the generator, whatever the registry holds.
+
+    One sample; with ``labelled`` samples, the best of ``samples``. Raises
+    :class:`~zoo.errors.NoWeightsError` when no generator knows the architecture. Arguments as in
+    :func:`retrieve_or_generate`.
+    """
+    return _run("generate", arch, dataset, registry, policy, labelled, register, name, device, options)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the request
+# ----------------------------------------------------------------------------------------------------
+class _Query:
+    """The requested dataset: a registered name or data; its vector per encoder, computed once."""
+
+    def __init__(self, registry: Registry, dataset: Any) -> None:
+        self.registry = registry
+        self.name: str | None = None
+        self.data: ImageDataset | None = None
+        if isinstance(dataset, str):
+            try:
+                registry.get_dataset(dataset)
+                self.name = dataset
+            except NotFoundError:
+                pass
+        if self.name is None:
+            try:
+                self.data = as_dataset(dataset)
+            except DatasetError as exc:
+                if not isinstance(dataset, str):
+                    raise
+                raise DatasetError(f"{dataset!r} is not a registered dataset (`zoo datasets list`); "
+                                   f"as data: {exc}") from None
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __str__(self) -> str:
+        return f"dataset {self.name!r}" if self.name else repr(self.data)
+
+    def vector(self, encoder: str | None) -> np.ndarray:
+        enc = get_dataset_encoder(encoder)
+        if enc.id not in self._vectors:
+            self._vectors[enc.id] = _query_vector(self.registry, self.name or self.data, enc, enc.version)[0]
+        return self._vectors[enc.id]
+
+
+class _NoGenerator(Exception):
+    """No generator can serve the architecture (internal: callers turn it into a message)."""
+
+
+def _label(spec: ArchSpec) -> str:
+    """A short name for messages: the variant name when the spec is that variant's default, else the full label."""
+    try:
+        if resolve_arch(spec.name) == spec:
+            return spec.name
+    except ZooError:
+        pass
+    return get_family(spec.family).label(spec)
+
+
+def _fix(spec: ArchSpec) -> str:
+    return (f"Add a checkpoint of {spec.name} trained on a similar dataset (`zoo add FILE --arch {spec.name} "
+            f"--dataset NAME`), or train a generator that knows {spec.name}: `zoo train --arch {spec.name}` "
+            f"(or `zoo train --family {spec.family}`), which needs registered {spec.name} checkpoints with a dataset")
+
+
+def _open(registry: RegistryLike) -> tuple[Registry, bool]:
+    if isinstance(registry, Registry):
+        return registry, False
+    return Registry(registry), True
+
+
+def _labelled(registry: Registry, labelled: Any, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images and labels to score on: data, or a registered dataset's name whose source zoo can read again."""
+    if labelled is None:
+        return None
+    ds: ImageDataset | None = None
+    if isinstance(labelled, str):
+        try:
+            source = registry.get_dataset(labelled).meta.get("source")
+        except NotFoundError:
+            source = False  # not registered: as_dataset reads it (a built-in name or a folder)
+        if source:
+            ds = load_source(source)
+        elif source is None and labelled not in BUILTIN_SOURCES and not Path(labelled).is_dir():
+            raise DatasetError(f"zoo cannot read the data of dataset {labelled!r} again (registered from memory "
+                               "or by name only); pass the labelled images and labels themselves")
+    ds = ds if ds is not None else as_dataset(labelled)
+    shape = get_family(spec.family).input_shape(spec)
+    if shape is not None and tuple(ds.image_shape) != tuple(shape):
+        got, want = "x".join(map(str, ds.image_shape)), "x".join(map(str, shape))
+        raise DatasetError(f"the labelled samples are {got} images but {_label(spec)} takes {want} inputs; resize "
+                           "them (ImageDataset.map_images) first")
+    return ds.images, ds.labels
+
+
+def _score(module: nn.Module, lab: tuple[torch.Tensor, torch.Tensor], device: str | torch.device) -> float:
+    return accuracy(module, lab[0].to(device), lab[1].to(device))
+
+
+_generators: dict[tuple[str, str], Any] = {}  # (blob sha256, device) -> Generator: content-addressed, safe to share
+_generators_lock = threading.Lock()
+_GENERATOR_CACHE = 2  # loaded generators kept per process
+
+
+def _load_generator(registry: Registry, rec: GeneratorRecord, device: str | torch.device) -> "Generator":
+    from igpg.generator import Generator
+
+    key = (rec.sha256, str(device))
+    with _generators_lock:
+        hit = _generators.get(key)
+    if hit is not None:
+        return hit
+    gen = Generator.from_bytes(registry.load_generator_bytes(rec), device=device)
+    with _generators_lock:
+        while len(_generators) >= _GENERATOR_CACHE:
+            _generators.pop(next(iter(_generators)))
+        _generators[key] = gen
+    return gen
+
+
+def _trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, str], bool]:
+    """(arch key -> name of the checkpoints it was trained on, whether all of them are still registered)."""
+    recs = registry.get_many(rec.trained_on)
+    return {r.arch.key: _label(r.arch) for r in recs}, len(recs) == len(set(rec.trained_on))
+
+
+def _select_generator(registry: Registry, spec: ArchSpec, ref: str | int | None, device: str | torch.device
+                      ) -> tuple[GeneratorRecord, "Generator"]:
+    """The generator version to sample ``spec`` from, loaded; :class:`_NoGenerator` (with why) if none."""
+    if ref is not None:
+        rec = registry.get_generator(ref)
+        gen = _load_generator(registry, rec, device)
+        if spec.key not in gen.stats:
+            known = sorted(_trained_archs(registry, rec)[0].values()) or ["(unknown)"]
+            raise GeneratorError(f"generator {rec.ref} was not trained on {_label(spec)} (it knows "
+                                 f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
+                                 f"`zoo train --arch {spec.name}`")
+        return rec, gen
+    recs = [g for g in registry.generators(family=spec.family) if g.status != "retired"]
+    recs.sort(key=lambda g: g.status != "promoted")  # stable: promoted first, newest first within each
+    seen: list[str] = []
+    for rec in recs:
+        archs, complete = _trained_archs(registry, rec)
+        if spec.key in archs or not complete:  # trained on it, or cannot tell without loading it
+            gen = _load_generator(registry, rec, device)
+            if spec.key in gen.stats:
+                return rec, gen
+        knows = ", ".join(sorted(set(archs.values()))) or "other architectures"
+        seen.append(f"{rec.ref} ({rec.status}) knows {knows}")
+    if seen:
+        raise _NoGenerator(f"no generator was trained on {_label(spec)} ({'; '.join(seen)})")
+    raise _NoGenerator(f"no generator is trained for family {spec.family!r}")
+
+
+def _sample(registry: Registry, spec: ArchSpec, query: _Query, gen: "Generator", n: int, policy: RetrievalPolicy,
+            device: str | torch.device) -> list[nn.Module]:
+    ds = torch.from_numpy(np.array(query.vector(gen.dataset_encoder), dtype=np.float32))
+    arch = torch.from_numpy(np.array(embed_arch(registry, spec, encoder=gen.text_encoder).vector, dtype=np.float32))
+    nets = gen.sample(spec, ds, arch, n, temperature=policy.temperature, top_k=policy.top_k, top_p=policy.top_p,
+                      guidance=policy.guidance, seed=policy.seed)
+    return [net.to(device).eval() for net in nets]
+
+
+def _why_not(spec: ArchSpec, neighbours: Sequence[Neighbor], threshold: float) -> str:
+    if not neighbours:
+        return f"no checkpoint of {_label(spec)} is registered with a dataset"
+    n = neighbours[0]
+    return (f"the nearest compatible checkpoint {n.checkpoint.ref} (dataset {n.dataset!r}) has similarity "
+            f"{n.similarity:.4f} < {threshold:g}")
+
+
+@dataclass
+class _Pick:
+    """A candidate while the request runs: its record and, once loaded or sampled, its module."""
+
+    cand: Candidate
+    module: nn.Module | None = None
+    neighbour: Neighbor | None = None
+    sample: int | None = None
+
+
+def _run(mode: _Mode, arch: str | ArchSpec, dataset: Any, registry: RegistryLike,
+         policy: RetrievalPolicy | None, labelled: Any, register: bool, name: str | None,
+         device: str | torch.device, options: Mapping[str, Any]) -> Provision:
+    t0 = time.perf_counter()
+    policy = (policy or RetrievalPolicy()).with_options(**options)
+    spec = resolve_arch(arch)
+    reg, close = _open(registry)
+    try:
+        return _serve(mode, reg, spec, dataset, policy, labelled, register, name, device, t0)
+    finally:
+        if close:
+            reg.close()
+
+
+def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: RetrievalPolicy, labelled: Any,
+           register: bool, name: str | None, device: str | torch.device, t0: float) -> Provision:
+    thr = policy.min_similarity
+    query = _Query(reg, dataset)
+    lab = _labelled(reg, labelled, spec) if policy.score_with_labels else None
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+
+    # -- retrieval ----------------------------------------------------------------------------------
+    neighbours: list[Neighbor] = []
+    if mode != "generate":
+        t = time.perf_counter()
+        neighbours = nearest(reg, spec, query.vector(policy.encoder), k=policy.candidates, encoder=policy.encoder,
+                             match="exact")
+        timings["retrieve"] = time.perf_counter() - t
+    similar = [n for n in neighbours if n.similarity >= thr]
+    why_not = _why_not(spec, neighbours, thr)
+    if mode == "retrieve" and not similar:
+        fix = ("Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
+               "(retrieve_or_generate, or `zoo get` without --retrieve-only)") if neighbours else _fix(spec)
+        raise NoWeightsError(_label(spec), str(query), why_not, fix)
+
+    # -- generation ---------------------------------------------------------------------------------
+    want_gen = mode == "generate" or (mode == "auto" and (not similar or (lab is not None and policy.challenge)))
+    gen_rec: GeneratorRecord | None = None
+    picks: list[_Pick] = []
+    if want_gen:
+        t = time.perf_counter()
+        try:
+            gen_rec, gen = _select_generator(reg, spec, policy.generator, device)
+        except _NoGenerator as exc:
+            no_gen = str(exc)
+            if mode == "generate" or not neighbours or (not similar and not policy.fallback_to_nearest):
+                reason = no_gen if mode == "generate" else f"{why_not}, and {no_gen}"
+                raise NoWeightsError(_label(spec), str(query), reason, _fix(spec)) from None
+            if similar:
+                notes.append(f"no generator to compare with ({no_gen})")
+            else:
+                notes.append(f"{why_not}, and {no_gen}; served the nearest compatible checkpoint anyway "
+                             f"(fallback_to_nearest). {_fix(spec)}")
+                log.warning("%s: %s", _label(spec), notes[-1])
+        else:
+            n = policy.samples if lab is not None else 1
+            nets = _sample(reg, spec, query, gen, n, policy, device)
+            picks += [_Pick(Candidate("generated", f"{gen_rec.ref}#{i}", None, None), net, sample=i)
+                      for i, net in enumerate(nets)]
+            timings["generate"] = time.perf_counter() - t
+
+    # -- choose -------------------------------------------------------------------------------------
+    retrieved = [_Pick(Candidate("retrieved", n.checkpoint.ref, n.similarity, None), neighbour=n) for n in neighbours]
+    generated = picks
+    picks = retrieved + generated  # everything considered, in that order
+    if lab is not None:  # scores decide among the eligible: in retrieve mode only similar-enough checkpoints
+        eligible = [p for p in picks if mode != "retrieve" or p.cand.similarity >= thr]  # type: ignore[operator]
+        t = time.perf_counter()
+        for p in eligible:
+            if p.module is None:
+                p.module = reg.load(p.neighbour.checkpoint, device=device)  # type: ignore[union-attr]
+            p.cand = dataclasses.replace(p.cand, score=_score(p.module, lab, device))
+        timings["score"] = time.perf_counter() - t
+        chosen = max(eligible, key=lambda p: p.cand.score)  # type: ignore[arg-type,return-value]  # ties: the first
+    elif similar and mode != "generate":
+        chosen = retrieved[0]
+    elif generated:
+        chosen = generated[0]
+    else:  # fallback_to_nearest
+        chosen = retrieved[0]
+    chosen.cand = dataclasses.replace(chosen.cand, chosen=True)
+    if chosen.module is None:
+        chosen.module = reg.load(chosen.neighbour.checkpoint, device=device)  # type: ignore[union-attr]
+    c = chosen.cand
+
+    # -- why ----------------------------------------------------------------------------------------
+    if lab is None:
+        if c.source == "generated":
+            gen_ref = gen_rec.ref if gen_rec is not None else "?"
+            reason = f"{why_not}; generated with {gen_ref}" if mode == "auto" else f"generated with {gen_ref} (asked to)"
+        elif c.similarity is not None and c.similarity >= thr:
+            reason = (f"the nearest compatible checkpoint {c.ref} (dataset {chosen.neighbour.dataset!r}) has "  # type: ignore[union-attr]
+                      f"similarity {c.similarity:.4f} >= {thr:g}; retrieved it")
+        else:
+            reason = ""  # the fallback note says it all
+    else:
+        scored_r = [p for p in retrieved if p.cand.score is not None]
+        scored_g = [p for p in generated if p.cand.score is not None]
+        head = (f"scored {len(scored_r)} retrieved and {len(scored_g)} generated candidate(s) on "
+                f"{len(lab[1])} labelled samples: ")
+        best_r = max(scored_r, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
+        best_g = max(scored_g, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
+        if c.source == "generated" and best_r is not None:
+            reason = head + (f"generated sample {c.ref} scored {c.score:.4f}, beating the best retrieved checkpoint "
+                             f"{best_r.cand.ref} ({best_r.cand.score:.4f}, similarity {best_r.cand.similarity:.4f})")
+        elif c.source == "generated":
+            reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
+            if mode == "auto":
+                reason += f" ({why_not})"
+        else:
+            reason = head + f"retrieved {c.ref} scored best ({c.score:.4f}, similarity {c.similarity:.4f}"
+            reason += f", below the threshold {thr:g})" if c.similarity < thr else ")"  # type: ignore[operator]
+            if best_g is not None:
+                reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
+    reason = "; ".join(x for x in [reason, *notes] if x)
+
+    # -- register -----------------------------------------------------------------------------------
+    registered: CheckpointRecord | None = None
+    if register and c.source == "generated":
+        t = time.perf_counter()
+        registered = _register(reg, chosen, spec, query, gen_rec, policy, name, neighbours, reason)  # type: ignore[arg-type]
+        timings["register"] = time.perf_counter() - t
+        reason += f"; registered as {registered.ref}"
+    elif register:
+        reason += "; not registered again (it is a registered checkpoint)"
+
+    seconds = time.perf_counter() - t0
+    prov = Provision(
+        module=chosen.module.eval(), source=c.source, arch=spec, reason=reason, seconds=seconds, min_similarity=thr,
+        similarity=c.similarity if c.source == "retrieved" else (neighbours[0].similarity if neighbours else None),
+        checkpoint=chosen.neighbour.checkpoint if chosen.neighbour is not None else None,
+        generator=gen_rec if c.source == "generated" else None, sample=chosen.sample, score=c.score,
+        candidates=tuple(p.cand for p in picks), dataset=query.name, registered=registered, timings=timings)
+    log.info("%s for %s on %s: %s (%.2f s)", prov.source, _label(spec), query, prov.reason, seconds)
+    return prov
+
+
+def _register(reg: Registry, chosen: _Pick, spec: ArchSpec, query: _Query, gen_rec: GeneratorRecord,
+              policy: RetrievalPolicy, name: str | None, neighbours: Sequence[Neighbor], reason: str
+              ) -> CheckpointRecord:
+    """Store generated weights: origin "generated"; the generator version in meta and as a tag.
+
+    A checkpoint's ``parent`` can only name another checkpoint, so the generator (the true parent) is
+    recorded in ``meta["generator"]`` (with its id and blob hash) and as the tag ``generator.<name>.v<N>``.
+    """
+    name = name or f"{spec.name}-{query.name or 'query'}-generated"
+    meta = {
+        "generator": gen_rec.ref, "generator_id": gen_rec.id, "generator_sha256": gen_rec.sha256,
+        "sample": chosen.sample, "reason": reason,
+        "sampling": {"temperature": policy.temperature, "top_k": policy.top_k, "top_p": policy.top_p,
+                     "guidance": policy.guidance, "seed": policy.seed},
+        "nearest": {"checkpoint": neighbours[0].checkpoint.ref, "similarity": neighbours[0].similarity}
+        if neighbours else None,
+        "query": query.name or {"fingerprint": query.data.fingerprint if query.data is not None else None},
+    }
+    metrics = {"labelled_accuracy": chosen.cand.score} if chosen.cand.score is not None else {}
+    return reg.add(chosen.module, name=name, arch=spec, dataset=query.name, origin="generated", metrics=metrics,  # type: ignore[arg-type]
+                   tags=["generated", f"generator.{gen_rec.name}.v{gen_rec.version}"], meta=meta)
+
+
+__all__ = [
+    "DEFAULT_MIN_SIMILARITY", "Candidate", "Provision", "RetrievalPolicy", "generate", "retrieve",
+    "retrieve_or_generate",
+]
