@@ -1,10 +1,10 @@
-"""IGPG on the tiny zoo: tokenizer fidelity, seen-task generation, memorisation distance, speed.
+"""IGPG on the tiny zoo: tokenizer fidelity, seen tasks, held-out tasks, fine-tuning, speed.
 
-Builds (or reuses) the tiny zoo in a registry, trains the generator on it, then for every seen task samples
-5 networks conditioned on the task's dataset embedding and reports their test accuracy against the task's
-pretrained checkpoints (mean, spread, best-of-5 relative to the pretrained mean) and each generated
-network's relative L2 distance to its nearest training checkpoint of that task (memorisation shows as ~0).
-Prints JSON; `--out FILE` writes it too.
+Builds (or reuses) the tiny zoo in a registry, trains the generator on it, then runs the protocol of
+``igpg.evaluation``: tokenizer fidelity; for every seen task ``--samples`` networks (mean, spread, best
+against the task's pretrained mean, and each one's distance to its nearest training checkpoint); for every
+held-out task zero-shot generated weights against random init, the best retrieved checkpoint and networks
+trained on it, then fine-tuning curves from each. Prints JSON; ``--out FILE`` writes it and a PNG beside it.
 
     python bench/bench_generator.py --registry /tmp/zoo-bench/registry.db --out bench/results/generator.json
 """
@@ -12,7 +12,6 @@ Prints JSON; `--out FILE` writes it too.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -21,12 +20,39 @@ import torch
 import igpg
 import zoo
 from common import emit, machine
-from zoo.embeddings import embed_arch, get_embedding
-from zoo.tinyzoo import build_tiny_zoo, default_tasks, evaluate
+from igpg.evaluation import held_out_task, seen_tasks, tokenizer_fidelity
+from zoo.tinyzoo import build_tiny_zoo, default_tasks, held_out_tasks
 
 
-def flat(module: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.state_dict().values() if p.dtype.is_floating_point])
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    held = result["held_out_tasks"]
+    fig, axes = plt.subplots(1, 1 + len(held), figsize=(5 * (1 + len(held)), 4))
+    ax = axes[0]
+    seen = result["seen_tasks"]
+    names = list(seen)
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [seen[t]["pretrained_mean"] for t in names], 0.4, label="pretrained mean")
+    ax.bar([i + 0.2 for i in x], [seen[t]["best_of_n"] for t in names], 0.4, label="generated best-of-n")
+    ax.scatter([i + 0.2 for t in names for i in [names.index(t)] * len(seen[t]["generated"])],
+               [a for t in names for a in seen[t]["generated"]], s=8, c="k", label="each sample", zorder=3)
+    ax.set_xticks(list(x), names, rotation=45, ha="right")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("seen tasks")
+    ax.legend(fontsize=7)
+    for ax, (task, h) in zip(axes[1:], held.items()):
+        for name, c in h["curves"].items():
+            ax.plot(c["steps"], c["accuracy"], label=f"from {name}")
+        ax.axhline(h["trained_mean"], ls="--", c="gray", label="trained on task")
+        ax.set_xlabel("fine-tuning steps")
+        ax.set_title(f"held-out: {task}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -35,11 +61,15 @@ def main() -> None:
     ap.add_argument("--per-task", type=int, default=10)
     ap.add_argument("--steps", type=int, default=200, help="training steps per zoo checkpoint")
     ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--levels", type=int, default=6)
-    ap.add_argument("--tokenizer-steps", type=int, default=2000)
-    ap.add_argument("--prior-steps", type=int, default=1500)
+    ap.add_argument("--levels", type=int, default=None)
+    ap.add_argument("--tokenizer-steps", type=int, default=None)
+    ap.add_argument("--prior-steps", type=int, default=None)
+    ap.add_argument("--prior-width", type=int, default=None)
+    ap.add_argument("--prior-layers", type=int, default=None)
     ap.add_argument("--samples", type=int, default=5)
-    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument("--fine-tune-steps", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -48,59 +78,58 @@ def main() -> None:
     t0 = time.perf_counter()
     recs = build_tiny_zoo(reg, tasks, per_task=args.per_task, steps=args.steps)
     t_zoo = time.perf_counter() - t0
-    cfg = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(levels=args.levels), tokenizer_steps=args.tokenizer_steps,
-                           prior_steps=args.prior_steps)
+    cfg = igpg.TrainConfig()
+    if args.levels:
+        cfg.tokenizer.levels = args.levels
+    if args.tokenizer_steps:
+        cfg.tokenizer_steps = args.tokenizer_steps
+    if args.prior_steps:
+        cfg.prior_steps = args.prior_steps
+    if args.prior_width:
+        cfg.prior.n_embd = args.prior_width
+    if args.prior_layers:
+        cfg.prior.n_layer = args.prior_layers
     data = igpg.load_zoo(reg, recs, k=args.k)
     gen = igpg.train_generator(data, cfg)
+    sampling = {"temperature": args.temperature, "top_p": args.top_p}
+    fid = tokenizer_fidelity(gen, data)
+    t = time.perf_counter()
+    seen = seen_tasks(reg, gen, recs, n=args.samples, sampling=sampling)
+    t_seen = time.perf_counter() - t  # sampling + evaluation of every seen task
+    held = {task: held_out_task(reg, gen, task, recs, n=args.samples, sampling=sampling,
+                                fine_tune_steps=args.fine_tune_steps) for task in held_out_tasks()}
+
     spec = zoo.resolve_arch("cnn-tiny")
-    family = zoo.get_family("cnn")
-    # tokenizer fidelity: every checkpoint through encode -> decode
-    rel = []
-    for e in data.examples:
-        decoded = gen.tokenizer.decode(gen.tokenizer.encode(e.chunks), e.chunks)
-        acc = evaluate(family.rebuild(spec, zoo.unchunk(decoded)), e.checkpoint.dataset)
-        rel.append(acc / e.checkpoint.metrics["accuracy"])
-    arch_emb = torch.tensor(embed_arch(reg, spec).vector)
-    per_task = {}
-    sample_times, n_tokens = [], 0
-    for task in tasks:
-        task_recs = [r for r in recs if r.dataset == task]
-        pre = [r.metrics["accuracy"] for r in task_recs]
-        train_flats = torch.stack([flat(reg.load(r)) for r in task_recs])
-        ds = torch.tensor(get_embedding(reg, "dataset", task, gen.dataset_encoder).vector)
-        t = time.perf_counter()
-        nets = gen.sample(spec, ds, arch_emb, n=args.samples, temperature=args.temperature, seed=0)
-        sample_times.append(time.perf_counter() - t)
-        accs = [evaluate(n, task) for n in nets]
-        dists = []
-        for n in nets:
-            f = flat(n)
-            dists.append(float(((train_flats - f).norm(dim=1) / train_flats.norm(dim=1)).min()))
-        per_task[task] = {
-            "pretrained_mean": round(statistics.mean(pre), 4), "generated": [round(a, 4) for a in accs],
-            "generated_mean": round(statistics.mean(accs), 4), "generated_std": round(statistics.pstdev(accs), 4),
-            "best_of_5": round(max(accs), 4), "best_vs_pretrained_mean": round(max(accs) / statistics.mean(pre), 4),
-            "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in dists],
-        }
+    t = time.perf_counter()
+    gen.sample(spec, data.examples[0].ds_emb, data.examples[0].arch_emb, n=args.samples, seed=1,
+               **sampling)  # type: ignore[arg-type]
+    t_sample = time.perf_counter() - t
     positions = data.examples[0].chunks.num_chunks  # one prior position per chunk
-    tokens_per_net = positions * args.levels  # codes per network (levels per chunk)
-    n_tokens = tokens_per_net * args.samples * len(tasks)
+    codes = positions * gen.prior.config.levels
+    params = zoo.get_family("cnn").layout(spec).num_params
     result = {
         "benchmark": "igpg_tiny_zoo",
         "machine": machine(),
         "zoo": {"tasks": tasks, "checkpoints": len(recs), "build_seconds": round(t_zoo, 1)},
         "config": cfg.to_dict(),
+        "sampling": sampling,
         "training": {k: v for k, v in gen.info.items() if k not in ("checkpoints", "train_config")},
-        "tokenizer_fidelity": {"mean_relative_accuracy": round(statistics.mean(rel), 4),
-                               "min_relative_accuracy": round(min(rel), 4), "target": 0.99},
-        "seen_tasks": per_task,
-        "seen_tasks_meeting_98pct": sum(v["best_vs_pretrained_mean"] >= 0.98 for v in per_task.values()),
-        "sampling": {"positions_per_network": positions, "codes_per_network": tokens_per_net,
-                     "codes_per_s": round(n_tokens / sum(sample_times), 1),
-                     "params_per_s": round(family.layout(spec).num_params * args.samples * len(tasks)
-                                           / sum(sample_times), 1)},
+        "tokenizer_fidelity": {"mean_relative_accuracy": round(fid.mean_relative, 4),
+                               "min_relative_accuracy": round(fid.min_relative, 4), "target": 0.99,
+                               "perplexity": round(fid.perplexity, 1), "live_codes": fid.live_codes,
+                               "codebook_size": gen.tokenizer.config.codebook_size},
+        "seen_tasks": {s.task: s.to_dict() for s in seen},
+        "seen_tasks_meeting_98pct": sum(s.best_relative >= 0.98 for s in seen),
+        "seen_seconds": round(t_seen, 1),
+        "held_out_tasks": {k: v.to_dict() for k, v in held.items()},
+        "speed": {"positions_per_network": positions, "codes_per_network": codes,
+                  "batch": args.samples, "seconds_per_batch": round(t_sample, 3),
+                  "codes_per_s": round(codes * args.samples / t_sample, 1),
+                  "params_per_s": round(params * args.samples / t_sample, 1)},
     }
     emit(result, args.out)
+    if args.out:
+        plot(result, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

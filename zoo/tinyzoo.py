@@ -39,7 +39,7 @@ class Task:
 
     name: str
     source: str  # "digits" or "mnist"
-    transform: str = "none"  # "none", "rot90", "rot180", "rot270", "invert", "mirror"
+    transform: str = "none"  # "none", "rot90", "rot180", "rot270", "rot15", "invert", "mirror"
     classes: tuple[int, ...] | None = None  # kept classes, relabelled 0..n-1 in this order
 
     @property
@@ -67,11 +67,15 @@ TASKS: dict[str, Task] = {  # every task the builder knows
     "mnist-invert": Task("mnist-invert", "mnist", "invert"),
     "mnist-5to9": Task("mnist-5to9", "mnist", classes=(5, 6, 7, 8, 9)),
     "mnist-rot180": Task("mnist-rot180", "mnist", "rot180"),
+    "digits-rot15": Task("digits-rot15", "digits", "rot15"),
+    "mnist-rot15": Task("mnist-rot15", "mnist", "rot15"),
 }
 SEEN_DIGITS_ONLY = ("digits", "digits-rot90", "digits-rot180", "digits-invert", "digits-mirror", "digits-0to4",
                     "digits-5to9", "digits-rot270")  # 8 tasks that need no MNIST files
 SEEN_WITH_MNIST = ("digits", "digits-rot90", "digits-invert", "digits-0to4", "mnist", "mnist-rot90",
                    "mnist-invert", "mnist-5to9")  # 8 tasks from both sources
+HELD_OUT = ("digits-rot15", "mnist-rot180")  # never trained on: a near task (a small shift) and a far one
+HELD_OUT_DIGITS_ONLY = ("digits-rot15",)  # the held-out tasks that need no MNIST files
 
 
 def mnist_dir() -> Path | None:
@@ -86,6 +90,11 @@ def mnist_dir() -> Path | None:
 def default_tasks() -> tuple[str, ...]:
     """8 tasks: digits and MNIST when MNIST is available, digits-only variants otherwise."""
     return SEEN_WITH_MNIST if mnist_dir() is not None else SEEN_DIGITS_ONLY
+
+
+def held_out_tasks() -> tuple[str, ...]:
+    """Tasks no zoo checkpoint is trained on (for zero-shot generation): near and far when MNIST is there."""
+    return HELD_OUT if mnist_dir() is not None else HELD_OUT_DIGITS_ONLY
 
 
 @lru_cache(maxsize=4)
@@ -103,6 +112,7 @@ _TRANSFORMS: dict[str, Callable[[ImageDataset], ImageDataset]] = {  # transform 
     "rot90": lambda d: rotate(d, 90),
     "rot180": lambda d: rotate(d, 180),
     "rot270": lambda d: rotate(d, 270),
+    "rot15": lambda d: rotate(d, 15),
     "invert": invert,
     "mirror": lambda d: d.map_images(lambda x: torch.flip(x, dims=(3,))),
 }
@@ -159,5 +169,5 @@ def evaluate(model: torch.nn.Module, task: str, *, mnist_limit: int = 5000) -> f
     return accuracy(model, test_set.images, test_set.labels)
 
 
-__all__ = ["ARCH", "SEEN_DIGITS_ONLY", "SEEN_WITH_MNIST", "TASKS", "Task", "build_tiny_zoo", "default_tasks",
-           "evaluate", "mnist_dir", "task_data"]
+__all__ = ["ARCH", "HELD_OUT", "HELD_OUT_DIGITS_ONLY", "SEEN_DIGITS_ONLY", "SEEN_WITH_MNIST", "TASKS", "Task",
+           "build_tiny_zoo", "default_tasks", "evaluate", "held_out_tasks", "mnist_dir", "task_data"]

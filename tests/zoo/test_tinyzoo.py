@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.tinyzoo import TASKS, build_tiny_zoo, default_tasks, mnist_dir, task_data
+from zoo.tinyzoo import TASKS, build_tiny_zoo, default_tasks, held_out_tasks, mnist_dir, task_data
 
 
 def test_tasks_are_distinct_real_datasets() -> None:
@@ -17,6 +17,14 @@ def test_tasks_are_distinct_real_datasets() -> None:
     plain, _ = task_data("digits")
     rotated, _ = task_data("digits-rot90")
     assert torch.equal(torch.rot90(plain.images, 1, dims=(2, 3)), rotated.images)
+
+
+def test_held_out_tasks_are_never_training_tasks() -> None:
+    held = held_out_tasks()
+    assert held and set(held) <= set(TASKS) and not set(held) & set(default_tasks())
+    plain, _ = task_data("digits")
+    tilted, _ = task_data("digits-rot15")
+    assert tilted.images.shape == plain.images.shape and not torch.equal(tilted.images, plain.images)
 
 
 def test_build_registers_checkpoints_and_datasets_idempotently(registry: zoo.Registry) -> None:
