@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--prior-steps", type=int, default=None)
     ap.add_argument("--prior-width", type=int, default=None)
     ap.add_argument("--prior-layers", type=int, default=None)
+    ap.add_argument("--prior-batch", type=int, default=None)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=0.9)
@@ -89,6 +90,8 @@ def main() -> None:
         cfg.prior.n_embd = args.prior_width
     if args.prior_layers:
         cfg.prior.n_layer = args.prior_layers
+    if args.prior_batch:
+        cfg.prior_batch = args.prior_batch
     data = igpg.load_zoo(reg, recs, k=args.k)
     gen = igpg.train_generator(data, cfg)
     sampling = {"temperature": args.temperature, "top_p": args.top_p}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,33 +62,95 @@ class ZooData:
         return tuple(torch.cat(p) for p in zip(*parts))
 
 
-def load_zoo(registry, checkpoints: Sequence[CheckpointRecord], *, k: int, dataset_encoder: str | None = None,
-             text_encoder: str | None = None, progress: bool = True) -> ZooData:  # type: ignore[no-untyped-def]
-    """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset)."""
+def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
     if not checkpoints:
         raise GeneratorError("no checkpoints to train on; add checkpoints with dataset= to the registry first")
-    denc = get_dataset_encoder(dataset_encoder)
-    tenc = get_text_encoder(text_encoder)
     missing = sorted({c.ref for c in checkpoints if not c.dataset})
     if missing:
         raise GeneratorError(f"checkpoints without a dataset cannot condition the generator: {', '.join(missing[:5])}"
                              "; add them with dataset= (and register the dataset)")
-    ds_vecs: dict[str, torch.Tensor] = {}
-    arch_vecs: dict[str, torch.Tensor] = {}
-    flat: list[list[torch.Tensor]] = []
-    for rec in tqdm(checkpoints, desc="load zoo", unit="ckpt", disable=not progress, leave=False):
-        if rec.dataset not in ds_vecs:
-            ds_vecs[rec.dataset] = torch.from_numpy(np.asarray(
-                get_embedding(registry, "dataset", rec.dataset, denc.id).vector, dtype=np.float32))
-        if rec.arch.key not in arch_vecs:
-            arch_vecs[rec.arch.key] = torch.from_numpy(np.asarray(
-                embed_arch(registry, rec.arch, encoder=tenc).vector, dtype=np.float32))
-        flat.append(get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec)))
-    stats = {key: pooled_stats([f for f, r in zip(flat, checkpoints) if r.arch.key == key])
-             for key in {r.arch.key for r in checkpoints}}
-    examples = [ZooExample(rec, chunk_with(tensors, k, *stats[rec.arch.key]), ds_vecs[rec.dataset],
-                           arch_vecs[rec.arch.key]) for rec, tensors in zip(checkpoints, flat)]
-    return ZooData(tuple(examples), k, denc.id, tenc.id)
+
+
+def streaming_stats(registry, checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
+                    std_floor: float = 1e-8) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-architecture pooled per-layer (mean, std), reading one checkpoint at a time (float64 sums)."""
+    sums: dict[str, list[torch.Tensor]] = {}
+    counts: dict[str, int] = {}
+    for rec in checkpoints:
+        tensors = get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
+        s1 = torch.tensor([float(t.double().sum()) for t in tensors], dtype=torch.float64)
+        s2 = torch.tensor([float(t.double().square().sum()) for t in tensors], dtype=torch.float64)
+        n = torch.tensor([t.numel() for t in tensors], dtype=torch.float64)
+        acc = sums.setdefault(rec.arch.key, [torch.zeros_like(s1), torch.zeros_like(s2), torch.zeros_like(n)])
+        for a, b in zip(acc, (s1, s2, n)):
+            a += b
+        counts[rec.arch.key] = counts.get(rec.arch.key, 0) + 1
+    out = {}
+    for key, (s1, s2, n) in sums.items():
+        mean = s1 / n.clamp_min(1)
+        out[key] = (mean, (s2 / n.clamp_min(1) - mean.square()).clamp_min(0).sqrt().clamp_min(std_floor))
+    return out
+
+
+class ZooStream(torch.utils.data.IterableDataset):
+    """Training examples streamed from the registry, one checkpoint in memory at a time.
+
+    Each checkpoint is read (hash-verified), flattened by its family, chunked with its architecture's pooled
+    statistics (computed in a first streaming pass unless given) and paired with its dataset and
+    architecture embeddings. Under a ``DataLoader`` with workers, and under ``torchrun``, every worker and
+    rank reads its own share of the checkpoints. ``load_zoo`` collects the whole stream in memory.
+    """
+
+    def __init__(self, registry, checkpoints: Sequence[CheckpointRecord], *, k: int,  # type: ignore[no-untyped-def]
+                 dataset_encoder: str | None = None, text_encoder: str | None = None,
+                 stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, shard: bool = True) -> None:
+        _check(checkpoints)
+        self.registry, self.checkpoints, self.k, self.shard = registry, list(checkpoints), k, shard
+        self.dataset_encoder = get_dataset_encoder(dataset_encoder)
+        self.text_encoder = get_text_encoder(text_encoder)
+        self.stats = stats if stats is not None else streaming_stats(registry, self.checkpoints)
+        self._ds: dict[str, torch.Tensor] = {}
+        self._arch: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.checkpoints)
+
+    def _mine(self) -> list[CheckpointRecord]:
+        if not self.shard:
+            return self.checkpoints
+        from igpg import distributed
+
+        info = torch.utils.data.get_worker_info()
+        parts, part = distributed.world_size(), distributed.rank()
+        if info is not None:
+            parts, part = parts * info.num_workers, part * info.num_workers + info.id
+        return self.checkpoints[part::parts]
+
+    def example(self, rec: CheckpointRecord) -> ZooExample:
+        """One checkpoint as training data."""
+        if rec.dataset not in self._ds:
+            self._ds[rec.dataset] = torch.from_numpy(np.asarray(get_embedding(  # type: ignore[index]
+                self.registry, "dataset", rec.dataset, self.dataset_encoder.id).vector, dtype=np.float32))
+        if rec.arch.key not in self._arch:
+            self._arch[rec.arch.key] = torch.from_numpy(np.asarray(
+                embed_arch(self.registry, rec.arch, encoder=self.text_encoder).vector, dtype=np.float32))
+        tensors = get_family(rec.family).flatten(rec.arch, self.registry.load_state_dict(rec))
+        return ZooExample(rec, chunk_with(tensors, self.k, *self.stats[rec.arch.key]),
+                          self._ds[rec.dataset], self._arch[rec.arch.key])  # type: ignore[index]
+
+    def __iter__(self) -> Iterator[ZooExample]:
+        for rec in self._mine():
+            yield self.example(rec)
+
+
+def load_zoo(registry, checkpoints: Sequence[CheckpointRecord], *, k: int, dataset_encoder: str | None = None,
+             text_encoder: str | None = None, progress: bool = True) -> ZooData:  # type: ignore[no-untyped-def]
+    """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset), in memory."""
+    stream = ZooStream(registry, checkpoints, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
+                       shard=False)
+    examples = [stream.example(rec) for rec in tqdm(stream.checkpoints, desc="load zoo", unit="ckpt",
+                                                     disable=not progress, leave=False)]
+    return ZooData(tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id)
 
 
 def pooled_stats(networks: Sequence[Sequence[torch.Tensor]], std_floor: float = 1e-8

@@ -176,13 +176,14 @@ def train_reference(task: str, *, seeds: int = 3, steps: int = 200, lr: float = 
 
 
 def held_out_task(registry, gen: Generator, task: str, records: Sequence[CheckpointRecord], *,  # type: ignore[no-untyped-def]
-                  n: int = 5, seed: int = 0, support: int = 100, reference_seeds: int = 3,
+                  n: int = 5, seed: int = 0, support: int = 100, reference_seeds: int = 3, reference_steps: int = 200,
                   fine_tune_steps: int = 200, eval_every: int = 10, lr: float = 3e-3, batch_size: int = 32,
                   sampling: Mapping[str, float] | None = None) -> HeldOutTask:
     """Zero-shot generation for ``task`` (registered as a dataset if it is not), then fine-tuning curves.
 
     Best-of-``n`` (and the best retrieved checkpoint) are chosen on ``support`` labelled training images,
-    never on the test split they are reported on. Fine-tuning uses the tiny zoo's optimizer settings.
+    never on the test split they are reported on. The reference networks are trained like zoo members
+    (``reference_steps``); fine-tuning uses the tiny zoo's optimizer settings.
     """
     if any(r.dataset == task for r in records):
         raise ValueError(f"{task!r} is a training task of this generator; a held-out task must be unseen")
@@ -197,7 +198,7 @@ def held_out_task(registry, gen: Generator, task: str, records: Sequence[Checkpo
     sx, sy = train_set.images[pick], train_set.labels[pick]
     tx, ty = test_set.images, test_set.labels
 
-    trained = tuple(accuracy(m, tx, ty) for m in train_reference(task, seeds=reference_seeds))
+    trained = tuple(accuracy(m, tx, ty) for m in train_reference(task, seeds=reference_seeds, steps=reference_steps))
     torch.manual_seed(seed)
     random_net = family.build(spec)
 

@@ -17,8 +17,7 @@ from torch import nn
 
 from igpg.data import ZooData
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
-from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
-from zoo.chunking import Chunks, chunk, unchunk
+from igpg.tokenizer import TokenizerConfig, WeightTokenizer
 from zoo.errors import GeneratorError
 from zoo.plugins import get_family
 from zoo.records import ArchSpec
@@ -51,11 +50,17 @@ class Generator:
         return {key: ArchStats(ex[0].chunks.mean, ex[0].chunks.std) for key, ex in groups.items()}
 
     # -- sampling -----------------------------------------------------------------------------------
-    def _template(self, spec: ArchSpec) -> Chunks:
-        family = get_family(spec.family)
-        layout = family.layout(spec)
-        zeros = [torch.zeros(s.shape, dtype=s.dtype) for s in layout.generated]
-        return chunk(zeros, self.k, normalize=False)
+    def _coords(self, spec: ArchSpec) -> tuple[list[Any], ChunkCoords]:
+        """The layout's generated slots and every chunk's coordinates, computed from sizes (no template)."""
+        slots = list(get_family(spec.family).layout(spec).generated)
+        counts = torch.tensor([-(-s.numel // self.k) for s in slots], dtype=torch.long)  # (L,) chunks per layer
+        limit = min(self.tokenizer.config.max_layers, self.prior.config.max_layers)
+        if len(slots) > limit:
+            raise GeneratorError(f"{spec} has {len(slots)} generated tensors but this generator tells apart only "
+                                 f"{limit} layers (max_layers); train one with a larger max_layers")
+        layer = torch.repeat_interleave(torch.arange(len(slots)), counts)  # (N,)
+        position = torch.arange(len(layer)) - (torch.cumsum(counts, 0) - counts)[layer]  # (N,)
+        return slots, ChunkCoords(layer, position, counts[layer])
 
     def _stats_for(self, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor]:
         st = self.stats.get(spec.key)
@@ -66,30 +71,48 @@ class Generator:
         return st.mean, st.std
 
     @torch.no_grad()
+    def decode(self, spec: ArchSpec, codes: torch.Tensor, *, batch: int = 8192) -> nn.Module:
+        """A network from one sample's codes (N, levels), decoded layer by layer in batches of chunks.
+
+        Peak memory beyond the network itself is one batch of decoder activations, whatever its size.
+        """
+        mean, std = self._stats_for(spec)
+        slots, coords = self._coords(spec)
+        tensors = []
+        row = 0
+        for i, slot in enumerate(slots):
+            n = -(-slot.numel // self.k)
+            flat = torch.empty(n * self.k, dtype=torch.float32)
+            for a in range(0, n, batch):
+                b = min(n, a + batch)
+                part = coords.slice(row + a, row + b)
+                values = self.tokenizer.decode_indices(codes[row + a:row + b], part.layer, part.position, part.count)
+                flat[a * self.k:b * self.k] = values.reshape(-1)
+            values = flat[:slot.numel].mul_(float(std[i])).add_(float(mean[i]))
+            if not slot.dtype.is_floating_point:
+                values = values.round()
+            tensors.append(values.to(slot.dtype).reshape(slot.shape))
+            row += n
+        return get_family(spec.family).rebuild(spec, tensors)
+
+    @torch.no_grad()
     def sample(self, spec: ArchSpec, ds_emb: torch.Tensor, arch_emb: torch.Tensor, n: int = 1, *,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                guidance: float = 1.0, seed: int | None = None, progress: Any = None) -> list[nn.Module]:
-        """``n`` networks of ``spec`` for a dataset embedding and an architecture embedding."""
-        mean, std = self._stats_for(spec)
-        template = self._template(spec)
-        layer, position, count = chunk_coords(template)
-        coords = ChunkCoords(layer, position, count)
+        """``n`` networks of ``spec`` for a dataset embedding and an architecture embedding.
+
+        The prior generates window by window (memory bounded by the window) and each network is decoded
+        layer by layer in bounded batches, so the peak is close to the size of the networks themselves.
+        """
+        self._stats_for(spec)
+        _, coords = self._coords(spec)
         dev = next(self.prior.parameters()).device
         g = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
         ds = ds_emb.float().to(dev)[None].expand(n, -1)
         arch = arch_emb.float().to(dev)[None].expand(n, -1)
-        tokens = self.prior.generate(coords.to(dev), ds, arch,
-                                     temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, generator=g,
-                                     progress=progress)  # (n, N, L)
-        family = get_family(spec.family)
-        out = []
-        for i in range(n):
-            idx = tokens[i].cpu()
-            decoded = self.tokenizer.decode(idx, template)
-            normalized = Chunks(decoded.data, template.mask, template.layer, template.position, mean, std,
-                                template.shapes, template.dtypes, self.k, True)
-            out.append(family.rebuild(spec, unchunk(normalized)))
-        return out
+        tokens = self.prior.generate(coords.to(dev), ds, arch, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     guidance=guidance, generator=g, progress=progress).cpu()  # (n, N, L)
+        return [self.decode(spec, tokens[i]) for i in range(n)]
 
     # -- persistence --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -109,7 +132,7 @@ class Generator:
         return st_save(tensors, metadata=meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> "Generator":
+    def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> Generator:
         header_len = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["igpg"])
         tensors = st_load(data)

@@ -2,13 +2,13 @@
 
 One position per chunk. A window holds two conditioning positions (the projected dataset and architecture
 embeddings) followed by up to ``block_size`` chunk positions. Each position's input is the sum of the
-previous chunk's code embeddings (one per residual level) plus the coordinates of the chunk it predicts
-(layer, position in layer), which the architecture's layout fixes in advance; so a window that starts in
-the middle of a network knows where it is, and networks longer than a window are generated window by
+previous chunk's code embeddings (its ``input_levels`` coarsest residual levels) plus the coordinates of
+the chunk it predicts (layer, position in layer), which the architecture's layout fixes in advance; so a
+window that starts in the middle of a network knows where it is, and networks longer than a window are generated window by
 window, each seeded with the tail of the previous one. A small depth head then predicts the chunk's
 residual levels one after another (as in the RQ-Transformer): level ``l`` sees the trunk's output plus the
-codes already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k and optional
-classifier-free guidance.
+codes already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k, nucleus (top-p) and
+optional classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ class PriorConfig:
     dropout: float = 0.0  # dropout in attention and MLP
     ds_dim: int = 64  # dataset embedding size (input)
     arch_dim: int = 384  # architecture embedding size (input)
-    max_layers: int = 512  # layer-index embedding size (wraps beyond)
+    max_layers: int = 1024  # layer-index embedding size (networks with more generated tensors are refused)
     pos_features: int = 16  # sinusoidal features of a chunk's position within its layer
     cond_dropout: float = 0.1  # probability of replacing a condition by its null embedding (for guidance)
+    input_levels: int = 3  # residual levels of the previous chunk fed to the trunk (coarse codes carry the
+    # network's identity; fine codes are near-noise, and a stray one must not derail what follows)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -51,10 +53,10 @@ class ChunkCoords:
     def __len__(self) -> int:
         return int(self.layer.shape[0])
 
-    def to(self, device: torch.device | str) -> "ChunkCoords":
+    def to(self, device: torch.device | str) -> ChunkCoords:
         return ChunkCoords(self.layer.to(device), self.position.to(device), self.count.to(device))
 
-    def slice(self, start: int, end: int) -> "ChunkCoords":
+    def slice(self, start: int, end: int) -> ChunkCoords:
         return ChunkCoords(self.layer[start:end], self.position[start:end], self.count[start:end])
 
 
@@ -132,7 +134,8 @@ class WeightPrior(nn.Module):
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.code_emb = nn.ModuleList([nn.Embedding(c.vocab_size + 1, c.n_embd) for _ in range(c.levels)])  # +BOS
+        self.code_emb = nn.ModuleList([nn.Embedding(c.vocab_size + 1, c.n_embd)  # +BOS
+                                       for _ in range(max(1, min(c.input_levels, c.levels)))])
         self.layer_emb = nn.Embedding(c.max_layers, c.n_embd)
         self.pos_proj = nn.Linear(c.pos_features, c.n_embd)
         self.win_emb = nn.Embedding(c.block_size + 2, c.n_embd)
@@ -175,7 +178,8 @@ class WeightPrior(nn.Module):
         """Embeddings of positions whose previous chunk has codes ``prev`` (B, T, L) and targets at ``coords``."""
         c = self.config
         t = prev.shape[1]
-        codes = sum(emb(prev[..., level]) for level, emb in enumerate(self.code_emb))  # (B, T, C)
+        used = self.code_emb[:max(1, min(c.input_levels, c.levels))]
+        codes = sum(emb(prev[..., level]) for level, emb in enumerate(used))  # (B, T, C)
         where = (self.layer_emb(coords.layer % c.max_layers)
                  + self.pos_proj(position_features(coords.position, coords.count, c.pos_features)))  # (T, C)
         win = self.win_emb(torch.arange(2 + offset, 2 + offset + t, device=prev.device))  # (T, C)
@@ -257,7 +261,7 @@ class WeightPrior(nn.Module):
         if guided:
             nul = torch.ones(b, dtype=torch.bool, device=dev)
             cond = torch.cat([cond, self._cond(ds, arch, nul, nul)], 0)
-        dup = (lambda t: torch.cat([t, t], 0)) if guided else (lambda t: t)  # noqa: E731
+        dup = (lambda t: torch.cat([t, t], 0)) if guided else (lambda t: t)
         out = torch.empty(b, total, c.levels, dtype=torch.long, device=dev)
         begin = self._begin(b, dev)
         pos, win_start = 0, 0  # next chunk to produce; global index of the window's first target

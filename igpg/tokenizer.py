@@ -23,9 +23,9 @@ class TokenizerConfig:
     hidden: int = 256  # width of encoder/decoder MLPs
     depth: int = 2  # hidden layers in encoder and decoder
     codebook_size: int = 512  # codes per quantizer level
-    levels: int = 6  # residual quantization levels (tokens per chunk); 1 = plain VQ (6 keeps 99.8% accuracy, cnn-tiny)
+    levels: int = 10  # residual levels (codes per chunk); 80 cnn-tiny: 6 keep 92% of accuracy, 10 keep 99%
     quantizer: str = "ema"  # "ema" (k-means with dead-code replacement) or "gumbel"
-    max_layers: int = 512  # size of the layer-index embedding (indices beyond wrap around)
+    max_layers: int = 1024  # size of the layer-index embedding (ResNet-152 has 777 generated tensors)
     pos_features: int = 16  # sinusoidal features of the chunk's position within its layer
     commitment: float = 0.25  # weight of the commitment loss (EMA)
     ema_decay: float = 0.95  # EMA decay of the codebook statistics

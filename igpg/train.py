@@ -30,6 +30,7 @@ from igpg.data import ZooData
 from igpg.generator import Generator
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
+from zoo.errors import GeneratorError
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,13 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # stage-1 model
     prior: PriorConfig = field(default_factory=PriorConfig)  # stage-2 model (sizes of inputs are filled in)
-    tokenizer_steps: int = 2000  # optimizer steps of stage 1
+    tokenizer_steps: int = 3000  # optimizer steps of stage 1
     tokenizer_batch: int = 512  # chunks per step
     tokenizer_lr: float = 2e-3  # Adam learning rate of stage 1
     prior_steps: int = 1500  # optimizer steps of stage 2
     prior_batch: int = 16  # token windows per step
     prior_lr: float = 1e-3  # AdamW learning rate of stage 2
+    prior_input_noise: float = 0.0  # share of input codes replaced by random ones in training (robust sampling)
     seed: int = 0  # all randomness of training
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     checkpoint_dir: str | None = None  # where training state is saved; a rerun resumes from it
@@ -237,6 +239,10 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
         first = torch.stack([seqs[i][start - 1] if start > 0 else
                              torch.full((levels,), prior.bos, device=device) for i in same])[:, None]  # (B, 1, L)
         prev = torch.cat([first, tgt[:, :-1]], 1)
+        if cfg.prior_input_noise > 0:  # a sampled chunk that strays must not derail what follows
+            flip = torch.rand(prev.shape, generator=g).to(device) < cfg.prior_input_noise
+            noise = torch.randint(0, prior.bos, prev.shape, generator=g).to(device)
+            prev = torch.where(flip & (prev != prior.bos), noise, prev)
         with _autocast(device):
             _, loss = model(prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt)
         opt.zero_grad(set_to_none=True)
@@ -259,6 +265,11 @@ def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: 
     generator. See :mod:`igpg.distributed`.
     """
     cfg = cfg or TrainConfig()
+    layers = max(e.chunks.num_layers for e in data.examples)
+    limit = min(cfg.tokenizer.max_layers, cfg.prior.max_layers)
+    if layers > limit:
+        raise GeneratorError(f"checkpoints with {layers} generated tensors exceed max_layers={limit}; "
+                             "raise TrainConfig.tokenizer.max_layers and TrainConfig.prior.max_layers")
     with distributed.session(cfg.device) as multi:
         device = pick_device(cfg.device)
         t0 = time.perf_counter()

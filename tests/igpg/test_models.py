@@ -138,3 +138,16 @@ def test_prior_training_loss_decreases_on_fixed_sequences() -> None:
     assert losses[-1] < 0.2 * losses[0]
     out = prior.generate(coords, ds, ds, temperature=0)
     assert (out == targets).float().mean() > 0.9  # conditioning selects the memorised sequence
+
+
+def test_nucleus_sampling_keeps_only_the_likeliest_mass() -> None:
+    from igpg.prior import _sample
+
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.06, 0.04]])).expand(2000, -1)
+    g = torch.Generator().manual_seed(0)
+    picked = _sample(logits, 1.0, None, g, top_p=0.85)  # nucleus {0, 1}: 0.6 alone is short of 0.85
+    assert set(picked.tolist()) == {0, 1}
+    assert 0.6 < float((picked == 0).float().mean()) < 0.74  # renormalised 0.6 / 0.9
+    confident = torch.log(torch.tensor([[0.95, 0.03, 0.02]])).expand(500, -1)
+    assert set(_sample(confident, 1.0, None, g, top_p=0.9).tolist()) == {0}  # a confident step is greedy
+    assert len(set(_sample(confident, 1.0, None, g).tolist())) > 1  # plain sampling strays now and then

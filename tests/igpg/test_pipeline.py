@@ -69,6 +69,29 @@ def test_checkpoints_without_a_dataset_cannot_train_a_generator(tiny_zoo) -> Non
         load_zoo(reg, [rec], k=64, progress=False)
 
 
+def test_the_zoo_streams_from_the_registry_one_checkpoint_at_a_time(tiny_zoo, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from igpg.data import ZooStream, pooled_stats
+
+    reg, spec, _ = tiny_zoo
+    recs = [r for r in reg.search(arch=spec) if r.dataset]
+    stream = ZooStream(reg, recs, k=64)
+    fam = zoo.get_family("cnn")
+    mean, std = pooled_stats([fam.flatten(spec, reg.load_state_dict(r)) for r in recs])
+    s_mean, s_std = stream.stats[spec.key]
+    assert torch.allclose(s_mean, mean, atol=1e-9) and torch.allclose(s_std, std, rtol=1e-6)
+    in_memory = load_zoo(reg, recs, k=64, progress=False)
+    streamed = list(stream)
+    assert [e.checkpoint.id for e in streamed] == [e.checkpoint.id for e in in_memory.examples]
+    assert all(torch.equal(a.chunks.data, b.chunks.data) for a, b in zip(streamed, in_memory.examples))
+    shares = []
+    for worker in range(2):  # as DataLoader worker `worker` of 2 sees it: its own share, together all of them
+        info = type("WorkerInfo", (), {"id": worker, "num_workers": 2})()
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda info=info: info)
+        shares.append([e.checkpoint.id for e in stream])
+    assert shares[0] and shares[1] and not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == sorted(r.id for r in recs)
+
+
 def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
     import igpg
 
