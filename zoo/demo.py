@@ -38,7 +38,8 @@ def fast_generator_config() -> Any:
 
     cfg = igpg.TrainConfig()
     cfg.tokenizer_steps = 2000
-    cfg.prior_steps = 500
+    cfg.prior.n_embd, cfg.prior.n_layer = 128, 3
+    cfg.prior_steps, cfg.prior_batch, cfg.prior_lr = 1500, 8, 1.5e-3
     return cfg
 
 
