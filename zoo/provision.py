@@ -86,9 +86,9 @@ class RetrievalPolicy:
     fallback_to_nearest: bool = True  # no generator for the arch: serve the nearest compatible checkpoint anyway
     generator: str | int | None = None  # a generator ref ("igpg:v3", "igpg@promoted", id); None: see the module docs
     encoder: str | None = None  # dataset encoder for retrieval; None: the registry's default
-    temperature: float = 0.8  # sampling temperature (0: greedy)
+    temperature: float = 1.0  # sampling temperature (0: greedy)
     top_k: int | None = None  # keep only the k likeliest codes per step
-    top_p: float | None = None  # nucleus sampling
+    top_p: float | None = 0.9  # nucleus sampling (bench_generator: keeps samples on one checkpoint's track)
     guidance: float = 1.0  # classifier-free guidance (1: none)
     seed: int | None = 0  # sampling seed: the same request gives the same weights; None draws afresh
 
