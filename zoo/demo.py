@@ -168,9 +168,10 @@ def _plot(seen: list[Any], recon: dict[str, list[float]], requests: list[Any], h
         ax.bar([i + (j - len(series) / 2 + 0.5) * width for i in range(len(seen))], values, width, label=label)
     ax.set_xticks(range(len(seen)), [s.task for s in seen], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy at epoch 0")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.35)  # room for the legend above the bars
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title("seen tasks")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
     for ax, h in zip(axes[1:], held):
         for name, curve in h.curves.items():
             ax.plot(curve.steps, curve.accuracy, label=f"from {name}")
