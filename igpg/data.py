@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,25 +71,32 @@ def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
                              "; add them with dataset= (and register the dataset)")
 
 
-def streaming_stats(registry, checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
-                    std_floor: float = 1e-8) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-architecture pooled per-layer (mean, std), reading one checkpoint at a time (float64 sums)."""
+def _flatten(registry, rec: CheckpointRecord) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    return get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
+
+
+def _layer_stats(networks: Iterable[tuple[str, Sequence[torch.Tensor]]], std_floor: float = 1e-8
+                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-architecture pooled per-layer (mean, std) from (arch key, layer tensors) pairs, in float64 sums."""
     sums: dict[str, list[torch.Tensor]] = {}
-    counts: dict[str, int] = {}
-    for rec in checkpoints:
-        tensors = get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
+    for key, tensors in networks:
         s1 = torch.tensor([float(t.double().sum()) for t in tensors], dtype=torch.float64)
         s2 = torch.tensor([float(t.double().square().sum()) for t in tensors], dtype=torch.float64)
         n = torch.tensor([t.numel() for t in tensors], dtype=torch.float64)
-        acc = sums.setdefault(rec.arch.key, [torch.zeros_like(s1), torch.zeros_like(s2), torch.zeros_like(n)])
+        acc = sums.setdefault(key, [torch.zeros_like(s1), torch.zeros_like(s2), torch.zeros_like(n)])
         for a, b in zip(acc, (s1, s2, n)):
             a += b
-        counts[rec.arch.key] = counts.get(rec.arch.key, 0) + 1
     out = {}
     for key, (s1, s2, n) in sums.items():
         mean = s1 / n.clamp_min(1)
         out[key] = (mean, (s2 / n.clamp_min(1) - mean.square()).clamp_min(0).sqrt().clamp_min(std_floor))
     return out
+
+
+def streaming_stats(registry, checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
+                    std_floor: float = 1e-8) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-architecture pooled per-layer (mean, std), reading one checkpoint at a time (float64 sums)."""
+    return _layer_stats(((rec.arch.key, _flatten(registry, rec)) for rec in checkpoints), std_floor)
 
 
 class ZooStream(torch.utils.data.IterableDataset):
@@ -126,15 +133,16 @@ class ZooStream(torch.utils.data.IterableDataset):
             parts, part = parts * info.num_workers, part * info.num_workers + info.id
         return self.checkpoints[part::parts]
 
-    def example(self, rec: CheckpointRecord) -> ZooExample:
-        """One checkpoint as training data."""
+    def example(self, rec: CheckpointRecord, tensors: Sequence[torch.Tensor] | None = None) -> ZooExample:
+        """One checkpoint as training data (``tensors``: its flattened layers, when already read)."""
         if rec.dataset not in self._ds:
             self._ds[rec.dataset] = torch.from_numpy(np.asarray(get_embedding(  # type: ignore[index]
                 self.registry, "dataset", rec.dataset, self.dataset_encoder.id).vector, dtype=np.float32))
         if rec.arch.key not in self._arch:
             self._arch[rec.arch.key] = torch.from_numpy(np.asarray(
                 embed_arch(self.registry, rec.arch, encoder=self.text_encoder).vector, dtype=np.float32))
-        tensors = get_family(rec.family).flatten(rec.arch, self.registry.load_state_dict(rec))
+        if tensors is None:
+            tensors = _flatten(self.registry, rec)
         return ZooExample(rec, chunk_with(tensors, self.k, *self.stats[rec.arch.key]),
                           self._ds[rec.dataset], self._arch[rec.arch.key])  # type: ignore[index]
 
@@ -145,11 +153,17 @@ class ZooStream(torch.utils.data.IterableDataset):
 
 def load_zoo(registry, checkpoints: Sequence[CheckpointRecord], *, k: int, dataset_encoder: str | None = None,
              text_encoder: str | None = None, progress: bool = True) -> ZooData:  # type: ignore[no-untyped-def]
-    """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset), in memory."""
-    stream = ZooStream(registry, checkpoints, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
-                       shard=False)
-    examples = [stream.example(rec) for rec in tqdm(stream.checkpoints, desc="load zoo", unit="ckpt",
+    """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset), in memory.
+
+    Each checkpoint is read once: the pooled statistics come from the flattened layers held for chunking.
+    """
+    _check(checkpoints)
+    flat = [_flatten(registry, rec) for rec in tqdm(checkpoints, desc="load zoo", unit="ckpt",
                                                      disable=not progress, leave=False)]
+    stats = _layer_stats(zip((rec.arch.key for rec in checkpoints), flat))
+    stream = ZooStream(registry, checkpoints, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
+                       stats=stats, shard=False)
+    examples = [stream.example(rec, tensors) for rec, tensors in zip(checkpoints, flat)]
     return ZooData(tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id)
 
 

@@ -17,7 +17,6 @@ Used by ``bench/bench_generator.py`` and by the main job's report, so both measu
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +30,8 @@ from zoo.chunking import unchunk
 from zoo.embeddings import embed_arch, get_embedding
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import CheckpointRecord
-from zoo.tinyzoo import ARCH, TASKS, evaluate, task_data
-from zoo.training import Curve, accuracy, fine_tune, train
+from zoo.tinyzoo import ARCH, TASKS, evaluate, task_data, train_member
+from zoo.training import Curve, accuracy, fine_tune
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ def seen_tasks(registry, gen: Generator, records: Sequence[CheckpointRecord], *,
     spec = resolve_arch(ARCH)
     flats = torch.stack([_flat(registry.load(r)) for r in records])
     out = []
-    for task in sorted({r.dataset for r in records}, key=lambda t: [r.dataset for r in records].index(t)):
+    for task in dict.fromkeys(r.dataset for r in records):  # training tasks, in the records' order
         ds, arch = _conditions(registry, gen, task)
         nets = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
         pre = tuple(r.metrics["accuracy"] for r in records if r.dataset == task)
@@ -163,16 +162,8 @@ def seen_tasks(registry, gen: Generator, records: Sequence[CheckpointRecord], *,
 def train_reference(task: str, *, seeds: int = 3, steps: int = 200, lr: float = 3e-3, batch_size: int = 32
                     ) -> list[nn.Module]:
     """Networks trained on ``task`` exactly as the tiny zoo trains its members (they stay out of the registry)."""
-    spec = resolve_arch(ARCH)
-    family = get_family(spec.family)
     train_set, _ = task_data(task)
-    epochs = max(1, math.ceil(steps * batch_size / len(train_set.labels)))
-    out = []
-    for seed in range(seeds):
-        torch.manual_seed(1000 + seed)
-        out.append(train(family.build(spec), train_set.images, train_set.labels, epochs=epochs, seed=1000 + seed,
-                         lr=lr, batch_size=batch_size))
-    return out
+    return [train_member(train_set, 1000 + seed, steps=steps, lr=lr, batch_size=batch_size) for seed in range(seeds)]
 
 
 def held_out_task(registry, gen: Generator, task: str, records: Sequence[CheckpointRecord], *,  # type: ignore[no-untyped-def]

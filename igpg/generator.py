@@ -18,6 +18,7 @@ from torch import nn
 from igpg.data import ZooData
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
+from zoo.chunking import chunk_index
 from zoo.errors import GeneratorError
 from zoo.plugins import get_family
 from zoo.records import ArchSpec
@@ -53,13 +54,11 @@ class Generator:
     def _coords(self, spec: ArchSpec) -> tuple[list[Any], ChunkCoords]:
         """The layout's generated slots and every chunk's coordinates, computed from sizes (no template)."""
         slots = list(get_family(spec.family).layout(spec).generated)
-        counts = torch.tensor([-(-s.numel // self.k) for s in slots], dtype=torch.long)  # (L,) chunks per layer
         limit = min(self.tokenizer.config.max_layers, self.prior.config.max_layers)
         if len(slots) > limit:
             raise GeneratorError(f"{spec} has {len(slots)} generated tensors but this generator tells apart only "
                                  f"{limit} layers (max_layers); train one with a larger max_layers")
-        layer = torch.repeat_interleave(torch.arange(len(slots)), counts)  # (N,)
-        position = torch.arange(len(layer)) - (torch.cumsum(counts, 0) - counts)[layer]  # (N,)
+        layer, position, counts = chunk_index([s.numel for s in slots], self.k)
         return slots, ChunkCoords(layer, position, counts[layer])
 
     def _stats_for(self, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor]:

@@ -75,6 +75,15 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
+def chunk_index(numels: Sequence[int], k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where every chunk of layers of ``numels`` values sits: (layer (N,), position in layer (N,), chunks per
+    layer (L,)), without allocating the chunks (a generator lays out a network before it has values)."""
+    counts = (torch.as_tensor(list(numels), dtype=torch.long) + k - 1) // k  # (L,) chunks per layer
+    layer = torch.repeat_interleave(torch.arange(len(counts)), counts)  # (N,)
+    first_row = torch.cumsum(counts, 0) - counts  # (L,) index of each layer's first chunk
+    return layer, torch.arange(len(layer)) - first_row[layer], counts
+
+
 def chunk(tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True,
           std_floor: float = STD_FLOOR) -> Chunks:
     """Cut ``tensors`` (one per layer, in layout order) into chunks of ``k`` values.
@@ -86,7 +95,7 @@ def chunk(tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True,
         raise ValueError(f"chunk size k must be a positive integer, got {k}")
     shapes = tuple(tuple(int(d) for d in t.shape) for t in tensors)
     numels = torch.tensor([t.numel() for t in tensors], dtype=torch.long)  # (L,)
-    counts = (numels + k - 1) // k  # (L,) chunks per layer
+    layer, position, counts = chunk_index(numels.tolist(), k)
     n = int(counts.sum())
     data = torch.zeros(n, k, dtype=torch.float32)  # (N, K)
     means = torch.zeros(len(tensors), dtype=torch.float64)  # (L,)
@@ -110,9 +119,6 @@ def chunk(tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True,
                 dest.div_(std)
                 means[i], stds[i] = mean, std
         start += int(counts[i]) * k
-    layer = torch.repeat_interleave(torch.arange(len(tensors)), counts)  # (N,)
-    first_row = torch.cumsum(counts, 0) - counts  # (L,) index of each layer's first chunk
-    position = torch.arange(n) - first_row[layer]  # (N,)
     filled = numels[layer] - position * k  # (N,) real values from each chunk's start on
     mask = torch.arange(k).unsqueeze(0) < filled.unsqueeze(1)  # (N, K)
     dtypes = tuple(t.dtype for t in tensors)
@@ -146,4 +152,4 @@ def unchunk(chunks: Chunks) -> list[torch.Tensor]:
     return out
 
 
-__all__ = ["STD_FLOOR", "Chunks", "chunk", "unchunk"]
+__all__ = ["STD_FLOOR", "Chunks", "chunk", "chunk_index", "unchunk"]

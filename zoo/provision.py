@@ -339,14 +339,14 @@ _GENERATOR_CACHE = 2  # loaded generators kept per process
 
 
 def _load_generator(registry: Registry, rec: GeneratorRecord, device: str | torch.device) -> "Generator":
-    from igpg.generator import Generator
+    from igpg.registry_io import load_generator
 
     key = (rec.sha256, str(device))
     with _generators_lock:
         hit = _generators.get(key)
     if hit is not None:
         return hit
-    gen = Generator.from_bytes(registry.load_generator_bytes(rec), device=device)
+    gen = load_generator(registry, rec, device=device)
     with _generators_lock:
         while len(_generators) >= _GENERATOR_CACHE:
             _generators.pop(next(iter(_generators)))

@@ -138,7 +138,6 @@ def build_tiny_zoo(registry: Registry, tasks: Iterable[str] | None = None, *, pe
     Each task's training split is registered as a dataset of the task's name (with its embeddings).
     """
     spec = resolve_arch(ARCH)
-    family = get_family(spec.family)
     names = list(tasks or default_tasks())
     jobs = [(t, s) for t in names for s in range(per_task)]
     existing = {r.name: r for r in registry.search(arch=spec)}
@@ -153,14 +152,22 @@ def build_tiny_zoo(registry: Registry, tasks: Iterable[str] | None = None, *, pe
         if name in existing:
             out.append(existing[name])
             continue
-        torch.manual_seed(seed)
-        epochs = max(1, math.ceil(steps * batch_size / len(train_set.labels)))
-        model = train(family.build(spec), train_set.images, train_set.labels, epochs=epochs, seed=seed, lr=lr,
-                      batch_size=batch_size)
+        model = train_member(train_set, seed, steps=steps, lr=lr, batch_size=batch_size)
         acc = accuracy(model, test_set.images, test_set.labels)
         out.append(registry.add(model, name=name, arch=spec, dataset=task, metrics={"accuracy": acc},
                                 tags=["tinyzoo", f"task-{task}"], origin="trained", exist_ok=True))
     return out
+
+
+def train_member(train_set: ImageDataset, seed: int, *, steps: int = 200, lr: float = 3e-3,
+                 batch_size: int = 32) -> torch.nn.Module:
+    """One cnn-tiny trained as the zoo trains its members: init and data order from ``seed``, about ``steps``
+    Adam steps in whole epochs, whatever the size of the training split."""
+    spec = resolve_arch(ARCH)
+    torch.manual_seed(seed)
+    epochs = max(1, math.ceil(steps * batch_size / len(train_set.labels)))
+    return train(get_family(spec.family).build(spec), train_set.images, train_set.labels, epochs=epochs, seed=seed,
+                 lr=lr, batch_size=batch_size)
 
 
 def evaluate(model: torch.nn.Module, task: str, *, mnist_limit: int = 5000) -> float:
@@ -170,4 +177,4 @@ def evaluate(model: torch.nn.Module, task: str, *, mnist_limit: int = 5000) -> f
 
 
 __all__ = ["ARCH", "HELD_OUT", "HELD_OUT_DIGITS_ONLY", "SEEN_DIGITS_ONLY", "SEEN_WITH_MNIST", "TASKS", "Task",
-           "build_tiny_zoo", "default_tasks", "evaluate", "held_out_tasks", "mnist_dir", "task_data"]
+           "build_tiny_zoo", "default_tasks", "evaluate", "held_out_tasks", "mnist_dir", "task_data", "train_member"]
