@@ -3,7 +3,7 @@
 from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
 from igpg.prior import PriorConfig, WeightPrior
-from igpg.registry_io import load_generator, train_on_registry
+from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
 from igpg.train import TrainConfig, train_generator
 
@@ -19,4 +19,5 @@ __all__ = [
     "load_zoo",
     "train_generator",
     "train_on_registry",
+    "training_checkpoints",
 ]

@@ -29,7 +29,7 @@ from igpg.generator import Generator
 from zoo.chunking import unchunk
 from zoo.embeddings import embed_arch, get_embedding
 from zoo.plugins import get_family, resolve_arch
-from zoo.records import CheckpointRecord
+from zoo.records import ArchSpec, CheckpointRecord
 from zoo.tinyzoo import ARCH, TASKS, evaluate, task_data, train_member
 from zoo.training import Curve, accuracy, fine_tune
 
@@ -220,5 +220,41 @@ def held_out_task(registry, gen: Generator, task: str, records: Sequence[Checkpo
     return result
 
 
-__all__ = ["DEFAULT_SAMPLING", "Fidelity", "HeldOutTask", "SeenTask", "held_out_task", "seen_tasks",
-           "tokenizer_fidelity", "train_reference"]
+def sample_for(registry, gen: Generator, spec: ArchSpec, dataset: str, *, n: int = 1,  # type: ignore[no-untyped-def]
+               seed: int = 0, sampling: Mapping[str, float] | None = None) -> list[nn.Module]:
+    """``n`` networks of ``spec`` conditioned on registered dataset ``dataset`` (any family, any task)."""
+    ds = torch.tensor(get_embedding(registry, "dataset", dataset, gen.dataset_encoder).vector)
+    arch = torch.tensor(embed_arch(registry, spec, encoder=gen.text_encoder).vector)
+    return gen.sample(spec, ds, arch, n=n, seed=seed, **dict(DEFAULT_SAMPLING if sampling is None else sampling))
+
+
+def weight_space_score(registry, gen: Generator, checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
+                       seed: int = 0, *, samples: int = 2, max_groups: int = 8, max_refs: int = 8,
+                       sampling: Mapping[str, float] | None = None) -> float:
+    """A generator's score that needs no task data: how close its samples come to the registered weights.
+
+    ``checkpoints`` are grouped by (architecture, dataset); for the ``max_groups`` groups with the newest
+    checkpoints, ``samples`` networks are drawn for that dataset (seed ``seed``, the protocol's sampling) and
+    each is compared with the group's ``max_refs`` newest checkpoints: its relative L2 distance to the
+    nearest. The score is ``1 - mean distance``: 1 when every sample is a registered network of its dataset,
+    lower the further off samples land (0 at a distance as large as the weights themselves). Higher is
+    better; two generators scored on the same checkpoints and seed are comparable.
+    """
+    groups: dict[tuple[str, str], list[CheckpointRecord]] = {}
+    for rec in sorted(checkpoints, key=lambda r: -r.id):
+        if rec.dataset and rec.arch.key in gen.stats:
+            groups.setdefault((rec.arch.key, rec.dataset), []).append(rec)
+    if not groups:
+        raise ValueError("no checkpoint of an architecture this generator knows, with a dataset, to score it on")
+    dists: list[float] = []
+    for (_, dataset), recs in list(groups.items())[:max_groups]:
+        nets = sample_for(registry, gen, recs[0].arch, dataset, n=samples, seed=seed, sampling=sampling)
+        refs = torch.stack([_flat(registry.load(r)) for r in recs[:max_refs]])
+        dists.extend(_distances(nets, refs))
+    score = 1.0 - statistics.mean(dists)
+    log.info("weight-space score %.4f over %d groups, %d samples", score, min(len(groups), max_groups), len(dists))
+    return score
+
+
+__all__ = ["DEFAULT_SAMPLING", "Fidelity", "HeldOutTask", "SeenTask", "held_out_task", "sample_for", "seen_tasks",
+           "tokenizer_fidelity", "train_reference", "weight_space_score"]

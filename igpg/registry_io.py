@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from igpg import distributed
@@ -11,18 +12,32 @@ from igpg.generator import Generator
 from igpg.train import TrainConfig, train_generator
 from zoo.errors import GeneratorError
 from zoo.plugins import resolve_arch
-from zoo.records import GeneratorRecord
+from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-def train_on_registry(registry: Registry, *, family: str | None = None, arch: str | None = None,
+def training_checkpoints(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None
+                         ) -> list[CheckpointRecord]:
+    """What :func:`train_on_registry` trains on: every checkpoint of ``family`` (or exactly ``arch``) that
+    names a dataset and was not itself generated, oldest first."""
+    spec = resolve_arch(arch) if arch else None
+    recs = [r for r in registry.search(family=family, arch=spec) if r.dataset and r.origin != "generated"]
+    recs.sort(key=lambda r: r.id)
+    return recs
+
+
+def train_on_registry(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None,
                       k: int = 16, config: TrainConfig | None = None, name: str = "igpg",
                       dataset_encoder: str | None = None, text_encoder: str | None = None,
-                      promote: bool = False, progress: bool = True) -> tuple[Generator, GeneratorRecord]:
+                      promote: bool = False, progress: bool = True, meta: Mapping[str, Any] | None = None
+                      ) -> tuple[Generator, GeneratorRecord]:
     """Train a generator on every registered checkpoint of ``family`` (or exactly ``arch``) that names a
     dataset, and store it as the next version of ``name`` (promoted when ``promote``).
+
+    The stored config holds the training settings, the scope (``{"family": ..., "arch": spec JSON}``, what
+    a retraining selects again) and ``meta`` (JSON-serialisable notes, e.g. which job trained it).
 
     Launched by ``torchrun`` (see :mod:`igpg.distributed`), every process runs this: rank 0 reads the zoo
     first (it may store missing embeddings) while the others wait and then read it too, all train together
@@ -31,11 +46,10 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
     """
     with distributed.session(config.device if config else "auto"):
         spec = resolve_arch(arch) if arch else None
-        recs = [r for r in registry.search(family=family, arch=spec) if r.dataset and r.origin != "generated"]
+        recs = training_checkpoints(registry, family=family, arch=spec)
         if not recs:
             what = f"architecture {spec}" if spec else f"family {family!r}" if family else "the registry"
             raise GeneratorError(f"no checkpoints with a dataset in {what} to train on; add some with dataset=")
-        recs.sort(key=lambda r: r.id)
 
         def load() -> ZooData:
             return load_zoo(registry, recs, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
@@ -50,7 +64,10 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
             metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
             rec = registry.add_generator(gen.to_bytes(), name=name, families=sorted({r.family for r in recs}),
                                          config={"k": k, "dataset_encoder": data.dataset_encoder,
-                                                 "text_encoder": data.text_encoder, **gen.info["train_config"]},
+                                                 "text_encoder": data.text_encoder, **gen.info["train_config"],
+                                                 "scope": {"family": family,
+                                                           "arch": spec.to_json() if spec else None},
+                                                 **dict(meta or {})},
                                          metrics=metrics, trained_on=[r.id for r in recs],
                                          status="promoted" if promote else "candidate")
             log.info("stored generator %s (%d checkpoints)", rec.ref, len(recs))

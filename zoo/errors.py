@@ -173,6 +173,19 @@ class LeaseHeldError(ZooError):
         )
 
 
+class LeaseLostError(ZooError):
+    """A running job's lease expired and another process took it over: the job stops where it is."""
+
+    def __init__(self, name: str, holder: str, taken_by: str) -> None:
+        self.name = name
+        self.holder = holder
+        self.taken_by = taken_by
+        super().__init__(
+            f"job {name!r} lost its lease (held by {holder}) to {taken_by}: this run was stalled past the lease "
+            "TTL and has stopped; the other run carries on. Raise the TTL (--lease-ttl) if runs stall that long"
+        )
+
+
 class NoWeightsError(NotFoundError, GeneratorError):
     """Neither a compatible checkpoint nor a generator can serve an (architecture, dataset) request.
 

@@ -202,16 +202,27 @@ class JobRunRecord:
     """One run of a batch job (re-indexing, training): when, what it did, how it ended."""
 
     id: int
-    kind: str
-    status: str  # "running", "succeeded", "failed", "skipped"
+    kind: str  # the job, e.g. "reindex"
+    status: str  # "running", "succeeded", "failed", "skipped" (nothing to do, or another run held the lease), "killed"
     started_at: datetime
-    finished_at: datetime | None
-    counts: Mapping[str, int]
+    finished_at: datetime | None  # None while running, and for a run found killed
+    counts: Mapping[str, int]  # what the run did, by stage (files imported, vectors embedded, ...)
     message: str
-    holder: str
+    holder: str  # the process that ran it: host:pid:token
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counts", _freeze(self.counts))
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (None while running or when the end is unknown)."""
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "status": self.status, "started_at": self.started_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at is not None else None,
+                "duration_s": self.duration_s, "counts": dict(self.counts), "message": self.message,
+                "holder": self.holder}
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,24 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
 
+class WatchedFile(Base):
+    """A file the re-indexing job found in a watch directory, and what became of it.
+
+    ``(size, mtime_ns)`` unchanged since the last run means the file is not read again; ``sha256`` (of the
+    file's bytes) makes imports idempotent by content: a copy of an imported file is not imported twice.
+    """
+
+    __tablename__ = "watched_files"
+    path: Mapped[str] = mapped_column(Text, primary_key=True)  # absolute path
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the file's bytes, not of the stored blob
+    status: Mapped[str] = mapped_column(String(16))  # "imported", "duplicate" (same bytes as another) or "bad"
+    checkpoint_id: Mapped[int | None] = mapped_column(Integer, default=None)  # no foreign key: `zoo rm` may remove it
+    message: Mapped[str] = mapped_column(Text, default="")  # why a bad file was refused
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Setting(Base):
     """Small registry-wide key/value state (e.g. the live nearest-neighbour index file)."""
 
@@ -187,5 +205,5 @@ class Setting(Base):
 
 __all__ = [
     "Alias", "Base", "Blob", "Checkpoint", "Dataset", "Embedding", "Generator", "GeneratorCheckpoint",
-    "JobRun", "Lease", "Metric", "Setting", "Tag", "utcnow",
+    "JobRun", "Lease", "Metric", "Setting", "Tag", "WatchedFile", "utcnow",
 ]
