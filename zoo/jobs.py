@@ -74,14 +74,15 @@ class Lease:
 
     ``with Lease(registry, "reindex", wait_s=60):`` takes the lease (waiting up to ``wait_s`` seconds for
     the current holder; then :class:`~zoo.errors.LeaseHeldError` naming it), renews it every third of
-    ``ttl_s`` on a background thread, and releases it at the end. A lease whose holder stopped renewing
+    ``ttl_s`` on a background thread (unless ``heartbeat=False``), and releases it at the end. A lease whose
+    holder stopped renewing
     for ``ttl_s`` (killed, host down), or whose holder is a dead process on this host, is taken over.
     Call :meth:`check` between steps: it raises :class:`~zoo.errors.LeaseLostError` if another process took
     the lease over meanwhile (this one stalled past the TTL), so that two runs never both carry on.
     """
 
     def __init__(self, registry: Registry, name: str, *, ttl_s: float = DEFAULT_TTL_S, wait_s: float = 0.0,
-                 poll_s: float = 0.5, holder: str | None = None) -> None:
+                 poll_s: float = 0.5, holder: str | None = None, heartbeat: bool = True) -> None:
         if ttl_s <= 0:
             raise ConfigError(f"lease TTL must be positive (got {ttl_s}); pass a number of seconds such as 300")
         if wait_s < 0:
@@ -91,7 +92,8 @@ class Lease:
         self.ttl_s = float(ttl_s)
         self.wait_s = float(wait_s)
         self.poll_s = float(poll_s)
-        self.holder = holder or new_holder()
+        self.holder = holder or new_holder()  # host:pid:token; see new_holder
+        self.heartbeat = heartbeat  # renew on a background thread (False: call renew() yourself)
         self.held = False
         self._lost_to: str | None = None
         self._stop = threading.Event()
@@ -142,8 +144,9 @@ class Lease:
         self.held = True
         self._lost_to = None
         self._stop.clear()
-        self._thread = threading.Thread(target=self._heartbeat, name=f"zoo-lease-{self.name}", daemon=True)
-        self._thread.start()
+        if self.heartbeat:
+            self._thread = threading.Thread(target=self._beat, name=f"zoo-lease-{self.name}", daemon=True)
+            self._thread.start()
         log.info("job %s: lease taken by %s (TTL %.0f s)", self.name, self.holder, self.ttl_s)
         return self
 
@@ -164,7 +167,7 @@ class Lease:
             log.error("job %s: lease of %s was taken over by %s", self.name, self.holder, lost_to)
         return lost_to is None
 
-    def _heartbeat(self) -> None:
+    def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 if not self.renew():

@@ -76,7 +76,7 @@ def test_verify_exit_code_reports_damage(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cmd", ["add", "list", "show", "search", "load-check", "alias", "rm", "verify", "plugins",
-                                 "train", "generators", "nearest", "datasets", "get"])
+                                 "train", "generators", "nearest", "datasets", "get", "reindex", "jobs"])
 def test_every_command_has_help(cmd: str) -> None:
     res = CliRunner().invoke(cli, [cmd, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output
