@@ -18,12 +18,12 @@ from zoo.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def training_checkpoints(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None
-                         ) -> list[CheckpointRecord]:
+def training_checkpoints(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None,
+                         after: int | None = None) -> list[CheckpointRecord]:
     """What :func:`train_on_registry` trains on: every checkpoint of ``family`` (or exactly ``arch``) that
-    names a dataset and was not itself generated, oldest first."""
+    names a dataset and was not itself generated, oldest first (``after``: only those with a larger id)."""
     spec = resolve_arch(arch) if arch else None
-    recs = [r for r in registry.search(family=family, arch=spec) if r.dataset and r.origin != "generated"]
+    recs = [r for r in registry.search(family=family, arch=spec, after=after) if r.dataset and r.origin != "generated"]
     recs.sort(key=lambda r: r.id)
     return recs
 

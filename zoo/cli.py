@@ -507,11 +507,14 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
     def _terminated(signum: int, _frame: Any) -> None:  # a scheduler stopping the job: record it, free the lease
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, _terminated)
     cfg = ReindexConfig(watch=list(watch), wait_s=wait_s, lease_ttl_s=lease_ttl_s, retrain_min=retrain_min,
                         retrain=not no_retrain, verify=not no_verify, embeddings=not no_embeddings,
                         repair_orphans=not keep_orphans, evaluator=EVALUATORS[evaluator](), device=device)
-    rep = run_reindex(_registry(ctx), cfg)
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        rep = run_reindex(_registry(ctx), cfg)
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
     def human() -> None:
         c = rep.counts

@@ -127,8 +127,10 @@ class Lease:
 
         return retry(txn)
 
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         """Take the lease, waiting up to ``wait_s`` seconds; raises :class:`LeaseHeldError` if it stays held."""
+        if self.held:
+            return self
         deadline = time.monotonic() + self.wait_s
         told = False
         while True:
@@ -197,7 +199,7 @@ class Lease:
         self.held = False
         log.info("job %s: lease released by %s", self.name, self.holder)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self if self.held else self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -279,12 +279,14 @@ class Registry:
         origin: str | None = None,
         latest_only: bool = False,
         limit: int | None = None,
+        after: int | None = None,
     ) -> list[CheckpointRecord]:
         """Checkpoints matching every given filter, newest first.
 
         ``arch`` is a variant name (``"resnet20"``, any settings) or a spec (exactly that architecture);
         ``tags`` must all be present; ``metrics`` are thresholds such as ``["accuracy>=0.9"]`` or
-        ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``).
+        ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``); ``after`` keeps checkpoints
+        registered after the one with that id (ids grow with every add: e.g. a generator's watermark).
         """
         q = select(m.Checkpoint)
         if family:
@@ -308,6 +310,8 @@ class Registry:
                 q = q.where(m.Checkpoint.name == name)
         if origin:
             q = q.where(m.Checkpoint.origin == origin)
+        if after is not None:
+            q = q.where(m.Checkpoint.id > after)
         if latest_only:
             newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
                 m.Checkpoint.name).subquery()

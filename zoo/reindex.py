@@ -60,7 +60,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from zoo.encoders.base import file_digest
 from zoo.errors import CheckpointError, ConfigError, LeaseHeldError, ZooError
 from zoo.jobs import DEFAULT_TTL_S, Lease, finish_run, mark_killed, record_run, start_run, update_run
-from zoo.plugins import resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import ORPHAN_GRACE_S, Registry
 from zoo.store import models as m
@@ -97,7 +96,7 @@ class ReindexConfig:
     sources: Mapping[str, Any] | None = None  # dataset name -> data, for stale datasets registered from memory
     retrain: bool = True  # retrain promoted generators when enough new checkpoints arrived
     retrain_min: int = 20  # new trainable checkpoints since a generator's watermark that trigger retraining
-    train_config: "TrainConfig | None" = None  # None: the settings the current generator was trained with
+    train_config: TrainConfig | None = None  # None: the settings the current generator was trained with
     device: str | None = None  # training and scoring device, e.g. "cuda" (None: the train config's; CPU to score)
     evaluator: Evaluator | None = None  # None: igpg.evaluation.weight_space_score (needs no task data)
     eval_seed: int = 0  # the seed both generators sample with when scored
@@ -144,6 +143,7 @@ class ReindexReport:
     generators: tuple[GeneratorDecision, ...]
     messages: tuple[str, ...]  # one line per notable thing (also the run record's message)
     seconds: float
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage: lease, import, verify, ...
 
     @property
     def damaged(self) -> bool:
@@ -155,7 +155,7 @@ class ReindexReport:
                 "imported": list(self.imported), "bad_files": [{"path": p, "error": e} for p, e in self.bad_files],
                 "missing": list(self.missing), "corrupt": list(self.corrupt), "damaged": self.damaged,
                 "generators": [g.to_dict() for g in self.generators], "messages": list(self.messages),
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 WORK_COUNTS = ("imported", "orphans_removed", "datasets_embedded", "archs_embedded", "indexes_rebuilt",
@@ -178,6 +178,13 @@ class _Run:
     damaged_ids: set[int] = field(default_factory=set)
     generators: list[GeneratorDecision] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str, fn: Callable[[], None]) -> None:
+        """Run one stage, timing it."""
+        t = time.perf_counter()
+        fn()
+        self.timings[name] = time.perf_counter() - t
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -231,21 +238,23 @@ def reindex(registry: Registry, config: ReindexConfig | None = None, **options: 
     except LeaseHeldError as exc:
         record_run(registry, JOB, "skipped", lease.holder, message=f"not run: {exc}")
         raise
+    waited = time.perf_counter() - t0
     with lease:
         run = _Run(registry, start_run(registry, JOB, lease.holder).id, lease)
+        run.timings["lease"] = waited
         try:
             killed = mark_killed(registry, JOB, current=run.run_id)
             if killed:
                 run.add("runs_found_killed", len(killed))
                 run.messages.append(f"runs {', '.join(map(str, killed))} had been killed; finishing their work")
             if dirs:
-                _import_stage(registry, dirs, run)
+                run.stage("import", lambda: _import_stage(registry, dirs, run))
             if cfg.verify:
-                _verify_stage(registry, cfg, run)
+                run.stage("verify", lambda: _verify_stage(registry, cfg, run))
             if cfg.embeddings:
-                _embedding_stage(registry, cfg, run)
+                run.stage("embeddings", lambda: _embedding_stage(registry, cfg, run))
             if cfg.retrain:
-                _generator_stage(registry, cfg, run)
+                run.stage("generators", lambda: _generator_stage(registry, cfg, run))
             run.lease.check()
         except BaseException as exc:
             run.messages.append(f"failed: {type(exc).__name__}: {exc}")
@@ -256,7 +265,7 @@ def reindex(registry: Registry, config: ReindexConfig | None = None, **options: 
         finish_run(registry, run.run_id, status, counts=run.counts, message="\n".join(run.messages))
     report = ReindexReport(run.run_id, status, dict(run.counts), tuple(run.imported), tuple(run.bad_files),
                            tuple(run.missing), tuple(run.corrupt), tuple(run.generators), tuple(run.messages),
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, dict(run.timings))
     log.info("reindex run %d %s in %.2f s: %s", run.run_id, status, report.seconds,
              {k: v for k, v in run.counts.items() if v})
     return report
@@ -390,6 +399,8 @@ def _import_stage(registry: Registry, dirs: Sequence[Path], run: _Run) -> None:
 def _users(registry: Registry, shas: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:
     """sha256 -> (checkpoint id or None for a generator, ref) of everything stored in those blobs."""
     out: dict[str, list[tuple[int | None, str]]] = {sha: [] for sha in shas}
+    if not shas:
+        return out
     with registry.db.read() as s:
         for cid, name, version, sha in s.execute(select(m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version,
                                                         m.Checkpoint.sha256).where(m.Checkpoint.sha256.in_(shas))):
@@ -486,7 +497,7 @@ def _scope(registry: Registry, gen: GeneratorRecord) -> _Scope | None:
     return _Scope(next(iter(families)), None) if len(families) == 1 else None
 
 
-def _train_config(cfg: ReindexConfig, current: GeneratorRecord, work: Path) -> "TrainConfig":
+def _train_config(cfg: ReindexConfig, current: GeneratorRecord, work: Path) -> TrainConfig:
     """The candidate's training settings: the configured ones, or those stored with the current version."""
     from igpg.prior import PriorConfig
     from igpg.tokenizer import TokenizerConfig
@@ -514,7 +525,7 @@ def work_dir(registry: Registry, cfg: ReindexConfig | None = None) -> Path:
     return registry.blobs.root.with_suffix(".jobs")
 
 
-def _score(evaluator: Evaluator, registry: Registry, gen: "Generator", recs: Sequence[CheckpointRecord],
+def _score(evaluator: Evaluator, registry: Registry, gen: Generator, recs: Sequence[CheckpointRecord],
            seed: int) -> float:
     score = float(evaluator(registry, gen, recs, seed))
     return score if math.isfinite(score) else -math.inf
@@ -562,14 +573,14 @@ def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: Genera
     watermark = max([current.watermark] + [g.watermark for g in later if g.status == "retired"])
     if pending is None and newest <= watermark:
         return GeneratorDecision(current.ref, scope.label, "current", 0)
+    new = len(training_checkpoints(registry, family=scope.family, arch=scope.arch, after=watermark))
+    if pending is None and new < cfg.retrain_min:
+        return GeneratorDecision(current.ref, scope.label, "waiting", new,
+                                 reason=f"{new} new checkpoint(s) since watermark {watermark}, retraining at "
+                                        f"{cfg.retrain_min}")
     eligible = training_checkpoints(registry, family=scope.family, arch=scope.arch)
-    new = sum(1 for r in eligible if r.id > watermark)
     gen = None
     if pending is None:
-        if new < cfg.retrain_min:
-            return GeneratorDecision(current.ref, scope.label, "waiting", new,
-                                     reason=f"{new} new checkpoint(s) since watermark {watermark}, retraining at "
-                                            f"{cfg.retrain_min}")
         damaged = sorted(r.ref for r in eligible if r.id in run.damaged_ids)
         if damaged:
             return GeneratorDecision(current.ref, scope.label, "skipped", new,
@@ -627,7 +638,7 @@ def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: Genera
 # ----------------------------------------------------------------------------------------------------
 # evaluators
 # ----------------------------------------------------------------------------------------------------
-def accuracy_evaluator(evaluate: Callable[["nn.Module", str], float] | None = None, *, samples: int = 2,
+def accuracy_evaluator(evaluate: Callable[[nn.Module, str], float] | None = None, *, samples: int = 2,
                        max_datasets: int = 8) -> Evaluator:
     """An evaluator scoring a generator by the accuracy of its samples: mean over datasets and samples.
 
@@ -636,7 +647,7 @@ def accuracy_evaluator(evaluate: Callable[["nn.Module", str], float] | None = No
     are left out; up to ``max_datasets`` datasets with the newest checkpoints are used, ``samples`` networks each.
     """
 
-    def score(registry: Registry, gen: "Generator", checkpoints: Sequence[CheckpointRecord], seed: int) -> float:
+    def score(registry: Registry, gen: Generator, checkpoints: Sequence[CheckpointRecord], seed: int) -> float:
         from igpg.evaluation import sample_for
 
         fn = evaluate
@@ -668,6 +679,20 @@ EVALUATORS: dict[str, Callable[[], Evaluator | None]] = {  # names the CLI accep
 }
 
 
-__all__ = ["CHECKPOINT_SUFFIXES", "ENV_WATCH", "EVALUATORS", "Evaluator", "GeneratorDecision", "JOB", "ReindexConfig",
-           "ReindexReport", "SIDECAR_KEYS", "accuracy_evaluator", "read_sidecar", "reindex", "scan",
-           "watch_dirs_from_env", "work_dir"]
+__all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "ENV_WATCH",
+    "EVALUATORS",
+    "JOB",
+    "SIDECAR_KEYS",
+    "Evaluator",
+    "GeneratorDecision",
+    "ReindexConfig",
+    "ReindexReport",
+    "accuracy_evaluator",
+    "read_sidecar",
+    "reindex",
+    "scan",
+    "watch_dirs_from_env",
+    "work_dir",
+]

@@ -123,7 +123,7 @@ def test_second_run_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     c2 = second["counts"]
     assert second["status"] == "skipped" and second["imported"] == [] and second["bad_files"] == []
     assert c2.get("files_hashed", 0) == 0 and c2["files_scanned"] == 6 and c2["files_bad_known"] == 1
-    assert (c2["imported"] if "imported" in c2 else 0, c2["datasets_embedded"], c2["archs_embedded"],
+    assert (c2.get("imported", 0), c2["datasets_embedded"], c2["archs_embedded"],
             c2["indexes_rebuilt"], c2.get("generators_trained", 0)) == (0, 0, 0, 0, 0)
     assert setting(db, "index:dataset:pixels") == index_before
     assert reg.stats()["checkpoints"] == 4
@@ -330,7 +330,7 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
 
     add(4)
     igpg.train_on_registry(registry, arch="cnn-tiny", k=64, config=TINY, promote=True, progress=False)
-    opts = dict(retrain_min=2, train_config=TINY, embeddings=False)
+    opts = {"retrain_min": 2, "train_config": TINY, "embeddings": False}
 
     quiet = zoo.reindex(registry, **opts)  # nothing new since v1's watermark: no training, no scoring
     assert quiet.status == "skipped" and quiet.generators[0].outcome == "current"
