@@ -257,7 +257,8 @@ def reindex(registry: Registry, config: ReindexConfig | None = None, **options: 
                 run.stage("generators", lambda: _generator_stage(registry, cfg, run))
             run.lease.check()
         except BaseException as exc:
-            run.messages.append(f"failed: {type(exc).__name__}: {exc}")
+            run.messages.append(f"failed: {type(exc).__name__}: {exc}" if isinstance(exc, Exception) else
+                                f"interrupted ({type(exc).__name__} {exc}): the process was stopped")
             finish_run(registry, run.run_id, "failed", counts=run.counts, message="\n".join(run.messages))
             log.error("reindex run %d failed: %s", run.run_id, exc)
             raise
@@ -338,6 +339,23 @@ def _import_stage(registry: Registry, dirs: Sequence[Path], run: _Run) -> None:
             m.WatchedFile.status != "bad")).all())
     before = _newest_id(registry)
     pending: list[dict[str, Any]] = []
+    try:
+        _import_files(registry, dirs, run, known, by_sha, before, pending)
+    finally:  # stopped on purpose (SIGTERM, an error): remember what was done (a SIGKILL forgets, harmlessly)
+        try:
+            _flush(registry, pending)
+        except Exception as exc:
+            log.warning("reindex: could not record examined files (%s); the next run reads them again", exc)
+    if run.bad_files:
+        run.messages.append(f"{len(run.bad_files)} unreadable file(s) not imported, e.g. {run.bad_files[0][0]}: "
+                            f"{run.bad_files[0][1]}")
+    if run.imported:
+        run.messages.append(f"imported {len(run.imported)} checkpoint(s)")
+    run.save()
+
+
+def _import_files(registry: Registry, dirs: Sequence[Path], run: _Run, known: dict[str, tuple[int, int, str]],
+                  by_sha: dict[str, int | None], before: int, pending: list[dict[str, Any]]) -> None:
     scanned = 0
     for path, size, mtime in scan(dirs):
         scanned += 1
@@ -363,7 +381,7 @@ def _import_stage(registry: Registry, dirs: Sequence[Path], run: _Run) -> None:
                 meta = {**dict(options.pop("meta", None) or {}), "source_sha256": sha}
                 rec = registry.add(path, exist_ok=True, meta=meta, **options)
             except SQLAlchemyError:
-                raise  # the database, not the file: fail the run, remember nothing
+                raise  # the database, not the file: the run fails and this file is not remembered
             except Exception as exc:  # whatever a file can do wrong, it never stops the run
                 reason = str(exc) if isinstance(exc, ZooError) else f"{type(exc).__name__}: {exc}"
                 row.update(status="bad", message=reason[:2000])
@@ -383,14 +401,7 @@ def _import_stage(registry: Registry, dirs: Sequence[Path], run: _Run) -> None:
             _flush(registry, pending)
             run.counts["files_scanned"] = scanned
             run.save()
-    _flush(registry, pending)
     run.counts["files_scanned"] = scanned
-    if run.bad_files:
-        run.messages.append(f"{len(run.bad_files)} unreadable file(s) not imported, e.g. {run.bad_files[0][0]}: "
-                            f"{run.bad_files[0][1]}")
-    if run.imported:
-        run.messages.append(f"imported {len(run.imported)} checkpoint(s)")
-    run.save()
 
 
 # ----------------------------------------------------------------------------------------------------
