@@ -491,7 +491,9 @@ class _Scope:
 
     @property
     def label(self) -> str:
-        return f"arch {self.arch}" if self.arch is not None else f"family {self.family}"
+        if self.arch is not None:
+            return f"arch {self.arch}"
+        return f"family {self.family}" if self.family else "every family"
 
 
 def _scope(registry: Registry, gen: GeneratorRecord) -> _Scope | None:

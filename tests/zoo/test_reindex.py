@@ -30,6 +30,7 @@ from zoo.datasets import ImageDataset, from_arrays
 from zoo.encoders import DatasetEncoder
 from zoo.jobs import Lease, job_runs, lease_info
 from zoo.plugins import register_plugin, unregister_plugin
+from zoo.reindex import accuracy_evaluator  # (zoo.reindex, the attribute, is the function)
 
 SPEC = zoo.resolve_arch("cnn-tiny")
 TINY = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
@@ -370,6 +371,13 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
     assert registry.get_generator(pending.id).status == "promoted"
     assert registry.get_generator(current.id).status == "retired"
     assert registry.get_generator(pending.id).config["scope"]["arch"] == SPEC.to_json()
+
+    # the accuracy evaluator: mean over datasets and samples of what the evaluate function says
+    gen = igpg.load_generator(registry, pending.ref)
+    acc = accuracy_evaluator(lambda net, dataset: {"d0": 1.0, "d1": 0.0}[dataset], samples=2)
+    assert acc(registry, gen, registry.search(), 0) == pytest.approx(0.5)
+    with pytest.raises(zoo.ZooError, match="knows none of the datasets"):
+        accuracy_evaluator(lambda net, dataset: {}[dataset])(registry, gen, registry.search(), 0)
 
     # a run killed between promoting and retiring: the next run finishes the promotion
     registry.set_generator_status(current.id, "promoted")
