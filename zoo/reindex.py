@@ -526,8 +526,8 @@ def _train_config(cfg: ReindexConfig, current: GeneratorRecord, work: Path) -> T
             allowed = {f.name for f in dataclasses.fields(kind)}
             return kind(**{k: v for k, v in dict(value or {}).items() if k in allowed})
 
-        base = TrainConfig(tokenizer=sub(TokenizerConfig, stored.get("tokenizer")), prior=sub(PriorConfig, stored.get("prior")),
-                           **{k: v for k, v in stored.items() if k in names})
+        base = TrainConfig(tokenizer=sub(TokenizerConfig, stored.get("tokenizer")),
+                           prior=sub(PriorConfig, stored.get("prior")), **{k: v for k, v in stored.items() if k in names})
     return dataclasses.replace(base, checkpoint_dir=str(work), device=cfg.device or base.device)
 
 
@@ -541,7 +541,7 @@ def work_dir(registry: Registry, cfg: ReindexConfig | None = None) -> Path:
 def _score(evaluator: Evaluator, registry: Registry, gen: Generator, recs: Sequence[CheckpointRecord],
            seed: int) -> float:
     score = float(evaluator(registry, gen, recs, seed))
-    return score if math.isfinite(score) else -math.inf
+    return score if math.isfinite(score) else -math.inf  # broken samples score worst
 
 
 def _generator_stage(registry: Registry, cfg: ReindexConfig, run: _Run) -> None:
@@ -635,7 +635,7 @@ def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: Genera
     cur_score = _score(evaluator, registry, cur_gen, recs, cfg.eval_seed)
     cand_score = _score(evaluator, registry, gen, recs, cfg.eval_seed)
     run.lease.check()
-    if cand_score >= cur_score:
+    if cand_score >= cur_score and math.isfinite(cand_score):  # a score that is NaN or infinite never wins
         registry.set_generator_status(cand.id, "promoted")
         registry.set_generator_status(current.id, "retired")
         run.add("generators_promoted")
