@@ -226,6 +226,7 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
     model.train()
     local = distributed.shard(cfg.prior_batch)  # this rank's share of the global batch
     loss = torch.zeros(())
+    smooth = None  # exponential moving average of the loss (the last batch alone is noisy)
     show = progress and distributed.is_main()
     bar = tqdm(range(start, cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not show, leave=False,
                initial=start, total=cfg.prior_steps)
@@ -250,11 +251,13 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
         opt.step()
         sched.step()
+        smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{distributed.mean_over_ranks(loss.item()):.3f}")
+            bar.set_postfix(loss=f"{distributed.mean_over_ranks(smooth):.3f}")
         resume.save(step + 1, prior, opt, sched, g, force=step + 1 == cfg.prior_steps)
     prior.eval()
-    return prior, {"prior_final_loss": distributed.mean_over_ranks(loss.item())}
+    final = loss.item() if smooth is None else smooth
+    return prior, {"prior_final_loss": distributed.mean_over_ranks(final)}
 
 
 def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: bool = True) -> Generator:

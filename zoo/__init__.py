@@ -51,7 +51,7 @@ from zoo.provision import (
 )
 from zoo.jobs import Lease, job_runs
 from zoo.registry import Registry
-from zoo.reindex import GeneratorDecision, ReindexConfig, ReindexReport, reindex
+from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, reindex
 from zoo.records import (
     AliasRecord,
     ArchSpec,

@@ -433,7 +433,7 @@ def get(ctx: click.Context, arch: str, dataset: str, out: str | None, min_simila
               help="Working folder for registry.db, report.md and figure.png (an existing zoo there is reused).")
 @click.option("--tasks", default=None, help="Comma-separated training tasks (default: 8, MNIST ones when found).")
 @click.option("--held-out", default=None, help="Comma-separated held-out tasks (default: digits-rot15, mnist-rot180).")
-@click.option("--per-task", default=10, show_default=True, help="Checkpoints (seeds) per task.")
+@click.option("--per-task", default=6, show_default=True, help="Checkpoints (seeds) per task.")
 @click.option("--samples", default=5, show_default=True, help="Generated networks per task (best-of-n).")
 @click.option("--tokenizer-steps", default=None, type=int, help="Generator stage-1 steps (default: the fast run's).")
 @click.option("--prior-steps", default=None, type=int, help="Generator stage-2 steps (default: the fast run's).")
@@ -501,8 +501,8 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
     """
     import signal
 
-    from zoo.reindex import EVALUATORS, ReindexConfig
-    from zoo.reindex import reindex as run_reindex
+    from zoo.reindexing import EVALUATORS, ReindexConfig
+    from zoo.reindexing import reindex as run_reindex
 
     def _terminated(signum: int, _frame: Any) -> None:  # a scheduler stopping the job: record it, free the lease
         raise SystemExit(128 + signum)

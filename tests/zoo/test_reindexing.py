@@ -30,7 +30,7 @@ from zoo.datasets import ImageDataset, from_arrays
 from zoo.encoders import DatasetEncoder
 from zoo.jobs import Lease, job_runs, lease_info
 from zoo.plugins import register_plugin, unregister_plugin
-from zoo.reindex import accuracy_evaluator  # (zoo.reindex, the attribute, is the function)
+from zoo.reindexing import accuracy_evaluator
 
 SPEC = zoo.resolve_arch("cnn-tiny")
 TINY = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
