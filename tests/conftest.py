@@ -1,13 +1,55 @@
-"""Shared fixtures: a fresh registry on a real SQLite file, and the real data in ../shared/data."""
+"""Shared fixtures: a fresh registry on each backend (SQLite file, PostgreSQL database), and the real data.
+
+Backends: a test that uses ``registry`` or ``registry_url`` runs once per backend its ``backends`` marker
+names (``@pytest.mark.backends("sqlite", "postgresql")``, or ``pytestmark`` for a module); unmarked tests
+run on the backends in ``$ZOO_TEST_BACKENDS`` (default ``sqlite``), so ``ZOO_TEST_BACKENDS=sqlite,postgresql``
+runs every registry test on both. PostgreSQL comes from ``tests/pgserver.py`` (a throwaway server started
+once per session, or ``$ZOO_TEST_POSTGRES_URL``); each test gets a new database, dropped afterwards. Where
+no PostgreSQL can be had, its tests skip with the reason, except in CI (``CI=true``) or with
+``ZOO_REQUIRE_POSTGRES=1``, where they fail.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import zoo
+from tests.pgserver import PostgresServer, PostgresUnavailable
 from zoo.shared_data import shared_data_dir
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _default_backends() -> tuple[str, ...]:
+    names = tuple(b.strip() for b in os.environ.get("ZOO_TEST_BACKENDS", "sqlite").split(",") if b.strip())
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise pytest.UsageError(f"ZOO_TEST_BACKENDS names unknown backends {unknown}; choose from {BACKENDS}")
+    return names
+
+
+def _postgres_required() -> bool:
+    return (os.environ.get("ZOO_REQUIRE_POSTGRES", "") == "1"
+            or os.environ.get("CI", "").lower() in ("1", "true", "yes"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run the test on each named registry backend "
+                                       "('sqlite', 'postgresql'; default: $ZOO_TEST_BACKENDS or sqlite)")
+    config.addinivalue_line("markers", "postgresql: the test needs a PostgreSQL server (tests/pgserver.py)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = tuple(marker.args) if marker else _default_backends()
+    metafunc.parametrize("backend", names, indirect=True)
+
 
 @pytest.fixture
 def shared_data() -> Path:
@@ -25,9 +67,70 @@ def pretrained(shared_data: Path) -> Path:
     return d
 
 
+# --- PostgreSQL ---------------------------------------------------------------------------------------
+
+_server: PostgresServer | None = None
+_server_error: str | None = None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (started on first use); skips, or fails in CI, where there is none."""
+    global _server, _server_error
+    if _server is None and _server_error is None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            _server_error = "psycopg is not installed: pip install -e .[test]"
+        else:
+            try:
+                _server = PostgresServer.start()
+            except PostgresUnavailable as exc:
+                _server_error = str(exc)
+    if _server is None:
+        if _postgres_required():
+            pytest.fail(f"PostgreSQL is required here (CI or ZOO_REQUIRE_POSTGRES=1) but unavailable: {_server_error}")
+        pytest.skip(f"PostgreSQL unavailable: {_server_error}")
+    yield _server
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database migrated to the newest schema (pgvector installed where the server has it), to copy per test."""
+    url = postgres_server.create_database(prefix="zoo_template")
+    zoo.Registry(url, blob_root=tmp_path_factory.mktemp("template-blobs")).close()  # migrations run on open
+    from sqlalchemy.engine import make_url
+
+    return str(make_url(url).database)
+
+
 @pytest.fixture
-def registry(tmp_path: Path) -> zoo.Registry:
-    """A registry on a fresh SQLite file (``registry.db``) with its blob store beside it."""
-    reg = zoo.Registry(tmp_path / "registry.db")
+def postgres_url(postgres_server: PostgresServer, postgres_template: str) -> Iterator[str]:
+    """The URL of a new, migrated PostgreSQL database of its own, dropped after the test."""
+    url = postgres_server.create_database(template=postgres_template)
+    yield url
+    postgres_server.drop_database(url)
+
+
+# --- registries on every backend ----------------------------------------------------------------------
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The registry backend under test: "sqlite" or "postgresql" (parametrized; see the module docstring)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def registry_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh registry database URL on ``backend``: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def registry(registry_url: str, tmp_path: Path) -> Iterator[zoo.Registry]:
+    """A registry on ``registry_url`` with its blob store in ``tmp_path / "registry.blobs"``."""
+    reg = zoo.Registry(registry_url, blob_root=tmp_path / "registry.blobs")
     yield reg
     reg.close()
