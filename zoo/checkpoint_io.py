@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -19,11 +20,10 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from torch import nn
 
-from zoo.errors import CheckpointError, InvalidWeightsError, UnsafeCheckpointError
+from zoo.errors import CheckpointError, InvalidWeightsError, UnsafeCheckpointError, show
 from zoo.family import strip_wrapper_prefixes
 
 CheckpointLike = Union[str, os.PathLike, nn.Module, Mapping[str, Any]]
@@ -33,6 +33,17 @@ ALLOWED_DTYPES = {  # dtypes zoo stores; anything else is refused
     torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
 }
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+MAX_DIMS = 64  # dimensions of one tensor (torch's own limit)
+MAX_TENSOR_NAME = 1024  # characters of one tensor name
+ST_ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                 "BOOL": 1}  # safetensors dtypes of ALLOWED_DTYPES, with their item sizes
+ST_OTHER_DTYPES = {"U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F8_E8M0", "F4",
+                   "F6_E2M3", "F6_E3M2", "C64", "C128"}  # valid safetensors dtypes zoo does not store
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # torch's legacy format, raw pickles
+_UNSAFE_RE = re.compile(  # the weights-only unpickler refusing something that is not a tensor or plain container
+    r"Unsupported (global|operand)|is blocked|Can only (build|create|append|extend|\w+ for dict)|"
+    r"Only persistent_load of storage|NEWOBJ|must be imported to load")
 
 
 @dataclass
@@ -57,77 +68,185 @@ def read_checkpoint(obj: CheckpointLike) -> ReadCheckpoint:
     else:
         raise CheckpointError(repr(type(obj).__name__), "unsupported checkpoint type",
                               "pass a .safetensors/.pt/.pth/.th path, an nn.Module or a state dict")
+    check_names(read.state_dict, read.source)
     read.state_dict = strip_wrapper_prefixes(read.state_dict)
     check_tensors(read.state_dict, read.source)
     return read
 
 
+def check_names(state_dict: Mapping[str, Any], source: str) -> None:
+    """Refuse an empty state dict and tensor names that are not strings, hold control characters or are absurdly
+    long (a name is never used as a path, but it is printed, logged and matched against layouts)."""
+    if not state_dict:
+        raise CheckpointError(source, "holds no tensors", "save the model's state_dict()")
+    for name in state_dict:
+        if not isinstance(name, str):
+            raise CheckpointError(source, f"has a tensor named by a {type(name).__name__} ({show(name)}), not a string",
+                                  "save a state dict (string keys)")
+        if len(name) > MAX_TENSOR_NAME:
+            raise CheckpointError(source, f"tensor name {show(name)} is {len(name)} characters long (at most "
+                                          f"{MAX_TENSOR_NAME})", "rename the tensor")
+        if not name.isprintable() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise CheckpointError(source, f"tensor name {show(name)} contains a control character",
+                                  "rename the tensor")
+
+
 def _read_file(path: Path) -> ReadCheckpoint:
-    src = str(path)
-    if not path.is_file():
-        raise CheckpointError(src, "no such file", "check the path")
-    size = path.stat().st_size
+    src = str(path) if str(path).isprintable() else repr(str(path))[1:-1]  # control characters escaped
+    try:
+        if not path.is_file():
+            raise CheckpointError(src, "no such file (or not a regular file)", "check the path")
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except (OSError, ValueError) as exc:  # unreadable, or a path the OS cannot represent (a NUL byte)
+        raise CheckpointError(src, f"cannot open it ({exc})", "check the path and its permissions") from None
     if size == 0:
         raise CheckpointError(src, "the file is empty (0 bytes)", "re-download or re-save it")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if zipfile.is_zipfile(path) or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
-        return _unwrap(_torch_load(path), src, default_name=path.stem)
-    if path.suffix == ".safetensors" or _looks_like_safetensors(head, size):
-        return ReadCheckpoint(_safetensors_load(path, size), src, default_name=path.stem)
+    # A .safetensors file is only ever parsed as safetensors (never unpickled, even weights-only). Others go by
+    # their magic bytes, not their suffix: a .pt holding safetensors is read as safetensors, and a safetensors
+    # file whose tensor data happens to end like a zip directory is never handed to the unpickler.
+    if path.suffix == ".safetensors":
+        return ReadCheckpoint(_safetensors_load(path, src), src, default_name=path.stem)
+    if head[:4] == ZIP_MAGIC:
+        _check_zip(path, src)
+        return _unwrap(_torch_load(path, src), src, default_name=path.stem)
+    if head[:2] in PICKLE_MAGIC:
+        return _unwrap(_torch_load(path, src), src, default_name=path.stem)
+    if _looks_like_safetensors(head, size):
+        return ReadCheckpoint(_safetensors_load(path, src), src, default_name=path.stem)
     raise CheckpointError(src, "not a safetensors or torch file (unknown format)",
                           "save weights with safetensors.torch.save_file or torch.save(state_dict)")
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 8:
+    if len(head) < 9:
         return False
-    (n,) = struct.unpack("<Q", head)
-    return 2 <= n <= min(size - 8, MAX_HEADER_BYTES)
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(size - 8, MAX_HEADER_BYTES) and head[8:9] == b"{"
 
 
-def _safetensors_load(path: Path, size: int) -> dict[str, torch.Tensor]:
-    src = str(path)
+def _corrupt(src: str, reason: str) -> CheckpointError:
+    return CheckpointError(src, f"corrupt safetensors file: {reason}", "re-download or re-save the file")
+
+
+def _safetensors_load(path: Path, src: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking its header ourselves (clear errors, no surprises).
+
+    The header must be a JSON object of tensor entries (``dtype``, ``shape``, ``data_offsets``) and an
+    optional ``__metadata__`` of strings; every dtype one zoo stores; offsets in range, in order, without
+    gaps or overlaps; every tensor's byte count equal to its shape times its item size (Python integers:
+    no overflow); and the data ending exactly at the end of the file.
+    """
+    src = src or str(path)
     with open(path, "rb") as fh:
         raw = fh.read()
     if len(raw) < 8:
-        raise CheckpointError(src, f"truncated: {len(raw)} bytes is shorter than a safetensors header")
+        raise CheckpointError(src, f"truncated: {len(raw)} bytes is shorter than a safetensors header",
+                              "re-download or re-save the file")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > MAX_HEADER_BYTES or 8 + n > len(raw):
         raise CheckpointError(src, f"corrupt or truncated safetensors header (declares {n} header bytes, file has "
                                    f"{len(raw)})", "re-download or re-save the file")
     try:
         header = json.loads(raw[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(src, "corrupt safetensors header (not JSON)", "re-download or re-save the file") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(src, "corrupt safetensors header (not a JSON object)")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items()
-               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise _corrupt(src, "the header is not JSON") from None
+    end = _check_safetensors_header(header, src)
     if 8 + n + end != len(raw):
         raise CheckpointError(src, f"truncated or padded: the header describes {8 + n + end} bytes, the file has "
                                    f"{len(raw)}", "re-download or re-save the file")
     try:
         return st_load(raw)
-    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
-        raise CheckpointError(src, f"corrupt safetensors file ({exc})", "re-download or re-save the file") from None
+    except Exception as exc:  # safetensors is a parser: whatever it refuses is a broken file
+        raise _corrupt(src, f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
-def _torch_load(path: Path) -> Any:
-    src = str(path)
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_safetensors_header(header: Any, src: str) -> int:
+    """Validate a parsed safetensors header; returns the number of data bytes it describes."""
+    if not isinstance(header, dict):
+        raise _corrupt(src, "the header is not a JSON object")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise _corrupt(src, "__metadata__ must map strings to strings")
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        what = f"tensor {show(name)}"
+        if not isinstance(info, dict):
+            raise _corrupt(src, f"{what} is described by a {type(info).__name__}, not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise _corrupt(src, f"{what} has no dtype")
+        if dtype not in ST_ITEM_BYTES:
+            if dtype in ST_OTHER_DTYPES:
+                raise InvalidWeightsError(name, f"has dtype {dtype}, which zoo does not store (from {src}); "
+                                                "convert it to a float or integer type zoo accepts")
+            raise _corrupt(src, f"{what} has unknown dtype {show(dtype)}")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise _corrupt(src, f"{what} has shape {show(shape)}, not a list of non-negative integers")
+        if len(shape) > MAX_DIMS:
+            raise _corrupt(src, f"{what} has {len(shape)} dimensions (at most {MAX_DIMS})")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+                and offsets[0] <= offsets[1]):
+            raise _corrupt(src, f"{what} has data_offsets {show(offsets)}, not [begin, end] with 0 <= begin <= end")
+        need = math.prod(shape) * ST_ITEM_BYTES[dtype]  # Python integers: a huge shape cannot overflow
+        if need != offsets[1] - offsets[0]:
+            raise _corrupt(src, f"{what} of shape {show(shape, 60)} and dtype {dtype} needs {need} bytes, its "
+                                f"offsets span {offsets[1] - offsets[0]}")
+        spans.append((offsets[0], offsets[1], what))
+    spans.sort()
+    pos = 0
+    for begin, stop, what in spans:
+        if begin != pos:
+            raise _corrupt(src, f"{what} starts at byte {begin} of the data, expected {pos} "
+                                f"({'overlapping' if begin < pos else 'a gap before it'})")
+        pos = stop
+    return pos
+
+
+def _check_zip(path: Path, src: str) -> None:
+    """Refuse zip archives torch.save never writes: unreadable directories and compressed (zip-bomb) entries."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except Exception as exc:  # zipfile is a parser: whatever it refuses is a broken file
+        raise CheckpointError(src, f"truncated or corrupt torch file (bad zip archive: {str(exc)[:200]})",
+                              "re-download or re-save the file") from None
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(src, f"the archive holds compressed entries (e.g. {show(packed[0])}), which "
+                                   "torch.save never writes", "re-save it with torch.save(state_dict, path)")
+
+
+def _torch_load(path: Path, src: str | None = None) -> Any:
+    """``torch.load(weights_only=True)``: pickled code is refused before anything runs (UnsafeCheckpointError),
+    any other failure is a broken file (CheckpointError)."""
+    src = src or str(path)
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        detail = str(exc).split("\n")[0]
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        if _UNSAFE_RE.search(str(exc)):
             raise UnsafeCheckpointError(src, _short_reason(str(exc))) from None
-        raise CheckpointError(src, f"corrupt pickle ({detail})", "re-download or re-save the file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, struct.error, OSError) as exc:
-        msg = str(exc).split("\n")[0]
-        return_reason = "truncated or corrupt torch file"
-        raise CheckpointError(src, f"{return_reason} ({msg})", "re-download or re-save the file") from None
-    except Exception as exc:  # anything the restricted unpickler refuses in an unusual way
-        raise UnsafeCheckpointError(src, _short_reason(str(exc))) from None
+        raise CheckpointError(src, f"truncated or corrupt torch file (corrupt pickle: {_detail(exc)})",
+                              "re-download or re-save the file") from None
+    except Exception as exc:  # the weights-only unpickler and torch's readers raise many kinds on broken input
+        raise CheckpointError(src, f"truncated or corrupt torch file ({type(exc).__name__}: {_detail(exc)})",
+                              "re-download or re-save the file") from None
+
+
+def _detail(exc: BaseException) -> str:
+    """The line of an exception's message that says what went wrong (torch wraps it in advice)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "error:" in ln:
+            return ln.split("error:", 1)[1].strip()[:200]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
 def _short_reason(message: str) -> str:
@@ -135,7 +254,8 @@ def _short_reason(message: str) -> str:
         line = line.strip()
         if "Unsupported global" in line or "Unsupported operand" in line:
             return line.split(":", 1)[-1].strip()[:200]
-    return message.splitlines()[0][:200] if message else "refused by the weights-only loader"
+    mt = _UNSAFE_RE.search(message)
+    return message[mt.start():].splitlines()[0][:200] if mt else "refused by the weights-only loader"
 
 
 def _unwrap(obj: Any, src: str, default_name: str | None = None) -> ReadCheckpoint:
@@ -149,26 +269,35 @@ def _unwrap(obj: Any, src: str, default_name: str | None = None) -> ReadCheckpoi
         nested = next((k for k in NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
         if nested is None:
             bad = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
-            raise CheckpointError(src, f"entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor, and there is "
+            raise CheckpointError(src, f"entry {show(bad)} is a {type(obj[bad]).__name__}, not a tensor, and there is "
                                        f"no nested state dict under {', '.join(NESTED_KEYS)}",
                                   "pass the state dict itself")
-        extra = {k: v for k, v in obj.items() if k != nested and _is_scalar(v)}
+        extra = {k: v for k, v in obj.items()
+                 if k != nested and isinstance(k, str) and len(k) <= 128 and k.isprintable() and _is_scalar(v)}
         obj = obj[nested]
         if isinstance(obj, nn.Module):
             obj = obj.state_dict()
     sd = dict(obj)
     if not sd:
-        raise CheckpointError(src, "holds no tensors")
+        raise CheckpointError(src, "holds no tensors", "save the model's state_dict()")
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise CheckpointError(src, f"entry {k!r} is a {type(v).__name__}, not a tensor", "pass a state dict")
+            raise CheckpointError(src, f"entry {show(k)} is a {type(v).__name__}, not a tensor", "pass a state dict")
     return ReadCheckpoint(sd, src, extra, default_name)
 
 
 def _is_scalar(v: Any) -> bool:
+    """Whether ``v`` is kept as a note beside the weights (``best_prec1``, ``epoch``): a small, finite, real,
+    JSON-friendly scalar. Anything else found beside the weights is left out."""
     if isinstance(v, torch.Tensor):
-        return v.numel() == 1
-    return isinstance(v, (int, float, str, bool)) and not (isinstance(v, float) and not math.isfinite(v))
+        if v.numel() != 1 or v.dtype not in ALLOWED_DTYPES or v.layout != torch.strided or v.device.type == "meta":
+            return False
+        v = v.item()
+    if isinstance(v, bool) or isinstance(v, str):
+        return not isinstance(v, str) or (len(v) <= 1024 and v.isprintable())
+    if isinstance(v, int):
+        return abs(v) < 2**63
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def scalar_extras(extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,9 +314,9 @@ def check_tensors(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
         if t.dtype not in ALLOWED_DTYPES:
             raise InvalidWeightsError(name, f"has dtype {t.dtype}, which zoo does not store (from {source})")
         if t.layout != torch.strided:
-            raise InvalidWeightsError(name, f"is a {t.layout} tensor; convert it with .to_dense()")
+            raise InvalidWeightsError(name, f"is a {t.layout} tensor (from {source}); convert it with .to_dense()")
         if t.device.type == "meta":
-            raise InvalidWeightsError(name, "is on the 'meta' device and holds no values")
+            raise InvalidWeightsError(name, f"is on the 'meta' device and holds no values (from {source})")
         # A NaN or Inf anywhere makes the sum non-finite: one cheap reduction, the exact count only on failure
         # (a finite tensor whose sum overflows passes the exact check).
         if t.dtype.is_floating_point and t.numel() and not math.isfinite(float(t.sum())):

@@ -226,11 +226,15 @@ def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--repair", is_flag=True, help="Delete orphan files, stale temp files and unreferenced rows.")
+@click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Only files older than this count as orphans (default 600: an add may be writing younger "
+                   "ones). Use 0 only when no other process is writing, e.g. after a crash.")
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, repair: bool, as_json: bool) -> None:
+def verify(ctx: click.Context, repair: bool, grace_s: float | None, as_json: bool) -> None:
     """Hash every blob; report missing, corrupt and orphaned ones. Exit 1 if anything is damaged."""
-    rep = _registry(ctx).verify(repair=repair)
+    reg = _registry(ctx)
+    rep = reg.verify(repair=repair) if grace_s is None else reg.verify(repair=repair, grace_s=grace_s)
 
     def human() -> None:
         click.echo(f"checked {rep.checked} blobs: {rep.ok} ok, {len(rep.missing)} missing, {len(rep.corrupt)} corrupt,"

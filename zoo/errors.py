@@ -9,9 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+SHOW_LIMIT = 80  # characters of a user-supplied value quoted in a message
+
+
+def show(value: object, limit: int = SHOW_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters: control characters escaped, a hostile value never floods a
+    message or a terminal."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"
+
+
+def _plain(name: str) -> str:
+    """A tensor name as it is when it is printable and short, quoted and cut (:func:`show`) otherwise."""
+    return name if name.isprintable() and 0 < len(name) <= SHOW_LIMIT else show(name)
+
 
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""
+
+    def about(self, source: str) -> "ZooError":
+        """Name ``source`` (the file being added) at the start of the message, unless it already does."""
+        if self.args and isinstance(self.args[0], str) and source not in self.args[0]:
+            self.args = (f"{source}: {self.args[0]}", *self.args[1:])
+        return self
 
 
 class ConfigError(ZooError):
@@ -24,7 +44,7 @@ class NotFoundError(ZooError, LookupError):
     def __init__(self, kind: str, ref: str, hint: str = "") -> None:
         self.kind = kind
         self.ref = ref
-        msg = f"no {kind} named {ref!r} in the registry"
+        msg = f"no {kind} named {show(ref)} in the registry"
         super().__init__(f"{msg}; {hint}" if hint else msg)
 
 
@@ -34,7 +54,7 @@ class DuplicateError(ZooError):
     def __init__(self, kind: str, ref: str, hint: str = "") -> None:
         self.kind = kind
         self.ref = ref
-        msg = f"{kind} {ref!r} already exists"
+        msg = f"{kind} {show(ref)} already exists"
         super().__init__(f"{msg}; {hint}" if hint else msg)
 
 
@@ -44,7 +64,7 @@ class InvalidNameError(ZooError, ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         super().__init__(
-            f"invalid name {name!r}: {reason}; use letters, digits and '._-' (at most 128 characters)"
+            f"invalid name {show(name)}: {reason}; use letters, digits and '._-' (at most 128 characters)"
         )
 
 
@@ -119,12 +139,13 @@ class ArchitectureMismatchError(ZooError):
         parts = []
         if layer is not None:
             parts.append(
-                f"layer {layer!r} has shape {list(self.got or ())} but {arch} expects {list(self.expected or ())}"
+                f"layer {show(layer)} has shape {list(self.got or ())} but {arch} expects {list(self.expected or ())}"
             )
         if self.missing:
-            parts.append(f"missing {len(self.missing)} tensor(s), e.g. {', '.join(self.missing[:3])}")
+            parts.append(f"missing {len(self.missing)} tensor(s), e.g. {', '.join(map(_plain, self.missing[:3]))}")
         if self.unexpected:
-            parts.append(f"unexpected {len(self.unexpected)} tensor(s), e.g. {', '.join(self.unexpected[:3])}")
+            parts.append(f"unexpected {len(self.unexpected)} tensor(s), e.g. "
+                         f"{', '.join(map(_plain, self.unexpected[:3]))}")
         if detail:
             parts.append(detail)
         super().__init__(
@@ -138,7 +159,7 @@ class InvalidWeightsError(ZooError):
 
     def __init__(self, tensor: str, reason: str) -> None:
         self.tensor = tensor
-        super().__init__(f"tensor {tensor!r} {reason}; clean the weights before adding them")
+        super().__init__(f"tensor {show(tensor)} {reason}; clean the weights before adding them")
 
 
 class IntegrityError(ZooError):

@@ -25,7 +25,7 @@ import pluggy
 import torch
 
 from zoo import hookspecs
-from zoo.errors import UnknownFamilyError, UnknownPluginError, ZooError
+from zoo.errors import UnknownFamilyError, UnknownPluginError, ZooError, show
 from zoo.family import ArchitectureFamily, natural_key, strip_wrapper_prefixes
 from zoo.records import ArchSpec
 
@@ -254,7 +254,12 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
         return arch
     text = arch.strip()
     if text.startswith("{"):
-        return resolve_arch(ArchSpec.from_json(text), **overrides)
+        try:
+            parsed = ArchSpec.from_json(text)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise ZooError(f"cannot read architecture spec JSON {show(text)} ({type(exc).__name__}: {exc}); pass a "
+                           "name such as 'resnet20' or what ArchSpec.to_json() writes") from None
+        return resolve_arch(parsed, **overrides)
     family_name = overrides.pop("family", None)
     if "/" in text:
         family_name, text = text.split("/", 1)

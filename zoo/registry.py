@@ -7,7 +7,9 @@ version), ``name:v3`` (a version), ``name@best`` (an alias) or an integer id.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
+import math
 import operator
 import os
 import re
@@ -30,6 +32,7 @@ from zoo.errors import (
     InvalidNameError,
     NotFoundError,
     ZooError,
+    show,
 )
 from zoo.plugins import detect_arch, get_family, resolve_arch
 from zoo.records import (
@@ -58,13 +61,43 @@ _INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built on
 
 def check_name(name: str, what: str = "name") -> str:
     """``name`` if zoo accepts it (letters, digits, '._-', no path separators or control characters)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        reason = "it is empty" if not name else (
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # fullmatch: '$' alone lets "x\n" through
+        reason = "it is not a string" if not isinstance(name, str) else "it is empty" if not name else (
             "it contains a path separator" if ("/" in name or "\\" in name) else
             "it contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in name) else
             "it is too long" if len(name) > 128 else "it contains a character zoo does not allow")
         raise InvalidNameError(name, f"{what}: {reason}")
     return name
+
+
+def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """``metrics`` as ``{name: float}``: names are non-empty printable strings, values finite numbers."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise ZooError(f"metrics must be a mapping of names to numbers, not {show(metrics)}; "
+                       "pass metrics={'accuracy': 0.93}")
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
+            raise ZooError(f"metric name {show(key)} is not a printable string of 1-128 characters; rename it")
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ZooError(f"metric {show(key)} = {show(value)} is not a number; pass a float") from None
+        if isinstance(value, (str, bytes)) or not math.isfinite(number):
+            raise ZooError(f"metric {show(key)} = {show(value)} is not a finite number; pass a float")
+        out[key] = number
+    return out
+
+
+def check_json(value: Any, what: str) -> None:
+    """Refuse ``value`` unless it is plain JSON (no NaN/Inf, no objects), as the database will store it."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ZooError(f"{what} is not plain JSON ({str(exc)[:200]}); pass strings, finite numbers, lists and "
+                       "dicts") from None
 
 
 def default_blob_root(url: str) -> Path:
@@ -159,26 +192,44 @@ class Registry:
         weights apply on top of (LoRA). On any error nothing is stored.
         """
         if origin not in ORIGINS:
-            raise ZooError(f"unknown origin {origin!r}; choose from {', '.join(ORIGINS)}")
-        read = read_checkpoint(checkpoint)
-        spec = resolve_arch(arch) if arch is not None else detect_arch(read.state_dict)
-        family = get_family(spec.family)
-        if base is not None and family.requires_base(spec):  # describe the base as it is registered
-            spec = family.with_base(spec, self.get(base).arch)
-        state = family.canonicalize(spec, read.state_dict)
-        if name is None:  # a file stem such as 'my model (v2)' becomes 'my-model-v2'
-            name = re.sub(r"[^A-Za-z0-9._-]+", "-", read.default_name or spec.name).strip("-._")[:128] or spec.name
-        name = check_name(name)
+            raise ZooError(f"unknown origin {show(origin)}; choose from {', '.join(ORIGINS)}")
+        metrics = check_metrics(metrics)
+        if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+            raise ZooError(f"tags must be a list of names, not {show(tags)}; pass tags=[...]")
         tags = tuple(sorted({check_name(t, "tag") for t in tags}))
         if alias is not None:
             check_name(alias, "alias")
-        metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
+        if meta is not None and not isinstance(meta, Mapping):
+            raise ZooError(f"meta must be a mapping of JSON values, not {type(meta).__name__}")
+        if arch is not None and not isinstance(arch, (str, ArchSpec)):
+            raise ZooError(f"arch must be an architecture name, a spec or a spec's JSON, not {show(arch)}")
+        for what, ref in (("parent", parent), ("base", base)):
+            if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int))):
+                raise ZooError(f"{what} must be a checkpoint reference (name, name:vN, name@alias or id), "
+                               f"not {show(ref)}")
+        if dataset is not None:
+            check_name(dataset, "dataset")
+        read = read_checkpoint(checkpoint)
+        try:
+            spec = resolve_arch(arch) if arch is not None else detect_arch(read.state_dict)
+            family = get_family(spec.family)
+            if base is not None and family.requires_base(spec):  # describe the base as it is registered
+                spec = family.with_base(spec, self.get(base).arch)
+            state = family.canonicalize(spec, read.state_dict)
+        except ZooError as exc:
+            if isinstance(checkpoint, (str, os.PathLike)):  # say which file does not fit
+                exc.about(read.source)
+            raise
+        if name is None:  # a file stem such as 'my model (v2)' becomes 'my-model-v2'
+            name = re.sub(r"[^A-Za-z0-9._-]+", "-", read.default_name or spec.name).strip("-._")[:128] or spec.name
+        name = check_name(name)
         if family.requires_base(spec) and base is None:
             raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
         tensors = _unshare(state)
         blob_meta = {"zoo.family": spec.family, "zoo.arch": spec.name}
         meta_all = {**({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
                     **({"source_extra": scalar_extras(read.extra)} if read.extra else {}), **dict(meta or {})}
+        check_json(meta_all, "meta")
         num_params = family.layout(spec).num_params
         arch_text = family.describe(spec)
         sha, created, size = self.blobs.put_tensors(tensors, blob_meta)
@@ -667,7 +718,11 @@ class Registry:
     def _resolve(self, s: Session, ref: str | int | CheckpointRecord) -> m.Checkpoint:
         if isinstance(ref, CheckpointRecord):
             ref = ref.id
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if not isinstance(ref, (str, int)) or isinstance(ref, bool):
+            raise NotFoundError("checkpoint", f"<a {type(ref).__name__}>", "refer to it as name, name:vN, name@alias or an id")
+        if isinstance(ref, int) and not 0 <= ref < 2**63:
+            raise NotFoundError("checkpoint", f"id {ref}")
+        if isinstance(ref, int) or (ref.isascii() and ref.isdigit() and len(ref) < 19):
             row = s.get(m.Checkpoint, int(ref))
             if row is None:
                 raise NotFoundError("checkpoint", f"id {ref}")

@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -286,7 +287,10 @@ def scan(dirs: Sequence[Path]) -> Iterator[tuple[str, int, int]]:
                 path = os.path.join(dirpath, fn)
                 try:
                     st = os.stat(path)
-                except OSError:  # removed meanwhile
+                except OSError:  # removed meanwhile, or a dangling/looping symlink
+                    continue
+                if not stat.S_ISREG(st.st_mode):  # a FIFO or device (e.g. a link to /dev/zero) would block or never end
+                    log.warning("reindex: skipping %s: not a regular file", path)
                     continue
                 yield path, st.st_size, st.st_mtime_ns
 
@@ -303,6 +307,9 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
                               "fix the sidecar or remove it") from None
     if not isinstance(data, dict):
         raise CheckpointError(str(path), f"its sidecar {side.name} is not a JSON object", "write {\"name\": ...}")
+    if not isinstance(data.get("meta") or {}, dict):
+        raise CheckpointError(str(path), f"its sidecar {side.name} has a 'meta' that is not a JSON object",
+                              "write \"meta\": {...}")
     unknown = sorted(set(data) - set(SIDECAR_KEYS))
     if unknown:
         raise CheckpointError(str(path), f"its sidecar {side.name} has unknown keys {unknown}",
