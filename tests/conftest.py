@@ -69,29 +69,25 @@ def pretrained(shared_data: Path) -> Path:
 
 # --- PostgreSQL ---------------------------------------------------------------------------------------
 
-_server: PostgresServer | None = None
-_server_error: str | None = None
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """The session's PostgreSQL server (started on first use); skips, or fails in CI, where there is none."""
-    global _server, _server_error
-    if _server is None and _server_error is None:
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            _server_error = "psycopg is not installed: pip install -e .[test]"
-        else:
-            try:
-                _server = PostgresServer.start()
-            except PostgresUnavailable as exc:
-                _server_error = str(exc)
-    if _server is None:
+    """The session's PostgreSQL server (started on first use, stopped at the end); skips where there is none,
+    or fails in CI (pytest remembers the outcome: one attempt per session)."""
+    server: PostgresServer | None = None
+    try:
+        import psycopg  # noqa: F401
+
+        server = PostgresServer.start()
+    except ImportError:
+        error = "the psycopg driver is not installed: pip install -e .[test]"
+    except PostgresUnavailable as exc:
+        error = str(exc)
+    if server is None:
         if _postgres_required():
-            pytest.fail(f"PostgreSQL is required here (CI or ZOO_REQUIRE_POSTGRES=1) but unavailable: {_server_error}")
-        pytest.skip(f"PostgreSQL unavailable: {_server_error}")
-    yield _server
+            pytest.fail(f"PostgreSQL is required here (CI or ZOO_REQUIRE_POSTGRES=1) but unavailable: {error}")
+        pytest.skip(f"PostgreSQL unavailable: {error}")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

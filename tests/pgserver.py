@@ -135,21 +135,28 @@ class PostgresServer:
         kwargs: dict = {}
         if self.run_as is not None:
             kwargs = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
-        proc = subprocess.run([str(self.bindir / tool), *args], capture_output=True, text=True, timeout=timeout,
-                              cwd=str(self.root), **kwargs)
+        # files, not pipes: a server started by pg_ctl could otherwise hold a pipe open and hang the call
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.run([str(self.bindir / tool), *args], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                  timeout=timeout, cwd=str(self.root), **kwargs)
+            out.seek(0)
+            output = out.read()
         if proc.returncode != 0:
-            raise PostgresUnavailable(f"{tool} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+            raise PostgresUnavailable(f"{tool} failed ({proc.returncode}): {output.strip()[-2000:]}")
         return proc
 
     def _init_and_start(self) -> None:
         assert self.root is not None and self.datadir is not None and self.bindir is not None
         if self.run_as is not None:  # the server's user must read the binaries and own the data folder
-            if _is_wheel(self.bindir):
-                install = self.bindir.parent
-                copy = self.root / "pginstall"
+            if _is_wheel(self.bindir):  # copied with its layout: binaries find their libraries by relative rpath
+                site = self.bindir.parents[2]
+                copy = self.root / "site"
                 for part in ("bin", "lib", "share"):
-                    shutil.copytree(install / part, copy / part, symlinks=True)
-                self.bindir = copy / "bin"
+                    rel = Path(WHEEL_PACKAGE) / "pginstall" / part
+                    shutil.copytree(site / rel, copy / rel, symlinks=True)
+                if (site / f"{WHEEL_PACKAGE}.libs").is_dir():
+                    shutil.copytree(site / f"{WHEEL_PACKAGE}.libs", copy / f"{WHEEL_PACKAGE}.libs", symlinks=True)
+                self.bindir = copy / WHEEL_PACKAGE / "pginstall" / "bin"
             for path in [self.root, *self.root.rglob("*")]:
                 os.chown(path, *self.run_as, follow_symlinks=False)
             os.chmod(self.root, 0o700)

@@ -12,7 +12,8 @@ Service functions over a :class:`~zoo.registry.Registry`:
 Every vector is stored with its encoder's id and version and the fingerprint of what it encodes (the
 dataset's content fingerprint; the sha256 of the architecture text). A vector is recomputed only when one
 of those changes. Search is exact (NumPy) below :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and
-uses a persisted HNSW index (usearch) above; pgvector on PostgreSQL is a TODO hook (:func:`_pgvector_search`).
+uses a persisted HNSW index (usearch) above; on PostgreSQL with the pgvector extension the database searches
+(exactly, with an HNSW index from that size on; :func:`_pgvector_search`, :mod:`zoo.store.pgvector`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from zoo.index import ANN_MIN_VECTORS, ExactIndex, SearchHits, USearchIndex
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, DatasetRecord, EmbeddingRecord
 from zoo.store import models as m
+from zoo.store import pgvector
 from zoo.store.db import retry
 
 log = logging.getLogger(__name__)
@@ -460,6 +462,7 @@ def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, f
 
     def txn() -> None:
         with registry.db.write() as s:
+            registry.db.lock_key(s, key)
             row = s.get(m.Setting, key)
             if row is None:
                 s.add(m.Setting(key=key, value=json.dumps(new_state)))
@@ -494,14 +497,25 @@ def _ann(registry: Any, enc: DatasetEncoder, version: str) -> USearchIndex:
 
 
 def _pgvector_search(registry: Any, enc: DatasetEncoder, query: np.ndarray, k: int) -> SearchHits | None:
-    """Search dataset vectors inside PostgreSQL with pgvector; None where that is not possible.
+    """The ``k`` dataset vectors of ``enc`` nearest to ``query``, found by PostgreSQL with pgvector; None where
+    pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See :mod:`zoo.store.pgvector`.
 
-    TODO(postgres issue): when ``registry.db.dialect == "postgresql"`` and ``CREATE EXTENSION vector`` is
-    present, keep a ``vector(dim)`` copy of ``embeddings.vector`` per encoder (a migration adds the column and
-    an HNSW index ``USING hnsw (v vector_ip_ops)``) and answer with ``ORDER BY v <#> :q LIMIT :k``. Until
-    then every registry uses the persisted usearch index above, which works on PostgreSQL too.
+    Vectors without an in-database copy yet are copied first (only when this process sees the encoder's
+    vectors changed). From :data:`~zoo.index.ANN_MIN_VECTORS` vectors on, an HNSW index answers.
     """
-    return None
+    if not pgvector.usable(registry.db):
+        return None
+    version = enc.version
+    change = _cached_change(registry, enc.id)
+    pgvector.sync(registry.db, DATASET, enc.id, version, token=change)
+    if change[0] >= ANN_MIN_VECTORS and (registry.url, query.shape[0]) not in _hnsw_checked:
+        pgvector.ensure_hnsw(registry.db, int(query.shape[0]))
+        _hnsw_checked.add((registry.url, int(query.shape[0])))
+    ids, sims = pgvector.search(registry.db, DATASET, enc.id, version, query, k)
+    return SearchHits(ids, sims, "pgvector")
+
+
+_hnsw_checked: set[tuple[str, int]] = set()  # (url, dim) whose HNSW index this process made sure of
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -592,9 +606,11 @@ def nearest(
     architecture of its family; ``"any"`` every checkpoint (also what ``arch=None`` means). With
     ``arch_weight`` w > 0 the score is ``(1 - w) * dataset similarity + w * architecture similarity`` (text
     vectors of the architectures' descriptions). Checkpoints without a registered dataset vector by
-    ``encoder`` are not ranked. ``method``: ``"auto"`` searches exactly below
-    :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and with the persisted HNSW index above;
-    ``"exact"``/``"ann"`` force one. Ties rank the newest checkpoint first.
+    ``encoder`` are not ranked. ``method``: ``"auto"`` searches inside PostgreSQL with pgvector where
+    that is installed, else exactly below :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and with the
+    persisted HNSW index above; ``"exact"``/``"ann"``/``"pgvector"`` force one. Every method rescores its
+    hits with the stored float32 vectors, so pgvector's answers equal the exact search's (below the HNSW
+    size). Ties rank the newest checkpoint first.
     """
     if k < 1:
         raise ZooError(f"k must be at least 1 (got {k})")
@@ -609,23 +625,30 @@ def nearest(
     query, _ = _query_vector(registry, dataset, enc, version)
     use_arch = arch_weight > 0 and spec is not None and match != "exact"
 
+    if method not in ("auto", "exact", "ann", "pgvector"):
+        raise ZooError(f"unknown method {method!r}; choose 'auto', 'exact', 'ann' or 'pgvector'")
     n_vectors = _cached_change(registry, enc.id)[0]  # every vector by the encoder: cheap, close enough here
-    chosen = method
+    chosen: str = method
     if method == "auto":
-        chosen = "pgvector" if registry.db.dialect == "postgresql" else ("ann" if n_vectors >= ANN_MIN_VECTORS else "exact")
+        chosen = "pgvector" if pgvector.usable(registry.db) else ("ann" if n_vectors >= ANN_MIN_VECTORS else "exact")
+    elif method == "pgvector" and not pgvector.usable(registry.db):
+        raise ConfigError(f"method='pgvector' needs a PostgreSQL registry with the pgvector extension (this one: "
+                          f"{registry.db.dialect}{', ZOO_PGVECTOR is off' if pgvector.switched_off() else ''}); "
+                          "install pgvector and run CREATE EXTENSION vector as a superuser, or use method='auto'")
     ds_sims: dict[str, float] = {}
     used = "exact"
     candidates: list[tuple[int, str, str]] = []
-    if chosen == "pgvector":
-        hits = _pgvector_search(registry, enc, query, max(4 * k, 64))
-        chosen = "ann" if n_vectors >= ANN_MIN_VECTORS else "exact"
-        if hits is not None:  # pragma: no cover - TODO hook
-            raise NotImplementedError
-    if chosen == "ann" and n_vectors:
-        index = _ann(registry, enc, version)
+    if chosen in ("ann", "pgvector") and n_vectors:
+        if chosen == "pgvector":
+            def search(q: np.ndarray, n: int) -> SearchHits:
+                hits = _pgvector_search(registry, enc, q, n)
+                assert hits is not None, "pgvector became unusable during a search"
+                return hits
+        else:
+            search = _ann(registry, enc, version).search
         fetch = max(4 * k, 64)
         while True:
-            hits = index.search(query, min(fetch, n_vectors))
+            hits = search(query, min(fetch, n_vectors))
             found = hits.keys[hits.keys >= 0]
             with registry.db.read() as s:  # rescore the hits exactly with their stored float32 vectors
                 rows = s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
@@ -638,7 +661,7 @@ def nearest(
                 chosen, candidates = "exact", []
                 break
             fetch *= 8
-        used = "usearch" if chosen == "ann" else "exact"
+        used = {"ann": "usearch", "pgvector": "pgvector"}.get(chosen, "exact")
     if chosen == "exact":
         table = _load_table(registry, DATASET, enc.id, version)
         candidates = _all_compatible(registry, spec, match, latest_only)
@@ -798,10 +821,15 @@ def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | N
 
     infos: list[IndexInfo] = []
     if index:
+        in_db = pgvector.usable(registry.db)
         for enc in encs:
             with registry.db.read() as s:
                 n = _token(s, DATASET, enc.id, versions[enc.id])[0]
-            if n >= ANN_MIN_VECTORS:
+            if in_db:  # PostgreSQL searches itself: bring its copies (and HNSW index) up to date instead
+                pgvector.sync(registry.db, DATASET, enc.id, versions[enc.id])
+                if n >= ANN_MIN_VECTORS:
+                    pgvector.ensure_hnsw(registry.db, enc.dim)
+            elif n >= ANN_MIN_VECTORS:
                 infos.append(build_index(registry, enc))
     report = RefreshReport(tuple(embedded), current, tuple(changed), tuple(need_data), archs_embedded, archs_current,
                            tuple(infos), tuple(skipped))

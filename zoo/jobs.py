@@ -157,6 +157,7 @@ class Lease:
 
         def txn() -> str | None:
             with self.registry.db.write() as s:
+                self.registry.db.lock_key(s, f"lease:{self.name}")  # PostgreSQL: not between a takeover's read and write
                 row = s.get(m.Lease, self.name)
                 if row is None or row.holder != self.holder:
                     return row.holder if row is not None else "(nobody: it was released by another process)"

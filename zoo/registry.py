@@ -237,6 +237,7 @@ class Registry:
         def txn() -> CheckpointRecord:
             with self.db.write() as s:
                 self.db.lock_key(s, sha)
+                self.db.lock_key(s, f"checkpoint:{name}")  # PostgreSQL: adds of one name pick versions in turn
                 rec = self._insert(s, name, spec, arch_text, sha, size, num_params, dataset, metrics, tags,
                                    origin, parent, base, alias, meta_all, exist_ok)
                 if not self.blobs.exists(sha):  # a concurrent remove took the file: write it again
@@ -300,7 +301,10 @@ class Registry:
     def _dataset_row(self, s: Session, name: str) -> m.Dataset:
         row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
         if row is None:  # a dataset known by name only; registering it later fills in the rest
-            row = m.Dataset(name=check_name(name, "dataset"), description="", meta={"placeholder": True})
+            self.db.lock_key(s, f"dataset:{check_name(name, 'dataset')}")  # as register_dataset does
+            row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
+        if row is None:
+            row = m.Dataset(name=name, description="", meta={"placeholder": True})
             s.add(row)
             s.flush()
         return row
@@ -426,15 +430,13 @@ class Registry:
         return retry(txn)
 
     def _set_alias(self, s: Session, row: m.Checkpoint, alias: str) -> AliasRecord:
-        a = s.get(m.Alias, (row.name, alias))
-        if a is None:
-            a = m.Alias(name=row.name, alias=alias, checkpoint_id=row.id)
-            s.add(a)
-        else:
-            a.checkpoint_id = row.id
-            a.updated_at = m.utcnow()
-        s.flush()
-        return AliasRecord(row.name, alias, row.id, row.version, _utc(a.updated_at))
+        """Create or move the alias in one statement (an upsert: concurrent writers cannot collide)."""
+        now = m.utcnow()
+        ins = (sqlite_insert if self.db.dialect == "sqlite" else pg_insert)(m.Alias).values(
+            name=row.name, alias=alias, checkpoint_id=row.id, updated_at=now)
+        s.execute(ins.on_conflict_do_update(index_elements=[m.Alias.name, m.Alias.alias],
+                                            set_={"checkpoint_id": row.id, "updated_at": now}))
+        return AliasRecord(row.name, alias, row.id, row.version, now)
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
         """Aliases (of one name, or all), sorted by name and alias."""
@@ -608,6 +610,7 @@ class Registry:
         def txn() -> GeneratorRecord:
             with self.db.write() as s:
                 self.db.lock_key(s, sha)
+                self.db.lock_key(s, f"generator:{name}")  # PostgreSQL: versions of one name in turn
                 self._upsert_live_blob(s, sha, len(data))
                 version = (s.scalar(select(func.max(m.Generator.version)).where(m.Generator.name == name)) or 0) + 1
                 row = m.Generator(name=name, version=version, families=",".join(sorted(families)), sha256=sha,
@@ -706,7 +709,7 @@ class Registry:
                 "checkpoints": s.scalar(select(func.count()).select_from(m.Checkpoint)) or 0,
                 "names": s.scalar(select(func.count(func.distinct(m.Checkpoint.name)))) or 0,
                 "blobs": s.scalar(select(func.count()).select_from(m.Blob)) or 0,
-                "blob_bytes": s.scalar(select(func.coalesce(func.sum(m.Blob.size), 0))) or 0,
+                "blob_bytes": int(s.scalar(select(func.coalesce(func.sum(m.Blob.size), 0))) or 0),  # PG: numeric
                 "datasets": s.scalar(select(func.count()).select_from(m.Dataset)) or 0,
                 "generators": s.scalar(select(func.count()).select_from(m.Generator)) or 0,
                 "families": sorted(set(s.scalars(select(m.Checkpoint.family).distinct()).all())),

@@ -84,10 +84,10 @@ class Database:
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
             try:
-                self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True)
+                self.read_engine = self.write_engine = create_engine(with_driver(url), pool_pre_ping=True)
             except Exception as exc:  # missing driver, bad URL
                 raise ConfigError(f"cannot use registry URL {make_url(url)!r}: {exc}; for PostgreSQL install "
-                                  "zoo[postgres]") from None
+                                  "zoo[postgres] (the psycopg driver)") from None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self.migrate()
@@ -182,9 +182,23 @@ def _upgrade(engine: Engine) -> None:
 
     cfg = _alembic_config()
     with engine.begin() as conn:  # write engine: on SQLite this BEGIN IMMEDIATE serialises migrators
+        if engine.dialect.name == "postgresql":  # serialise migrators; the loser then finds the schema current
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('zoo:migrate'))"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     log.info("registry schema migrated to %s", head_revision())
+
+
+def with_driver(url: str) -> str:
+    """``url`` with a driver SQLAlchemy can load: a bare ``postgresql://`` (or ``postgres://``) URL means
+    psycopg 3 (what ``zoo[postgres]`` installs) unless psycopg2 is installed; other URLs are kept as given."""
+    u = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if u.drivername == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
 
 
 def default_url() -> str:
