@@ -4,7 +4,8 @@ Each process runs ``--rounds`` rounds of: add a new version of one shared name (
 aliases (one that every process moves), four reads (by ref, by alias, its own alias, a tag search), and
 every third round an add of weights every process shares (blob dedup races). Prints JSON per backend:
 processes x operations, errors raised to the caller, rows lost (adds reported but not found afterwards),
-whether the versions are gap-free, wall time and throughput, with the machine described.
+whether the versions are gap-free, wall time and throughput (operations over the span from the first
+operation to the last, start-up excluded), with the machine described.
 
     python bench/bench_concurrency.py [--procs 8] [--rounds 25] [--backends sqlite,postgresql] [--out FILE]
 
@@ -38,7 +39,7 @@ def worker(url: str, blobs: str, wid: int, rounds: int) -> None:
     errors: list[str] = []
     ids: list[int] = []
     ops = 0
-    start = time.perf_counter()
+    start = time.time()  # wall clock: the parent compares processes' spans
     for i in range(rounds):
         try:
             torch.manual_seed(1000 * wid + i)
@@ -59,7 +60,7 @@ def worker(url: str, blobs: str, wid: int, rounds: int) -> None:
                 ops += 1
         except Exception as exc:  # counted, not raised: the point is to count them
             errors.append(f"{type(exc).__name__}: {exc}")
-    print(json.dumps({"errors": errors, "ids": ids, "ops": ops, "seconds": time.perf_counter() - start}))
+    print(json.dumps({"errors": errors, "ids": ids, "ops": ops, "start": start, "end": time.time()}))
 
 
 def run_backend(backend: str, procs: int, rounds: int, work: Path) -> dict[str, Any]:
@@ -97,14 +98,15 @@ def run_backend(backend: str, procs: int, rounds: int, work: Path) -> dict[str, 
             clean = reg.verify().clean
         reported = [i for r in results for i in r["ids"]]
         ops = sum(r["ops"] for r in results)
+        span = max(r["end"] for r in results) - min(r["start"] for r in results)  # first op to last op
         return {
             "backend": backend, "server": version, "processes": procs, "rounds_per_process": rounds,
             "operations": ops, "errors": sum(len(r["errors"]) for r in results),
             "error_samples": sorted({e for r in results for e in r["errors"]})[:5],
             "rows_reported": len(reported), "rows_lost": len(set(reported) - present),
             "versions_gap_free": versions == list(range(1, procs * rounds + 1)), "verify_clean": clean,
-            "wall_s": round(wall, 2), "ops_per_s": round(ops / wall, 1),
-            "worker_s_max": round(max(r["seconds"] for r in results), 2),
+            "wall_s": round(wall, 2),  # with each process's start-up (importing torch: most of it on 2 cores)
+            "ops_span_s": round(span, 2), "ops_per_s": round(ops / span, 1),  # from the first op to the last
         }
     finally:
         if server is not None:

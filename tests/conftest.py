@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from tests.pgserver import PostgresServer, PostgresUnavailable
+from tests.pgserver import PostgresServer, PostgresUnavailable, postgres_required
 from zoo.shared_data import shared_data_dir
 
 BACKENDS = ("sqlite", "postgresql")
@@ -30,11 +30,6 @@ def _default_backends() -> tuple[str, ...]:
     if unknown:
         raise pytest.UsageError(f"ZOO_TEST_BACKENDS names unknown backends {unknown}; choose from {BACKENDS}")
     return names
-
-
-def _postgres_required() -> bool:
-    return (os.environ.get("ZOO_REQUIRE_POSTGRES", "") == "1"
-            or os.environ.get("CI", "").lower() in ("1", "true", "yes"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,7 +78,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     except PostgresUnavailable as exc:
         error = str(exc)
     if server is None:
-        if _postgres_required():
+        if postgres_required():
             pytest.fail(f"PostgreSQL is required here (CI or ZOO_REQUIRE_POSTGRES=1) but unavailable: {error}")
         pytest.skip(f"PostgreSQL unavailable: {error}")
     yield server

@@ -15,6 +15,7 @@ import torch
 
 import zoo
 import zoo.embeddings as E
+from tests.pgserver import postgres_required
 from zoo.datasets import ImageDataset, invert, load_digits, rotate
 from zoo.encoders import get_dataset_encoder
 from zoo.index import ExactIndex
@@ -25,10 +26,13 @@ SPEC = zoo.resolve_arch("cnn-tiny")
 
 @pytest.fixture
 def pg(postgres_url: str, tmp_path) -> Iterator[zoo.Registry]:  # type: ignore[no-untyped-def]
-    """A registry on a new PostgreSQL database that has pgvector (skips where the server lacks it)."""
+    """A registry on a new PostgreSQL database that has pgvector (skips where the server lacks it; fails in CI,
+    where the test extra's server has it)."""
     reg = zoo.Registry(postgres_url, blob_root=tmp_path / "registry.blobs")
     if not pgvector.usable(reg.db):
         reg.close()
+        if postgres_required():
+            pytest.fail("this PostgreSQL server has no pgvector extension (CI or ZOO_REQUIRE_POSTGRES=1 requires it)")
         pytest.skip("this PostgreSQL server has no pgvector extension")
     yield reg
     reg.close()
