@@ -15,6 +15,7 @@ Layout: every parameter, in module order; there are no buffers, nothing is fixed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, Any] = {  # settings every variant shares unless overridden
     "input_size": 28,  # square input side in pixels
     "activation": "relu",  # one of ACTIVATIONS
 }
+_CONV_KEY = re.compile(r"features\.\d{1,4}\.weight")  # what detection reads: conv weights ...
+_FC_KEY = re.compile(r"classifier\.\d{1,4}\.weight")  # ... and the two linear layers' weights
 _PREFERRED_SIZES = (28, 32, 8, 16, 64, 224)  # what detection picks when several input sizes fit
 
 
@@ -141,11 +144,10 @@ class CNNFamily(ArchitectureFamily):
                       c["input_size"], c["activation"])
 
     def candidates(self, state_dict: Mapping[str, torch.Tensor]) -> list[ArchSpec]:
-        convs = sorted((k for k in state_dict if k.startswith("features.") and k.endswith(".weight")),
-                       key=lambda k: int(k.split(".")[1]))
-        fcs = sorted((k for k in state_dict if k.startswith("classifier.") and k.endswith(".weight")),
-                     key=lambda k: int(k.split(".")[1]))
-        if not convs or len(fcs) != 2 or any(state_dict[k].dim() != 4 for k in convs):
+        convs = sorted((k for k in state_dict if _CONV_KEY.fullmatch(k)), key=lambda k: int(k.split(".")[1]))
+        fcs = sorted((k for k in state_dict if _FC_KEY.fullmatch(k)), key=lambda k: int(k.split(".")[1]))
+        if not convs or len(fcs) != 2 or any(state_dict[k].dim() != 4 for k in convs) \
+                or any(state_dict[k].dim() != 2 for k in fcs):
             return []
         channels = [int(state_dict[k].shape[0]) for k in convs]
         kernels = [int(state_dict[k].shape[-1]) for k in convs]

@@ -16,10 +16,10 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 import torch
@@ -30,6 +30,7 @@ from zoo.family import ArchitectureFamily, natural_key, strip_wrapper_prefixes
 from zoo.records import ArchSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "zoo.plugins"
 ENV_DISABLE_AUTOLOAD = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
@@ -68,9 +69,22 @@ class _CoreLookups:
     @hookspecs.hookimpl(trylast=True)
     def zoo_detect_architecture(self, state_dict: Mapping[str, torch.Tensor]) -> ArchSpec | None:
         for family in families().values():
-            spec = family.detect(state_dict)
+            spec = _examine(family, family.detect, state_dict)
             if spec is not None:
                 return spec
+        return None
+
+
+def _examine(family: ArchitectureFamily, method: Callable[[Any], T], state_dict: Mapping[str, torch.Tensor]
+             ) -> T | None:
+    """``method(state_dict)``, or None when it raises: a state dict from an untrusted file can hold shapes a
+    family's detection never expected (a 0-d weight, a key like ``features.x.weight``); that family then
+    does not recognise it, and the others still get their turn."""
+    try:
+        return method(state_dict)
+    except Exception as exc:  # a plugin's bug or an odd input: not a match, and said in the log
+        log.warning("family %r could not examine a state dict of %d tensors (%s: %s); treating it as not "
+                    "recognised", family.name, len(state_dict), type(exc).__name__, str(exc)[:200])
         return None
 
 
@@ -278,9 +292,10 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
     if spec is not None:
         return spec
     for family in families().values():  # nearly one of ours (e.g. one wrong shape): say what does not fit
-        near = [c for c in family.candidates(strip_wrapper_prefixes(state_dict)) if c is not None]
+        near = [c for c in _examine(family, family.candidates, strip_wrapper_prefixes(state_dict)) or []
+                if c is not None]
         if near:
-            err = family.mismatch(near[0], state_dict)
+            err = _examine(family, lambda sd: family.mismatch(near[0], sd), state_dict)
             if err is not None:
                 raise err
     raise UnknownFamilyError(f"a state dict of {len(state_dict)} tensors", families())
