@@ -7,9 +7,8 @@ every process reads its own writes. Also: processes opening a new, unmigrated re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
+import multiprocessing
+import multiprocessing.context
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,29 @@ from tests.pgserver import PostgresServer
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
-PROCS = 4  # processes at once (the machine has 2 cores: more only queue)
-ROUNDS = 8  # rounds per process; each round is an add, two alias moves and four reads (and every third, an add
+PROCS = 6  # processes at once (on 2 cores they interleave at every statement)
+ROUNDS = 10  # rounds per process; each round is an add, two alias moves and four reads (and every third, an add
             # of weights every process shares)
 
-WORKER = textwrap.dedent("""
-    import json, sys, torch, zoo
-    url, blobs, wid, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+def _ctx() -> multiprocessing.context.BaseContext:
+    """Real processes, forked from a server that imported zoo and torch once (a fresh interpreter per worker
+    would spend most of the test importing torch on 2 cores)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["zoo", "torch"])
+    return ctx
+
+
+def _work(url: str, blobs: str, wid: int, rounds: int, out: str) -> None:
+    """One process: ``rounds`` rounds of add, alias, alias, four reads (and every third round a shared add)."""
+    import torch
+
     torch.set_num_threads(1)
     reg = zoo.Registry(url, blob_root=blobs)
     spec = zoo.resolve_arch("cnn-tiny")
     fam = zoo.get_family("cnn")
     errors, ids, ops = [], [], 0
-    for i in range(n):
+    for i in range(rounds):
         try:
             torch.manual_seed(1000 * wid + i)
             rec = reg.add(fam.build(spec), name="shared", arch=spec, tags=[f"w{wid}"],  # one name: versions race
@@ -52,21 +61,20 @@ WORKER = textwrap.dedent("""
                 ops += 1
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-    print(json.dumps({"errors": errors, "ids": ids, "ops": ops}))
-""")
+    reg.close()
+    Path(out).write_text(json.dumps({"errors": errors, "ids": ids, "ops": ops}))
 
 
 def run_workers(tmp_path: Path, url: str, blobs: Path, procs: int, rounds: int) -> list[dict]:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    running = [subprocess.Popen([sys.executable, str(script), url, str(blobs), str(w), str(rounds)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(procs)]
-    outs = [p.communicate(timeout=600) for p in running]
-    results = []
-    for p, (out, err) in zip(running, outs):
-        assert p.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+    ctx = _ctx()
+    outs = [tmp_path / f"worker-{w}.json" for w in range(procs)]
+    running = [ctx.Process(target=_work, args=(url, str(blobs), w, rounds, str(outs[w]))) for w in range(procs)]
+    for p in running:
+        p.start()
+    for p in running:
+        p.join(timeout=600)
+        assert p.exitcode == 0, f"worker exited with {p.exitcode}"
+    return [json.loads(o.read_text()) for o in outs]
 
 
 def test_parallel_writers_lose_nothing(registry_url: str, tmp_path: Path) -> None:
@@ -92,10 +100,8 @@ def test_parallel_writers_lose_nothing(registry_url: str, tmp_path: Path) -> Non
         assert reg.verify().clean
 
 
-MIGRATOR = textwrap.dedent("""
-    import sys, zoo
-    zoo.Registry(sys.argv[1], blob_root=sys.argv[2]).close()
-""")
+def _open(url: str, blobs: str) -> None:
+    zoo.Registry(url, blob_root=blobs).close()  # opening migrates
 
 
 def test_processes_opening_a_new_registry_at_once_migrate_it_once(backend: str, tmp_path: Path,
@@ -106,13 +112,13 @@ def test_processes_opening_a_new_registry_at_once_migrate_it_once(backend: str, 
         request.addfinalizer(lambda: server.drop_database(url))
     else:
         url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    script = tmp_path / "migrator.py"
-    script.write_text(MIGRATOR)
-    running = [subprocess.Popen([sys.executable, str(script), url, str(tmp_path / "blobs")], stderr=subprocess.PIPE,
-                                text=True) for _ in range(3)]
+    ctx = _ctx()
+    running = [ctx.Process(target=_open, args=(url, str(tmp_path / "blobs"))) for _ in range(PROCS)]
     for p in running:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
+        p.start()
+    for p in running:
+        p.join(timeout=300)
+        assert p.exitcode == 0, f"a process opening the registry exited with {p.exitcode}"
     from zoo.store.db import current_revision, head_revision
 
     with zoo.Registry(url, blob_root=tmp_path / "blobs") as reg:
