@@ -44,17 +44,19 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     return root / "files", marker, cases
 
 
-def fresh_registry(tmp_path: Path) -> zoo.Registry:
-    reg = zoo.Registry(tmp_path / "registry.db")
+def fresh_registry(tmp_path: Path, reg: zoo.Registry | None = None) -> zoo.Registry:
+    """A registry (a new SQLite file unless given) holding one checkpoint with a dataset, metric, tag and alias."""
+    reg = reg or zoo.Registry(tmp_path / "registry.db")
     reg.add(tiny_state(100), name="keep", dataset="digits", metrics={"accuracy": 0.9}, tags=["ok"], alias="best")
     return reg
 
 
 @pytest.mark.parametrize("category", list(CATEGORIES))
 def test_hostile_inputs_are_refused_by_registry_add(category: str, hostile: tuple[Path, Path, list[Case]],
-                                                     tmp_path: Path) -> None:
+                                                     registry: zoo.Registry, tmp_path: Path) -> None:
+    """Every case of a category through Registry.add, on the backends of $ZOO_TEST_BACKENDS (default SQLite)."""
     _, marker, cases = hostile
-    reg = fresh_registry(tmp_path)
+    reg = fresh_registry(tmp_path, registry)
     before = snapshot(reg)
     mine = [c for c in cases if c.category == category]
     assert mine
@@ -174,6 +176,25 @@ def test_hostile_sidecars_are_reported_never_stored(tmp_path: Path) -> None:
     assert "finite" in bad["nan-metric"] and "tags must be a list" in bad["tags-string"]
     assert reg.verify(grace_s=0).clean
     reg.close()
+
+
+@pytest.mark.backends("sqlite", "postgresql")
+def test_hostile_arguments_store_nothing_on_every_backend(registry: zoo.Registry, tmp_path: Path) -> None:
+    """Names, tags, aliases, datasets, metrics and meta that a database would take (PostgreSQL stores NaN and
+    any text) are refused before anything is written, on SQLite and PostgreSQL alike."""
+    reg = fresh_registry(tmp_path, registry)
+    before = snapshot(reg)
+    sd = tiny_state(6)
+    bad_calls = [dict(name=n) for n in ("a/b", "..", "x\x00", "trail\n", "x" * 129)] + [
+        dict(name="ok", tags=["a/b"]), dict(name="ok", alias="..\\x"), dict(name="ok", dataset="../d"),
+        dict(name="ok", metrics={"acc": float("nan")}), dict(name="ok", metrics={"acc": float("-inf")}),
+        dict(name="ok", metrics={"acc\x00": 1.0}), dict(name="ok", meta={"loss": float("nan")}),
+        dict(name="ok", meta={"obj": object()}), dict(name="ok", parent={"id": 1}), dict(name="ok", origin="x")]
+    for kwargs in bad_calls:
+        with pytest.raises(zoo.ZooError):
+            reg.add(sd, **kwargs)
+        assert snapshot(reg) == before, kwargs
+    assert reg.verify(grace_s=0).clean
 
 
 def test_nonfinite_metrics_and_extras(tmp_path: Path) -> None:
