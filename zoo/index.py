@@ -4,7 +4,7 @@
   registries (up to about :data:`ANN_MIN_VECTORS` vectors, where a query still takes a few milliseconds).
 - :class:`USearchIndex`: an HNSW graph (the ``usearch`` library), persisted to one file and memory-mapped
   on open; approximate, fast at any size.
-- pgvector: searching inside PostgreSQL is the job of the store (see ``zoo.embeddings``); not here yet.
+- pgvector: searching inside PostgreSQL is the job of the store (``zoo.store.pgvector``, used by ``zoo.embeddings``).
 
 All indexes map integer keys (the registry's embedding row ids) to vectors and answer
 ``search(queries, k) -> SearchHits`` with similarities in descending order.
