@@ -1,6 +1,6 @@
 """Nearest-neighbour search inside PostgreSQL with pgvector against exact NumPy search, at a few sizes.
 
-For N random unit vectors (the pixels encoder's length) stored as zoo stores dataset vectors: the time to
+For N unit vectors (a Gaussian mixture, 50 per cluster, as bench_retrieval.py; the pixels encoder's length) stored as zoo stores dataset vectors: the time to
 copy them into pgvector's table (:func:`zoo.store.pgvector.sync`), the latency of an exact in-database scan
 and whether its top 10 equals NumPy's, the HNSW index build time, and its latency and recall@10 (the
 search :func:`zoo.embeddings.nearest` uses on PostgreSQL from :data:`zoo.index.ANN_MIN_VECTORS` on).
@@ -27,22 +27,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+def mixture(n: int, dim: int, seed: int, centers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit vectors around cluster centres, 50 per cluster (as bench_retrieval.py): (vectors, centres)."""
+    rng = np.random.default_rng(seed)
+    if centers is None:
+        centers = rng.standard_normal((max(1, n // 50), dim)).astype(np.float32)
+        centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    noise = rng.standard_normal((n, dim)).astype(np.float32) * (0.6 / np.sqrt(dim))
+    x = centers[rng.integers(0, len(centers), n)] + noise
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), centers
+
+
 def run_size(server: Any, n: int, n_queries: int, work: Path) -> dict[str, Any]:
     from sqlalchemy import insert, text
 
     import zoo
     import zoo.embeddings as E
     from zoo.encoders import get_dataset_encoder
-    from zoo.index import ExactIndex
+    from zoo.index import HNSW_EXPANSION_SEARCH, ExactIndex
     from zoo.store import models as m
     from zoo.store import pgvector
 
     enc = get_dataset_encoder("pixels")
-    rng = np.random.default_rng(n)
-    vecs = rng.standard_normal((n, enc.dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    queries = rng.standard_normal((n_queries, enc.dim)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    vecs, centers = mixture(n, enc.dim, seed=n)
+    queries, _ = mixture(n_queries, enc.dim, seed=n + 1, centers=centers)
     url = server.create_database(prefix="zoo_bench")
     try:
         with zoo.Registry(url, blob_root=work / "blobs") as reg:
@@ -88,7 +96,7 @@ def run_size(server: Any, n: int, n_queries: int, work: Path) -> dict[str, Any]:
     return {"postgresql": server_version, "pgvector": pgvector_version, "vectors": n, "dim": enc.dim, "queries": n_queries, "sync_s": round(sync_s, 3),
             "numpy_exact_ms": round(numpy_ms, 3), "pg_exact_scan_ms": round(scan_ms, 3),
             "pg_exact_scan_recall_at_10": scan_recall, "hnsw_build_s": round(build_s, 3),
-            "hnsw_ms": round(hnsw_ms, 3), "hnsw_recall_at_10": hnsw_recall}
+            "hnsw_ms": round(hnsw_ms, 3), "hnsw_recall_at_10": hnsw_recall, "hnsw_ef_search": HNSW_EXPANSION_SEARCH}
 
 
 def main() -> None:

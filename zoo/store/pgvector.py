@@ -27,12 +27,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from zoo.index import HNSW_EXPANSION_SEARCH
+
 log = logging.getLogger(__name__)
 
 TABLE = "embedding_vectors"
 ENV_SWITCH = "ZOO_PGVECTOR"  # "0", "off", "false", "no": never use pgvector
 HNSW_MAX_DIM = 2000  # pgvector's limit for an HNSW index over `vector`
 SYNC_BATCH = 1000
+ANALYZE_AFTER = 500  # copies added at once that refresh the table's planner statistics
 
 _state: dict[str, bool] = {}  # url -> pgvector usable (extension and table present)
 _synced: dict[tuple[str, str, str, str], Any] = {}  # (url, encoder, version, subject) -> change token synced
@@ -138,6 +141,9 @@ def sync(db: Any, subject: str, encoder_id: str, version: str, token: Any = None
         added = _copy_missing(db, subject, encoder_id, version)
     except IntegrityError:  # a vector was replaced between reading and copying it: read again
         added = _copy_missing(db, subject, encoder_id, version)
+    if added >= ANALYZE_AFTER:  # fresh statistics, or the planner keeps scanning as if the table were empty
+        with db.write_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ANALYZE {TABLE}"))
     if added:
         log.info("pgvector: copied %d %s vectors of %s@%s", added, subject, encoder_id, version)
     if token is not None:
@@ -173,12 +179,14 @@ def search(db: Any, subject: str, encoder_id: str, version: str, query: np.ndarr
     best first, computed by PostgreSQL (exact unless an HNSW index covers the vectors' length)."""
     dim = int(query.shape[0])
     with db.read_engine.connect() as conn:
-        if _has_hnsw(conn, dim):
-            conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(int(k), 1000))}"))
+        if _has_hnsw(conn, dim):  # the index's expression, so that the planner uses it
+            conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, max(int(k), HNSW_EXPANSION_SEARCH))}"))
+            distance = f"(z.v::vector({dim})) <#> CAST(:q AS vector({dim}))"
+        else:  # an exact scan, without a cast per row
+            distance = "z.v <#> CAST(:q AS vector)"
         rows: Sequence[Any] = conn.execute(text(
-            f"SELECT z.embedding_id, (z.v::vector({dim})) <#> CAST(:q AS vector({dim})) AS d FROM {TABLE} z "
-            f"WHERE z.dim = {dim} AND z.subject = :s AND z.encoder_id = :e AND z.encoder_version = :ver "
-            f"ORDER BY (z.v::vector({dim})) <#> CAST(:q AS vector({dim})) LIMIT :k"),
+            f"SELECT z.embedding_id, {distance} AS d FROM {TABLE} z WHERE z.dim = {dim} AND z.subject = :s AND "
+            f"z.encoder_id = :e AND z.encoder_version = :ver ORDER BY {distance} LIMIT :k"),
             {"q": _literal(query), "s": subject, "e": encoder_id, "ver": version, "k": int(k)}).all()
         conn.rollback()
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -204,6 +212,7 @@ def ensure_hnsw(db: Any, dim: int) -> bool:
             return True
         conn.execute(text(f"CREATE INDEX {_hnsw_name(dim)} ON {TABLE} USING hnsw ((v::vector({dim})) vector_ip_ops) "
                           f"WHERE dim = {dim}"))
+        conn.execute(text(f"ANALYZE {TABLE}"))
     log.info("pgvector: built an HNSW index over %d-value vectors", dim)
     return True
 
