@@ -107,6 +107,10 @@ def _read_file(path: Path) -> ReadCheckpoint:
     # their magic bytes, not their suffix: a .pt holding safetensors is read as safetensors, and a safetensors
     # file whose tensor data happens to end like a zip directory is never handed to the unpickler.
     if path.suffix == ".safetensors":
+        if head[:4] == ZIP_MAGIC or head[:2] in PICKLE_MAGIC:
+            raise CheckpointError(src, "it is named .safetensors but holds a pickled torch file, and zoo never "
+                                       "unpickles a .safetensors file", "rename it to .pt if it should hold weights "
+                                       "(it is then read weights-only), or re-save it with safetensors")
         return ReadCheckpoint(_safetensors_load(path, src), src, default_name=path.stem)
     if head[:4] == ZIP_MAGIC:
         _check_zip(path, src)

@@ -148,7 +148,7 @@ ZYGOTE = textwrap.dedent(r'''
             cfg = igpg.TrainConfig(
                 tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
                 prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                tokenizer_steps=60, prior_steps=40, tokenizer_batch=128, prior_batch=2, device="cpu",
+                tokenizer_steps=40, prior_steps=24, tokenizer_batch=128, prior_batch=2, device="cpu",
                 checkpoint_dir=arg, checkpoint_every=1)
             igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False, text_encoder="crash-hash")
         elif mode == "reindex":
@@ -273,7 +273,8 @@ def check(reg: zoo.Registry, *, repair: str = "api", load: int = 3) -> Findings:
 
         res = CliRunner().invoke(cli, ["--registry", reg.url, "--blob-root", str(reg.blobs.root), "verify",
                                        "--repair", "--grace", "0", "--json"])
-        if res.exit_code != 0 or not json.loads(res.output)["repaired"]:
+        text = res.output[res.output.find("{"):]  # log lines on stderr may come first
+        if res.exit_code != 0 or not json.JSONDecoder().raw_decode(text)[0]["repaired"]:
             out.inconsistencies.append(f"zoo verify --repair failed ({res.exit_code}): {res.output[-500:]}")
     else:
         reg.verify(repair=True, grace_s=0)
