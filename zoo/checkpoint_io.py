@@ -297,7 +297,7 @@ def _is_scalar(v: Any) -> bool:
         if v.numel() != 1 or v.dtype not in ALLOWED_DTYPES or v.layout != torch.strided or v.device.type == "meta":
             return False
         v = v.item()
-    if isinstance(v, bool) or isinstance(v, str):
+    if isinstance(v, (bool, str)):
         return not isinstance(v, str) or (len(v) <= 1024 and v.isprintable())
     if isinstance(v, int):
         return abs(v) < 2**63

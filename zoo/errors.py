@@ -27,7 +27,7 @@ def _plain(name: str) -> str:
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""
 
-    def about(self, source: str) -> "ZooError":
+    def about(self, source: str) -> ZooError:
         """Name ``source`` (the file being added) at the start of the message, unless it already does."""
         if self.args and isinstance(self.args[0], str) and source not in self.args[0]:
             self.args = (f"{source}: {self.args[0]}", *self.args[1:])

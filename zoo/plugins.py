@@ -11,6 +11,7 @@ Environment:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import logging
 import os
@@ -295,7 +296,7 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
         near = [c for c in _examine(family, family.candidates, strip_wrapper_prefixes(state_dict)) or []
                 if c is not None]
         if near:
-            err = _examine(family, lambda sd: family.mismatch(near[0], sd), state_dict)
+            err = _examine(family, functools.partial(family.mismatch, near[0]), state_dict)
             if err is not None:
                 raise err
     raise UnknownFamilyError(f"a state dict of {len(state_dict)} tensors", families())

@@ -183,9 +183,10 @@ def pickle_code_cases(folder: Path, marker: Path) -> list[Case]:
                                                                            pickle.dumps(p, protocol=2))),
                  UnsafeCheckpointError),
             Case("pickle-code", f"{kind} raw pickle with a .safetensors name",
-                 _write(folder, f"evil-{i}.safetensors", pickle.dumps(p, protocol=4)), CheckpointError),
+                 _write(folder, f"evil-{i}.safetensors", pickle.dumps(p, protocol=4)), CheckpointError,
+                 match="never unpickles a .safetensors file"),
         ]
-        for proto in range(0, 6):
+        for proto in range(6):
             expect = UnsafeCheckpointError if proto >= 2 else CheckpointError  # 0/1 have no magic: unknown format
             out.append(Case("pickle-code", f"{kind} raw pickle protocol {proto} .bin",
                             _write(folder, f"evil-raw-{i}-p{proto}.bin", pickle.dumps(p, protocol=proto)), expect))
@@ -204,7 +205,6 @@ def not_weights_only_cases(folder: Path) -> list[Case]:
     """Torch files that hold objects other than tensors and plain containers, or no state dict at all."""
     import argparse
 
-    import numpy as np
 
     sd = tiny_state()
     model = zoo.get_family("cnn").build(SPEC)
@@ -281,7 +281,7 @@ def bit_flip_cases(folder: Path, seed: int = 0) -> list[Case]:
     cd_start = zp.rfind(b"PK\x01\x02", 0, len(zp) - 22)
     first_cd = zp.find(b"PK\x01\x02")
     regions = {
-        "safetensors-header": (st, range(0, 8 + h)),
+        "safetensors-header": (st, range(8 + h)),
         "safetensors-data": (st, range(8 + h, len(st))),
         "torch-pickle": (zp, range(pkl.header_offset, pkl.header_offset + 30 + len(pkl.filename) + pkl.file_size + 64)),
         "torch-directory": (zp, range(first_cd if first_cd > 0 else cd_start, len(zp))),

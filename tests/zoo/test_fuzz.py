@@ -134,7 +134,7 @@ def _picks(regions: dict[str, range]) -> st.SearchStrategy[list[tuple[str, tuple
 SD = tiny_state(60)
 ST = st_bytes(SD)
 (_H,) = struct.unpack("<Q", ST[:8])
-ST_REGIONS = {"length": range(0, 8), "header": range(8, 8 + _H), "anywhere": range(0, len(ST))}
+ST_REGIONS = {"length": range(8), "header": range(8, 8 + _H), "anywhere": range(len(ST))}
 
 
 def fuzz_safetensors_bytes(t: Target) -> None:
@@ -245,7 +245,7 @@ def _zip_regions(data: bytes) -> dict[str, range]:
     start = pkl.header_offset
     first_cd = data.find(b"PK\x01\x02")
     return {"pickle": range(start, start + 30 + len(pkl.filename) + pkl.file_size + 64),
-            "directory": range(first_cd, len(data)), "local-headers": range(0, 128), "anywhere": range(0, len(data))}
+            "directory": range(first_cd, len(data)), "local-headers": range(128), "anywhere": range(len(data))}
 
 
 ZP = torch_bytes({"state_dict": SD, "epoch": 3, "best_prec1": torch.tensor(91.5)})
@@ -253,7 +253,7 @@ ZP_REGIONS = _zip_regions(ZP)
 _ZF = zipfile.ZipFile(io.BytesIO(ZP))
 PKL = _ZF.read(next(n for n in _ZF.namelist() if n.endswith("data.pkl")))  # the archive's pickle
 LEGACY = torch_bytes(SD, legacy=True)
-LEGACY_REGIONS = {"pickle-head": range(0, 2048), "anywhere": range(0, len(LEGACY))}
+LEGACY_REGIONS = {"pickle-head": range(2048), "anywhere": range(len(LEGACY))}
 
 
 def fuzz_torch_zip(t: Target) -> None:
@@ -266,7 +266,7 @@ def fuzz_torch_zip(t: Target) -> None:
 
 
 def fuzz_torch_pickle(t: Target) -> None:
-    regions = {"pickle": range(0, len(PKL))}
+    regions = {"pickle": range(len(PKL))}
 
     @_settings("torch_pickle")
     @given(_picks(regions))

@@ -15,6 +15,7 @@ import random
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -185,11 +186,11 @@ def test_hostile_arguments_store_nothing_on_every_backend(registry: zoo.Registry
     reg = fresh_registry(tmp_path, registry)
     before = snapshot(reg)
     sd = tiny_state(6)
-    bad_calls = [dict(name=n) for n in ("a/b", "..", "x\x00", "trail\n", "x" * 129)] + [
-        dict(name="ok", tags=["a/b"]), dict(name="ok", alias="..\\x"), dict(name="ok", dataset="../d"),
-        dict(name="ok", metrics={"acc": float("nan")}), dict(name="ok", metrics={"acc": float("-inf")}),
-        dict(name="ok", metrics={"acc\x00": 1.0}), dict(name="ok", meta={"loss": float("nan")}),
-        dict(name="ok", meta={"obj": object()}), dict(name="ok", parent={"id": 1}), dict(name="ok", origin="x")]
+    bad_calls: list[dict[str, Any]] = [{"name": n} for n in ("a/b", "..", "x\x00", "trail\n", "x" * 129)] + [
+        {"name": "ok", "tags": ["a/b"]}, {"name": "ok", "alias": "..\\x"}, {"name": "ok", "dataset": "../d"},
+        {"name": "ok", "metrics": {"acc": float("nan")}}, {"name": "ok", "metrics": {"acc": float("-inf")}},
+        {"name": "ok", "metrics": {"acc\x00": 1.0}}, {"name": "ok", "meta": {"loss": float("nan")}},
+        {"name": "ok", "meta": {"obj": object()}}, {"name": "ok", "parent": {"id": 1}}, {"name": "ok", "origin": "x"}]
     for kwargs in bad_calls:
         with pytest.raises(zoo.ZooError):
             reg.add(sd, **kwargs)
