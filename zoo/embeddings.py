@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,10 +119,6 @@ class RefreshReport:
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-def _utc(dt):  # type: ignore[no-untyped-def]
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
-
-
 def _to_bytes(vec: np.ndarray) -> bytes:
     return np.ascontiguousarray(vec, dtype="<f4").tobytes()
 
@@ -138,12 +133,12 @@ def _text_fingerprint(text: str) -> str:
 
 def _embedding_record(row: m.Embedding) -> EmbeddingRecord:
     return EmbeddingRecord(row.id, row.subject, row.subject_key, row.encoder_id, row.encoder_version,
-                           row.source_fingerprint, _from_bytes(row.vector), _utc(row.created_at))
+                           row.source_fingerprint, _from_bytes(row.vector), m.as_utc(row.created_at))
 
 
 def _dataset_record(r: m.Dataset) -> DatasetRecord:
     return DatasetRecord(r.id, r.name, r.description, r.num_classes, r.num_samples, r.fingerprint,
-                         _utc(r.created_at), r.meta or {})
+                         m.as_utc(r.created_at), r.meta or {})
 
 
 def _check_vector(vec: np.ndarray, encoder: Any, what: str) -> np.ndarray:

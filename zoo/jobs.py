@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("running", "succeeded", "failed", "skipped", "killed")  # a run's life; see JobRunRecord
 DEFAULT_TTL_S = 300.0  # a lease not renewed for this long is free
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
 def new_holder() -> str:
@@ -112,10 +108,10 @@ class Lease:
                 row = s.get(m.Lease, self.name)
                 now = m.utcnow()
                 if row is not None and row.holder != self.holder:
-                    expires = _utc(row.expires_at)
+                    expires = m.as_utc(row.expires_at)
                     assert expires is not None
                     if expires > now and not holder_is_dead(row.holder):
-                        return LeaseInfo(row.name, row.holder, _utc(row.acquired_at) or now, expires)
+                        return LeaseInfo(row.name, row.holder, m.as_utc(row.acquired_at) or now, expires)
                     log.warning("job %s: taking over the lease of %s (%s)", self.name, row.holder,
                                 "its process is gone" if expires > now else "it expired")
                 until = now + timedelta(seconds=self.ttl_s)
@@ -214,14 +210,14 @@ def lease_info(registry: Registry, name: str) -> LeaseInfo | None:
         if row is None:
             return None
         now = m.utcnow()
-        return LeaseInfo(row.name, row.holder, _utc(row.acquired_at) or now, _utc(row.expires_at) or now)
+        return LeaseInfo(row.name, row.holder, m.as_utc(row.acquired_at) or now, m.as_utc(row.expires_at) or now)
 
 
 # ----------------------------------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------------------------------
 def _record(r: m.JobRun) -> JobRunRecord:
-    return JobRunRecord(r.id, r.kind, r.status, _utc(r.started_at), _utc(r.finished_at),  # type: ignore[arg-type]
+    return JobRunRecord(r.id, r.kind, r.status, m.as_utc(r.started_at), m.as_utc(r.finished_at),  # type: ignore[arg-type]
                         {k: v for k, v in (r.counts or {}).items()}, r.message, r.holder)
 
 

@@ -14,7 +14,6 @@ import operator
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +108,6 @@ def default_blob_root(url: str) -> Path:
     if path is not None:
         return path.with_suffix(".blobs")
     return Path("zoo-blobs")
-
-
-def _utc(dt):  # type: ignore[no-untyped-def]
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
 def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> list[tuple[str, str, float]]:
@@ -444,7 +439,7 @@ class Registry:
         if name:
             q = q.where(m.Alias.name == name)
         with self.db.read() as s:
-            return [AliasRecord(a.name, a.alias, a.checkpoint_id, v, _utc(a.updated_at))
+            return [AliasRecord(a.name, a.alias, a.checkpoint_id, v, m.as_utc(a.updated_at))
                     for a, v in s.execute(q.order_by(m.Alias.name, m.Alias.alias)).all()]
 
     def unalias(self, name: str, alias: str) -> None:
@@ -684,7 +679,7 @@ class Registry:
     def _generator_record(r: m.Generator, trained_on: Iterable[int]) -> GeneratorRecord:
         return GeneratorRecord(r.id, r.name, r.version, tuple(f for f in r.families.split(",") if f), r.sha256,
                                r.config or {}, r.metrics or {}, tuple(trained_on), r.watermark, r.status,
-                               _utc(r.created_at))
+                               m.as_utc(r.created_at))
 
     def datasets(self) -> list[DatasetRecord]:
         with self.db.read() as s:
@@ -700,7 +695,7 @@ class Registry:
     @staticmethod
     def _dataset_record(r: m.Dataset) -> DatasetRecord:
         return DatasetRecord(r.id, r.name, r.description, r.num_classes, r.num_samples, r.fingerprint,
-                             _utc(r.created_at), r.meta or {})
+                             m.as_utc(r.created_at), r.meta or {})
 
     def stats(self) -> dict[str, Any]:
         """Counts of what the registry holds."""
@@ -774,7 +769,7 @@ class Registry:
                 sha256=r.sha256, num_params=r.num_params, size_bytes=r.size_bytes,
                 dataset=datasets.get(r.dataset_id) if r.dataset_id is not None else None,
                 metrics=metrics.get(r.id, {}), tags=tuple(sorted(tags.get(r.id, []))), origin=r.origin,
-                parent_id=r.parent_id, base_id=r.base_id, created_at=_utc(r.created_at), meta=r.meta or {},
+                parent_id=r.parent_id, base_id=r.base_id, created_at=m.as_utc(r.created_at), meta=r.meta or {},
             )
             for r in rows
         ]

@@ -38,6 +38,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(dt: datetime | None) -> datetime | None:
+    """``dt`` marked as UTC when the database handed it back without a zone (SQLite keeps none)."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
@@ -205,5 +210,5 @@ class Setting(Base):
 
 __all__ = [
     "Alias", "Base", "Blob", "Checkpoint", "Dataset", "Embedding", "Generator", "GeneratorCheckpoint",
-    "JobRun", "Lease", "Metric", "Setting", "Tag", "WatchedFile", "utcnow",
+    "JobRun", "Lease", "Metric", "Setting", "Tag", "WatchedFile", "as_utc", "utcnow",
 ]
