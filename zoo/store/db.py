@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,12 +130,17 @@ class Database:
     def lock_key(self, session: Session, key: str) -> None:
         """Serialise writers on ``key`` until the transaction ends (SQLite: already serialised)."""
         if self.dialect == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+            advisory_lock(session, key)
 
     def dispose(self) -> None:
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
+
+
+def advisory_lock(conn: Connection | Session, key: str) -> None:
+    """PostgreSQL: wait for the transaction-scoped advisory lock on ``key``, held until the transaction ends."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
 
 
 def retry(fn: Callable[[], T], attempts: int = 8) -> T:
@@ -183,7 +188,7 @@ def _upgrade(engine: Engine) -> None:
     cfg = _alembic_config()
     with engine.begin() as conn:  # write engine: on SQLite this BEGIN IMMEDIATE serialises migrators
         if engine.dialect.name == "postgresql":  # serialise migrators; the loser then finds the schema current
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('zoo:migrate'))"))
+            advisory_lock(conn, "zoo:migrate")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     log.info("registry schema migrated to %s", head_revision())

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from zoo.index import HNSW_EXPANSION_SEARCH
+from zoo.store.db import advisory_lock
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def install(conn: Connection) -> bool:
     """
     if conn.dialect.name != "postgresql" or switched_off():
         return False
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('zoo:pgvector'))"))  # concurrent installers queue
+    advisory_lock(conn, "zoo:pgvector")  # concurrent installers queue
     state = extension_state(conn)
     if state == "missing":
         log.info("pgvector is not installed on this PostgreSQL server: nearest-neighbour search runs in Python "
@@ -207,7 +208,7 @@ def ensure_hnsw(db: Any, dim: int) -> bool:
     if dim > HNSW_MAX_DIM or dim < 1:
         return False
     with db.write_engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('zoo:pgvector'))"))
+        advisory_lock(conn, "zoo:pgvector")
         if _has_hnsw(conn, dim):
             return True
         conn.execute(text(f"CREATE INDEX {_hnsw_name(dim)} ON {TABLE} USING hnsw ((v::vector({dim})) vector_ip_ops) "
