@@ -137,13 +137,20 @@ ST = st_bytes(SD)
 ST_REGIONS = {"length": range(8), "header": range(8, 8 + _H), "anywhere": range(len(ST))}
 
 
-def fuzz_safetensors_bytes(t: Target) -> None:
-    @_settings("safetensors_bytes")
-    @given(_picks(ST_REGIONS))
-    def run(picks: list[tuple[str, tuple[Any, ...]]]) -> None:
-        t(mutate(ST, ST_REGIONS, picks), ".safetensors")
+def byte_fuzzer(name: str, data: bytes, regions: dict[str, range], suffix: str) -> Callable[[Target], None]:
+    """A fuzzer feeding ``data`` with seeded mutations in ``regions`` to the target as a ``suffix`` file."""
+    def fuzz(t: Target) -> None:
+        @_settings(name)
+        @given(_picks(regions))
+        def run(picks: list[tuple[str, tuple[Any, ...]]]) -> None:
+            t(mutate(data, regions, picks), suffix)
 
-    run()
+        run()
+
+    return fuzz
+
+
+fuzz_safetensors_bytes = byte_fuzzer("safetensors_bytes", ST, ST_REGIONS, ".safetensors")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -256,13 +263,7 @@ LEGACY = torch_bytes(SD, legacy=True)
 LEGACY_REGIONS = {"pickle-head": range(2048), "anywhere": range(len(LEGACY))}
 
 
-def fuzz_torch_zip(t: Target) -> None:
-    @_settings("torch_zip")
-    @given(_picks(ZP_REGIONS))
-    def run(picks: list[tuple[str, tuple[Any, ...]]]) -> None:
-        t(mutate(ZP, ZP_REGIONS, picks), ".pt")
-
-    run()
+fuzz_torch_zip = byte_fuzzer("torch_zip", ZP, ZP_REGIONS, ".pt")
 
 
 def fuzz_torch_pickle(t: Target) -> None:
@@ -276,13 +277,7 @@ def fuzz_torch_pickle(t: Target) -> None:
     run()
 
 
-def fuzz_torch_legacy(t: Target) -> None:
-    @_settings("torch_legacy")
-    @given(_picks(LEGACY_REGIONS))
-    def run(picks: list[tuple[str, tuple[Any, ...]]]) -> None:
-        t(mutate(LEGACY, LEGACY_REGIONS, picks), ".pth")
-
-    run()
+fuzz_torch_legacy = byte_fuzzer("torch_legacy", LEGACY, LEGACY_REGIONS, ".pth")
 
 
 FUZZERS: dict[str, Callable[[Target], None]] = {
