@@ -15,12 +15,14 @@ from zoo.errors import ZooError
 log = logging.getLogger("zoo")
 
 
-def _registry(ctx: click.Context):  # type: ignore[no-untyped-def]
+def _registry(ctx: click.Context, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """The registry the command works on. Only commands that add (``create=True``) may create one: the others
+    fail naming the path, so that a mistyped ``--registry`` is not a new, empty registry."""
     from zoo.registry import Registry
 
     obj = ctx.ensure_object(dict)
     if "registry" not in obj:
-        obj["registry"] = Registry(obj.get("url"), blob_root=obj.get("blob_root"))
+        obj["registry"] = Registry(obj.get("url"), blob_root=obj.get("blob_root"), create=create)
         ctx.call_on_close(obj["registry"].close)
     return obj["registry"]
 
@@ -56,7 +58,19 @@ def _checkpoint_rows(records) -> list[list[str]]:  # type: ignore[no-untyped-def
 _HEADERS = ["REF", "FAMILY", "ARCH", "PARAMS", "DATASET", "METRICS", "ORIGIN", "BLOB"]
 
 
-@click.group()
+class ZooGroup(click.Group):
+    """The command group: a :class:`~zoo.ZooError` from any command (a plugin's too) becomes one line on
+    stderr and exit code 1, however the CLI is invoked."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=ZooGroup)
 @click.option("--registry", "url", envvar="ZOO_REGISTRY_URL", default=None, metavar="URL",
               help="Registry database: a SQLAlchemy URL or a SQLite path (default: sqlite:///registry.db).")
 @click.option("--blob-root", envvar="ZOO_BLOB_ROOT", default=None, metavar="DIR",
@@ -92,13 +106,14 @@ def add(ctx: click.Context, path: str, name: str | None, arch: str | None, datas
     parsed: dict[str, float] = {}
     for item in metrics:
         key, sep, value = item.partition("=")
+        key = key.strip()
         try:
             parsed[key] = float(value)
         except ValueError:
             raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric") from None
         if not sep:
             raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric")
-    rec = _registry(ctx).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
+    rec = _registry(ctx, create=True).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
                              parent=parent, base=base, alias=alias, exist_ok=exist_ok)
     _emit(rec.to_dict(), as_json, lambda: click.echo(
         f"added {rec.ref}: {rec.arch} ({_fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"))
@@ -123,7 +138,7 @@ def list_(ctx: click.Context, family: str | None, name: str | None, latest: bool
 @json_option
 @click.pass_context
 def show(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show one checkpoint (REF: name, name:vN, name@alias or id) with its lineage and aliases."""
+    """Show one checkpoint (REF: name, name:vN, name@alias or id:N) with its lineage and aliases."""
     reg = _registry(ctx)
     rec = reg.get(ref)
     lineage = reg.lineage(rec.id)
@@ -211,17 +226,27 @@ def alias(ctx: click.Context, ref: str, alias: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Remove without asking (needed when stdin is not a terminal).")
 @json_option
 @click.pass_context
 def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
-    """Remove one checkpoint version (and its blob when nothing else uses it)."""
+    """Remove one checkpoint version (REF: name:vN, name@alias, id:N, or a name with one version) and its blob
+    when nothing else uses it. Says what the removal touches: children, aliases, generators trained on it.
+    Without --yes it asks, and refuses when it cannot ask. Removed versions and ids are never reused.
+    """
     reg = _registry(ctx)
-    rec = reg.get(ref)
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"remove {rec.ref}?", abort=True)
-    reg.remove(rec.id)
-    _emit({"removed": rec.ref}, as_json, lambda: click.echo(f"removed {rec.ref}"))
+    impact = reg.removal_impact(ref)
+    target = impact.checkpoint
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"not removing {target.ref}: confirmation needed and stdin is not a terminal; "
+                                   f"run `zoo rm {target.ref} --yes` to remove it")
+        details = "".join(f"\n  {line}" for line in impact.describe())
+        click.confirm(f"remove {target.ref} (id:{target.id}, {target.arch}){details}\nremove?", abort=True)
+    impact = reg.remove(target.id)  # exactly the version shown, even if REF now names another
+    _emit(impact.to_dict(), as_json, lambda: click.echo(
+        f"removed {impact.checkpoint.ref} (id:{impact.checkpoint.id})"
+        + "".join(f"\n  {line}" for line in impact.describe())))
 
 
 @cli.command()
@@ -289,7 +314,7 @@ def datasets() -> None:
 def datasets_register(ctx: click.Context, name: str, source: str, description: str | None,
                       encoders: tuple[str, ...], replace: bool, as_json: bool) -> None:
     """Register SOURCE as dataset NAME: an image folder, an MNIST folder, or "digits"."""
-    rec = _registry(ctx).register_dataset(name, source, description=description, encoders=list(encoders) or None,
+    rec = _registry(ctx, create=True).register_dataset(name, source, description=description, encoders=list(encoders) or None,
                                           replace=replace)
     _emit(rec.to_dict(), as_json, lambda: click.echo(
         f"registered {rec.name}: {rec.num_samples} samples, {rec.num_classes} classes, {rec.fingerprint[:12]}"))
@@ -516,7 +541,7 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
                         repair_orphans=not keep_orphans, evaluator=EVALUATORS[evaluator](), device=device)
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
-        rep = run_reindex(_registry(ctx), cfg)
+        rep = run_reindex(_registry(ctx, create=True), cfg)
     finally:
         signal.signal(signal.SIGTERM, before)
 

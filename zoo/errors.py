@@ -44,8 +44,19 @@ class NotFoundError(ZooError, LookupError):
     def __init__(self, kind: str, ref: str, hint: str = "") -> None:
         self.kind = kind
         self.ref = ref
-        msg = f"no {kind} named {show(ref)} in the registry"
+        is_id = ref.startswith("id:") and ref[3:].isascii() and ref[3:].isdigit()
+        msg = f"no {kind} with id {ref[3:]} in the registry" if is_id else f"no {kind} named {show(ref)} in the registry"
         super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class RegistryMissingError(ConfigError, FileNotFoundError):
+    """A command that only reads or changes what is registered was pointed at a registry that does not exist."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        super().__init__(f"no registry at {location}: {reason}; check the path or URL (--registry / "
+                         "ZOO_REGISTRY_URL), or create a registry by adding to it (`zoo add FILE`, "
+                         "`zoo datasets register`, `zoo reindex`)")
 
 
 class DuplicateError(ZooError):

@@ -252,3 +252,35 @@ class VerifyReport:
             "repaired": self.repaired,
             "clean": self.clean,
         }
+
+
+@dataclass(frozen=True)
+class RemovalImpact:
+    """What removing one checkpoint version touches besides itself (:meth:`Registry.removal_impact`)."""
+
+    checkpoint: CheckpointRecord  # the version that goes
+    children: tuple[str, ...]  # refs whose parent it is: they stay, with their parent cleared
+    aliases: tuple[str, ...]  # name@alias pointing at it: removed with it
+    generators: tuple[str, ...]  # generator refs trained on it: they stay (their trained_on keeps its id)
+    base_of: tuple[str, ...]  # refs that apply on top of it (LoRA): while any exist it cannot be removed
+
+    @property
+    def orphans(self) -> bool:
+        return bool(self.children or self.aliases or self.generators)
+
+    def describe(self) -> list[str]:
+        """One line per kind of thing touched, for a prompt or a log."""
+        lines = []
+        if self.children:
+            lines.append(f"parent of {', '.join(self.children)} (their parent is cleared)")
+        if self.aliases:
+            lines.append(f"aliases {', '.join(self.aliases)} point at it (removed with it)")
+        if self.generators:
+            lines.append(f"generators {', '.join(self.generators)} were trained on it (they keep working)")
+        if self.base_of:
+            lines.append(f"base of {', '.join(self.base_of)} (remove those first)")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removed": self.checkpoint.ref, "id": self.checkpoint.id, "children": list(self.children),
+                "aliases": list(self.aliases), "generators": list(self.generators), "base_of": list(self.base_of)}

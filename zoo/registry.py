@@ -34,6 +34,7 @@ from zoo.errors import (
     show,
 )
 from zoo.plugins import detect_arch, get_family, resolve_arch
+from zoo.refs import NAME_RE, parse_ref
 from zoo.records import (
     ORIGINS,
     AliasRecord,
@@ -41,6 +42,7 @@ from zoo.records import (
     CheckpointRecord,
     DatasetRecord,
     GeneratorRecord,
+    RemovalImpact,
     VerifyReport,
 )
 from zoo.store import models as m
@@ -49,10 +51,9 @@ from zoo.store.db import Database, default_url, retry, sqlite_path
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_REF_RE = re.compile(r"^(?P<name>[^:@]+)(?::v(?P<version>\d+)|@(?P<alias>[^:@]+))?$")
-_METRIC_RE = re.compile(r"^\s*(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$")
-_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
+METRIC_OPERATOR_CHARS = "<>=!"  # a metric name holds none of them, so every stored name can be searched
+_METRIC_RE = re.compile(r"\s*(?P<key>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|=|>|<)\s*(?P<value>[^<>=!]*?)\s*")
+_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "=": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
 ORPHAN_GRACE_S = 600.0
 GENERATOR_STATUSES = ("candidate", "promoted", "retired")  # a generator version's life
 _INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built once: values come as parameters  # verify --repair leaves younger unreferenced files alone: an add may be in flight
@@ -80,6 +81,12 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     for key, value in metrics.items():
         if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
             raise ZooError(f"metric name {show(key)} is not a printable string of 1-128 characters; rename it")
+        if key != key.strip() or any(c in key for c in METRIC_OPERATOR_CHARS):
+            raise ZooError(f"metric name {show(key)} cannot be searched: it "
+                           + ("starts or ends with a space" if key != key.strip() else
+                              f"contains one of {' '.join(METRIC_OPERATOR_CHARS)}, which filters such as "
+                              "'accuracy>=0.9' use")
+                           + f"; rename it (e.g. {show(_metric_name_fix(key))})")
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
@@ -114,6 +121,8 @@ def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> 
     out: list[tuple[str, str, float]] = []
     if not filters:
         return out
+    if isinstance(filters, str):  # one filter, not its characters
+        filters = [filters]
     if isinstance(filters, Mapping):
         for key, cond in filters.items():
             if isinstance(cond, (int, float)):
@@ -122,27 +131,44 @@ def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> 
                 out.extend(_parse_metric_filters([f"{key}{cond}"]))
         return out
     for expr in filters:
-        mt = _METRIC_RE.match(expr)
-        if not mt:
-            raise ZooError(f"cannot read metric filter {expr!r}; write it like 'accuracy>=0.9'")
-        out.append((mt["key"], mt["op"], float(mt["value"])))
+        mt = _METRIC_RE.fullmatch(expr) if isinstance(expr, str) else None
+        value = _finite(mt["value"]) if mt else None
+        if mt is None or not mt["key"] or value is None:
+            raise ZooError(f"cannot read metric filter {show(expr)}; write NAME OP NUMBER with OP one of "
+                           ">=, <=, >, <, ==, !=, e.g. 'accuracy>=0.9' or 'top-1 (%) > 90'")
+        out.append((mt["key"], mt["op"], value))
     return out
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _metric_name_fix(key: str) -> str:
+    words = {"<": "lt", ">": "gt", "=": "eq", "!": "not"}
+    return re.sub(r"\s+", " ", "".join(f" {words[c]} " if c in words else c for c in key)).strip() or "metric"
 
 
 class Registry:
     """A registry of checkpoints over a SQL database and a content-addressed blob store.
 
     ``url`` is any SQLAlchemy URL (default: ``$ZOO_REGISTRY_URL`` or ``sqlite:///registry.db``);
-    ``blob_root`` defaults to ``registry.blobs/`` beside a SQLite file, or ``$ZOO_BLOB_ROOT``.
+    ``blob_root`` defaults to ``registry.blobs/`` beside a SQLite file, or ``$ZOO_BLOB_ROOT``. A registry
+    that does not exist yet is created, unless ``create=False``: then :class:`~zoo.RegistryMissingError`
+    names the path (what read-only tools want, so that a mistyped path is not a new empty registry).
     """
 
     def __init__(self, url: str | os.PathLike[str] | None = None, *, blob_root: str | os.PathLike[str] | None = None,
-                 fsync: bool = False) -> None:
+                 fsync: bool = False, create: bool = True) -> None:
         url_s = str(url) if url is not None else default_url()
         if "://" not in url_s:  # a bare path means a SQLite file
             url_s = f"sqlite:///{url_s}"
         self.url = url_s
-        self.db = Database(url_s)
+        self.db = Database(url_s, create=create)
         self.blobs = BlobStore(blob_root if blob_root is not None else default_blob_root(url_s), fsync=fsync)
 
     def __repr__(self) -> str:
@@ -265,8 +291,12 @@ class Registry:
         base_id = self._resolve(s, base).id if base is not None else None
         dataset_id = self._dataset_row(s, dataset).id if dataset is not None else None
         self._upsert_live_blob(s, sha, size)
-        version = max((row.version for row in existing), default=0) + 1
+        version = self._next_version(s, "checkpoint", name)
         now = m.utcnow()
+        # PostgreSQL: ids come from a sequence at insert time, so two adds could commit out of id order and a
+        # reader's watermark (search(after=...)) step over the one still in flight. Taking this lock before the
+        # insert and holding it to commit makes ids follow commit order (SQLite writers are serial anyway).
+        self.db.lock_key(s, "checkpoint-ids")
         try:
             cid = s.execute(_INSERT_CHECKPOINT, dict(
                 name=name, version=version, family=spec.family, arch_name=spec.name, arch_key=spec.key,
@@ -286,6 +316,15 @@ class Registry:
             id=cid, name=name, version=version, arch=spec, arch_text=arch_text, sha256=sha, num_params=num_params,
             size_bytes=size, dataset=dataset, metrics=metrics, tags=tags, origin=origin, parent_id=parent_id,
             base_id=base_id, created_at=now, meta=meta)
+
+    def _next_version(self, s: Session, kind: str, name: str) -> int:
+        """The next version of ``name``: one past every version ever handed out, removed ones included."""
+        table = m.VersionCounter.__table__
+        ins = (sqlite_insert if self.db.dialect == "sqlite" else pg_insert)(table).values(
+            kind=kind, name=name, last_version=1)
+        ins = ins.on_conflict_do_update(index_elements=[table.c.kind, table.c.name],
+                                        set_={"last_version": table.c.last_version + 1})
+        return int(s.execute(ins.returning(table.c.last_version)).scalar_one())
 
     def _upsert_live_blob(self, s: Session, sha: str, size: int) -> None:
         """Insert the blob row, or mark an existing one live again (it may be half-way through removal)."""
@@ -336,7 +375,8 @@ class Registry:
         ``arch`` is a variant name (``"resnet20"``, any settings) or a spec (exactly that architecture);
         ``tags`` must all be present; ``metrics`` are thresholds such as ``["accuracy>=0.9"]`` or
         ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``); ``after`` keeps checkpoints
-        registered after the one with that id (ids grow with every add: e.g. a generator's watermark).
+        registered after the one with that id (ids grow with every add, follow commit order and are never reused, so a
+        watermark such as a generator's sees every later add exactly once).
         """
         q = select(m.Checkpoint)
         if family:
@@ -347,7 +387,7 @@ class Registry:
             q = q.where(m.Checkpoint.arch_name == arch)
         if dataset:
             q = q.join(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id).where(m.Dataset.name == dataset)
-        for tag in tags:
+        for tag in ([tags] if isinstance(tags, str) else tags):  # one tag, not its characters
             q = q.where(exists().where(m.Tag.checkpoint_id == m.Checkpoint.id, m.Tag.tag == tag))
         for key, op, value in _parse_metric_filters(metrics):
             q = q.where(exists().where(m.Metric.checkpoint_id == m.Checkpoint.id, m.Metric.key == key,
@@ -451,33 +491,65 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     # removing and verifying
     # ------------------------------------------------------------------------------------------------
-    def remove(self, ref: str | int) -> CheckpointRecord:
-        """Remove one checkpoint version (its aliases, tags and metrics too) and, if unreferenced, its blob.
+    def removal_impact(self, ref: str | int) -> RemovalImpact:
+        """What removing ``ref`` would touch: children, aliases, generators trained on it, dependants."""
+        with self.db.read() as s:
+            return self._impact(s, self._resolve_one(s, ref))
 
-        Children keep their record with ``parent_id`` cleared; a checkpoint that is the base of another
-        cannot be removed until those are.
+    def remove(self, ref: str | int) -> RemovalImpact:
+        """Remove the one checkpoint version ``ref`` names (its aliases, tags and metrics too) and, if
+        unreferenced, its blob; return what it touched (:class:`~zoo.records.RemovalImpact`).
+
+        A bare name removes its only version; a name with several versions is refused (name one: ``name:v3``).
+        Children keep their record with ``parent_id`` cleared; generators trained on it keep their
+        ``trained_on`` (ids are never reused); a checkpoint that is the base of another cannot be removed until
+        those are. Its version number and id are never handed out again.
         """
 
-        def txn() -> tuple[CheckpointRecord, bool]:
+        def txn() -> RemovalImpact:
             with self.db.write() as s:
-                row = self._resolve(s, ref)
-                rec = self._record(s, row)
-                dependants = s.scalars(select(m.Checkpoint).where(m.Checkpoint.base_id == row.id)).all()
-                if dependants:
-                    refs = ", ".join(f"{d.name}:v{d.version}" for d in dependants[:5])
-                    raise ZooError(f"{rec.ref} is the base of {refs}; remove those first")
+                row = self._resolve_one(s, ref)
+                impact = self._impact(s, row)
+                if impact.base_of:
+                    raise ZooError(f"{impact.checkpoint.ref} is the base of {', '.join(impact.base_of)}; "
+                                   "remove those first")
                 self.db.lock_key(s, row.sha256)
                 s.execute(delete(m.Checkpoint).where(m.Checkpoint.id == row.id))
-                orphan = not self._blob_referenced(s, row.sha256)
-                if orphan:
+                if not self._blob_referenced(s, row.sha256):
                     s.execute(update(m.Blob).where(m.Blob.sha256 == row.sha256).values(state="deleting"))
-                return rec, orphan
+                return impact
 
-        rec, orphan = retry(txn)
-        if orphan:
-            self._drop_if_unreferenced(rec.sha256)
-        log.info("removed %s", rec.ref)
-        return rec
+        impact = retry(txn)
+        self._drop_if_unreferenced(impact.checkpoint.sha256)
+        log.info("removed %s%s", impact.checkpoint.ref, "".join(f"; {line}" for line in impact.describe()))
+        return impact
+
+    def _resolve_one(self, s: Session, ref: str | int) -> m.Checkpoint:
+        """Like :meth:`_resolve`, but a bare name must have exactly one version (for destructive actions)."""
+        row = self._resolve(s, ref)
+        r = parse_ref(ref) if not isinstance(ref, CheckpointRecord) else None
+        if r is not None and r.name is not None and r.version is None and r.alias is None:
+            versions = s.scalars(select(m.Checkpoint.version).where(m.Checkpoint.name == r.name)
+                                 .order_by(m.Checkpoint.version)).all()
+            if len(versions) > 1:
+                raise ZooError(f"{r.name} has {len(versions)} versions ({', '.join(f'v{v}' for v in versions)}); "
+                               f"name the one to act on, e.g. {r.name}:v{versions[-1]}")
+        return row
+
+    def _impact(self, s: Session, row: m.Checkpoint) -> RemovalImpact:
+        def refs(q: Any) -> tuple[str, ...]:
+            return tuple(f"{n}:v{v}" for n, v in s.execute(q).all())
+
+        children = refs(select(m.Checkpoint.name, m.Checkpoint.version).where(m.Checkpoint.parent_id == row.id)
+                        .order_by(m.Checkpoint.id))
+        base_of = refs(select(m.Checkpoint.name, m.Checkpoint.version).where(m.Checkpoint.base_id == row.id)
+                       .order_by(m.Checkpoint.id))
+        generators = refs(select(m.Generator.name, m.Generator.version).join(
+            m.GeneratorCheckpoint, m.GeneratorCheckpoint.generator_id == m.Generator.id)
+            .where(m.GeneratorCheckpoint.checkpoint_id == row.id).order_by(m.Generator.id))
+        aliases = tuple(f"{n}@{a}" for n, a in s.execute(select(m.Alias.name, m.Alias.alias).where(
+            m.Alias.checkpoint_id == row.id).order_by(m.Alias.alias)).all())
+        return RemovalImpact(self._record(s, row), children, aliases, generators, base_of)
 
     def _blob_referenced(self, s: Session, sha: str) -> bool:
         return bool(s.scalar(select(
@@ -607,7 +679,7 @@ class Registry:
                 self.db.lock_key(s, sha)
                 self.db.lock_key(s, f"generator:{name}")  # PostgreSQL: versions of one name in turn
                 self._upsert_live_blob(s, sha, len(data))
-                version = (s.scalar(select(func.max(m.Generator.version)).where(m.Generator.name == name)) or 0) + 1
+                version = self._next_version(s, "generator", name)
                 row = m.Generator(name=name, version=version, families=",".join(sorted(families)), sha256=sha,
                                   config=dict(config), metrics={k: float(v) for k, v in metrics.items()},
                                   watermark=max(ids, default=0), status=status, created_at=m.utcnow())
@@ -637,23 +709,22 @@ class Registry:
             return [self._generator_record(r, self._trained_on(s, r.id)) for r in rows]
 
     def get_generator(self, ref: str | int) -> GeneratorRecord:
-        """A generator version by id, ``name`` (newest), ``name:vN`` or ``name@promoted`` (newest promoted)."""
+        """A generator version by ``name`` (newest), ``name:vN``, ``name@promoted`` (newest promoted; any status
+        works) or ``id:N`` / an int id: the grammar of :mod:`zoo.refs`."""
+        r = parse_ref(ref, "generator")
         with self.db.read() as s:
             q = select(m.Generator)
-            if isinstance(ref, int) or str(ref).isdigit():
-                q = q.where(m.Generator.id == int(ref))
+            if r.id is not None:
+                q = q.where(m.Generator.id == r.id)
             else:
-                mt = _REF_RE.match(str(ref))
-                if not mt:
-                    raise NotFoundError("generator", str(ref), "refer to it as name, name:vN or name@promoted")
-                q = q.where(m.Generator.name == mt["name"])
-                if mt["version"]:
-                    q = q.where(m.Generator.version == int(mt["version"]))
-                if mt["alias"]:
-                    q = q.where(m.Generator.status == mt["alias"])
+                q = q.where(m.Generator.name == r.name)
+                if r.version is not None:
+                    q = q.where(m.Generator.version == r.version)
+                if r.alias is not None:
+                    q = q.where(m.Generator.status == r.alias)
             row = s.scalars(q.order_by(m.Generator.version.desc())).first()
             if row is None:
-                raise NotFoundError("generator", str(ref), "train one with `zoo train`")
+                raise NotFoundError("generator", str(r), "see `zoo generators`, or train one with `zoo train`")
             return self._generator_record(row, self._trained_on(s, row.id))
 
     def set_generator_status(self, ref: str | int, status: str) -> GeneratorRecord:
@@ -714,34 +785,34 @@ class Registry:
     # resolution and conversion
     # ------------------------------------------------------------------------------------------------
     def _resolve(self, s: Session, ref: str | int | CheckpointRecord) -> m.Checkpoint:
+        """The row ``ref`` names, in the grammar of :mod:`zoo.refs` (a string is an id only as ``id:N``)."""
         if isinstance(ref, CheckpointRecord):
             ref = ref.id
-        if not isinstance(ref, (str, int)) or isinstance(ref, bool):
-            raise NotFoundError("checkpoint", f"<a {type(ref).__name__}>", "refer to it as name, name:vN, name@alias or an id")
-        if isinstance(ref, int) and not 0 <= ref < 2**63:
-            raise NotFoundError("checkpoint", f"id {ref}")
-        if isinstance(ref, int) or (ref.isascii() and ref.isdigit() and len(ref) < 19):
-            row = s.get(m.Checkpoint, int(ref))
+        r = parse_ref(ref)
+        if r.id is not None:
+            row = s.get(m.Checkpoint, r.id)
             if row is None:
-                raise NotFoundError("checkpoint", f"id {ref}")
+                raise NotFoundError("checkpoint", str(r), "see `zoo list` for what is registered")
             return row
-        mt = _REF_RE.match(ref)
-        if not mt:
-            raise NotFoundError("checkpoint", ref, "refer to it as name, name:vN or name@alias")
-        name = mt["name"]
-        if mt["alias"]:
-            a = s.get(m.Alias, (name, mt["alias"]))
+        name = r.name
+        if r.alias is not None:
+            a = s.get(m.Alias, (name, r.alias))
             if a is None:
-                raise NotFoundError("alias", ref, f"set it with `zoo alias {name}:vN {mt['alias']}`")
+                raise NotFoundError("alias", str(r), f"set it with `zoo alias {name}:vN {r.alias}`")
             row = s.get(m.Checkpoint, a.checkpoint_id)
-        elif mt["version"]:
+        elif r.version is not None:
             row = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name,
-                                                       m.Checkpoint.version == int(mt["version"]))).first()
+                                                       m.Checkpoint.version == r.version)).first()
         else:
             row = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name)
                             .order_by(m.Checkpoint.version.desc())).first()
         if row is None:
-            raise NotFoundError("checkpoint", ref, "see `zoo list` for what is registered")
+            hint = "see `zoo list` for what is registered"
+            if r.version is not None and s.scalar(select(exists().where(m.Checkpoint.name == name))):
+                hint = f"{name} has no version {r.version} (removed versions are never reused); see `zoo list --name {name}`"
+            elif isinstance(ref, str) and ref.isdigit() and s.get(m.Checkpoint, int(ref)) is not None:
+                hint = f"a string is a name; to refer to the checkpoint with id {ref}, write id:{ref}"
+            raise NotFoundError("checkpoint", str(ref), hint)
         return row
 
     def _record(self, s: Session, row: m.Checkpoint) -> CheckpointRecord:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, RegistryMissingError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
 class Database:
     """A registry database: a read engine and a write engine over one URL, with migrations applied."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         try:
             backend = make_url(url).get_backend_name()
@@ -78,6 +78,8 @@ class Database:
             raise ConfigError(f"invalid registry URL {url!r}: {exc}") from None
         if backend == "sqlite":
             path = sqlite_path(url)
+            if path is not None and not create and not path.is_file():
+                raise RegistryMissingError(str(path), "no registry database file there")
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
@@ -90,6 +92,9 @@ class Database:
                                   "zoo[postgres] (the psycopg driver)") from None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        if not create and backend != "sqlite" and current_revision(self.read_engine) is None:
+            raise RegistryMissingError(make_url(url).render_as_string(hide_password=True),
+                                       "the database holds no zoo registry")
         self.migrate()
 
     @property
@@ -186,11 +191,24 @@ def _upgrade(engine: Engine) -> None:
     from alembic import command
 
     cfg = _alembic_config()
-    with engine.begin() as conn:  # write engine: on SQLite this BEGIN IMMEDIATE serialises migrators
-        if engine.dialect.name == "postgresql":  # serialise migrators; the loser then finds the schema current
-            advisory_lock(conn, "zoo:migrate")
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        if sqlite:  # SQLite rebuilds a table to alter it: dropping the old copy must not cascade (before BEGIN)
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():  # write engine: on SQLite this BEGIN IMMEDIATE serialises migrators
+                if engine.dialect.name == "postgresql":  # serialise migrators; the loser then finds it current
+                    advisory_lock(conn, "zoo:migrate")
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left {len(broken)} broken foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
     log.info("registry schema migrated to %s", head_revision())
 
 

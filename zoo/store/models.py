@@ -58,8 +58,14 @@ class Blob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# Tables whose integer ids others keep (lineage, watermarks, trained_on, job history): on SQLite they are
+# AUTOINCREMENT, so the id of a deleted newest row is never handed out again (PostgreSQL sequences never are).
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = NEVER_REUSE_IDS
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
@@ -75,6 +81,7 @@ class Checkpoint(Base):
     __table_args__ = (
         UniqueConstraint("name", "version", name="uq_checkpoints_name_version"),
         Index("ix_checkpoints_family_arch", "family", "arch_key"),
+        NEVER_REUSE_IDS,
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), index=True)
@@ -124,7 +131,8 @@ class Embedding(Base):
     """A vector for a dataset or an architecture, made by one encoder id and version."""
 
     __tablename__ = "embeddings"
-    __table_args__ = (UniqueConstraint("subject", "subject_key", "encoder_id", name="uq_embeddings_subject"),)
+    __table_args__ = (UniqueConstraint("subject", "subject_key", "encoder_id", name="uq_embeddings_subject"),
+                      NEVER_REUSE_IDS)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(String(16))  # "dataset" or "arch"
     subject_key: Mapped[str] = mapped_column(Text)
@@ -138,7 +146,7 @@ class Embedding(Base):
 
 class Generator(Base):
     __tablename__ = "generators"
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_generators_name_version"),)
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_generators_name_version"), NEVER_REUSE_IDS)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
@@ -161,6 +169,7 @@ class GeneratorCheckpoint(Base):
 
 class JobRun(Base):
     __tablename__ = "job_runs"
+    __table_args__ = NEVER_REUSE_IDS
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)
     status: Mapped[str] = mapped_column(String(16))
@@ -199,6 +208,19 @@ class WatchedFile(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class VersionCounter(Base):
+    """The last version number handed out for a name (``kind`` "checkpoint" or "generator").
+
+    Versions come from here, not from the highest surviving row, so removing ``clf:v2`` never lets new
+    weights become ``clf:v2`` again.
+    """
+
+    __tablename__ = "version_counters"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
 class Setting(Base):
     """Small registry-wide key/value state (e.g. the live nearest-neighbour index file)."""
 
@@ -210,5 +232,5 @@ class Setting(Base):
 
 __all__ = [
     "Alias", "Base", "Blob", "Checkpoint", "Dataset", "Embedding", "Generator", "GeneratorCheckpoint",
-    "JobRun", "Lease", "Metric", "Setting", "Tag", "WatchedFile", "as_utc", "utcnow",
+    "JobRun", "Lease", "Metric", "Setting", "Tag", "VersionCounter", "WatchedFile", "as_utc", "utcnow",
 ]
