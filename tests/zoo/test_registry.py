@@ -341,3 +341,157 @@ def test_detection_with_one_wrong_shape_names_the_layer(registry: Registry) -> N
         registry.add(sd, name="bad")  # no arch=: detection finds the nearest family and says what differs
     assert err.value.layer == "classifier.1.bias" and "[19]" in str(err.value)
     assert registry.stats()["checkpoints"] == 0
+
+
+# --- identifiers are never reused ---------------------------------------------------------------------
+
+def test_removed_newest_version_is_never_handed_out_again(registry: Registry) -> None:
+    registry.add(tiny_cnn(0), name="clf")
+    v2 = registry.add(tiny_cnn(1), name="clf")
+    registry.alias(v2.ref, "prod")
+    registry.remove("clf:v2")
+    v3 = registry.add(tiny_cnn(2), name="clf")
+    assert v3.ref == "clf:v3" and v3.id > v2.id
+    with pytest.raises(zoo.NotFoundError, match="no version 2"):
+        registry.get("clf:v2")  # a pinned clf:v2 never serves other weights
+    with pytest.raises(zoo.NotFoundError):
+        registry.get("clf@prod")  # the alias went with its version; it does not slide onto v3
+
+
+def test_a_name_removed_entirely_continues_its_numbering(registry: Registry) -> None:
+    registry.add(tiny_cnn(0), name="clf")
+    registry.remove("clf:v1")
+    assert registry.add(tiny_cnn(1), name="clf").ref == "clf:v2"
+    gen1 = registry.add_generator(b"x" * 64, name="g", families=["cnn"], config={}, metrics={}, trained_on=[])
+    assert registry.add_generator(b"y" * 64, name="g", families=["cnn"], config={}, metrics={},
+                                  trained_on=[]).version == gen1.version + 1
+
+
+def test_removed_newest_id_is_never_reused_so_watermarks_hold(registry: Registry) -> None:
+    a = registry.add(tiny_cnn(0), name="a")
+    b = registry.add(tiny_cnn(1), name="b")
+    gen = registry.add_generator(b"g" * 64, families=["cnn"], config={}, metrics={}, trained_on=[a.id, b.id])
+    registry.remove(b.ref)
+    c = registry.add(tiny_cnn(2), name="c")
+    assert c.id > b.id  # SQLite handed the deleted newest rowid out again before AUTOINCREMENT
+    assert [r.ref for r in registry.search(after=gen.watermark)] == ["c:v1"]  # the watermark sees the new add
+    assert registry.get_many(gen.trained_on) == [registry.get("a")]  # trained_on never points at c
+    with pytest.raises(zoo.NotFoundError, match=f"with id {b.id}"):
+        registry.get(b.id)
+
+
+def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path) -> None:
+    """A registry made before migration 0004 (at 0003), whose newest checkpoint was removed while a generator
+    and the import log still name its id: after the upgrade, new adds take fresh ids and versions, and nothing
+    that was stored (tags, metrics, aliases, lineage) is lost to the table rebuild."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from zoo.store import db as zdb
+
+    db_path = tmp_path / "old.db"
+    url = f"sqlite:///{db_path}"
+    engine = create_engine(url)
+    cfg = zdb._alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        now = "2026-01-01 00:00:00"
+        spec = zoo.resolve_arch("cnn-tiny")
+        conn.exec_driver_sql("INSERT INTO blobs VALUES ('s1', 1, 'live', ?), ('s2', 1, 'live', ?)", (now, now))
+        for cid, version, parent in ((1, 1, None), (2, 2, 1)):
+            conn.exec_driver_sql(
+                "INSERT INTO checkpoints (id, name, version, family, arch_name, arch_key, arch_json, arch_text, "
+                "sha256, num_params, size_bytes, dataset_id, origin, parent_id, base_id, meta, created_at) VALUES "
+                "(?, 'clf', ?, 'cnn', 'cnn-tiny', ?, ?, 't', ?, 1, 1, NULL, 'trained', ?, NULL, '{}', ?)",
+                (cid, version, spec.key, spec.to_json(), f"s{cid}", parent, now))
+        conn.exec_driver_sql("INSERT INTO tags VALUES (2, 'keep'), (1, 'old')")
+        conn.exec_driver_sql("INSERT INTO metrics VALUES (2, 'acc', 0.9)")
+        conn.exec_driver_sql("INSERT INTO aliases VALUES ('clf', 'prod', 2, ?)", (now,))
+        # checkpoint 3 was the newest and is gone, but a generator trained on it and the import log remember it
+        conn.exec_driver_sql("INSERT INTO blobs VALUES ('s9', 1, 'live', ?)", (now,))
+        conn.exec_driver_sql("INSERT INTO generators (id, name, version, families, sha256, config, metrics, "
+                             "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', 3, "
+                             "'promoted', ?)", (now,))
+        conn.exec_driver_sql("INSERT INTO generator_checkpoints VALUES (1, 3)")
+    engine.dispose()
+    with sqlite3.connect(db_path) as con:
+        con.execute("PRAGMA foreign_keys=ON")
+    zdb._migrated.discard(url)
+    reg = Registry(url, blob_root=tmp_path / "blobs")
+    kept = reg.get("clf:v2")
+    assert kept.tags == ("keep",) and kept.metrics == {"acc": 0.9} and kept.parent_id == 1
+    assert reg.get("clf@prod").id == 2 and reg.get("clf:v1").tags == ("old",)
+    new = reg.add(tiny_cnn(0), name="clf")
+    assert new.id == 4 and new.ref == "clf:v3"  # above the id the generator kept, after the versions stored
+    with sqlite3.connect(db_path) as con:
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert "AUTOINCREMENT" in con.execute("SELECT sql FROM sqlite_master WHERE name='checkpoints'").fetchone()[0]
+    reg.close()
+
+
+# --- what add stores, search finds ---------------------------------------------------------------------
+
+def test_every_metric_name_add_stores_is_searchable(registry: Registry) -> None:
+    names = {"acc@1": 0.9, "val acc": 0.8, "top-1 (%)": 91.5, "loss/val": 0.3, "精度": 0.7, "f1_macro.v2": 0.6}
+    rec = registry.add(tiny_cnn(0), name="m", metrics=names)
+    for key, value in names.items():
+        for query in ([f"{key}>={value}"], f"{key} == {value}", {key: f"<={value}"}, {key: value}):
+            assert [r.ref for r in registry.search(metrics=query)] == [rec.ref], (key, query)
+        assert registry.search(metrics=[f"{key}>{value}"]) == []
+
+
+@pytest.mark.parametrize("bad", ["acc>=1", "a=b", "x<y", "not!", " acc", "acc "])
+def test_metric_names_a_filter_cannot_read_are_refused_before_anything_is_stored(registry: Registry,
+                                                                                 bad: str) -> None:
+    before = snapshot(registry)
+    with pytest.raises(zoo.ZooError, match="cannot be searched: .*; rename it"):
+        registry.add(tiny_cnn(0), name="m", metrics={bad: 0.5})
+    assert snapshot(registry) == before
+
+
+@pytest.mark.parametrize("bad", ["acc>=", ">=0.5", "acc>=1e", "acc>=nan", "acc>=inf", "acc~0.5", "acc>=0.5>=1"])
+def test_unreadable_metric_filters_get_a_clear_error(registry: Registry, bad: str) -> None:
+    with pytest.raises(zoo.ZooError, match="cannot read metric filter"):
+        registry.search(metrics=[bad])
+
+
+def test_a_single_string_filter_is_one_filter_not_its_characters(registry: Registry) -> None:
+    rec = registry.add(tiny_cnn(0), name="m", metrics={"acc": 0.9}, tags=["pretrained"])
+    assert [r.ref for r in registry.search(metrics="acc>=0.5", tags="pretrained")] == [rec.ref]
+
+
+# --- removal says what it touches ----------------------------------------------------------------------
+
+def test_removal_reports_children_aliases_and_generators(registry: Registry) -> None:
+    parent = registry.add(tiny_cnn(0), name="digits-s5")
+    registry.alias(parent.ref, "prod")
+    child = registry.add(tiny_cnn(1), name="digits-s5-ft", parent=parent.ref, origin="fine-tuned")
+    gen = registry.add_generator(b"g" * 64, families=["cnn"], config={}, metrics={}, trained_on=[parent.id])
+    impact = registry.removal_impact(parent.ref)
+    assert impact.children == (child.ref,) and impact.aliases == ("digits-s5@prod",)
+    assert impact.generators == (gen.ref,) and impact.base_of == ()
+    assert registry.remove(parent.ref) == impact
+    assert registry.get(child.ref).parent_id is None and registry.aliases() == []
+    assert registry.get_generator(gen.ref).trained_on == (parent.id,)
+
+
+# --- read-only use never creates a registry -----------------------------------------------------------
+
+def test_opening_a_missing_registry_read_only_fails_naming_it(registry_url: str, tmp_path: Path) -> None:
+    if registry_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'with-a-typo' / 'registry.db'}"
+        with pytest.raises(zoo.RegistryMissingError, match="with-a-typo"):
+            Registry(url, create=False)
+        assert not (tmp_path / "with-a-typo").exists()
+    else:  # an empty PostgreSQL database is not a registry
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(zoo.store.db.with_driver(registry_url))
+        with engine.begin() as conn:
+            for table in ("alembic_version",):
+                conn.execute(text(f"DROP TABLE {table}"))
+        engine.dispose()
+        zoo.store.db._migrated.discard(registry_url)
+        with pytest.raises(zoo.RegistryMissingError, match="holds no zoo registry"):
+            Registry(registry_url, create=False)
