@@ -165,3 +165,51 @@ def test_bare_postgresql_url_uses_psycopg(postgres_url: str, tmp_path) -> None: 
         assert reg.db.write_engine.url.drivername == "postgresql+psycopg"
         rec = reg.add(zoo.get_family("cnn").build(SPEC), name="x")
         assert reg.get("x").id == rec.id
+
+
+def test_checkpoint_ids_follow_commit_order(postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An add takes its id only under the lock it holds to commit, so no add in flight can commit with an id
+    below one a reader has already seen (a watermark reading ``search(after=...)`` would skip it for good).
+    The test holds that lock, checks that a concurrent add is waiting for it without having taken an id, then
+    lets it go."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    from zoo.store.db import advisory_lock, with_driver
+
+    reg = zoo.Registry(postgres_url, blob_root=tmp_path / "registry.blobs")
+    first = reg.add(zoo.get_family("cnn").build(SPEC), name="first")
+    engine = create_engine(with_driver(postgres_url))
+    added: list[zoo.CheckpointRecord] = []
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        try:
+            torch.manual_seed(1)
+            added.append(reg.add(zoo.get_family("cnn").build(SPEC), name="in-flight"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    seq = "SELECT last_value FROM checkpoints_id_seq"
+    with engine.connect() as holder, engine.connect() as watcher:
+        holder.begin()
+        advisory_lock(holder, "checkpoint-ids")
+        before = watcher.execute(text(seq)).scalar()
+        worker = threading.Thread(target=add)
+        worker.start()
+        waiting = 0
+        for _ in range(1200):  # until the add waits on the advisory lock (a bound, not a verdict on speed)
+            waiting = watcher.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT "
+                                           "granted")).scalar()
+            if waiting or not worker.is_alive():
+                break
+            worker.join(0.1)
+        assert waiting == 1 and worker.is_alive() and not errors
+        assert watcher.execute(text(seq)).scalar() == before  # no id taken while the lock is held
+        holder.rollback()
+    worker.join(300)
+    engine.dispose()
+    assert not errors and added and added[0].id > first.id
+    assert [r.ref for r in reg.search(after=first.id)] == ["in-flight:v1"]
+    reg.close()

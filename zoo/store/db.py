@@ -92,10 +92,17 @@ class Database:
                                   "zoo[postgres] (the psycopg driver)") from None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
-        if not create and backend != "sqlite" and current_revision(self.read_engine) is None:
-            raise RegistryMissingError(make_url(url).render_as_string(hide_password=True),
-                                       "the database holds no zoo registry")
-        self.migrate()
+        shown = make_url(url).render_as_string(hide_password=True)
+        try:
+            if not create and backend != "sqlite" and current_revision(self.read_engine) is None:
+                raise RegistryMissingError(shown, "the database holds no zoo registry")
+            self.migrate()
+        except OperationalError as exc:  # no server, no such database, refused login, unwritable file
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+            if not create:
+                raise RegistryMissingError(shown, f"cannot open it ({reason})") from None
+            raise ConfigError(f"cannot open the registry at {shown}: {reason}; check the URL (--registry / "
+                              "ZOO_REGISTRY_URL), that the server runs and the database exists") from None
 
     @property
     def dialect(self) -> str:
