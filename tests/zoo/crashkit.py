@@ -5,13 +5,21 @@ round costs a fork instead of a Python start-up (the kills are what is being tes
 Workers open their own registry after the fork (no connection crosses it) and then:
 
 - ``add``: loop forever over adds (new weights, the same weights under another name, several names with
-  versions), removals and generator blobs, in a seeded random order, until killed at a random time;
+  versions), removals and generator blobs, in a seeded random order, appending one byte to a progress file
+  (``progress_path``) after each operation; :func:`run_kill_rounds` waits until the worker has finished a
+  seeded number of operations and only then starts the seeded random delay before its SIGKILL, so every kill
+  lands inside the endless loop of writes, however fast or slow the machine is;
 - ``die:POINT``: run one operation and SIGKILL themselves at a named point inside it (``temp-written``,
   ``blob-renamed``, ``row-inserted``, ``removed-row``, ``file-deleted``, ``generator-renamed``), so that the
   narrowest windows are hit every time, not only by chance;
-- ``train``: train a tiny generator with a ``checkpoint_dir`` and store it (killed at a random time, then run
-  again to completion: it resumes);
-- ``reindex``: one re-indexing run over a watch folder (killed at a random time).
+- ``train``: train a tiny generator with a ``checkpoint_dir`` and store it; ``train-die:STAGE:STEP:WHEN`` does
+  the same and SIGKILLs itself at training step STEP of STAGE (``stage1``/``stage2``): ``before`` saving that
+  step's state, or while ``renaming`` the state file written for it into place;
+- ``reindex``: one re-indexing run over a watch folder; ``reindex-die:POINT:N`` the same, SIGKILLed at the
+  N-th passage through a named point of the run (:data:`REINDEX_POINTS`, in the order a run passes them).
+
+A kill point that is never reached makes the worker exit with code 3 (not -SIGKILL), which the tests count
+as a failure: a kill is never silently skipped because the work ended first.
 
 After every kill, :func:`check` asserts the invariants: every row's blob exists with the right hash; every
 blob file under its final name hashes to its name (nothing half-written is ever in place); SQLite's
@@ -82,13 +90,17 @@ ZYGOTE = textwrap.dedent(r'''
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def wrap(owner, attr, before=False):
+    def wrap(owner, attr, before=False, nth=1):
+        """SIGKILL this process at the ``nth`` call of ``owner.attr`` (before or after the call runs)."""
         original = getattr(owner, attr)
+        calls = [0]
         def hooked(*a, **k):
-            if before:
+            calls[0] += 1
+            if before and calls[0] >= nth:
                 die()
             out = original(*a, **k)
-            die()
+            if calls[0] >= nth:  # the first call from the nth on that returns (a refused import raises)
+                die()
             return out
         setattr(owner, attr, hooked)
 
@@ -100,6 +112,31 @@ ZYGOTE = textwrap.dedent(r'''
         "file-deleted": (BlobStore, "delete", False),        # blob file deleted, its row's deletion not committed
         "generator-renamed": (BlobStore, "put", False),      # generator blob in place, no row yet
     }
+
+    import zoo.reindexing as reindexing
+
+    REINDEX_POINTS = {  # name -> (owner, attribute, kill before calling it), counted over one re-indexing run
+        "import-blob-renamed": (BlobStore, "put_tensors", False),  # an import's blob in place, no row yet
+        "import-row-inserted": (Registry, "_insert", False),      # an import's rows written, not committed
+        "imported": (Registry, "add", False),                     # a file imported, not yet remembered
+        "files-flushed": (reindexing, "_flush", True),            # every file imported, none remembered
+        "verified": (Registry, "verify", False),                  # blobs hashed and orphans repaired, not saved
+        "run-finished": (reindexing, "finish_run", True),         # all work done, the outcome not recorded
+    }
+
+    def train_die(stage, step, when):
+        """SIGKILL at training step ``step`` of ``stage``: before its state is saved, or mid-rename of the file."""
+        import igpg.train as tr
+        original = tr._Resume.save
+        def save(self, at, *a, **k):
+            if self.path is not None and self.path.name.startswith(stage) and at == step:
+                if when == "before":
+                    die()
+                def replace(src, dst):  # torch.save wrote the temporary file; it is not renamed into place
+                    die()
+                tr.os.replace = replace  # this process dies inside the call: nothing else will rename
+            return original(self, at, *a, **k)
+        tr._Resume.save = save
 
     def op(reg, rng, i, r):
         """One random registry write."""
@@ -123,12 +160,14 @@ ZYGOTE = textwrap.dedent(r'''
         reg = Registry(db)
         if mode == "add":
             i = seed * 100_000
-            while True:
-                i += 1
-                try:
-                    op(reg, rng, i, rng.random())
-                except zoo.NotFoundError:  # the name it picked was removed meanwhile
-                    pass
+            with open(arg or os.devnull, "ab", buffering=0) as progress:
+                while True:
+                    i += 1
+                    try:
+                        op(reg, rng, i, rng.random())
+                    except zoo.NotFoundError:  # the name it picked was removed meanwhile
+                        pass
+                    progress.write(b".")  # one byte per finished operation: the parent waits for these
         elif mode.startswith("die:"):
             point = mode[4:]
             owner, attr, before = POINTS[point]
@@ -144,16 +183,33 @@ ZYGOTE = textwrap.dedent(r'''
                 wrap(owner, attr, before)
                 reg.add(weights(seed * 100_000 + 99_999), arch=SPEC, name=f"die{seed}")
             raise SystemExit(f"{point} was never reached")
-        elif mode == "train":
+        elif mode == "train" or mode.startswith("train-die:"):
+            if mode != "train":
+                stage, step, when = mode.split(":")[1:]
+                train_die(stage, int(step), when)
             cfg = igpg.TrainConfig(
                 tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
                 prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
                 tokenizer_steps=40, prior_steps=24, tokenizer_batch=128, prior_batch=2, device="cpu",
                 checkpoint_dir=arg, checkpoint_every=1)
             igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False, text_encoder="crash-hash")
-        elif mode == "reindex":
+            if mode != "train":
+                raise SystemExit(f"{mode} was never reached")
+        elif mode == "reindex" or mode.startswith("reindex-die:"):
+            if mode != "reindex":
+                point, nth = mode.split(":")[1:]
+                owner, attr, before = REINDEX_POINTS[point]
+                wrap(owner, attr, before, int(nth))
             zoo.reindex(reg, watch=[arg], embeddings=False, retrain=False)
+            if mode != "reindex":
+                raise SystemExit(f"{mode} was never reached")
         reg.close()
+
+    ended = {}  # pid -> how it ended, for workers reaped by "poll" before the parent asked to "wait"
+
+    def status_code(status):
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        return os.WEXITSTATUS(status) if not sig else -sig
 
     print("ready", flush=True)
     for line in sys.stdin:
@@ -174,10 +230,24 @@ ZYGOTE = textwrap.dedent(r'''
                     os._exit(code)
             print(pid, flush=True)
         elif cmd == "wait":
-            _, status = os.waitpid(int(args[0]), 0)
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-            print(f"{os.WEXITSTATUS(status) if not sig else -sig}", flush=True)
+            pid = int(args[0])
+            if pid not in ended:
+                ended[pid] = status_code(os.waitpid(pid, 0)[1])
+            print(ended.pop(pid), flush=True)
+        elif cmd == "poll":
+            pid = int(args[0])
+            if pid not in ended:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    ended[pid] = status_code(status)
+            print(ended.get(pid, "running"), flush=True)
 ''')
+
+
+# the named kill points of the workers, as the tests name them (the zygote script defines what each one hooks)
+POINTS = ("temp-written", "blob-renamed", "row-inserted", "removed-row", "file-deleted", "generator-renamed")
+REINDEX_POINTS = ("import-blob-renamed", "import-row-inserted", "imported", "files-flushed", "verified",
+                  "run-finished")  # in the order a re-indexing run passes them
 
 
 class Zygote:
@@ -214,6 +284,23 @@ class Zygote:
         """The worker's exit code, or minus the signal that ended it."""
         self._send(f"wait {pid}")
         return int(self._read())
+
+    def poll(self, pid: int) -> int | None:
+        """How the worker ended (as :meth:`wait` says), or None while it runs."""
+        self._send(f"poll {pid}")
+        answer = self._read()
+        return None if answer == "running" else int(answer)
+
+    def wait_for_progress(self, pid: int, progress: Path, ops: int) -> int | None:
+        """Block until an ``add`` worker has finished ``ops`` operations (its progress file holds that many
+        bytes); None then, or how it ended if it ended first (an error: the loop never ends by itself). No
+        deadline: however slow the machine, the wait ends when the work is there (pytest-timeout guards hangs)."""
+        while not (progress.exists() and progress.stat().st_size >= ops):
+            code = self.poll(pid)
+            if code is not None:
+                return code
+            time.sleep(0.005)
+        return None
 
     def kill_after(self, pid: int, delay_s: float) -> int:
         """SIGKILL the worker after ``delay_s`` (unless it ended first); returns how it ended."""
@@ -297,23 +384,32 @@ def check(reg: zoo.Registry, *, repair: str = "api", load: int = 3) -> Findings:
 def run_kill_rounds(reg: zoo.Registry, zygote: Zygote, *, random_kills: int, seed: int = 0,
                     points: tuple[str, ...] = ("temp-written", "blob-renamed", "row-inserted", "removed-row",
                                                "file-deleted", "generator-renamed"),
-                    max_delay_s: float = 0.4) -> dict[str, Any]:
-    """Deterministic kills at every named point, then ``random_kills`` kills at seeded random times of the
-    ``add`` loop; checks after each. Returns counts and every inconsistency found (there must be none)."""
+                    max_delay_s: float = 0.4, max_ops_first: int = 5) -> dict[str, Any]:
+    """Deterministic kills at every named point, then ``random_kills`` kills of the endless ``add`` loop, each
+    once the worker has finished a seeded number of operations (1 to ``max_ops_first``) and then a seeded
+    random delay (up to ``max_delay_s``) later; checks after each. Returns counts and every inconsistency found
+    (there must be none). Where a random kill lands depends on the machine's speed; that it lands inside the
+    loop of writes, and what is checked afterwards, do not."""
     import random
 
     rng = random.Random(seed)
     db = Path(reg.url.removeprefix("sqlite:///"))
     result: dict[str, Any] = {"kills": 0, "point_kills": {}, "orphan_files_repaired": 0, "orphan_rows_repaired": 0,
-                              "inconsistencies": [], "worker_errors": [], "ops_between_kills": []}
-    rounds: list[tuple[str, float]] = [(f"die:{p}", 0.0) for p in points]
-    rounds += [("add", rng.uniform(0.02, max_delay_s)) for _ in range(random_kills)]
-    for i, (mode, delay) in enumerate(rounds):
+                              "inconsistencies": [], "worker_errors": [], "ops_between_kills": [],
+                              "ops_before_kill": []}
+    rounds: list[tuple[str, int, float]] = [(f"die:{p}", 0, 0.0) for p in points]
+    rounds += [("add", rng.randint(1, max_ops_first), rng.uniform(0.0, max_delay_s)) for _ in range(random_kills)]
+    for i, (mode, ops, delay) in enumerate(rounds):
         before = reg.stats()["checkpoints"]
-        pid = zygote.fork(db, seed * 1000 + i, mode)
         if mode == "add":
-            code = zygote.kill_after(pid, delay)
+            progress = db.parent / f"progress-{seed}-{i}"
+            pid = zygote.fork(db, seed * 1000 + i, mode, str(progress))
+            code = zygote.wait_for_progress(pid, progress, ops)
+            if code is None:  # working: it cannot end by itself, so only this kill ends it
+                code = zygote.kill_after(pid, delay)
+            result["ops_before_kill"].append(progress.stat().st_size if progress.exists() else 0)
         else:
+            pid = zygote.fork(db, seed * 1000 + i, mode)
             code = zygote.wait(pid)
         if code != -signal.SIGKILL:
             result["worker_errors"].append(f"round {i} ({mode}): worker ended with {code}")
@@ -324,6 +420,7 @@ def run_kill_rounds(reg: zoo.Registry, zygote: Zygote, *, random_kills: int, see
         found = check(reg, repair="cli" if i % 4 == 3 else "api")
         result["orphan_files_repaired"] += found.orphan_files
         result["orphan_rows_repaired"] += found.orphan_rows
-        result["inconsistencies"] += [f"round {i} ({mode}, {delay:.3f}s): {x}" for x in found.inconsistencies]
+        result["inconsistencies"] += [f"round {i} ({mode}, {ops} ops + {delay:.3f}s): {x}"
+                                      for x in found.inconsistencies]
         result["ops_between_kills"].append(reg.stats()["checkpoints"] - before)
     return result
