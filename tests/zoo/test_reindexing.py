@@ -2,6 +2,10 @@
 
 Real SQLite files, real safetensors files in watch folders, real processes (killed with SIGKILL, or run
 side by side). Generators are trained with a tiny config, so each training takes a second or two.
+
+No verdict depends on the machine's speed: a process is killed while it is paused at a known point of its
+run, processes are known to be waiting for the lease because they said so, and lease expiry runs on a clock
+the test moves.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
+import textwrap
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ from zoo.encoders import DatasetEncoder
 from zoo.jobs import Lease, job_runs, lease_info
 from zoo.plugins import register_plugin, unregister_plugin
 from zoo.reindexing import accuracy_evaluator
+from zoo.store import models as m
 
 SPEC = zoo.resolve_arch("cnn-tiny")
 TINY = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
@@ -144,6 +150,29 @@ def test_missing_watch_folder_is_a_config_error(registry: zoo.Registry, tmp_path
     assert job_runs(registry) == []  # refused before anything ran
 
 
+# `zoo reindex` in a process that pauses once its 10th import has returned (and before the run remembers the
+# files it examined), so that the test kills it there: mid-import on any machine, however fast or slow
+PAUSING_ZOO = textwrap.dedent("""
+    import sys
+    from zoo.registry import Registry
+
+    original, imported = Registry.add, []
+
+    def add(self, *args, **kwargs):
+        rec = original(self, *args, **kwargs)
+        imported.append(rec)
+        if len(imported) == 10:
+            print("paused", flush=True)
+            sys.stdin.read()  # until killed
+        return rec
+
+    Registry.add = add
+    from zoo.cli import main
+
+    main()
+""")
+
+
 def test_killed_run_is_followed_by_a_clean_run(tmp_path: Path) -> None:
     db = tmp_path / "registry.db"
     reg = zoo.Registry(db)
@@ -151,18 +180,18 @@ def test_killed_run_is_followed_by_a_clean_run(tmp_path: Path) -> None:
     watch = tmp_path / "incoming"
     n = 150
     write_files(watch, range(n))
-    proc = subprocess.Popen(zoo_cmd(db, "reindex", "--watch", str(watch)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while count_rows(db, "checkpoints") < 10:  # kill it mid-import, with files still to go
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the child never started importing"
-        time.sleep(0.02)
+    script = tmp_path / "pausing_zoo.py"
+    script.write_text(PAUSING_ZOO)
+    with open(tmp_path / "child.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(script), "--registry", str(db), "reindex", "--watch", str(watch)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "paused", (tmp_path / "child.err").read_text()
+    assert proc.poll() is None  # paused after its 10th import, with 140 files to go
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     done = count_rows(db, "checkpoints")
-    assert 10 <= done < n
+    assert done == 10
     assert [r.status for r in job_runs(reg)] == ["running"]  # it never got to record an outcome
     held = lease_info(reg, "reindex")
     assert held is not None and f":{proc.pid}:" in held.holder  # its lease is still there
@@ -192,16 +221,25 @@ def test_concurrent_runs_do_not_both_work(tmp_path: Path) -> None:
     n = 30
     write_files(watch, range(n))
     with Lease(reg, "reindex") as held:  # a run in progress, as far as anyone can tell
-        waiting = [subprocess.Popen(zoo_cmd(db, "reindex", "--watch", str(watch), "--wait", "120", "--json"),
+        # an hour's --wait: only the release below ends their wait, however slow the machine (-v: they say so)
+        waiting = [subprocess.Popen(zoo_cmd(db, "-v", "reindex", "--watch", str(watch), "--wait", "3600", "--json"),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        impatient = subprocess.run(zoo_cmd(db, "reindex", "--watch", str(watch)), capture_output=True, text=True,
-                                   timeout=120)
+        impatient = subprocess.run(zoo_cmd(db, "reindex", "--watch", str(watch)), capture_output=True, text=True)
         assert impatient.returncode == 1, impatient.stderr
         assert f"Error: job 'reindex' is already running (held by {held.holder}" in impatient.stderr
         assert "--wait" in impatient.stderr and "Traceback" not in impatient.stderr
-        time.sleep(1.0)  # the two others are waiting by now
+        said = []
+        for p in waiting:  # each says it is waiting for this holder before the lease is released
+            assert p.stderr is not None
+            for line in p.stderr:
+                said.append(line)
+                if "waiting up to 3600 s for the lease held by" in line:
+                    assert held.holder in line
+                    break
+            else:
+                pytest.fail(f"a waiting run ended without waiting: {''.join(said)[-2000:]}")
         assert all(p.poll() is None for p in waiting)
-    outs = [p.communicate(timeout=180) for p in waiting]
+    outs = [p.communicate() for p in waiting]
     assert [p.returncode for p in waiting] == [0, 0], [err for _, err in outs]
     reports = sorted((json.loads(out) for out, _ in outs), key=lambda r: r["run_id"])
     assert [len(r["imported"]) for r in reports] == [n, 0]  # exactly one did the work
@@ -215,12 +253,45 @@ def test_concurrent_runs_do_not_both_work(tmp_path: Path) -> None:
     reg.close()
 
 
+class LeaseClock:
+    """The clocks a lease reads (UTC time for its rows; monotonic time and sleep while waiting) under the test's
+    control: time passes when the test says so or when a waiting lease sleeps, not with the machine's speed."""
+
+    def __init__(self) -> None:
+        self.utc: datetime = m.utcnow()
+        self.mono = 0.0
+        self.slept: list[float] = []
+
+    def advance(self, seconds: float) -> None:
+        self.utc += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    # the parts of the `time` module zoo.jobs uses, and zoo.store.models.utcnow
+    def monotonic(self) -> float:
+        return self.mono
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    def utcnow(self) -> datetime:
+        return self.utc
+
+
 @pytest.mark.backends("sqlite", "postgresql")  # PostgreSQL: the lease row is taken under an advisory lock
-def test_lease_expires_and_a_stalled_holder_finds_out(registry: zoo.Registry) -> None:
-    stalled = Lease(registry, "job", ttl_s=0.3, holder="elsewhere:1:aaaa", heartbeat=False).acquire()  # not renewed
+def test_lease_expires_and_a_stalled_holder_finds_out(registry: zoo.Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoo.jobs
+
+    clock = LeaseClock()
+    monkeypatch.setattr(zoo.jobs, "time", clock)
+    monkeypatch.setattr(m, "utcnow", clock.utcnow)
+    stalled = Lease(registry, "job", ttl_s=30, holder="elsewhere:1:aaaa", heartbeat=False).acquire()  # not renewed
+    clock.advance(29)  # one second short of its expiry
     with pytest.raises(zoo.LeaseHeldError, match=r"held by elsewhere:1:aaaa until .*pass --wait"):
         Lease(registry, "job").acquire()
-    with Lease(registry, "job", wait_s=5, poll_s=0.05) as taker:  # waits for the expiry, then takes over
+    assert clock.slept == []  # no --wait: refused at once
+    with Lease(registry, "job", wait_s=60, poll_s=0.5) as taker:  # waits for the expiry, then takes over
+        assert clock.slept == [0.5, 0.5]  # held at 29 and 29.5 s, expired (not renewed for 30 s) at 30 s
         assert lease_info(registry, "job").holder == taker.holder  # type: ignore[union-attr]
         assert not stalled.renew()
         with pytest.raises(zoo.LeaseLostError, match="lost its lease.*elsewhere:1:aaaa"):
@@ -228,6 +299,13 @@ def test_lease_expires_and_a_stalled_holder_finds_out(registry: zoo.Registry) ->
         stalled.release()  # gives back nothing that is not its own
         assert lease_info(registry, "job").holder == taker.holder  # type: ignore[union-attr]
     assert lease_info(registry, "job") is None
+    late = Lease(registry, "job", ttl_s=30, holder="elsewhere:2:bbbb", heartbeat=False).acquire()
+    clock.advance(25)
+    assert late.renew()  # renewed in time: 30 s from now, so not free at 30 s after it was taken
+    clock.advance(10)
+    with pytest.raises(zoo.LeaseHeldError, match="elsewhere:2:bbbb"):
+        Lease(registry, "job").acquire()
+    late.release()
 
 
 class Counting(DatasetEncoder):
