@@ -1,8 +1,26 @@
 """Reading what users hand to :meth:`Registry.add`: files, modules and state dicts, safely.
 
 Pickled torch files are read only with ``torch.load(weights_only=True, map_location="cpu")``; nothing else
-ever unpickles. Checkpoint dicts with a nested ``state_dict``/``model`` are unwrapped and wrapper prefixes
-(``module.``, ``_orig_mod.``) stripped.
+ever unpickles.
+
+Foreign conventions, and what is recorded in the checkpoint's metadata (:meth:`ReadCheckpoint.notes`):
+
+- **Weight sets.** A checkpoint dict may hold its weights under a key (``state_dict`` in PyTorch Lightning's
+  ``.ckpt``, ``model``, ``model_state_dict``, ``module`` in DeepSpeed's files, ``net``, ``params``, ...,
+  searched :data:`MAX_NESTING` levels deep under such keys) and beside them optimizer state, schedulers,
+  hyper-parameters and scalars. A *weight set* is a dict of tensors; when there is exactly one, or exactly
+  one under a conventional name (:data:`NESTED_KEYS`, or averaged weights: ``state_dict_ema``, ``model_ema``,
+  ``ema``, ``swa_model``, ...), it is taken. When several are (training and EMA weights, timm's
+  ``state_dict`` + ``state_dict_ema``), zoo refuses rather than choose silently, listing the sets and the
+  fix: ``weights='state_dict_ema'`` (``--weights`` on the command line, ``"weights"`` in a sidecar). Recorded:
+  ``source_weights`` (the set taken), ``source_weight_sets`` (all of them, when more than one),
+  ``source_extra`` (the scalars beside them: ``epoch``, ``best_prec1``) and ``source_left_out`` (everything
+  else the file held: ``optimizer``, the other weight set, ...). Nothing is dropped unrecorded.
+- **Name prefixes.** Wrapper prefixes (``module.`` from DataParallel/DDP, ``_orig_mod.`` from torch.compile)
+  are always removed when every name carries them. Any other prefix that every name shares (Lightning's
+  ``model.``, ``net.``, ``backbone.``, ...) is removed when, and only when, that is what makes the weights fit
+  (:func:`detect_weights`, :func:`fit_prefix`). ``strip_prefix='model.'`` removes a prefix explicitly and
+  keeps only the names that carry it (the others are recorded as left out). Recorded: ``stripped_prefix``.
 """
 
 from __future__ import annotations
@@ -14,7 +32,8 @@ import pickle
 import re
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -23,11 +42,28 @@ import torch
 from safetensors.torch import load as st_load
 from torch import nn
 
-from zoo.errors import CheckpointError, InvalidWeightsError, UnsafeCheckpointError, show
-from zoo.family import strip_wrapper_prefixes
+from zoo.errors import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    InvalidWeightsError,
+    UnknownFamilyError,
+    UnsafeCheckpointError,
+    ZooError,
+    show,
+)
+from zoo.family import ArchitectureFamily
+from zoo.plugins import detect_arch
+from zoo.records import ArchSpec
 
 CheckpointLike = Union[str, os.PathLike, nn.Module, Mapping[str, Any]]
-NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "params")  # tried in this order
+NESTED_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network", "weights",
+               "params")  # conventional names of a checkpoint's (training) weights, searched for weight sets
+AVERAGED_RE = re.compile(r"(?:^|[_./-])(?:ema|swa|averaged)(?:$|[_./-])", re.I)  # averaged weights: EMA, SWA
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile: always removed (as families do)
+MAX_NESTING = 3  # levels of dicts under conventional keys searched for weight sets
+MAX_PREFIX_TRIES = 4  # shared prefixes tried, shortest first, when the weights do not fit as they are
+MAX_LEFT_OUT = 50  # entries named in the source_left_out note (then a count)
+TOP = ""  # the name of the weight set made of the top-level tensors
 ALLOWED_DTYPES = {  # dtypes zoo stores; anything else is refused
     torch.float16, torch.bfloat16, torch.float32, torch.float64,
     torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
@@ -48,30 +84,225 @@ _UNSAFE_RE = re.compile(  # the weights-only unpickler refusing something that i
 
 @dataclass
 class ReadCheckpoint:
-    """Tensors read from a source, with what was learnt on the way."""
+    """Tensors read from a source, with what was learnt and chosen on the way."""
 
     state_dict: dict[str, torch.Tensor]
     source: str  # a path or a short description of the object
     extra: dict[str, Any] = field(default_factory=dict)  # scalars found beside the weights (e.g. best_prec1)
     default_name: str | None = None  # a name suggested by the source (the file stem)
+    weights: str | None = None  # the weight set taken ('state_dict', 'model/ema'); None: the source is the weights
+    weight_sets: tuple[str, ...] = ()  # every weight set found, when there was more than one
+    stripped_prefix: str = ""  # removed from the front of every tensor name ('module.', 'model.')
+    prefix_given: bool = False  # the user chose the prefix (strip_prefix=): no other is tried
+    left_out: list[str] = field(default_factory=list)  # what the source held besides the weights and scalars
+
+    def notes(self) -> dict[str, Any]:
+        """What was found and chosen, for the checkpoint's metadata (JSON values; empty for a plain state dict)."""
+        out: dict[str, Any] = {}
+        if self.extra:
+            out["source_extra"] = scalar_extras(self.extra)
+        if self.weights is not None:
+            out["source_weights"] = self.weights
+        if len(self.weight_sets) > 1:
+            out["source_weight_sets"] = list(self.weight_sets)
+        if self.stripped_prefix:
+            out["stripped_prefix"] = self.stripped_prefix
+        if self.left_out:
+            more = len(self.left_out) - MAX_LEFT_OUT
+            out["source_left_out"] = self.left_out[:MAX_LEFT_OUT] + ([f"... and {more} more"] if more > 0 else [])
+        return out
+
+    def strip(self, prefix: str) -> None:
+        """Remove ``prefix`` from every tensor name (all carry it), then any wrapper prefix under it; recorded."""
+        self.state_dict = {k[len(prefix):]: v for k, v in self.state_dict.items()}
+        self.stripped_prefix += prefix
+        changed = True
+        while changed and self.state_dict:
+            changed = False
+            for p in WRAPPER_PREFIXES:
+                if all(k.startswith(p) and len(k) > len(p) for k in self.state_dict):
+                    self.state_dict = {k[len(p):]: v for k, v in self.state_dict.items()}
+                    self.stripped_prefix += p
+                    changed = True
 
 
-def read_checkpoint(obj: CheckpointLike) -> ReadCheckpoint:
-    """Tensors of a file, module or state dict; raises :class:`CheckpointError` on anything else."""
+def read_checkpoint(obj: CheckpointLike, *, weights: str | None = None,
+                    strip_prefix: str | None = None) -> ReadCheckpoint:
+    """Tensors of a file, module or state dict; raises :class:`CheckpointError` on anything else.
+
+    ``weights`` names the weight set to take from a checkpoint that holds several (``'state_dict_ema'``; see
+    the module's docstring); ``strip_prefix`` removes a prefix from the tensor names and keeps only the names
+    that carry it (``''``: strip no prefix beyond the wrappers, try none). Wrapper prefixes (``module.``,
+    ``_orig_mod.``) are removed; what was chosen is in :meth:`ReadCheckpoint.notes`.
+    """
+    if weights is not None and not isinstance(weights, str):
+        raise ZooError(f"weights must name a weight set of the checkpoint (a key such as 'state_dict_ema'), "
+                       f"not {show(weights)}")
+    if strip_prefix is not None and not isinstance(strip_prefix, str):
+        raise ZooError(f"strip_prefix must be a string such as 'model.', not {show(strip_prefix)}")
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
-        read = _read_file(path)
+        read = _read_file(path, weights)
     elif isinstance(obj, nn.Module):
-        read = ReadCheckpoint(dict(obj.state_dict()), f"module {type(obj).__name__}")
+        read = _unwrap(dict(obj.state_dict()), f"module {type(obj).__name__}", weights=weights)
     elif isinstance(obj, Mapping):
-        read = _unwrap(dict(obj), "state dict")
+        read = _unwrap(dict(obj), "state dict", weights=weights)
     else:
         raise CheckpointError(repr(type(obj).__name__), "unsupported checkpoint type",
-                              "pass a .safetensors/.pt/.pth/.th path, an nn.Module or a state dict")
+                              "pass a .safetensors/.pt/.pth/.th/.ckpt path, an nn.Module or a state dict")
     check_names(read.state_dict, read.source)
-    read.state_dict = strip_wrapper_prefixes(read.state_dict)
+    if strip_prefix is not None:
+        _keep_prefixed(read, strip_prefix)
+    read.strip("")  # wrapper prefixes only
     check_tensors(read.state_dict, read.source)
     return read
+
+
+def _keep_prefixed(read: ReadCheckpoint, prefix: str) -> None:
+    """``strip_prefix=``: keep the names that start with ``prefix`` (``'model'`` means ``'model.'`` when every
+    such name goes on with a dot), without it; the others are left out, recorded."""
+    read.prefix_given = True
+    if not prefix:
+        return
+    names = list(read.state_dict)
+    if not prefix.endswith(".") and any(n.startswith(prefix + ".") for n in names) and \
+            all(n.startswith(prefix + ".") for n in names if n.startswith(prefix)):
+        prefix += "."
+    kept = [n for n in names if n.startswith(prefix) and len(n) > len(prefix)]
+    if not kept:
+        raise CheckpointError(read.source, f"strip_prefix={show(prefix)} matches no tensor name (they look like "
+                                           f"{', '.join(map(show, names[:3]))})",
+                              "pass the prefix the names share, or leave strip_prefix= out: a prefix that every "
+                              "name shares is removed when that makes the weights fit", keywords=("strip_prefix",))
+    keep = set(kept)
+    dropped = [n for n in names if n not in keep]
+    read.left_out += [_path(read.weights or TOP, n) for n in dropped]
+    read.state_dict = {n: read.state_dict[n] for n in kept}
+    read.strip(prefix)
+
+
+def shared_prefixes(names: Iterable[str]) -> list[str]:
+    """Dotted prefixes that every name starts with and that leave something of each, shortest first:
+    ``['model.', 'model.backbone.']`` for ``model.backbone.conv.weight`` and ``model.backbone.fc.bias``."""
+    parts = [n.split(".") for n in names]
+    out: list[str] = []
+    if not parts:
+        return out
+    for i, seg in enumerate(parts[0][:-1]):
+        if len(out) == MAX_PREFIX_TRIES or any(len(p) <= i + 1 or p[i] != seg for p in parts):
+            break
+        out.append(".".join(parts[0][:i + 1]) + ".")
+    return out
+
+
+def _without(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items()}
+
+
+def _size(err: ArchitectureMismatchError) -> int:
+    """How far weights are from an architecture: names missing or unexpected, plus one for a wrong shape."""
+    return len(err.missing) + len(err.unexpected) + (err.layer is not None or not (err.missing or err.unexpected))
+
+
+def _after(prefix: str, err: ZooError) -> ZooError:
+    """``err``, saying that it is about the names without ``prefix``."""
+    if err.args and isinstance(err.args[0], str):
+        err.args = (f"with the prefix {prefix!r} that every tensor name carries removed, {err.args[0]}",
+                    *err.args[1:])
+    return err
+
+
+def detect_weights(read: ReadCheckpoint) -> ArchSpec:
+    """The architecture of ``read``'s weights, detected (:func:`zoo.plugins.detect_arch`).
+
+    When no family recognises the names as they are but one does once a prefix that every name shares is
+    removed (Lightning's ``model.``, ``net.``, ``backbone.``), that prefix is stripped from ``read`` and
+    recorded. When nothing fits, the error is the most telling one: a near miss after removing a shared
+    prefix, or the hint that the names under one prefix are an architecture (``strip_prefix=``), before "no
+    family recognises it".
+    """
+    try:
+        return detect_arch(read.state_dict)
+    except (UnknownFamilyError, ArchitectureMismatchError) as exc:
+        first: ZooError = exc
+    if read.prefix_given:
+        raise first
+    near: tuple[str, ArchitectureMismatchError] | None = None
+    prefixes = shared_prefixes(read.state_dict)
+    for prefix in prefixes:
+        try:
+            spec = detect_arch(_without(read.state_dict, prefix))
+        except ArchitectureMismatchError as exc:
+            near = near or (prefix, exc)
+            continue
+        except UnknownFamilyError:
+            continue
+        read.strip(prefix)
+        return spec
+    if isinstance(first, UnknownFamilyError):
+        if near is not None:
+            raise _after(*near)
+        hint = _part_fits(read, lambda sd: detect_arch(sd).name)
+        if hint is not None:
+            raise hint
+        if prefixes:
+            raise UnknownFamilyError(f"{first.what}, with or without the prefix(es) "
+                                     f"{', '.join(map(repr, prefixes))} that every name carries", first.installed)
+    raise first
+
+
+def fit_prefix(read: ReadCheckpoint, family: ArchitectureFamily, spec: ArchSpec) -> None:
+    """With the architecture given (``arch=``): when the names do not fit ``spec`` as they are but do once a
+    prefix that every name shares is removed, strip it from ``read`` (recorded). When nothing fits, raise the
+    mismatch of the closest try, saying which prefix it was with; when the names under one prefix fit, say
+    ``strip_prefix=``. Returns quietly when the weights fit as they are (or :meth:`canonicalize` will say why
+    not)."""
+    err = family.mismatch(spec, read.state_dict)
+    if err is None or read.prefix_given:
+        return
+    best: tuple[str, ArchitectureMismatchError] | None = None
+    for prefix in shared_prefixes(read.state_dict):
+        other = family.mismatch(spec, _without(read.state_dict, prefix))
+        if other is None:
+            read.strip(prefix)
+            return
+        if _size(other) < (_size(best[1]) if best else _size(err)):
+            best = (prefix, other)
+    if best is not None:
+        raise _after(*best)
+
+    def fits(sd: dict[str, torch.Tensor]) -> str:
+        miss = family.mismatch(spec, sd)
+        if miss is not None:
+            raise miss
+        return spec.name
+
+    hint = _part_fits(read, fits)
+    if hint is not None:
+        raise hint
+
+
+def _part_fits(read: ReadCheckpoint, fits: Callable[[dict[str, torch.Tensor]], str]) -> CheckpointError | None:
+    """When most names share a first part (``model.``) but some do not (a Lightning module's ``criterion.``,
+    SWA's ``n_averaged``) and the names under it are an architecture (``fits`` returns its label): the error
+    that says ``strip_prefix=``. None otherwise."""
+    firsts = Counter(k.split(".", 1)[0] + "." for k in read.state_dict if "." in k)
+    if not firsts:
+        return None
+    prefix, count = firsts.most_common(1)[0]
+    if count == len(read.state_dict) or 2 * count < len(read.state_dict):
+        return None
+    part = {k[len(prefix):]: v for k, v in read.state_dict.items() if k.startswith(prefix)}
+    try:
+        label = fits(part)
+    except (UnknownFamilyError, ArchitectureMismatchError):
+        return None
+    others = [k for k in read.state_dict if not k.startswith(prefix)]
+    return CheckpointError(
+        read.source, f"the {count} tensors under {prefix!r} are a {label}, but {len(others)} other(s) (e.g. "
+                     f"{', '.join(map(show, others[:3]))}) are not part of it",
+        f"pass strip_prefix={prefix!r} to add those {count} (the others are recorded in the checkpoint's meta as "
+        "left out)", keywords=("strip_prefix",))
 
 
 def check_names(state_dict: Mapping[str, Any], source: str) -> None:
@@ -91,7 +322,7 @@ def check_names(state_dict: Mapping[str, Any], source: str) -> None:
                                   "rename the tensor")
 
 
-def _read_file(path: Path) -> ReadCheckpoint:
+def _read_file(path: Path, weights: str | None = None) -> ReadCheckpoint:
     src = str(path) if str(path).isprintable() else repr(str(path))[1:-1]  # control characters escaped
     try:
         if not path.is_file():
@@ -111,14 +342,14 @@ def _read_file(path: Path) -> ReadCheckpoint:
             raise CheckpointError(src, "it is named .safetensors but holds a pickled torch file, and zoo never "
                                        "unpickles a .safetensors file", "rename it to .pt if it should hold weights "
                                        "(it is then read weights-only), or re-save it with safetensors")
-        return ReadCheckpoint(_safetensors_load(path, src), src, default_name=path.stem)
+        return _unwrap(_safetensors_load(path, src), src, path.stem, weights)
     if head[:4] == ZIP_MAGIC:
         _check_zip(path, src)
-        return _unwrap(_torch_load(path, src), src, default_name=path.stem)
+        return _unwrap(_torch_load(path, src), src, path.stem, weights)
     if head[:2] in PICKLE_MAGIC:
-        return _unwrap(_torch_load(path, src), src, default_name=path.stem)
+        return _unwrap(_torch_load(path, src), src, path.stem, weights)
     if _looks_like_safetensors(head, size):
-        return ReadCheckpoint(_safetensors_load(path, src), src, default_name=path.stem)
+        return _unwrap(_safetensors_load(path, src), src, path.stem, weights)
     raise CheckpointError(src, "not a safetensors or torch file (unknown format)",
                           "save weights with safetensors.torch.save_file or torch.save(state_dict)")
 
@@ -262,32 +493,125 @@ def _short_reason(message: str) -> str:
     return message[mt.start():].splitlines()[0][:200] if mt else "refused by the weights-only loader"
 
 
-def _unwrap(obj: Any, src: str, default_name: str | None = None) -> ReadCheckpoint:
+@dataclass
+class _Found:
+    """What one walk over a checkpoint dict found."""
+
+    sets: dict[str, dict[Any, torch.Tensor]] = field(default_factory=dict)  # weight sets by path ('model/ema')
+    extra: dict[str, Any] = field(default_factory=dict)  # scalars by path
+    other: list[str] = field(default_factory=list)  # paths of everything else (optimizer state, lists, ...)
+
+
+def _path(parent: str, key: str) -> str:
+    return key if parent == TOP else f"{parent}/{key}"
+
+
+def _plain_key(key: Any) -> str | None:
+    """A dict key usable in a path and in metadata: a short printable string (None for anything else)."""
+    return key if isinstance(key, str) and 0 < len(key) <= 128 and key.isprintable() and "/" not in key else None
+
+
+def _is_tensor_dict(v: Any) -> bool:
+    return isinstance(v, Mapping) and bool(v) and all(isinstance(x, torch.Tensor) for x in v.values())
+
+
+def _walk(obj: Mapping[Any, Any], path: str, depth: int, found: _Found) -> None:
+    """Sort one level of a checkpoint dict: dicts of tensors are weight sets; dicts under conventional keys
+    (:data:`NESTED_KEYS`, averaged weights) are searched in turn; scalars are notes; the rest is left out. The
+    level's own tensors are a weight set too, unless other weight sets were found and they are all scalars
+    (``best_prec1`` beside ``state_dict``: notes)."""
+    before = len(found.sets)
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            continue
+        key = _plain_key(k)
+        name = _path(path, key) if key is not None else _path(path, show(k))
+        if isinstance(v, nn.Module):  # cannot come from weights_only, but a user may pass one in a dict
+            v = v.state_dict()
+        if key is not None and _is_tensor_dict(v):
+            found.sets[name] = dict(v)
+        elif key is not None and isinstance(v, Mapping) and v and depth < MAX_NESTING and \
+                (key in NESTED_KEYS or AVERAGED_RE.search(key)):
+            _walk(v, name, depth + 1, found)
+        elif key is not None and _is_scalar(v):
+            found.extra[name] = v
+        else:
+            found.other.append(name)
+    if not tensors:
+        return
+    if len(found.sets) == before or not all(t.numel() <= 1 for t in tensors.values()):
+        found.sets[path] = tensors
+        return
+    for k, v in tensors.items():
+        key = _plain_key(k)
+        if key is not None and _is_scalar(v):
+            found.extra[_path(path, key)] = v
+        else:
+            found.other.append(_path(path, key if key is not None else show(k)))
+
+
+def _set_label(name: str, tensors: Mapping[Any, Any]) -> str:
+    averaged = " of averaged (EMA/SWA) weights" if AVERAGED_RE.search(name) else ""
+    return f"{show(name) if name != TOP else 'the top-level tensors'} ({len(tensors)} tensors{averaged})"
+
+
+def _unwrap(obj: Any, src: str, default_name: str | None = None, weights: str | None = None) -> ReadCheckpoint:
+    """The weights of a loaded checkpoint object: the weight set chosen by ``weights`` or by the rule in the
+    module's docstring, with the scalars beside it and a record of everything else."""
     if isinstance(obj, nn.Module):  # cannot come from weights_only, but a user may pass one in a dict
         obj = obj.state_dict()
     if not isinstance(obj, Mapping):
         raise CheckpointError(src, f"holds a {type(obj).__name__}, not a dict of tensors",
                               "save model.state_dict(), not the model object or a list")
-    extra: dict[str, Any] = {}
-    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        nested = next((k for k in NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if nested is None:
-            bad = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
-            raise CheckpointError(src, f"entry {show(bad)} is a {type(obj[bad]).__name__}, not a tensor, and there is "
-                                       f"no nested state dict under {', '.join(NESTED_KEYS)}",
-                                  "pass the state dict itself")
-        extra = {k: v for k, v in obj.items()
-                 if k != nested and isinstance(k, str) and len(k) <= 128 and k.isprintable() and _is_scalar(v)}
-        obj = obj[nested]
-        if isinstance(obj, nn.Module):
-            obj = obj.state_dict()
-    sd = dict(obj)
-    if not sd:
+    if not obj:
         raise CheckpointError(src, "holds no tensors", "save the model's state_dict()")
-    for k, v in sd.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise CheckpointError(src, f"entry {show(k)} is a {type(v).__name__}, not a tensor", "pass a state dict")
-    return ReadCheckpoint(sd, src, extra, default_name)
+    found = _Found()
+    _walk(obj, TOP, 0, found)
+    sets = found.sets
+    if not sets:
+        held = ", ".join(f"{show(k, 40)} ({type(v).__name__})" for k, v in list(obj.items())[:5])
+        raise CheckpointError(src, "holds no weights: no tensors at its top level and no dict of tensors under "
+                                   f"any key (it holds {held}{', ...' if len(obj) > 5 else ''})",
+                              "save model.state_dict(), alone or under 'state_dict'")
+    listing = ", ".join(_set_label(n, t) for n, t in sets.items())
+    if weights is not None:
+        if weights not in sets:
+            fix = " or ".join(f"weights={n!r}" for n in sets)
+            raise CheckpointError(src, f"has no weight set {show(weights)}; it holds {listing}",
+                                  f"pass {fix}", keywords=("weights",))
+        chosen = weights
+    elif len(sets) == 1:
+        chosen = next(iter(sets))
+    else:
+        named = [n for n in sets if n.rsplit("/", 1)[-1] in NESTED_KEYS and not AVERAGED_RE.search(n)]
+        averaged = [n for n in sets if AVERAGED_RE.search(n)]
+        pool = named + averaged + ([TOP] if TOP in sets and not named else [])
+        pool = pool or list(sets)
+        if len(pool) > 1:
+            raise _ambiguous(src, {n: sets[n] for n in pool}, averaged)
+        chosen = pool[0]
+    left_out = list(found.other)
+    for n, tensors in sets.items():
+        if n != chosen:
+            left_out += [n] if n != TOP else [_plain_key(k) or show(k) for k in tensors]
+    plain = chosen == TOP and weights is None
+    return ReadCheckpoint(dict(sets[chosen]), src, found.extra, default_name, weights=None if plain else chosen,
+                          weight_sets=tuple(sets), left_out=left_out)
+
+
+def _ambiguous(src: str, pool: Mapping[str, Mapping[Any, Any]], averaged: list[str]) -> CheckpointError:
+    """The refusal of a checkpoint holding several weight sets when the user did not say which to take."""
+    listing = ", ".join(_set_label(n, t) for n, t in pool.items())
+    trained = [n for n in pool if n not in averaged]
+    if averaged and trained:
+        fix = (f"pass weights={averaged[0]!r} for the averaged weights (usually the better ones: timm's "
+               f"convention) or weights={trained[0]!r} for the training weights")
+    else:
+        fix = f"pass {' or '.join(f'weights={n!r}' for n in pool)}"
+    return CheckpointError(src, f"it holds {len(pool)} weight sets, {listing}, and zoo does not choose one "
+                                "silently", f"{fix}; the choice is recorded in the checkpoint's meta",
+                           keywords=("weights",))
 
 
 def _is_scalar(v: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,13 @@ def cli(ctx: click.Context, url: str | None, blob_root: str | None, verbose: int
     ctx.ensure_object(dict).update(url=url, blob_root=blob_root)
 
 
+def as_flag(keyword: str, value: Any) -> str:
+    """A Python keyword argument of a message's fix as this command line says it: ``weights='ema'`` -> ``--weights
+    ema`` (for :meth:`ZooError.spelled`)."""
+    flag = "--" + keyword.replace("_", "-")
+    return flag if value is None else f"{flag} {shlex.quote(str(value))}"
+
+
 @cli.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--name", help="Checkpoint name (default: the file stem). An existing name gets a new version.")
@@ -97,12 +105,20 @@ def cli(ctx: click.Context, url: str | None, blob_root: str | None, verbose: int
 @click.option("--base", help="Base checkpoint the weights apply to (LoRA adapters).")
 @click.option("--alias", help="Point NAME@ALIAS at the new version.")
 @click.option("--exist-ok", is_flag=True, help="Return the existing version if these weights are already there.")
+@click.option("--weights", metavar="KEY", help="The weight set to take from a file holding several, e.g. "
+              "state_dict_ema (EMA) or state_dict (default: the only one; several are refused). Recorded in meta.")
+@click.option("--strip-prefix", metavar="PREFIX", help="Remove PREFIX (e.g. model.) from the tensor names and keep "
+              "only those names (default: a prefix every name shares is removed when that makes the weights fit). "
+              "Recorded in meta.")
 @json_option
 @click.pass_context
 def add(ctx: click.Context, path: str, name: str | None, arch: str | None, dataset: str | None,
         metrics: tuple[str, ...], tags: tuple[str, ...], origin: str, parent: str | None, base: str | None,
-        alias: str | None, exist_ok: bool, as_json: bool) -> None:
-    """Add a checkpoint file (.safetensors or a weights-only torch file)."""
+        alias: str | None, exist_ok: bool, weights: str | None, strip_prefix: str | None, as_json: bool) -> None:
+    """Add a checkpoint file (.safetensors or a weights-only torch file: .pt, .pth, .th, .bin, Lightning's .ckpt).
+
+    Weights nested under state_dict/model/... are found and a prefix every tensor name shares (module.,
+    model.) is removed when that makes them fit; what was taken is recorded in the checkpoint's meta."""
     parsed: dict[str, float] = {}
     for item in metrics:
         key, sep, value = item.partition("=")
@@ -113,8 +129,12 @@ def add(ctx: click.Context, path: str, name: str | None, arch: str | None, datas
             raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric") from None
         if not sep:
             raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric")
-    rec = _registry(ctx, create=True).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
-                             parent=parent, base=base, alias=alias, exist_ok=exist_ok)
+    try:
+        rec = _registry(ctx, create=True).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
+                                 parent=parent, base=base, alias=alias, exist_ok=exist_ok, weights=weights,
+                                 strip_prefix=strip_prefix)
+    except ZooError as exc:  # say the fix with this command's flags (--weights, --strip-prefix, --arch)
+        raise exc.spelled(as_flag) from None
     _emit(rec.to_dict(), as_json, lambda: click.echo(
         f"added {rec.ref}: {rec.arch} ({_fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"))
 

@@ -7,7 +7,10 @@ CLI turns them into exit codes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ast
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 SHOW_LIMIT = 80  # characters of a user-supplied value quoted in a message
 
@@ -25,7 +28,33 @@ def _plain(name: str) -> str:
 
 
 class ZooError(Exception):
-    """Base class of every error zoo raises on purpose."""
+    """Base class of every error zoo raises on purpose.
+
+    A message says its fix in Python's words (``pass weights='state_dict_ema'``); :attr:`keywords` names the
+    keyword arguments it spells that way, so that another interface can say the same fix in its own words
+    (:meth:`spelled`: ``--weights state_dict_ema`` on the command line, a sidecar key in the nightly import).
+    """
+
+    keywords: tuple[str, ...] = ()  # keyword arguments the message names as a fix, written kw='value' or kw=
+
+    def spelled(self, spell: Callable[[str, Any], str | None]) -> ZooError:
+        """Say the fix in another interface's words: each ``kw='value'`` (or bare ``kw=``) in the message, for
+        ``kw`` in :attr:`keywords`, becomes ``spell(kw, value)`` (``value``: the Python value, None when bare);
+        a None from ``spell`` keeps the text. Returns self, so that ``raise exc.spelled(...)`` reads well."""
+        if not (self.keywords and self.args and isinstance(self.args[0], str)):
+            return self
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.keywords)) +
+                             r")=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")?")
+
+        def one(mt: re.Match[str]) -> str:
+            try:
+                value = ast.literal_eval(mt[2]) if mt[2] else None  # a repr() of a string: a literal, nothing runs
+            except (ValueError, SyntaxError):
+                return mt[0]
+            return spell(mt[1], value) or mt[0]
+
+        self.args = (pattern.sub(one, self.args[0]), *self.args[1:])
+        return self
 
     def about(self, source: str) -> ZooError:
         """Name ``source`` (the file being added) at the start of the message, unless it already does."""
@@ -82,9 +111,10 @@ class InvalidNameError(ZooError, ValueError):
 class CheckpointError(ZooError):
     """A checkpoint file or object cannot be read as weights."""
 
-    def __init__(self, source: str, reason: str, fix: str = "") -> None:
+    def __init__(self, source: str, reason: str, fix: str = "", *, keywords: Sequence[str] = ()) -> None:
         self.source = source
         self.reason = reason
+        self.keywords = tuple(keywords)  # the keyword arguments ``fix`` names (see ZooError.spelled)
         msg = f"cannot read checkpoint {source}: {reason}"
         super().__init__(f"{msg}; {fix}" if fix else msg)
 
@@ -102,6 +132,8 @@ class UnsafeCheckpointError(CheckpointError):
 
 class UnknownFamilyError(ZooError, LookupError):
     """No installed architecture family matches the name, spec or state dict."""
+
+    keywords = ("arch",)
 
     def __init__(self, what: str, installed: Iterable[str]) -> None:
         self.what = what
@@ -129,6 +161,8 @@ class UnknownPluginError(ZooError, LookupError):
 
 class ArchitectureMismatchError(ZooError):
     """Weights do not fit the architecture they were declared or detected as."""
+
+    keywords = ("arch",)
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 from torch import nn
 
-from zoo.checkpoint_io import CheckpointLike, read_checkpoint, scalar_extras
+from zoo.checkpoint_io import CheckpointLike, detect_weights, fit_prefix, read_checkpoint
 from zoo.errors import (
     DuplicateError,
     InvalidNameError,
@@ -33,7 +33,7 @@ from zoo.errors import (
     ZooError,
     show,
 )
-from zoo.plugins import detect_arch, get_family, resolve_arch
+from zoo.plugins import get_family, resolve_arch
 from zoo.refs import NAME_RE, parse_ref
 from zoo.records import (
     ORIGINS,
@@ -201,6 +201,8 @@ class Registry:
         alias: str | None = None,
         meta: Mapping[str, Any] | None = None,
         exist_ok: bool = False,
+        weights: str | None = None,
+        strip_prefix: str | None = None,
     ) -> CheckpointRecord:
         """Register a checkpoint and return its record.
 
@@ -211,6 +213,14 @@ class Registry:
         weights under the same name again raises :class:`DuplicateError` (or, with ``exist_ok``, returns
         the existing record). ``parent``/``origin`` record lineage; ``base`` names the checkpoint that
         weights apply on top of (LoRA). On any error nothing is stored.
+
+        Foreign checkpoints (PyTorch Lightning ``.ckpt``, timm, DDP, torch.compile; see
+        :mod:`zoo.checkpoint_io`): the weights are taken from under ``state_dict``/``model``/... and a prefix
+        that every tensor name shares (``module.``, ``model.``) is removed when that makes them fit; a file
+        with several weight sets (``state_dict`` and ``state_dict_ema``) is refused unless ``weights`` names
+        the one to take; ``strip_prefix`` removes a prefix explicitly (names without it are left out). What
+        was taken, stripped and left out is recorded in ``meta`` (``source_weights``, ``stripped_prefix``,
+        ``source_left_out``, ``source_extra``).
         """
         if origin not in ORIGINS:
             raise ZooError(f"unknown origin {show(origin)}; choose from {', '.join(ORIGINS)}")
@@ -230,12 +240,14 @@ class Registry:
                                f"not {show(ref)}")
         if dataset is not None:
             check_name(dataset, "dataset")
-        read = read_checkpoint(checkpoint)
+        read = read_checkpoint(checkpoint, weights=weights, strip_prefix=strip_prefix)
         try:
-            spec = resolve_arch(arch) if arch is not None else detect_arch(read.state_dict)
+            spec = resolve_arch(arch) if arch is not None else detect_weights(read)  # may strip a shared prefix
             family = get_family(spec.family)
             if base is not None and family.requires_base(spec):  # describe the base as it is registered
                 spec = family.with_base(spec, self.get(base).arch)
+            if arch is not None:
+                fit_prefix(read, family, spec)  # strips a shared prefix when only that stands in the way
             state = family.canonicalize(spec, read.state_dict)
         except ZooError as exc:
             if isinstance(checkpoint, (str, os.PathLike)):  # say which file does not fit
@@ -249,7 +261,7 @@ class Registry:
         tensors = _unshare(state)
         blob_meta = {"zoo.family": spec.family, "zoo.arch": spec.name}
         meta_all = {**({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
-                    **({"source_extra": scalar_extras(read.extra)} if read.extra else {}), **dict(meta or {})}
+                    **read.notes(), **dict(meta or {})}
         check_json(meta_all, "meta")
         num_params = family.layout(spec).num_params
         arch_text = family.describe(spec)

@@ -4,13 +4,14 @@ One run, under the registry's ``reindex`` lease (:class:`zoo.jobs.Lease`), goes 
 is idempotent, so a run killed at any point leaves nothing half-done that the next run does not finish,
 and a run with nothing new does no work (its record says ``skipped``):
 
-1. **import**: every checkpoint file (``.safetensors``, ``.pt``, ``.pth``, ``.th``, ``.bin``; hidden files
-   and folders are left out) under the watch directories is registered with :meth:`Registry.add`, with
-   the metadata of its optional JSON sidecar (below). Files are remembered in ``watched_files`` by path,
-   size and modification time, so unchanged files are not read again, and by the sha256 of their bytes, so
-   a copy of an imported file is not imported twice. A file zoo cannot read is reported (and remembered
-   until it changes), never stored, and never stops the run. An add that was killed before its file was
-   remembered is found again as the same name with the same weights (``exist_ok``), not added twice.
+1. **import**: every checkpoint file (``.safetensors``, ``.pt``, ``.pth``, ``.th``, ``.bin``, PyTorch
+   Lightning's ``.ckpt``; hidden files and folders are left out) under the watch directories is registered
+   with :meth:`Registry.add`, with the metadata of its optional JSON sidecar (below). Files are remembered
+   in ``watched_files`` by path, size and modification time, so unchanged files are not read again, and by
+   the sha256 of their bytes, so a copy of an imported file is not imported twice. A file zoo cannot read is
+   reported (and remembered until it changes), never stored, and never stops the run. An add that was
+   killed before its file was remembered is found again as the same name with the same weights
+   (``exist_ok``), not added twice.
 2. **verify**: :meth:`Registry.verify` hashes every blob; missing and corrupt ones are reported with the
    checkpoints that use them (loading them raises :class:`~zoo.errors.IntegrityError`: they are never
    served). Orphans older than the grace period (what a killed add leaves) are removed.
@@ -32,11 +33,13 @@ arguments of :meth:`Registry.add`, all optional::
 
     {"name": "resnet20-cifar10", "arch": "resnet20", "dataset": "cifar10", "metrics": {"top1": 91.78},
      "tags": ["pretrained"], "origin": "imported", "parent": "resnet20-base", "base": null,
-     "alias": "best", "meta": {"url": "https://..."}}
+     "alias": "best", "meta": {"url": "https://..."}, "weights": "state_dict_ema", "strip_prefix": "model."}
 
-Without a sidecar the name is the file stem and the architecture is detected from the weights. The sidecar
-is read when its weights file is imported; editing it later changes nothing (touch the weights file to
-import it again as a new version).
+Without a sidecar the name is the file stem and the architecture is detected from the weights. ``weights``
+picks the weight set of a file that holds several (training and EMA weights: refused without it) and
+``strip_prefix`` removes a tensor-name prefix (see :mod:`zoo.checkpoint_io`); a refusal says the fix as
+sidecar keys. The sidecar is read when its weights file is imported; editing it later changes nothing (touch
+the weights file to import it again as a new version).
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB = "reindex"  # the job's kind in job_runs and the name of its lease
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".th", ".bin")  # files the import stage reads
-SIDECAR_KEYS = ("name", "arch", "dataset", "metrics", "tags", "origin", "parent", "base", "alias", "meta")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".th", ".bin", ".ckpt")  # files the import stage reads
+SIDECAR_KEYS = ("name", "arch", "dataset", "metrics", "tags", "origin", "parent", "base", "alias", "meta",
+                "weights", "strip_prefix")
 FLUSH_EVERY = 200  # files between writes of the import stage's bookkeeping (and of the run's progress)
 ENV_WATCH = "ZOO_WATCH_DIRS"  # watch directories, separated by os.pathsep
 
@@ -317,6 +321,21 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def _as_sidecar_key(path: str) -> Callable[[str, Any], str | None]:
+    """How the nightly import says a fix named as a keyword argument (:meth:`ZooError.spelled`): the key of the
+    file's sidecar (``weights='ema'`` -> ``{"weights": "ema"} in the sidecar model.json``)."""
+    side = Path(path).with_suffix(".json").name
+
+    def spell(keyword: str, value: Any) -> str | None:
+        if keyword not in SIDECAR_KEYS:
+            return None
+        if value is None:
+            return f'"{keyword}" in the sidecar {side}'
+        return f"{json.dumps({keyword: value})} in the sidecar {side}"
+
+    return spell
+
+
 def _newest_id(registry: Registry) -> int:
     newest = registry.list(limit=1)
     return newest[0].id if newest else 0
@@ -390,7 +409,8 @@ def _import_files(registry: Registry, dirs: Sequence[Path], run: _Run, known: di
             except SQLAlchemyError:
                 raise  # the database, not the file: the run fails and this file is not remembered
             except Exception as exc:  # whatever a file can do wrong, it never stops the run
-                reason = str(exc) if isinstance(exc, ZooError) else f"{type(exc).__name__}: {exc}"
+                reason = str(exc.spelled(_as_sidecar_key(path))) if isinstance(exc, ZooError) else \
+                    f"{type(exc).__name__}: {exc}"
                 row.update(status="bad", message=reason[:2000])
                 run.bad_files.append((path, reason))
                 run.add("files_bad")
