@@ -516,6 +516,68 @@ _hnsw_checked: set[tuple[str, int]] = set()  # (url, dim) whose HNSW index this 
 # ----------------------------------------------------------------------------------------------------
 # nearest neighbours
 # ----------------------------------------------------------------------------------------------------
+TIE_METRICS = ("accuracy", "acc", "top1", "val_accuracy", "val_acc", "test_accuracy", "test_acc",
+               "labelled_accuracy", "loss", "val_loss", "test_loss")
+"""Recorded metrics that order equally similar checkpoints, in order of preference (see :func:`order_by_metric`)."""
+TIE_TOLERANCE = 1e-6  # similarities this close count as equal (float32 rounding of the same cosine)
+_LOWER_IS_BETTER = frozenset({"loss", "error", "err", "nll", "mse", "mae", "rmse", "perplexity", "ppl"})
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better: its name has a loss-like word (``loss``, ``error``,
+    ``err``, ``nll``, ``mse``, ``mae``, ``rmse``, ``perplexity``, ``ppl``) between underscores, dots, dashes or
+    slashes, e.g. ``val_loss``, ``top1-error``. Every other metric (accuracy, acc, top1, f1, ...) is
+    higher-is-better."""
+    words = metric.lower().replace("-", "_").replace(".", "_").replace("/", "_").split("_")
+    return any(w in _LOWER_IS_BETTER for w in words)
+
+
+def tie_metric(metrics: Iterable[Mapping[str, float]], metric: str | None = None) -> str | None:
+    """The metric that orders a group of checkpoints: ``metric`` when named, else the first name of
+    :data:`TIE_METRICS` that at least one of them records (None: no such metric, the newest goes first)."""
+    if metric:
+        return metric
+    recorded = set().union(*(rec.keys() for rec in metrics))
+    return next((name for name in TIE_METRICS if name in recorded), None)
+
+
+def order_by_metric(items: Iterable[tuple[int, Mapping[str, float]]], metric: str | None = None) -> list[int]:
+    """Checkpoint ids of ``(id, recorded metrics)`` pairs, best first by :func:`tie_metric` (higher first;
+    lower first for a loss-like name, :func:`lower_is_better`), those that do not record it after the
+    others, and the newest (highest id) first among equals. Deterministic: never the order given."""
+    items = list(items)
+    name = tie_metric((rec for _, rec in items), metric)
+    sign = 1.0 if name is not None and lower_is_better(name) else -1.0
+
+    def key(item: tuple[int, Mapping[str, float]]) -> tuple[int, float, int]:
+        value = item[1].get(name) if name is not None else None
+        if value is None or value != value:  # not recorded (or NaN): after those that record it
+            return (1, 0.0, -item[0])
+        return (0, sign * float(value), -item[0])
+
+    return [i for i, _ in sorted(items, key=key)]
+
+
+def break_ties(ranked: Sequence[tuple[float, int]], metrics: Mapping[int, Mapping[str, float]],
+               metric: str | None = None, tolerance: float = TIE_TOLERANCE) -> list[tuple[float, int]]:
+    """``(score, checkpoint id)`` pairs sorted best score first, with every run of equal scores (within
+    ``tolerance`` of the run's first) reordered by :func:`order_by_metric` of the ``metrics`` recorded per id."""
+    out: list[tuple[float, int]] = []
+    i = 0
+    while i < len(ranked):
+        j = i + 1
+        while j < len(ranked) and ranked[i][0] - ranked[j][0] <= tolerance:
+            j += 1
+        run = ranked[i:j]
+        if len(run) > 1:
+            score = {cid: sc for sc, cid in run}
+            order = order_by_metric(((cid, metrics.get(cid, {})) for _, cid in run), metric)
+            run = [(score[cid], cid) for cid in order]
+        out += run
+        i = j
+    return out
+
+
 def _query_vector(registry: Any, dataset: Any, enc: DatasetEncoder, version: str) -> tuple[np.ndarray, str | None]:
     """(query vector, name of the registered dataset it came from, if any)."""
     if isinstance(dataset, np.ndarray) and dataset.ndim == 1:
@@ -592,6 +654,7 @@ def nearest(
     min_similarity: float | None = None,
     latest_only: bool = False,
     method: Method = "auto",
+    metric: str | None = None,
 ) -> list[Neighbor]:
     """The ``k`` checkpoints whose training dataset is most similar to ``dataset``, among those that fit ``arch``.
 
@@ -605,7 +668,10 @@ def nearest(
     that is installed, else exactly below :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and with the
     persisted HNSW index above; ``"exact"``/``"ann"``/``"pgvector"`` force one. Every method rescores its
     hits with the stored float32 vectors, so pgvector's answers equal the exact search's (below the HNSW
-    size). Ties rank the newest checkpoint first.
+    size). Ties (scores within :data:`TIE_TOLERANCE`, e.g. several seeds trained on one dataset) rank by
+    their recorded metrics: ``metric`` when named, else the first of :data:`TIE_METRICS` one of them records,
+    the best first (higher; lower for a loss-like name), those without it after; then the newest checkpoint
+    first (:func:`order_by_metric`). Never by the order in which they were registered.
     """
     if k < 1:
         raise ZooError(f"k must be at least 1 (got {k})")
@@ -661,7 +727,7 @@ def nearest(
         table = _load_table(registry, DATASET, enc.id, version)
         candidates = _all_compatible(registry, spec, match, latest_only)
         if not use_arch:  # the common case, vectorised: one score per checkpoint, top k by (score, newest)
-            return _exact_top(registry, table, candidates, query, k, min_similarity, enc.id, version)
+            return _exact_top(registry, table, candidates, query, k, min_similarity, enc.id, version, metric)
         wanted = sorted({c[1] for c in candidates if c[1] in table.row_of})
         if wanted and table.index.dim != query.shape[0]:
             raise ZooError(f"stored {enc.id} vectors have {table.index.dim} values, the query {query.shape[0]}")
@@ -693,17 +759,43 @@ def nearest(
         if min_similarity is None or score >= min_similarity:
             scored.append((score, cid, ds_name, d, a))
     scored.sort(key=lambda t: (-t[0], -t[1]))
-    top = scored[:k]
+    by_id = {t[1]: t for t in scored}
+    top = [by_id[cid] for _, cid in _top_with_ties(registry, [(t[0], t[1]) for t in scored], k, metric)]
     records = _checkpoint_records(registry, [t[1] for t in top])
     return [Neighbor(records[cid], float(score), ds_name, float(d), a, enc.id, version, used)
             for score, cid, ds_name, d, a in top]
+
+
+def _top_with_ties(registry: Any, ranked: Sequence[tuple[float, int]], k: int, metric: str | None
+                   ) -> list[tuple[float, int]]:
+    """The first ``k`` of ``(score, id)`` pairs sorted best first, ties broken by :func:`break_ties` (the
+    recorded metrics of tied checkpoints are read, also of those tied with the k-th beyond it)."""
+    if not ranked:
+        return []
+    last = ranked[min(k, len(ranked)) - 1][0]
+    head = [r for r in ranked if r[0] >= last - TIE_TOLERANCE]  # the k best and every one tied with the k-th
+    if all(head[i][0] - head[i + 1][0] > TIE_TOLERANCE for i in range(len(head) - 1)):
+        return head[:k]  # no ties: nothing to read
+    return break_ties(head, _recorded_metrics(registry, [cid for _, cid in head]), metric)[:k]
+
+
+def _recorded_metrics(registry: Any, ids: Sequence[int]) -> dict[int, dict[str, float]]:
+    """Checkpoint id -> its recorded metrics, in one read per 500 ids."""
+    out: dict[int, dict[str, float]] = {int(i): {} for i in ids}
+    with registry.db.read() as s:
+        for chunk in (list(ids[i:i + 500]) for i in range(0, len(ids), 500)):
+            for cid, key, value in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).where(
+                    m.Metric.checkpoint_id.in_([int(c) for c in chunk]))).all():
+                out[int(cid)][key] = float(value)
+    return out
 
 
 _cand_rows: dict[tuple[int, int], tuple[Any, Any, tuple[np.ndarray, np.ndarray]]] = {}  # see _exact_top
 
 
 def _exact_top(registry: Any, table: _Table, candidates: list[tuple[int, str, str]], query: np.ndarray, k: int,
-               min_similarity: float | None, encoder_id: str, version: str) -> list[Neighbor]:
+               min_similarity: float | None, encoder_id: str, version: str, metric: str | None = None
+               ) -> list[Neighbor]:
     key = (id(candidates), id(table))  # the entry holds both objects, so their ids cannot be reused meanwhile
     hit = _cand_rows.get(key)
     arrays = hit[2] if hit is not None and hit[0] is candidates and hit[1] is table else None
@@ -726,10 +818,13 @@ def _exact_top(registry: Any, table: _Table, candidates: list[tuple[int, str, st
     if len(ids) > 4 * k:  # only the best few need a full ordering
         part = np.argpartition(-scores, k - 1)[:k]
         cut = scores[part].min()
-        sel = np.nonzero(scores >= cut)[0]
+        sel = np.nonzero(scores >= cut - TIE_TOLERANCE)[0]  # keeps every checkpoint tied with the k-th
         ids, rows, scores = ids[sel], rows[sel], scores[sel]
-    order = np.lexsort((-ids, -scores))[:k]
-    records = _checkpoint_records(registry, [int(i) for i in ids[order]])
+    order = np.lexsort((-ids, -scores))
+    at = {int(ids[i]): int(i) for i in order}
+    top = _top_with_ties(registry, [(float(scores[i]), int(ids[i])) for i in order], k, metric)
+    order = [at[cid] for _, cid in top]
+    records = _checkpoint_records(registry, [int(ids[i]) for i in order])
     return [Neighbor(records[int(ids[i])], float(scores[i]), table.names[int(rows[i])], float(scores[i]), None,
                      encoder_id, version, "exact") for i in order]
 
@@ -834,6 +929,7 @@ def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | N
 
 
 __all__ = [
-    "ARCH", "DATASET", "IndexInfo", "Neighbor", "RefreshReport", "build_index", "embed_arch", "embeddings",
-    "get_embedding", "index_dir", "nearest", "refresh_stale", "register_dataset",
+    "ARCH", "DATASET", "TIE_METRICS", "TIE_TOLERANCE", "IndexInfo", "Neighbor", "RefreshReport", "break_ties",
+    "build_index", "embed_arch", "embeddings", "get_embedding", "index_dir", "lower_is_better", "nearest",
+    "order_by_metric", "refresh_stale", "register_dataset", "tie_metric",
 ]

@@ -8,20 +8,40 @@ The policy (:class:`RetrievalPolicy`; every field can also be passed as a keywor
 1. The architecture is resolved through the family plugins (an unknown name raises the plugins' error); the
    dataset is a registered dataset's name (its stored vectors are used) or data that
    :func:`zoo.as_dataset` reads (embedded on the fly, nothing stored).
-2. Retrieval looks at the ``candidates`` nearest checkpoints of *exactly* that architecture (another
-   architecture's weights would not load, so none is ever returned), ranked by dataset similarity with the
-   registry's default dataset encoder (or ``encoder``).
-3. Without labelled samples: the nearest checkpoint is returned when its similarity reaches
-   ``min_similarity``; otherwise one network is sampled from the generator.
-4. With labelled samples (``labelled=``): every retrieved candidate and ``samples`` generated networks
-   (best-of-n) are scored by top-1 accuracy on them, and the highest score wins (ties go to the checkpoint).
-   Generation runs when no candidate is similar enough, and also when one is if ``challenge`` is on.
+2. Retrieval only considers checkpoints of *exactly* that architecture (another architecture's weights
+   would not load, so none is ever returned), ranked by dataset similarity with the registry's default
+   dataset encoder (or ``encoder``). Equally similar checkpoints (e.g. several seeds trained on one
+   dataset) rank by their recorded metrics: ``metric`` when named, else the first of
+   :data:`zoo.embeddings.TIE_METRICS` (accuracy, acc, top1, val_acc, ..., loss) they record, best first
+   (lower first for loss-like names), then the newest first -- never by registration order.
+3. Without labelled samples: the ``candidates`` nearest compatible checkpoints are considered and listed;
+   the nearest is returned when its similarity reaches ``min_similarity``; otherwise one network is sampled
+   from the generator.
+4. With labelled samples (``labelled=``): the dataset embedding is only a hint, the labels decide, so the
+   pool scored is not just the nearest few. While at most ``score_pool`` (default :data:`SCORE_POOL`, 64)
+   checkpoints of the architecture are registered, *every* one is scored, also those without a dataset
+   (or without a vector by the encoder). Above that, ``score_pool`` of them (plus the ``candidates``
+   nearest, which always join): the ``candidates`` nearest first, then taken in turn from four rankings
+   until the pool is full -- nearest by dataset similarity; the best checkpoint of each dataset (by
+   recorded metric, datasets nearest first, for diversity); the best by recorded metric (as in 2) of
+   those that record it; the newest version of each name.
+   In :func:`retrieve` only checkpoints at least ``min_similarity`` similar are eligible. Those and
+   ``samples`` generated networks (best-of-n) are scored by top-1 accuracy on the labelled samples, and the
+   highest score wins; ties go to a checkpoint over a generated sample, then to the order of
+   :attr:`Provision.candidates` (more similar first, then as in 2). Generation runs when no checkpoint is
+   similar enough, and also when one is if ``challenge`` is on. Every scored checkpoint is listed.
 5. The generator is ``generator`` when given, else the newest *promoted* version covering the family and
    trained on this very architecture, else the newest such candidate. Its own dataset encoder embeds the
    query (the generator was conditioned on that encoder's vectors).
 6. Generation is needed but no generator knows the architecture: the nearest compatible checkpoint is
    returned anyway (``fallback_to_nearest``, the reason says so), or :class:`~zoo.errors.NoWeightsError`
    is raised naming what to do when there is none.
+
+Why :data:`SCORE_POOL` is 64: scoring one checkpoint on 100 labelled images (``Registry.load``, which reads
+and verifies the blob, plus one forward pass) took 3.4-3.8 ms for cnn-tiny and 89-98 ms for resnet20 on 2
+CPU cores (median over 16 registered checkpoints each), so a full pool of 64 costs about 0.25 s for cnn-tiny
+and 6 s for resnet20 -- cheap next to what a wrong pick costs, and the main job's zoo (8 tasks x 6 seeds of
+cnn-tiny) is scored whole.
 
 Why :data:`DEFAULT_MIN_SIMILARITY` is 0.99: measured with the offline default encoder ``pixels``
 (``bench/results/retrieval.json``, ``docs/embeddings.md``), a fresh sample of a registered task scores
@@ -49,15 +69,27 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 from safetensors.torch import save as st_save
+from sqlalchemy import select
 from torch import nn
 
 from zoo.datasets import BUILTIN_SOURCES, ImageDataset, as_dataset, load_source
-from zoo.embeddings import Neighbor, _query_vector, embed_arch, nearest
+from zoo.embeddings import (
+    DATASET,
+    TIE_METRICS,
+    Neighbor,
+    _query_vector,
+    break_ties,
+    embed_arch,
+    nearest,
+    order_by_metric,
+    tie_metric,
+)
 from zoo.encoders import get_dataset_encoder
 from zoo.errors import ConfigError, DatasetError, GeneratorError, NotFoundError, NoWeightsError, ZooError
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry, _unshare
+from zoo.store import models as m
 from zoo.training import accuracy
 
 if TYPE_CHECKING:  # igpg imports zoo: import it lazily at run time
@@ -66,6 +98,7 @@ if TYPE_CHECKING:  # igpg imports zoo: import it lazily at run time
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_SIMILARITY = 0.99  # dataset cosine similarity a checkpoint needs to be served as is (see module docs)
+SCORE_POOL = 64  # with labelled samples: score every compatible checkpoint up to this many (see module docs)
 Source = Literal["retrieved", "generated"]
 RegistryLike = Registry | str | os.PathLike[str] | None  # a Registry, a URL or SQLite path, or None: Registry()
 _Mode = Literal["auto", "retrieve", "generate"]
@@ -79,7 +112,9 @@ class RetrievalPolicy:
     """How :func:`retrieve_or_generate` chooses between existing and generated weights (see the module docs)."""
 
     min_similarity: float = DEFAULT_MIN_SIMILARITY  # a checkpoint this similar (dataset cosine) is served as is
-    candidates: int = 3  # nearest compatible checkpoints considered (all scored when labelled samples are given)
+    candidates: int = 3  # without labels: nearest compatible checkpoints considered; with: these always get scored
+    score_pool: int = SCORE_POOL  # with labels: all compatible checkpoints scored up to this many, else a pool this big
+    metric: str | None = None  # recorded metric ranking equally similar checkpoints; None: embeddings.TIE_METRICS
     samples: int = 5  # generated networks scored for best-of-n (with labelled samples; one without)
     score_with_labels: bool = True  # with labelled samples, the highest-scoring candidate wins
     challenge: bool = True  # with labelled samples, generate even when a checkpoint is similar enough; scores decide
@@ -95,8 +130,9 @@ class RetrievalPolicy:
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError(f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}")
-        if self.candidates < 1 or self.samples < 1:
-            raise ConfigError(f"candidates and samples must be at least 1; got {self.candidates}, {self.samples}")
+        if self.candidates < 1 or self.samples < 1 or self.score_pool < 1:
+            raise ConfigError(f"candidates, samples and score_pool must be at least 1; got {self.candidates}, "
+                              f"{self.samples}, {self.score_pool}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
 
@@ -115,7 +151,7 @@ class Candidate:
 
     source: Source
     ref: str  # the checkpoint's ``name:vN``, or ``generator:vN#i`` for generated sample i
-    similarity: float | None  # dataset similarity of a retrieved checkpoint (None for generated samples)
+    similarity: float | None  # a retrieved checkpoint's dataset similarity (None: generated, or no dataset vector)
     score: float | None  # top-1 accuracy on the labelled samples (None when none were given)
     chosen: bool = False
 
@@ -138,7 +174,7 @@ class Provision:
     generator: GeneratorRecord | None = None  # the generator version that made the weights
     sample: int | None = None  # which generated sample was chosen
     score: float | None = None  # the chosen network's accuracy on the labelled samples
-    candidates: tuple[Candidate, ...] = ()  # everything considered, in the order considered
+    candidates: tuple[Candidate, ...] = ()  # every checkpoint considered or scored, most similar first; then samples
     dataset: str | None = None  # the registered dataset's name, when the request named one
     registered: CheckpointRecord | None = None  # generated weights stored by ``register=True``
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage (retrieve, generate, score, ...)
@@ -204,7 +240,8 @@ def retrieve_or_generate(arch: str | ArchSpec, dataset: Any, *, registry: Regist
 
     ``dataset`` is a registered dataset's name or anything :func:`zoo.as_dataset` reads. ``registry``
     defaults to ``Registry()`` (``$ZOO_REGISTRY_URL`` or ``registry.db``). ``labelled`` (``(images, labels)``,
-    an :class:`~zoo.ImageDataset`, or anything ``as_dataset`` reads) scores the candidates and picks the best.
+    an :class:`~zoo.ImageDataset`, or anything ``as_dataset`` reads) scores every compatible checkpoint (up to
+    ``score_pool``; above, a pool drawn from several rankings) and the generated samples, and picks the best.
     ``register=True`` stores generated weights (origin ``"generated"``, under ``name`` or
     ``<arch>-<dataset>-generated``) with the generator version in their metadata and tags. ``policy`` (or
     its fields as keywords, e.g. ``min_similarity=0.95``) sets the rules; see :class:`RetrievalPolicy` and
@@ -224,7 +261,8 @@ def retrieve(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = Non
              **options: Any) -> Provision:
     """The nearest checkpoint of exactly ``arch`` whose dataset is at least ``min_similarity`` similar.
 
-    With ``labelled`` samples, the best-scoring of the similar-enough ``candidates``. Never generates:
+    With ``labelled`` samples, the best-scoring of the similar-enough checkpoints (all of them up to
+    ``score_pool``, see the module docs). Never generates:
     raises :class:`~zoo.errors.NoWeightsError` when no compatible checkpoint is similar enough (lower
     ``min_similarity`` to accept a less similar one). Arguments as in :func:`retrieve_or_generate`.
     """
@@ -397,6 +435,10 @@ def _sample(registry: Registry, spec: ArchSpec, query: _Query, gen: "Generator",
     return [net.to(device).eval() for net in nets]
 
 
+def _similarity(c: Candidate) -> str:
+    return f"similarity {c.similarity:.4f}" if c.similarity is not None else "no dataset vector to compare"
+
+
 def _why_not(spec: ArchSpec, neighbours: Sequence[Neighbor], threshold: float) -> str:
     if not neighbours:
         return f"no checkpoint of {_label(spec)} is registered with a dataset"
@@ -411,8 +453,87 @@ class _Pick:
 
     cand: Candidate
     module: nn.Module | None = None
-    neighbour: Neighbor | None = None
+    record: CheckpointRecord | None = None  # a retrieved checkpoint's record
+    dataset: str | None = None  # a retrieved checkpoint's training dataset
     sample: int | None = None
+
+
+def _retrieved(n: Neighbor) -> _Pick:
+    return _Pick(Candidate("retrieved", n.checkpoint.ref, n.similarity, None), record=n.checkpoint, dataset=n.dataset)
+
+
+def _ranked_by_similarity(sims: Mapping[int, float | None], metrics: Mapping[int, Mapping[str, float]],
+                          metric: str | None) -> list[int]:
+    """Ids, most similar first (ties by recorded metrics, then newest), then those without a similarity."""
+    known = sorted(((s, i) for i, s in sims.items() if s is not None), key=lambda t: (-t[0], -t[1]))
+    unknown = [(i, metrics.get(i, {})) for i, s in sims.items() if s is None]
+    return [i for _, i in break_ties(known, metrics, metric)] + order_by_metric(unknown, metric)
+
+
+def _scoring_pool(reg: Registry, spec: ArchSpec, query: np.ndarray, encoder: str | None, policy: RetrievalPolicy,
+                  floor: float | None) -> list[_Pick]:
+    """The registered checkpoints of exactly ``spec`` to score on labelled samples (module docs, point 4).
+
+    Every one while there are at most ``policy.score_pool`` (those with a similarity of at least ``floor``
+    when given); above that, the ``policy.candidates`` nearest and then, in turn, the next of four rankings
+    (nearest; the best of each dataset, datasets nearest first; the best by recorded metric, of those that
+    record it; the newest version of each name) until the pool holds ``score_pool``. Returned most similar
+    first, those without a dataset vector last.
+    """
+    enc = get_dataset_encoder(encoder)
+    version = enc.version
+    names = sorted(set(TIE_METRICS) | ({policy.metric} if policy.metric else set()))
+    with reg.db.read() as s:
+        rows = s.execute(select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name).outerjoin(
+            m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id).where(
+            m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)).all()
+        metrics: dict[int, dict[str, float]] = {int(r[0]): {} for r in rows}
+        for cid, key, value in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).join(
+                m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id).where(
+                m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key, m.Metric.key.in_(names))).all():
+            metrics[int(cid)][key] = float(value)
+        datasets = sorted({r[2] for r in rows if r[2] is not None})
+        vectors: dict[str, np.ndarray] = {}
+        for chunk in (datasets[i:i + 500] for i in range(0, len(datasets), 500)):
+            for key, vec in s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
+                    m.Embedding.subject == DATASET, m.Embedding.encoder_id == enc.id,
+                    m.Embedding.encoder_version == version, m.Embedding.subject_key.in_(chunk))).all():
+                vectors[key] = np.frombuffer(vec, dtype="<f4")
+    ds_sim = {name: float(v @ query) for name, v in vectors.items() if v.shape == query.shape}
+    dataset_of = {int(r[0]): r[2] for r in rows}
+    sims = {cid: ds_sim.get(ds) if ds is not None else None for cid, ds in dataset_of.items()}
+    if floor is not None:
+        sims = {cid: sim for cid, sim in sims.items() if sim is not None and sim >= floor}
+    nearest_first = _ranked_by_similarity(sims, metrics, policy.metric)
+    if len(sims) <= policy.score_pool:
+        pool = nearest_first
+    else:
+        name = tie_metric((metrics[cid] for cid in sims), policy.metric)
+        by_metric = order_by_metric(((cid, metrics[cid]) for cid in sims if name in metrics[cid]), name)
+        newest: dict[str, int] = {}
+        for cid, ckpt_name, _ in rows:
+            if int(cid) in sims:
+                newest[ckpt_name] = max(newest.get(ckpt_name, 0), int(cid))
+        newest_first = sorted(newest.values(), reverse=True)
+        groups: dict[str | None, list[int]] = {}
+        for cid in sims:
+            groups.setdefault(dataset_of[cid], []).append(cid)
+        order = sorted(groups, key=lambda d: (d is None, -ds_sim.get(d, -2.0) if d is not None else 0.0, d or ""))
+        per_dataset = [order_by_metric(((c, metrics[c]) for c in groups[d]), policy.metric)[0] for d in order]
+        size = max(policy.score_pool, policy.candidates)
+        chosen = dict.fromkeys(nearest_first[:policy.candidates])
+        rankings = [iter(nearest_first), iter(per_dataset), iter(by_metric), iter(newest_first)]
+        while len(chosen) < size and rankings:
+            for it in list(rankings):
+                cid = next((c for c in it if c not in chosen), None)
+                if cid is None:
+                    rankings.remove(it)
+                elif len(chosen) < size:
+                    chosen[cid] = None
+        pool = [cid for cid in nearest_first if cid in chosen]  # most similar first, as everywhere
+    records = {r.id: r for r in reg.get_many(pool)}
+    return [_Pick(Candidate("retrieved", records[cid].ref, sims[cid], None), record=records[cid],
+                  dataset=dataset_of[cid]) for cid in pool if cid in records]
 
 
 def _run(mode: _Mode, arch: str | ArchSpec, dataset: Any, registry: RegistryLike,
@@ -439,10 +560,16 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
 
     # -- retrieval ----------------------------------------------------------------------------------
     neighbours: list[Neighbor] = []
+    retrieved: list[_Pick] = []
     if mode != "generate":
         t = time.perf_counter()
-        neighbours = nearest(reg, spec, query.vector(policy.encoder), k=policy.candidates, encoder=policy.encoder,
-                             match="exact")
+        qvec = query.vector(policy.encoder)
+        neighbours = nearest(reg, spec, qvec, k=policy.candidates, encoder=policy.encoder, match="exact",
+                             metric=policy.metric)
+        if lab is not None:  # labels decide: score a pool that holds the best, not just the nearest few
+            retrieved = _scoring_pool(reg, spec, qvec, policy.encoder, policy, thr if mode == "retrieve" else None)
+        else:
+            retrieved = [_retrieved(n) for n in neighbours]
         timings["retrieve"] = time.perf_counter() - t
     similar = [n for n in neighbours if n.similarity >= thr]
     why_not = _why_not(spec, neighbours, thr)
@@ -461,13 +588,14 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
             gen_rec, gen = _select_generator(reg, spec, policy.generator, device)
         except _NoGenerator as exc:
             no_gen = str(exc)
-            if mode == "generate" or not neighbours or (not similar and not policy.fallback_to_nearest):
+            if mode == "generate" or not retrieved or (not similar and not policy.fallback_to_nearest):
                 reason = no_gen if mode == "generate" else f"{why_not}, and {no_gen}"
                 raise NoWeightsError(_label(spec), str(query), reason, _fix(spec)) from None
             if similar:
                 notes.append(f"no generator to compare with ({no_gen})")
             else:
-                notes.append(f"{why_not}, and {no_gen}; served the nearest compatible checkpoint anyway "
+                served = "the best-scoring" if lab is not None else "the nearest"
+                notes.append(f"{why_not}, and {no_gen}; served {served} compatible checkpoint anyway "
                              f"(fallback_to_nearest). {_fix(spec)}")
                 log.warning("%s: %s", _label(spec), notes[-1])
         else:
@@ -478,18 +606,19 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
             timings["generate"] = time.perf_counter() - t
 
     # -- choose -------------------------------------------------------------------------------------
-    retrieved = [_Pick(Candidate("retrieved", n.checkpoint.ref, n.similarity, None), neighbour=n) for n in neighbours]
     generated = picks
     picks = retrieved + generated  # everything considered, in that order
     if lab is not None:  # scores decide among the eligible: in retrieve mode only similar-enough checkpoints
-        eligible = [p for p in picks if mode != "retrieve" or p.cand.similarity >= thr]  # type: ignore[operator]
+        eligible = [p for p in picks
+                    if mode != "retrieve" or (p.cand.similarity is not None and p.cand.similarity >= thr)]
         t = time.perf_counter()
         for p in eligible:
             if p.module is None:
-                p.module = reg.load(p.neighbour.checkpoint, device=device)  # type: ignore[union-attr]
+                p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
             p.cand = dataclasses.replace(p.cand, score=_score(p.module, lab, device))
         timings["score"] = time.perf_counter() - t
-        chosen = max(eligible, key=lambda p: p.cand.score)  # type: ignore[arg-type,return-value]  # ties: the first
+        # ties: the first in the order of `picks` (a checkpoint before a sample, the more similar, see _scoring_pool)
+        chosen = max(eligible, key=lambda p: p.cand.score)  # type: ignore[arg-type,return-value]
     elif similar and mode != "generate":
         chosen = retrieved[0]
     elif generated:
@@ -498,7 +627,7 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
         chosen = retrieved[0]
     chosen.cand = dataclasses.replace(chosen.cand, chosen=True)
     if chosen.module is None:
-        chosen.module = reg.load(chosen.neighbour.checkpoint, device=device)  # type: ignore[union-attr]
+        chosen.module = reg.load(chosen.record, device=device)  # type: ignore[arg-type]
     c = chosen.cand
 
     # -- why ----------------------------------------------------------------------------------------
@@ -507,7 +636,7 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
             gen_ref = gen_rec.ref if gen_rec is not None else "?"
             reason = f"{why_not}; generated with {gen_ref}" if mode == "auto" else f"generated with {gen_ref} (asked to)"
         elif c.similarity is not None and c.similarity >= thr:
-            reason = (f"the nearest compatible checkpoint {c.ref} (dataset {chosen.neighbour.dataset!r}) has "  # type: ignore[union-attr]
+            reason = (f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
                       f"similarity {c.similarity:.4f} >= {thr:g}; retrieved it")
         else:
             reason = ""  # the fallback note says it all
@@ -520,14 +649,14 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
         best_g = max(scored_g, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
         if c.source == "generated" and best_r is not None:
             reason = head + (f"generated sample {c.ref} scored {c.score:.4f}, beating the best retrieved checkpoint "
-                             f"{best_r.cand.ref} ({best_r.cand.score:.4f}, similarity {best_r.cand.similarity:.4f})")
+                             f"{best_r.cand.ref} ({best_r.cand.score:.4f}, {_similarity(best_r.cand)})")
         elif c.source == "generated":
             reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
             if mode == "auto":
                 reason += f" ({why_not})"
         else:
-            reason = head + f"retrieved {c.ref} scored best ({c.score:.4f}, similarity {c.similarity:.4f}"
-            reason += f", below the threshold {thr:g})" if c.similarity < thr else ")"  # type: ignore[operator]
+            reason = head + f"retrieved {c.ref} scored best ({c.score:.4f}, {_similarity(c)}"
+            reason += f", below the threshold {thr:g})" if c.similarity is not None and c.similarity < thr else ")"
             if best_g is not None:
                 reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
     reason = "; ".join(x for x in [reason, *notes] if x)
@@ -546,7 +675,7 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
     prov = Provision(
         module=chosen.module.eval(), source=c.source, arch=spec, reason=reason, seconds=seconds, min_similarity=thr,
         similarity=c.similarity if c.source == "retrieved" else (neighbours[0].similarity if neighbours else None),
-        checkpoint=chosen.neighbour.checkpoint if chosen.neighbour is not None else None,
+        checkpoint=chosen.record,
         generator=gen_rec if c.source == "generated" else None, sample=chosen.sample, score=c.score,
         candidates=tuple(p.cand for p in picks), dataset=query.name, registered=registered, timings=timings)
     log.info("%s for %s on %s: %s (%.2f s)", prov.source, _label(spec), query, prov.reason, seconds)

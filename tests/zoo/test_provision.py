@@ -109,12 +109,13 @@ def test_best_of_n_scores_every_candidate_and_keeps_the_best(served) -> None:  #
     lab = served.digits.subset(range(100))
     p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=(lab.images, lab.labels),
                                  samples=3)
-    assert [c.source for c in p.candidates] == ["retrieved"] * 3 + ["generated"] * 3
-    assert all(c.score is not None for c in p.candidates) and len(p.scores) == 6
+    # the registry holds 4 cnn-tiny checkpoints (<= score_pool): every one is scored, not just the 3 nearest
+    assert [c.source for c in p.candidates] == ["retrieved"] * 4 + ["generated"] * 3
+    assert all(c.score is not None for c in p.candidates) and len(p.scores) == 7
     assert p.score == max(p.scores.values()) == pytest.approx(accuracy(p.module, lab.images, lab.labels))
     chosen = [c for c in p.candidates if c.chosen]
     assert len(chosen) == 1 and chosen[0].ref == p.ref and chosen[0].score == p.score
-    assert p.reason.startswith("scored 3 retrieved and 3 generated candidate(s) on 100 labelled samples")
+    assert p.reason.startswith("scored 4 retrieved and 3 generated candidate(s) on 100 labelled samples")
     assert "score" in p.timings
     # without challenge, a similar-enough checkpoint is not challenged by generated samples
     q = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=lab, challenge=False)
@@ -174,6 +175,129 @@ def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -
     for arch, want in (("cnn-small", small.id), ("cnn-tiny", far.id)):
         q = zoo.retrieve("cnn-tiny" if arch == "cnn-tiny" else arch, "digits", registry=registry, min_similarity=0.0)
         assert q.checkpoint.id == want and q.arch == zoo.resolve_arch(arch)
+
+
+# ---------------------------------------------------------------------------------------------------
+# which checkpoints are scored, and how ties are broken (issue 13)
+# ---------------------------------------------------------------------------------------------------
+def _constant(label: int, margin: float = 1.0) -> torch.nn.Module:
+    """A cnn-tiny that predicts ``label`` for every image: all weights zero, the classifier's bias alone decides.
+    Its accuracy on labelled samples is the share of ``label`` among their labels, by construction."""
+    net = zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        bias = [p for name, p in net.named_parameters() if name.endswith("bias")][-1]
+        bias[label] = margin
+    return net
+
+
+def _query_task() -> zoo.ImageDataset:
+    """Digits 0-4 relabelled 0..4 (like the reported MNIST 0-4 request), 28x28."""
+    return _digits().select_classes(range(5))
+
+
+def test_labels_score_the_best_checkpoint_even_when_three_others_are_nearer(registry: zoo.Registry) -> None:
+    """The reported case: the 3 nearest by dataset embedding are bad on the labels, the 4th is good."""
+    query = _query_task()
+    lab = query.subset(range(100))
+    registry.register_dataset("near", query, encoders=["pixels"])  # the very same data: similarity 1.0
+    registry.register_dataset("far", rotate(_digits(), 90), encoders=["pixels"])
+    bad = [registry.add(_constant(9, 1.0 + i / 10), name=f"near-s{i}", dataset="near") for i in range(3)]
+    good = registry.add(_constant(0), name="far-s0", dataset="far")  # predicts 0: right on every 0 of the labels
+    want = float((lab.labels == 0).float().mean())
+    assert want > 0.1 and all(int(y) != 9 for y in lab.labels)  # the bad ones score 0.0 by construction
+    nearest3 = registry.nearest("cnn-tiny", query, k=3)
+    assert {n.checkpoint.id for n in nearest3} == {b.id for b in bad}  # the premise: the good one ranks 4th
+
+    p = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab)
+    assert p.source == "retrieved" and p.checkpoint.id == good.id and p.score == pytest.approx(want)
+    assert p.scores == {**{b.ref: 0.0 for b in bad}, good.ref: pytest.approx(want)}  # every scored one is listed
+    assert [c.ref for c in p.candidates] == [*(b.ref for b in reversed(bad)), good.ref]  # most similar first
+    assert "scored 4 retrieved and 0 generated" in p.reason and "below the threshold 0.99" in p.reason
+    assert p.similarity is not None and p.similarity < 0.99
+    # zoo.retrieve only serves similar-enough checkpoints: the labels then pick among those
+    q = zoo.retrieve("cnn-tiny", query, registry=registry, labelled=lab)
+    assert q.checkpoint.id in {b.id for b in bad} and [c.ref for c in q.candidates] == [b.ref for b in reversed(bad)]
+
+
+def test_a_compatible_checkpoint_without_a_dataset_is_scored_too(registry: zoo.Registry, tmp_path: Path) -> None:
+    """The same kind of miss: checkpoints registered without a dataset have no similarity, so retrieval never
+    ranked them; with labels their score is all that counts."""
+    query = _query_task()
+    lab = query.subset(range(100))
+    registry.register_dataset("near", query, encoders=["pixels"])
+    bad = registry.add(_constant(9), name="near-s0", dataset="near")
+    plain = registry.add(_constant(0), name="imported")  # e.g. `zoo add resnet20.th` without --dataset
+    p = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab)
+    assert p.checkpoint.id == plain.id and p.similarity is None and p.score > 0
+    assert [(c.ref, c.similarity is None) for c in p.candidates] == [(bad.ref, False), (plain.ref, True)]
+    assert "no dataset vector to compare" in p.reason
+    # without labels nothing says it is any good: the nearest checkpoint with a dataset is served
+    assert zoo.retrieve_or_generate("cnn-tiny", query, registry=registry).checkpoint.id == bad.id
+    # only checkpoints without a dataset, no generator, labels given: the best-scoring one, saying why
+    with zoo.Registry(tmp_path / "other.db") as other:
+        other.register_dataset("near", query, encoders=["pixels"])
+        only = other.add(_constant(0), name="imported")
+        r = zoo.retrieve_or_generate("cnn-tiny", query, registry=other, labelled=lab)
+        assert r.checkpoint.id == only.id and "served the best-scoring compatible checkpoint anyway" in r.reason
+        with pytest.raises(zoo.NoWeightsError, match="no checkpoint of cnn-tiny is registered with a dataset"):
+            zoo.retrieve_or_generate("cnn-tiny", query, registry=other)  # nothing to rank without labels
+
+
+def test_above_score_pool_the_pool_draws_on_several_rankings(registry: zoo.Registry) -> None:
+    query = _query_task()
+    lab = query.subset(range(100))
+    registry.register_dataset("near", query, encoders=["pixels"])
+    registry.register_dataset("far", rotate(_digits(), 90), encoders=["pixels"])
+    good = registry.add(_constant(0), name="far-s0", dataset="far")  # the oldest, no metrics, far
+    bad = [registry.add(_constant(9, 1.0 + i / 10), name=f"near-s{i}", dataset="near") for i in range(6)]
+    # 7 compatible > score_pool 4: the nearest (ties: the newest), then in turn nearest / best of each dataset
+    # / best by recorded metric (nobody records one: nothing) / newest
+    p = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab, score_pool=4, candidates=1)
+    assert set(p.scores) == {bad[5].ref, bad[4].ref, good.ref, bad[3].ref}
+    assert p.checkpoint.id == good.id and [c.ref for c in p.candidates][-1] == good.ref  # listed most similar first
+    # a recorded metric brings a checkpoint into the pool however far its dataset
+    registry.register_dataset("noise", _noise(), encoders=["pixels"])
+    best = registry.add(_constant(0, 2.0), name="noise-best", dataset="noise", metrics={"accuracy": 0.99})
+    sims = {n.dataset: n.similarity for n in registry.nearest("cnn-tiny", query, k=8)}
+    assert sims["near"] > sims["far"] > sims["noise"]  # the premise: noise is the farthest dataset
+    q = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab, score_pool=4, candidates=1)
+    assert set(q.scores) == {bad[5].ref, bad[4].ref, good.ref, best.ref}
+    assert q.checkpoint.id == good.id  # good and best both score best: the tie goes to the more similar
+    with pytest.raises(zoo.ConfigError, match="score_pool"):
+        zoo.RetrievalPolicy(score_pool=0)
+
+
+def test_equally_similar_checkpoints_rank_by_their_recorded_metrics_not_by_insertion(registry: zoo.Registry) -> None:
+    digits = _digits()
+    registry.register_dataset("digits", digits, encoders=["pixels"])
+    registry.register_dataset("digits-copy", digits, encoders=["pixels"])  # the same data: an exact tie too
+    accs = {"s0": 0.7, "s1": 0.95, "s2": 0.8, "s3": 0.9}  # the best neither first nor last registered
+    recs = {}
+    for i, (seed, acc) in enumerate(accs.items()):
+        torch.manual_seed(i)
+        recs[seed] = registry.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")), name=f"digits-{seed}",
+                                  dataset="digits-copy" if seed == "s3" else "digits",
+                                  metrics={"accuracy": acc, "loss": 1 - acc})
+    by_acc = [recs[s].id for s in ("s1", "s3", "s2", "s0")]
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=4)] == by_acc
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=1)] == by_acc[:1]  # tie beyond k
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", digits, k=2, method="exact", arch_weight=0.0)] \
+        == by_acc[:2]
+    # a named metric; a loss-like one ranks lower first
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=4, metric="loss")] == by_acc
+    # the unlabelled path serves the best of the tied checkpoints and lists them in that order
+    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
+    assert p.checkpoint.id == recs["s1"].id and [c.ref for c in p.candidates] == [recs[s].ref for s in ("s1", "s3", "s2")]
+    # a checkpoint without the metric goes after those that record it; among equals the newest goes first
+    plain = registry.add(_constant(3), name="digits-plain", dataset="digits")
+    same = registry.add(_constant(4), name="digits-same", dataset="digits", metrics={"accuracy": 0.95})
+    ranked = [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=6)]
+    assert ranked == [same.id, recs["s1"].id, recs["s3"].id, recs["s2"].id, recs["s0"].id, plain.id]
+    q = zoo.retrieve("cnn-tiny", "digits", registry=registry, metric="loss")
+    assert q.checkpoint.id == recs["s1"].id  # `same` records no loss: it goes after those that do
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=6, method="ann")] == ranked
 
 
 def test_policy_and_inputs_are_checked(served) -> None:  # type: ignore[no-untyped-def]
