@@ -625,7 +625,7 @@ def main() -> None:
     """Console entry point: runs the CLI and turns zoo errors into one-line messages and exit code 1."""
     try:
         _add_plugin_commands()
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)  # returns the code of ctx.exit(...), e.g. ZooGroup's 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
@@ -639,3 +639,5 @@ def main() -> None:
         raise
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
