@@ -58,9 +58,30 @@ def _random_zoo(reg: zoo.Registry, n_datasets: int, with_checkpoints: int, seed:
     return vecs
 
 
+TIE = 1e-5  # similarities this close may come in either order: float sums in another order (pgvector's SIMD,
+            # BLAS's blocking) differ in the last bits, and these 507-dim random vectors have gaps down to 3e-6
+RECALL_BOUND = 0.95  # what HNSW promises at ef_search 64 (as zoo.index documents for usearch)
+
+
+def _same_ranking(ids_a: list[int], sims_a: list[float], ids_b: list[int], sims_b: list[float]) -> None:
+    """``a`` answers as ``b`` does: the same length, similarities within TIE place by place, and the same ids in
+    the same order, except where two similarities are within TIE of each other (a near-tie, which either
+    order ranks correctly; at the k-th place either one may be in)."""
+    assert len(ids_a) == len(ids_b) and len(set(ids_a)) == len(ids_a)
+    np.testing.assert_allclose(sims_a, sims_b, atol=TIE, rtol=0)
+    sim_b = dict(zip(ids_b, sims_b))
+    for place, (i, s) in enumerate(zip(ids_a, sims_a)):
+        if i != ids_b[place]:  # only a near-tie may stand here instead of b's: same similarity within TIE
+            other = sim_b.get(i)
+            assert abs((other if other is not None else sims_b[-1]) - s) <= TIE, (place, ids_a, ids_b)
+
+
 def _same(a: list[E.Neighbor], b: list[E.Neighbor]) -> None:
-    assert [n.checkpoint.id for n in a] == [n.checkpoint.id for n in b]
-    np.testing.assert_allclose([n.similarity for n in a], [n.similarity for n in b], atol=1e-5, rtol=0)
+    _same_ranking([n.checkpoint.id for n in a], [n.similarity for n in a],
+                  [n.checkpoint.id for n in b], [n.similarity for n in b])
+    for x, y in zip(a, a[1:]):  # exact ties (checkpoints of one dataset): the newest first, always
+        if x.dataset == y.dataset and x.similarity == y.similarity:
+            assert x.checkpoint.id > y.checkpoint.id
 
 
 def test_pgvector_answers_equal_exact_search_on_random_vectors(pg: zoo.Registry) -> None:
@@ -75,8 +96,8 @@ def test_pgvector_answers_equal_exact_search_on_random_vectors(pg: zoo.Registry)
         hits = E._pgvector_search(pg, enc, q, 50)  # the raw in-database search over all 400 vectors
         assert hits is not None and hits.method == "pgvector"
         want = exact_index.search(q, 50)
-        assert hits.keys.tolist() == [ids_by_name[f"d{i}"] for i in want.keys.tolist()]
-        np.testing.assert_allclose(hits.similarities, want.similarities, atol=1e-5, rtol=0)
+        _same_ranking(hits.keys.tolist(), hits.similarities.tolist(),
+                      [ids_by_name[f"d{i}"] for i in want.keys.tolist()], want.similarities.tolist())
         for k, match, latest in ((1, "exact", False), (5, "exact", False), (12, "any", True)):
             got = E.nearest(pg, "cnn-tiny", q, k=k, match=match, latest_only=latest)  # auto: pgvector
             assert got and {n.method for n in got} == {"pgvector"}
@@ -105,23 +126,29 @@ def test_pgvector_follows_added_and_replaced_vectors(pg: zoo.Registry) -> None:
 
 
 def test_hnsw_index_keeps_answers(pg: zoo.Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Approximate above ANN_MIN_VECTORS: what it returns carries exact similarities, and recall@5 over 60
+    queries is at or above the bound (never that a given query finds its exact top 5)."""
     vecs = _random_zoo(pg, n_datasets=300, with_checkpoints=30)
     monkeypatch.setattr(E, "ANN_MIN_VECTORS", 100)  # the index is built from this size on
     rng = np.random.default_rng(2)
-    agree = 0
-    for i in range(10):
-        q = vecs[i] + 0.3 * rng.standard_normal(vecs.shape[1]).astype(np.float32)
-        got = E.nearest(pg, "cnn-tiny", q / np.linalg.norm(q), k=5)
-        exact = E.nearest(pg, "cnn-tiny", q / np.linalg.norm(q), k=5, method="exact")
-        agree += [n.checkpoint.id for n in got] == [n.checkpoint.id for n in exact]
+    recall = []
+    for i in range(60):
+        q = vecs[i % 30] + 0.3 * rng.standard_normal(vecs.shape[1]).astype(np.float32)
+        q /= np.linalg.norm(q)
+        got = E.nearest(pg, "cnn-tiny", q, k=5)
+        exact = E.nearest(pg, "cnn-tiny", q, k=5, method="exact")
+        assert len(got) == 5 and {n.method for n in got} == {"pgvector"}
+        assert len({n.checkpoint.id for n in got}) == 5
+        assert all(x.similarity >= y.similarity for x, y in zip(got, got[1:]))
         for n in got:  # whatever it returns carries exact similarities
-            assert n.similarity == pytest.approx(float(vecs[int(n.dataset[1:])] @ (q / np.linalg.norm(q))), abs=1e-5)
+            assert n.similarity == pytest.approx(float(vecs[int(n.dataset[1:])] @ q), abs=1e-5)
+        recall.append(len({n.checkpoint.id for n in got} & {n.checkpoint.id for n in exact}) / 5)
     with pg.db.read_engine.connect() as conn:
         from sqlalchemy import text
 
         assert conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"),
                             {"n": f"ix_{pgvector.TABLE}_hnsw_{vecs.shape[1]}"}).scalar()
-    assert agree >= 9  # approximate by design; at this size it practically never misses
+    assert np.mean(recall) >= RECALL_BOUND  # approximate by design (measured 1.0 at this size)
 
 
 @pytest.fixture(scope="module")
