@@ -340,7 +340,7 @@ def _fix(spec: ArchSpec) -> str:
 def _open(registry: RegistryLike) -> tuple[Registry, bool]:
     if isinstance(registry, Registry):
         return registry, False
-    return Registry(registry), True
+    return Registry(registry, create=False), True  # serving never creates a registry (a mistyped path fails)
 
 
 def _labelled(registry: Registry, labelled: Any, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor] | None:

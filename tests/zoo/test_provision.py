@@ -358,3 +358,11 @@ def test_cli_get_errors_are_one_line_with_exit_code_1(served, monkeypatch, capsy
     err = capsys.readouterr().err
     assert info.value.code == 1 and err.startswith("Error: no weights for cnn-small") and "zoo train" in err
     assert "Traceback" not in err
+
+
+def test_serving_from_a_missing_registry_path_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "registry.db"
+    for serve in (zoo.retrieve_or_generate, zoo.retrieve, zoo.generate):
+        with pytest.raises(zoo.RegistryMissingError, match="typo"):
+            serve("cnn-tiny", "digits", registry=missing)
+    assert not (tmp_path / "typo").exists()
