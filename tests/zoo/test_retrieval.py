@@ -161,14 +161,24 @@ def test_ann_index_matches_exact_and_is_maintained(registry: zoo.Registry, tasks
     assert not E.build_index(registry).rebuilt  # current: nothing to do
     for name in names[3:]:
         E.register_dataset(registry, name, tasks[name][0])
-    q = tasks["digits-5to9"][1]
-    ann = E.nearest(registry, "cnn-tiny", q, k=5)  # auto: the index is extended on the way
-    exact = E.nearest(registry, "cnn-tiny", q, k=5, method="exact")
-    assert ann[0].method == "usearch" and exact[0].method == "exact"
-    assert [n.checkpoint.id for n in ann] == [n.checkpoint.id for n in exact]
-    np.testing.assert_allclose([n.similarity for n in ann], [n.similarity for n in exact], atol=1e-4)
+    E.nearest(registry, "cnn-tiny", tasks["digits-5to9"][1], k=5)  # auto: the index is extended on the way
     second = E.build_index(registry)
-    assert second.count == 5 and not Path(first.path).exists() and Path(second.path).is_file()
+    assert not second.rebuilt and second.count == 5  # the search above brought it up to date
+    assert not Path(first.path).exists() and Path(second.path).is_file()
+    # what an approximate index promises: hits rescored exactly, in order, and recall over the queries (here
+    # every held-out split against the 5 tasks) at or above the documented 0.95 (zoo.index), never that one
+    # query finds all its neighbours
+    found = 0
+    for name in names:
+        ann = E.nearest(registry, "cnn-tiny", tasks[name][1], k=5)
+        exact = E.nearest(registry, "cnn-tiny", tasks[name][1], k=5, method="exact")
+        assert {n.method for n in ann} == {"usearch"} and exact[0].method == "exact" and len(exact) == 5
+        sims = {n.checkpoint.id: n.similarity for n in exact}  # all 5 checkpoints
+        assert len({n.checkpoint.id for n in ann}) == len(ann)
+        assert all(n.similarity == pytest.approx(sims[n.checkpoint.id], abs=1e-5) for n in ann)
+        assert all(x.similarity >= y.similarity for x, y in zip(ann, ann[1:]))
+        found += len(ann)
+    assert found / (5 * len(names)) >= 0.95  # measured 1.0
     report = E.refresh_stale(registry, archs=False)
     assert report.indexes and report.indexes[0].count == 5 and not report.indexes[0].rebuilt
 
