@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ConfigError, ZooError
-from zoo.index import ExactIndex, USearchIndex
+from zoo.index import ExactIndex, SearchHits, USearchIndex
 
 
 def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -51,7 +51,7 @@ def _recall(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean([len(set(g[g >= 0]) & set(w)) / len(w) for g, w in zip(got, want)]))
 
 
-def _assert_returns_real_hits(hits, keys: np.ndarray, x: np.ndarray, q: np.ndarray, atol: float) -> None:  # type: ignore[no-untyped-def]
+def _assert_returns_real_hits(hits: SearchHits, keys: np.ndarray, x: np.ndarray, q: np.ndarray, atol: float) -> None:
     row = {int(k): i for i, k in enumerate(keys)}
     for i in range(len(q)):
         found = hits.keys[i][hits.keys[i] >= 0]
