@@ -40,7 +40,8 @@ def launched(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     env.pop("ZOO_REGISTRY_URL", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(Path(worker.__file__)), str(root / "registry.db"), str(out)]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    # no timeout of its own: a slow machine is not a failure; a hung rendezvous is ended by pytest-timeout
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("[rank")]
     assert proc.returncode == 0, "\n".join(errors[-40:]) or proc.stderr[-4000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
