@@ -16,7 +16,8 @@ Workers open their own registry after the fork (no connection crosses it) and th
   the same and SIGKILLs itself at training step STEP of STAGE (``stage1``/``stage2``): ``before`` saving that
   step's state, or while ``renaming`` the state file written for it into place;
 - ``reindex``: one re-indexing run over a watch folder; ``reindex-die:POINT:N`` the same, SIGKILLed at the
-  N-th passage through a named point of the run (:data:`REINDEX_POINTS`, in the order a run passes them).
+  N-th passage through a named point of the run (:data:`REINDEX_POINTS`, in the order a run passes them; at
+  the import points, the N-th file this run imports).
 
 A kill point that is never reached makes the worker exit with code 3 (not -SIGKILL), which the tests count
 as a failure: a kill is never silently skipped because the work ended first.
@@ -90,16 +91,20 @@ ZYGOTE = textwrap.dedent(r'''
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def wrap(owner, attr, before=False, nth=1):
-        """SIGKILL this process at the ``nth`` call of ``owner.attr`` (before or after the call runs)."""
+    def wrap(owner, attr, before=False, nth=1, counts=None):
+        """SIGKILL this process at the ``nth`` call of ``owner.attr``: before it runs, or after it returns; then
+        only calls whose result ``counts(result)`` says yes are counted (a call that raises never is)."""
         original = getattr(owner, attr)
         calls = [0]
         def hooked(*a, **k):
-            calls[0] += 1
-            if before and calls[0] >= nth:
-                die()
+            if before:
+                calls[0] += 1
+                if calls[0] >= nth:
+                    die()
+                return original(*a, **k)
             out = original(*a, **k)
-            if calls[0] >= nth:  # the first call from the nth on that returns (a refused import raises)
+            calls[0] += counts is None or bool(counts(out))
+            if calls[0] >= nth:
                 die()
             return out
         setattr(owner, attr, hooked)
@@ -115,13 +120,22 @@ ZYGOTE = textwrap.dedent(r'''
 
     import zoo.reindexing as reindexing
 
-    REINDEX_POINTS = {  # name -> (owner, attribute, kill before calling it), counted over one re-indexing run
-        "import-blob-renamed": (BlobStore, "put_tensors", False),  # an import's blob in place, no row yet
-        "import-row-inserted": (Registry, "_insert", False),      # an import's rows written, not committed
-        "imported": (Registry, "add", False),                     # a file imported, not yet remembered
-        "files-flushed": (reindexing, "_flush", True),            # every file imported, none remembered
-        "verified": (Registry, "verify", False),                  # blobs hashed and orphans repaired, not saved
-        "run-finished": (reindexing, "finish_run", True),         # all work done, the outcome not recorded
+    def new_blob(out):  # put_tensors: (sha256, a new file was written, size)
+        return out[1]
+
+    def new_row(rec):  # _insert and add: a checkpoint this run made (not one found again by exist_ok)
+        return rec.id > NEWEST[0]
+
+    NEWEST = [0]  # the newest checkpoint id when the run starts
+    # name -> (owner, attribute, kill before calling it, which calls count), counted over one re-indexing run;
+    # the import points count new imports only, so that the N-th one is the N-th file this run imports
+    REINDEX_POINTS = {
+        "import-blob-renamed": (BlobStore, "put_tensors", False, new_blob),  # a new import's blob in place, no row
+        "import-row-inserted": (Registry, "_insert", False, new_row),  # a new import's rows written, not committed
+        "imported": (Registry, "add", False, new_row),                 # a file imported, not yet remembered
+        "files-flushed": (reindexing, "_flush", True, None),           # every file imported, none remembered
+        "verified": (Registry, "verify", False, None),                 # blobs hashed, orphans repaired, not saved
+        "run-finished": (reindexing, "finish_run", True, None),        # all work done, the outcome not recorded
     }
 
     def train_die(stage, step, when):
@@ -198,8 +212,9 @@ ZYGOTE = textwrap.dedent(r'''
         elif mode == "reindex" or mode.startswith("reindex-die:"):
             if mode != "reindex":
                 point, nth = mode.split(":")[1:]
-                owner, attr, before = REINDEX_POINTS[point]
-                wrap(owner, attr, before, int(nth))
+                owner, attr, before, counts = REINDEX_POINTS[point]
+                NEWEST[0] = reindexing._newest_id(reg)
+                wrap(owner, attr, before, int(nth), counts)
             zoo.reindex(reg, watch=[arg], embeddings=False, retrain=False)
             if mode != "reindex":
                 raise SystemExit(f"{mode} was never reached")

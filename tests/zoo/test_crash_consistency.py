@@ -145,11 +145,17 @@ def test_reindex_killed_at_every_stage_then_finished(tmp_path: Path, zygote: Zyg
         save_file(tiny_state(1000 + i) if i % 10 else tiny_state(999), watch / f"net-{i}.safetensors")  # copies too
     (watch / "broken.pt").write_bytes(b"\x80\x04garbage")
     rng = random.Random(3)
-    # the first three points are passed once per new file: 20 or fewer per run stays within the 73 to import
+    # the import points count the files a run imports: 3 runs of 20 or fewer stay within the 73 to import
     rounds = [(point, rng.randint(1, 20) if point.startswith("import") else 1) for point in REINDEX_POINTS]
+    good = len({f"net-{i}" for i in range(n) if i % 10} | {"net-0"})  # 73: copies are imported once
+    registered = 0
     for r, (point, nth) in enumerate(rounds):
         pid = zygote.fork(tmp_path / "registry.db", r, f"reindex-die:{point}:{nth}", str(watch))
         assert zygote.wait(pid) == -signal.SIGKILL, f"run {r} was not killed at {point} #{nth}"
+        # killed inside its nth import (before the commit), right after it, or once every file was imported
+        registered = {"import-blob-renamed": registered + nth - 1, "import-row-inserted": registered + nth - 1,
+                      "imported": registered + nth}.get(point, good)
+        assert reg.stats()["checkpoints"] == registered, (point, nth)
         found = check(reg, repair="cli" if r % 2 else "api")
         assert not found.inconsistencies, found.inconsistencies
     pid = zygote.fork(tmp_path / "registry.db", 9, "reindex", str(watch))
