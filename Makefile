@@ -35,11 +35,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_registry.py
 
-# The drift check: the newest releases of everything (no constraints; upgraded on every call), then the suite.
+# The drift check: the newest releases of everything (no constraints; upgraded on every call; setuptools and
+# wheel too, as make lock pins them), then the suite.
 # It prints how the newest versions differ from the pins first. When it passes, `make lock` moves the pins.
 test-latest:
 	$(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
 	$(LATEST)/bin/python -m pip freeze --all --exclude-editable > $(LATEST)/versions.txt
 	@echo "newest releases against $(CONSTRAINTS) (< pinned, > newest):"
