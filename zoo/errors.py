@@ -83,9 +83,9 @@ class RegistryMissingError(ConfigError, FileNotFoundError):
 
     def __init__(self, location: str, reason: str) -> None:
         self.location = location
-        super().__init__(f"no registry at {location}: {reason}; check the path or URL (--registry / "
-                         "ZOO_REGISTRY_URL), or create a registry by adding to it (`zoo add FILE`, "
-                         "`zoo datasets register`, `zoo reindex`)")
+        super().__init__(f"no registry at {location}: {reason}; check the path or URL (Registry(url), "
+                         "--registry or ZOO_REGISTRY_URL); a registry is created by the first add "
+                         "(Registry.add, `zoo add FILE`, `zoo datasets register`, `zoo reindex`)")
 
 
 class DuplicateError(ZooError):

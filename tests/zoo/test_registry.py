@@ -484,14 +484,44 @@ def test_opening_a_missing_registry_read_only_fails_naming_it(registry_url: str,
         with pytest.raises(zoo.RegistryMissingError, match="with-a-typo"):
             Registry(url, create=False)
         assert not (tmp_path / "with-a-typo").exists()
-    else:  # an empty PostgreSQL database is not a registry
-        from sqlalchemy import create_engine, text
+        (tmp_path / "empty.db").touch()
+        with pytest.raises(zoo.RegistryMissingError, match="empty"):
+            Registry(tmp_path / "empty.db", create=False)
+        assert (tmp_path / "empty.db").stat().st_size == 0  # not even the WAL header was written
+        return
+    from sqlalchemy import create_engine, text  # an empty PostgreSQL database is not a registry
 
-        engine = create_engine(zoo.store.db.with_driver(registry_url))
-        with engine.begin() as conn:
-            for table in ("alembic_version",):
-                conn.execute(text(f"DROP TABLE {table}"))
-        engine.dispose()
-        zoo.store.db._migrated.discard(registry_url)
-        with pytest.raises(zoo.RegistryMissingError, match="holds no zoo registry"):
-            Registry(registry_url, create=False)
+    engine = create_engine(zoo.store.db.with_driver(registry_url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    zoo.store.db._migrated.discard(registry_url)
+    with pytest.raises(zoo.RegistryMissingError, match="holds no zoo registry"):
+        Registry(registry_url, create=False)
+
+
+def test_a_database_of_something_else_is_never_written_into(registry_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect, text
+
+    if registry_url.startswith("sqlite"):
+        registry_url = f"sqlite:///{tmp_path / 'other-app.db'}"
+    engine = create_engine(zoo.store.db.with_driver(registry_url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public") if "postgresql" in registry_url
+                     else text("SELECT 1"))
+        conn.execute(text("CREATE TABLE their_data (x INTEGER)"))
+    zoo.store.db._migrated.discard(registry_url)
+    before = tmp_path.joinpath("other-app.db").read_bytes() if "sqlite" in registry_url else None
+    for create in (False, True):
+        with pytest.raises(zoo.ConfigError, match="is not a zoo registry: it holds other tables \\(their_data\\)"):
+            Registry(registry_url, create=create, blob_root=tmp_path / "blobs")
+    with engine.connect() as conn:
+        assert inspect(conn).get_table_names() == ["their_data"]
+    engine.dispose()
+    if before is not None:
+        assert tmp_path.joinpath("other-app.db").read_bytes() == before
+    text_file = tmp_path / "notes.db"
+    text_file.write_text("not a database")
+    with pytest.raises(zoo.ConfigError, match="not a SQLite database"):
+        Registry(text_file)

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from zoo.errors import ConfigError, RegistryMissingError
@@ -78,9 +78,8 @@ class Database:
             raise ConfigError(f"invalid registry URL {url!r}: {exc}") from None
         if backend == "sqlite":
             path = sqlite_path(url)
-            if path is not None and not create and not path.is_file():
-                raise RegistryMissingError(str(path), "no registry database file there")
             if path is not None:
+                _check_sqlite_file(path, create)
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
@@ -92,17 +91,32 @@ class Database:
                                   "zoo[postgres] (the psycopg driver)") from None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
-        shown = make_url(url).render_as_string(hide_password=True)
+        u = make_url(url)
+        shown = str(sqlite_path(url) or url) if backend == "sqlite" else u.render_as_string(hide_password=True)
         try:
-            if not create and backend != "sqlite" and current_revision(self.read_engine) is None:
-                raise RegistryMissingError(shown, "the database holds no zoo registry")
+            self._check_is_registry(shown, create)
             self.migrate()
-        except OperationalError as exc:  # no server, no such database, refused login, unwritable file
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+        except DatabaseError as exc:  # no server, no such database, refused login, not a database file
+            reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or ["unknown error"])[0][:300]
             if not create:
                 raise RegistryMissingError(shown, f"cannot open it ({reason})") from None
             raise ConfigError(f"cannot open the registry at {shown}: {reason}; check the URL (--registry / "
                               "ZOO_REGISTRY_URL), that the server runs and the database exists") from None
+
+    def _check_is_registry(self, shown: str, create: bool) -> None:
+        """Refuse a database that holds something other than a zoo registry (never write our tables into it),
+        and, unless ``create``, one that holds nothing yet (a new file, an in-memory or empty database)."""
+        with self.read_engine.connect() as conn:
+            if current_revision(self.read_engine) is not None:
+                return
+            tables = inspect(conn).get_table_names()
+        if tables:
+            raise ConfigError(f"{shown} is not a zoo registry: it holds other tables ({', '.join(tables[:5])}"
+                              f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry or at a "
+                              "new file or database")
+        if not create:
+            raise RegistryMissingError(shown, "an in-memory database starts empty" if self.dialect == "sqlite"
+                                       else "the database holds no zoo registry")
 
     @property
     def dialect(self) -> str:
@@ -148,6 +162,36 @@ class Database:
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
+
+
+def _check_sqlite_file(path: Path, create: bool) -> None:
+    """Look at a SQLite file read-only before zoo's engine touches it (its WAL setting alone rewrites a file):
+    refuse one that is not a zoo registry, and unless ``create`` one that does not exist or holds nothing."""
+    import sqlite3
+
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        if not create:
+            raise RegistryMissingError(str(path), "no registry database file there" if not path.exists()
+                                       else "the file is empty")
+        return
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file; point the registry at a SQLite file (e.g. {path / 'registry.db'})")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path} is not a SQLite database ({exc}); point the registry at a zoo registry or at a "
+                          "new file") from None
+    if "alembic_version" in tables:
+        return
+    if tables:
+        raise ConfigError(f"{path} is not a zoo registry: it holds other tables ({', '.join(sorted(tables)[:5])}"
+                          f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry or at a new file")
+    if not create:
+        raise RegistryMissingError(str(path), "the database file holds no zoo registry")
 
 
 def advisory_lock(conn: Connection | Session, key: str) -> None:
