@@ -85,7 +85,7 @@ from zoo.embeddings import (
     tie_metric,
 )
 from zoo.encoders import get_dataset_encoder
-from zoo.errors import ConfigError, DatasetError, GeneratorError, NotFoundError, NoWeightsError, ZooError
+from zoo.errors import ConfigError, DatasetError, GeneratorError, IntegrityError, NotFoundError, NoWeightsError, ZooError
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry, _unshare
@@ -154,6 +154,7 @@ class Candidate:
     similarity: float | None  # a retrieved checkpoint's dataset similarity (None: generated, or no dataset vector)
     score: float | None  # top-1 accuracy on the labelled samples (None when none were given)
     chosen: bool = False
+    error: str | None = None  # why it could not be used (a damaged blob: `zoo verify` reports it); then skipped
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -458,6 +459,20 @@ class _Pick:
     sample: int | None = None
 
 
+def _loaded(reg: Registry, p: _Pick, device: str | torch.device, notes: list[str]) -> bool:
+    """Load ``p``'s module unless it has one; a damaged blob marks the candidate and is skipped, not fatal."""
+    if p.module is not None:
+        return True
+    try:
+        p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
+    except IntegrityError as exc:
+        p.cand = dataclasses.replace(p.cand, error=str(exc))
+        notes.append(f"skipped {p.cand.ref}: its weights are damaged (`zoo verify` reports it)")
+        log.warning("skipping %s: %s", p.cand.ref, exc)
+        return False
+    return True
+
+
 def _retrieved(n: Neighbor) -> _Pick:
     return _Pick(Candidate("retrieved", n.checkpoint.ref, n.similarity, None), record=n.checkpoint, dataset=n.dataset)
 
@@ -612,22 +627,23 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
         eligible = [p for p in picks
                     if mode != "retrieve" or (p.cand.similarity is not None and p.cand.similarity >= thr)]
         t = time.perf_counter()
-        for p in eligible:
-            if p.module is None:
-                p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
-            p.cand = dataclasses.replace(p.cand, score=_score(p.module, lab, device))
+        usable = [p for p in eligible if _loaded(reg, p, device, notes)]
+        for p in usable:
+            p.cand = dataclasses.replace(p.cand, score=_score(p.module, lab, device))  # type: ignore[arg-type]
         timings["score"] = time.perf_counter() - t
         # ties: the first in the order of `picks` (a checkpoint before a sample, the more similar, see _scoring_pool)
-        chosen = max(eligible, key=lambda p: p.cand.score)  # type: ignore[arg-type,return-value]
+        chosen = max(usable, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
     elif similar and mode != "generate":
-        chosen = retrieved[0]
+        chosen = next((p for p in retrieved if p.cand.similarity is not None and p.cand.similarity >= thr
+                       and _loaded(reg, p, device, notes)), None)
     elif generated:
         chosen = generated[0]
     else:  # fallback_to_nearest
-        chosen = retrieved[0]
+        chosen = next((p for p in retrieved if _loaded(reg, p, device, notes)), None)
+    if chosen is None:  # every candidate was damaged
+        raise NoWeightsError(_label(spec), str(query), "; ".join(notes), "run `zoo verify` and re-add the damaged "
+                             "checkpoints from their source, or remove them")
     chosen.cand = dataclasses.replace(chosen.cand, chosen=True)
-    if chosen.module is None:
-        chosen.module = reg.load(chosen.record, device=device)  # type: ignore[arg-type]
     c = chosen.cand
 
     # -- why ----------------------------------------------------------------------------------------

@@ -366,3 +366,36 @@ def test_serving_from_a_missing_registry_path_creates_nothing(tmp_path: Path) ->
         with pytest.raises(zoo.RegistryMissingError, match="typo"):
             serve("cnn-tiny", "digits", registry=missing)
     assert not (tmp_path / "typo").exists()
+
+
+def _damage(reg: zoo.Registry, rec: zoo.CheckpointRecord, how: str) -> None:
+    blob = next(reg.blobs.root.rglob(f"{rec.sha256}*"))
+    if how == "missing":
+        blob.unlink()
+    else:
+        blob.write_bytes(blob.read_bytes()[:-4] + b"\x00\x00\x00\x01")
+
+
+@pytest.mark.parametrize("how", ["missing", "corrupt"])
+def test_a_damaged_checkpoint_is_skipped_and_marked_not_fatal(registry: zoo.Registry, how: str) -> None:
+    """One damaged blob must not break every request of its architecture: the labelled best and the unlabelled
+    nearest are skipped (marked with the error in candidates) and the best of the rest is served."""
+    query = _query_task()
+    lab = query.subset(range(100))
+    registry.register_dataset("near", query, encoders=["pixels"])
+    good = registry.add(_constant(0), name="good", dataset="near", metrics={"accuracy": 0.9})
+    fine = registry.add(_constant(1), name="fine", dataset="near", metrics={"accuracy": 0.8})
+    want = float((lab.labels == 1).float().mean())
+    _damage(registry, good, how)
+
+    p = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab)
+    assert p.checkpoint.id == fine.id and p.score == pytest.approx(want)
+    marked = {c.ref: c for c in p.candidates}
+    assert marked[good.ref].error and "blob" in marked[good.ref].error and marked[good.ref].score is None
+    assert f"skipped {good.ref}" in p.reason
+    # without labels the nearest (the tie goes to the higher recorded accuracy: the damaged one) is skipped too
+    q = zoo.retrieve("cnn-tiny", "near", registry=registry)
+    assert q.checkpoint.id == fine.id and f"skipped {good.ref}" in q.reason
+    registry.remove(fine.ref)
+    with pytest.raises(zoo.NoWeightsError, match="damaged.*zoo verify"):
+        zoo.retrieve("cnn-tiny", "near", registry=registry)
