@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -516,19 +517,19 @@ _hnsw_checked: set[tuple[str, int]] = set()  # (url, dim) whose HNSW index this 
 # ----------------------------------------------------------------------------------------------------
 # nearest neighbours
 # ----------------------------------------------------------------------------------------------------
-TIE_METRICS = ("accuracy", "acc", "top1", "val_accuracy", "val_acc", "test_accuracy", "test_acc",
-               "labelled_accuracy", "loss", "val_loss", "test_loss")
+TIE_METRICS = ("accuracy", "acc", "top1", "acc@1", "top-1", "top1_acc", "val_accuracy", "val_acc", "test_accuracy",
+               "test_acc", "labelled_accuracy", "loss", "val_loss", "test_loss")
 """Recorded metrics that order equally similar checkpoints, in order of preference (see :func:`order_by_metric`)."""
 TIE_TOLERANCE = 1e-6  # similarities this close count as equal (float32 rounding of the same cosine)
 _LOWER_IS_BETTER = frozenset({"loss", "error", "err", "nll", "mse", "mae", "rmse", "perplexity", "ppl"})
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of ``metric`` is better: its name has a loss-like word (``loss``, ``error``,
-    ``err``, ``nll``, ``mse``, ``mae``, ``rmse``, ``perplexity``, ``ppl``) between underscores, dots, dashes or
-    slashes, e.g. ``val_loss``, ``top1-error``. Every other metric (accuracy, acc, top1, f1, ...) is
-    higher-is-better."""
-    words = metric.lower().replace("-", "_").replace(".", "_").replace("/", "_").split("_")
+    """Whether a smaller value of ``metric`` is better: one of its words is loss-like (``loss``, ``error``,
+    ``err``, ``nll``, ``mse``, ``mae``, ``rmse``, ``perplexity``, ``ppl``). Words are split at anything but
+    letters and at camelCase humps, so ``val_loss``, ``val loss``, ``top-1 error (%)``, ``loss@1`` and
+    ``valLoss`` all are. Every other metric (accuracy, acc, top1, f1, ...) is higher-is-better."""
+    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", metric).lower())
     return any(w in _LOWER_IS_BETTER for w in words)
 
 

@@ -399,3 +399,22 @@ def test_a_damaged_checkpoint_is_skipped_and_marked_not_fatal(registry: zoo.Regi
     registry.remove(fine.ref)
     with pytest.raises(zoo.NoWeightsError, match="damaged.*zoo verify"):
         zoo.retrieve("cnn-tiny", "near", registry=registry)
+
+
+@pytest.mark.parametrize("loss_name", ["val loss", "top-1 error (%)", "loss@1", "valLoss", "val_loss"])
+def test_a_loss_like_tie_metric_ranks_lower_first_whatever_its_spelling(registry: zoo.Registry,
+                                                                        loss_name: str) -> None:
+    """Metric names may hold spaces and symbols (add accepts them): a loss among them is still a loss."""
+    registry.register_dataset("digits", _digits(), encoders=["pixels"])
+    bad = registry.add(_constant(1), name="bad", dataset="digits", metrics={loss_name: 0.9})
+    good = registry.add(_constant(2), name="good", dataset="digits", metrics={loss_name: 0.1})
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=2, metric=loss_name)] == [good.id,
+                                                                                                      bad.id]
+    assert zoo.retrieve("cnn-tiny", "digits", registry=registry, metric=loss_name).checkpoint.id == good.id
+
+
+def test_acc_at_1_breaks_ties_without_being_named(registry: zoo.Registry) -> None:
+    registry.register_dataset("digits", _digits(), encoders=["pixels"])
+    best = registry.add(_constant(1), name="best", dataset="digits", metrics={"acc@1": 0.99})
+    registry.add(_constant(2), name="newer", dataset="digits", metrics={"acc@1": 0.5})
+    assert zoo.retrieve("cnn-tiny", "digits", registry=registry).checkpoint.id == best.id
