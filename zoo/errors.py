@@ -73,7 +73,7 @@ class NotFoundError(ZooError, LookupError):
     def __init__(self, kind: str, ref: str, hint: str = "") -> None:
         self.kind = kind
         self.ref = ref
-        is_id = ref.startswith("id:") and ref[3:].isascii() and ref[3:].isdigit()
+        is_id = ref.startswith("id:") and ref[3:].lstrip("-").isascii() and ref[3:].lstrip("-").isdigit()
         msg = f"no {kind} with id {ref[3:]} in the registry" if is_id else f"no {kind} named {show(ref)} in the registry"
         super().__init__(f"{msg}; {hint}" if hint else msg)
 

@@ -22,7 +22,7 @@ from zoo.errors import NotFoundError, show
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # names, tags, aliases, dataset names (fullmatch)
 _REF_RE = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})(?::v(?P<version>[0-9]{1,18})|@(?P<alias>"
                      r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}))?")
-_ID_RE = re.compile(r"id:(?P<id>[0-9]{1,18})")
+_ID_RE = re.compile(r"id:(?P<id>-?[0-9]+)")
 MAX_ID = 2**63 - 1
 GRAMMAR = "name, name:vN, name@alias or id:N"
 
@@ -52,7 +52,7 @@ def parse_ref(ref: object, kind: str = "checkpoint") -> Ref:
         raise NotFoundError(kind, f"<a {type(ref).__name__}>", f"refer to it as {GRAMMAR}")
     if isinstance(ref, int):
         if not 0 < ref <= MAX_ID:
-            raise NotFoundError(kind, f"id:{ref}", "ids are positive integers; see `zoo list` for what is registered")
+            raise NotFoundError(kind, f"id:{ref}", f"ids are integers from 1 to {MAX_ID}")
         return Ref(id=ref)
     mt = _ID_RE.fullmatch(ref)
     if mt:

@@ -10,6 +10,7 @@ import fnmatch
 import json
 import logging
 import math
+import numbers
 import operator
 import os
 import re
@@ -87,6 +88,8 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
                               f"contains one of {' '.join(METRIC_OPERATOR_CHARS)}, which filters such as "
                               "'accuracy>=0.9' use")
                            + f"; rename it (e.g. {show(_metric_name_fix(key))})")
+        if isinstance(value, bool):
+            raise ZooError(f"metric {show(key)} = {value} is a truth value, not a measurement; pass a number")
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
@@ -125,8 +128,10 @@ def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> 
         filters = [filters]
     if isinstance(filters, Mapping):
         for key, cond in filters.items():
-            if isinstance(cond, (int, float)):
-                out.append((key, ">=", float(cond)))
+            if isinstance(cond, numbers.Real) and not isinstance(cond, bool):  # a threshold: at least this
+                out.extend(_parse_metric_filters([f"{key}>={float(cond)!r}"]))
+            elif isinstance(cond, str) and _finite(cond) is not None:  # "0.5" reads as a threshold too
+                out.extend(_parse_metric_filters([f"{key}>={cond}"]))
             else:
                 out.extend(_parse_metric_filters([f"{key}{cond}"]))
         return out
@@ -138,6 +143,17 @@ def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> 
                            ">=, <=, >, <, ==, !=, e.g. 'accuracy>=0.9' or 'top-1 (%) > 90'")
         out.append((mt["key"], mt["op"], value))
     return out
+
+
+def _as_id(value: object, what: str) -> int:
+    """A checkpoint id given as an int or ``"id:N"``; anything else is refused (a digit string is a name)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    mt = re.fullmatch(r"id:([0-9]{1,18})", value) if isinstance(value, str) else None
+    if mt is None:
+        raise ZooError(f"{what} takes checkpoint ids (an int, or 'id:N'), not {show(value)}; "
+                       "a name resolves to its id with get(name).id")
+    return int(mt[1])
 
 
 def _finite(text: str) -> float | None:
@@ -246,6 +262,13 @@ class Registry:
             family = get_family(spec.family)
             if base is not None and family.requires_base(spec):  # describe the base as it is registered
                 spec = family.with_base(spec, self.get(base).arch)
+            elif base is not None:  # a base would block removing it while these weights never needed it
+                refusal = ZooError(f"{spec.name} ({spec.family} family) weights are a whole network, not applied on "
+                                   "top of a base checkpoint, so base= does not fit them (it is for adapters such "
+                                   "as LoRA); leave out base=, and pass parent= to record the checkpoint they "
+                                   "came from")
+                refusal.keywords = ("base", "parent")  # say it with --base/--parent, or sidecar keys
+                raise refusal
             if arch is not None:
                 fit_prefix(read, family, spec)  # strips a shared prefix when only that stands in the way
             state = family.canonicalize(spec, read.state_dict)
@@ -413,7 +436,7 @@ class Registry:
         if origin:
             q = q.where(m.Checkpoint.origin == origin)
         if after is not None:
-            q = q.where(m.Checkpoint.id > after)
+            q = q.where(m.Checkpoint.id > _as_id(after, "after"))
         if latest_only:
             newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
                 m.Checkpoint.name).subquery()
@@ -664,8 +687,11 @@ class Registry:
         return nearest(self, arch, dataset, k, **options)
 
     def get_many(self, ids: Iterable[int]) -> list[CheckpointRecord]:
-        """Records of the checkpoints with these ids (missing ids are skipped), in one read."""
-        ids = list(ids)
+        """Records of the checkpoints with these ids (ints or ``id:N``; missing ids are skipped), in one read.
+
+        Raises :class:`ZooError` for anything that is not an id: a name such as ``"2"`` is not one (refs grammar).
+        """
+        ids = [_as_id(i, "get_many") for i in ids]
         with self.db.read() as s:
             rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(ids))).all() if ids else []
             return self._records(s, rows)
@@ -809,6 +835,8 @@ class Registry:
         name = r.name
         if r.alias is not None:
             a = s.get(m.Alias, (name, r.alias))
+            if a is None and not s.scalar(select(exists().where(m.Checkpoint.name == name))):
+                raise NotFoundError("checkpoint", name, "see `zoo list` for what is registered")
             if a is None:
                 raise NotFoundError("alias", str(r), f"set it with `zoo alias {name}:vN {r.alias}`")
             row = s.get(m.Checkpoint, a.checkpoint_id)
@@ -820,8 +848,11 @@ class Registry:
                             .order_by(m.Checkpoint.version.desc())).first()
         if row is None:
             hint = "see `zoo list` for what is registered"
-            if r.version is not None and s.scalar(select(exists().where(m.Checkpoint.name == name))):
-                hint = f"{name} has no version {r.version} (removed versions are never reused); see `zoo list --name {name}`"
+            last = s.scalar(select(m.VersionCounter.last_version).where(m.VersionCounter.kind == "checkpoint",
+                                                                         m.VersionCounter.name == name))
+            if r.version is not None and last is not None:
+                hint = (f"{name}:v{r.version} was removed (versions are never reused)" if 1 <= r.version <= last
+                        else f"versions of {name} run from v1 to v{last}") + f"; see `zoo list --name {name}`"
             elif isinstance(ref, str) and ref.isdigit() and s.get(m.Checkpoint, int(ref)) is not None:
                 hint = f"a string is a name; to refer to the checkpoint with id {ref}, write id:{ref}"
             raise NotFoundError("checkpoint", str(ref), hint)

@@ -105,4 +105,4 @@ def test_cli_removed_version_is_never_reissued(registry: zoo.Registry, registry_
         if seed == 1:
             zoo_cli(registry_url, registry.blobs.root, "rm", "clf:v2", "--yes")
     assert "added clf:v3" in out
-    assert "no version 2" in zoo_cli(registry_url, registry.blobs.root, "show", "clf:v2", code=1)
+    assert "clf:v2 was removed" in zoo_cli(registry_url, registry.blobs.root, "show", "clf:v2", code=1)

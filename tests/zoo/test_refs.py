@@ -42,10 +42,12 @@ def test_each_reference_reads_one_way(text: str | int, ref: Ref) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "net:3", "net:v", "net@", "id:", "id:-1", "a b", "net:v1@x", "id:0", 0, -3,
-                                 True, 1.5, None, "x" * 200])
+                                 True, 1.5, None, "x" * 200, "id:99999999999999999999"])
 def test_malformed_references_name_the_grammar(bad: object) -> None:
-    with pytest.raises(zoo.NotFoundError, match="name:vN|positive|id:N"):
+    with pytest.raises(zoo.NotFoundError, match="name:vN|integers from 1|id:N") as err:
         parse_ref(bad)
+    if isinstance(bad, int) and not isinstance(bad, bool) or str(bad).startswith("id:-"):
+        assert f"with id {bad if isinstance(bad, int) else bad[3:]}" in str(err.value)  # an id, not a name
 
 
 def test_a_digit_string_is_a_name_and_ids_are_explicit(registry: zoo.Registry, registry_url: str, tmp_path) -> None:
@@ -103,3 +105,30 @@ def test_destructive_actions_refuse_a_bare_name_with_several_versions(registry: 
     assert [r.ref for r in registry.list()] == ["net:v2", "net:v1"]
     assert registry.remove("net:v2").checkpoint.ref == "net:v2"
     assert registry.remove("net").checkpoint.ref == "net:v1"  # one version left: the name is unambiguous
+
+
+def test_hints_say_what_is_true(registry: zoo.Registry) -> None:
+    registry.add(tiny_cnn(0), name="net")
+    registry.add(tiny_cnn(1), name="net")
+    registry.remove("net:v2")
+    with pytest.raises(zoo.NotFoundError, match="net:v2 was removed"):
+        registry.get("net:v2")
+    with pytest.raises(zoo.NotFoundError, match="from v1 to v2"):
+        registry.get("net:v0")
+    with pytest.raises(zoo.NotFoundError, match="set it with `zoo alias net:vN best`"):
+        registry.get("net@best")
+    with pytest.raises(zoo.NotFoundError, match="no checkpoint named 'gone'") as err:
+        registry.get("gone@best")  # no such name: no advice to alias it
+    assert "alias" not in str(err.value)
+
+
+def test_ids_elsewhere_follow_the_grammar(registry: zoo.Registry) -> None:
+    other = registry.add(tiny_cnn(0), name="foo")
+    registry.add(tiny_cnn(1), name=str(other.id))  # a checkpoint *named* like foo's id
+    assert [r.ref for r in registry.get_many([other.id, f"id:{other.id}"])] == ["foo:v1"]
+    for bad in ([str(other.id)], [True], ["foo"]):
+        with pytest.raises(zoo.ZooError, match="takes checkpoint ids"):
+            registry.get_many(bad)
+    assert len(registry.search(after=f"id:{other.id}")) == 1 and len(registry.search(after=0)) == 2
+    with pytest.raises(zoo.ZooError, match="takes checkpoint ids"):
+        registry.search(after=str(other.id))

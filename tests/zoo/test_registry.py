@@ -352,7 +352,7 @@ def test_removed_newest_version_is_never_handed_out_again(registry: Registry) ->
     registry.remove("clf:v2")
     v3 = registry.add(tiny_cnn(2), name="clf")
     assert v3.ref == "clf:v3" and v3.id > v2.id
-    with pytest.raises(zoo.NotFoundError, match="no version 2"):
+    with pytest.raises(zoo.NotFoundError, match="clf:v2 was removed"):
         registry.get("clf:v2")  # a pinned clf:v2 never serves other weights
     with pytest.raises(zoo.NotFoundError):
         registry.get("clf@prod")  # the alias went with its version; it does not slide onto v3
@@ -454,6 +454,16 @@ def test_metric_names_a_filter_cannot_read_are_refused_before_anything_is_stored
 def test_unreadable_metric_filters_get_a_clear_error(registry: Registry, bad: str) -> None:
     with pytest.raises(zoo.ZooError, match="cannot read metric filter"):
         registry.search(metrics=[bad])
+
+
+def test_threshold_values_of_any_numeric_type_and_truth_values(registry: Registry) -> None:
+    import numpy as np
+
+    rec = registry.add(tiny_cnn(0), name="m", metrics={"acc@1": np.float32(0.75)})
+    for cond in (0.5, np.float32(0.5), "0.5", ">=0.5"):
+        assert [r.ref for r in registry.search(metrics={"acc@1": cond})] == [rec.ref], cond
+    with pytest.raises(zoo.ZooError, match="truth value"):
+        registry.add(tiny_cnn(1), name="b", metrics={"acc": True})
 
 
 def test_a_single_string_filter_is_one_filter_not_its_characters(registry: Registry) -> None:
