@@ -94,7 +94,7 @@ def as_flag(keyword: str, value: Any) -> str:
 
 
 @cli.command()
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())  # a folder is refused by zoo (one Error: line), not click
 @click.option("--name", help="Checkpoint name (default: the file stem). An existing name gets a new version.")
 @click.option("--arch", help="Architecture name or spec JSON (default: detected from the weights).")
 @click.option("--dataset", help="Name of the dataset the weights were trained on.")
@@ -102,7 +102,8 @@ def as_flag(keyword: str, value: Any) -> str:
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--origin", default="imported", type=click.Choice(["imported", "trained", "fine-tuned", "generated"]))
 @click.option("--parent", help="Checkpoint this one came from (lineage).")
-@click.option("--base", help="Base checkpoint the weights apply to (LoRA adapters).")
+@click.option("--base", help="Base checkpoint the weights apply to (LoRA adapters only; --parent records "
+              "the checkpoint that other weights came from).")
 @click.option("--alias", help="Point NAME@ALIAS at the new version.")
 @click.option("--exist-ok", is_flag=True, help="Return the existing version if these weights are already there.")
 @click.option("--weights", metavar="KEY", help="The weight set to take from a file holding several, e.g. "
@@ -119,16 +120,24 @@ def add(ctx: click.Context, path: str, name: str | None, arch: str | None, datas
 
     Weights nested under state_dict/model/... are found and a prefix every tensor name shares (module.,
     model.) is removed when that makes them fit; what was taken is recorded in the checkpoint's meta."""
+    import math
+
+    from zoo.errors import show
+
     parsed: dict[str, float] = {}
-    for item in metrics:
+    for item in metrics:  # refused as zoo refuses: one 'Error:' line saying the fix in this command's words
         key, sep, value = item.partition("=")
         key = key.strip()
         try:
-            parsed[key] = float(value)
+            number = float(value) if sep else math.nan
         except ValueError:
-            raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric") from None
-        if not sep:
-            raise click.BadParameter(f"{item!r}: write metrics as KEY=NUMBER", param_hint="--metric")
+            number = math.nan
+        if not math.isfinite(number):
+            raise ZooError(f"cannot read --metric {show(item)}: write --metric NAME=NUMBER with a finite number, "
+                           "e.g. --metric accuracy=0.93")
+        if key in parsed:
+            raise ZooError(f"--metric {show(key)} is given twice; give each metric once")
+        parsed[key] = number
     try:
         rec = _registry(ctx, create=True).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
                                  parent=parent, base=base, alias=alias, exist_ok=exist_ok, weights=weights,
@@ -257,10 +266,14 @@ def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
     reg = _registry(ctx)
     impact = reg.removal_impact(ref)
     target = impact.checkpoint
+    if impact.base_of:  # removal would be refused anyway: say so before asking
+        raise ZooError(f"{target.ref} is the base of {', '.join(impact.base_of)}; remove those first (`zoo rm "
+                       f"{impact.base_of[0]}`)")
     if not yes:
         if not sys.stdin.isatty():
-            raise click.UsageError(f"not removing {target.ref}: confirmation needed and stdin is not a terminal; "
-                                   f"run `zoo rm {target.ref} --yes` to remove it")
+            touches = f" ({'; '.join(impact.describe())})" if impact.orphans else ""
+            raise ZooError(f"not removing {target.ref}{touches}: confirmation needed and stdin is not a terminal; "
+                           f"run `zoo rm {target.ref} --yes` to remove it")
         details = "".join(f"\n  {line}" for line in impact.describe())
         click.confirm(f"remove {target.ref} (id:{target.id}, {target.arch}){details}\nremove?", abort=True)
     impact = reg.remove(target.id)  # exactly the version shown, even if REF now names another

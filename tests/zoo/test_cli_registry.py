@@ -37,10 +37,27 @@ def zoo_cli(url: str, blobs: Path, *args: str, code: int = 0, stdin: str | None 
 
 def test_rm_without_yes_refuses_when_it_cannot_ask(registry: zoo.Registry, registry_url: str) -> None:
     rec = registry.add(tiny_cnn(0), name="digits-s4")
+    registry.alias(rec.ref, "prod")
     for answer in ("n\n", "y\n", None):  # CliRunner's stdin is not a terminal, as in `echo n | zoo rm ...`
-        out = zoo_cli(registry_url, registry.blobs.root, "rm", rec.ref, code=2, stdin=answer)
-        assert "not removing digits-s4:v1" in out and f"zoo rm {rec.ref} --yes" in out
+        out = zoo_cli(registry_url, registry.blobs.root, "rm", rec.ref, code=1, stdin=answer)
+        assert out.startswith("Error: not removing digits-s4:v1 (aliases digits-s4@prod") and out.count("\n") == 1
+        assert f"zoo rm {rec.ref} --yes" in out
     assert registry.get(rec.ref).id == rec.id
+
+
+def test_rm_of_a_base_says_why_before_it_asks(registry: zoo.Registry, registry_url: str) -> None:
+    """A removal that would be refused (LoRA adapters apply on top of it) says so, and never advises --yes."""
+    from tests.plugins.helpers import random_state
+
+    base_spec = zoo.resolve_arch("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10)
+    base = registry.add(random_state(zoo.get_family("vit"), base_spec, seed=1), name="vit-tiny", arch=base_spec)
+    spec = zoo.resolve_arch("lora", base=base_spec, rank=4, alpha=8)
+    adapter = registry.add(random_state(zoo.get_family("lora"), spec), name="vit-tiny-lora", arch=spec,
+                           base=base.ref)
+    for args in ([base.ref], [base.ref, "--yes"]):
+        out = zoo_cli(registry_url, registry.blobs.root, "rm", *args, code=1)
+        assert f"is the base of {adapter.ref}" in out and "--yes" not in out
+    assert registry.get(base.ref).id == base.id
 
 
 @pytest.mark.backends("sqlite")  # one real process is enough: the CliRunner test covers PostgreSQL
@@ -49,7 +66,7 @@ def test_rm_piped_answer_in_a_real_process_removes_nothing(registry: zoo.Registr
     proc = subprocess.run([sys.executable, "-m", "zoo", "--registry", registry_url, "--blob-root",
                            str(registry.blobs.root), "rm", rec.ref], input="n\n", capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 2 and "--yes" in proc.stderr and "removed" not in proc.stdout
+    assert proc.returncode == 1 and "--yes" in proc.stderr and "removed" not in proc.stdout
     assert registry.get(rec.ref).id == rec.id
 
 
