@@ -424,7 +424,8 @@ def as_dataset(data: Any, labels: Any = None, **kwargs: Any) -> ImageDataset:
         if path.is_dir():
             return from_image_folder(path, **kwargs)
         raise DatasetError(f"{data!r} is neither a built-in dataset ({', '.join(BUILTIN_SOURCES)}) nor a folder; "
-                           "pass an image folder, an MNIST folder, tensors or a torch Dataset")
+                           "give an existing image folder (one subfolder per class), an MNIST folder or a built-in "
+                           "name (from Python also (images, labels) tensors or a torch Dataset)")
     if isinstance(data, torch.utils.data.Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         return from_torch_dataset(data, **kwargs)
     raise DatasetError(f"cannot read a dataset from {type(data).__name__}; pass (images, labels), a torch Dataset, "
