@@ -21,6 +21,12 @@ Foreign conventions, and what is recorded in the checkpoint's metadata (:meth:`R
   ``model.``, ``net.``, ``backbone.``, ...) is removed when, and only when, that is what makes the weights fit
   (:func:`detect_weights`, :func:`fit_prefix`). ``strip_prefix='model.'`` removes a prefix explicitly and
   keeps only the names that carry it (the others are recorded as left out). Recorded: ``stripped_prefix``.
+- **Several networks in one state dict.** A training module may keep its EMA copy as a submodule: one
+  ``state_dict`` holding ``model.*`` and ``model_ema.*`` (or ``teacher.*`` and ``student.*``, ``net.*`` and
+  ``ema_net.*``), each a whole network. Such a state dict is refused like several weight sets, naming each
+  prefix and the fix: ``strip_prefix='model_ema.'`` (``--strip-prefix``, ``"strip_prefix"`` in a sidecar).
+  Recorded: ``stripped_prefix``, and the other network in ``source_left_out`` (``'state_dict/model.* (10
+  tensors)'``).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile:
 MAX_NESTING = 3  # levels of dicts under conventional keys searched for weight sets
 MAX_PREFIX_TRIES = 4  # shared prefixes tried, shortest first, when the weights do not fit as they are
 MAX_LEFT_OUT = 50  # entries named in the source_left_out note (then a count)
+MAX_PREFIX_SETS = 8  # groups of names under one prefix tried, biggest first, as whole networks of their own
 TOP = ""  # the name of the weight set made of the top-level tensors
 ALLOWED_DTYPES = {  # dtypes zoo stores; anything else is refused
     torch.float16, torch.bfloat16, torch.float32, torch.float64,
@@ -159,14 +166,14 @@ def read_checkpoint(obj: CheckpointLike, *, weights: str | None = None,
 
 
 def _keep_prefixed(read: ReadCheckpoint, prefix: str) -> None:
-    """``strip_prefix=``: keep the names that start with ``prefix`` (``'model'`` means ``'model.'`` when every
-    such name goes on with a dot), without it; the others are left out, recorded."""
+    """``strip_prefix=``: keep the names that start with ``prefix`` (``'model'`` means ``'model.'`` when some
+    names go on with a dot: ``model_ema.*`` is then another weight set, not kept), without it; the others are
+    left out, recorded (a group of them under one prefix as one entry: ``'model_ema.* (10 tensors)'``)."""
     read.prefix_given = True
     if not prefix:
         return
     names = list(read.state_dict)
-    if not prefix.endswith(".") and any(n.startswith(prefix + ".") for n in names) and \
-            all(n.startswith(prefix + ".") for n in names if n.startswith(prefix)):
+    if not prefix.endswith(".") and any(n.startswith(prefix + ".") for n in names):
         prefix += "."
     kept = [n for n in names if n.startswith(prefix) and len(n) > len(prefix)]
     if not kept:
@@ -175,10 +182,30 @@ def _keep_prefixed(read: ReadCheckpoint, prefix: str) -> None:
                               "pass the prefix the names share, or leave strip_prefix= out: a prefix that every "
                               "name shares is removed when that makes the weights fit", keywords=("strip_prefix",))
     keep = set(kept)
-    dropped = [n for n in names if n not in keep]
-    read.left_out += [_path(read.weights or TOP, n) for n in dropped]
+    read.left_out += [_path(read.weights or TOP, n) for n in _grouped([n for n in names if n not in keep],
+                                                                      max(prefix.count("."), 1))]
     read.state_dict = {n: read.state_dict[n] for n in kept}
     read.strip(prefix)
+
+
+def _grouped(names: list[str], depth: int) -> list[str]:
+    """``names`` for the record of what was left out: those sharing their first ``depth`` dotted parts with
+    another name as one entry (``'model.* (10 tensors)'``), the others as they are; in order."""
+    def key(n: str) -> str | None:
+        parts = n.split(".")
+        return ".".join(parts[:min(depth, len(parts) - 1)]) + "." if len(parts) > 1 else None
+
+    counts = Counter(key(n) for n in names)
+    out: list[str] = []
+    listed: set[str] = set()
+    for n in names:
+        k = key(n)
+        if k is None or counts[k] < 2:
+            out.append(n)
+        elif k not in listed:
+            out.append(f"{k}* ({counts[k]} tensors)")
+            listed.add(k)
+    return out
 
 
 def shared_prefixes(names: Iterable[str]) -> list[str]:
@@ -217,9 +244,10 @@ def detect_weights(read: ReadCheckpoint) -> ArchSpec:
 
     When no family recognises the names as they are but one does once a prefix that every name shares is
     removed (Lightning's ``model.``, ``net.``, ``backbone.``), that prefix is stripped from ``read`` and
-    recorded. When nothing fits, the error is the most telling one: a near miss after removing a shared
-    prefix, or the hint that the names under one prefix are an architecture (``strip_prefix=``), before "no
-    family recognises it".
+    recorded. When nothing fits, the error is the most telling one: several whole networks under different
+    prefixes (training and EMA copies: refused naming each), a near miss after removing a shared prefix, or
+    the hint that the names under one prefix are an architecture (``strip_prefix=``), before "no family
+    recognises it".
     """
     try:
         return detect_arch(read.state_dict)
@@ -239,6 +267,9 @@ def detect_weights(read: ReadCheckpoint) -> ArchSpec:
             continue
         read.strip(prefix)
         return spec
+    several = _several_networks(read, lambda sd: detect_arch(sd).name)
+    if several is not None:
+        raise several
     if isinstance(first, UnknownFamilyError):
         if near is not None:
             raise _after(*near)
@@ -254,6 +285,7 @@ def detect_weights(read: ReadCheckpoint) -> ArchSpec:
 def fit_prefix(read: ReadCheckpoint, family: ArchitectureFamily, spec: ArchSpec) -> None:
     """With the architecture given (``arch=``): when the names do not fit ``spec`` as they are but do once a
     prefix that every name shares is removed, strip it from ``read`` (recorded). When nothing fits, raise the
+    refusal of several networks under different prefixes that each fit (``model.`` + ``model_ema.``), else the
     mismatch of the closest try, saying which prefix it was with; when the names under one prefix fit, say
     ``strip_prefix=``. Returns quietly when the weights fit as they are (or :meth:`canonicalize` will say why
     not)."""
@@ -268,8 +300,6 @@ def fit_prefix(read: ReadCheckpoint, family: ArchitectureFamily, spec: ArchSpec)
             return
         if _size(other) < (_size(best[1]) if best else _size(err)):
             best = (prefix, other)
-    if best is not None:
-        raise _after(*best)
 
     def fits(sd: dict[str, torch.Tensor]) -> str:
         miss = family.mismatch(spec, sd)
@@ -277,9 +307,70 @@ def fit_prefix(read: ReadCheckpoint, family: ArchitectureFamily, spec: ArchSpec)
             raise miss
         return spec.name
 
+    several = _several_networks(read, fits)
+    if several is not None:
+        raise several
+    if best is not None:
+        raise _after(*best)
     hint = _part_fits(read, fits)
     if hint is not None:
         raise hint
+
+
+def _prefix_sets(state_dict: Mapping[str, torch.Tensor], fits: Callable[[dict[str, torch.Tensor]], str]
+                 ) -> list[tuple[str, str, int]]:
+    """The partition of one flat state dict into networks under different prefixes (a training module's
+    ``model.`` and ``model_ema.``, ``teacher.`` and ``student.``): ``(prefix, label, count)`` of each group of
+    names under one prefix that ``fits`` an architecture on its own (``fits`` returns its label), the names
+    grouped by their first dotted part, else (:data:`MAX_NESTING` levels down) by the part after the biggest
+    group's prefix (``model.teacher.`` and ``model.student.`` beside a loss's ``criterion.weight``), at the
+    first level where two or more groups fit; [] when there is none."""
+    base = ""
+    for _ in range(MAX_NESTING + 1):
+        groups = Counter(base + k[len(base):].split(".", 1)[0] + "." for k in state_dict
+                         if k.startswith(base) and "." in k[len(base):])
+        found = []
+        for prefix, count in groups.most_common(MAX_PREFIX_SETS):
+            try:
+                label = fits({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+            except (UnknownFamilyError, ArchitectureMismatchError):
+                continue
+            found.append((prefix, label, count))
+        if len(found) > 1:
+            return found
+        if not groups or found:  # nothing below, or one network beside other tensors (_part_fits' hint)
+            break
+        base, count = groups.most_common(1)[0]
+        if count < 2:
+            break
+    return []
+
+
+def _several_networks(read: ReadCheckpoint, fits: Callable[[dict[str, torch.Tensor]], str]
+                      ) -> CheckpointError | None:
+    """The refusal of one state dict holding several whole networks under different prefixes (training and EMA
+    copies: ``model.`` + ``model_ema.``), as :func:`_ambiguous` refuses several weight sets: naming each and
+    the fix (``strip_prefix=``). None when there are not several."""
+    sets = _prefix_sets(read.state_dict, fits)
+    if len(sets) < 2:
+        return None
+    averaged = [p for p, _, _ in sets if AVERAGED_RE.search(p)]
+    trained = [p for p, _, _ in sets if p not in averaged]
+    listing = ", ".join(f"{p!r} ({n} tensors{' of averaged (EMA/SWA) weights' if p in averaged else ''}: a "
+                        f"{label})" for p, label, n in sets)
+    others = [k for k in read.state_dict if not any(k.startswith(p) for p, _, _ in sets)]
+    rest = (f" ({len(others)} other tensor(s), e.g. {', '.join(map(show, others[:3]))}, belong to none of "
+            "them)" if others else "")
+    if averaged and trained:
+        fix = (f"pass strip_prefix={averaged[0]!r} for the averaged weights (usually the better ones: timm's "
+               f"convention) or strip_prefix={trained[0]!r} for the training weights")
+    else:
+        fix = f"pass {' or '.join(f'strip_prefix={p!r}' for p, _, _ in sets)}"
+    return CheckpointError(
+        read.source, f"its {len(read.state_dict)} tensors hold {len(sets)} whole networks under different "
+                     f"prefixes, {listing}, and zoo does not choose one silently{rest}",
+        f"{fix}; the choice is recorded in the checkpoint's meta (stripped_prefix; the other tensors as "
+        "source_left_out)", keywords=("strip_prefix",))
 
 
 def _part_fits(read: ReadCheckpoint, fits: Callable[[dict[str, torch.Tensor]], str]) -> CheckpointError | None:
@@ -577,9 +668,7 @@ def _unwrap(obj: Any, src: str, default_name: str | None = None, weights: str | 
     listing = ", ".join(_set_label(n, t) for n, t in sets.items())
     if weights is not None:
         if weights not in sets:
-            fix = " or ".join(f"weights={n!r}" for n in sets)
-            raise CheckpointError(src, f"has no weight set {show(weights)}; it holds {listing}",
-                                  f"pass {fix}", keywords=("weights",))
+            raise _no_such_set(src, weights, sets, listing)
         chosen = weights
     elif len(sets) == 1:
         chosen = next(iter(sets))
@@ -598,6 +687,23 @@ def _unwrap(obj: Any, src: str, default_name: str | None = None, weights: str | 
     plain = chosen == TOP and weights is None
     return ReadCheckpoint(dict(sets[chosen]), src, found.extra, default_name, weights=None if plain else chosen,
                           weight_sets=tuple(sets), left_out=left_out)
+
+
+def _no_such_set(src: str, weights: str, sets: Mapping[str, Mapping[Any, Any]],
+                 listing: str) -> CheckpointError:
+    """The refusal of ``weights=`` naming no weight set of the checkpoint: the sets it does hold, as choices
+    (a plain state dict: leave ``weights=`` out), and ``strip_prefix=`` when tensor names start with that
+    name (an EMA copy kept as a submodule: ``model_ema.*``)."""
+    choices = [f"weights={n!r}" for n in sets if n != TOP]
+    if TOP in sets and choices:
+        choices.append("weights='' for the top-level tensors")
+    fix = f"pass {' or '.join(choices)}" if choices else \
+        "leave out weights= (the file is a plain state dict: its tensors are the weights)"
+    prefix = weights if weights.endswith(".") else weights + "."
+    if weights and any(isinstance(k, str) and k.startswith(prefix) for t in sets.values() for k in t):
+        fix += f"; to take only the tensors whose names start with {prefix!r}, pass strip_prefix={prefix!r}"
+    return CheckpointError(src, f"has no weight set {show(weights)}; it holds {listing}", fix,
+                           keywords=("weights", "strip_prefix"))
 
 
 def _ambiguous(src: str, pool: Mapping[str, Mapping[Any, Any]], averaged: list[str]) -> CheckpointError:

@@ -9,8 +9,8 @@ and a run with nothing new does no work (its record says ``skipped``):
    with :meth:`Registry.add`, with the metadata of its optional JSON sidecar (below). Files are remembered
    in ``watched_files`` by path, size and modification time, so unchanged files are not read again, and by
    the sha256 of their bytes, so a copy of an imported file is not imported twice. A file zoo cannot read is
-   reported (and remembered until it changes), never stored, and never stops the run. An add that was
-   killed before its file was remembered is found again as the same name with the same weights
+   reported (and remembered until it or its sidecar changes), never stored, and never stops the run. An add
+   that was killed before its file was remembered is found again as the same name with the same weights
    (``exist_ok``), not added twice.
 2. **verify**: :meth:`Registry.verify` hashes every blob; missing and corrupt ones are reported with the
    checkpoints that use them (loading them raises :class:`~zoo.errors.IntegrityError`: they are never
@@ -38,8 +38,9 @@ arguments of :meth:`Registry.add`, all optional::
 Without a sidecar the name is the file stem and the architecture is detected from the weights. ``weights``
 picks the weight set of a file that holds several (training and EMA weights: refused without it) and
 ``strip_prefix`` removes a tensor-name prefix (see :mod:`zoo.checkpoint_io`); a refusal says the fix as
-sidecar keys. The sidecar is read when its weights file is imported; editing it later changes nothing (touch
-the weights file to import it again as a new version).
+sidecar keys. A refused file is read again by the next run once its sidecar is written, changed or removed
+(the sha256 of the sidecar read with it is remembered), so following the refusal's fix is enough. The sidecar
+of an imported file is read with it once: editing it later changes nothing.
 """
 
 from __future__ import annotations
@@ -321,6 +322,23 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def sidecar_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of the bytes of the JSON sidecar beside ``path`` ("" when there is none, as :func:`read_sidecar`
+    sees it; "unreadable" when it cannot be read). Not cached: an edit that keeps the size and the
+    modification time is seen too."""
+    side = Path(path).with_suffix(".json")
+    try:
+        if not side.is_file():  # a folder, FIFO or device named .json is no sidecar (never opened)
+            return ""
+        h = hashlib.sha256()
+        with open(side, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return "unreadable"
+
+
 def _as_sidecar_key(path: str) -> Callable[[str, Any], str | None]:
     """How the nightly import says a fix named as a keyword argument (:meth:`ZooError.spelled`): the key of the
     file's sidecar (``weights='ema'`` -> ``{"weights": "ema"} in the sidecar model.json``)."""
@@ -359,8 +377,9 @@ def _flush(registry: Registry, rows: list[dict[str, Any]]) -> None:
 
 def _import_stage(registry: Registry, dirs: Sequence[Path], run: _Run) -> None:
     with registry.db.read() as s:
-        known = {r.path: (r.size, r.mtime_ns, r.status) for r in s.execute(select(
-            m.WatchedFile.path, m.WatchedFile.size, m.WatchedFile.mtime_ns, m.WatchedFile.status)).all()}
+        known = {r.path: (r.size, r.mtime_ns, r.status, r.sidecar_sha256) for r in s.execute(select(
+            m.WatchedFile.path, m.WatchedFile.size, m.WatchedFile.mtime_ns, m.WatchedFile.status,
+            m.WatchedFile.sidecar_sha256)).all()}
         by_sha = dict(s.execute(select(m.WatchedFile.sha256, m.WatchedFile.checkpoint_id).where(
             m.WatchedFile.status != "bad")).all())
     before = _newest_id(registry)
@@ -380,24 +399,32 @@ def _import_stage(registry: Registry, dirs: Sequence[Path], run: _Run) -> None:
     run.save()
 
 
-def _import_files(registry: Registry, dirs: Sequence[Path], run: _Run, known: dict[str, tuple[int, int, str]],
-                  by_sha: dict[str, int | None], before: int, pending: list[dict[str, Any]]) -> None:
+def _import_files(registry: Registry, dirs: Sequence[Path], run: _Run,
+                  known: dict[str, tuple[int, int, str, str]], by_sha: dict[str, int | None], before: int,
+                  pending: list[dict[str, Any]]) -> None:
     scanned = 0
     for path, size, mtime in scan(dirs):
         scanned += 1
         seen = known.get(path)
+        side_sha = None
         if seen is not None and seen[:2] == (size, mtime):
-            if seen[2] == "bad":
+            if seen[2] != "bad":
+                continue
+            side_sha = sidecar_digest(path)
+            if side_sha == seen[3]:
                 run.add("files_bad_known")  # reported when found; listed again only in the counts
-            continue
+                continue
+            run.add("files_sidecar_changed")  # refused; its sidecar was written, edited or removed since
         run.lease.check()
         try:
             sha = file_digest(path)
         except OSError:  # removed or unreadable between the scan and now: next run
             continue
+        if side_sha is None:
+            side_sha = sidecar_digest(path)  # taken before the sidecar is read: a later edit is seen later
         run.add("files_hashed")
         row = {"path": path, "size": size, "mtime_ns": mtime, "sha256": sha, "status": "imported",
-               "checkpoint_id": None, "message": "", "seen_at": m.utcnow()}
+               "checkpoint_id": None, "message": "", "seen_at": m.utcnow(), "sidecar_sha256": side_sha}
         if sha in by_sha:
             row.update(status="duplicate", checkpoint_id=by_sha[sha])
             run.add("files_duplicate")
@@ -411,6 +438,8 @@ def _import_files(registry: Registry, dirs: Sequence[Path], run: _Run, known: di
             except Exception as exc:  # whatever a file can do wrong, it never stops the run
                 reason = str(exc.spelled(_as_sidecar_key(path))) if isinstance(exc, ZooError) else \
                     f"{type(exc).__name__}: {exc}"
+                reason += (f"; the next run reads {Path(path).name} again once it or its sidecar "
+                           f"{Path(path).with_suffix('.json').name} changes")
                 row.update(status="bad", message=reason[:2000])
                 run.bad_files.append((path, reason))
                 run.add("files_bad")
@@ -731,6 +760,7 @@ __all__ = [
     "ReindexReport",
     "accuracy_evaluator",
     "read_sidecar",
+    "sidecar_digest",
     "reindex",
     "scan",
     "watch_dirs_from_env",

@@ -282,3 +282,93 @@ def test_reindex_imports_ckpt_files_and_reads_weights_from_the_sidecar(tmp_path:
     assert bad.endswith("timm-a.pth")
     assert '{"weights": "state_dict_ema"} in the sidecar timm-a.json' in reason and "weights='" not in reason
     reg.close()
+
+
+# --- several whole networks in one state dict (an EMA copy kept as a submodule, teacher + student) ----------
+
+@pytest.mark.parametrize("main, other, extra", [
+    ("model.", "model_ema.", {}),  # a Lightning module with a timm ModelEmaV3
+    ("model.", "model_ema.module.", {}),  # ... with a timm ModelEmaV2 (the copy under its .module)
+    ("net.", "ema_net.", {"criterion.weight": torch.ones(10)}),  # with a loss's buffer beside them
+    ("student.", "teacher.", {}),  # distillation
+    ("model.student.", "model.teacher.", {"loss.pos_weight": torch.ones(10)}),  # one level down
+])
+@pytest.mark.parametrize("arch", [None, "cnn-tiny"])
+def test_several_networks_in_one_state_dict_are_never_chosen_silently(
+        registry: Registry, tmp_path: Path, main: str, other: str, extra: dict, arch: str | None) -> None:
+    state, copy = sd(20), ema_of(sd(20))
+    path = tmp_path / "two.ckpt"
+    torch.save({"epoch": 7, "state_dict": {**prefixed(state, main), **prefixed(copy, other), **extra},
+                "optimizer_states": []}, path)
+    msg = refused(registry, CheckpointError, path, arch=arch)
+    other_prefix = other.removesuffix("module.")  # what the fix names: the submodule's own prefix
+    assert "two.ckpt" in msg and "2 whole networks" in msg and "install" not in msg
+    assert f"strip_prefix={main!r}" in msg and f"strip_prefix={other_prefix!r}" in msg
+    assert "weights=" not in msg and "are not part of it" not in msg
+    if "ema" in other:  # the averaged copy first, as for weight sets
+        assert "averaged" in msg
+        assert msg.index(f"strip_prefix={other_prefix!r}") < msg.index(f"strip_prefix={main!r}")
+    for key in extra:
+        assert repr(key) in msg
+
+    for prefix, weights in ((other_prefix, copy), (main, state)):
+        name = f"{prefix.strip('.').replace('.', '-')}-{arch}"
+        rec = registry.add(path, arch=arch, strip_prefix=prefix, name=name)
+        assert same(registry, rec.ref, weights) and rec.arch.name == "cnn-tiny"
+        meta = rec.meta
+        assert meta["source_weights"] == "state_dict"
+        assert meta["stripped_prefix"] in (prefix, prefix + "module.")
+        the_other = other_prefix if prefix == main else main
+        assert f"state_dict/{the_other}* (10 tensors)" in meta["source_left_out"]
+        assert "optimizer_states" in meta["source_left_out"] and meta["source_extra"] == {"epoch": 7}
+        named = [e for e in meta["source_left_out"] if "*" not in e and "/" in e]  # one by one
+        assert named == [f"state_dict/{k}" for k in extra]
+
+
+def test_strip_prefix_without_its_dot_is_the_dotted_prefix(registry: Registry) -> None:
+    """``strip_prefix='model'`` beside ``model_ema.*`` names means ``model.``, not every name that starts
+    with 'model'."""
+    state = sd(21)
+    rec = registry.add({**prefixed(state, "model."), **prefixed(ema_of(state), "model_ema.")}, name="m",
+                       strip_prefix="model")
+    assert rec.meta["stripped_prefix"] == "model." and same(registry, rec.ref, state)
+    assert rec.meta["source_left_out"] == ["model_ema.* (10 tensors)"]
+
+
+def test_one_network_beside_other_tensors_still_says_strip_prefix(registry: Registry) -> None:
+    """Only one prefix forms a network: the single-network hint, not the several-networks refusal."""
+    state = sd(22)
+    msg = refused(registry, CheckpointError, {**prefixed(state, "model."), "aux.a.weight": torch.ones(3),
+                                              "aux.b.weight": torch.ones(2)})
+    assert "strip_prefix='model.'" in msg and "whole networks" not in msg
+
+
+# --- weights= and base= refused in words that fit --------------------------------------------------------
+
+def test_weights_on_a_plain_state_dict_says_leave_it_out(registry: Registry, tmp_path: Path) -> None:
+    path = tmp_path / "cnn_a.pt"
+    torch.save(sd(23), path)
+    msg = refused(registry, CheckpointError, path, weights="state_dict")
+    assert "no weight set 'state_dict'" in msg and "leave out weights=" in msg and "weights=''" not in msg
+    assert read_checkpoint(path, weights="").weights == ""  # '' still names the top-level tensors explicitly
+    mixed = {**sd(23), "ema": ema_of(sd(23))}  # top-level tensors and a set: '' is the way to name them
+    assert "weights='' for the top-level tensors" in refused(registry, CheckpointError, mixed, weights="swa")
+
+
+def test_weights_naming_a_prefix_says_strip_prefix(registry: Registry) -> None:
+    state = sd(24)
+    ckpt = {"state_dict": {**prefixed(state, "model."), **prefixed(ema_of(state), "model_ema.")}}
+    msg = refused(registry, CheckpointError, ckpt, weights="model_ema")
+    assert "weights='state_dict'" in msg and "strip_prefix='model_ema.'" in msg
+
+
+def test_base_is_refused_for_whole_networks(registry: Registry) -> None:
+    """base= is for weights that apply on top of another checkpoint (LoRA): a CNN given one would block the
+    removal of its 'base' for nothing. Refused, saying parent=; the registry is unchanged."""
+    first = registry.add(sd(25), name="m1")
+    msg = refused(registry, ZooError, sd(26), name="m1", base="m1:v1")
+    assert "base=" in msg and "parent=" in msg and "cnn-tiny" in msg
+    child = registry.add(sd(26), name="m1", parent="m1:v1")  # lineage as parent=
+    assert child.ref == "m1:v2" and child.parent_id == first.id and child.base_id is None
+    registry.remove(first.ref)  # nothing applies on top of it
+    assert [r.ref for r in registry.list()] == ["m1:v2"]

@@ -463,3 +463,118 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
     finish = zoo.reindex(registry, **opts)
     assert finish.counts["generators_retired"] == 1 and registry.get_generator(current.id).status == "retired"
     assert [x.ref for x in registry.generators(status="promoted")] == [pending.ref]
+
+
+# ----------------------------------------------------------------------------------------------------
+# a refused file is read again once its sidecar changes
+# ----------------------------------------------------------------------------------------------------
+def two_sets(seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """A timm-style checkpoint holding training and EMA weights: refused until told which to take."""
+    state = weights(seed)
+    return {"state_dict": state, "state_dict_ema": {k: v * 0.5 if v.dtype.is_floating_point else v
+                                                    for k, v in state.items()}}
+
+
+@pytest.mark.backends("sqlite", "postgresql")
+def test_following_a_refusals_sidecar_fix_imports_the_file(registry: zoo.Registry, tmp_path: Path) -> None:
+    watch = tmp_path / "incoming"
+    watch.mkdir()
+    e1 = watch / "e1.pt"
+    torch.save(two_sets(1), e1)
+    save_file(weights(2), watch / "p2.safetensors")
+    (watch / "p2.json").write_text("{\"name\": ")  # broken JSON: p2 is refused until it is fixed or removed
+    def run() -> zoo.ReindexReport:
+        return zoo.reindex(registry, watch=[watch], verify=False, embeddings=False, retrain=False)
+
+    first = run()
+    bad = dict(first.bad_files)
+    assert first.imported == () and set(bad) == {str(e1), str(watch / "p2.safetensors")}
+    assert '{"weights": "state_dict_ema"} in the sidecar e1.json' in bad[str(e1)]
+    assert "reads e1.pt again once it or its sidecar e1.json changes" in bad[str(e1)]
+    second = run()  # nothing changed: not read again, counted as known
+    assert second.status == "skipped" and second.counts["files_bad_known"] == 2
+    assert second.counts.get("files_hashed", 0) == 0
+
+    # a sidecar whose fix is wrong, then corrected without changing its size or modification time
+    side = watch / "e1.json"
+    side.write_text(json.dumps({"weights": "state_dict_emx"}))
+    third = run()
+    assert third.counts["files_sidecar_changed"] == 1 and third.counts["files_bad_known"] == 1
+    assert "no weight set 'state_dict_emx'" in dict(third.bad_files)[str(e1)]
+    stamp = side.stat()
+    side.write_text(json.dumps({"weights": "state_dict_ema"}))
+    os.utime(side, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    (watch / "p2.json").unlink()  # a removed sidecar counts as a change too
+    fourth = run()
+    assert sorted(fourth.imported) == ["e1:v1", "p2:v1"] and fourth.bad_files == ()
+    assert fourth.counts["files_sidecar_changed"] == 2
+    rec = registry.get("e1")
+    assert rec.meta["source_weights"] == "state_dict_ema"
+    got = registry.load_state_dict(rec.ref)
+    assert all(torch.equal(got[k], v) for k, v in two_sets(1)["state_dict_ema"].items())
+    fifth = run()  # imported: its sidecar is not looked at again
+    side.write_text(json.dumps({"weights": "state_dict", "name": "other"}))
+    sixth = run()
+    assert fifth.status == sixth.status == "skipped" and sixth.counts.get("files_hashed", 0) == 0
+    assert [r.ref for r in registry.list()] == ["p2:v1", "e1:v1"]
+
+
+def test_sidecar_fix_through_the_cli_on_a_registry_from_before_0005(tmp_path: Path) -> None:
+    """The tester's run: `zoo reindex --watch inc` refuses e1.pt naming the sidecar key; writing that sidecar
+    is enough for the next run to import it (no `touch e1.pt`). The registry was made at migration 0004
+    (before sidecars were remembered), with e1.pt already remembered as refused: the upgrade keeps that row,
+    and the sidecar written after it counts."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from zoo.store import db as zdb
+
+    watch = tmp_path / "inc"
+    watch.mkdir()
+    e1 = watch / "e1.pt"
+    torch.save(two_sets(3), e1)
+    db = tmp_path / "registry.db"
+    url = f"sqlite:///{db}"
+    engine = create_engine(url)
+    cfg = zdb._alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        st = e1.stat()
+        conn.exec_driver_sql("INSERT INTO watched_files (path, size, mtime_ns, sha256, status, "
+                             "checkpoint_id, message, seen_at) VALUES (?, ?, ?, 'x', 'bad', NULL, "
+                             "'two weight sets', '2026-01-01 00:00:00')",
+                             (str(e1), st.st_size, st.st_mtime_ns))
+    engine.dispose()
+    zdb._migrated.discard(url)
+
+    out = json.loads(cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain",
+                             "--json").output)
+    assert out["status"] == "skipped" and out["counts"]["files_bad_known"] == 1  # remembered; no sidecar yet
+    (watch / "e1.json").write_text(json.dumps({"weights": "state_dict_ema"}))
+    out = json.loads(cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain",
+                             "--json").output)
+    assert out["imported"] == ["e1:v1"] and out["counts"]["files_sidecar_changed"] == 1
+    shown = json.loads(cli_run(db, "show", "e1", "--json").output)
+    assert shown["meta"]["source_weights"] == "state_dict_ema"
+    assert count_rows(db, "watched_files") == 1
+
+
+def test_several_networks_in_one_state_dict_say_the_sidecar_key(tmp_path: Path) -> None:
+    """model.* + model_ema.* in one Lightning state_dict: refused naming both prefixes as sidecar keys, and
+    imported once the sidecar says which."""
+    watch = tmp_path / "incoming"
+    watch.mkdir()
+    state = weights(4)
+    torch.save({"state_dict": {**{f"model.{k}": v for k, v in state.items()},
+                               **{f"model_ema.{k}": v * 0.5 for k, v in state.items()}}}, watch / "lit.ckpt")
+    reg = zoo.Registry(tmp_path / "registry.db")
+    def run() -> zoo.ReindexReport:
+        return zoo.reindex(reg, watch=[watch], verify=False, embeddings=False, retrain=False)
+    [(_, reason)] = run().bad_files
+    assert '{"strip_prefix": "model_ema."} in the sidecar lit.json' in reason
+    assert '{"strip_prefix": "model."} in the sidecar lit.json' in reason and "strip_prefix=" not in reason
+    (watch / "lit.json").write_text(json.dumps({"strip_prefix": "model_ema."}))
+    assert run().imported == ("lit:v1",)
+    assert reg.get("lit").meta["stripped_prefix"] == "model_ema."
+    reg.close()

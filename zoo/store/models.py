@@ -195,6 +195,8 @@ class WatchedFile(Base):
 
     ``(size, mtime_ns)`` unchanged since the last run means the file is not read again; ``sha256`` (of the
     file's bytes) makes imports idempotent by content: a copy of an imported file is not imported twice.
+    ``sidecar_sha256`` (of its JSON sidecar's bytes when it was read, "" for none) makes a refused file be
+    read again once its sidecar is written, changed or removed.
     """
 
     __tablename__ = "watched_files"
@@ -206,6 +208,7 @@ class WatchedFile(Base):
     checkpoint_id: Mapped[int | None] = mapped_column(Integer, default=None)  # no foreign key: `zoo rm` may remove it
     message: Mapped[str] = mapped_column(Text, default="")  # why a bad file was refused
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sidecar_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")  # migration 0005
 
 
 class VersionCounter(Base):
