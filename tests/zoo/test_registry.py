@@ -384,18 +384,11 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
     """A registry made before migration 0004 (at 0003), whose newest checkpoint was removed while a generator
     and the import log still name its id: after the upgrade, new adds take fresh ids and versions, and nothing
     that was stored (tags, metrics, aliases, lineage) is lost to the table rebuild."""
-    from alembic import command
-    from sqlalchemy import create_engine
-
-    from zoo.store import db as zdb
+    from tests.zoo.old_schema import registry_at
 
     db_path = tmp_path / "old.db"
     url = f"sqlite:///{db_path}"
-    engine = create_engine(url)
-    cfg = zdb._alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
+    with registry_at(db_path, "0003") as conn:
         now = "2026-01-01 00:00:00"
         spec = zoo.resolve_arch("cnn-tiny")
         conn.exec_driver_sql("INSERT INTO blobs VALUES ('s1', 1, 'live', ?), ('s2', 1, 'live', ?)", (now, now))
@@ -414,10 +407,6 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
                              "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', 3, "
                              "'promoted', ?)", (now,))
         conn.exec_driver_sql("INSERT INTO generator_checkpoints VALUES (1, 3)")
-    engine.dispose()
-    with sqlite3.connect(db_path) as con:
-        con.execute("PRAGMA foreign_keys=ON")
-    zdb._migrated.discard(url)
     reg = Registry(url, blob_root=tmp_path / "blobs")
     kept = reg.get("clf:v2")
     assert kept.tags == ("keep",) and kept.metrics == {"acc": 0.9} and kept.parent_id == 1

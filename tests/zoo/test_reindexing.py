@@ -524,29 +524,19 @@ def test_sidecar_fix_through_the_cli_on_a_registry_from_before_0005(tmp_path: Pa
     is enough for the next run to import it (no `touch e1.pt`). The registry was made at migration 0004
     (before sidecars were remembered), with e1.pt already remembered as refused: the upgrade keeps that row,
     and the sidecar written after it counts."""
-    from alembic import command
-    from sqlalchemy import create_engine
-
-    from zoo.store import db as zdb
+    from tests.zoo.old_schema import registry_at
 
     watch = tmp_path / "inc"
     watch.mkdir()
     e1 = watch / "e1.pt"
     torch.save(two_sets(3), e1)
     db = tmp_path / "registry.db"
-    url = f"sqlite:///{db}"
-    engine = create_engine(url)
-    cfg = zdb._alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+    with registry_at(db, "0004") as conn:
         st = e1.stat()
         conn.exec_driver_sql("INSERT INTO watched_files (path, size, mtime_ns, sha256, status, "
                              "checkpoint_id, message, seen_at) VALUES (?, ?, ?, 'x', 'bad', NULL, "
                              "'two weight sets', '2026-01-01 00:00:00')",
                              (str(e1), st.st_size, st.st_mtime_ns))
-    engine.dispose()
-    zdb._migrated.discard(url)
 
     out = json.loads(cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain",
                              "--json").output)
