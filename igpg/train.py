@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from igpg.data import ZooData
 from igpg.generator import Generator
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
+from zoo.atomic import atomic_write
 from zoo.errors import GeneratorError
 
 log = logging.getLogger(__name__)
@@ -125,12 +125,10 @@ class _Resume:
             extra["rank_states"] = distributed.gather_objects((g.get_state(), torch.get_rng_state()))
 
         def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "generator": g.get_state(),
-                        "torch_rng": torch.get_rng_state(), "step": step, **extra}, tmp)
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "generator": g.get_state(),
+                            "torch_rng": torch.get_rng_state(), "step": step, **extra}, tmp)
 
         distributed.main_first(write)  # the others wait until the file is complete
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.atomic import atomic_write
 from zoo.errors import ConfigError, ZooError
 
 log = logging.getLogger(__name__)
@@ -162,14 +163,8 @@ class USearchIndex(VectorIndex):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` through a temporary file renamed into place."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_write(path) as tmp:
             self._index.save(str(tmp))  # type: ignore[attr-defined]
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors (an index opened with ``view=True`` is read-only: open it with ``view=False``)."""

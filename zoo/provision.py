@@ -60,7 +60,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +84,7 @@ from zoo.embeddings import (
     tie_metric,
 )
 from zoo.encoders import get_dataset_encoder
+from zoo.atomic import atomic_write
 from zoo.errors import ConfigError, DatasetError, GeneratorError, IntegrityError, NotFoundError, NoWeightsError, ZooError
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
@@ -220,13 +220,8 @@ class Provision:
         meta = {"zoo.family": self.arch.family, "zoo.arch": self.arch.name, "zoo.arch_json": self.arch.to_json(),
                 "zoo.provenance": json.dumps(self.to_dict(), sort_keys=True, default=str)}
         data = st_save(state, metadata=meta)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
+        with atomic_write(path) as tmp:
             tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         log.info("saved %s weights (%s) to %s", self.ref, self.arch, path)
         return path
 

@@ -141,6 +141,7 @@ ZYGOTE = textwrap.dedent(r'''
     def train_die(stage, step, when):
         """SIGKILL at training step ``step`` of ``stage``: before its state is saved, or mid-rename of the file."""
         import igpg.train as tr
+        import zoo.atomic as atomic  # every state file is written through zoo.atomic.atomic_write
         original = tr._Resume.save
         def save(self, at, *a, **k):
             if self.path is not None and self.path.name.startswith(stage) and at == step:
@@ -148,7 +149,7 @@ ZYGOTE = textwrap.dedent(r'''
                     die()
                 def replace(src, dst):  # torch.save wrote the temporary file; it is not renamed into place
                     die()
-                tr.os.replace = replace  # this process dies inside the call: nothing else will rename
+                atomic.os.replace = replace  # this process dies inside the call: nothing else will rename
             return original(self, at, *a, **k)
         tr._Resume.save = save
 

@@ -12,8 +12,7 @@ import logging
 import os
 import re
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from safetensors.torch import save_file as st_save_file
 
+from zoo.atomic import StagedFile, staged_file
 from zoo.errors import IntegrityError
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class BlobStore:
 
     def put(self, data: bytes, sha256: str | None = None) -> tuple[str, bool]:
         """Store ``data``; returns (sha256, whether a new file was written). Idempotent."""
-        return self._commit(self._write_temp(lambda path: path.write_bytes(data)), sha256)
+        with staged_file(self.tmp, fsync=self.fsync) as staged:
+            staged.path.write_bytes(data)
+            return self._commit(staged, sha256)
 
     def put_tensors(self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
                     ) -> tuple[str, bool, int]:
@@ -79,40 +81,22 @@ class BlobStore:
         the page cache. Equal tensors and metadata always give equal bytes (see :meth:`serialize`).
         """
         meta = {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
-        tmp = self._write_temp(lambda path: st_save_file(dict(tensors), path, metadata=meta))
-        size = tmp.stat().st_size
-        sha, created = self._commit(tmp, None)
+        with staged_file(self.tmp, fsync=self.fsync) as staged:
+            st_save_file(dict(tensors), staged.path, metadata=meta)
+            size = staged.path.stat().st_size
+            sha, created = self._commit(staged, None)
         return sha, created, size
 
-    def _write_temp(self, write: Callable[[Path], object]) -> Path:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            write(tmp)
-            if self.fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp
-
-    def _commit(self, tmp: Path, sha256: str | None) -> tuple[str, bool]:
-        """Rename a written temp file to its content address (or drop it if an equal blob is there)."""
-        try:
-            sha = sha256 or _file_sha256(tmp)
-            dest = self.path(sha)
-            if dest.is_file() and dest.stat().st_size == tmp.stat().st_size and self._matches(dest, sha):
-                os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
-                return sha, False
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-            return sha, True
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _commit(self, staged: StagedFile, sha256: str | None) -> tuple[str, bool]:
+        """Publish a written temp file at its content address (or leave it to be dropped if an equal blob is
+        there)."""
+        sha = sha256 or _file_sha256(staged.path)
+        dest = self.path(sha)
+        if dest.is_file() and dest.stat().st_size == staged.path.stat().st_size and self._matches(dest, sha):
+            os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
+            return sha, False
+        staged.publish(dest)
+        return sha, True
 
     # -- reading ------------------------------------------------------------------------------------
     def read(self, sha256: str) -> bytes:
