@@ -51,6 +51,7 @@ from zoo.records import ArchSpec, CheckpointRecord, DatasetRecord, EmbeddingReco
 from zoo.store import models as m
 from zoo.store import pgvector
 from zoo.store.db import retry
+from zoo.validation import check_name
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,6 @@ def register_dataset(registry: Any, name: str, data: Any, *, description: str | 
     registered with *different* data raises :class:`DuplicateError` unless ``replace=True``. Every vector
     is computed before anything is written: on any error nothing is stored.
     """
-    from zoo.registry import check_name
-
     check_name(name, "dataset")
     ds = as_dataset(data)
     encs, skipped = _resolve_encoders(encoders)

@@ -7,11 +7,7 @@ version), ``name:v3`` (a version), ``name@best`` (an alias) or an integer id.
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
-import math
-import numbers
-import operator
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,13 +25,11 @@ from torch import nn
 from zoo.checkpoint_io import CheckpointLike, detect_weights, fit_prefix, read_checkpoint
 from zoo.errors import (
     DuplicateError,
-    InvalidNameError,
     NotFoundError,
     ZooError,
     show,
 )
 from zoo.plugins import get_family, resolve_arch
-from zoo.refs import NAME_RE, parse_ref
 from zoo.records import (
     ORIGINS,
     AliasRecord,
@@ -46,67 +40,17 @@ from zoo.records import (
     RemovalImpact,
     VerifyReport,
 )
+from zoo.refs import parse_ref
 from zoo.store import models as m
 from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, retry, sqlite_path
+from zoo.validation import OPS, as_id, check_json, check_metrics, check_name, parse_metric_filters
 
 log = logging.getLogger(__name__)
 
-METRIC_OPERATOR_CHARS = "<>=!"  # a metric name holds none of them, so every stored name can be searched
-_METRIC_RE = re.compile(r"\s*(?P<key>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|=|>|<)\s*(?P<value>[^<>=!]*?)\s*")
-_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "=": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
 ORPHAN_GRACE_S = 600.0
 GENERATOR_STATUSES = ("candidate", "promoted", "retired")  # a generator version's life
 _INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built once: values come as parameters  # verify --repair leaves younger unreferenced files alone: an add may be in flight
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """``name`` if zoo accepts it (letters, digits, '._-', no path separators or control characters)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # fullmatch: '$' alone lets "x\n" through
-        reason = "it is not a string" if not isinstance(name, str) else "it is empty" if not name else (
-            "it contains a path separator" if ("/" in name or "\\" in name) else
-            "it contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in name) else
-            "it is too long" if len(name) > 128 else "it contains a character zoo does not allow")
-        raise InvalidNameError(name, f"{what}: {reason}")
-    return name
-
-
-def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """``metrics`` as ``{name: float}``: names are non-empty printable strings, values finite numbers."""
-    if metrics is None:
-        return {}
-    if not isinstance(metrics, Mapping):
-        raise ZooError(f"metrics must be a mapping of names to numbers, not {show(metrics)}; "
-                       "pass metrics={'accuracy': 0.93}")
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
-            raise ZooError(f"metric name {show(key)} is not a printable string of 1-128 characters; rename it")
-        if key != key.strip() or any(c in key for c in METRIC_OPERATOR_CHARS):
-            raise ZooError(f"metric name {show(key)} cannot be searched: it "
-                           + ("starts or ends with a space" if key != key.strip() else
-                              f"contains one of {' '.join(METRIC_OPERATOR_CHARS)}, which filters such as "
-                              "'accuracy>=0.9' use")
-                           + f"; rename it (e.g. {show(_metric_name_fix(key))})")
-        if isinstance(value, bool):
-            raise ZooError(f"metric {show(key)} = {value} is a truth value, not a measurement; pass a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ZooError(f"metric {show(key)} = {show(value)} is not a number; pass a float") from None
-        if isinstance(value, (str, bytes)) or not math.isfinite(number):
-            raise ZooError(f"metric {show(key)} = {show(value)} is not a finite number; pass a float")
-        out[key] = number
-    return out
-
-
-def check_json(value: Any, what: str) -> None:
-    """Refuse ``value`` unless it is plain JSON (no NaN/Inf, no objects), as the database will store it."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ZooError(f"{what} is not plain JSON ({str(exc)[:200]}); pass strings, finite numbers, lists and "
-                       "dicts") from None
 
 
 def default_blob_root(url: str) -> Path:
@@ -118,55 +62,6 @@ def default_blob_root(url: str) -> Path:
     if path is not None:
         return path.with_suffix(".blobs")
     return Path("zoo-blobs")
-
-
-def _parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> list[tuple[str, str, float]]:
-    out: list[tuple[str, str, float]] = []
-    if not filters:
-        return out
-    if isinstance(filters, str):  # one filter, not its characters
-        filters = [filters]
-    if isinstance(filters, Mapping):
-        for key, cond in filters.items():
-            if isinstance(cond, numbers.Real) and not isinstance(cond, bool):  # a threshold: at least this
-                out.extend(_parse_metric_filters([f"{key}>={float(cond)!r}"]))
-            elif isinstance(cond, str) and _finite(cond) is not None:  # "0.5" reads as a threshold too
-                out.extend(_parse_metric_filters([f"{key}>={cond}"]))
-            else:
-                out.extend(_parse_metric_filters([f"{key}{cond}"]))
-        return out
-    for expr in filters:
-        mt = _METRIC_RE.fullmatch(expr) if isinstance(expr, str) else None
-        value = _finite(mt["value"]) if mt else None
-        if mt is None or not mt["key"] or value is None:
-            raise ZooError(f"cannot read metric filter {show(expr)}; write NAME OP NUMBER with OP one of "
-                           ">=, <=, >, <, ==, !=, e.g. 'accuracy>=0.9' or 'top-1 (%) > 90'")
-        out.append((mt["key"], mt["op"], value))
-    return out
-
-
-def _as_id(value: object, what: str) -> int:
-    """A checkpoint id given as an int or ``"id:N"``; anything else is refused (a digit string is a name)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    mt = re.fullmatch(r"id:([0-9]{1,18})", value) if isinstance(value, str) else None
-    if mt is None:
-        raise ZooError(f"{what} takes checkpoint ids (an int, or 'id:N'), not {show(value)}; "
-                       "a name resolves to its id with get(name).id")
-    return int(mt[1])
-
-
-def _finite(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _metric_name_fix(key: str) -> str:
-    words = {"<": "lt", ">": "gt", "=": "eq", "!": "not"}
-    return re.sub(r"\s+", " ", "".join(f" {words[c]} " if c in words else c for c in key)).strip() or "metric"
 
 
 class Registry:
@@ -424,9 +319,9 @@ class Registry:
             q = q.join(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id).where(m.Dataset.name == dataset)
         for tag in ([tags] if isinstance(tags, str) else tags):  # one tag, not its characters
             q = q.where(exists().where(m.Tag.checkpoint_id == m.Checkpoint.id, m.Tag.tag == tag))
-        for key, op, value in _parse_metric_filters(metrics):
+        for key, op, value in parse_metric_filters(metrics):
             q = q.where(exists().where(m.Metric.checkpoint_id == m.Checkpoint.id, m.Metric.key == key,
-                                       _OPS[op](m.Metric.value, value)))
+                                       OPS[op](m.Metric.value, value)))
         if name:
             if any(c in name for c in "*?["):
                 like = name.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
@@ -436,7 +331,7 @@ class Registry:
         if origin:
             q = q.where(m.Checkpoint.origin == origin)
         if after is not None:
-            q = q.where(m.Checkpoint.id > _as_id(after, "after"))
+            q = q.where(m.Checkpoint.id > as_id(after, "after"))
         if latest_only:
             newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
                 m.Checkpoint.name).subquery()
@@ -691,7 +586,7 @@ class Registry:
 
         Raises :class:`ZooError` for anything that is not an id: a name such as ``"2"`` is not one (refs grammar).
         """
-        ids = [_as_id(i, "get_many") for i in ids]
+        ids = [as_id(i, "get_many") for i in ids]
         with self.db.read() as s:
             rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(ids))).all() if ids else []
             return self._records(s, rows)
