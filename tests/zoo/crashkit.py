@@ -51,6 +51,8 @@ ZYGOTE = textwrap.dedent(r'''
     torch.set_num_threads(1)
     import zoo, igpg
     from zoo.store.blobs import BlobStore
+    from zoo.store.blobrows import BlobRepository
+    from zoo.store.checkpoints import CheckpointRepository
     from zoo.registry import Registry
 
     SPEC = zoo.resolve_arch("cnn-tiny")
@@ -112,8 +114,8 @@ ZYGOTE = textwrap.dedent(r'''
     POINTS = {  # name -> (owner, attribute, kill before calling it)
         "temp-written": (BlobStore, "_commit", True),        # temp file written, not yet renamed into place
         "blob-renamed": (BlobStore, "put_tensors", False),   # blob in place, no row yet
-        "row-inserted": (Registry, "_insert", False),        # rows written, transaction not committed
-        "removed-row": (Registry, "_drop_if_unreferenced", True),  # checkpoint row gone, blob row 'deleting'
+        "row-inserted": (CheckpointRepository, "insert_rows", False),  # rows written, transaction not committed
+        "removed-row": (BlobRepository, "drop_if_unreferenced", True),  # checkpoint row gone, blob row 'deleting'
         "file-deleted": (BlobStore, "delete", False),        # blob file deleted, its row's deletion not committed
         "generator-renamed": (BlobStore, "put", False),      # generator blob in place, no row yet
     }
@@ -123,7 +125,7 @@ ZYGOTE = textwrap.dedent(r'''
     def new_blob(out):  # put_tensors: (sha256, a new file was written, size)
         return out[1]
 
-    def new_row(rec):  # _insert and add: a checkpoint this run made (not one found again by exist_ok)
+    def new_row(rec):  # insert_rows and add: a checkpoint this run made (not one found again by exist_ok)
         return rec.id > NEWEST[0]
 
     NEWEST = [0]  # the newest checkpoint id when the run starts
@@ -131,7 +133,7 @@ ZYGOTE = textwrap.dedent(r'''
     # the import points count new imports only, so that the N-th one is the N-th file this run imports
     REINDEX_POINTS = {
         "import-blob-renamed": (BlobStore, "put_tensors", False, new_blob),  # a new import's blob in place, no row
-        "import-row-inserted": (Registry, "_insert", False, new_row),  # a new import's rows written, not committed
+        "import-row-inserted": (CheckpointRepository, "insert_rows", False, new_row),  # rows written, not committed
         "imported": (Registry, "add", False, new_row),                 # a file imported, not yet remembered
         "files-flushed": (reindexing, "_flush", True, None),           # every file imported, none remembered
         "verified": (Registry, "verify", False, None),                 # blobs hashed, orphans repaired, not saved

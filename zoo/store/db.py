@@ -16,14 +16,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from zoo.errors import ConfigError, RegistryMissingError
+from zoo.store.models import VersionCounter
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,19 @@ class Database:
         """Serialise writers on ``key`` until the transaction ends (SQLite: already serialised)."""
         if self.dialect == "postgresql":
             advisory_lock(session, key)
+
+    def upsert(self, table: Any, values: dict[str, Any], index_elements: list[Any], set_: dict[str, Any]) -> Any:
+        """An ``INSERT ... ON CONFLICT DO UPDATE`` statement in this database's dialect (SQLite or PostgreSQL)."""
+        ins = (sqlite_insert if self.dialect == "sqlite" else pg_insert)(table).values(**values)
+        return ins.on_conflict_do_update(index_elements=index_elements, set_=set_)
+
+    def next_version(self, session: Session, kind: str, name: str) -> int:
+        """The next version of ``name`` among ``kind`` ("checkpoint", "generator"): one past every version ever
+        handed out, removed ones included (a counter row, bumped in one statement)."""
+        table = VersionCounter.__table__
+        ins = self.upsert(table, {"kind": kind, "name": name, "last_version": 1}, [table.c.kind, table.c.name],
+                          {"last_version": table.c.last_version + 1})
+        return int(session.execute(ins.returning(table.c.last_version)).scalar_one())
 
     def dispose(self) -> None:
         self.read_engine.dispose()

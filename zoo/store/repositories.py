@@ -1,0 +1,31 @@
+"""Every store repository of one registry, over one database and one blob store (what a Registry holds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zoo.store.blobrows import BlobRepository
+from zoo.store.blobs import BlobStore
+from zoo.store.checkpoints import CheckpointRepository
+from zoo.store.datasets import DatasetRepository
+from zoo.store.db import Database
+from zoo.store.generators import GeneratorRepository
+
+
+@dataclass(frozen=True)
+class Repositories:
+    """The repositories of one registry; each opens its own sessions and returns records."""
+
+    blobs: BlobRepository  # blob rows and files: liveness, two-phase removal, verification
+    datasets: DatasetRepository  # dataset rows
+    checkpoints: CheckpointRepository  # checkpoints, tags, metrics, aliases, lineage
+    generators: GeneratorRepository  # generator versions
+
+    @classmethod
+    def open(cls, db: Database, files: BlobStore) -> Repositories:
+        blobs = BlobRepository(db, files)
+        datasets = DatasetRepository(db)
+        return cls(blobs, datasets, CheckpointRepository(db, blobs, datasets), GeneratorRepository(db, blobs))
+
+
+__all__ = ["Repositories"]
