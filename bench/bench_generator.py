@@ -1,7 +1,7 @@
 """IGPG on the tiny zoo: tokenizer fidelity, seen tasks, held-out tasks, fine-tuning, speed.
 
 Builds (or reuses) the tiny zoo in a registry, trains the generator on it, then runs the protocol of
-``igpg.evaluation``: tokenizer fidelity; for every seen task ``--samples`` networks (mean, spread, best
+``zoo_demo.evaluation``: tokenizer fidelity; for every seen task ``--samples`` networks (mean, spread, best
 against the task's pretrained mean, and each one's distance to its nearest training checkpoint); for every
 held-out task zero-shot generated weights against random init, the best retrieved checkpoint and networks
 trained on it, then fine-tuning curves from each. Prints JSON; ``--out FILE`` writes it and a PNG beside it.
@@ -20,8 +20,8 @@ import torch
 import igpg
 import zoo
 from common import emit, machine
-from igpg.evaluation import held_out_task, seen_tasks, tokenizer_fidelity
-from zoo.tinyzoo import build_tiny_zoo, default_tasks, held_out_tasks
+from zoo_demo.evaluation import held_out_task, seen_tasks, tokenizer_fidelity
+from zoo_demo.tinyzoo import build_tiny_zoo, default_tasks, held_out_tasks
 
 
 def plot(result: dict, path: Path) -> None:

@@ -1,11 +1,37 @@
-"""IGPG: the weight generator (a VQ-VAE weight tokenizer and a conditioned GPT prior)."""
+"""IGPG: the weight generator (a VQ-VAE weight tokenizer and a conditioned GPT prior).
 
-from igpg.data import ZooData, load_zoo
-from igpg.generator import Generator
-from igpg.prior import PriorConfig, WeightPrior
-from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
-from igpg.tokenizer import TokenizerConfig, WeightTokenizer
-from igpg.train import TrainConfig, train_generator
+A generator plugin of zoo: :mod:`igpg.plugin` registers the ``igpg`` generator kind and the ``zoo train``
+command through the ``zoo.plugins`` entry-point group. The names below are imported on first use, so that
+loading the plugin (which zoo does for every command) does not load the model code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
+    from igpg.data import ZooData, load_zoo
+    from igpg.generator import Generator
+    from igpg.prior import PriorConfig, WeightPrior
+    from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
+    from igpg.tokenizer import TokenizerConfig, WeightTokenizer
+    from igpg.train import TrainConfig, train_generator
+
+_EXPORTS: dict[str, str] = {  # public name -> the module that defines it
+    "Generator": "igpg.generator",
+    "PriorConfig": "igpg.prior",
+    "TokenizerConfig": "igpg.tokenizer",
+    "TrainConfig": "igpg.train",
+    "WeightPrior": "igpg.prior",
+    "WeightTokenizer": "igpg.tokenizer",
+    "ZooData": "igpg.data",
+    "load_generator": "igpg.registry_io",
+    "load_zoo": "igpg.data",
+    "train_generator": "igpg.train",
+    "train_on_registry": "igpg.registry_io",
+    "training_checkpoints": "igpg.registry_io",
+}
 
 __all__ = [
     "Generator",
@@ -21,3 +47,16 @@ __all__ = [
     "train_on_registry",
     "training_checkpoints",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'igpg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,17 +1,11 @@
-"""The tiny-zoo evaluation protocol (the IGPG paper's tiny-zoo table at our scale).
+"""Scoring a generator without task data, and the sampling settings evaluations share.
 
-Used by ``bench/bench_generator.py`` and by the main job's report, so both measure the same things:
+- :func:`weight_space_score`: how close a generator's samples land to the registered weights of their
+  dataset (IGPG's default evaluator in re-indexing: ``IGPGKind.score``);
+- :func:`sample_for`: networks for a registered dataset, with :data:`DEFAULT_SAMPLING`.
 
-- **tokenizer fidelity**: every training checkpoint through encode -> decode, its test accuracy relative to
-  its own (mean and minimum), plus codebook perplexity and live codes;
-- **seen tasks**: ``n`` networks sampled for each training task's dataset embedding, their test accuracy
-  against the task's pretrained checkpoints (mean, spread, best), and each sample's relative L2 distance
-  to the nearest training checkpoint, so memorisation is visible;
-- **held-out tasks** (no checkpoint trained on them): generated weights (mean, and best-of-``n`` chosen on
-  a small labelled support split, then measured on the test split) against random init, against the
-  best retrieved checkpoint (chosen the same way) and against networks trained on the task;
-- **fine-tuning curves** from those starting points: accuracy against optimizer steps, and the steps each
-  needs to reach the trained networks' accuracy.
+The tiny-zoo evaluation protocol (tokenizer fidelity, seen and held-out tasks, fine-tuning curves) needs the
+tiny zoo's tasks and lives with the main job: :mod:`zoo_demo.evaluation`.
 """
 
 from __future__ import annotations
@@ -19,205 +13,32 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from igpg.data import ZooData
 from igpg.generator import Generator
-from zoo.chunking import unchunk
 from zoo.embeddings import embed_arch, get_embedding
-from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord
-from zoo.tinyzoo import ARCH, TASKS, evaluate, task_data, train_member
-from zoo.training import Curve, accuracy, fine_tune
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}  # what the protocol samples with
 
 
-def _flat(module: nn.Module) -> torch.Tensor:
+def flat_weights(module: nn.Module) -> torch.Tensor:
+    """Every floating tensor of ``module``'s state dict, flattened and concatenated."""
     return torch.cat([p.detach().reshape(-1).float() for p in module.state_dict().values()
                       if p.dtype.is_floating_point])
 
 
-@dataclass(frozen=True)
-class Fidelity:
-    """How much of each checkpoint's accuracy survives its own tokens."""
-
-    mean_relative: float
-    min_relative: float
-    relative: tuple[float, ...]  # per training checkpoint, in data order
-    perplexity: float
-    live_codes: int
-
-
-@dataclass(frozen=True)
-class SeenTask:
-    """Generated networks for a task the generator was trained on."""
-
-    task: str
-    pretrained: tuple[float, ...]  # test accuracy of the task's training checkpoints
-    generated: tuple[float, ...]  # test accuracy of each sample
-    distance: tuple[float, ...]  # each sample's relative L2 distance to its nearest training checkpoint
-
-    @property
-    def pretrained_mean(self) -> float:
-        return statistics.mean(self.pretrained)
-
-    @property
-    def best(self) -> float:
-        return max(self.generated)
-
-    @property
-    def best_relative(self) -> float:
-        return self.best / self.pretrained_mean
-
-    def to_dict(self) -> dict[str, object]:
-        return {"pretrained_mean": round(self.pretrained_mean, 4), "generated": [round(a, 4) for a in self.generated],
-                "generated_mean": round(statistics.mean(self.generated), 4),
-                "generated_std": round(statistics.pstdev(self.generated), 4), "best_of_n": round(self.best, 4),
-                "best_vs_pretrained_mean": round(self.best_relative, 4),
-                "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance]}
-
-
-@dataclass(frozen=True)
-class HeldOutTask:
-    """Zero-shot weights for a task no training checkpoint saw, and fine-tuning from them."""
-
-    task: str
-    trained: tuple[float, ...]  # test accuracy of networks trained on the task (the reference)
-    random_init: float
-    retrieved: float  # best retrieved checkpoint (chosen on the support split), test accuracy
-    retrieved_from: str  # its reference
-    generated: tuple[float, ...]  # every sample's test accuracy
-    generated_best: float  # the sample chosen on the support split, test accuracy
-    distance: tuple[float, ...]  # each sample's relative L2 distance to its nearest training checkpoint
-    curves: dict[str, Curve] = field(default_factory=dict)  # start -> fine-tuning curve on the test split
-
-    @property
-    def trained_mean(self) -> float:
-        return statistics.mean(self.trained)
-
-    def steps_to_trained(self) -> dict[str, int | None]:
-        return {name: c.steps_to(self.trained_mean) for name, c in self.curves.items()}
-
-    def to_dict(self) -> dict[str, object]:
-        t = self.trained_mean
-        return {"trained_mean": round(t, 4), "random_init": round(self.random_init, 4),
-                "retrieved": round(self.retrieved, 4), "retrieved_from": self.retrieved_from,
-                "generated": [round(a, 4) for a in self.generated],
-                "generated_mean": round(statistics.mean(self.generated), 4),
-                "generated_best_of_n": round(self.generated_best, 4),
-                "generated_best_vs_trained": round(self.generated_best / t, 4),
-                "retrieved_vs_trained": round(self.retrieved / t, 4),
-                "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
-                "steps_to_trained_accuracy": self.steps_to_trained(),
-                "curves": {k: {"steps": list(c.steps), "accuracy": [round(a, 4) for a in c.accuracy]}
-                           for k, c in self.curves.items()}}
-
-
-def tokenizer_fidelity(gen: Generator, data: ZooData) -> Fidelity:
-    """Every training checkpoint decoded from its own tokens, against its recorded accuracy."""
-    rel = []
-    for e in data.examples:
-        decoded = gen.tokenizer.decode(gen.tokenizer.encode(e.chunks), e.chunks)
-        family = get_family(e.checkpoint.family)
-        net = family.rebuild(e.checkpoint.arch, unchunk(decoded))
-        rel.append(evaluate(net, e.checkpoint.dataset) / e.checkpoint.metrics["accuracy"])
-    return Fidelity(statistics.mean(rel), min(rel), tuple(rel), float(gen.info.get("tokenizer_perplexity", 0.0)),
-                    int(gen.info.get("tokenizer_live_codes", 0)))
-
-
-def _conditions(registry, gen: Generator, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
-    spec = resolve_arch(ARCH)
-    ds = torch.tensor(get_embedding(registry, "dataset", dataset, gen.dataset_encoder).vector)
-    arch = torch.tensor(embed_arch(registry, spec, encoder=gen.text_encoder).vector)
-    return ds, arch
-
-
-def _distances(nets: Sequence[nn.Module], train_flats: torch.Tensor) -> tuple[float, ...]:
+def distances(nets: Sequence[nn.Module], train_flats: torch.Tensor) -> tuple[float, ...]:
+    """Each network's relative L2 distance to the nearest row of ``train_flats`` (flat weights)."""
     norms = train_flats.norm(dim=1)
-    return tuple(float(((train_flats - _flat(n)).norm(dim=1) / norms).min()) for n in nets)
+    return tuple(float(((train_flats - flat_weights(n)).norm(dim=1) / norms).min()) for n in nets)
 
 
-def seen_tasks(registry, gen: Generator, records: Sequence[CheckpointRecord], *, n: int = 5,  # type: ignore[no-untyped-def]
-               seed: int = 0, sampling: Mapping[str, float] | None = None) -> list[SeenTask]:
-    """``n`` samples per training task, scored on the task's test split."""
-    sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
-    spec = resolve_arch(ARCH)
-    flats = torch.stack([_flat(registry.load(r)) for r in records])
-    out = []
-    for task in dict.fromkeys(r.dataset for r in records):  # training tasks, in the records' order
-        ds, arch = _conditions(registry, gen, task)
-        nets = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
-        pre = tuple(r.metrics["accuracy"] for r in records if r.dataset == task)
-        out.append(SeenTask(task, pre, tuple(evaluate(m, task) for m in nets), _distances(nets, flats)))
-        log.info("seen task %s: best %.3f of pretrained mean %.3f", task, out[-1].best, out[-1].pretrained_mean)
-    return out
-
-
-def train_reference(task: str, *, seeds: int = 3, steps: int = 200, lr: float = 3e-3, batch_size: int = 32
-                    ) -> list[nn.Module]:
-    """Networks trained on ``task`` exactly as the tiny zoo trains its members (they stay out of the registry)."""
-    train_set, _ = task_data(task)
-    return [train_member(train_set, 1000 + seed, steps=steps, lr=lr, batch_size=batch_size) for seed in range(seeds)]
-
-
-def held_out_task(registry, gen: Generator, task: str, records: Sequence[CheckpointRecord], *,  # type: ignore[no-untyped-def]
-                  n: int = 5, seed: int = 0, support: int = 100, reference_seeds: int = 3, reference_steps: int = 200,
-                  fine_tune_steps: int = 200, eval_every: int = 10, lr: float = 3e-3, batch_size: int = 32,
-                  sampling: Mapping[str, float] | None = None) -> HeldOutTask:
-    """Zero-shot generation for ``task`` (registered as a dataset if it is not), then fine-tuning curves.
-
-    Best-of-``n`` (and the best retrieved checkpoint) are chosen on ``support`` labelled training images,
-    never on the test split they are reported on. The reference networks are trained like zoo members
-    (``reference_steps``); fine-tuning uses the tiny zoo's optimizer settings.
-    """
-    if any(r.dataset == task for r in records):
-        raise ValueError(f"{task!r} is a training task of this generator; a held-out task must be unseen")
-    sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
-    spec = resolve_arch(ARCH)
-    family = get_family(spec.family)
-    train_set, test_set = task_data(task)
-    if task not in {d.name for d in registry.datasets()}:
-        registry.register_dataset(task, train_set, description=TASKS[task].description)
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(train_set.labels), generator=g)[:support]
-    sx, sy = train_set.images[pick], train_set.labels[pick]
-    tx, ty = test_set.images, test_set.labels
-
-    trained = tuple(accuracy(m, tx, ty) for m in train_reference(task, seeds=reference_seeds, steps=reference_steps))
-    torch.manual_seed(seed)
-    random_net = family.build(spec)
-
-    neighbors = registry.nearest(spec, task, k=10)
-    cands = [registry.load(nb.checkpoint) for nb in neighbors]
-    best_i = max(range(len(cands)), key=lambda i: accuracy(cands[i], sx, sy)) if cands else None
-
-    ds, arch = _conditions(registry, gen, task)
-    nets = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
-    support_acc = [accuracy(m, sx, sy) for m in nets]
-    chosen = nets[max(range(n), key=support_acc.__getitem__)]
-    flats = torch.stack([_flat(registry.load(r)) for r in records])
-
-    starts = {"generated": chosen, "random": random_net}
-    if best_i is not None:
-        starts["retrieved"] = cands[best_i]
-    curves = {}
-    for name, net in starts.items():
-        _, curves[name] = fine_tune(net, train_set.images, train_set.labels, steps=fine_tune_steps, eval_x=tx,
-                                    eval_y=ty, eval_every=eval_every, lr=lr, batch_size=batch_size, seed=seed)
-    result = HeldOutTask(
-        task, trained, accuracy(random_net, tx, ty),
-        accuracy(cands[best_i], tx, ty) if best_i is not None else float("nan"),
-        neighbors[best_i].checkpoint.ref if best_i is not None else "",
-        tuple(accuracy(m, tx, ty) for m in nets), accuracy(chosen, tx, ty), _distances(nets, flats), curves)
-    log.info("held-out %s: generated %.3f, retrieved %.3f, random %.3f, trained %.3f", task, result.generated_best,
-             result.retrieved, result.random_init, result.trained_mean)
-    return result
+_flat, _distances = flat_weights, distances
 
 
 def sample_for(registry, gen: Generator, spec: ArchSpec, dataset: str, *, n: int = 1,  # type: ignore[no-untyped-def]
@@ -256,5 +77,4 @@ def weight_space_score(registry, gen: Generator, checkpoints: Sequence[Checkpoin
     return score
 
 
-__all__ = ["DEFAULT_SAMPLING", "Fidelity", "HeldOutTask", "SeenTask", "held_out_task", "sample_for", "seen_tasks",
-           "tokenizer_fidelity", "train_reference", "weight_space_score"]
+__all__ = ["DEFAULT_SAMPLING", "distances", "flat_weights", "sample_for", "weight_space_score"]

@@ -1,4 +1,7 @@
-"""The generator and the registry: train on registered checkpoints, store versions, load them back."""
+"""The generator and the registry: train on registered checkpoints, store versions, load them back.
+
+``training_checkpoints`` is zoo's (:func:`zoo.generators.training_checkpoints`), re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +12,15 @@ from typing import Any
 from igpg import distributed
 from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
+from igpg.plugin import IGPGKind
 from igpg.train import TrainConfig, train_generator
 from zoo.errors import GeneratorError
+from zoo.generators import training_checkpoints
 from zoo.plugins import resolve_arch
-from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
+from zoo.records import ArchSpec, GeneratorRecord
 from zoo.registry import Registry
 
 log = logging.getLogger(__name__)
-
-
-def training_checkpoints(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None,
-                         after: int | None = None) -> list[CheckpointRecord]:
-    """What :func:`train_on_registry` trains on: every checkpoint of ``family`` (or exactly ``arch``) that
-    names a dataset and was not itself generated, oldest first (``after``: only those with a larger id)."""
-    spec = resolve_arch(arch) if arch else None
-    recs = [r for r in registry.search(family=family, arch=spec, after=after) if r.dataset and r.origin != "generated"]
-    recs.sort(key=lambda r: r.id)
-    return recs
 
 
 def train_on_registry(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None,
@@ -62,14 +57,12 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
 
         def store() -> GeneratorRecord:
             metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
-            rec = registry.add_generator(gen.to_bytes(), name=name, families=sorted({r.family for r in recs}),
-                                         config={"k": k, "dataset_encoder": data.dataset_encoder,
-                                                 "text_encoder": data.text_encoder, **gen.info["train_config"],
-                                                 "scope": {"family": family,
-                                                           "arch": spec.to_json() if spec else None},
-                                                 **dict(meta or {})},
-                                         metrics=metrics, trained_on=[r.id for r in recs],
-                                         status="promoted" if promote else "candidate")
+            rec = IGPGKind().store(registry, gen, name=name, families=sorted({r.family for r in recs}),
+                                   config={"k": k, "dataset_encoder": data.dataset_encoder,
+                                           "text_encoder": data.text_encoder, **gen.info["train_config"],
+                                           "scope": {"family": family, "arch": spec.to_json() if spec else None},
+                                           **dict(meta or {})},
+                                   metrics=metrics, trained_on=[r.id for r in recs], promote=promote)
             log.info("stored generator %s (%d checkpoints)", rec.ref, len(recs))
             return rec
 
@@ -83,3 +76,6 @@ def load_generator(registry: Registry, ref: str | int | GeneratorRecord = "igpg"
                    ) -> Generator:
     """A stored generator version, hash-verified, ready to sample."""
     return Generator.from_bytes(registry.load_generator_bytes(ref), device=device)
+
+
+__all__ = ["load_generator", "train_on_registry", "training_checkpoints"]

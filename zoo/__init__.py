@@ -2,6 +2,10 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from zoo.chunking import Chunks, chunk, unchunk
+from zoo.datasets import ImageDataset, as_dataset
+from zoo.embeddings import Neighbor
+from zoo.encoders import ClassPooledEncoder, DatasetEncoder, TextEncoder
 from zoo.errors import (
     ArchitectureMismatchError,
     CheckpointError,
@@ -22,12 +26,10 @@ from zoo.errors import (
     UnsafeCheckpointError,
     ZooError,
 )
-from zoo.chunking import Chunks, chunk, unchunk
-from zoo.datasets import ImageDataset, as_dataset
-from zoo.embeddings import Neighbor
-from zoo.encoders import ClassPooledEncoder, DatasetEncoder, TextEncoder
 from zoo.family import ArchitectureFamily, Layout, TensorSlot
+from zoo.generators import GeneratorKind, generator_kinds, get_generator_kind, list_generator_kinds
 from zoo.hookspecs import hookimpl
+from zoo.jobs import Lease, job_runs
 from zoo.plugins import (
     detect_arch,
     families,
@@ -50,9 +52,6 @@ from zoo.provision import (
     retrieve,
     retrieve_or_generate,
 )
-from zoo.jobs import Lease, job_runs
-from zoo.registry import Registry
-from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, reindex
 from zoo.records import (
     AliasRecord,
     ArchSpec,
@@ -63,6 +62,8 @@ from zoo.records import (
     JobRunRecord,
     VerifyReport,
 )
+from zoo.registry import Registry
+from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, reindex
 from zoo.training import Curve, fine_tune_module
 
 try:
@@ -71,6 +72,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "DEFAULT_MIN_SIMILARITY",
     "AliasRecord",
     "ArchSpec",
     "ArchitectureFamily",
@@ -78,11 +80,10 @@ __all__ = [
     "Candidate",
     "CheckpointError",
     "CheckpointRecord",
-    "ClassPooledEncoder",
     "Chunks",
+    "ClassPooledEncoder",
     "ConfigError",
     "Curve",
-    "DEFAULT_MIN_SIMILARITY",
     "DatasetEncoder",
     "DatasetError",
     "DatasetRecord",
@@ -90,6 +91,7 @@ __all__ = [
     "EmbeddingRecord",
     "GeneratorDecision",
     "GeneratorError",
+    "GeneratorKind",
     "GeneratorRecord",
     "ImageDataset",
     "IntegrityError",
@@ -103,9 +105,9 @@ __all__ = [
     "Neighbor",
     "NoWeightsError",
     "NotFoundError",
-    "RegistryMissingError",
     "Provision",
     "Registry",
+    "RegistryMissingError",
     "ReindexConfig",
     "ReindexReport",
     "RetrievalPolicy",
@@ -123,11 +125,14 @@ __all__ = [
     "families",
     "fine_tune_module",
     "generate",
+    "generator_kinds",
     "get_family",
+    "get_generator_kind",
     "hookimpl",
     "job_runs",
     "list_architectures",
     "list_families",
+    "list_generator_kinds",
     "list_plugins",
     "load_plugins",
     "register_plugin",

@@ -16,9 +16,10 @@ from zoo.errors import ZooError
 log = logging.getLogger("zoo")
 
 
-def _registry(ctx: click.Context, *, create: bool = False):  # type: ignore[no-untyped-def]
-    """The registry the command works on. Only commands that add (``create=True``) may create one: the others
-    fail naming the path, so that a mistyped ``--registry`` is not a new, empty registry."""
+def registry_of(ctx: click.Context, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """The registry the command works on (for plugin commands too). Only commands that add (``create=True``)
+    may create one: the others fail naming the path, so that a mistyped ``--registry`` is not a new, empty
+    registry."""
     from zoo.registry import Registry
 
     obj = ctx.ensure_object(dict)
@@ -28,15 +29,22 @@ def _registry(ctx: click.Context, *, create: bool = False):  # type: ignore[no-u
     return obj["registry"]
 
 
+_registry = registry_of
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
-def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    """Print ``data`` as JSON with ``--json``, else call ``human()`` (for plugin commands too)."""
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         human()
+
+
+_emit = emit
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> None:
@@ -61,7 +69,26 @@ _HEADERS = ["REF", "FAMILY", "ARCH", "PARAMS", "DATASET", "METRICS", "ORIGIN", "
 
 class ZooGroup(click.Group):
     """The command group: a :class:`~zoo.ZooError` from any command (a plugin's too) becomes one line on
-    stderr and exit code 1, however the CLI is invoked."""
+    stderr and exit code 1, however the CLI is invoked. Plugins' commands (``zoo_register_commands``: the
+    generator's ``train``, the main job's ``demo``) are added on the first lookup, and again when the set
+    of plugins changes."""
+
+    _plugins_generation: int | None = None
+
+    def _add_plugin_commands(self) -> None:
+        from zoo import plugins
+
+        if self._plugins_generation != plugins.generation():
+            plugins.get_plugin_manager().hook.zoo_register_commands(cli=self)
+            self._plugins_generation = plugins.generation()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -311,15 +338,19 @@ def verify(ctx: click.Context, repair: bool, grace_s: float | None, as_json: boo
 @cli.command()
 @json_option
 def plugins(as_json: bool) -> None:
-    """List loaded plugins and the architecture families they provide."""
+    """List loaded plugins and the architecture families and generator kinds they provide."""
+    from zoo.generators import generator_kinds
     from zoo.plugins import families, list_plugins
 
     infos = list_plugins()
     fams = families()
+    kinds = generator_kinds()
     data = {"plugins": [{"name": p.name, "source": p.source, "module": p.module, "hooks": list(p.hooks),
                          "error": p.error} for p in infos],
             "families": {n: {"summary": f.summary, "variants": f.variants(), "plugin": type(f).__module__}
-                         for n, f in fams.items()}}
+                         for n, f in fams.items()},
+            "generator_kinds": {n: {"description": k.description, "plugin": type(k).__module__}
+                                for n, k in kinds.items()}}
 
     def human() -> None:
         _table([[p.name, p.source, p.module, ", ".join(h.removeprefix("zoo_") for h in p.hooks) or p.error]
@@ -327,6 +358,10 @@ def plugins(as_json: bool) -> None:
         click.echo("")
         _table([[n, f.summary, ", ".join(f.variants()[:6]) + (" ..." if len(f.variants()) > 6 else "")]
                 for n, f in fams.items()], ["FAMILY", "SUMMARY", "VARIANTS"])
+        if kinds:
+            click.echo("")
+            _table([[n, k.description, type(k).__module__] for n, k in kinds.items()],
+                   ["GENERATOR KIND", "DESCRIPTION", "PLUGIN"])
 
     _emit(data, as_json, human)
 
@@ -380,38 +415,6 @@ def nearest(ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | 
     _emit([{"ref": h.checkpoint.ref, "similarity": h.similarity, "dataset": h.dataset} for h in hits], as_json,
           lambda: _table([[h.checkpoint.ref, f"{h.similarity:.4f}", h.dataset] for h in hits],
                          ["REF", "SIMILARITY", "DATASET"]))
-
-
-@cli.command()
-@click.option("--family", help="Train on every checkpoint of this family that names a dataset.")
-@click.option("--arch", help="Train on checkpoints of exactly this architecture.")
-@click.option("--k", default=16, show_default=True, help="Chunk size (values per chunk).")
-@click.option("--tokenizer-steps", default=2000, show_default=True, help="Stage 1 optimizer steps.")
-@click.option("--prior-steps", default=1500, show_default=True, help="Stage 2 optimizer steps.")
-@click.option("--levels", default=6, show_default=True, help="Residual quantization levels (tokens per chunk).")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
-@click.option("--name", default="igpg", show_default=True, help="Generator name; each run adds a version.")
-@click.option("--promote", is_flag=True, help="Mark the new version as the one to serve.")
-@json_option
-@click.pass_context
-def train(ctx: click.Context, family: str | None, arch: str | None, k: int, tokenizer_steps: int, prior_steps: int,
-          levels: int, device: str, name: str, promote: bool, as_json: bool) -> None:
-    """Train the generator (stage 1 tokenizer, stage 2 prior) on registered checkpoints and store it.
-
-    Under torchrun (`torchrun --standalone --nproc_per_node N -m zoo train ...`) every process trains in
-    DDP; rank 0 alone stores the generator and prints the result.
-    """
-    from igpg import TokenizerConfig, TrainConfig, distributed, train_on_registry
-
-    cfg = TrainConfig(tokenizer=TokenizerConfig(levels=levels), tokenizer_steps=tokenizer_steps,
-                      prior_steps=prior_steps, device=device)
-    _, rec = train_on_registry(_registry(ctx), family=family, arch=arch, k=k, config=cfg, name=name,
-                               promote=promote)
-    if not distributed.is_main():
-        return
-    _emit({"ref": rec.ref, "status": rec.status, "trained_on": len(rec.trained_on), "metrics": dict(rec.metrics)},
-          as_json, lambda: click.echo(f"stored {rec.ref} ({rec.status}), trained on {len(rec.trained_on)} "
-                                      f"checkpoints: {json.dumps(dict(rec.metrics))}"))
 
 
 @cli.command()
@@ -491,49 +494,6 @@ def get(ctx: click.Context, arch: str, dataset: str, out: str | None, min_simila
 
 
 @cli.command()
-@click.option("--out", default="zoo-run", show_default=True, type=click.Path(file_okay=False),
-              help="Working folder for registry.db, report.md and figure.png (an existing zoo there is reused).")
-@click.option("--tasks", default=None, help="Comma-separated training tasks (default: 8, MNIST ones when found).")
-@click.option("--held-out", default=None, help="Comma-separated held-out tasks (default: digits-rot15, mnist-rot180).")
-@click.option("--per-task", default=6, show_default=True, help="Checkpoints (seeds) per task.")
-@click.option("--samples", default=5, show_default=True, help="Generated networks per task (best-of-n).")
-@click.option("--tokenizer-steps", default=None, type=int, help="Generator stage-1 steps (default: the fast run's).")
-@click.option("--prior-steps", default=None, type=int, help="Generator stage-2 steps (default: the fast run's).")
-@click.option("--fine-tune-steps", default=150, show_default=True, help="Fine-tuning steps on held-out tasks.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
-@click.option("--mnist", "mnist_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder with the MNIST IDX files (default: $ZOO_MNIST_DIR or ../shared/data/mnist).")
-@click.option("--no-pretrained", is_flag=True, help="Skip importing the real pretrained ResNets.")
-def demo(out: str, tasks: str | None, held_out: str | None, per_task: int, samples: int,
-         tokenizer_steps: int | None, prior_steps: int | None, fine_tune_steps: int, device: str,
-         mnist_dir: str | None, no_pretrained: bool) -> None:
-    """The main job: build the tiny zoo, train the generator, retrieve or generate, fine-tune, and report.
-
-    The defaults take under 10 minutes on 2 CPU cores; raise --per-task, --samples and the step counts
-    (and use --device cuda) for a bigger run.
-    """
-    import os
-
-    from zoo.demo import DemoConfig, fast_generator_config, run_demo
-
-    if mnist_dir:
-        os.environ["ZOO_MNIST_DIR"] = mnist_dir
-    gen = fast_generator_config()
-    if tokenizer_steps is not None:
-        gen.tokenizer_steps = tokenizer_steps
-    if prior_steps is not None:
-        gen.prior_steps = prior_steps
-    def split(value: str | None) -> tuple[str, ...] | None:
-        return tuple(t.strip() for t in value.split(",") if t.strip()) if value else None
-
-    cfg = DemoConfig(tasks=split(tasks), held_out=split(held_out), per_task=per_task, samples=samples,
-                     fine_tune_steps=fine_tune_steps, generator=gen, device=device,
-                     import_pretrained=not no_pretrained)
-    report = run_demo(out, cfg)
-    click.echo(f"report: {report}")
-
-
-@cli.command()
 @click.option("--watch", "watch", multiple=True, envvar="ZOO_WATCH_DIRS", type=click.Path(file_okay=False),
               help="Folder to import new checkpoint files from, recursively (repeatable; default: $ZOO_WATCH_DIRS, "
                    "separated by ':'). A sidecar NAME.json beside NAME.safetensors gives name, dataset, metrics, ...")
@@ -547,9 +507,10 @@ def demo(out: str, tasks: str | None, held_out: str | None, per_task: int, sampl
 @click.option("--no-verify", is_flag=True, help="Do not hash every blob.")
 @click.option("--no-embeddings", is_flag=True, help="Do not refresh stale vectors and indexes.")
 @click.option("--keep-orphans", is_flag=True, help="Report orphan blobs instead of removing them.")
-@click.option("--evaluator", type=click.Choice(["weights", "tinyzoo"]), default="weights", show_default=True,
-              help="How candidate generators are scored against the current one: closeness of samples to the "
-                   "registered weights (no data needed), or sample accuracy on the tiny-zoo tasks.")
+@click.option("--evaluator", default="weights", show_default=True, metavar="NAME",
+              help="How candidate generators are scored against the current one: 'weights', the generator "
+                   "kind's own score (IGPG's: closeness of samples to the registered weights, no data needed), "
+                   "or one a plugin registers (the main job's 'tinyzoo': sample accuracy on the tiny-zoo tasks).")
 @click.option("--device", default=None, help="Device to train and score generators on (default: CPU / the "
               "generator's own setting).")
 @json_option
@@ -563,15 +524,20 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
     """
     import signal
 
-    from zoo.reindexing import EVALUATORS, ReindexConfig
+    from zoo.reindexing import ReindexConfig, evaluators
     from zoo.reindexing import reindex as run_reindex
+
+    known = evaluators()
+    if evaluator not in known:
+        raise click.BadParameter(f"{evaluator!r} is not an evaluator; choose from {', '.join(sorted(known))}",
+                                 param_hint="'--evaluator'")
 
     def _terminated(signum: int, _frame: Any) -> None:  # a scheduler stopping the job: record it, free the lease
         raise SystemExit(128 + signum)
 
     cfg = ReindexConfig(watch=list(watch), wait_s=wait_s, lease_ttl_s=lease_ttl_s, retrain_min=retrain_min,
                         retrain=not no_retrain, verify=not no_verify, embeddings=not no_embeddings,
-                        repair_orphans=not keep_orphans, evaluator=EVALUATORS[evaluator](), device=device)
+                        repair_orphans=not keep_orphans, evaluator=known[evaluator](), device=device)
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
         rep = run_reindex(_registry(ctx, create=True), cfg)
@@ -629,9 +595,7 @@ def jobs(ctx: click.Context, kind: str | None, status: str | None, limit: int, a
 
 
 def _add_plugin_commands() -> None:
-    from zoo.plugins import get_plugin_manager
-
-    get_plugin_manager().hook.zoo_register_commands(cli=cli)
+    cli._add_plugin_commands()  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
     from zoo.family import ArchitectureFamily
+    from zoo.generators import Evaluator, GeneratorKind
     from zoo.records import ArchSpec
 
 PROJECT = "zoo"
@@ -25,7 +26,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def zoo_register_families(register: Callable[["ArchitectureFamily"], None]) -> None:
+def zoo_register_families(register: Callable[[ArchitectureFamily], None]) -> None:
     """Register architecture families.
 
     Call ``register(family)`` once per :class:`~zoo.family.ArchitectureFamily` instance the plugin
@@ -52,12 +53,31 @@ def zoo_register_text_encoders(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def zoo_register_commands(cli: "click.Group") -> None:
+def zoo_register_generators(register: Callable[[GeneratorKind], None]) -> None:
+    """Register generator kinds.
+
+    Call ``register(kind)`` once per :class:`~zoo.generators.GeneratorKind` instance the plugin provides
+    (IGPG registers itself this way). Provision, re-indexing and the CLI find a stored generator version's
+    kind by the name in its config. A kind whose name is already taken replaces it with a warning.
+    """
+
+
+@hookspec
+def zoo_register_evaluators(register: Callable[[str, Callable[[], Evaluator | None]], None]) -> None:
+    """Register named generator evaluators (what ``zoo reindex --evaluator NAME`` accepts).
+
+    Call ``register(name, make)``: ``make()`` returns an evaluator, a callable ``(registry, generator,
+    checkpoints, seed) -> score`` (higher is better), or None for the generator kind's own default.
+    """
+
+
+@hookspec
+def zoo_register_commands(cli: click.Group) -> None:
     """Add commands to the ``zoo`` command-line interface by calling ``cli.add_command(...)``."""
 
 
 @hookspec(firstresult=True)
-def zoo_resolve_architecture(name: str, overrides: Mapping[str, Any]) -> "ArchSpec | None":
+def zoo_resolve_architecture(name: str, overrides: Mapping[str, Any]) -> ArchSpec | None:
     """Turn an architecture name (e.g. ``"resnet20"``) and settings into a spec.
 
     Stops at the first non-None result. The built-in implementation (tried last) asks every registered
@@ -66,7 +86,7 @@ def zoo_resolve_architecture(name: str, overrides: Mapping[str, Any]) -> "ArchSp
 
 
 @hookspec(firstresult=True)
-def zoo_detect_architecture(state_dict: Mapping[str, "torch.Tensor"]) -> "ArchSpec | None":
+def zoo_detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec | None:
     """Recognise the architecture of a state dict from its keys and shapes.
 
     Stops at the first non-None result. The built-in implementation (tried last) asks every registered

@@ -208,7 +208,15 @@ def reset_plugins() -> None:
         _generation += 1
 
 
-def _collect(hook: str) -> dict[str, Any]:
+def generation() -> int:
+    """A number that changes whenever the set of plugins changes (for caches of what plugins register)."""
+    get_plugin_manager()
+    return _generation
+
+
+def collect(hook: str) -> dict[str, Any]:
+    """What every plugin registers through the registration hook ``hook``, by ``name`` (or ``id``); a key
+    registered twice warns and the later registration wins."""
     pm = get_plugin_manager()
     found: dict[str, Any] = {}
 
@@ -228,7 +236,7 @@ def families() -> dict[str, ArchitectureFamily]:
     get_plugin_manager()
     with _lock:
         if _family_cache is None or _family_cache[0] != _generation:
-            found = _collect("zoo_register_families")
+            found = collect("zoo_register_families")
             for name, fam in found.items():
                 if not isinstance(fam, ArchitectureFamily):
                     raise ZooError(f"plugin registered {fam!r} as family {name!r}, but it is not an ArchitectureFamily")

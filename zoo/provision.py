@@ -63,7 +63,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -71,6 +71,7 @@ from safetensors.torch import save as st_save
 from sqlalchemy import select
 from torch import nn
 
+from zoo.atomic import atomic_write
 from zoo.datasets import BUILTIN_SOURCES, ImageDataset, as_dataset, load_source
 from zoo.embeddings import (
     DATASET,
@@ -84,16 +85,22 @@ from zoo.embeddings import (
     tie_metric,
 )
 from zoo.encoders import get_dataset_encoder
-from zoo.atomic import atomic_write
-from zoo.errors import ConfigError, DatasetError, GeneratorError, IntegrityError, NotFoundError, NoWeightsError, ZooError
+from zoo.errors import (
+    ConfigError,
+    DatasetError,
+    GeneratorError,
+    IntegrityError,
+    NotFoundError,
+    NoWeightsError,
+    UnknownPluginError,
+    ZooError,
+)
+from zoo.generators import GeneratorKind, kind_of
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry, _unshare
 from zoo.store import models as m
 from zoo.training import accuracy
-
-if TYPE_CHECKING:  # igpg imports zoo: import it lazily at run time
-    from igpg.generator import Generator
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +143,7 @@ class RetrievalPolicy:
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
 
-    def with_options(self, **options: Any) -> "RetrievalPolicy":
+    def with_options(self, **options: Any) -> RetrievalPolicy:
         """A copy with some fields replaced; unknown names raise :class:`ConfigError` listing the known ones."""
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(options) - known)
@@ -367,25 +374,35 @@ def _score(module: nn.Module, lab: tuple[torch.Tensor, torch.Tensor], device: st
     return accuracy(module, lab[0].to(device), lab[1].to(device))
 
 
-_generators: dict[tuple[str, str], Any] = {}  # (blob sha256, device) -> Generator: content-addressed, safe to share
+_generators: dict[tuple[str, str], Any] = {}  # (blob sha256, device) -> generator: content-addressed, safe to share
 _generators_lock = threading.Lock()
 _GENERATOR_CACHE = 2  # loaded generators kept per process
 
 
-def _load_generator(registry: Registry, rec: GeneratorRecord, device: str | torch.device) -> "Generator":
-    from igpg.registry_io import load_generator
+@dataclass(frozen=True)
+class _Loaded:
+    """A stored generator version loaded for sampling: its record, its kind (the contract) and the object."""
 
+    record: GeneratorRecord
+    kind: GeneratorKind
+    generator: Any
+
+    def knows(self, spec: ArchSpec) -> bool:
+        return self.kind.knows(self.generator, spec)
+
+
+def _load_generator(registry: Registry, rec: GeneratorRecord, device: str | torch.device) -> _Loaded:
+    kind = kind_of(rec)
     key = (rec.sha256, str(device))
     with _generators_lock:
         hit = _generators.get(key)
-    if hit is not None:
-        return hit
-    gen = load_generator(registry, rec, device=device)
-    with _generators_lock:
-        while len(_generators) >= _GENERATOR_CACHE:
-            _generators.pop(next(iter(_generators)))
-        _generators[key] = gen
-    return gen
+    if hit is None:
+        hit = kind.load_record(registry, rec, device=device)
+        with _generators_lock:
+            while len(_generators) >= _GENERATOR_CACHE:
+                _generators.pop(next(iter(_generators)))
+            _generators[key] = hit
+    return _Loaded(rec, kind, hit)
 
 
 def _trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, str], bool]:
@@ -395,12 +412,12 @@ def _trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, 
 
 
 def _select_generator(registry: Registry, spec: ArchSpec, ref: str | int | None, device: str | torch.device
-                      ) -> tuple[GeneratorRecord, "Generator"]:
+                      ) -> tuple[GeneratorRecord, _Loaded]:
     """The generator version to sample ``spec`` from, loaded; :class:`_NoGenerator` (with why) if none."""
     if ref is not None:
         rec = registry.get_generator(ref)
         gen = _load_generator(registry, rec, device)
-        if spec.key not in gen.stats:
+        if not gen.knows(spec):
             known = sorted(_trained_archs(registry, rec)[0].values()) or ["(unknown)"]
             raise GeneratorError(f"generator {rec.ref} was not trained on {_label(spec)} (it knows "
                                  f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
@@ -412,8 +429,13 @@ def _select_generator(registry: Registry, spec: ArchSpec, ref: str | int | None,
     for rec in recs:
         archs, complete = _trained_archs(registry, rec)
         if spec.key in archs or not complete:  # trained on it, or cannot tell without loading it
+            try:
+                kind_of(rec)
+            except UnknownPluginError as exc:  # made by a generator plugin that is not installed here
+                seen.append(f"{rec.ref} ({rec.status}) cannot be used: {exc}")
+                continue
             gen = _load_generator(registry, rec, device)
-            if spec.key in gen.stats:
+            if gen.knows(spec):
                 return rec, gen
         knows = ", ".join(sorted(set(archs.values()))) or "other architectures"
         seen.append(f"{rec.ref} ({rec.status}) knows {knows}")
@@ -422,12 +444,13 @@ def _select_generator(registry: Registry, spec: ArchSpec, ref: str | int | None,
     raise _NoGenerator(f"no generator is trained for family {spec.family!r}")
 
 
-def _sample(registry: Registry, spec: ArchSpec, query: _Query, gen: "Generator", n: int, policy: RetrievalPolicy,
+def _sample(registry: Registry, spec: ArchSpec, query: _Query, gen: _Loaded, n: int, policy: RetrievalPolicy,
             device: str | torch.device) -> list[nn.Module]:
-    ds = torch.from_numpy(np.array(query.vector(gen.dataset_encoder), dtype=np.float32))
-    arch = torch.from_numpy(np.array(embed_arch(registry, spec, encoder=gen.text_encoder).vector, dtype=np.float32))
-    nets = gen.sample(spec, ds, arch, n, temperature=policy.temperature, top_k=policy.top_k, top_p=policy.top_p,
-                      guidance=policy.guidance, seed=policy.seed)
+    ds_encoder, text_encoder = gen.kind.encoders(gen.generator)
+    ds = np.array(query.vector(ds_encoder), dtype=np.float32)
+    arch = np.array(embed_arch(registry, spec, encoder=text_encoder).vector, dtype=np.float32)
+    nets = gen.kind.sample(gen.generator, spec, ds, arch, n, temperature=policy.temperature, top_k=policy.top_k,
+                           top_p=policy.top_p, guidance=policy.guidance, seed=policy.seed)
     return [net.to(device).eval() for net in nets]
 
 

@@ -21,8 +21,9 @@ and a run with nothing new does no work (its record says ``skipped``):
    (a build that was killed) are removed after the grace period.
 4. **generators**: for each promoted generator (per name and scope: the family or architecture it was
    trained on), when at least ``retrain_min`` checkpoints it could train on arrived since its watermark, a
-   candidate is trained with :func:`igpg.train_on_registry` (same scope, encoders and settings, resumable:
-   its training state lives in the work folder until it is stored). The candidate and the current version
+   candidate is trained by the version's generator kind (:meth:`zoo.generators.GeneratorKind.retrain`: same
+   scope, encoders and settings; IGPG's is resumable, its training state lives in the work folder until it
+   is stored). The candidate and the current version
    are scored by the same evaluator on the same checkpoints and seed; the candidate is promoted (and the
    current one retired) only when its score is at least the current one's, and retired otherwise. Both
    scores are in the report and the run's record. A candidate left unjudged by a killed run is judged by
@@ -64,6 +65,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from zoo.encoders.base import file_digest
 from zoo.errors import CheckpointError, ConfigError, LeaseHeldError, ZooError
+from zoo.generators import Evaluator, kind_of, kind_of_generator
 from zoo.jobs import DEFAULT_TTL_S, Lease, finish_run, mark_killed, record_run, start_run, update_run
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import ORPHAN_GRACE_S, Registry
@@ -73,9 +75,6 @@ from zoo.store.db import retry
 if TYPE_CHECKING:
     from torch import nn
 
-    from igpg.generator import Generator
-    from igpg.train import TrainConfig
-
 log = logging.getLogger(__name__)
 
 JOB = "reindex"  # the job's kind in job_runs and the name of its lease
@@ -84,10 +83,6 @@ SIDECAR_KEYS = ("name", "arch", "dataset", "metrics", "tags", "origin", "parent"
                 "weights", "strip_prefix")
 FLUSH_EVERY = 200  # files between writes of the import stage's bookkeeping (and of the run's progress)
 ENV_WATCH = "ZOO_WATCH_DIRS"  # watch directories, separated by os.pathsep
-
-Evaluator = Callable[[Registry, "Generator", Sequence[CheckpointRecord], int], float]
-"""Scores a generator: ``(registry, generator, checkpoints, seed) -> score``, higher is better."""
-
 
 @dataclass
 class ReindexConfig:
@@ -102,9 +97,9 @@ class ReindexConfig:
     sources: Mapping[str, Any] | None = None  # dataset name -> data, for stale datasets registered from memory
     retrain: bool = True  # retrain promoted generators when enough new checkpoints arrived
     retrain_min: int = 20  # new trainable checkpoints since a generator's watermark that trigger retraining
-    train_config: TrainConfig | None = None  # None: the settings the current generator was trained with
+    train_config: Any = None  # the kind's training settings (igpg.TrainConfig); None: the current version's
     device: str | None = None  # training and scoring device, e.g. "cuda" (None: the train config's; CPU to score)
-    evaluator: Evaluator | None = None  # None: igpg.evaluation.weight_space_score (needs no task data)
+    evaluator: Evaluator | None = None  # None: the generator kind's own score (IGPG's needs no task data)
     eval_seed: int = 0  # the seed both generators sample with when scored
     lease_ttl_s: float = DEFAULT_TTL_S  # a run that stops renewing its lease (killed) blocks others this long at most
     wait_s: float = 0.0  # how long to wait for a running job before giving up with LeaseHeldError
@@ -566,27 +561,6 @@ def _scope(registry: Registry, gen: GeneratorRecord) -> _Scope | None:
     return _Scope(next(iter(families)), None) if len(families) == 1 else None
 
 
-def _train_config(cfg: ReindexConfig, current: GeneratorRecord, work: Path) -> TrainConfig:
-    """The candidate's training settings: the configured ones, or those stored with the current version."""
-    from igpg.prior import PriorConfig
-    from igpg.tokenizer import TokenizerConfig
-    from igpg.train import TrainConfig
-
-    if cfg.train_config is not None:
-        base = cfg.train_config
-    else:
-        stored = dict(current.config)
-        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"tokenizer", "prior"}
-
-        def sub(kind: type, value: Any) -> Any:
-            allowed = {f.name for f in dataclasses.fields(kind)}
-            return kind(**{k: v for k, v in dict(value or {}).items() if k in allowed})
-
-        base = TrainConfig(tokenizer=sub(TokenizerConfig, stored.get("tokenizer")),
-                           prior=sub(PriorConfig, stored.get("prior")), **{k: v for k, v in stored.items() if k in names})
-    return dataclasses.replace(base, checkpoint_dir=str(work), device=cfg.device or base.device)
-
-
 def work_dir(registry: Registry, cfg: ReindexConfig | None = None) -> Path:
     """Where the job keeps resumable training state: ``work_dir``, or ``<blob root>.jobs`` beside the blobs."""
     if cfg is not None and cfg.work_dir is not None:
@@ -594,7 +568,7 @@ def work_dir(registry: Registry, cfg: ReindexConfig | None = None) -> Path:
     return registry.blobs.root.with_suffix(".jobs")
 
 
-def _score(evaluator: Evaluator, registry: Registry, gen: Generator, recs: Sequence[CheckpointRecord],
+def _score(evaluator: Evaluator, registry: Registry, gen: Any, recs: Sequence[CheckpointRecord],
            seed: int) -> float:
     score = float(evaluator(registry, gen, recs, seed))
     return score if math.isfinite(score) else -math.inf  # broken samples score worst
@@ -634,8 +608,8 @@ def _generator_stage(registry: Registry, cfg: ReindexConfig, run: _Run) -> None:
 def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: GeneratorRecord, scope: _Scope,
               gens: Sequence[GeneratorRecord], newest: int) -> GeneratorDecision:
     """Retrain (or resume judging) one promoted generator's successor, and promote it if it is not worse."""
-    from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
-
+    kind = kind_of(current)
+    training_checkpoints = kind.training_checkpoints
     later = [g for g in gens if g.name == current.name and g.id > current.id and g.config.get("trained_by") == JOB
              and _scope(registry, g) == scope]
     pending = next((g for g in later if g.status == "candidate"), None)
@@ -656,20 +630,17 @@ def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: Genera
                                      reason=f"{len(damaged)} checkpoint(s) it would train on have damaged blobs "
                                             f"({', '.join(damaged[:5])}); re-add or remove them")
         key = hashlib.sha256(json.dumps({"ids": [r.id for r in eligible], "current": current.id,
-                                         "config": None if cfg.train_config is None else cfg.train_config.to_dict()},
+                                         "config": _settings(cfg.train_config)},
                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
         root = work_dir(registry, cfg)
         work = root / f"train-{current.name}-{key}"
         for stale in root.glob(f"train-{current.name}-*") if root.is_dir() else ():
             if stale != work:  # state of a training whose data has changed since: it cannot be resumed
                 shutil.rmtree(stale, ignore_errors=True)
-        tcfg = _train_config(cfg, current, work)
         log.info("reindex: training a successor of %s on %d checkpoints (%d new)", current.ref, len(eligible), new)
-        gen, cand = train_on_registry(
-            registry, family=scope.family if scope.arch is None else None, arch=scope.arch,
-            k=int(current.config.get("k", 16)), config=tcfg, name=current.name,
-            dataset_encoder=current.config.get("dataset_encoder"), text_encoder=current.config.get("text_encoder"),
-            promote=False, progress=False, meta={"trained_by": JOB, "replaces": current.id})
+        gen, cand = kind.retrain(registry, current, family=scope.family if scope.arch is None else None,
+                                 arch=scope.arch, config=cfg.train_config, work_dir=str(work), device=cfg.device,
+                                 meta={"trained_by": JOB, "replaces": current.id})
         shutil.rmtree(work, ignore_errors=True)
         run.add("generators_trained")
     else:
@@ -677,17 +648,14 @@ def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: Genera
         log.info("reindex: judging %s, left unjudged by an earlier run", cand.ref)
     run.lease.check()
     device = "cpu" if cfg.device in (None, "auto") else cfg.device
-    gen = gen if gen is not None else load_generator(registry, cand, device=device)
-    cur_gen = load_generator(registry, current, device=device)
-    recs = [r for r in eligible if r.id not in run.damaged_ids and r.arch.key in gen.stats
-            and r.arch.key in cur_gen.stats]
+    gen = gen if gen is not None else kind_of(cand).load_record(registry, cand, device=device)
+    cur_gen = kind.load_record(registry, current, device=device)
+    recs = [r for r in eligible if r.id not in run.damaged_ids and kind.knows(gen, r.arch)
+            and kind.knows(cur_gen, r.arch)]
     if not recs:
         return GeneratorDecision(current.ref, scope.label, "skipped", new, cand.ref,
                                  reason="no undamaged checkpoint both versions know to score them on")
-    if cfg.evaluator is None:
-        from igpg.evaluation import weight_space_score as evaluator
-    else:
-        evaluator = cfg.evaluator
+    evaluator = cfg.evaluator if cfg.evaluator is not None else kind.score
     cur_score = _score(evaluator, registry, cur_gen, recs, cfg.eval_seed)
     cand_score = _score(evaluator, registry, gen, recs, cfg.eval_seed)
     run.lease.check()
@@ -707,30 +675,29 @@ def _consider(registry: Registry, cfg: ReindexConfig, run: _Run, current: Genera
 # ----------------------------------------------------------------------------------------------------
 # evaluators
 # ----------------------------------------------------------------------------------------------------
-def accuracy_evaluator(evaluate: Callable[[nn.Module, str], float] | None = None, *, samples: int = 2,
+def accuracy_evaluator(evaluate: Callable[[nn.Module, str], float], *, samples: int = 2,
                        max_datasets: int = 8) -> Evaluator:
     """An evaluator scoring a generator by the accuracy of its samples: mean over datasets and samples.
 
-    ``evaluate(module, dataset_name) -> accuracy`` knows the tasks (default: :func:`zoo.tinyzoo.evaluate`,
-    which knows the tiny-zoo tasks by their dataset names). Datasets ``evaluate`` does not know (``KeyError``)
-    are left out; up to ``max_datasets`` datasets with the newest checkpoints are used, ``samples`` networks each.
+    ``evaluate(module, dataset_name) -> accuracy`` knows the tasks (e.g. ``zoo_demo.tinyzoo.evaluate``, which
+    knows the tiny-zoo tasks by their dataset names; the main job's plugin registers that one as the
+    ``tinyzoo`` evaluator). Datasets ``evaluate`` does not know (``KeyError``) are left out; up to
+    ``max_datasets`` datasets with the newest checkpoints are used, ``samples`` networks each, sampled through
+    the generator's kind (:meth:`~zoo.generators.GeneratorKind.sample_for`).
     """
 
-    def score(registry: Registry, gen: Generator, checkpoints: Sequence[CheckpointRecord], seed: int) -> float:
-        from igpg.evaluation import sample_for
-
+    def score(registry: Registry, gen: Any, checkpoints: Sequence[CheckpointRecord], seed: int) -> float:
+        kind = kind_of_generator(gen)
         fn = evaluate
-        if fn is None:
-            from zoo.tinyzoo import evaluate as fn
         accs: list[float] = []
         seen: set[tuple[str, str]] = set()
         for rec in sorted(checkpoints, key=lambda r: -r.id):
             key = (rec.arch.key, rec.dataset or "")
-            if not rec.dataset or key in seen or rec.arch.key not in gen.stats or len(seen) >= max_datasets:
+            if not rec.dataset or key in seen or not kind.knows(gen, rec.arch) or len(seen) >= max_datasets:
                 continue
             seen.add(key)
             try:
-                nets = sample_for(registry, gen, rec.arch, rec.dataset, n=samples, seed=seed)
+                nets = kind.sample_for(registry, gen, rec.arch, rec.dataset, n=samples, seed=seed)
                 accs.extend(float(fn(net, rec.dataset)) for net in nets)
             except KeyError:  # a dataset the evaluate function does not know
                 continue
@@ -742,10 +709,32 @@ def accuracy_evaluator(evaluate: Callable[[nn.Module, str], float] | None = None
     return score
 
 
-EVALUATORS: dict[str, Callable[[], Evaluator | None]] = {  # names the CLI accepts for --evaluator
-    "weights": lambda: None,  # igpg.evaluation.weight_space_score: closeness of samples to registered weights
-    "tinyzoo": accuracy_evaluator,  # test accuracy of samples on the tiny-zoo tasks (zoo.tinyzoo.evaluate)
+EVALUATORS: dict[str, Callable[[], Evaluator | None]] = {  # built-in names the CLI accepts for --evaluator
+    "weights": lambda: None,  # the generator kind's own score (IGPG: closeness of samples to registered weights)
 }
+
+
+def evaluators() -> dict[str, Callable[[], Evaluator | None]]:
+    """Evaluator names (``zoo reindex --evaluator``) -> factories: the built-in ones and those plugins register
+    through ``zoo_register_evaluators`` (the main job's ``tinyzoo``)."""
+    from zoo.plugins import get_plugin_manager
+
+    found = dict(EVALUATORS)
+
+    def register(name: str, make: Callable[[], Evaluator | None]) -> None:
+        found[name] = make
+
+    get_plugin_manager().hook.zoo_register_evaluators(register=register)
+    return found
+
+
+def _settings(config: Any) -> Any:
+    """A JSON-ready form of a kind's training settings (what keys a training's resumable state)."""
+    if config is None or isinstance(config, Mapping):
+        return config
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config)
 
 
 __all__ = [
@@ -759,10 +748,11 @@ __all__ = [
     "ReindexConfig",
     "ReindexReport",
     "accuracy_evaluator",
+    "evaluators",
     "read_sidecar",
-    "sidecar_digest",
     "reindex",
     "scan",
+    "sidecar_digest",
     "watch_dirs_from_env",
     "work_dir",
 ]

@@ -1,180 +1,25 @@
-"""A tiny model zoo from real data: the standard tiny CNN trained on distinct digit-recognition tasks.
+"""Deprecated: the tiny zoo moved to :mod:`zoo_demo.tinyzoo` (the main job's package, above zoo and igpg).
 
-Tasks are built from scikit-learn's bundled digits (always there) and the MNIST test set (when its IDX
-files are found: ``$ZOO_MNIST_DIR`` or ``../shared/data/mnist``), under transformations (rotation,
-inversion, mirror) and class subsets (relabelled ``0..n-1``). Every task has a fixed stratified
-train/test split; checkpoints are registered with their dataset, their test accuracy and a ``task-<name>`` tag.
+``from zoo.tinyzoo import build_tiny_zoo`` keeps working with a :class:`DeprecationWarning`; the name is
+imported from :mod:`zoo_demo.tinyzoo` on first use, so importing zoo never imports the demo package.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
+import importlib
+import warnings
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, rotate
-from zoo.errors import DatasetError
-from zoo.plugins import get_family, resolve_arch
-from zoo.records import CheckpointRecord
-from zoo.registry import Registry
-from zoo.shared_data import shared_data_candidates
-from zoo.training import accuracy, train
-
-log = logging.getLogger(__name__)
-
-ARCH = "cnn-tiny"  # the standard zoo CNN: 1x28x28 in, 10 classes out
+_MOVED_TO = "zoo_demo.tinyzoo"
+_NAMES = frozenset([  # what zoo.tinyzoo exported
+    "ARCH", "HELD_OUT", "HELD_OUT_DIGITS_ONLY", "SEEN_DIGITS_ONLY", "SEEN_WITH_MNIST", "TASKS", "Task",
+    "build_tiny_zoo", "default_tasks", "evaluate", "held_out_tasks", "mnist_dir", "task_data", "train_member",
+])
 
 
-@dataclass(frozen=True)
-class Task:
-    """A classification task: a source, a transformation and optionally a class subset."""
-
-    name: str
-    source: str  # "digits" or "mnist"
-    transform: str = "none"  # "none", "rot90", "rot180", "rot270", "rot15", "invert", "mirror"
-    classes: tuple[int, ...] | None = None  # kept classes, relabelled 0..n-1 in this order
-
-    @property
-    def description(self) -> str:
-        what = {"digits": "scikit-learn 8x8 digits upsampled to 28x28", "mnist": "MNIST test set digits"}[self.source]
-        parts = [what]
-        if self.transform != "none":
-            parts.append(f"transformed: {self.transform}")
-        if self.classes is not None:
-            parts.append(f"classes {list(self.classes)} relabelled 0..{len(self.classes) - 1}")
-        return "; ".join(parts)
-
-
-TASKS: dict[str, Task] = {  # every task the builder knows
-    "digits": Task("digits", "digits"),
-    "digits-rot90": Task("digits-rot90", "digits", "rot90"),
-    "digits-rot180": Task("digits-rot180", "digits", "rot180"),
-    "digits-invert": Task("digits-invert", "digits", "invert"),
-    "digits-mirror": Task("digits-mirror", "digits", "mirror"),
-    "digits-0to4": Task("digits-0to4", "digits", classes=(0, 1, 2, 3, 4)),
-    "digits-5to9": Task("digits-5to9", "digits", classes=(5, 6, 7, 8, 9)),
-    "digits-rot270": Task("digits-rot270", "digits", "rot270"),
-    "mnist": Task("mnist", "mnist"),
-    "mnist-rot90": Task("mnist-rot90", "mnist", "rot90"),
-    "mnist-invert": Task("mnist-invert", "mnist", "invert"),
-    "mnist-5to9": Task("mnist-5to9", "mnist", classes=(5, 6, 7, 8, 9)),
-    "mnist-rot180": Task("mnist-rot180", "mnist", "rot180"),
-    "digits-rot15": Task("digits-rot15", "digits", "rot15"),
-    "mnist-rot15": Task("mnist-rot15", "mnist", "rot15"),
-}
-SEEN_DIGITS_ONLY = ("digits", "digits-rot90", "digits-rot180", "digits-invert", "digits-mirror", "digits-0to4",
-                    "digits-5to9", "digits-rot270")  # 8 tasks that need no MNIST files
-SEEN_WITH_MNIST = ("digits", "digits-rot90", "digits-invert", "digits-0to4", "mnist", "mnist-rot90",
-                   "mnist-invert", "mnist-5to9")  # 8 tasks from both sources
-HELD_OUT = ("digits-rot15", "mnist-rot180")  # never trained on: a near task (a small shift) and a far one
-HELD_OUT_DIGITS_ONLY = ("digits-rot15",)  # the held-out tasks that need no MNIST files
-
-
-def mnist_dir() -> Path | None:
-    """Where the MNIST IDX files are: ``$ZOO_MNIST_DIR``, or ``mnist/`` in the shared data folder."""
-    env = os.environ.get("ZOO_MNIST_DIR")
-    for cand in ([Path(env)] if env else []) + [c / "mnist" for c in shared_data_candidates()]:
-        if cand.is_dir() and find_mnist(cand) is not None:
-            return cand
-    return None
-
-
-def default_tasks() -> tuple[str, ...]:
-    """8 tasks: digits and MNIST when MNIST is available, digits-only variants otherwise."""
-    return SEEN_WITH_MNIST if mnist_dir() is not None else SEEN_DIGITS_ONLY
-
-
-def held_out_tasks() -> tuple[str, ...]:
-    """Tasks no zoo checkpoint is trained on (for zero-shot generation): near and far when MNIST is there."""
-    return HELD_OUT if mnist_dir() is not None else HELD_OUT_DIGITS_ONLY
-
-
-@lru_cache(maxsize=4)
-def _source(name: str, mnist_limit: int) -> ImageDataset:
-    if name == "digits":
-        return load_digits().map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
-    path = mnist_dir()
-    if path is None:
-        raise DatasetError("MNIST tasks need the MNIST IDX files; set ZOO_MNIST_DIR to the folder that holds them")
-    return load_mnist(path, limit=mnist_limit)
-
-
-_TRANSFORMS: dict[str, Callable[[ImageDataset], ImageDataset]] = {  # transform name -> dataset function
-    "none": lambda d: d,
-    "rot90": lambda d: rotate(d, 90),
-    "rot180": lambda d: rotate(d, 180),
-    "rot270": lambda d: rotate(d, 270),
-    "rot15": lambda d: rotate(d, 15),
-    "invert": invert,
-    "mirror": lambda d: d.map_images(lambda x: torch.flip(x, dims=(3,))),
-}
-
-
-def task_data(task: str | Task, *, mnist_limit: int = 5000, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
-    """(train, test) of a task: a stratified 80/20 split, fixed by ``seed``."""
-    t = TASKS[task] if isinstance(task, str) else task
-    data = _TRANSFORMS[t.transform](_source(t.source, mnist_limit))
-    if t.classes is not None:
-        data = data.select_classes(t.classes)
-    return data.split(0.8, seed=seed)
-
-
-def build_tiny_zoo(registry: Registry, tasks: Iterable[str] | None = None, *, per_task: int = 10, steps: int = 200,
-                   lr: float = 3e-3, batch_size: int = 32, mnist_limit: int = 5000, register_datasets: bool = True,
-                   progress: bool = True) -> list[CheckpointRecord]:
-    """Train ``per_task`` cnn-tiny checkpoints (seeds 0..) on each task and register them. Idempotent.
-
-    Every network gets about ``steps`` Adam steps (whole epochs), whatever the size of its task.
-
-    Checkpoints are named ``{task}-s{seed}``; one that is already registered is kept, not retrained.
-    Each task's training split is registered as a dataset of the task's name (with its embeddings).
-    """
-    spec = resolve_arch(ARCH)
-    names = list(tasks or default_tasks())
-    jobs = [(t, s) for t in names for s in range(per_task)]
-    existing = {r.name: r for r in registry.search(arch=spec)}
-    out: list[CheckpointRecord] = []
-    datasets = {d.name for d in registry.datasets() if d.num_samples}
-    for task, seed in tqdm(jobs, desc="build tiny zoo", unit="net", disable=not progress):
-        name = f"{task}-s{seed}"
-        train_set, test_set = task_data(task, mnist_limit=mnist_limit)
-        if register_datasets and task not in datasets:
-            registry.register_dataset(task, train_set, description=TASKS[task].description)
-            datasets.add(task)
-        if name in existing:
-            out.append(existing[name])
-            continue
-        model = train_member(train_set, seed, steps=steps, lr=lr, batch_size=batch_size)
-        acc = accuracy(model, test_set.images, test_set.labels)
-        out.append(registry.add(model, name=name, arch=spec, dataset=task, metrics={"accuracy": acc},
-                                tags=["tinyzoo", f"task-{task}"], origin="trained", exist_ok=True))
-    return out
-
-
-def train_member(train_set: ImageDataset, seed: int, *, steps: int = 200, lr: float = 3e-3,
-                 batch_size: int = 32) -> torch.nn.Module:
-    """One cnn-tiny trained as the zoo trains its members: init and data order from ``seed``, about ``steps``
-    Adam steps in whole epochs, whatever the size of the training split."""
-    spec = resolve_arch(ARCH)
-    torch.manual_seed(seed)
-    epochs = max(1, math.ceil(steps * batch_size / len(train_set.labels)))
-    return train(get_family(spec.family).build(spec), train_set.images, train_set.labels, epochs=epochs, seed=seed,
-                 lr=lr, batch_size=batch_size)
-
-
-def evaluate(model: torch.nn.Module, task: str, *, mnist_limit: int = 5000) -> float:
-    """Test accuracy of ``model`` on a task's test split."""
-    _, test_set = task_data(task, mnist_limit=mnist_limit)
-    return accuracy(model, test_set.images, test_set.labels)
-
-
-__all__ = ["ARCH", "HELD_OUT", "HELD_OUT_DIGITS_ONLY", "SEEN_DIGITS_ONLY", "SEEN_WITH_MNIST", "TASKS", "Task",
-           "build_tiny_zoo", "default_tasks", "evaluate", "held_out_tasks", "mnist_dir", "task_data", "train_member"]
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'zoo.tinyzoo' has no attribute {name!r}")
+    warnings.warn(f"zoo.tinyzoo.{name} moved to {_MOVED_TO}.{name}; import it from there", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(_MOVED_TO), name)

@@ -135,3 +135,85 @@ def test_every_hook_is_documented_in_the_guide() -> None:
     text = GUIDE.read_text()
     hooks = [n for n in dir(hookspecs) if n.startswith("zoo_") and callable(getattr(hookspecs, n))]
     assert hooks and all(f"`{h}(" in text for h in hooks), [h for h in hooks if f"`{h}(" not in text]
+
+
+# ----------------------------------------------------------------------------------------------------
+# a generator kind: the guide's zoo_meanweights, registered at run time, served through the contract
+# ----------------------------------------------------------------------------------------------------
+def guide_generator_example() -> str:
+    """The generator-kind module printed in the guide (after ``<!-- example: zoo_meanweights.py -->``)."""
+    m = re.search(r"<!-- example: zoo_meanweights\.py -->\s*```python\n(.*?)\n```", GUIDE.read_text(), re.S)
+    assert m, "the guide must hold the zoo_meanweights.py example"
+    return m.group(1) + "\n"
+
+
+@pytest.fixture
+def meanweights() -> Iterator[object]:
+    """The guide's module, importable as ``zoo_meanweights`` and registered as a plugin; removed afterwards."""
+    module = type(sys)("zoo_meanweights")
+    sys.modules["zoo_meanweights"] = module
+    exec(compile(guide_generator_example(), "zoo_meanweights.py", "exec"), module.__dict__)
+    name = zoo.register_plugin(module, name="meanweights")
+    try:
+        yield module
+    finally:
+        zoo.unregister_plugin(name)
+        sys.modules.pop("zoo_meanweights", None)
+
+
+def test_a_generator_kind_from_a_plugin_serves_requests(meanweights, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from zoo.generators import kind_of
+
+    assert "meanweights" in zoo.list_generator_kinds() and "igpg" in zoo.list_generator_kinds()
+    kind = zoo.get_generator_kind("meanweights")
+    spec = zoo.resolve_arch("cnn-tiny")
+    family = zoo.get_family("cnn")
+    g = torch.Generator().manual_seed(0)
+    data = zoo.as_dataset((torch.rand(60, 1, 28, 28, generator=g), torch.arange(60) % 10))
+    far = zoo.as_dataset((torch.rand(60, 1, 28, 28, generator=g).round(), torch.arange(60) % 10))
+    registry = zoo.Registry(tmp_path / "registry.db")
+    try:
+        registry.register_dataset("noise", data, encoders=["pixels"])
+        states = []
+        for seed in range(2):
+            torch.manual_seed(seed)
+            net = family.build(spec)
+            states.append(net.state_dict())
+            registry.add(net, name=f"noise-s{seed}", arch=spec, dataset="noise")
+        gen, rec = kind.train(registry, arch="cnn-tiny", promote=True, config={"noise": 0.0})
+        assert rec.ref == "meanweights:v1" and rec.config["kind"] == "meanweights" and kind_of(rec) is kind
+        assert kind.owns(gen) and not zoo.get_generator_kind("igpg").owns(gen)
+
+        p = zoo.generate("cnn-tiny", "noise", registry=registry)  # provision knows only the contract
+        assert p.source == "generated" and p.generator is not None and p.generator.ref == "meanweights:v1"
+        assert p.ref == "meanweights:v1#0" and "generated with meanweights:v1" in p.reason
+        mean = {k: (states[0][k] + states[1][k]) / 2 for k in states[0]}
+        assert all(torch.allclose(v, mean[k]) for k, v in p.module.state_dict().items())
+        q = zoo.retrieve_or_generate("cnn-tiny", far, registry=registry, min_similarity=0.9999)
+        assert q.source == "generated" and q.generator.ref == "meanweights:v1"  # type: ignore[union-attr]
+        r = zoo.retrieve_or_generate("cnn-tiny", "noise", registry=registry)
+        assert r.source == "retrieved"
+
+        again = kind.load_record(registry, rec)  # bytes -> object -> bytes
+        assert kind.dump(again) == kind.dump(gen)
+    finally:
+        registry.close()
+
+
+def test_a_version_whose_kind_is_not_installed_is_named_not_used(meanweights, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = zoo.resolve_arch("cnn-tiny")
+    registry = zoo.Registry(tmp_path / "registry.db")
+    try:
+        registry.register_dataset("d", zoo.as_dataset((torch.rand(20, 1, 28, 28), torch.arange(20) % 10)),
+                                  encoders=["pixels"])
+        torch.manual_seed(0)
+        registry.add(zoo.get_family("cnn").build(spec), name="d-s0", arch=spec, dataset="d")
+        zoo.get_generator_kind("meanweights").train(registry, arch="cnn-tiny", promote=True)
+        zoo.unregister_plugin("meanweights")
+        try:
+            with pytest.raises(zoo.NoWeightsError, match="meanweights:v1 \\(promoted\\) cannot be used.*meanweights"):
+                zoo.generate("cnn-tiny", "d", registry=registry)
+        finally:
+            zoo.register_plugin(meanweights, name="meanweights")
+    finally:
+        registry.close()

@@ -418,3 +418,46 @@ def test_acc_at_1_breaks_ties_without_being_named(registry: zoo.Registry) -> Non
     best = registry.add(_constant(1), name="best", dataset="digits", metrics={"acc@1": 0.99})
     registry.add(_constant(2), name="newer", dataset="digits", metrics={"acc@1": 0.5})
     assert zoo.retrieve("cnn-tiny", "digits", registry=registry).checkpoint.id == best.id
+
+
+# ----------------------------------------------------------------------------------------------------
+# layering: zoo talks to generators through zoo.generators only; igpg is a plugin above it
+# ----------------------------------------------------------------------------------------------------
+_RETRIEVE = """
+import json, sys, torch, zoo
+reg = zoo.Registry(sys.argv[1])
+data = zoo.as_dataset((torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 10))
+reg.register_dataset("d", data, encoders=["pixels"])
+spec = zoo.resolve_arch("cnn-tiny")
+reg.add(zoo.get_family("cnn").build(spec), name="d-s0", arch=spec, dataset="d")
+p = zoo.retrieve_or_generate("cnn-tiny", data, registry=reg)
+assert p.source == "retrieved", p.reason
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("igpg", "zoo_demo"))))
+"""
+
+
+@pytest.mark.parametrize("autoload", [True, False])
+def test_a_retrieval_never_imports_the_generator(tmp_path: Path, autoload: bool) -> None:
+    import os
+    import subprocess
+
+    env = {**os.environ, "ZOO_DISABLE_PLUGIN_AUTOLOAD": "" if autoload else "1"}
+    proc = subprocess.run([sys.executable, "-c", _RETRIEVE, str(tmp_path / "registry.db")], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    # with autoload, only the plugins' registration modules (they import zoo's public API only); without, nothing
+    assert loaded == (["igpg", "igpg.plugin", "zoo_demo", "zoo_demo.plugin"] if autoload else [])
+
+
+def test_no_zoo_module_imports_igpg_or_the_demo_package() -> None:
+    import ast
+
+    root = Path(zoo.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in ("igpg", "zoo_demo")]
+    assert offenders == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.tinyzoo import TASKS, build_tiny_zoo, default_tasks, held_out_tasks, mnist_dir, task_data
+from zoo_demo.tinyzoo import TASKS, build_tiny_zoo, default_tasks, held_out_tasks, mnist_dir, task_data
 
 
 def test_tasks_are_distinct_real_datasets() -> None:
@@ -46,3 +46,27 @@ def test_mnist_tasks_need_the_files(monkeypatch: pytest.MonkeyPatch, tmp_path) -
     else:
         tr, te = task_data("mnist", mnist_limit=500)
         assert len(tr.labels) + len(te.labels) == 500
+
+
+def test_the_old_import_paths_still_work_with_a_deprecation_warning() -> None:
+    import zoo_demo.job
+    import zoo_demo.tinyzoo
+
+    with pytest.warns(DeprecationWarning, match="zoo.tinyzoo.build_tiny_zoo moved to zoo_demo.tinyzoo"):
+        from zoo.tinyzoo import build_tiny_zoo as old
+    assert old is zoo_demo.tinyzoo.build_tiny_zoo
+    with pytest.warns(DeprecationWarning, match="zoo.demo.run_demo moved to zoo_demo.job"):
+        from zoo.demo import run_demo
+    assert run_demo is zoo_demo.job.run_demo
+    with pytest.raises(ImportError):
+        from zoo.tinyzoo import no_such_name  # noqa: F401
+
+
+def test_the_demo_command_comes_from_its_plugin() -> None:
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+
+    res = CliRunner().invoke(cli, ["demo", "--help"])
+    assert res.exit_code == 0 and "The main job" in res.output
+    assert next(p for p in zoo.list_plugins() if p.name == "demo").module == "zoo_demo.plugin"

@@ -8,7 +8,7 @@ import igpg
 import zoo
 from igpg.prior import PriorConfig
 from igpg.tokenizer import TokenizerConfig
-from zoo.demo import DemoConfig, run_demo
+from zoo_demo.job import DemoConfig, run_demo
 
 
 def test_main_job_writes_report_and_figure(tmp_path: Path) -> None:
