@@ -217,3 +217,40 @@ def test_a_version_whose_kind_is_not_installed_is_named_not_used(meanweights, tm
             zoo.register_plugin(meanweights, name="meanweights")
     finally:
         registry.close()
+
+
+def test_reindexing_retrains_and_judges_a_plugin_kind_through_the_contract(meanweights, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = zoo.resolve_arch("cnn-tiny")
+    registry = zoo.Registry(tmp_path / "registry.db")
+    try:
+        registry.register_dataset("d", zoo.as_dataset((torch.rand(20, 1, 28, 28), torch.arange(20) % 10)),
+                                  encoders=["pixels"])
+
+        def add(seed: int) -> None:
+            torch.manual_seed(seed)
+            registry.add(zoo.get_family("cnn").build(spec), name=f"d-s{seed}", arch=spec, dataset="d")
+
+        add(0)
+        kind = zoo.get_generator_kind("meanweights")
+        kind.train(registry, arch="cnn-tiny", promote=True)
+        add(1)
+        add(2)
+        opts = {"retrain_min": 2, "embeddings": False, "verify": False}
+        with pytest.raises(zoo.ZooError, match="'meanweights' has no default evaluator"):
+            zoo.reindex(registry, **opts)  # this kind implements no score(): its candidate cannot be judged
+        seen = []
+
+        def evaluator(reg, gen, checkpoints, seed):  # type: ignore[no-untyped-def]
+            seen.append((kind.owns(gen), len(checkpoints)))
+            return float(len(next(iter(gen.means.values()))))  # the same for both versions: a tie promotes
+
+        report = zoo.reindex(registry, evaluator=evaluator, **opts)
+        d = report.generators[0]
+        assert (d.current, d.candidate, d.outcome) == ("meanweights:v1", "meanweights:v2", "promoted")
+        assert report.counts.get("generators_trained", 0) == 0  # the candidate left unjudged is judged now
+        assert seen == [(True, 3), (True, 3)]
+        v2 = registry.get_generator("meanweights:v2")
+        assert v2.config["kind"] == "meanweights" and v2.config["trained_by"] == "reindex"
+        assert len(v2.trained_on) == 3 and registry.get_generator("meanweights:v1").status == "retired"
+    finally:
+        registry.close()
