@@ -19,7 +19,6 @@ uses a persisted HNSW index (usearch) above; on PostgreSQL with the pgvector ext
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -29,11 +28,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from zoo.datasets import ImageDataset, as_dataset, load_source
 from zoo.encoders import (
@@ -48,18 +45,39 @@ from zoo.errors import ConfigError, DatasetError, DuplicateError, NotFoundError,
 from zoo.index import ANN_MIN_VECTORS, ExactIndex, SearchHits, USearchIndex
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, DatasetRecord, EmbeddingRecord
-from zoo.store import models as m
 from zoo.store import pgvector
-from zoo.store.db import retry
+from zoo.store.blobs import BlobStore
+from zoo.store.db import Database
+from zoo.store.repositories import Repositories
+from zoo.store.vectors import ARCH, DATASET, Compatible, DatasetData, VectorRepository, VectorTable
 from zoo.validation import check_name
 
 log = logging.getLogger(__name__)
 
-DATASET = "dataset"  # Embedding.subject of dataset vectors (subject_key: the dataset name)
-ARCH = "arch"  # Embedding.subject of architecture vectors (subject_key: ArchSpec.key)
 ENV_INDEX_DIR = "ZOO_INDEX_DIR"
 Match = Literal["exact", "family", "any"]
 Method = Literal["auto", "exact", "ann", "pgvector"]
+DataLike = Any  # what zoo.datasets.as_dataset reads (ImageDataset, (images, labels), torch Dataset, path, name)
+EncoderChoice = Iterable[str | DatasetEncoder] | str | DatasetEncoder | None
+
+
+class RegistryLike(Protocol):
+    """What these functions use of a :class:`~zoo.registry.Registry` (a protocol, so that this module never
+    imports the registry: the registry imports it)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    @property
+    def repos(self) -> Repositories: ...
+
+    def get_many(self, ids: Iterable[int]) -> list[CheckpointRecord]: ...
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -121,55 +139,26 @@ class RefreshReport:
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-def _to_bytes(vec: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
-
-
-def _from_bytes(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
-
-
 def _text_fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _embedding_record(row: m.Embedding) -> EmbeddingRecord:
-    return EmbeddingRecord(row.id, row.subject, row.subject_key, row.encoder_id, row.encoder_version,
-                           row.source_fingerprint, _from_bytes(row.vector), m.as_utc(row.created_at))
-
-
-def _dataset_record(r: m.Dataset) -> DatasetRecord:
-    return DatasetRecord(r.id, r.name, r.description, r.num_classes, r.num_samples, r.fingerprint,
-                         m.as_utc(r.created_at), r.meta or {})
-
-
-def _check_vector(vec: np.ndarray, encoder: Any, what: str) -> np.ndarray:
+def _check_vector(vec: np.ndarray, encoder: DatasetEncoder | TextEncoder, what: str) -> np.ndarray:
     v = np.asarray(vec, dtype=np.float32).reshape(-1)
     if not np.isfinite(v).all() or not v.any():
         raise ZooError(f"encoder {encoder.id!r} returned a zero or non-finite vector for {what}; the encoder is broken")
     return v / np.linalg.norm(v)
 
 
-def _upsert(s: Session, subject: str, key: str, encoder_id: str, version: str, fingerprint: str,
-            vec: np.ndarray) -> m.Embedding:
-    row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
-                                              m.Embedding.encoder_id == encoder_id)).first()
-    if row is not None:  # replaced by a new row (a new id), so that (count, max id) notices the change
-        s.delete(row)
-        s.flush()
-    row = m.Embedding(subject=subject, subject_key=key, encoder_id=encoder_id, encoder_version=version,
-                      source_fingerprint=fingerprint, dim=int(vec.shape[0]), vector=_to_bytes(vec))
-    s.add(row)
-    s.flush()
-    return row
+_upsert = VectorRepository._upsert  # (session, subject, key, encoder id, version, fingerprint, vector): tests write rows
 
 
-def _current(row: m.Embedding | None, version: str, fingerprint: str) -> bool:
-    return row is not None and row.encoder_version == version and row.source_fingerprint == fingerprint
+def _current(state: tuple[str, str] | None, version: str, fingerprint: str) -> bool:
+    """Whether a stored vector's ``(encoder version, source fingerprint)`` is current."""
+    return state is not None and state == (version, fingerprint)
 
 
-def _resolve_encoders(encoders: Iterable[str | DatasetEncoder] | str | DatasetEncoder | None
-                      ) -> tuple[list[DatasetEncoder], list[str]]:
+def _resolve_encoders(encoders: EncoderChoice) -> tuple[list[DatasetEncoder], list[str]]:
     """(encoders to use, "id: reason" for registered ones left out because they cannot run here)."""
     if encoders is None:
         out, skipped = [], []
@@ -182,7 +171,7 @@ def _resolve_encoders(encoders: Iterable[str | DatasetEncoder] | str | DatasetEn
     return [get_dataset_encoder(e) for e in encoders], []  # type: ignore[union-attr]
 
 
-def index_dir(registry: Any) -> Path:
+def index_dir(registry: RegistryLike) -> Path:
     """Where persisted indexes live: ``$ZOO_INDEX_DIR``, or ``<name>.indexes`` beside the blob store."""
     env = os.environ.get(ENV_INDEX_DIR)
     return Path(env) if env else registry.blobs.root.with_suffix(".indexes")
@@ -191,9 +180,8 @@ def index_dir(registry: Any) -> Path:
 # ----------------------------------------------------------------------------------------------------
 # datasets
 # ----------------------------------------------------------------------------------------------------
-def register_dataset(registry: Any, name: str, data: Any, *, description: str | None = None,
-                     encoders: Iterable[str | DatasetEncoder] | str | DatasetEncoder | None = None,
-                     replace: bool = False) -> DatasetRecord:
+def register_dataset(registry: RegistryLike, name: str, data: DataLike, *, description: str | None = None,
+                     encoders: EncoderChoice = None, replace: bool = False) -> DatasetRecord:
     """Register (or update) dataset ``name`` and store its vector from each encoder.
 
     ``data`` is anything :func:`zoo.datasets.as_dataset` reads: an ``ImageDataset``, ``(images, labels)``,
@@ -211,15 +199,12 @@ def register_dataset(registry: Any, name: str, data: Any, *, description: str | 
     if not encs:
         raise ConfigError("no dataset encoder can run here; install one or pass encoders=['pixels']")
     fp = ds.fingerprint
-    with registry.db.read() as s:
-        row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
-        placeholder = row is None or bool((row.meta or {}).get("placeholder")) or not row.fingerprint
-        if row is not None and not placeholder and row.fingerprint != fp and not replace:
-            raise DuplicateError("dataset", name, f"it is registered with different data (fingerprint "
-                                 f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace its "
-                                 "data and vectors, or register the new data under another name")
-        existing = {e.encoder_id: (e.encoder_version, e.source_fingerprint) for e in s.scalars(select(m.Embedding).where(
-            m.Embedding.subject == DATASET, m.Embedding.subject_key == name)).all()}
+    row, existing = registry.repos.vectors.dataset_vectors(name)
+    placeholder = row is None or bool(row.meta.get("placeholder")) or not row.fingerprint
+    if row is not None and not placeholder and row.fingerprint != fp and not replace:
+        raise DuplicateError("dataset", name, f"it is registered with different data (fingerprint "
+                             f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace its "
+                             "data and vectors, or register the new data under another name")
     vectors: dict[str, tuple[str, np.ndarray]] = {}
     for enc in encs:
         version = enc.version
@@ -231,86 +216,52 @@ def register_dataset(registry: Any, name: str, data: Any, *, description: str | 
     meta = {"source": dict(ds.source) if ds.source is not None else None, "image_shape": list(ds.image_shape),
             "class_names": list(ds.class_names), "class_counts": [int(c) for c in ds.class_counts]}
 
-    def txn() -> DatasetRecord:
-        with registry.db.write() as s:
-            registry.db.lock_key(s, f"dataset:{name}")
-            row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
-            if (row is not None and row.fingerprint and row.fingerprint != fp and not replace
-                    and not (row.meta or {}).get("placeholder")):  # a concurrent registration got there first
-                raise DuplicateError("dataset", name, "another process registered different data under this name "
-                                     "meanwhile; pass replace=True to replace it, or choose another name")
-            if row is None:
-                row = m.Dataset(name=name)
-                s.add(row)
-            row.description = description if description is not None else (row.description or "")
-            row.num_classes, row.num_samples, row.fingerprint, row.meta = ds.num_classes, ds.num_samples, fp, meta
-            for enc_id, (version, vec) in vectors.items():
-                _upsert(s, DATASET, name, enc_id, version, fp, vec)
-            s.flush()
-            return _dataset_record(row)
-
-    rec = retry(txn)
+    rec = registry.repos.vectors.save_dataset(
+        name, DatasetData(fp, ds.num_classes, ds.num_samples, meta), description=description, replace=replace,
+        vectors=vectors)
     _invalidate(registry)
     log.info("registered dataset %s (%d images, %d classes, %d new vectors)", name, ds.num_samples,
              ds.num_classes, len(vectors))
     return rec
 
 
-def get_embedding(registry: Any, subject: str, key: str, encoder_id: str) -> EmbeddingRecord:
+def get_embedding(registry: RegistryLike, subject: str, key: str, encoder_id: str) -> EmbeddingRecord:
     """The stored vector of ``(subject, key)`` by ``encoder_id`` (check its version for staleness)."""
-    with registry.db.read() as s:
-        row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
-                                                  m.Embedding.encoder_id == encoder_id)).first()
-        if row is None:
-            raise NotFoundError(f"{subject} embedding by {encoder_id}", key,
-                                "register the dataset (or run refresh_stale) with that encoder")
-        return _embedding_record(row)
+    rec = registry.repos.vectors.get(subject, key, encoder_id)
+    if rec is None:
+        raise NotFoundError(f"{subject} embedding by {encoder_id}", key,
+                            "register the dataset (or run refresh_stale) with that encoder")
+    return rec
 
 
-def embeddings(registry: Any, *, subject: str | None = None, encoder_id: str | None = None) -> list[EmbeddingRecord]:
+def embeddings(registry: RegistryLike, *, subject: str | None = None, encoder_id: str | None = None
+               ) -> list[EmbeddingRecord]:
     """Stored vectors, optionally of one subject (``"dataset"``/``"arch"``) and encoder."""
-    q = select(m.Embedding)
-    if subject:
-        q = q.where(m.Embedding.subject == subject)
-    if encoder_id:
-        q = q.where(m.Embedding.encoder_id == encoder_id)
-    with registry.db.read() as s:
-        return [_embedding_record(r) for r in s.scalars(q.order_by(m.Embedding.id)).all()]
+    return registry.repos.vectors.list(subject=subject, encoder_id=encoder_id)
 
 
 # ----------------------------------------------------------------------------------------------------
 # architectures
 # ----------------------------------------------------------------------------------------------------
-def _arch_vectors(registry: Any, texts: Mapping[str, str], encoder: TextEncoder) -> dict[str, np.ndarray]:
+def _arch_vectors(registry: RegistryLike, texts: Mapping[str, str], encoder: TextEncoder) -> dict[str, np.ndarray]:
     """Vectors for ``{arch_key: text}``: stored ones when current, the rest computed and stored."""
     version = encoder.version
     keys = list(texts)
-    out: dict[str, np.ndarray] = {}
-    with registry.db.read() as s:
-        for chunk in (keys[i:i + 500] for i in range(0, len(keys), 500)):
-            for row in s.scalars(select(m.Embedding).where(m.Embedding.subject == ARCH, m.Embedding.encoder_id == encoder.id,
-                                                           m.Embedding.subject_key.in_(chunk))).all():
-                if _current(row, version, _text_fingerprint(texts[row.subject_key])):
-                    out[row.subject_key] = _from_bytes(row.vector)
+    fingerprints = {k: _text_fingerprint(t) for k, t in texts.items()}
+    out = {k: vec for k, (state, vec) in registry.repos.vectors.arch_vectors(keys, encoder.id).items()
+           if _current(state, version, fingerprints[k])}
     todo = [k for k in keys if k not in out]
     if todo:
         vecs = encoder.embed([texts[k] for k in todo])
         new = {k: _check_vector(v, encoder, f"architecture {k}") for k, v in zip(todo, vecs)}
-
-        def txn() -> None:
-            with registry.db.write() as s:
-                for k, v in new.items():
-                    registry.db.lock_key(s, f"arch:{k}")
-                    _upsert(s, ARCH, k, encoder.id, version, _text_fingerprint(texts[k]), v)
-
-        retry(txn)
+        registry.repos.vectors.save_arch_vectors(new, encoder.id, version, fingerprints)
         _invalidate(registry)
         out.update(new)
         log.info("embedded %d architecture text(s) with %s", len(new), encoder.id)
     return out
 
 
-def embed_arch(registry: Any, arch: str | ArchSpec | CheckpointRecord, *,
+def embed_arch(registry: RegistryLike, arch: str | ArchSpec | CheckpointRecord, *,
                encoder: str | TextEncoder | None = None) -> EmbeddingRecord:
     """Store (if not current) and return the text vector of an architecture's canonical description.
 
@@ -344,61 +295,38 @@ _changes: dict[tuple[str, str], tuple[float, tuple[int, int]]] = {}
 _ann_current: dict[tuple[str, str, str], tuple[tuple[int, int], USearchIndex]] = {}
 
 
-def _invalidate(registry: Any) -> None:
+def _invalidate(registry: RegistryLike) -> None:
     """Forget cached table states of ``registry`` (after this process wrote vectors)."""
     with _cache_lock:
         for key in [k for k in _changes if k[0] == registry.url]:
             del _changes[key]
 
 
-def _change_key(s: Session, encoder_id: str) -> tuple[int, int]:
-    """(rows, max id) of an encoder's vectors: an index-only query; changes whenever a vector is added,
-    replaced (:func:`_upsert` replaces rather than updates) or removed."""
-    count, max_id = s.execute(select(func.count(), func.max(m.Embedding.id))
-                              .where(m.Embedding.encoder_id == encoder_id)).one()
-    return int(count or 0), int(max_id or 0)
-
-
-def _cached_change(registry: Any, encoder_id: str) -> tuple[int, int]:
-    """:func:`_change_key`, re-read at most every :data:`TOKEN_TTL_S` seconds: vectors written by other
+def _cached_change(registry: RegistryLike, encoder_id: str) -> tuple[int, int]:
+    """The encoder's change key (:meth:`~zoo.store.vectors.VectorRepository.change_key`), re-read at most every :data:`TOKEN_TTL_S` seconds: vectors written by other
     processes become searchable within that time; this process's own writes count at once."""
     key = (registry.url, encoder_id)
     now = time.monotonic()
     hit = _changes.get(key)
     if hit is not None and now - hit[0] < TOKEN_TTL_S:
         return hit[1]
-    with registry.db.read() as s:
-        change = _change_key(s, encoder_id)
+    change = registry.repos.vectors.change_key(encoder_id)
     with _cache_lock:
         _changes[key] = (now, change)
     return change
 
 
-def _token(s: Session, subject: str, encoder_id: str, version: str) -> tuple[Any, ...]:
-    count, max_id, max_created = s.execute(select(func.count(), func.max(m.Embedding.id), func.max(m.Embedding.created_at))
-                                           .where(m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
-                                                  m.Embedding.encoder_version == version)).one()
-    return int(count or 0), int(max_id or 0), str(max_created or "")
-
-
-def _load_table(registry: Any, subject: str, encoder_id: str, version: str) -> _Table:
+def _load_table(registry: RegistryLike, subject: str, encoder_id: str, version: str) -> _Table:
     """Every current vector of ``subject`` by the encoder, cached per process until the rows change."""
     cache_key = (registry.url, subject, encoder_id, version)
     change = _cached_change(registry, encoder_id)
     table = _tables.get(cache_key)
     if table is not None and table.token == change:
         return table
-    with registry.db.read() as s:
-        change = _change_key(s, encoder_id)
-        rows = s.execute(select(m.Embedding.id, m.Embedding.subject_key, m.Embedding.vector).where(
-            m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
-            m.Embedding.encoder_version == version).order_by(m.Embedding.id)).all()
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    names = tuple(r[1] for r in rows)
-    dim = len(rows[0][2]) // 4 if rows else 0
-    mat = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim).astype(np.float32) \
-        if rows else np.zeros((0, 0), dtype=np.float32)
-    table = _Table(change, ids, names, {n: i for i, n in enumerate(names)}, ExactIndex(ids, mat))
+    read: VectorTable = registry.repos.vectors.table(subject, encoder_id, version)
+    change = read.change
+    table = _Table(change, read.ids, read.names, {n: i for i, n in enumerate(read.names)},
+                   ExactIndex(read.ids, read.vectors))
     with _cache_lock:
         _tables[cache_key] = table
         _changes[(registry.url, encoder_id)] = (time.monotonic(), change)
@@ -409,7 +337,7 @@ def _setting_key(subject: str, encoder_id: str) -> str:
     return f"index:{subject}:{encoder_id}"
 
 
-def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, force: bool = False,
+def build_index(registry: RegistryLike, encoder: str | DatasetEncoder | None = None, *, force: bool = False,
                 dtype: str = "f16") -> IndexInfo:
     """Bring the persisted HNSW index of the encoder's dataset vectors up to date, and describe it.
 
@@ -422,30 +350,27 @@ def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, f
     version = enc.version
     key = _setting_key(DATASET, enc.id)
     directory = index_dir(registry)
-    with registry.db.read() as s:
-        token = _token(s, DATASET, enc.id, version)
-        setting = s.get(m.Setting, key)
-        state = json.loads(setting.value) if setting is not None else None
-        old_path = directory / state["file"] if state else None
-        if (state and not force and state["version"] == version and tuple(state["token"]) == token
-                and old_path is not None and old_path.is_file()):
-            return IndexInfo(enc.id, version, str(old_path), token[0], state["dim"], state["dtype"], False)
-        appended: list[tuple[int, bytes]] | None = None
-        if (state and not force and state["version"] == version and state["dtype"] == dtype and old_path is not None
-                and old_path.is_file()):
-            old_count, old_max_id, old_max_created = state["token"]
-            newer = s.execute(select(m.Embedding.id, m.Embedding.vector).where(
-                m.Embedding.subject == DATASET, m.Embedding.encoder_id == enc.id, m.Embedding.encoder_version == version,
-                m.Embedding.id > old_max_id)).all()
-            older_changed = s.scalar(select(func.count()).where(
-                m.Embedding.subject == DATASET, m.Embedding.encoder_id == enc.id, m.Embedding.encoder_version == version,
-                m.Embedding.id <= old_max_id, m.Embedding.created_at > old_max_created))
-            if not older_changed and len(newer) == token[0] - old_count:
-                appended = [(int(i), v) for i, v in newer]
+
+    def file_of(state: dict[str, Any]) -> Path:
+        return directory / state["file"]
+
+    def current(token: tuple[int, int, str], state: dict[str, Any]) -> bool:
+        return (not force and state["version"] == version and tuple(state["token"]) == token
+                and file_of(state).is_file())
+
+    def extendable(token: tuple[int, int, str], state: dict[str, Any]) -> bool:
+        return (not current(token, state) and not force and state["version"] == version
+                and state["dtype"] == dtype and file_of(state).is_file())
+
+    found = registry.repos.vectors.index_state(key, DATASET, enc.id, version, extendable)
+    token, state, appended = found.token, found.state, found.appended
+    old_path = file_of(state) if state else None
+    if state and current(token, state):
+        return IndexInfo(enc.id, version, str(old_path), token[0], state["dim"], state["dtype"], False)
     if appended is not None and old_path is not None:
         index = USearchIndex.open(old_path, view=False)
         if appended:
-            index.add(np.array([a[0] for a in appended]), np.stack([_from_bytes(a[1]) for a in appended]))
+            index.add(np.array([a[0] for a in appended]), np.stack([a[1] for a in appended]))
         how = f"extended by {len(appended)}"
     else:
         table = _load_table(registry, DATASET, enc.id, version)
@@ -455,16 +380,7 @@ def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, f
     index.save(path)
     new_state = {"file": path.name, "version": version, "token": list(token), "dim": index.dim, "dtype": dtype}
 
-    def txn() -> None:
-        with registry.db.write() as s:
-            registry.db.lock_key(s, key)
-            row = s.get(m.Setting, key)
-            if row is None:
-                s.add(m.Setting(key=key, value=json.dumps(new_state)))
-            else:
-                row.value, row.updated_at = json.dumps(new_state), m.utcnow()
-
-    retry(txn)
+    registry.repos.vectors.save_setting(key, new_state)
     if old_path is not None and old_path != path:
         old_path.unlink(missing_ok=True)  # an open memory map keeps working on POSIX
     with _cache_lock:
@@ -473,7 +389,7 @@ def build_index(registry: Any, encoder: str | DatasetEncoder | None = None, *, f
     return IndexInfo(enc.id, version, str(path), len(index), index.dim, dtype, True)
 
 
-def _ann(registry: Any, enc: DatasetEncoder, version: str) -> USearchIndex:
+def _ann(registry: RegistryLike, enc: DatasetEncoder, version: str) -> USearchIndex:
     key = (registry.url, enc.id, version)
     change = _cached_change(registry, enc.id)
     hit = _ann_current.get(key)
@@ -491,7 +407,7 @@ def _ann(registry: Any, enc: DatasetEncoder, version: str) -> USearchIndex:
     return index
 
 
-def _pgvector_search(registry: Any, enc: DatasetEncoder, query: np.ndarray, k: int) -> SearchHits | None:
+def _pgvector_search(registry: RegistryLike, enc: DatasetEncoder, query: np.ndarray, k: int) -> SearchHits | None:
     """The ``k`` dataset vectors of ``enc`` nearest to ``query``, found by PostgreSQL with pgvector; None where
     pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See :mod:`zoo.store.pgvector`.
 
@@ -578,73 +494,48 @@ def break_ties(ranked: Sequence[tuple[float, int]], metrics: Mapping[int, Mappin
     return out
 
 
-def _query_vector(registry: Any, dataset: Any, enc: DatasetEncoder, version: str) -> tuple[np.ndarray, str | None]:
+def _query_vector(registry: RegistryLike, dataset: DataLike | np.ndarray, enc: DatasetEncoder, version: str) -> tuple[np.ndarray, str | None]:
     """(query vector, name of the registered dataset it came from, if any)."""
     if isinstance(dataset, np.ndarray) and dataset.ndim == 1:
         if dataset.shape[0] != enc.dim:
             raise ZooError(f"query vector has {dataset.shape[0]} values but encoder {enc.id!r} makes {enc.dim}")
         return _check_vector(dataset, enc, "the query"), None
     if isinstance(dataset, str):
-        with registry.db.read() as s:
-            row = s.scalars(select(m.Dataset).where(m.Dataset.name == dataset)).first()
-            emb = s.scalars(select(m.Embedding).where(m.Embedding.subject == DATASET, m.Embedding.subject_key == dataset,
-                                                      m.Embedding.encoder_id == enc.id)).first() if row else None
-            if row is not None:
-                if emb is None:
-                    raise NotFoundError(f"vector of dataset {dataset!r} by encoder", enc.id,
-                                        f"register_dataset(registry, {dataset!r}, data, encoders=[{enc.id!r}]) first")
-                if not _current(emb, version, row.fingerprint):
-                    raise ZooError(f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
-                                   f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)")
-                return _from_bytes(emb.vector), dataset
+        row, emb = registry.repos.vectors.dataset_vector(dataset, enc.id)
+        if row is not None:
+            if emb is None:
+                raise NotFoundError(f"vector of dataset {dataset!r} by encoder", enc.id,
+                                    f"register_dataset(registry, {dataset!r}, data, encoders=[{enc.id!r}]) first")
+            if not _current((emb.encoder_version, emb.source_fingerprint), version, row.fingerprint):
+                raise ZooError(f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
+                               f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)")
+            return emb.vector, dataset
     ds: ImageDataset = as_dataset(dataset)
     return _check_vector(enc.embed(ds), enc, "the query dataset"), None
 
 
-def _compatible(s: Session, spec: ArchSpec | None, match: Match, datasets: Sequence[str] | None,
-                latest_only: bool) -> list[tuple[int, str, str]]:
-    """(checkpoint id, dataset name, arch key) of checkpoints that fit ``spec`` under ``match``."""
-    q = select(m.Checkpoint.id, m.Dataset.name, m.Checkpoint.arch_key).join(
-        m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
-    if spec is not None and match == "exact":
-        q = q.where(m.Checkpoint.arch_key == spec.key)
-    elif spec is not None and match == "family":
-        q = q.where(m.Checkpoint.family == spec.family)
-    if latest_only:
-        newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
-            m.Checkpoint.name).subquery()
-        q = q.join(newest, (newest.c.name == m.Checkpoint.name) & (newest.c.v == m.Checkpoint.version))
-    if datasets is None:
-        return [(int(r[0]), r[1], r[2]) for r in s.execute(q).all()]
-    rows: list[tuple[int, str, str]] = []
-    names = list(datasets)
-    for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
-        rows += [(int(r[0]), r[1], r[2]) for r in s.execute(q.where(m.Dataset.name.in_(chunk))).all()]
-    return rows
+_compat_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], Compatible]] = {}
 
 
-_compat_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[tuple[int, str, str]]]] = {}
-
-
-def _all_compatible(registry: Any, spec: ArchSpec | None, match: Match, latest_only: bool) -> list[tuple[int, str, str]]:
-    """:func:`_compatible` over every dataset, cached until checkpoints or datasets are added or removed."""
+def _all_compatible(registry: RegistryLike, spec: ArchSpec | None, match: Match, latest_only: bool) -> Compatible:
+    """Every checkpoint that fits ``spec`` under ``match`` with a dataset, as ``(id, dataset name, arch key)``;
+    cached until checkpoints or datasets are added or removed."""
     key = (registry.url, spec.key if spec is not None else None, match, latest_only)
-    with registry.db.read() as s:
-        token = tuple(s.execute(select(func.count(), func.max(m.Checkpoint.id))).one()) + tuple(
-            s.execute(select(func.count(), func.max(m.Dataset.id))).one())
-        hit = _compat_cache.get(key)
-        if hit is not None and hit[0] == token:
-            return hit[1]
-        rows = _compatible(s, spec, match, None, latest_only)
+    hit = _compat_cache.get(key)
+    token, rows = registry.repos.vectors.compatible_if_changed(spec, match, latest_only,
+                                                               hit[0] if hit is not None else None)
+    if rows is None:
+        assert hit is not None, "the repository answers None only for a known token"
+        return hit[1]
     with _cache_lock:
         _compat_cache[key] = (token, rows)
     return rows
 
 
 def nearest(
-    registry: Any,
+    registry: RegistryLike,
     arch: str | ArchSpec | None,
-    dataset: Any,
+    dataset: DataLike | np.ndarray,
     k: int = 5,
     *,
     encoder: str | DatasetEncoder | None = None,
@@ -711,11 +602,9 @@ def nearest(
         while True:
             hits = search(query, min(fetch, n_vectors))
             found = hits.keys[hits.keys >= 0]
-            with registry.db.read() as s:  # rescore the hits exactly with their stored float32 vectors
-                rows = s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
-                    m.Embedding.id.in_([int(x) for x in found]), m.Embedding.encoder_version == version)).all()
-                ds_sims = {name: float(_from_bytes(vec) @ query) for name, vec in rows}
-                candidates = _compatible(s, spec, match, list(ds_sims), latest_only)
+            # rescore the hits exactly with their stored float32 vectors
+            vectors, candidates = registry.repos.vectors.rescore(found, version, spec, match, latest_only)
+            ds_sims = {name: float(vec @ query) for name, vec in vectors.items()}
             if len(candidates) >= (4 * k if use_arch else k) or fetch >= n_vectors:
                 break
             if fetch >= 4096:  # compatible checkpoints are rare among the nearest datasets: go exact
@@ -743,9 +632,7 @@ def nearest(
     if use_arch:
         tenc = get_text_encoder(text_encoder)
         keys = sorted({c[2] for c in candidates})
-        with registry.db.read() as s:
-            texts = dict(s.execute(select(m.Checkpoint.arch_key, m.Checkpoint.arch_text).where(
-                m.Checkpoint.arch_key.in_(keys)).distinct()).all())
+        texts = registry.repos.vectors.arch_texts(keys)
         texts[spec.key] = get_family(spec.family).describe(spec)  # type: ignore[union-attr]
         vecs = _arch_vectors(registry, texts, tenc)
         qa = vecs[spec.key]  # type: ignore[union-attr]
@@ -766,7 +653,7 @@ def nearest(
             for score, cid, ds_name, d, a in top]
 
 
-def _top_with_ties(registry: Any, ranked: Sequence[tuple[float, int]], k: int, metric: str | None
+def _top_with_ties(registry: RegistryLike, ranked: Sequence[tuple[float, int]], k: int, metric: str | None
                    ) -> list[tuple[float, int]]:
     """The first ``k`` of ``(score, id)`` pairs sorted best first, ties broken by :func:`break_ties` (the
     recorded metrics of tied checkpoints are read, also of those tied with the k-th beyond it)."""
@@ -779,21 +666,15 @@ def _top_with_ties(registry: Any, ranked: Sequence[tuple[float, int]], k: int, m
     return break_ties(head, _recorded_metrics(registry, [cid for _, cid in head]), metric)[:k]
 
 
-def _recorded_metrics(registry: Any, ids: Sequence[int]) -> dict[int, dict[str, float]]:
+def _recorded_metrics(registry: RegistryLike, ids: Sequence[int]) -> dict[int, dict[str, float]]:
     """Checkpoint id -> its recorded metrics, in one read per 500 ids."""
-    out: dict[int, dict[str, float]] = {int(i): {} for i in ids}
-    with registry.db.read() as s:
-        for chunk in (list(ids[i:i + 500]) for i in range(0, len(ids), 500)):
-            for cid, key, value in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).where(
-                    m.Metric.checkpoint_id.in_([int(c) for c in chunk]))).all():
-                out[int(cid)][key] = float(value)
-    return out
+    return registry.repos.vectors.recorded_metrics(ids)
 
 
-_cand_rows: dict[tuple[int, int], tuple[Any, Any, tuple[np.ndarray, np.ndarray]]] = {}  # see _exact_top
+_cand_rows: dict[tuple[int, int], tuple[Compatible, _Table, tuple[np.ndarray, np.ndarray]]] = {}  # see _exact_top
 
 
-def _exact_top(registry: Any, table: _Table, candidates: list[tuple[int, str, str]], query: np.ndarray, k: int,
+def _exact_top(registry: RegistryLike, table: _Table, candidates: Compatible, query: np.ndarray, k: int,
                min_similarity: float | None, encoder_id: str, version: str, metric: str | None = None
                ) -> list[Neighbor]:
     key = (id(candidates), id(table))  # the entry holds both objects, so their ids cannot be reused meanwhile
@@ -829,7 +710,7 @@ def _exact_top(registry: Any, table: _Table, candidates: list[tuple[int, str, st
                      encoder_id, version, "exact") for i in order]
 
 
-def _checkpoint_records(registry: Any, ids: list[int]) -> dict[int, CheckpointRecord]:
+def _checkpoint_records(registry: RegistryLike, ids: list[int]) -> dict[int, CheckpointRecord]:
     """Records of checkpoint ``ids`` in one read."""
     return {r.id: r for r in registry.get_many(ids)}
 
@@ -837,8 +718,8 @@ def _checkpoint_records(registry: Any, ids: list[int]) -> dict[int, CheckpointRe
 # ----------------------------------------------------------------------------------------------------
 # refreshing
 # ----------------------------------------------------------------------------------------------------
-def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | None = None,
-                  text_encoder: str | TextEncoder | None = None, sources: Mapping[str, Any] | None = None,
+def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEncoder] | None = None,
+                  text_encoder: str | TextEncoder | None = None, sources: Mapping[str, DataLike] | None = None,
                   check_sources: bool = True, archs: bool = True, index: bool = True) -> RefreshReport:
     """Recompute every stale or missing vector, and bring persisted indexes up to date. Idempotent.
 
@@ -853,13 +734,7 @@ def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | N
     """
     encs, skipped = _resolve_encoders(encoders)
     sources = dict(sources or {})
-    with registry.db.read() as s:
-        rows = [(r.name, r.fingerprint, dict(r.meta or {})) for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name))]
-        stored: dict[tuple[str, str], tuple[str, str]] = {
-            (e.subject_key, e.encoder_id): (e.encoder_version, e.source_fingerprint)
-            for e in s.execute(select(m.Embedding.subject_key, m.Embedding.encoder_id, m.Embedding.encoder_version,
-                                      m.Embedding.source_fingerprint).where(m.Embedding.subject == DATASET)).all()
-        }
+    rows, stored = registry.repos.vectors.dataset_states()
     versions = {enc.id: enc.version for enc in encs}
     embedded: list[str] = []
     changed: list[str] = []
@@ -896,15 +771,11 @@ def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | N
 
     archs_embedded = archs_current = 0
     if archs:
-        with registry.db.read() as s:
-            texts = dict(s.execute(select(m.Checkpoint.arch_key, m.Checkpoint.arch_text).distinct()).all())
+        texts = registry.repos.vectors.arch_texts()
         if texts:
             tenc = get_text_encoder(text_encoder)
             version = tenc.version
-            with registry.db.read() as s:
-                have = {(e[0]): (e[1], e[2]) for e in s.execute(select(
-                    m.Embedding.subject_key, m.Embedding.encoder_version, m.Embedding.source_fingerprint).where(
-                    m.Embedding.subject == ARCH, m.Embedding.encoder_id == tenc.id)).all()}
+            have = registry.repos.vectors.arch_states(tenc.id)
             archs_current = sum(1 for k2, t in texts.items() if have.get(k2) == (version, _text_fingerprint(t)))
             archs_embedded = len(texts) - archs_current
             _arch_vectors(registry, texts, tenc)
@@ -913,8 +784,7 @@ def refresh_stale(registry: Any, *, encoders: Iterable[str | DatasetEncoder] | N
     if index:
         in_db = pgvector.usable(registry.db)
         for enc in encs:
-            with registry.db.read() as s:
-                n = _token(s, DATASET, enc.id, versions[enc.id])[0]
+            n = registry.repos.vectors.token(DATASET, enc.id, versions[enc.id])[0]
             if in_db:  # PostgreSQL searches itself: bring its copies (and HNSW index) up to date instead
                 pgvector.sync(registry.db, DATASET, enc.id, versions[enc.id])
                 if n >= ANN_MIN_VECTORS:

@@ -18,17 +18,13 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
-
-from zoo.errors import ConfigError, LeaseHeldError, LeaseLostError, NotFoundError
+from zoo.errors import ConfigError, LeaseHeldError, LeaseLostError
 from zoo.records import JobRunRecord
 from zoo.registry import Registry
-from zoo.store import models as m
-from zoo.store.db import retry
+from zoo.store.jobs import LeaseInfo
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +49,6 @@ def holder_is_dead(holder: str) -> bool:
     except (ValueError, OSError):  # not a pid, or a live process of another user
         return False
     return False
-
-
-@dataclass(frozen=True)
-class LeaseInfo:
-    """Who holds a lease, since when and until when (unless renewed)."""
-
-    name: str
-    holder: str
-    acquired_at: datetime
-    expires_at: datetime
 
 
 class Lease:
@@ -102,26 +88,14 @@ class Lease:
     def _try_acquire(self) -> LeaseInfo | None:
         """Take the lease if it is free; None when taken, else who holds it."""
 
-        def txn() -> LeaseInfo | None:
-            with self.registry.db.write() as s:
-                self.registry.db.lock_key(s, f"lease:{self.name}")
-                row = s.get(m.Lease, self.name)
-                now = m.utcnow()
-                if row is not None and row.holder != self.holder:
-                    expires = m.as_utc(row.expires_at)
-                    assert expires is not None
-                    if expires > now and not holder_is_dead(row.holder):
-                        return LeaseInfo(row.name, row.holder, m.as_utc(row.acquired_at) or now, expires)
-                    log.warning("job %s: taking over the lease of %s (%s)", self.name, row.holder,
-                                "its process is gone" if expires > now else "it expired")
-                until = now + timedelta(seconds=self.ttl_s)
-                if row is None:
-                    s.add(m.Lease(name=self.name, holder=self.holder, acquired_at=now, expires_at=until))
-                else:
-                    row.holder, row.acquired_at, row.expires_at = self.holder, now, until
-                return None
+        def may_take_over(other: LeaseInfo, now: datetime) -> bool:
+            if other.expires_at > now and not holder_is_dead(other.holder):
+                return False
+            log.warning("job %s: taking over the lease of %s (%s)", self.name, other.holder,
+                        "its process is gone" if other.expires_at > now else "it expired")
+            return True
 
-        return retry(txn)
+        return self.registry.repos.jobs.try_acquire(self.name, self.holder, self.ttl_s, may_take_over)
 
     def acquire(self) -> Lease:
         """Take the lease, waiting up to ``wait_s`` seconds; raises :class:`LeaseHeldError` if it stays held."""
@@ -150,17 +124,7 @@ class Lease:
 
     def renew(self) -> bool:
         """Push the expiry ``ttl_s`` ahead; False (and :meth:`check` raises from then on) if the lease is lost."""
-
-        def txn() -> str | None:
-            with self.registry.db.write() as s:
-                self.registry.db.lock_key(s, f"lease:{self.name}")  # PostgreSQL: not between a takeover's read and write
-                row = s.get(m.Lease, self.name)
-                if row is None or row.holder != self.holder:
-                    return row.holder if row is not None else "(nobody: it was released by another process)"
-                row.expires_at = m.utcnow() + timedelta(seconds=self.ttl_s)
-                return None
-
-        lost_to = retry(txn)
+        lost_to = self.registry.repos.jobs.renew(self.name, self.holder, self.ttl_s)
         if lost_to is not None:
             self._lost_to = lost_to
             log.error("job %s: lease of %s was taken over by %s", self.name, self.holder, lost_to)
@@ -188,11 +152,7 @@ class Lease:
         if not self.held:
             return
 
-        def txn() -> None:
-            with self.registry.db.write() as s:
-                s.execute(delete(m.Lease).where(m.Lease.name == self.name, m.Lease.holder == self.holder))
-
-        retry(txn)
+        self.registry.repos.jobs.release(self.name, self.holder)
         self.held = False
         log.info("job %s: lease released by %s", self.name, self.holder)
 
@@ -205,22 +165,12 @@ class Lease:
 
 def lease_info(registry: Registry, name: str) -> LeaseInfo | None:
     """Who holds lease ``name`` now (None when nobody; an expired lease is still shown until taken over)."""
-    with registry.db.read() as s:
-        row = s.get(m.Lease, name)
-        if row is None:
-            return None
-        now = m.utcnow()
-        return LeaseInfo(row.name, row.holder, m.as_utc(row.acquired_at) or now, m.as_utc(row.expires_at) or now)
+    return registry.repos.jobs.lease(name)
 
 
 # ----------------------------------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------------------------------
-def _record(r: m.JobRun) -> JobRunRecord:
-    return JobRunRecord(r.id, r.kind, r.status, m.as_utc(r.started_at), m.as_utc(r.finished_at),  # type: ignore[arg-type]
-                        {k: v for k, v in (r.counts or {}).items()}, r.message, r.holder)
-
-
 def _check_status(status: str) -> None:
     if status not in JOB_STATUSES:
         raise ValueError(f"unknown job status {status!r}; choose from {', '.join(JOB_STATUSES)}")
@@ -228,15 +178,7 @@ def _check_status(status: str) -> None:
 
 def start_run(registry: Registry, kind: str, holder: str) -> JobRunRecord:
     """Record a run of ``kind`` as started now (status ``running``)."""
-
-    def txn() -> JobRunRecord:
-        with registry.db.write() as s:
-            row = m.JobRun(kind=kind, status="running", holder=holder, started_at=m.utcnow(), counts={}, message="")
-            s.add(row)
-            s.flush()
-            return _record(row)
-
-    return retry(txn)
+    return registry.repos.jobs.start_run(kind, holder)
 
 
 def update_run(registry: Registry, run_id: int, *, counts: Mapping[str, int] | None = None,
@@ -247,30 +189,15 @@ def update_run(registry: Registry, run_id: int, *, counts: Mapping[str, int] | N
         values["counts"] = dict(counts)
     if message is not None:
         values["message"] = message
-
-    def txn() -> None:
-        with registry.db.write() as s:
-            s.execute(update(m.JobRun).where(m.JobRun.id == run_id).values(**values))
-
     if values:
-        retry(txn)
+        registry.repos.jobs.update_run(run_id, values)
 
 
 def finish_run(registry: Registry, run_id: int, status: str, *, counts: Mapping[str, int],
                message: str = "") -> JobRunRecord:
     """Record how a run ended: ``succeeded``, ``failed`` or ``skipped``, with its counts and a message."""
     _check_status(status)
-
-    def txn() -> JobRunRecord:
-        with registry.db.write() as s:
-            row = s.get(m.JobRun, run_id)
-            if row is None:
-                raise NotFoundError("job run", str(run_id), "see `zoo jobs`")
-            row.status, row.finished_at, row.counts, row.message = status, m.utcnow(), dict(counts), message
-            s.flush()
-            return _record(row)
-
-    return retry(txn)
+    return registry.repos.jobs.finish_run(run_id, status, counts, message)
 
 
 def record_run(registry: Registry, kind: str, status: str, holder: str, *, counts: Mapping[str, int] | None = None,
@@ -285,18 +212,7 @@ def mark_killed(registry: Registry, kind: str, *, current: int) -> list[int]:
 
     Call it only while holding the job's lease: then no other run of ``kind`` can be alive.
     """
-
-    def txn() -> list[int]:
-        with registry.db.write() as s:
-            ids = list(s.scalars(select(m.JobRun.id).where(m.JobRun.kind == kind, m.JobRun.status == "running",
-                                                           m.JobRun.id != current)).all())
-            if ids:
-                s.execute(update(m.JobRun).where(m.JobRun.id.in_(ids)).values(
-                    status="killed", message=m.JobRun.message + f" [found killed by run {current}: its process "
-                                                                "ended without recording an outcome]"))
-            return ids
-
-    ids = retry(txn)
+    ids = registry.repos.jobs.mark_killed(kind, current)
     if ids:
         log.warning("job %s: runs %s had died mid-way; marked killed (this run redoes what they left)", kind, ids)
     return ids
@@ -305,25 +221,14 @@ def mark_killed(registry: Registry, kind: str, *, current: int) -> list[int]:
 def job_runs(registry: Registry, *, kind: str | None = None, status: str | None = None,
              limit: int | None = 50) -> list[JobRunRecord]:
     """Recorded runs, newest first, optionally of one ``kind`` or ``status``."""
-    q = select(m.JobRun).order_by(m.JobRun.id.desc())
-    if kind:
-        q = q.where(m.JobRun.kind == kind)
     if status:
         _check_status(status)
-        q = q.where(m.JobRun.status == status)
-    if limit:
-        q = q.limit(limit)
-    with registry.db.read() as s:
-        return [_record(r) for r in s.scalars(q).all()]
+    return registry.repos.jobs.runs(kind=kind, status=status, limit=limit)
 
 
 def get_run(registry: Registry, run_id: int) -> JobRunRecord:
     """One recorded run by id."""
-    with registry.db.read() as s:
-        row = s.get(m.JobRun, run_id)
-        if row is None:
-            raise NotFoundError("job run", str(run_id), "see `zoo jobs`")
-        return _record(row)
+    return registry.repos.jobs.run(run_id)
 
 
 __all__ = ["DEFAULT_TTL_S", "JOB_STATUSES", "Lease", "LeaseInfo", "finish_run", "get_run", "holder_is_dead",

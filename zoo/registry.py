@@ -16,10 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from zoo import embeddings
 from zoo.checkpoint_io import CheckpointLike
+from zoo.embeddings import DataLike, EncoderChoice, Neighbor
 from zoo.errors import ZooError
 from zoo.intake import prepare_checkpoint
 from zoo.intake import unshare as _unshare  # noqa: F401  (zoo.provision uses it)
@@ -251,28 +254,25 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     # datasets and retrieval (vectors and ranking: zoo.embeddings)
     # ------------------------------------------------------------------------------------------------
-    def register_dataset(self, name: str, data: Any, *, description: str | None = None,
-                         encoders: Any = None, replace: bool = False) -> DatasetRecord:
+    def register_dataset(self, name: str, data: DataLike, *, description: str | None = None,
+                         encoders: EncoderChoice = None, replace: bool = False) -> DatasetRecord:
         """Register dataset ``name`` (its size, classes, content fingerprint) with a vector per encoder.
 
         ``data`` is anything :func:`zoo.datasets.as_dataset` reads (tensors, a torch Dataset, an image folder,
         an MNIST folder, ``"digits"``); ``encoders`` defaults to every installed dataset encoder. See
         :func:`zoo.embeddings.register_dataset`.
         """
-        from zoo.embeddings import register_dataset
+        return embeddings.register_dataset(self, name, data, description=description, encoders=encoders, replace=replace)
 
-        return register_dataset(self, name, data, description=description, encoders=encoders, replace=replace)
-
-    def nearest(self, arch: str | ArchSpec | None, dataset: Any, k: int = 5, **options: Any) -> list[Any]:
+    def nearest(self, arch: str | ArchSpec | None, dataset: DataLike | np.ndarray, k: int = 5, **options: Any
+                ) -> list[Neighbor]:
         """Checkpoints of a compatible architecture ranked by dataset similarity (``Neighbor`` records).
 
         ``dataset`` is a registered dataset's name or data to embed. Options (``encoder``, ``match``,
         ``arch_weight``, ``min_similarity``, ``latest_only``, ``method``) are those of
         :func:`zoo.embeddings.nearest`.
         """
-        from zoo.embeddings import nearest
-
-        return nearest(self, arch, dataset, k, **options)
+        return embeddings.nearest(self, arch, dataset, k, **options)
 
     def datasets(self) -> list[DatasetRecord]:
         """Registered datasets (also those known by name only), sorted by name."""

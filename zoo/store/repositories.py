@@ -10,6 +10,8 @@ from zoo.store.checkpoints import CheckpointRepository
 from zoo.store.datasets import DatasetRepository
 from zoo.store.db import Database
 from zoo.store.generators import GeneratorRepository
+from zoo.store.jobs import JobRepository
+from zoo.store.vectors import VectorRepository
 
 
 @dataclass(frozen=True)
@@ -20,12 +22,15 @@ class Repositories:
     datasets: DatasetRepository  # dataset rows
     checkpoints: CheckpointRepository  # checkpoints, tags, metrics, aliases, lineage
     generators: GeneratorRepository  # generator versions
+    vectors: VectorRepository  # dataset and architecture vectors, retrieval's reads, index settings
+    jobs: JobRepository  # leases and job runs
 
     @classmethod
     def open(cls, db: Database, files: BlobStore) -> Repositories:
         blobs = BlobRepository(db, files)
         datasets = DatasetRepository(db)
-        return cls(blobs, datasets, CheckpointRepository(db, blobs, datasets), GeneratorRepository(db, blobs))
+        return cls(blobs, datasets, CheckpointRepository(db, blobs, datasets), GeneratorRepository(db, blobs),
+                   VectorRepository(db), JobRepository(db))
 
 
 __all__ = ["Repositories"]
