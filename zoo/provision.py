@@ -32,7 +32,9 @@ The policy (:class:`RetrievalPolicy`; every field can also be passed as a keywor
    similar enough, and also when one is if ``challenge`` is on. Every scored checkpoint is listed.
 5. The generator is ``generator`` when given, else the newest *promoted* version covering the family and
    trained on this very architecture, else the newest such candidate. Its own dataset encoder embeds the
-   query (the generator was conditioned on that encoder's vectors).
+   query (the generator was conditioned on that encoder's vectors). Generators are reached only through
+   the contract of :mod:`zoo.generators` (the version's kind, e.g. IGPG's, loads, checks and samples it):
+   a version whose kind is not installed is named in the reason, never used.
 6. Generation is needed but no generator knows the architecture: the nearest compatible checkpoint is
    returned anyway (``fallback_to_nearest``, the reason says so), or :class:`~zoo.errors.NoWeightsError`
    is raised naming what to do when there is none.
