@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo import embeddings
+from zoo import retrieval
 from zoo.checkpoint_io import CheckpointLike
-from zoo.embeddings import DataLike, EncoderChoice, Neighbor
 from zoo.errors import ZooError
 from zoo.intake import prepare_checkpoint
 from zoo.intake import unshare as _unshare  # noqa: F401  (zoo.provision uses it)
@@ -36,6 +35,7 @@ from zoo.records import (
     RemovalImpact,
     VerifyReport,
 )
+from zoo.retrieval import DataLike, EncoderChoice, Neighbor, RetrievalCache
 from zoo.store.blobrows import ORPHAN_GRACE_S
 from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, sqlite_path
@@ -75,6 +75,7 @@ class Registry:
         self.db = Database(url_s, create=create)
         self.blobs = BlobStore(blob_root if blob_root is not None else default_blob_root(url_s), fsync=fsync)
         self.repos = Repositories.open(self.db, self.blobs)  # the store repositories, which own the sessions
+        self.retrieval_cache = RetrievalCache()  # vector tables and opened indexes of this registry (zoo.retrieval)
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r}, blob_root={str(self.blobs.root)!r})"
@@ -252,7 +253,7 @@ class Registry:
         return self.repos.blobs.verify(repair=repair, grace_s=grace_s)
 
     # ------------------------------------------------------------------------------------------------
-    # datasets and retrieval (vectors and ranking: zoo.embeddings)
+    # datasets and retrieval (vectors, indexes and ranking: zoo.retrieval)
     # ------------------------------------------------------------------------------------------------
     def register_dataset(self, name: str, data: DataLike, *, description: str | None = None,
                          encoders: EncoderChoice = None, replace: bool = False) -> DatasetRecord:
@@ -260,9 +261,9 @@ class Registry:
 
         ``data`` is anything :func:`zoo.datasets.as_dataset` reads (tensors, a torch Dataset, an image folder,
         an MNIST folder, ``"digits"``); ``encoders`` defaults to every installed dataset encoder. See
-        :func:`zoo.embeddings.register_dataset`.
+        :func:`zoo.retrieval.register_dataset`.
         """
-        return embeddings.register_dataset(self, name, data, description=description, encoders=encoders, replace=replace)
+        return retrieval.register_dataset(self, name, data, description=description, encoders=encoders, replace=replace)
 
     def nearest(self, arch: str | ArchSpec | None, dataset: DataLike | np.ndarray, k: int = 5, **options: Any
                 ) -> list[Neighbor]:
@@ -270,9 +271,9 @@ class Registry:
 
         ``dataset`` is a registered dataset's name or data to embed. Options (``encoder``, ``match``,
         ``arch_weight``, ``min_similarity``, ``latest_only``, ``method``) are those of
-        :func:`zoo.embeddings.nearest`.
+        :func:`zoo.retrieval.nearest`.
         """
-        return embeddings.nearest(self, arch, dataset, k, **options)
+        return retrieval.nearest(self, arch, dataset, k, **options)
 
     def datasets(self) -> list[DatasetRecord]:
         """Registered datasets (also those known by name only), sorted by name."""

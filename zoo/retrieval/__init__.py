@@ -1,0 +1,45 @@
+"""Retrieval: dataset and architecture vectors in the registry, and nearest-neighbour search over them.
+
+Service functions over a :class:`~zoo.registry.Registry` (any object of the :class:`RegistryLike` protocol):
+
+- :func:`register_dataset` validates a dataset, stores its name, description, class count and content
+  fingerprint, and its vector from every requested dataset encoder (:mod:`zoo.retrieval.vectors`).
+- :func:`embed_arch` stores the text-encoder vector of an architecture's canonical description.
+- :func:`nearest` ranks checkpoints of a compatible architecture by how similar their training dataset is
+  to a query dataset, and, when asked, how similar their architecture is (:mod:`zoo.retrieval.search`); ties
+  go by recorded metrics (:mod:`zoo.retrieval.ranking`).
+- :func:`build_index` keeps the persisted HNSW index current (:mod:`zoo.retrieval.indexes`);
+  :func:`refresh_stale` recomputes what is stale and brings the indexes up to date (:mod:`zoo.retrieval.refresh`).
+
+Every vector is stored with its encoder's id and version and the fingerprint of what it encodes (the
+dataset's content fingerprint; the sha256 of the architecture text). A vector is recomputed only when one
+of those changes. Search is exact (NumPy) below :data:`~zoo.index.ANN_MIN_VECTORS` dataset vectors and
+uses a persisted HNSW index (usearch) above; on PostgreSQL with the pgvector extension the database searches
+(exactly, with an HNSW index from that size on; :mod:`zoo.store.pgvector`). The rows are read and written by
+:class:`~zoo.store.vectors.VectorRepository`; what is cached in memory belongs to the registry instance
+(:class:`~zoo.retrieval.cache.RetrievalCache`).
+"""
+
+from zoo.retrieval.base import ENV_INDEX_DIR, DataLike, EncoderChoice, Match, Method, RegistryLike, index_dir
+from zoo.retrieval.cache import TOKEN_TTL_S, RetrievalCache
+from zoo.retrieval.indexes import build_index
+from zoo.retrieval.ranking import (
+    TIE_METRICS,
+    TIE_TOLERANCE,
+    break_ties,
+    lower_is_better,
+    order_by_metric,
+    tie_metric,
+)
+from zoo.retrieval.records import IndexInfo, Neighbor, RefreshReport
+from zoo.retrieval.refresh import refresh_stale
+from zoo.retrieval.search import nearest
+from zoo.retrieval.vectors import embed_arch, embeddings, get_embedding, register_dataset
+from zoo.store.vectors import ARCH, DATASET
+
+__all__ = [
+    "ARCH", "DATASET", "ENV_INDEX_DIR", "TIE_METRICS", "TIE_TOLERANCE", "TOKEN_TTL_S", "DataLike", "EncoderChoice",
+    "IndexInfo", "Match", "Method", "Neighbor", "RefreshReport", "RegistryLike", "RetrievalCache", "break_ties",
+    "build_index", "embed_arch", "embeddings", "get_embedding", "index_dir", "lower_is_better", "nearest",
+    "order_by_metric", "refresh_stale", "register_dataset", "tie_metric",
+]
