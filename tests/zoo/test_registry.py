@@ -524,3 +524,26 @@ def test_a_database_of_something_else_is_never_written_into(registry_url: str, t
     text_file.write_text("not a database")
     with pytest.raises(zoo.ConfigError, match="not a SQLite database"):
         Registry(text_file)
+
+
+def test_a_database_another_program_migrates_with_alembic_is_never_written_into(registry_url: str,
+                                                                                 tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    if registry_url.startswith("sqlite"):
+        registry_url = f"sqlite:///{tmp_path / 'their-app.db'}"
+    engine = create_engine(zoo.store.db.with_driver(registry_url))
+    with engine.begin() as conn:
+        if "postgresql" in registry_url:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('deadbeef1234')"))
+        conn.execute(text("CREATE TABLE users (id INTEGER)"))
+    engine.dispose()
+    zoo.store.db._migrated.discard(registry_url)
+    before = tmp_path.joinpath("their-app.db").read_bytes() if "sqlite" in registry_url else None
+    for create in (False, True):
+        with pytest.raises(zoo.ConfigError, match="is not a zoo registry: its schema revision 'deadbeef1234'"):
+            Registry(registry_url, create=create, blob_root=tmp_path / "blobs")
+    if before is not None:
+        assert tmp_path.joinpath("their-app.db").read_bytes() == before

@@ -110,7 +110,9 @@ class Database:
         """Refuse a database that holds something other than a zoo registry (never write our tables into it),
         and, unless ``create``, one that holds nothing yet (a new file, an in-memory or empty database)."""
         with self.read_engine.connect() as conn:
-            if current_revision(self.read_engine) is not None:
+            revision = current_revision(self.read_engine)
+            if revision is not None:
+                _check_zoo_revision(shown, revision)
                 return
             tables = inspect(conn).get_table_names()
         if tables:
@@ -196,18 +198,32 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            revision = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
+                if "alembic_version" in tables else None
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"{path} is not a SQLite database ({exc}); point the registry at a zoo registry or at a "
                           "new file") from None
     if "alembic_version" in tables:
+        _check_zoo_revision(str(path), revision)
         return
     if tables:
         raise ConfigError(f"{path} is not a zoo registry: it holds other tables ({', '.join(sorted(tables)[:5])}"
                           f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry or at a new file")
     if not create:
         raise RegistryMissingError(str(path), "the database file holds no zoo registry")
+
+
+def _check_zoo_revision(shown: str, revision: str | None) -> None:
+    """Refuse a database another program migrates with Alembic: its revision is none of zoo's migrations."""
+    from alembic.script import ScriptDirectory
+
+    known = {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+    if revision not in known:
+        raise ConfigError(f"{shown} is not a zoo registry: its schema revision {revision!r} is none of zoo's "
+                          f"({', '.join(sorted(known))}; a newer zoo may have written it); point the registry at a "
+                          "zoo registry or at a new file or database, or upgrade zoo")
 
 
 def advisory_lock(conn: Connection | Session, key: str) -> None:
