@@ -30,6 +30,7 @@ run: $(STAMP)
 	$(BIN)/zoo demo --out $(OUT)
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
