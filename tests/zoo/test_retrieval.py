@@ -211,3 +211,22 @@ def test_placeholder_datasets_are_not_ranked(registry: zoo.Registry, tasks) -> N
     assert report.datasets_need_data == ("unregistered",)
     with pytest.raises(NotFoundError, match="register_dataset"):
         E.nearest(registry, "cnn-tiny", "unregistered", k=1)
+
+
+def test_retrieval_caches_belong_to_each_registry(tmp_path: Path, tasks: dict[str, tuple[ImageDataset, ImageDataset]]
+                                                  ) -> None:
+    """Vector tables and search state live on the Registry instance (zoo.retrieval.RetrievalCache), not in
+    module globals: a second registry of another database starts empty and sees only its own datasets."""
+    import zoo.retrieval
+
+    with zoo.Registry(tmp_path / "a.db") as a, zoo.Registry(tmp_path / "b.db") as b:
+        assert isinstance(a.retrieval_cache, zoo.retrieval.RetrievalCache)
+        assert a.retrieval_cache is not b.retrieval_cache
+        for reg, name in ((a, "digits"), (b, "digits-rot90")):
+            E.register_dataset(reg, name, tasks[name][0], encoders=["pixels"])
+            _add_models(reg, [name], per_task=1)
+        hits = a.nearest("cnn-tiny", "digits", k=3, encoder="pixels", method="exact")
+        assert [h.dataset for h in hits] == ["digits"]
+        assert a.retrieval_cache.tables and not b.retrieval_cache.tables  # b has searched nothing yet
+        assert [h.dataset for h in b.nearest("cnn-tiny", "digits-rot90", k=3, encoder="pixels")] == ["digits-rot90"]
+        assert {k[0] for k in b.retrieval_cache.tables} == {"dataset"}
