@@ -41,7 +41,8 @@ from zoo.retrieval.search import _query_vector, nearest
 from zoo.retrieval.vectors import embed_arch, embeddings, get_embedding, register_dataset
 from zoo.store.vectors import ARCH, DATASET, VectorRepository
 
-_upsert = VectorRepository._upsert  # (session, subject, key, encoder id, version, fingerprint, vector): tests write rows
+# (session, subject, key, encoder id, version, fingerprint, vector): tests write rows
+_upsert = VectorRepository._upsert
 _MODULES = (base, cache, indexes, ranking, records, refresh, search, vectors)
 
 

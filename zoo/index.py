@@ -4,7 +4,8 @@
   registries (up to about :data:`ANN_MIN_VECTORS` vectors, where a query still takes a few milliseconds).
 - :class:`USearchIndex`: an HNSW graph (the ``usearch`` library), persisted to one file and memory-mapped
   on open; approximate, fast at any size.
-- pgvector: searching inside PostgreSQL is the job of the store (``zoo.store.pgvector``, used by ``zoo.embeddings``).
+- pgvector: searching inside PostgreSQL is the job of the store (``zoo.store.pgvector``, used by
+  ``zoo.retrieval``).
 
 All indexes map integer keys (the registry's embedding row ids) to vectors and answer
 ``search(queries, k) -> SearchHits`` with similarities in descending order.
@@ -25,11 +26,13 @@ from zoo.errors import ConfigError, ZooError
 
 log = logging.getLogger(__name__)
 
-ANN_MIN_VECTORS = 5_000  # below this exact search is used: it stays within a few ms (bench/bench_retrieval.py)
+# below this exact search is used: it stays within a few ms (bench/bench_retrieval.py)
+ANN_MIN_VECTORS = 5_000
 HNSW_CONNECTIVITY = 16  # graph degree M
 HNSW_EXPANSION_ADD = 64  # efConstruction (128: ~2x slower builds, no recall gain measured)
 HNSW_EXPANSION_SEARCH = 64  # ef at query time up to 200k vectors (raised to k when k is larger)
-HNSW_EXPANSION_SEARCH_LARGE = 512  # ef above 200k vectors: at 1M recall@10 is 0.83 at ef=64, 0.94 at 256, 0.96 at 512
+# ef above 200k vectors: at 1M recall@10 is 0.83 at ef=64, 0.94 at 256, 0.96 at 512
+HNSW_EXPANSION_SEARCH_LARGE = 512
 
 
 def default_expansion_search(n: int) -> int:

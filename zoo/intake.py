@@ -39,7 +39,8 @@ def prepare_checkpoint(
     strip_prefix: str | None = None,
 ) -> NewCheckpoint:
     """The checked checkpoint that :meth:`~zoo.registry.Registry.add` stores (see it for the arguments);
-    ``base_arch(ref)`` is the architecture of the registered checkpoint ``ref`` (for weights applied on a base)."""
+    ``base_arch(ref)`` is the architecture of the registered checkpoint ``ref`` (for weights applied on a
+    base)."""
     if origin not in ORIGINS:
         raise ZooError(f"unknown origin {show(origin)}; choose from {', '.join(ORIGINS)}")
     checked_metrics = check_metrics(metrics)

@@ -75,7 +75,8 @@ class Registry:
         self.db = Database(url_s, create=create)
         self.blobs = BlobStore(blob_root if blob_root is not None else default_blob_root(url_s), fsync=fsync)
         self.repos = Repositories.open(self.db, self.blobs)  # the store repositories, which own the sessions
-        self.retrieval_cache = RetrievalCache()  # vector tables and opened indexes of this registry (zoo.retrieval)
+        # vector tables and opened indexes of this registry (zoo.retrieval)
+        self.retrieval_cache = RetrievalCache()
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r}, blob_root={str(self.blobs.root)!r})"
@@ -167,8 +168,8 @@ class Registry:
         ``arch`` is a variant name (``"resnet20"``, any settings) or a spec (exactly that architecture);
         ``tags`` must all be present; ``metrics`` are thresholds such as ``["accuracy>=0.9"]`` or
         ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``); ``after`` keeps checkpoints
-        registered after the one with that id (ids grow with every add, follow commit order and are never reused, so a
-        watermark such as a generator's sees every later add exactly once).
+        registered after the one with that id (ids grow with every add, follow commit order and are never
+        reused, so a watermark such as a generator's sees every later add exactly once).
         """
         return self.repos.checkpoints.search(family=family, arch=arch, dataset=dataset, tags=tags, metrics=metrics,
                                              name=name, origin=origin, latest_only=latest_only, limit=limit,
@@ -185,7 +186,8 @@ class Registry:
     def get_many(self, ids: Iterable[int]) -> list[CheckpointRecord]:
         """Records of the checkpoints with these ids (ints or ``id:N``; missing ids are skipped), in one read.
 
-        Raises :class:`ZooError` for anything that is not an id: a name such as ``"2"`` is not one (refs grammar).
+        Raises :class:`ZooError` for anything that is not an id: a name such as ``"2"`` is not one (refs
+        grammar).
         """
         return self.repos.checkpoints.get_many(ids)
 
@@ -236,8 +238,8 @@ class Registry:
 
         A bare name removes its only version; a name with several versions is refused (name one: ``name:v3``).
         Children keep their record with ``parent_id`` cleared; generators trained on it keep their
-        ``trained_on`` (ids are never reused); a checkpoint that is the base of another cannot be removed until
-        those are. Its version number and id are never handed out again.
+        ``trained_on`` (ids are never reused); a checkpoint that is the base of another cannot be removed
+        until those are. Its version number and id are never handed out again.
         """
         impact = self.repos.checkpoints.remove(ref)
         log.info("removed %s%s", impact.checkpoint.ref, "".join(f"; {line}" for line in impact.describe()))

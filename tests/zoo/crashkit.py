@@ -312,7 +312,8 @@ class Zygote:
     def wait_for_progress(self, pid: int, progress: Path, ops: int) -> int | None:
         """Block until an ``add`` worker has finished ``ops`` operations (its progress file holds that many
         bytes); None then, or how it ended if it ended first (an error: the loop never ends by itself). No
-        deadline: however slow the machine, the wait ends when the work is there (pytest-timeout guards hangs)."""
+        deadline: however slow the machine, the wait ends when the work is there (pytest-timeout guards
+        hangs)."""
         while not (progress.exists() and progress.stat().st_size >= ops):
             code = self.poll(pid)
             if code is not None:
@@ -405,9 +406,9 @@ def run_kill_rounds(reg: zoo.Registry, zygote: Zygote, *, random_kills: int, see
                     max_delay_s: float = 0.4, max_ops_first: int = 5) -> dict[str, Any]:
     """Deterministic kills at every named point, then ``random_kills`` kills of the endless ``add`` loop, each
     once the worker has finished a seeded number of operations (1 to ``max_ops_first``) and then a seeded
-    random delay (up to ``max_delay_s``) later; checks after each. Returns counts and every inconsistency found
-    (there must be none). Where a random kill lands depends on the machine's speed; that it lands inside the
-    loop of writes, and what is checked afterwards, do not."""
+    random delay (up to ``max_delay_s``) later; checks after each. Returns counts and every inconsistency
+    found (there must be none). Where a random kill lands depends on the machine's speed; that it lands inside
+    the loop of writes, and what is checked afterwards, do not."""
     import random
 
     rng = random.Random(seed)

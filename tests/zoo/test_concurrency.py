@@ -43,7 +43,8 @@ def _work(url: str, blobs: str, wid: int, rounds: int, out: str) -> None:
     for i in range(rounds):
         try:
             torch.manual_seed(1000 * wid + i)
-            rec = reg.add(fam.build(spec), name="shared", arch=spec, tags=[f"w{wid}"],  # one name: versions race
+            # one name: versions race
+            rec = reg.add(fam.build(spec), name="shared", arch=spec, tags=[f"w{wid}"],
                           dataset=f"ds{i % 2}", metrics={"round": i})  # datasets made on first use race too
             ids.append(rec.id)
             reg.alias(rec.ref, "latest")  # every process moves the same alias
@@ -56,7 +57,8 @@ def _work(url: str, blobs: str, wid: int, rounds: int, out: str) -> None:
             ops += 4
             if i % 3 == 0:
                 torch.manual_seed(99999)
-                same = reg.add(fam.build(spec), name=f"same-{wid}-{i}", arch=spec)  # identical weights: one blob
+                # identical weights: one blob
+                same = reg.add(fam.build(spec), name=f"same-{wid}-{i}", arch=spec)
                 ids.append(same.id)
                 ops += 1
         except Exception as exc:

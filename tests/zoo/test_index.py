@@ -87,7 +87,8 @@ def test_usearch_recall_and_persistence(tmp_path: Path) -> None:
     writable.add(new_keys, new_x)
     assert len(writable) == 4200
     hits = writable.search(new_x, 1)
-    assert np.mean(hits.keys[:, 0] == new_keys) >= RECALL_BOUND  # recall@1 of the added vectors (measured 1.0)
+    # recall@1 of the added vectors (measured 1.0)
+    assert np.mean(hits.keys[:, 0] == new_keys) >= RECALL_BOUND
     with pytest.raises(ConfigError, match="does not exist"):
         USearchIndex.open(tmp_path / "missing.usearch")
 

@@ -59,7 +59,8 @@ def _random_zoo(reg: zoo.Registry, n_datasets: int, with_checkpoints: int, seed:
 
 
 TIE = 1e-5  # similarities this close may come in either order: float sums in another order (pgvector's SIMD,
-            # BLAS's blocking) differ in the last bits, and these 507-dim random vectors have gaps down to 3e-6
+            # BLAS's blocking) differ in the last bits, and these 507-dim random vectors have gaps down to
+            # 3e-6
 RECALL_BOUND = 0.95  # what HNSW promises at ef_search 64 (as zoo.index documents for usearch)
 
 
@@ -171,7 +172,8 @@ def test_pgvector_answers_equal_exact_search_on_registered_datasets(pg: zoo.Regi
         by_name = pg.nearest("cnn-tiny", name, k=4)
         assert by_name[0].dataset == name and by_name[0].method == "pgvector"
         _same(by_name, pg.nearest("cnn-tiny", name, k=4, method="exact"))
-        held = rotate(data, 90) if name == "digits" else data.select_classes(range(3))  # data that is not registered
+        # data that is not registered
+        held = rotate(data, 90) if name == "digits" else data.select_classes(range(3))
         _same(pg.nearest("cnn-tiny", held, k=6), pg.nearest("cnn-tiny", held, k=6, method="exact"))
 
 

@@ -309,7 +309,8 @@ def test_migrated_schema_matches_models(registry: Registry) -> None:
     from zoo.store import pgvector
 
     def ours(name, type_, parent_names) -> bool:  # type: ignore[no-untyped-def]
-        return not (type_ == "table" and name == pgvector.TABLE)  # pgvector's copy of the vectors: not a model
+        # pgvector's copy of the vectors: not a model
+        return not (type_ == "table" and name == pgvector.TABLE)
 
     assert current_revision(registry.db.write_engine) == head_revision()
     with registry.db.read_engine.connect() as conn:
@@ -401,7 +402,8 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
         conn.exec_driver_sql("INSERT INTO tags VALUES (2, 'keep'), (1, 'old')")
         conn.exec_driver_sql("INSERT INTO metrics VALUES (2, 'acc', 0.9)")
         conn.exec_driver_sql("INSERT INTO aliases VALUES ('clf', 'prod', 2, ?)", (now,))
-        # checkpoint 3 was the newest and is gone, but a generator trained on it and the import log remember it
+        # checkpoint 3 was the newest and is gone, but a generator trained on it and the import log remember
+        # it
         conn.exec_driver_sql("INSERT INTO blobs VALUES ('s9', 1, 'live', ?)", (now,))
         conn.exec_driver_sql("INSERT INTO generators (id, name, version, families, sha256, config, metrics, "
                              "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', 3, "

@@ -67,7 +67,8 @@ def test_register_dataset_stores_record_and_vectors(registry: zoo.Registry) -> N
     assert emb.encoder_version == "1" and emb.source_fingerprint == ds.fingerprint
     assert emb.dim == get_dataset_encoder("pixels").dim
     np.testing.assert_allclose(np.linalg.norm(emb.vector), 1.0, atol=1e-5)
-    assert [e.encoder_id for e in E.embeddings(registry, subject="dataset")] == ["pixels"]  # clip has no weights
+    # clip has no weights
+    assert [e.encoder_id for e in E.embeddings(registry, subject="dataset")] == ["pixels"]
 
 
 def test_vectors_recomputed_only_when_version_or_data_change(registry: zoo.Registry) -> None:

@@ -9,7 +9,8 @@ Service functions over a :class:`~zoo.registry.Registry` (any object of the :cla
   to a query dataset, and, when asked, how similar their architecture is (:mod:`zoo.retrieval.search`); ties
   go by recorded metrics (:mod:`zoo.retrieval.ranking`).
 - :func:`build_index` keeps the persisted HNSW index current (:mod:`zoo.retrieval.indexes`);
-  :func:`refresh_stale` recomputes what is stale and brings the indexes up to date (:mod:`zoo.retrieval.refresh`).
+  :func:`refresh_stale` recomputes what is stale and brings the indexes up to date
+  (:mod:`zoo.retrieval.refresh`).
 
 Every vector is stored with its encoder's id and version and the fingerprint of what it encodes (the
 dataset's content fingerprint; the sha256 of the architecture text). A vector is recomputed only when one

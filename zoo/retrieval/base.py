@@ -27,7 +27,8 @@ from zoo.store.repositories import Repositories
 ENV_INDEX_DIR = "ZOO_INDEX_DIR"
 Match = Literal["exact", "family", "any"]
 Method = Literal["auto", "exact", "ann", "pgvector"]
-DataLike = Any  # what zoo.datasets.as_dataset reads (ImageDataset, (images, labels), torch Dataset, path, name)
+# what zoo.datasets.as_dataset reads (ImageDataset, (images, labels), torch Dataset, path, name)
+DataLike = Any
 EncoderChoice = Iterable[str | DatasetEncoder] | str | DatasetEncoder | None
 
 
@@ -96,6 +97,6 @@ def invalidate(registry: RegistryLike) -> None:
 
 def cached_change(registry: RegistryLike, encoder_id: str) -> tuple[int, int]:
     """The encoder's change key (:meth:`~zoo.store.vectors.VectorRepository.change_key`), re-read at most every
-    :data:`~zoo.retrieval.cache.TOKEN_TTL_S` seconds: vectors written by other processes become searchable within
-    that time; this registry's own writes count at once."""
+    :data:`~zoo.retrieval.cache.TOKEN_TTL_S` seconds: vectors written by other processes become searchable
+    within that time; this registry's own writes count at once."""
     return registry.retrieval_cache.change_of(encoder_id, registry.repos.vectors.change_key)

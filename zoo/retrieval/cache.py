@@ -1,10 +1,10 @@
 """What one registry's retrieval keeps in memory: vector tables, opened ANN indexes and the state of the rows.
 
-A :class:`RetrievalCache` belongs to one :class:`~zoo.registry.Registry` instance (``registry.retrieval_cache``),
-never to the module: two registries in one process keep separate caches, and closing a registry drops its own.
-Everything cached is checked against a cheap change key of the rows it came from, so the cache only ever saves
-reads; vectors written by other processes (or other registry instances) become searchable within
-:data:`TOKEN_TTL_S` seconds, this registry's own writes at once.
+A :class:`RetrievalCache` belongs to one :class:`~zoo.registry.Registry` instance
+(``registry.retrieval_cache``), never to the module: two registries in one process keep separate caches, and a
+registry's cache goes with it. Everything cached is checked against a cheap change key of the rows it came
+from, so the cache only ever saves reads; vectors written by other processes (or other registry instances)
+become searchable within :data:`TOKEN_TTL_S` seconds, this registry's own writes at once.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class RetrievalCache:
 
     tables: dict[tuple[str, str, str], Table] = field(default_factory=dict)  # (subject, encoder, version)
     ann_files: dict[str, USearchIndex] = field(default_factory=dict)  # index file path -> opened index
-    changes: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)  # encoder -> (read at, key)
+    # encoder -> (read at, key)
+    changes: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)
     ann_current: dict[tuple[str, str], tuple[tuple[int, int], USearchIndex]] = field(default_factory=dict)
     candidate_rows: dict[tuple[int, int], tuple[Compatible, Table, tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=dict)  # (id(candidates), id(table)) -> their aligned arrays; see search._exact_top

@@ -124,7 +124,8 @@ def ann(registry: RegistryLike, enc: DatasetEncoder, version: str) -> USearchInd
 
 def pgvector_search(registry: RegistryLike, enc: DatasetEncoder, query: np.ndarray, k: int) -> SearchHits | None:
     """The ``k`` dataset vectors of ``enc`` nearest to ``query``, found by PostgreSQL with pgvector; None where
-    pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See :mod:`zoo.store.pgvector`.
+    pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See
+    :mod:`zoo.store.pgvector`.
 
     Vectors without an in-database copy yet are copied first (only when this registry sees the encoder's
     vectors changed). From :data:`~zoo.index.ANN_MIN_VECTORS` vectors on, an HNSW index answers.

@@ -50,7 +50,8 @@ def order_by_metric(items: Iterable[tuple[int, Mapping[str, float]]], metric: st
 def break_ties(ranked: Sequence[tuple[float, int]], metrics: Mapping[int, Mapping[str, float]],
                metric: str | None = None, tolerance: float = TIE_TOLERANCE) -> list[tuple[float, int]]:
     """``(score, checkpoint id)`` pairs sorted best score first, with every run of equal scores (within
-    ``tolerance`` of the run's first) reordered by :func:`order_by_metric` of the ``metrics`` recorded per id."""
+    ``tolerance`` of the run's first) reordered by :func:`order_by_metric` of the ``metrics`` recorded per
+    id."""
     out: list[tuple[float, int]] = []
     i = 0
     while i < len(ranked):

@@ -1,7 +1,8 @@
 """Checkpoints: their rows (with tags, metrics, aliases and lineage), resolved from references, as records.
 
 :class:`CheckpointRepository` owns every session that reads or writes checkpoint rows and hands out plain
-:class:`~zoo.records.CheckpointRecord` values. Concurrency rules it keeps (see ``tests/zoo/test_concurrency.py``):
+:class:`~zoo.records.CheckpointRecord` values. Concurrency rules it keeps (see
+``tests/zoo/test_concurrency.py``):
 
 - an add locks its blob and then its name (PostgreSQL advisory locks; SQLite writers are serial anyway), takes
   its version from the never-reused counter, and takes the ``checkpoint-ids`` lock right before the insert,
@@ -70,7 +71,8 @@ class CheckpointRepository:
         def txn() -> CheckpointRecord:
             with self.db.write() as s:
                 self.db.lock_key(s, sha)
-                self.db.lock_key(s, f"checkpoint:{new.name}")  # PostgreSQL: adds of one name pick versions in turn
+                # PostgreSQL: adds of one name pick versions in turn
+                self.db.lock_key(s, f"checkpoint:{new.name}")
                 rec = self.insert_rows(s, new, sha, size, exist_ok)
                 if not self.blobs.files.exists(sha):  # a concurrent remove took the file: write it again
                     self.blobs.files.put_tensors(new.tensors, new.blob_meta)
@@ -102,7 +104,8 @@ class CheckpointRepository:
         version = self.db.next_version(s, "checkpoint", name)
         now = m.utcnow()
         # PostgreSQL: ids come from a sequence at insert time, so two adds could commit out of id order and a
-        # reader's watermark (search(after=...)) step over the one still in flight. Taking this lock before the
+        # reader's watermark (search(after=...)) step over the one still in flight. Taking this lock before
+        # the
         # insert and holding it to commit makes ids follow commit order (SQLite writers are serial anyway).
         self.db.lock_key(s, "checkpoint-ids")
         try:

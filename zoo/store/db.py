@@ -277,11 +277,13 @@ def _upgrade(engine: Engine) -> None:
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
-        if sqlite:  # SQLite rebuilds a table to alter it: dropping the old copy must not cascade (before BEGIN)
+        # SQLite rebuilds a table to alter it: dropping the old copy must not cascade (before BEGIN)
+        if sqlite:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():  # write engine: on SQLite this BEGIN IMMEDIATE serialises migrators
-                if engine.dialect.name == "postgresql":  # serialise migrators; the loser then finds it current
+                # serialise migrators; the loser then finds it current
+                if engine.dialect.name == "postgresql":
                     advisory_lock(conn, "zoo:migrate")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")

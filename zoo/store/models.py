@@ -204,8 +204,10 @@ class WatchedFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the file's bytes, not of the stored blob
-    status: Mapped[str] = mapped_column(String(16))  # "imported", "duplicate" (same bytes as another) or "bad"
-    checkpoint_id: Mapped[int | None] = mapped_column(Integer, default=None)  # no foreign key: `zoo rm` may remove it
+    # "imported", "duplicate" (same bytes as another) or "bad"
+    status: Mapped[str] = mapped_column(String(16))
+    # no foreign key: `zoo rm` may remove it
+    checkpoint_id: Mapped[int | None] = mapped_column(Integer, default=None)
     message: Mapped[str] = mapped_column(Text, default="")  # why a bad file was refused
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     sidecar_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")  # migration 0005
