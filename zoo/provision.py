@@ -97,6 +97,7 @@ from zoo.errors import (
     UnknownPluginError,
     ZooError,
 )
+from zoo.family import ArchitectureFamily
 from zoo.generators import GeneratorKind, kind_of
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
@@ -322,18 +323,61 @@ class _Query:
         return self._vectors[enc.id]
 
 
+@dataclass(frozen=True, eq=False)
+class _Request:
+    """One request, built once at the door (:func:`_run`) and passed down: nothing below resolves it again."""
+
+    mode: _Mode  # "auto" (retrieve_or_generate), "retrieve" or "generate"
+    spec: ArchSpec  # the architecture, resolved through the family plugins
+    family: ArchitectureFamily  # its family plugin
+    label: str  # how messages name the architecture (see _label)
+    policy: RetrievalPolicy  # with the call's keyword options applied
+    query: _Query  # the dataset asked about
+    labelled: tuple[torch.Tensor, torch.Tensor] | None  # images and labels to score on (None: no scoring)
+    register: bool  # store generated weights
+    name: str | None  # ... under this name (None: <arch>-<dataset>-generated)
+    device: str | torch.device  # where the served module lives
+    t0: float  # time.perf_counter() when the request arrived
+
+    @property
+    def threshold(self) -> float:
+        """The dataset similarity a checkpoint needs to be served as is."""
+        return self.policy.min_similarity
+
+
+def _run(mode: _Mode, arch: str | ArchSpec, dataset: Any, registry: RegistryLike,
+         policy: RetrievalPolicy | None, labelled: Any, register: bool, name: str | None,
+         device: str | torch.device, options: Mapping[str, Any]) -> Provision:
+    """The door of :func:`retrieve_or_generate`, :func:`retrieve` and :func:`generate`: build the request
+    once, then serve it."""
+    t0 = time.perf_counter()
+    policy = (policy or RetrievalPolicy()).with_options(**options)
+    spec = resolve_arch(arch)
+    family = get_family(spec.family)
+    label = _label(spec, family)
+    reg, close = _open(registry)
+    try:
+        query = _Query(reg, dataset)
+        lab = _labelled(reg, labelled, family.input_shape(spec), label) if policy.score_with_labels else None
+        req = _Request(mode, spec, family, label, policy, query, lab, register, name, device, t0)
+        return _serve(reg, req)
+    finally:
+        if close:
+            reg.close()
+
+
 class _NoGenerator(Exception):
     """No generator can serve the architecture (internal: callers turn it into a message)."""
 
 
-def _label(spec: ArchSpec) -> str:
+def _label(spec: ArchSpec, family: ArchitectureFamily | None = None) -> str:
     """A short name for messages: the variant name when the spec is that variant's default, else the full label."""
     try:
         if resolve_arch(spec.name) == spec:
             return spec.name
     except ZooError:
         pass
-    return get_family(spec.family).label(spec)
+    return (family if family is not None else get_family(spec.family)).label(spec)
 
 
 def _fix(spec: ArchSpec) -> str:
@@ -348,8 +392,12 @@ def _open(registry: RegistryLike) -> tuple[Registry, bool]:
     return Registry(registry, create=False), True  # serving never creates a registry (a mistyped path fails)
 
 
-def _labelled(registry: Registry, labelled: Any, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Images and labels to score on: data, or a registered dataset's name whose source zoo can read again."""
+def _labelled(registry: Registry, labelled: Any, shape: Sequence[int] | None, label: str
+              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images and labels to score on: data, or a registered dataset's name whose source zoo can read again.
+
+    ``shape`` is the input shape the architecture (``label`` in messages) takes, when its family knows it.
+    """
     if labelled is None:
         return None
     ds: ImageDataset | None = None
@@ -364,10 +412,9 @@ def _labelled(registry: Registry, labelled: Any, spec: ArchSpec) -> tuple[torch.
             raise DatasetError(f"zoo cannot read the data of dataset {labelled!r} again (registered from memory "
                                "or by name only); pass the labelled images and labels themselves")
     ds = ds if ds is not None else as_dataset(labelled)
-    shape = get_family(spec.family).input_shape(spec)
     if shape is not None and tuple(ds.image_shape) != tuple(shape):
         got, want = "x".join(map(str, ds.image_shape)), "x".join(map(str, shape))
-        raise DatasetError(f"the labelled samples are {got} images but {_label(spec)} takes {want} inputs; resize "
+        raise DatasetError(f"the labelled samples are {got} images but {label} takes {want} inputs; resize "
                            "them (ImageDataset.map_images) first")
     return ds.images, ds.labels
 
@@ -376,6 +423,9 @@ def _score(module: nn.Module, lab: tuple[torch.Tensor, torch.Tensor], device: st
     return accuracy(module, lab[0].to(device), lab[1].to(device))
 
 
+# ----------------------------------------------------------------------------------------------------
+# generators, through the contract of zoo.generators
+# ----------------------------------------------------------------------------------------------------
 _generators: dict[tuple[str, str], Any] = {}  # (blob sha256, device) -> generator: content-addressed, safe to share
 _generators_lock = threading.Lock()
 _GENERATOR_CACHE = 2  # loaded generators kept per process
@@ -413,15 +463,15 @@ def _trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, 
     return {r.arch.key: _label(r.arch) for r in recs}, len(recs) == len(set(rec.trained_on))
 
 
-def _select_generator(registry: Registry, spec: ArchSpec, ref: str | int | None, device: str | torch.device
-                      ) -> tuple[GeneratorRecord, _Loaded]:
-    """The generator version to sample ``spec`` from, loaded; :class:`_NoGenerator` (with why) if none."""
+def _select_generator(registry: Registry, req: _Request) -> tuple[GeneratorRecord, _Loaded]:
+    """The generator version to sample ``req.spec`` from, loaded; :class:`_NoGenerator` (with why) if none."""
+    spec, ref, device = req.spec, req.policy.generator, req.device
     if ref is not None:
         rec = registry.get_generator(ref)
         gen = _load_generator(registry, rec, device)
         if not gen.knows(spec):
             known = sorted(_trained_archs(registry, rec)[0].values()) or ["(unknown)"]
-            raise GeneratorError(f"generator {rec.ref} was not trained on {_label(spec)} (it knows "
+            raise GeneratorError(f"generator {rec.ref} was not trained on {req.label} (it knows "
                                  f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
                                  f"`zoo train --arch {spec.name}`")
         return rec, gen
@@ -442,30 +492,35 @@ def _select_generator(registry: Registry, spec: ArchSpec, ref: str | int | None,
         knows = ", ".join(sorted(set(archs.values()))) or "other architectures"
         seen.append(f"{rec.ref} ({rec.status}) knows {knows}")
     if seen:
-        raise _NoGenerator(f"no generator was trained on {_label(spec)} ({'; '.join(seen)})")
+        raise _NoGenerator(f"no generator was trained on {req.label} ({'; '.join(seen)})")
     raise _NoGenerator(f"no generator is trained for family {spec.family!r}")
 
 
-def _sample(registry: Registry, spec: ArchSpec, query: _Query, gen: _Loaded, n: int, policy: RetrievalPolicy,
-            device: str | torch.device) -> list[nn.Module]:
+def _sample(registry: Registry, req: _Request, gen: _Loaded, n: int) -> list[nn.Module]:
+    """``n`` networks of ``req.spec`` from ``gen``, conditioned on the query as its own encoders see it."""
+    policy = req.policy
     ds_encoder, text_encoder = gen.kind.encoders(gen.generator)
-    ds = np.array(query.vector(ds_encoder), dtype=np.float32)
-    arch = np.array(embed_arch(registry, spec, encoder=text_encoder).vector, dtype=np.float32)
-    nets = gen.kind.sample(gen.generator, spec, ds, arch, n, temperature=policy.temperature, top_k=policy.top_k,
-                           top_p=policy.top_p, guidance=policy.guidance, seed=policy.seed)
-    return [net.to(device).eval() for net in nets]
+    ds = np.array(req.query.vector(ds_encoder), dtype=np.float32)
+    arch = np.array(embed_arch(registry, req.spec, encoder=text_encoder).vector, dtype=np.float32)
+    nets = gen.kind.sample(gen.generator, req.spec, ds, arch, n, temperature=policy.temperature,
+                           top_k=policy.top_k, top_p=policy.top_p, guidance=policy.guidance, seed=policy.seed)
+    return [net.to(req.device).eval() for net in nets]
 
 
+# ----------------------------------------------------------------------------------------------------
+# retrieval candidates
+# ----------------------------------------------------------------------------------------------------
 def _similarity(c: Candidate) -> str:
     return f"similarity {c.similarity:.4f}" if c.similarity is not None else "no dataset vector to compare"
 
 
-def _why_not(spec: ArchSpec, neighbours: Sequence[Neighbor], threshold: float) -> str:
+def _why_not(req: _Request, neighbours: Sequence[Neighbor]) -> str:
+    """Why no retrieved checkpoint is served as is (the nearest one's similarity, or that there is none)."""
     if not neighbours:
-        return f"no checkpoint of {_label(spec)} is registered with a dataset"
+        return f"no checkpoint of {req.label} is registered with a dataset"
     n = neighbours[0]
     return (f"the nearest compatible checkpoint {n.checkpoint.ref} (dataset {n.dataset!r}) has similarity "
-            f"{n.similarity:.4f} < {threshold:g}")
+            f"{n.similarity:.4f} < {req.threshold:g}")
 
 
 @dataclass
@@ -505,9 +560,8 @@ def _ranked_by_similarity(sims: Mapping[int, float | None], metrics: Mapping[int
     return [i for _, i in break_ties(known, metrics, metric)] + order_by_metric(unknown, metric)
 
 
-def _scoring_pool(reg: Registry, spec: ArchSpec, query: np.ndarray, encoder: str | None, policy: RetrievalPolicy,
-                  floor: float | None) -> list[_Pick]:
-    """The registered checkpoints of exactly ``spec`` to score on labelled samples (module docs, point 4).
+def _scoring_pool(reg: Registry, req: _Request, query: np.ndarray, floor: float | None) -> list[_Pick]:
+    """The registered checkpoints of exactly ``req.spec`` to score on labelled samples (module docs, point 4).
 
     Every one while there are at most ``policy.score_pool`` (those with a similarity of at least ``floor``
     when given); above that, the ``policy.candidates`` nearest and then, in turn, the next of four rankings
@@ -515,7 +569,8 @@ def _scoring_pool(reg: Registry, spec: ArchSpec, query: np.ndarray, encoder: str
     record it; the newest version of each name) until the pool holds ``score_pool``. Returned most similar
     first, those without a dataset vector last.
     """
-    enc = get_dataset_encoder(encoder)
+    spec, policy = req.spec, req.policy
+    enc = get_dataset_encoder(policy.encoder)
     version = enc.version
     names = sorted(set(TIE_METRICS) | ({policy.metric} if policy.metric else set()))
     with reg.db.read() as s:
@@ -571,116 +626,168 @@ def _scoring_pool(reg: Registry, spec: ArchSpec, query: np.ndarray, encoder: str
                   dataset=dataset_of[cid]) for cid in pool if cid in records]
 
 
-def _run(mode: _Mode, arch: str | ArchSpec, dataset: Any, registry: RegistryLike,
-         policy: RetrievalPolicy | None, labelled: Any, register: bool, name: str | None,
-         device: str | torch.device, options: Mapping[str, Any]) -> Provision:
-    t0 = time.perf_counter()
-    policy = (policy or RetrievalPolicy()).with_options(**options)
-    spec = resolve_arch(arch)
-    reg, close = _open(registry)
-    try:
-        return _serve(mode, reg, spec, dataset, policy, labelled, register, name, device, t0)
-    finally:
-        if close:
-            reg.close()
+# ----------------------------------------------------------------------------------------------------
+# serving a request: gather -> choose -> explain, then register
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class _Gathered:
+    """What a request gathered: retrieval's neighbours and candidates, generated samples, their scores."""
+
+    neighbours: list[Neighbor] = field(default_factory=list)  # the `candidates` nearest compatible ones
+    retrieved: list[_Pick] = field(default_factory=list)  # those, or (with labelled samples) the scoring pool
+    generator: GeneratorRecord | None = None  # the generator version sampled
+    generated: list[_Pick] = field(default_factory=list)  # its samples
+    notes: list[str] = field(default_factory=list)  # what went wrong (no generator, damaged weights)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def picks(self) -> list[_Pick]:
+        """Everything considered: the retrieved checkpoints, then the generated samples."""
+        return self.retrieved + self.generated
 
 
-def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: RetrievalPolicy, labelled: Any,
-           register: bool, name: str | None, device: str | torch.device, t0: float) -> Provision:
-    thr = policy.min_similarity
-    query = _Query(reg, dataset)
-    lab = _labelled(reg, labelled, spec) if policy.score_with_labels else None
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-
-    # -- retrieval ----------------------------------------------------------------------------------
-    neighbours: list[Neighbor] = []
-    retrieved: list[_Pick] = []
-    if mode != "generate":
-        t = time.perf_counter()
-        qvec = query.vector(policy.encoder)
-        neighbours = nearest(reg, spec, qvec, k=policy.candidates, encoder=policy.encoder, match="exact",
-                             metric=policy.metric)
-        if lab is not None:  # labels decide: score a pool that holds the best, not just the nearest few
-            retrieved = _scoring_pool(reg, spec, qvec, policy.encoder, policy, thr if mode == "retrieve" else None)
-        else:
-            retrieved = [_retrieved(n) for n in neighbours]
-        timings["retrieve"] = time.perf_counter() - t
-    similar = [n for n in neighbours if n.similarity >= thr]
-    why_not = _why_not(spec, neighbours, thr)
-    if mode == "retrieve" and not similar:
-        fix = ("Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
-               "(retrieve_or_generate, or `zoo get` without --retrieve-only)") if neighbours else _fix(spec)
-        raise NoWeightsError(_label(spec), str(query), why_not, fix)
-
-    # -- generation ---------------------------------------------------------------------------------
-    want_gen = mode == "generate" or (mode == "auto" and (not similar or (lab is not None and policy.challenge)))
-    gen_rec: GeneratorRecord | None = None
-    picks: list[_Pick] = []
-    if want_gen:
-        t = time.perf_counter()
-        try:
-            gen_rec, gen = _select_generator(reg, spec, policy.generator, device)
-        except _NoGenerator as exc:
-            no_gen = str(exc)
-            if mode == "generate" or not retrieved or (not similar and not policy.fallback_to_nearest):
-                reason = no_gen if mode == "generate" else f"{why_not}, and {no_gen}"
-                raise NoWeightsError(_label(spec), str(query), reason, _fix(spec)) from None
-            if similar:
-                notes.append(f"no generator to compare with ({no_gen})")
-            else:
-                served = "the best-scoring" if lab is not None else "the nearest"
-                notes.append(f"{why_not}, and {no_gen}; served {served} compatible checkpoint anyway "
-                             f"(fallback_to_nearest). {_fix(spec)}")
-                log.warning("%s: %s", _label(spec), notes[-1])
-        else:
-            n = policy.samples if lab is not None else 1
-            nets = _sample(reg, spec, query, gen, n, policy, device)
-            picks += [_Pick(Candidate("generated", f"{gen_rec.ref}#{i}", None, None), net, sample=i)
-                      for i, net in enumerate(nets)]
-            timings["generate"] = time.perf_counter() - t
-
-    # -- choose -------------------------------------------------------------------------------------
-    generated = picks
-    picks = retrieved + generated  # everything considered, in that order
-    if lab is not None:  # scores decide among the eligible: in retrieve mode only similar-enough checkpoints
-        eligible = [p for p in picks
-                    if mode != "retrieve" or (p.cand.similarity is not None and p.cand.similarity >= thr)]
-        t = time.perf_counter()
-        usable = [p for p in eligible if _loaded(reg, p, device, notes)]
-        for p in usable:
-            p.cand = dataclasses.replace(p.cand, score=_score(p.module, lab, device))  # type: ignore[arg-type]
-        timings["score"] = time.perf_counter() - t
-        # ties: the first in the order of `picks` (a checkpoint before a sample, the more similar, see _scoring_pool)
-        chosen = max(usable, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
-    elif similar and mode != "generate":
-        chosen = next((p for p in retrieved if p.cand.similarity is not None and p.cand.similarity >= thr
-                       and _loaded(reg, p, device, notes)), None)
-    elif generated:
-        chosen = generated[0]
-    else:  # fallback_to_nearest
-        chosen = next((p for p in retrieved if _loaded(reg, p, device, notes)), None)
+def _serve(reg: Registry, req: _Request) -> Provision:
+    """Serve one request: gather the candidates, choose one, explain the choice, register it when asked."""
+    found = _gather(reg, req)
+    chosen = _first_usable(reg, _choose(req, found), req.device, found.notes)
     if chosen is None:  # every candidate was damaged
-        raise NoWeightsError(_label(spec), str(query), "; ".join(notes), "run `zoo verify` and re-add the damaged "
-                             "checkpoints from their source, or remove them")
+        fix = "run `zoo verify` and re-add the damaged checkpoints from their source, or remove them"
+        raise NoWeightsError(req.label, str(req.query), "; ".join(found.notes), fix)
     chosen.cand = dataclasses.replace(chosen.cand, chosen=True)
-    c = chosen.cand
+    reason = _explain(req, found, chosen)
+    registered, reason = _registration(reg, req, found, chosen, reason)
+    return _provision(req, found, chosen, reason, registered)
 
-    # -- why ----------------------------------------------------------------------------------------
-    if lab is None:
+
+def _similar(req: _Request, neighbours: Sequence[Neighbor]) -> list[Neighbor]:
+    """The neighbours similar enough to be served as they are."""
+    return [n for n in neighbours if n.similarity >= req.threshold]
+
+
+def _gather(reg: Registry, req: _Request) -> _Gathered:
+    """Gather the candidates: retrieval's (unless generating), generated samples (when needed), their scores.
+
+    Raises :class:`~zoo.errors.NoWeightsError` when retrieval alone is asked for and nothing is similar
+    enough, or when generation is needed and nothing can stand in for it.
+    """
+    found = _Gathered()
+    if req.mode != "generate":
+        _gather_retrieved(reg, req, found)
+    similar = _similar(req, found.neighbours)
+    if req.mode == "retrieve" and not similar:
+        fix = ("Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
+               "(retrieve_or_generate, or `zoo get` without --retrieve-only)"
+               ) if found.neighbours else _fix(req.spec)
+        raise NoWeightsError(req.label, str(req.query), _why_not(req, found.neighbours), fix)
+    if req.mode == "generate" or (req.mode == "auto" and (not similar or (req.labelled is not None
+                                                                          and req.policy.challenge))):
+        _gather_generated(reg, req, found, similar)
+    if req.labelled is not None:
+        _gather_scores(reg, req, found)
+    return found
+
+
+def _gather_retrieved(reg: Registry, req: _Request, found: _Gathered) -> None:
+    """The nearest compatible checkpoints; with labelled samples, the pool of checkpoints to score."""
+    t = time.perf_counter()
+    policy = req.policy
+    qvec = req.query.vector(policy.encoder)
+    found.neighbours = nearest(reg, req.spec, qvec, k=policy.candidates, encoder=policy.encoder,
+                               match="exact", metric=policy.metric)
+    if req.labelled is not None:  # labels decide: score a pool that holds the best, not just the nearest few
+        found.retrieved = _scoring_pool(reg, req, qvec, req.threshold if req.mode == "retrieve" else None)
+    else:
+        found.retrieved = [_retrieved(n) for n in found.neighbours]
+    found.timings["retrieve"] = time.perf_counter() - t
+
+
+def _gather_generated(reg: Registry, req: _Request, found: _Gathered, similar: Sequence[Neighbor]) -> None:
+    """Samples from the generator (best-of-n with labelled samples, else one); without one, a note or an
+    error."""
+    t = time.perf_counter()
+    try:
+        gen_rec, gen = _select_generator(reg, req)
+    except _NoGenerator as exc:
+        no_gen = str(exc)
+        why_not = _why_not(req, found.neighbours)
+        policy = req.policy
+        if req.mode == "generate" or not found.retrieved or (not similar and not policy.fallback_to_nearest):
+            reason = no_gen if req.mode == "generate" else f"{why_not}, and {no_gen}"
+            raise NoWeightsError(req.label, str(req.query), reason, _fix(req.spec)) from None
+        if similar:
+            found.notes.append(f"no generator to compare with ({no_gen})")
+        else:
+            served = "the best-scoring" if req.labelled is not None else "the nearest"
+            found.notes.append(f"{why_not}, and {no_gen}; served {served} compatible checkpoint anyway "
+                               f"(fallback_to_nearest). {_fix(req.spec)}")
+            log.warning("%s: %s", req.label, found.notes[-1])
+        return
+    n = req.policy.samples if req.labelled is not None else 1
+    nets = _sample(reg, req, gen, n)
+    found.generator = gen_rec
+    found.generated = [_Pick(Candidate("generated", f"{gen_rec.ref}#{i}", None, None), net, sample=i)
+                       for i, net in enumerate(nets)]
+    found.timings["generate"] = time.perf_counter() - t
+
+
+def _gather_scores(reg: Registry, req: _Request, found: _Gathered) -> None:
+    """Score the eligible candidates on the labelled samples (in retrieve mode only similar-enough
+    checkpoints); a candidate whose weights are damaged is noted and left unscored."""
+    assert req.labelled is not None, "scores need labelled samples"
+    eligible = [p for p in found.picks if req.mode != "retrieve"
+                or (p.cand.similarity is not None and p.cand.similarity >= req.threshold)]
+    t = time.perf_counter()
+    usable = [p for p in eligible if _loaded(reg, p, req.device, found.notes)]
+    for p in usable:
+        p.cand = dataclasses.replace(p.cand, score=_score(p.module, req.labelled, req.device))  # type: ignore[arg-type]
+    found.timings["score"] = time.perf_counter() - t
+
+
+def _choose(req: _Request, found: _Gathered) -> list[_Pick]:
+    """The candidates in the order they are to be served (a pure function of what was gathered and scored).
+
+    With labelled samples: the highest-scoring one (ties: the first in the order of
+    :attr:`_Gathered.picks`, a checkpoint before a sample, the more similar first). Otherwise: the
+    similar-enough retrieved checkpoints, nearest first; else the first generated sample; else
+    (``fallback_to_nearest``) every retrieved checkpoint, nearest first. The first of them
+    whose weights load is served (:func:`_first_usable`).
+    """
+    if req.labelled is not None:
+        scored = [p for p in found.picks if p.cand.score is not None]
+        best = max(scored, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
+        return [best] if best is not None else []
+    if _similar(req, found.neighbours) and req.mode != "generate":
+        thr = req.threshold
+        return [p for p in found.retrieved if p.cand.similarity is not None and p.cand.similarity >= thr]
+    if found.generated:
+        return found.generated[:1]
+    return list(found.retrieved)  # fallback_to_nearest
+
+
+def _first_usable(reg: Registry, order: Sequence[_Pick], device: str | torch.device, notes: list[str]
+                  ) -> _Pick | None:
+    """The first of ``order`` whose weights load (a damaged one is noted and skipped); None if none does."""
+    return next((p for p in order if _loaded(reg, p, device, notes)), None)
+
+
+def _explain(req: _Request, found: _Gathered, chosen: _Pick) -> str:
+    """The reason text: what was chosen and why, then the notes gathered on the way (a pure function)."""
+    thr, c = req.threshold, chosen.cand
+    if req.labelled is None:
         if c.source == "generated":
-            gen_ref = gen_rec.ref if gen_rec is not None else "?"
-            reason = f"{why_not}; generated with {gen_ref}" if mode == "auto" else f"generated with {gen_ref} (asked to)"
+            gen_ref = found.generator.ref if found.generator is not None else "?"
+            reason = (f"{_why_not(req, found.neighbours)}; generated with {gen_ref}" if req.mode == "auto"
+                      else f"generated with {gen_ref} (asked to)")
         elif c.similarity is not None and c.similarity >= thr:
             reason = (f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
                       f"similarity {c.similarity:.4f} >= {thr:g}; retrieved it")
         else:
             reason = ""  # the fallback note says it all
     else:
-        scored_r = [p for p in retrieved if p.cand.score is not None]
-        scored_g = [p for p in generated if p.cand.score is not None]
+        scored_r = [p for p in found.retrieved if p.cand.score is not None]
+        scored_g = [p for p in found.generated if p.cand.score is not None]
         head = (f"scored {len(scored_r)} retrieved and {len(scored_g)} generated candidate(s) on "
-                f"{len(lab[1])} labelled samples: ")
+                f"{len(req.labelled[1])} labelled samples: ")
         best_r = max(scored_r, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
         best_g = max(scored_g, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
         if c.source == "generated" and best_r is not None:
@@ -688,45 +795,38 @@ def _serve(mode: _Mode, reg: Registry, spec: ArchSpec, dataset: Any, policy: Ret
                              f"{best_r.cand.ref} ({best_r.cand.score:.4f}, {_similarity(best_r.cand)})")
         elif c.source == "generated":
             reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
-            if mode == "auto":
-                reason += f" ({why_not})"
+            if req.mode == "auto":
+                reason += f" ({_why_not(req, found.neighbours)})"
         else:
             reason = head + f"retrieved {c.ref} scored best ({c.score:.4f}, {_similarity(c)}"
             reason += f", below the threshold {thr:g})" if c.similarity is not None and c.similarity < thr else ")"
             if best_g is not None:
                 reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
-    reason = "; ".join(x for x in [reason, *notes] if x)
-
-    # -- register -----------------------------------------------------------------------------------
-    registered: CheckpointRecord | None = None
-    if register and c.source == "generated":
-        t = time.perf_counter()
-        registered = _register(reg, chosen, spec, query, gen_rec, policy, name, neighbours, reason)  # type: ignore[arg-type]
-        timings["register"] = time.perf_counter() - t
-        reason += f"; registered as {registered.ref}"
-    elif register:
-        reason += "; not registered again (it is a registered checkpoint)"
-
-    seconds = time.perf_counter() - t0
-    prov = Provision(
-        module=chosen.module.eval(), source=c.source, arch=spec, reason=reason, seconds=seconds, min_similarity=thr,
-        similarity=c.similarity if c.source == "retrieved" else (neighbours[0].similarity if neighbours else None),
-        checkpoint=chosen.record,
-        generator=gen_rec if c.source == "generated" else None, sample=chosen.sample, score=c.score,
-        candidates=tuple(p.cand for p in picks), dataset=query.name, registered=registered, timings=timings)
-    log.info("%s for %s on %s: %s (%.2f s)", prov.source, _label(spec), query, prov.reason, seconds)
-    return prov
+    return "; ".join(x for x in [reason, *found.notes] if x)
 
 
-def _register(reg: Registry, chosen: _Pick, spec: ArchSpec, query: _Query, gen_rec: GeneratorRecord,
-              policy: RetrievalPolicy, name: str | None, neighbours: Sequence[Neighbor], reason: str
-              ) -> CheckpointRecord:
+def _registration(reg: Registry, req: _Request, found: _Gathered, chosen: _Pick, reason: str
+                  ) -> tuple[CheckpointRecord | None, str]:
+    """With ``register=True``, store chosen generated weights: the record (or None) and the amended reason."""
+    if not req.register:
+        return None, reason
+    if chosen.cand.source != "generated":
+        return None, reason + "; not registered again (it is a registered checkpoint)"
+    t = time.perf_counter()
+    registered = _register(reg, req, chosen, found, reason)
+    found.timings["register"] = time.perf_counter() - t
+    return registered, reason + f"; registered as {registered.ref}"
+
+
+def _register(reg: Registry, req: _Request, chosen: _Pick, found: _Gathered, reason: str) -> CheckpointRecord:
     """Store generated weights: origin "generated"; the generator version in meta and as a tag.
 
     A checkpoint's ``parent`` can only name another checkpoint, so the generator (the true parent) is
     recorded in ``meta["generator"]`` (with its id and blob hash) and as the tag ``generator.<name>.v<N>``.
     """
-    name = name or f"{spec.name}-{query.name or 'query'}-generated"
+    gen_rec, query, policy, neighbours = found.generator, req.query, req.policy, found.neighbours
+    assert gen_rec is not None, "generated weights name their generator"
+    name = req.name or f"{req.spec.name}-{query.name or 'query'}-generated"
     meta = {
         "generator": gen_rec.ref, "generator_id": gen_rec.id, "generator_sha256": gen_rec.sha256,
         "sample": chosen.sample, "reason": reason,
@@ -737,8 +837,26 @@ def _register(reg: Registry, chosen: _Pick, spec: ArchSpec, query: _Query, gen_r
         "query": query.name or {"fingerprint": query.data.fingerprint if query.data is not None else None},
     }
     metrics = {"labelled_accuracy": chosen.cand.score} if chosen.cand.score is not None else {}
-    return reg.add(chosen.module, name=name, arch=spec, dataset=query.name, origin="generated", metrics=metrics,  # type: ignore[arg-type]
-                   tags=["generated", f"generator.{gen_rec.name}.v{gen_rec.version}"], meta=meta)
+    tags = ["generated", f"generator.{gen_rec.name}.v{gen_rec.version}"]
+    return reg.add(chosen.module, name=name, arch=req.spec, dataset=query.name, origin="generated",  # type: ignore[arg-type]
+                   metrics=metrics, tags=tags, meta=meta)
+
+
+def _provision(req: _Request, found: _Gathered, chosen: _Pick, reason: str,
+               registered: CheckpointRecord | None) -> Provision:
+    """The answer: the chosen module and the record of what happened."""
+    c = chosen.cand
+    seconds = time.perf_counter() - req.t0
+    prov = Provision(
+        module=chosen.module.eval(), source=c.source, arch=req.spec, reason=reason, seconds=seconds,  # type: ignore[union-attr]
+        min_similarity=req.threshold,
+        similarity=c.similarity if c.source == "retrieved" else (found.neighbours[0].similarity
+                                                                 if found.neighbours else None),
+        checkpoint=chosen.record, generator=found.generator if c.source == "generated" else None,
+        sample=chosen.sample, score=c.score, candidates=tuple(p.cand for p in found.picks),
+        dataset=req.query.name, registered=registered, timings=found.timings)
+    log.info("%s for %s on %s: %s (%.2f s)", prov.source, req.label, req.query, prov.reason, seconds)
+    return prov
 
 
 __all__ = [
