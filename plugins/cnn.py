@@ -67,8 +67,16 @@ def _variant_of(cfg: Mapping[str, Any]) -> str:
 class ZooCNN(nn.Module):
     """conv-act-pool x (n-1), conv-act, flatten, linear-act, linear."""
 
-    def __init__(self, in_chans: int, channels: list[int], kernels: list[int], hidden: int, num_classes: int,
-                 input_size: int, activation: str) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        channels: list[int],
+        kernels: list[int],
+        hidden: int,
+        num_classes: int,
+        input_size: int,
+        activation: str,
+    ) -> None:
         super().__init__()
         act = ACTIVATIONS[activation]
         layers: list[nn.Module] = []
@@ -109,16 +117,22 @@ class CNNFamily(ArchitectureFamily):
     def _validate(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         unknown = set(cfg) - set(DEFAULTS) - {"channels", "kernels", "hidden"}
         if unknown:
-            raise ZooError(f"{name}: unknown setting(s) {sorted(unknown)}; cnn takes "
-                           f"{sorted(set(DEFAULTS) | {'channels', 'kernels', 'hidden'})}")
+            raise ZooError(
+                f"{name}: unknown setting(s) {sorted(unknown)}; cnn takes "
+                f"{sorted(set(DEFAULTS) | {'channels', 'kernels', 'hidden'})}"
+            )
         if cfg["activation"] not in ACTIVATIONS:
-            raise ZooError(f"{name}: unknown activation {cfg['activation']!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ZooError(
+                f"{name}: unknown activation {cfg['activation']!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         cfg["channels"] = [int(c) for c in cfg["channels"]]
         cfg["kernels"] = [int(k) for k in cfg["kernels"]]
         if len(cfg["channels"]) != len(cfg["kernels"]) or not cfg["channels"]:
             raise ZooError(f"{name}: channels and kernels must be non-empty lists of the same length")
         if feature_side(int(cfg["input_size"]), cfg["kernels"]) < 1:
-            raise ZooError(f"{name}: input_size {cfg['input_size']} is too small for kernels {cfg['kernels']}")
+            raise ZooError(
+                f"{name}: input_size {cfg['input_size']} is too small for kernels {cfg['kernels']}"
+            )
         for k in ("in_chans", "num_classes", "input_size", "hidden"):
             cfg[k] = int(cfg[k])
         return cfg
@@ -128,7 +142,8 @@ class CNNFamily(ArchitectureFamily):
         convs = ", ".join(f"{ch}@{k}x{k}" for ch, k in zip(c["channels"], c["kernels"]))
         fc_in = c["channels"][-1] * feature_side(c["input_size"], c["kernels"]) ** 2
         return (
-            f"Convolutional neural network {spec.name}: {len(c['channels'])} convolution layers ({convs}) with "
+            f"Convolutional neural network {spec.name}: {len(c['channels'])} convolution layers "
+            f"({convs}) with "
             f"{c['activation']} activation and 2x2 max pooling, then fully connected {fc_in}->{c['hidden']}->"
             f"{c['num_classes']}. Input {c['in_chans']}x{c['input_size']}x{c['input_size']}, "
             f"{c['num_classes']} classes."
@@ -140,27 +155,48 @@ class CNNFamily(ArchitectureFamily):
 
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config
-        return ZooCNN(c["in_chans"], list(c["channels"]), list(c["kernels"]), c["hidden"], c["num_classes"],
-                      c["input_size"], c["activation"])
+        return ZooCNN(
+            c["in_chans"],
+            list(c["channels"]),
+            list(c["kernels"]),
+            c["hidden"],
+            c["num_classes"],
+            c["input_size"],
+            c["activation"],
+        )
 
     def candidates(self, state_dict: Mapping[str, torch.Tensor]) -> list[ArchSpec]:
         convs = sorted((k for k in state_dict if _CONV_KEY.fullmatch(k)), key=lambda k: int(k.split(".")[1]))
         fcs = sorted((k for k in state_dict if _FC_KEY.fullmatch(k)), key=lambda k: int(k.split(".")[1]))
-        if not convs or len(fcs) != 2 or any(state_dict[k].dim() != 4 for k in convs) \
-                or any(state_dict[k].dim() != 2 for k in fcs):
+        if (
+            not convs
+            or len(fcs) != 2
+            or any(state_dict[k].dim() != 4 for k in convs)
+            or any(state_dict[k].dim() != 2 for k in fcs)
+        ):
             return []
         channels = [int(state_dict[k].shape[0]) for k in convs]
         kernels = [int(state_dict[k].shape[-1]) for k in convs]
         in_chans = int(state_dict[convs[0]].shape[1])
         hidden, fc_in = (int(d) for d in state_dict[fcs[0]].shape)
         num_classes = int(state_dict[fcs[1]].shape[0])
-        sizes = [s for s in range(4, 513) if feature_side(s, kernels) >= 1
-                 and channels[-1] * feature_side(s, kernels) ** 2 == fc_in]
+        sizes = [
+            s
+            for s in range(4, 513)
+            if feature_side(s, kernels) >= 1 and channels[-1] * feature_side(s, kernels) ** 2 == fc_in
+        ]
         if not sizes:
             return []
         size = next((s for s in _PREFERRED_SIZES if s in sizes), sizes[0])
-        cfg = {**DEFAULTS, "channels": channels, "kernels": kernels, "hidden": hidden, "in_chans": in_chans,
-               "num_classes": num_classes, "input_size": size}
+        cfg = {
+            **DEFAULTS,
+            "channels": channels,
+            "kernels": kernels,
+            "hidden": hidden,
+            "in_chans": in_chans,
+            "num_classes": num_classes,
+            "input_size": size,
+        }
         return [ArchSpec(self.name, _variant_of(cfg), cfg)]
 
 

@@ -77,8 +77,13 @@ class LoRALinear(nn.Module):
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the update folded in: ``W + scaling * B A``."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
         with torch.no_grad():
             lin.weight.copy_(self.weight + (self.lora_B @ self.lora_A) * self.scaling)
             if self.bias is not None:
@@ -86,20 +91,27 @@ class LoRALinear(nn.Module):
         return lin
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"alpha={self.alpha}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+            f"alpha={self.alpha}"
+        )
 
 
 def matches(module_name: str, targets: Sequence[str]) -> bool:
     """Whether ``module_name`` is one of ``targets`` (an exact name, a dotted suffix or a glob)."""
-    return any(module_name == t or module_name.endswith("." + t) or fnmatch.fnmatchcase(module_name, t)
-               for t in targets)
+    return any(
+        module_name == t or module_name.endswith("." + t) or fnmatch.fnmatchcase(module_name, t)
+        for t in targets
+    )
 
 
 def target_linears(module: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn.Module]]:
     """``(name, layer)`` of every linear (or already adapted) layer of ``module`` that ``targets`` select."""
-    return [(n, m) for n, m in module.named_modules()
-            if n and isinstance(m, (nn.Linear, LoRALinear)) and matches(n, targets)]
+    return [
+        (n, m)
+        for n, m in module.named_modules()
+        if n and isinstance(m, (nn.Linear, LoRALinear)) and matches(n, targets)
+    ]
 
 
 def apply_lora(module: nn.Module, rank: int, alpha: float, targets: Sequence[str]) -> nn.Module:
@@ -110,10 +122,14 @@ def apply_lora(module: nn.Module, rank: int, alpha: float, targets: Sequence[str
     found = target_linears(module, targets)
     if not found:
         linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)][:6]
-        raise ZooError(f"no nn.Linear layer matches LoRA targets {list(targets)}; linear layers are named like "
-                       f"{linears}; pass targets= with names or suffixes of those")
+        raise ZooError(
+            f"no nn.Linear layer matches LoRA targets {list(targets)}; linear layers are named like "
+            f"{linears}; pass targets= with names or suffixes of those"
+        )
     if any(isinstance(m, LoRALinear) for _, m in found):
-        raise ZooError("the base module already carries LoRA adapters; merge() them or pass a fresh base module")
+        raise ZooError(
+            "the base module already carries LoRA adapters; merge() them or pass a fresh base module"
+        )
     for p in module.parameters():
         p.requires_grad_(False)
     for name, layer in found:
@@ -153,8 +169,10 @@ def _targets_of(base: ArchSpec, targets: tuple[str, ...]) -> tuple[tuple[str, in
     found = target_linears(module, targets)
     if not found:
         linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)][:6]
-        raise ZooError(f"no nn.Linear layer of {base} matches LoRA targets {list(targets)}; its linear layers are "
-                       f"named like {linears}; pass targets= with names or suffixes of those")
+        raise ZooError(
+            f"no nn.Linear layer of {base} matches LoRA targets {list(targets)}; its linear layers are "
+            f"named like {linears}; pass targets= with names or suffixes of those"
+        )
     return tuple((n, m.in_features, m.out_features, m.weight.dtype) for n, m in found)
 
 
@@ -175,8 +193,10 @@ class LoRAFamily(ArchitectureFamily):
         if key.lower() == "lora":
             base_ref = overrides.pop("base", None)
             if base_ref is None:
-                raise ZooError("a LoRA spec needs its base: pass base= (a spec, its JSON or a name such as "
-                               "'vit_base_patch16_224'), or name it 'lora-vit_base_patch16_224'")
+                raise ZooError(
+                    "a LoRA spec needs its base: pass base= (a spec, its JSON or a name such as "
+                    "'vit_base_patch16_224'), or name it 'lora-vit_base_patch16_224'"
+                )
         elif key.lower().startswith(("lora-", "lora_")):
             base_ref = overrides.pop("base", None) or key[5:]
         else:
@@ -233,7 +253,8 @@ class LoRAFamily(ArchitectureFamily):
         base = self.base_spec(spec)
         found = self._targets(spec)
         return (
-            f"LoRA adapters of rank {c['rank']} (alpha {c['alpha']:g}, scaling {c['alpha'] / c['rank']:g}) on "
+            f"LoRA adapters of rank {c['rank']} (alpha {c['alpha']:g}, "
+            f"scaling {c['alpha'] / c['rank']:g}) on "
             f"{len(found)} linear layers matching {', '.join(c['targets'])}, "
             f"{self.layout(spec).num_params} adapter parameters, applied to the base network: "
             f"{get_family_of(base).describe(base)}"
@@ -242,8 +263,9 @@ class LoRAFamily(ArchitectureFamily):
     def build(self, spec: ArchSpec) -> nn.Module:
         """A fresh base (random init) with fresh adapters (B = 0, so it computes exactly the base)."""
         base = self.base_spec(spec)
-        return apply_lora(get_family_of(base).build(base), spec.config["rank"], spec.config["alpha"],
-                          spec.config["targets"])
+        return apply_lora(
+            get_family_of(base).build(base), spec.config["rank"], spec.config["alpha"], spec.config["targets"]
+        )
 
     def merge(self, module: nn.Module, *, inplace: bool = False) -> nn.Module:
         """:func:`merge`: the adapted module as a plain base architecture (adapters folded in)."""
@@ -251,7 +273,8 @@ class LoRAFamily(ArchitectureFamily):
 
     # -- state dicts ----------------------------------------------------------------------------------
     def slots(self, spec: ArchSpec) -> tuple[TensorSlot, ...]:
-        """The adapters only: ``<module>.lora_A`` (rank, in) and ``<module>.lora_B`` (out, rank) per target."""
+        """The adapters only: ``<module>.lora_A`` (rank, in) and ``<module>.lora_B`` (out, rank) per
+        target."""
         r = spec.config["rank"]
         out: list[TensorSlot] = []
         for name, fan_in, fan_out, dtype in self._targets(spec):
@@ -267,33 +290,53 @@ class LoRAFamily(ArchitectureFamily):
         return frozenset(k for k in state_dict if not k.endswith(ADAPTER_SUFFIXES))
 
     def layout(self, spec: ArchSpec) -> Layout:
-        return Layout(spec, self.slots(spec), (),
-                      "base weights: neither generated nor stored; they come from the base checkpoint "
-                      "(Registry.add(..., base=)), onto which rebuild/load apply the adapters")
+        return Layout(
+            spec,
+            self.slots(spec),
+            (),
+            "base weights: neither generated nor stored; they come from the base checkpoint "
+            "(Registry.add(..., base=)), onto which rebuild/load apply the adapters",
+        )
 
-    def load(self, spec: ArchSpec, state_dict: Mapping[str, torch.Tensor], base: nn.Module | None = None, *,
-             copy: bool = False) -> nn.Module:
+    def load(
+        self,
+        spec: ArchSpec,
+        state_dict: Mapping[str, torch.Tensor],
+        base: nn.Module | None = None,
+        *,
+        copy: bool = False,
+    ) -> nn.Module:
         """``base`` with the adapters of ``state_dict`` applied (in place; eval mode).
 
         ``base`` is a module of :meth:`base_spec`'s architecture (``Registry.load`` passes the registered
         base). Without ``copy`` the adapters take the given tensors as they are.
         """
         if base is None:
-            raise ZooError(f"{spec.name} is a LoRA adapter and needs its base module: pass base= (a module of "
-                           f"{self.base_spec(spec)}); Registry.load passes the registered base")
+            raise ZooError(
+                f"{spec.name} is a LoRA adapter and needs its base module: pass base= (a module of "
+                f"{self.base_spec(spec)}); Registry.load passes the registered base"
+            )
         state = self.canonicalize(spec, state_dict)
         layers = dict(target_linears(base, spec.config["targets"]))
         for name, fan_in, fan_out, _ in self._targets(spec):
             layer = layers.get(name)
             if layer is None:
-                raise ArchitectureMismatchError(self.base_spec(spec).name, missing=[f"{name}.weight"],
-                                                detail="the base module lacks a layer the adapter targets")
+                raise ArchitectureMismatchError(
+                    self.base_spec(spec).name,
+                    missing=[f"{name}.weight"],
+                    detail="the base module lacks a layer the adapter targets",
+                )
             if isinstance(layer, LoRALinear):
-                raise ZooError("the base module already carries LoRA adapters; merge() them or pass a fresh base")
+                raise ZooError(
+                    "the base module already carries LoRA adapters; merge() them or pass a fresh base"
+                )
             if (layer.out_features, layer.in_features) != (fan_out, fan_in):
-                raise ArchitectureMismatchError(self.base_spec(spec).name, layer=f"{name}.weight",
-                                                expected=(fan_out, fan_in),
-                                                got=(layer.out_features, layer.in_features))
+                raise ArchitectureMismatchError(
+                    self.base_spec(spec).name,
+                    layer=f"{name}.weight",
+                    expected=(fan_out, fan_in),
+                    got=(layer.out_features, layer.in_features),
+                )
         apply_lora(base, spec.config["rank"], spec.config["alpha"], spec.config["targets"])
         for key, tensor in state.items():
             owner, _, attr = key.rpartition(".")
@@ -341,8 +384,9 @@ def _targets_from_modules(modules: list[str]) -> list[str]:
     return modules
 
 
-def _detect_base(rest: Mapping[str, torch.Tensor], adapters: Mapping[str, torch.Tensor],
-                 modules: list[str]) -> ArchSpec | None:
+def _detect_base(
+    rest: Mapping[str, torch.Tensor], adapters: Mapping[str, torch.Tensor], modules: list[str]
+) -> ArchSpec | None:
     """The base architecture: detected from base weights when present, else a default ViT of that width."""
     from zoo import detect_arch, resolve_arch
 

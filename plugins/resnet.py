@@ -1,10 +1,11 @@
 """The ``resnet`` family: CIFAR ResNets of depth 6n+2 and ImageNet ResNet-18/34/50/101/152.
 
-CIFAR ResNets (He et al. 2016, section 4.2; ``style: "cifar"``): a 3x3 conv with ``width`` channels, BN,
-ReLU; three stages of n BasicBlocks with width, 2*width and 4*width channels (stride 2 at the start of stages 2 and 3); option-A shortcuts (parameter-free: subsample by stride
-2 and zero-pad the new channels); global average pooling; a linear classifier. State-dict keys match the
-widely used CIFAR ResNet checkpoints (``conv1``, ``bn1``, ``layer{1,2,3}.{i}.conv{1,2}``, ``linear``), which
-load as they are, ``module.`` prefixes and missing ``num_batches_tracked`` included.
+CIFAR ResNets (He et al. 2016, section 4.2; ``style: "cifar"``): a 3x3 conv with ``width`` channels, BN, ReLU;
+three stages of n BasicBlocks with width, 2*width and 4*width channels (stride 2 at the start of stages 2 and
+3); option-A shortcuts (parameter-free: subsample by stride 2 and zero-pad the new channels); global average
+pooling; a linear classifier. State-dict keys match the widely used CIFAR ResNet checkpoints (``conv1``,
+``bn1``, ``layer{1,2,3}.{i}.conv{1,2}``, ``linear``), which load as they are, ``module.`` prefixes and missing
+``num_batches_tracked`` included.
 
 ImageNet ResNets (``style: "imagenet"``): torchvision's ``resnet18/34/50/101/152`` (random init, never a
 download), with ``num_classes`` and ``in_chans`` configurable; keys ``conv1``, ``bn1``, ``layer{1..4}``,
@@ -162,14 +163,20 @@ class ResNetFamily(ArchitectureFamily):
         if style == "imagenet":
             if depth not in IMAGENET_STAGES:
                 raise ZooError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, got {depth}")
-            cfg = {**IMAGENET_DEFAULTS, **_ints(overrides, IMAGENET_DEFAULTS, f"resnet{depth}"),
-                   "depth": depth, "style": "imagenet"}
+            cfg = {
+                **IMAGENET_DEFAULTS,
+                **_ints(overrides, IMAGENET_DEFAULTS, f"resnet{depth}"),
+                "depth": depth,
+                "style": "imagenet",
+            }
             return ArchSpec(self.name, f"resnet{depth}", cfg)
         if style != "cifar":
             raise ZooError(f"{name}: style must be 'cifar' or 'imagenet', got {style!r}")
         if (depth - 2) % 6 or depth < 8:
-            raise ZooError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}; "
-                           f"ImageNet ResNets are {', '.join(f'resnet{d}' for d in IMAGENET_STAGES)}")
+            raise ZooError(
+                f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}; "
+                f"ImageNet ResNets are {', '.join(f'resnet{d}' for d in IMAGENET_STAGES)}"
+            )
         label = f"resnet{depth}_cifar" if depth in IMAGENET_STAGES else f"resnet{depth}"
         cfg = {**CIFAR_DEFAULTS, **_ints(overrides, CIFAR_DEFAULTS, label), "depth": depth, "style": "cifar"}
         return ArchSpec(self.name, label, cfg)
@@ -180,10 +187,14 @@ class ResNetFamily(ArchitectureFamily):
             block, stages = IMAGENET_STAGES[c["depth"]]
             exp = 4 if block == "bottleneck" else 1
             widths = [64 * 2**i * exp for i in range(4)]
-            kind = ("bottleneck blocks (1x1, 3x3, 1x1 convolutions with batch norm, expansion 4)"
-                    if block == "bottleneck" else "basic blocks (two 3x3 convolutions with batch norm)")
+            kind = (
+                "bottleneck blocks (1x1, 3x3, 1x1 convolutions with batch norm, expansion 4)"
+                if block == "bottleneck"
+                else "basic blocks (two 3x3 convolutions with batch norm)"
+            )
             return (
-                f"ImageNet residual network ResNet-{c['depth']}: 7x7 stride-2 stem convolution with 64 channels, "
+                f"ImageNet residual network ResNet-{c['depth']}: 7x7 stride-2 stem convolution "
+                f"with 64 channels, "
                 f"batch norm, ReLU, 3x3 max pooling; four stages of {list(stages)} {kind} with "
                 f"{', '.join(map(str, widths))} output channels, stride 2 at stages 2 to 4, 1x1 projection "
                 f"shortcuts where the shape changes; global average pooling; linear classifier {widths[-1]}->"
@@ -193,10 +204,11 @@ class ResNetFamily(ArchitectureFamily):
         n = (c["depth"] - 2) // 6
         w = c["width"]
         return (
-            f"CIFAR residual network ResNet-{c['depth']}: 3x3 stem convolution with {w} channels, batch norm, "
-            f"ReLU; three stages of {n} basic blocks (two 3x3 convolutions with batch norm) with {w}, {2 * w} and "
-            f"{4 * w} channels, stride 2 at stages 2 and 3, parameter-free option-A shortcuts; global average "
-            f"pooling; linear classifier {4 * w}->{c['num_classes']}. Input {c['in_chans']}x{c['input_size']}x"
+            f"CIFAR residual network ResNet-{c['depth']}: 3x3 stem convolution with {w} channels, "
+            f"batch norm, ReLU; three stages of {n} basic blocks (two 3x3 convolutions with batch norm) "
+            f"with {w}, {2 * w} and {4 * w} channels, stride 2 at stages 2 and 3, parameter-free option-A "
+            f"shortcuts; global average pooling; linear classifier {4 * w}->{c['num_classes']}. "
+            f"Input {c['in_chans']}x{c['input_size']}x"
             f"{c['input_size']}, {c['num_classes']} classes."
         )
 
@@ -223,8 +235,12 @@ class ResNetFamily(ArchitectureFamily):
     def _cifar_candidates(self, sd: Mapping[str, torch.Tensor], stem: torch.Tensor) -> list[ArchSpec]:
         blocks = {k.split(".")[1] for k in sd if k.startswith("layer1.")}
         depth = 6 * len(blocks) + 2
-        cfg = {"in_chans": int(stem.shape[1]), "width": int(stem.shape[0]),
-               "num_classes": int(sd["linear.weight"].shape[0]), "style": "cifar"}
+        cfg = {
+            "in_chans": int(stem.shape[1]),
+            "width": int(stem.shape[0]),
+            "num_classes": int(sd["linear.weight"].shape[0]),
+            "style": "cifar",
+        }
         return [self.parse(f"resnet{depth}", **cfg)]  # type: ignore[list-item]
 
     def _imagenet_candidates(self, sd: Mapping[str, torch.Tensor], stem: torch.Tensor) -> list[ArchSpec]:
@@ -233,8 +249,11 @@ class ResNetFamily(ArchitectureFamily):
         depth = next((d for d, (b, st) in IMAGENET_STAGES.items() if b == block and st == counts), None)
         if depth is None:
             return []
-        cfg = {"in_chans": int(stem.shape[1]), "num_classes": int(sd["fc.weight"].shape[0]),
-               "style": "imagenet"}
+        cfg = {
+            "in_chans": int(stem.shape[1]),
+            "num_classes": int(sd["fc.weight"].shape[0]),
+            "style": "imagenet",
+        }
         return [self.parse(f"resnet{depth}", **cfg)]  # type: ignore[list-item]
 
 

@@ -59,7 +59,8 @@ SETTINGS = ("img_size", "patch_size", "num_classes", "in_chans", "depth")  # wha
 _DERIVED = ("size", "embed_dim", "num_heads", "mlp_ratio")  # config keys parse accepts back if they agree
 MLP_RATIO = 4.0  # hidden width of every block's MLP, as a multiple of the token width
 _NAME = re.compile(  # vit_{size}_patch{P}_{S}, optionally with a timm tag (".augreg_in21k")
-    r"^vit[-_](?P<size>tiny|small|base|large|huge)[-_]patch(?P<patch>\d+)[-_](?P<img>\d+)(?:\..*)?$")
+    r"^vit[-_](?P<size>tiny|small|base|large|huge)[-_]patch(?P<patch>\d+)[-_](?P<img>\d+)(?:\..*)?$"
+)
 
 
 def vit_name(size: str, patch_size: int, img_size: int) -> str:
@@ -84,13 +85,24 @@ class ViTFamily(ArchitectureFamily):
         unknown = set(overrides) - set(SETTINGS) - set(_DERIVED)
         if unknown:
             raise ZooError(f"{name}: unknown setting(s) {sorted(unknown)}; a ViT takes {list(SETTINGS)}")
-        for key, want in (("size", m["size"]), ("embed_dim", size.embed_dim), ("num_heads", size.num_heads),
-                          ("mlp_ratio", MLP_RATIO)):
+        for key, want in (
+            ("size", m["size"]),
+            ("embed_dim", size.embed_dim),
+            ("num_heads", size.num_heads),
+            ("mlp_ratio", MLP_RATIO),
+        ):
             if key in overrides and overrides[key] != want:
-                raise ZooError(f"{name}: {key}={overrides[key]!r} contradicts the name ({key} is {want!r}); "
-                               f"choose the size by name (tiny, small, base, large, huge)")
-        cfg: dict[str, Any] = {"img_size": int(m["img"]), "patch_size": int(m["patch"]), "num_classes": 1000,
-                               "in_chans": 3, "depth": size.depth}
+                raise ZooError(
+                    f"{name}: {key}={overrides[key]!r} contradicts the name ({key} is {want!r}); "
+                    f"choose the size by name (tiny, small, base, large, huge)"
+                )
+        cfg: dict[str, Any] = {
+            "img_size": int(m["img"]),
+            "patch_size": int(m["patch"]),
+            "num_classes": 1000,
+            "in_chans": 3,
+            "depth": size.depth,
+        }
         for key in SETTINGS:
             if key in overrides:
                 v = overrides[key]
@@ -103,8 +115,10 @@ class ViTFamily(ArchitectureFamily):
         if cfg["num_classes"] < 0:
             raise ZooError(f"{name}: num_classes must be 0 (no head) or more, got {cfg['num_classes']}")
         if cfg["img_size"] % cfg["patch_size"]:
-            raise ZooError(f"{name}: img_size {cfg['img_size']} is not a multiple of patch_size "
-                           f"{cfg['patch_size']}; choose sizes that divide")
+            raise ZooError(
+                f"{name}: img_size {cfg['img_size']} is not a multiple of patch_size "
+                f"{cfg['patch_size']}; choose sizes that divide"
+            )
         cfg.update(size=m["size"], embed_dim=size.embed_dim, num_heads=size.num_heads, mlp_ratio=MLP_RATIO)
         return ArchSpec(self.name, vit_name(m["size"], cfg["patch_size"], cfg["img_size"]), cfg)
 
@@ -112,11 +126,15 @@ class ViTFamily(ArchitectureFamily):
         c = spec.config
         e, p, s = c["embed_dim"], c["patch_size"], c["img_size"]
         grid = s // p
-        head = (f"linear classification head {e}->{c['num_classes']} on the class token"
-                if c["num_classes"] else "no classification head (features only)")
+        head = (
+            f"linear classification head {e}->{c['num_classes']} on the class token"
+            if c["num_classes"]
+            else "no classification head (features only)"
+        )
         return (
             f"Vision Transformer ViT-{c['size'].capitalize()}/{p} ({spec.name}): {s}x{s} input with "
-            f"{c['in_chans']} channels cut into {p}x{p} patches ({grid * grid} patches) linearly embedded to {e} "
+            f"{c['in_chans']} channels cut into {p}x{p} patches ({grid * grid} patches) "
+            f"linearly embedded to {e} "
             f"dimensions, a class token and learned position embeddings; {c['depth']} pre-norm transformer "
             f"blocks with {c['num_heads']} attention heads (head dimension {e // c['num_heads']}) and MLP "
             f"{e}->{int(e * c['mlp_ratio'])}->{e} with GELU; final layer norm; {head}. "
@@ -132,8 +150,13 @@ class ViTFamily(ArchitectureFamily):
 
         c = spec.config
         return timm.create_model(
-            SIZES[c["size"]].timm_model, pretrained=False, img_size=c["img_size"], patch_size=c["patch_size"],
-            num_classes=c["num_classes"], in_chans=c["in_chans"], depth=c["depth"],
+            SIZES[c["size"]].timm_model,
+            pretrained=False,
+            img_size=c["img_size"],
+            patch_size=c["patch_size"],
+            num_classes=c["num_classes"],
+            in_chans=c["in_chans"],
+            depth=c["depth"],
         )
 
     def candidates(self, state_dict: Mapping[str, torch.Tensor]) -> list[ArchSpec]:
@@ -149,8 +172,9 @@ class ViTFamily(ArchitectureFamily):
         depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
         head = state_dict.get("head.weight")
         num_classes = int(head.shape[0]) if head is not None else 0
-        spec = self.parse(vit_name(size, patch, grid * patch), num_classes=num_classes, in_chans=in_chans,
-                          depth=depth)
+        spec = self.parse(
+            vit_name(size, patch, grid * patch), num_classes=num_classes, in_chans=in_chans, depth=depth
+        )
         return [spec] if spec is not None else []
 
 

@@ -8,7 +8,9 @@ from torch import nn
 import zoo
 
 
-def random_state(family: zoo.ArchitectureFamily, spec: zoo.ArchSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_state(
+    family: zoo.ArchitectureFamily, spec: zoo.ArchSpec, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A complete state dict for ``spec`` with random values (no module is built, no init is run).
 
     Running variances are made positive so the weights also make a working network.

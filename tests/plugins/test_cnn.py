@@ -14,11 +14,16 @@ def test_tiny_is_the_standard_zoo_cnn() -> None:
     spec = zoo.resolve_arch("cnn-tiny")
     shapes = {s.name: s.shape for s in family.layout(spec).generated}
     assert shapes == {
-        "features.0.weight": (8, 1, 5, 5), "features.0.bias": (8,),
-        "features.3.weight": (6, 8, 5, 5), "features.3.bias": (6,),
-        "features.6.weight": (4, 6, 2, 2), "features.6.bias": (4,),
-        "classifier.1.weight": (20, 36), "classifier.1.bias": (20,),
-        "classifier.3.weight": (10, 20), "classifier.3.bias": (10,),
+        "features.0.weight": (8, 1, 5, 5),
+        "features.0.bias": (8,),
+        "features.3.weight": (6, 8, 5, 5),
+        "features.3.bias": (6,),
+        "features.6.weight": (4, 6, 2, 2),
+        "features.6.bias": (4,),
+        "classifier.1.weight": (20, 36),
+        "classifier.1.bias": (20,),
+        "classifier.3.weight": (10, 20),
+        "classifier.3.bias": (10,),
     }
     assert family.layout(spec).num_params == 2464
     assert family.layout(zoo.resolve_arch("cnn-tiny", in_chans=3)).num_params == 2864
@@ -27,8 +32,16 @@ def test_tiny_is_the_standard_zoo_cnn() -> None:
 
 
 def test_settings_are_configurable_and_detected_back() -> None:
-    spec = zoo.resolve_arch("cnn", channels=[12, 10], kernels=[3, 3], hidden=32, in_chans=3, num_classes=100,
-                            input_size=32, activation="gelu")
+    spec = zoo.resolve_arch(
+        "cnn",
+        channels=[12, 10],
+        kernels=[3, 3],
+        hidden=32,
+        in_chans=3,
+        num_classes=100,
+        input_size=32,
+        activation="gelu",
+    )
     assert spec.name == "cnn-custom"
     family = zoo.get_family("cnn")
     module = family.load(spec, random_state(family, spec))
@@ -51,12 +64,15 @@ def test_small_is_about_ten_thousand_parameters() -> None:
     assert 9_000 <= n <= 11_000
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"activation": "swish2"}, "unknown activation"),
-    ({"channels": [8, 6]}, "same length"),
-    ({"input_size": 8}, "too small"),
-    ({"dropout": 0.1}, "unknown setting"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"activation": "swish2"}, "unknown activation"),
+        ({"channels": [8, 6]}, "same length"),
+        ({"input_size": 8}, "too small"),
+        ({"dropout": 0.1}, "unknown setting"),
+    ],
+)
 def test_invalid_settings_name_the_fix(settings: dict, message: str) -> None:
     with pytest.raises(zoo.ZooError, match=message):
         zoo.resolve_arch("cnn-tiny", **settings)

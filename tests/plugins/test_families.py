@@ -12,7 +12,9 @@ import zoo
 from tests.plugins.helpers import base_module, random_state, same_bits
 
 ARCHS = zoo.list_architectures()
-SMALL = 30_000_000  # variants with fewer generated values (and tensors) also run a forward pass and the chunker
+SMALL = (
+    30_000_000  # variants with fewer generated values (and tensors) also run a forward pass and the chunker
+)
 SHALLOW = 1_000  # ... and with fewer generated tensors: resnet1202's forward alone takes ~10 s on 2 cores
 
 
@@ -36,8 +38,9 @@ def test_flatten_rebuild_is_bitwise_exact(arch: str) -> None:
 
     tensors = family.flatten(spec, state)
     assert [tuple(t.shape) for t in tensors] == [s.shape for s in layout.generated]
-    assert all(t.data_ptr() == state[s.name].data_ptr() for t, s in zip(tensors, layout.generated)), \
+    assert all(t.data_ptr() == state[s.name].data_ptr() for t, s in zip(tensors, layout.generated)), (
         "flatten must return views of the state dict, not copies"
+    )
 
     # rebuild from copies (as a generator hands them over), then compare every bit
     module = family.rebuild(spec, [t.clone() for t in tensors], base=base_module(family, spec))
@@ -81,8 +84,9 @@ def test_small_variants_run_and_chunk(arch: str) -> None:
     layout = family.layout(spec)
     if layout.num_generated > SMALL or len(layout.generated) > SHALLOW:
         pytest.skip("forward pass and chunking are covered on the smaller variants")
-    module = family.rebuild(spec, family.flatten(spec, random_state(family, spec)),
-                            base=base_module(family, spec))
+    module = family.rebuild(
+        spec, family.flatten(spec, random_state(family, spec)), base=base_module(family, spec)
+    )
     shape = family.input_shape(spec)
     assert shape is not None
     with torch.no_grad():
@@ -122,8 +126,13 @@ def test_parameter_counts_match_known_figures(name: str, settings: dict, exact: 
         assert sum(p.numel() for p in family.build(spec).parameters()) == exact
 
 
-WRONG_SHAPE = ["cnn/cnn-tiny", "resnet/resnet20", "resnet/resnet18", "vit/vit_tiny_patch16_224",
-               "lora/lora-vit_tiny_patch16_224"]
+WRONG_SHAPE = [
+    "cnn/cnn-tiny",
+    "resnet/resnet20",
+    "resnet/resnet18",
+    "vit/vit_tiny_patch16_224",
+    "lora/lora-vit_tiny_patch16_224",
+]
 
 
 @pytest.mark.parametrize("arch", WRONG_SHAPE)
@@ -135,13 +144,18 @@ def test_one_wrong_shape_names_the_layer_and_both_shapes(arch: str, registry: zo
     bad_shape = (slot.shape[0] + 1, *slot.shape[1:])
     state[slot.name] = torch.zeros(bad_shape)
 
-    for attempt in (lambda: family.canonicalize(spec, state), lambda: family.flatten(spec, state),
-                    lambda: family.load(spec, state, base=base_module(family, spec))):
+    for attempt in (
+        lambda: family.canonicalize(spec, state),
+        lambda: family.flatten(spec, state),
+        lambda: family.load(spec, state, base=base_module(family, spec)),
+    ):
         with pytest.raises(zoo.ArchitectureMismatchError) as info:
             attempt()
         err = info.value
         assert err.layer == slot.name and err.expected == slot.shape and err.got == bad_shape
-        assert slot.name in str(err) and str(list(slot.shape)) in str(err) and str(list(bad_shape)) in str(err)
+        assert (
+            slot.name in str(err) and str(list(slot.shape)) in str(err) and str(list(bad_shape)) in str(err)
+        )
 
     if family.requires_base(spec):
         registry.add(random_state(*_base_of(family, spec)), name="the-base", arch=family.base_spec(spec))
@@ -150,7 +164,9 @@ def test_one_wrong_shape_names_the_layer_and_both_shapes(arch: str, registry: zo
     assert [r.name for r in registry.list()] == (["the-base"] if family.requires_base(spec) else [])
 
 
-def _base_of(family: zoo.ArchitectureFamily, spec: zoo.ArchSpec) -> tuple[zoo.ArchitectureFamily, zoo.ArchSpec]:
+def _base_of(
+    family: zoo.ArchitectureFamily, spec: zoo.ArchSpec
+) -> tuple[zoo.ArchitectureFamily, zoo.ArchSpec]:
     base = family.base_spec(spec)
     return zoo.get_family(base.family), base
 

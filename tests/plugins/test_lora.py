@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_plugins.lora import LoRALinear, lora_state_dict, merge
 
 import zoo
 from tests.plugins.helpers import random_state, same_bits
-from zoo_plugins.lora import LoRALinear, lora_state_dict, merge
 
 BASE = {"img_size": 32, "patch_size": 8, "num_classes": 10}  # a small ViT-Tiny: quick to run
 
@@ -42,8 +42,9 @@ def test_spec_holds_the_base_and_the_layout_only_the_adapters(base_spec: zoo.Arc
     assert other.config["rank"] == 8 and family.base_spec(other).config["num_classes"] == 3
 
 
-def test_registry_stores_only_adapters_and_loads_them_onto_the_base(base_spec: zoo.ArchSpec,
-                                                                     registry: zoo.Registry) -> None:
+def test_registry_stores_only_adapters_and_loads_them_onto_the_base(
+    base_spec: zoo.ArchSpec, registry: zoo.Registry
+) -> None:
     vit = zoo.get_family("vit")
     base_weights = random_state(vit, base_spec, seed=1)
     base_rec = registry.add(base_weights, name="vit-tiny", arch=base_spec)
@@ -58,7 +59,9 @@ def test_registry_stores_only_adapters_and_loads_them_onto_the_base(base_spec: z
 
     module = registry.load(rec.ref)
     state = module.state_dict()
-    assert isinstance(module.blocks[0].attn.qkv, LoRALinear) and isinstance(module.blocks[0].mlp.fc1, torch.nn.Linear)
+    assert isinstance(module.blocks[0].attn.qkv, LoRALinear) and isinstance(
+        module.blocks[0].mlp.fc1, torch.nn.Linear
+    )
     assert all(same_bits(state[k], v) for k, v in adapters.items())
     assert all(same_bits(state[k], v) for k, v in base_weights.items())
     assert lora_state_dict(module).keys() == adapters.keys()
@@ -80,7 +83,9 @@ def test_registry_stores_only_adapters_and_loads_them_onto_the_base(base_spec: z
     assert isinstance(module.blocks[0].attn.qkv, LoRALinear)  # merge() copies unless inplace=True
 
 
-def test_adding_an_adapted_module_keeps_only_its_adapters(base_spec: zoo.ArchSpec, registry: zoo.Registry) -> None:
+def test_adding_an_adapted_module_keeps_only_its_adapters(
+    base_spec: zoo.ArchSpec, registry: zoo.Registry
+) -> None:
     vit = zoo.get_family("vit")
     registry.add(random_state(vit, base_spec, seed=1), name="vit-tiny", arch=base_spec)
     spec = zoo.resolve_arch("lora", base=base_spec, rank=4)
@@ -108,12 +113,18 @@ def test_settings_and_targets(base_spec: zoo.ArchSpec) -> None:
     family = zoo.get_family("lora")
     spec = zoo.resolve_arch("lora", base=base_spec, rank=2, targets=["mlp.fc1", "mlp.fc2"])
     names = [s.name for s in family.layout(spec).generated]
-    assert names[:4] == ["blocks.0.mlp.fc1.lora_A", "blocks.0.mlp.fc1.lora_B", "blocks.0.mlp.fc2.lora_A",
-                         "blocks.0.mlp.fc2.lora_B"]
+    assert names[:4] == [
+        "blocks.0.mlp.fc1.lora_A",
+        "blocks.0.mlp.fc1.lora_B",
+        "blocks.0.mlp.fc2.lora_A",
+        "blocks.0.mlp.fc2.lora_B",
+    ]
     assert spec.config["alpha"] == 2.0  # alpha defaults to the rank
     only_last = zoo.resolve_arch("lora", base=base_spec, targets=["blocks.11.attn.qkv"])
-    assert [s.name for s in family.layout(only_last).generated] == ["blocks.11.attn.qkv.lora_A",
-                                                                      "blocks.11.attn.qkv.lora_B"]
+    assert [s.name for s in family.layout(only_last).generated] == [
+        "blocks.11.attn.qkv.lora_A",
+        "blocks.11.attn.qkv.lora_B",
+    ]
     assert zoo.detect_arch(_adapters(only_last)).config["targets"] == ["blocks.11.attn.qkv"]
     with pytest.raises(zoo.ZooError, match="no nn.Linear layer .* matches LoRA targets"):
         zoo.resolve_arch("lora", base=base_spec, targets=["attn.qkvz"])
@@ -149,8 +160,9 @@ def test_adapter_only_detection_assumes_the_default_vit(base_spec: zoo.ArchSpec)
     assert family.base_spec(detected).name == "vit_tiny_patch16_224"  # patch/image/classes are not visible
 
 
-def test_detected_adapters_take_the_registered_base_architecture(base_spec: zoo.ArchSpec,
-                                                                 registry: zoo.Registry) -> None:
+def test_detected_adapters_take_the_registered_base_architecture(
+    base_spec: zoo.ArchSpec, registry: zoo.Registry
+) -> None:
     vit = zoo.get_family("vit")
     base_rec = registry.add(random_state(vit, base_spec, seed=1), name="vit-tiny", arch=base_spec)
     spec = zoo.resolve_arch("lora", base=base_spec, rank=4, alpha=8)

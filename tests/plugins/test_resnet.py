@@ -15,9 +15,13 @@ def _checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
 
 
-@pytest.mark.parametrize(("file", "depth", "params"), [("resnet20-12fca82f.th", 20, 269_722),
-                                                       ("resnet56-4bfd9763.th", 56, 853_018)])
-def test_real_cifar_checkpoints_load_as_they_are(pretrained: Path, file: str, depth: int, params: int) -> None:
+@pytest.mark.parametrize(
+    ("file", "depth", "params"),
+    [("resnet20-12fca82f.th", 20, 269_722), ("resnet56-4bfd9763.th", 56, 853_018)],
+)
+def test_real_cifar_checkpoints_load_as_they_are(
+    pretrained: Path, file: str, depth: int, params: int
+) -> None:
     raw = _checkpoint(pretrained / file)
     assert all(k.startswith("module.") for k in raw) and not any("num_batches_tracked" in k for k in raw)
     family = zoo.get_family("resnet")
@@ -45,12 +49,21 @@ def test_real_checkpoint_through_the_registry(pretrained: Path, registry: zoo.Re
     assert all(same_bits(module.state_dict()[k.removeprefix("module.")], v) for k, v in raw.items())
 
 
-@pytest.mark.parametrize(("name", "style", "label"), [
-    ("resnet20", "cifar", "resnet20"), ("resnet56", "cifar", "resnet56"), ("resnet-110", "cifar", "resnet110"),
-    ("resnet18", "imagenet", "resnet18"), ("ResNet-50", "imagenet", "resnet50"), ("resnet101", "imagenet", "resnet101"),
-    ("resnet152", "imagenet", "resnet152"), ("resnet50_cifar", "cifar", "resnet50_cifar"),
-    ("cifar_resnet50", "cifar", "resnet50_cifar"), ("resnet32-cifar100", "cifar", "resnet32"),
-])
+@pytest.mark.parametrize(
+    ("name", "style", "label"),
+    [
+        ("resnet20", "cifar", "resnet20"),
+        ("resnet56", "cifar", "resnet56"),
+        ("resnet-110", "cifar", "resnet110"),
+        ("resnet18", "imagenet", "resnet18"),
+        ("ResNet-50", "imagenet", "resnet50"),
+        ("resnet101", "imagenet", "resnet101"),
+        ("resnet152", "imagenet", "resnet152"),
+        ("resnet50_cifar", "cifar", "resnet50_cifar"),
+        ("cifar_resnet50", "cifar", "resnet50_cifar"),
+        ("resnet32-cifar100", "cifar", "resnet32"),
+    ],
+)
 def test_names_pick_the_style(name: str, style: str, label: str) -> None:
     spec = zoo.resolve_arch(name)
     assert (spec.family, spec.name, spec.config["style"]) == ("resnet", label, style)
@@ -73,7 +86,13 @@ def test_torchvision_state_dicts_are_recognised_with_their_settings(depth: int) 
         tv = getattr(torchvision.models, f"resnet{depth}")(num_classes=37)
     spec = zoo.detect_arch(tv.state_dict())
     assert spec == zoo.resolve_arch(f"resnet{depth}", num_classes=37)
-    assert spec.config == {"depth": depth, "num_classes": 37, "in_chans": 3, "input_size": 224, "style": "imagenet"}
+    assert spec.config == {
+        "depth": depth,
+        "num_classes": 37,
+        "in_chans": 3,
+        "input_size": 224,
+        "style": "imagenet",
+    }
 
 
 def test_timm_resnet_and_other_input_channels() -> None:
@@ -110,6 +129,8 @@ def test_imagenet_rebuild_computes_like_torchvision() -> None:
 def test_descriptions_name_depth_widths_and_classes() -> None:
     family = zoo.get_family("resnet")
     text = family.describe(zoo.resolve_arch("resnet56", num_classes=100))
-    assert "ResNet-56" in text and "9 basic blocks" in text and "16, 32 and 64" in text and "100 classes" in text
+    assert (
+        "ResNet-56" in text and "9 basic blocks" in text and "16, 32 and 64" in text and "100 classes" in text
+    )
     text = family.describe(zoo.resolve_arch("resnet50"))
     assert "ResNet-50" in text and "[3, 4, 6, 3] bottleneck" in text and "2048->1000" in text

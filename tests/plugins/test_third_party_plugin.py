@@ -39,7 +39,9 @@ def installed_mlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     dist = site / "zoo_mlp-0.1.0.dist-info"
     dist.mkdir(parents=True)
     (site / "zoo_mlp.py").write_text(guide_example())
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-mlp\nVersion: 0.1.0\nRequires-Dist: zoo\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: zoo-mlp\nVersion: 0.1.0\nRequires-Dist: zoo\n"
+    )
     (dist / "entry_points.txt").write_text("[zoo.plugins]\nmlp = zoo_mlp\n")
     (dist / "RECORD").write_text("")
     sys.path.insert(0, str(site))
@@ -83,8 +85,9 @@ def test_plugin_from_the_entry_point_group_works_end_to_end(installed_mlp: Path,
         registry.close()
 
     tensors = family.flatten(spec, model.state_dict())
-    clone = family.rebuild(spec, zoo.get_family("mlp").unchunk(spec, family.chunk(spec, tensors, 32,
-                                                                                     normalize=False)))
+    clone = family.rebuild(
+        spec, zoo.get_family("mlp").unchunk(spec, family.chunk(spec, tensors, 32, normalize=False))
+    )
     assert all(same_bits(clone.state_dict()[k], v) for k, v in model.state_dict().items())
 
     with pytest.raises(zoo.UnknownFamilyError) as info:
@@ -93,7 +96,9 @@ def test_plugin_from_the_entry_point_group_works_end_to_end(installed_mlp: Path,
     assert "mlp, resnet" in str(info.value)
 
 
-def test_environment_variables_restrict_autoload(installed_mlp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_restrict_autoload(
+    installed_mlp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_DISABLE_AUTOLOAD, "1")
     reset_plugins()
     assert "mlp" not in zoo.list_families() and "resnet" in zoo.list_families()
@@ -149,7 +154,8 @@ def guide_generator_example() -> str:
 
 @pytest.fixture
 def meanweights() -> Iterator[object]:
-    """The guide's module, importable as ``zoo_meanweights`` and registered as a plugin; removed afterwards."""
+    """The guide's module, importable as ``zoo_meanweights`` and registered as a plugin; removed
+    afterwards."""
     module = type(sys)("zoo_meanweights")
     sys.modules["zoo_meanweights"] = module
     exec(compile(guide_generator_example(), "zoo_meanweights.py", "exec"), module.__dict__)
@@ -204,14 +210,17 @@ def test_a_version_whose_kind_is_not_installed_is_named_not_used(meanweights, tm
     spec = zoo.resolve_arch("cnn-tiny")
     registry = zoo.Registry(tmp_path / "registry.db")
     try:
-        registry.register_dataset("d", zoo.as_dataset((torch.rand(20, 1, 28, 28), torch.arange(20) % 10)),
-                                  encoders=["pixels"])
+        registry.register_dataset(
+            "d", zoo.as_dataset((torch.rand(20, 1, 28, 28), torch.arange(20) % 10)), encoders=["pixels"]
+        )
         torch.manual_seed(0)
         registry.add(zoo.get_family("cnn").build(spec), name="d-s0", arch=spec, dataset="d")
         zoo.get_generator_kind("meanweights").train(registry, arch="cnn-tiny", promote=True)
         zoo.unregister_plugin("meanweights")
         try:
-            with pytest.raises(zoo.NoWeightsError, match="meanweights:v1 \\(promoted\\) cannot be used.*meanweights"):
+            with pytest.raises(
+                zoo.NoWeightsError, match="meanweights:v1 \\(promoted\\) cannot be used.*meanweights"
+            ):
                 zoo.generate("cnn-tiny", "d", registry=registry)
         finally:
             zoo.register_plugin(meanweights, name="meanweights")
@@ -219,12 +228,15 @@ def test_a_version_whose_kind_is_not_installed_is_named_not_used(meanweights, tm
         registry.close()
 
 
-def test_reindexing_retrains_and_judges_a_plugin_kind_through_the_contract(meanweights, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reindexing_retrains_and_judges_a_plugin_kind_through_the_contract(
+    meanweights, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     spec = zoo.resolve_arch("cnn-tiny")
     registry = zoo.Registry(tmp_path / "registry.db")
     try:
-        registry.register_dataset("d", zoo.as_dataset((torch.rand(20, 1, 28, 28), torch.arange(20) % 10)),
-                                  encoders=["pixels"])
+        registry.register_dataset(
+            "d", zoo.as_dataset((torch.rand(20, 1, 28, 28), torch.arange(20) % 10)), encoders=["pixels"]
+        )
 
         def add(seed: int) -> None:
             torch.manual_seed(seed)

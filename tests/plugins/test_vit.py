@@ -9,10 +9,15 @@ import zoo
 from tests.plugins.helpers import random_state
 
 
-@pytest.mark.parametrize(("name", "dim", "heads", "depth"), [
-    ("vit_tiny_patch16_224", 192, 3, 12), ("vit_small_patch16_224", 384, 6, 12),
-    ("vit_base_patch16_224", 768, 12, 12), ("vit_large_patch16_224", 1024, 16, 24),
-])
+@pytest.mark.parametrize(
+    ("name", "dim", "heads", "depth"),
+    [
+        ("vit_tiny_patch16_224", 192, 3, 12),
+        ("vit_small_patch16_224", 384, 6, 12),
+        ("vit_base_patch16_224", 768, 12, 12),
+        ("vit_large_patch16_224", 1024, 16, 24),
+    ],
+)
 def test_sizes_follow_timm(name: str, dim: int, heads: int, depth: int) -> None:
     import timm
 
@@ -31,14 +36,27 @@ def test_settings_rename_and_are_detected_back() -> None:
     assert spec.name == "vit_small_patch4_32"
     family = zoo.get_family("vit")
     state = random_state(family, spec)
-    assert state["pos_embed"].shape == (1, 65, 384) and state["patch_embed.proj.weight"].shape == (384, 1, 4, 4)
+    assert state["pos_embed"].shape == (1, 65, 384) and state["patch_embed.proj.weight"].shape == (
+        384,
+        1,
+        4,
+        4,
+    )
     assert state["head.weight"].shape == (10, 384)
     assert zoo.detect_arch(state) == spec
     module = family.load(spec, state)
     with torch.no_grad():
         assert module(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     text = family.describe(spec)
-    for part in ("ViT-Small/4", "32x32", "64 patches", "384", "6 attention heads", "12 pre-norm", "10 classes"):
+    for part in (
+        "ViT-Small/4",
+        "32x32",
+        "64 patches",
+        "384",
+        "6 attention heads",
+        "12 pre-norm",
+        "10 classes",
+    ):
         assert part in text
 
 
@@ -56,8 +74,9 @@ def test_rebuild_computes_like_timm() -> None:
     import timm
 
     torch.manual_seed(0)
-    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                                  num_classes=3).eval()
+    reference = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=3
+    ).eval()
     family = zoo.get_family("vit")
     spec = zoo.resolve_arch("vit_tiny_patch8_32", num_classes=3)
     module = family.rebuild(spec, family.flatten(spec, reference.state_dict()))
