@@ -15,15 +15,27 @@ from zoo.cli import emit, json_option, registry_of
 @click.option("--k", default=16, show_default=True, help="Chunk size (values per chunk).")
 @click.option("--tokenizer-steps", default=2000, show_default=True, help="Stage 1 optimizer steps.")
 @click.option("--prior-steps", default=1500, show_default=True, help="Stage 2 optimizer steps.")
-@click.option("--levels", default=6, show_default=True,
-              help="Residual quantization levels (tokens per chunk).")
+@click.option(
+    "--levels", default=6, show_default=True, help="Residual quantization levels (tokens per chunk)."
+)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option("--name", default="igpg", show_default=True, help="Generator name; each run adds a version.")
 @click.option("--promote", is_flag=True, help="Mark the new version as the one to serve.")
 @json_option
 @click.pass_context
-def train(ctx: click.Context, family: str | None, arch: str | None, k: int, tokenizer_steps: int,
-          prior_steps: int, levels: int, device: str, name: str, promote: bool, as_json: bool) -> None:
+def train(
+    ctx: click.Context,
+    family: str | None,
+    arch: str | None,
+    k: int,
+    tokenizer_steps: int,
+    prior_steps: int,
+    levels: int,
+    device: str,
+    name: str,
+    promote: bool,
+    as_json: bool,
+) -> None:
     """Train the generator (stage 1 tokenizer, stage 2 prior) on registered checkpoints and store it.
 
     Under torchrun (`torchrun --standalone --nproc_per_node N -m zoo train ...`) every process trains in
@@ -34,17 +46,31 @@ def train(ctx: click.Context, family: str | None, arch: str | None, k: int, toke
     from igpg.tokenizer import TokenizerConfig
     from igpg.train import TrainConfig
 
-    cfg = TrainConfig(tokenizer=TokenizerConfig(levels=levels), tokenizer_steps=tokenizer_steps,
-                      prior_steps=prior_steps, device=device)
-    _, rec = train_on_registry(registry_of(ctx), family=family, arch=arch, k=k, config=cfg, name=name,
-                               promote=promote)
+    cfg = TrainConfig(
+        tokenizer=TokenizerConfig(levels=levels),
+        tokenizer_steps=tokenizer_steps,
+        prior_steps=prior_steps,
+        device=device,
+    )
+    _, rec = train_on_registry(
+        registry_of(ctx), family=family, arch=arch, k=k, config=cfg, name=name, promote=promote
+    )
     if not distributed.is_main():
         return
-    data = {"ref": rec.ref, "status": rec.status, "trained_on": len(rec.trained_on),
-            "metrics": dict(rec.metrics)}
-    emit(data,
-         as_json, lambda: click.echo(f"stored {rec.ref} ({rec.status}), trained on {len(rec.trained_on)} "
-                                     f"checkpoints: {json.dumps(dict(rec.metrics))}"))
+    data = {
+        "ref": rec.ref,
+        "status": rec.status,
+        "trained_on": len(rec.trained_on),
+        "metrics": dict(rec.metrics),
+    }
+    emit(
+        data,
+        as_json,
+        lambda: click.echo(
+            f"stored {rec.ref} ({rec.status}), trained on {len(rec.trained_on)} "
+            f"checkpoints: {json.dumps(dict(rec.metrics))}"
+        ),
+    )
 
 
 __all__ = ["train"]

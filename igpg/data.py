@@ -64,19 +64,24 @@ class ZooData:
 
 def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
     if not checkpoints:
-        raise GeneratorError("no checkpoints to train on; add checkpoints with dataset= to the registry first")
+        raise GeneratorError(
+            "no checkpoints to train on; add checkpoints with dataset= to the registry first"
+        )
     missing = sorted({c.ref for c in checkpoints if not c.dataset})
     if missing:
-        raise GeneratorError(f"checkpoints without a dataset cannot condition the generator: {', '.join(missing[:5])}"
-                             "; add them with dataset= (and register the dataset)")
+        raise GeneratorError(
+            f"checkpoints without a dataset cannot condition the generator: {', '.join(missing[:5])}"
+            "; add them with dataset= (and register the dataset)"
+        )
 
 
 def _flatten(registry, rec: CheckpointRecord) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
     return get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
 
 
-def _layer_stats(networks: Iterable[tuple[str, Sequence[torch.Tensor]]], std_floor: float = 1e-8
-                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _layer_stats(
+    networks: Iterable[tuple[str, Sequence[torch.Tensor]]], std_floor: float = 1e-8
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-architecture pooled per-layer (mean, std) from (arch key, layer tensors) pairs, in float64 sums."""
     sums: dict[str, list[torch.Tensor]] = {}
     for key, tensors in networks:
@@ -93,8 +98,11 @@ def _layer_stats(networks: Iterable[tuple[str, Sequence[torch.Tensor]]], std_flo
     return out
 
 
-def streaming_stats(registry, checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
-                    std_floor: float = 1e-8) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def streaming_stats(
+    registry,
+    checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
+    std_floor: float = 1e-8,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-architecture pooled per-layer (mean, std), reading one checkpoint at a time (float64 sums)."""
     return _layer_stats(((rec.arch.key, _flatten(registry, rec)) for rec in checkpoints), std_floor)
 
@@ -108,9 +116,17 @@ class ZooStream(torch.utils.data.IterableDataset):
     rank reads its own share of the checkpoints. ``load_zoo`` collects the whole stream in memory.
     """
 
-    def __init__(self, registry, checkpoints: Sequence[CheckpointRecord], *, k: int,  # type: ignore[no-untyped-def]
-                 dataset_encoder: str | None = None, text_encoder: str | None = None,
-                 stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, shard: bool = True) -> None:
+    def __init__(
+        self,
+        registry,
+        checkpoints: Sequence[CheckpointRecord],
+        *,
+        k: int,  # type: ignore[no-untyped-def]
+        dataset_encoder: str | None = None,
+        text_encoder: str | None = None,
+        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        shard: bool = True,
+    ) -> None:
         _check(checkpoints)
         self.registry, self.checkpoints, self.k, self.shard = registry, list(checkpoints), k, shard
         self.dataset_encoder = get_dataset_encoder(dataset_encoder)
@@ -136,44 +152,75 @@ class ZooStream(torch.utils.data.IterableDataset):
     def example(self, rec: CheckpointRecord, tensors: Sequence[torch.Tensor] | None = None) -> ZooExample:
         """One checkpoint as training data (``tensors``: its flattened layers, when already read)."""
         if rec.dataset not in self._ds:
-            self._ds[rec.dataset] = torch.from_numpy(np.asarray(get_embedding(  # type: ignore[index]
-                self.registry, "dataset", rec.dataset, self.dataset_encoder.id).vector, dtype=np.float32))
+            self._ds[rec.dataset] = torch.from_numpy(
+                np.asarray(
+                    get_embedding(  # type: ignore[index]
+                        self.registry, "dataset", rec.dataset, self.dataset_encoder.id
+                    ).vector,
+                    dtype=np.float32,
+                )
+            )
         if rec.arch.key not in self._arch:
-            self._arch[rec.arch.key] = torch.from_numpy(np.asarray(
-                embed_arch(self.registry, rec.arch, encoder=self.text_encoder).vector, dtype=np.float32))
+            self._arch[rec.arch.key] = torch.from_numpy(
+                np.asarray(
+                    embed_arch(self.registry, rec.arch, encoder=self.text_encoder).vector, dtype=np.float32
+                )
+            )
         if tensors is None:
             tensors = _flatten(self.registry, rec)
-        return ZooExample(rec, chunk_with(tensors, self.k, *self.stats[rec.arch.key]),
-                          self._ds[rec.dataset], self._arch[rec.arch.key])  # type: ignore[index]
+        return ZooExample(
+            rec,
+            chunk_with(tensors, self.k, *self.stats[rec.arch.key]),
+            self._ds[rec.dataset],
+            self._arch[rec.arch.key],
+        )  # type: ignore[index]
 
     def __iter__(self) -> Iterator[ZooExample]:
         for rec in self._mine():
             yield self.example(rec)
 
 
-def load_zoo(registry, checkpoints: Sequence[CheckpointRecord], *, k: int, dataset_encoder: str | None = None,
-             text_encoder: str | None = None, progress: bool = True) -> ZooData:  # type: ignore[no-untyped-def]
+def load_zoo(
+    registry,
+    checkpoints: Sequence[CheckpointRecord],
+    *,
+    k: int,
+    dataset_encoder: str | None = None,
+    text_encoder: str | None = None,
+    progress: bool = True,
+) -> ZooData:  # type: ignore[no-untyped-def]
     """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset), in memory.
 
     Each checkpoint is read once: the pooled statistics come from the flattened layers held for chunking.
     """
     _check(checkpoints)
-    flat = [_flatten(registry, rec) for rec in tqdm(checkpoints, desc="load zoo", unit="ckpt",
-                                                     disable=not progress, leave=False)]
+    flat = [
+        _flatten(registry, rec)
+        for rec in tqdm(checkpoints, desc="load zoo", unit="ckpt", disable=not progress, leave=False)
+    ]
     stats = _layer_stats(zip((rec.arch.key for rec in checkpoints), flat))
-    stream = ZooStream(registry, checkpoints, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
-                       stats=stats, shard=False)
+    stream = ZooStream(
+        registry,
+        checkpoints,
+        k=k,
+        dataset_encoder=dataset_encoder,
+        text_encoder=text_encoder,
+        stats=stats,
+        shard=False,
+    )
     examples = [stream.example(rec, tensors) for rec, tensors in zip(checkpoints, flat)]
     return ZooData(tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id)
 
 
-def pooled_stats(networks: Sequence[Sequence[torch.Tensor]], std_floor: float = 1e-8
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def pooled_stats(
+    networks: Sequence[Sequence[torch.Tensor]], std_floor: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-layer mean and std over every value of that layer in every network: (L,), (L,) float64."""
     layers = list(zip(*networks))
     mean = torch.tensor([float(torch.stack(ts).double().mean()) for ts in layers], dtype=torch.float64)
-    std = torch.tensor([float(torch.stack(ts).double().std(correction=0)) for ts in layers],
-                       dtype=torch.float64).clamp_min(std_floor)
+    std = torch.tensor(
+        [float(torch.stack(ts).double().std(correction=0)) for ts in layers], dtype=torch.float64
+    ).clamp_min(std_floor)
     return mean, std
 
 
@@ -181,5 +228,6 @@ def chunk_with(tensors: Sequence[torch.Tensor], k: int, mean: torch.Tensor, std:
     """Chunks of ``tensors`` normalised with the given per-layer statistics (``unchunk`` undoes it)."""
     normed = [((t.double() - mean[i]) / std[i]).float() for i, t in enumerate(tensors)]
     raw = chunk(normed, k, normalize=False)
-    return dataclasses.replace(raw, mean=mean.clone(), std=std.clone(), dtypes=tuple(t.dtype for t in tensors),
-                               normalized=True)
+    return dataclasses.replace(
+        raw, mean=mean.clone(), std=std.clone(), dtypes=tuple(t.dtype for t in tensors), normalized=True
+    )

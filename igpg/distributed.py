@@ -87,7 +87,9 @@ def is_main() -> bool:
 
 def backend_for(device: str | torch.device = "auto") -> str:
     """The process-group backend for training on ``device``: NCCL (with gloo for CPU tensors) on CUDA."""
-    kind = torch.device(device).type if str(device) != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    kind = (
+        torch.device(device).type if str(device) != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    )
     if kind == "cuda" and dist.is_nccl_available():
         return "cpu:gloo,cuda:nccl"
     return "gloo"
@@ -175,7 +177,9 @@ def mean_over_ranks(value: float) -> float:
     """The mean of a Python number over ranks (``value`` itself when not distributed)."""
     if not is_distributed():
         return value
-    return float(all_reduce_mean(torch.tensor(float(value), dtype=torch.float64, device=_collective_device())))
+    return float(
+        all_reduce_mean(torch.tensor(float(value), dtype=torch.float64, device=_collective_device()))
+    )
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
@@ -229,8 +233,9 @@ def main_first(fn: Callable[[], T]) -> T | None:
     return result
 
 
-def wrap(module: torch.nn.Module, device: torch.device, *, sync_buffers: bool = True, **kwargs: Any
-         ) -> torch.nn.Module:
+def wrap(
+    module: torch.nn.Module, device: torch.device, *, sync_buffers: bool = True, **kwargs: Any
+) -> torch.nn.Module:
     """``module`` in DistributedDataParallel when distributed, ``module`` itself otherwise.
 
     Parameters and buffers start as rank 0's. ``sync_buffers=False`` stops DDP from broadcasting rank 0's
@@ -248,8 +253,11 @@ def wrap(module: torch.nn.Module, device: torch.device, *, sync_buffers: bool = 
             kwargs["broadcast_buffers"] = False  # older PyTorch: this skips the start too, so do it here
             for buf in module.buffers():
                 dist.broadcast(buf, 0)
-    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" \
+    ids = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
         else None
+    )
     return DistributedDataParallel(module, device_ids=ids, **kwargs)
 
 
@@ -261,7 +269,27 @@ def _collective_device() -> torch.device:
 
 
 __all__ = [
-    "all_reduce_mean", "all_reduce_sum_", "backend", "backend_for", "barrier", "broadcast_", "broadcast_object",
-    "cleanup", "gather_objects", "init_from_env", "is_distributed", "is_initialized", "is_main", "launched",
-    "local_rank", "main_first", "mean_over_ranks", "rank", "rank_seed", "session", "shard", "world_size", "wrap",
+    "all_reduce_mean",
+    "all_reduce_sum_",
+    "backend",
+    "backend_for",
+    "barrier",
+    "broadcast_",
+    "broadcast_object",
+    "cleanup",
+    "gather_objects",
+    "init_from_env",
+    "is_distributed",
+    "is_initialized",
+    "is_main",
+    "launched",
+    "local_rank",
+    "main_first",
+    "mean_over_ranks",
+    "rank",
+    "rank_seed",
+    "session",
+    "shard",
+    "world_size",
+    "wrap",
 ]

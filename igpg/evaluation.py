@@ -28,8 +28,9 @@ DEFAULT_SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}  # what 
 
 def flat_weights(module: nn.Module) -> torch.Tensor:
     """Every floating tensor of ``module``'s state dict, flattened and concatenated."""
-    return torch.cat([p.detach().reshape(-1).float() for p in module.state_dict().values()
-                      if p.dtype.is_floating_point])
+    return torch.cat(
+        [p.detach().reshape(-1).float() for p in module.state_dict().values() if p.dtype.is_floating_point]
+    )
 
 
 def distances(nets: Sequence[nn.Module], train_flats: torch.Tensor) -> tuple[float, ...]:
@@ -41,17 +42,35 @@ def distances(nets: Sequence[nn.Module], train_flats: torch.Tensor) -> tuple[flo
 _flat, _distances = flat_weights, distances
 
 
-def sample_for(registry, gen: Generator, spec: ArchSpec, dataset: str, *, n: int = 1,  # type: ignore[no-untyped-def]
-               seed: int = 0, sampling: Mapping[str, float] | None = None) -> list[nn.Module]:
+def sample_for(
+    registry,
+    gen: Generator,
+    spec: ArchSpec,
+    dataset: str,
+    *,
+    n: int = 1,  # type: ignore[no-untyped-def]
+    seed: int = 0,
+    sampling: Mapping[str, float] | None = None,
+) -> list[nn.Module]:
     """``n`` networks of ``spec`` conditioned on registered dataset ``dataset`` (any family, any task)."""
     ds = torch.tensor(get_embedding(registry, "dataset", dataset, gen.dataset_encoder).vector)
     arch = torch.tensor(embed_arch(registry, spec, encoder=gen.text_encoder).vector)
-    return gen.sample(spec, ds, arch, n=n, seed=seed, **dict(DEFAULT_SAMPLING if sampling is None else sampling))
+    return gen.sample(
+        spec, ds, arch, n=n, seed=seed, **dict(DEFAULT_SAMPLING if sampling is None else sampling)
+    )
 
 
-def weight_space_score(registry, gen: Generator, checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
-                       seed: int = 0, *, samples: int = 2, max_groups: int = 8, max_refs: int = 8,
-                       sampling: Mapping[str, float] | None = None) -> float:
+def weight_space_score(
+    registry,
+    gen: Generator,
+    checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
+    seed: int = 0,
+    *,
+    samples: int = 2,
+    max_groups: int = 8,
+    max_refs: int = 8,
+    sampling: Mapping[str, float] | None = None,
+) -> float:
     """A generator's score that needs no task data: how close its samples come to the registered weights.
 
     ``checkpoints`` are grouped by (architecture, dataset); for the ``max_groups`` groups with the newest
@@ -66,14 +85,18 @@ def weight_space_score(registry, gen: Generator, checkpoints: Sequence[Checkpoin
         if rec.dataset and rec.arch.key in gen.stats:
             groups.setdefault((rec.arch.key, rec.dataset), []).append(rec)
     if not groups:
-        raise ValueError("no checkpoint of an architecture this generator knows, with a dataset, to score it on")
+        raise ValueError(
+            "no checkpoint of an architecture this generator knows, with a dataset, to score it on"
+        )
     dists: list[float] = []
     for (_, dataset), recs in list(groups.items())[:max_groups]:
         nets = sample_for(registry, gen, recs[0].arch, dataset, n=samples, seed=seed, sampling=sampling)
         refs = torch.stack([_flat(registry.load(r)) for r in recs[:max_refs]])
         dists.extend(_distances(nets, refs))
     score = 1.0 - statistics.mean(dists)
-    log.info("weight-space score %.4f over %d groups, %d samples", score, min(len(groups), max_groups), len(dists))
+    log.info(
+        "weight-space score %.4f over %d groups, %d samples", score, min(len(groups), max_groups), len(dists)
+    )
     return score
 
 

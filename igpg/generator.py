@@ -56,8 +56,10 @@ class Generator:
         slots = list(get_family(spec.family).layout(spec).generated)
         limit = min(self.tokenizer.config.max_layers, self.prior.config.max_layers)
         if len(slots) > limit:
-            raise GeneratorError(f"{spec} has {len(slots)} generated tensors but this generator tells apart only "
-                                 f"{limit} layers (max_layers); train one with a larger max_layers")
+            raise GeneratorError(
+                f"{spec} has {len(slots)} generated tensors but this generator tells apart only "
+                f"{limit} layers (max_layers); train one with a larger max_layers"
+            )
         layer, position, counts = chunk_index([s.numel for s in slots], self.k)
         return slots, ChunkCoords(layer, position, counts[layer])
 
@@ -65,8 +67,10 @@ class Generator:
         st = self.stats.get(spec.key)
         if st is None:
             known = ", ".join(sorted(self.stats)) or "(none)"
-            raise GeneratorError(f"this generator was not trained on architecture {spec}; it knows {known}. "
-                                 "Train a generator on checkpoints of that architecture (`zoo train`)")
+            raise GeneratorError(
+                f"this generator was not trained on architecture {spec}; it knows {known}. "
+                "Train a generator on checkpoints of that architecture (`zoo train`)"
+            )
         return st.mean, st.std
 
     @torch.no_grad()
@@ -85,9 +89,11 @@ class Generator:
             for a in range(0, n, batch):
                 b = min(n, a + batch)
                 part = coords.slice(row + a, row + b)
-                values = self.tokenizer.decode_indices(codes[row + a:row + b], part.layer, part.position, part.count)
-                flat[a * self.k:b * self.k] = values.reshape(-1)
-            values = flat[:slot.numel].mul_(float(std[i])).add_(float(mean[i]))
+                values = self.tokenizer.decode_indices(
+                    codes[row + a : row + b], part.layer, part.position, part.count
+                )
+                flat[a * self.k : b * self.k] = values.reshape(-1)
+            values = flat[: slot.numel].mul_(float(std[i])).add_(float(mean[i]))
             if not slot.dtype.is_floating_point:
                 values = values.round()
             tensors.append(values.to(slot.dtype).reshape(slot.shape))
@@ -95,9 +101,20 @@ class Generator:
         return get_family(spec.family).rebuild(spec, tensors)
 
     @torch.no_grad()
-    def sample(self, spec: ArchSpec, ds_emb: torch.Tensor, arch_emb: torch.Tensor, n: int = 1, *,
-               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-               guidance: float = 1.0, seed: int | None = None, progress: Any = None) -> list[nn.Module]:
+    def sample(
+        self,
+        spec: ArchSpec,
+        ds_emb: torch.Tensor,
+        arch_emb: torch.Tensor,
+        n: int = 1,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 1.0,
+        seed: int | None = None,
+        progress: Any = None,
+    ) -> list[nn.Module]:
         """``n`` networks of ``spec`` for a dataset embedding and an architecture embedding.
 
         The prior generates window by window (memory bounded by the window) and each network is decoded
@@ -109,8 +126,17 @@ class Generator:
         g = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
         ds = ds_emb.float().to(dev)[None].expand(n, -1)
         arch = arch_emb.float().to(dev)[None].expand(n, -1)
-        tokens = self.prior.generate(coords.to(dev), ds, arch, temperature=temperature, top_k=top_k, top_p=top_p,
-                                     guidance=guidance, generator=g, progress=progress).cpu()  # (n, N, L)
+        tokens = self.prior.generate(
+            coords.to(dev),
+            ds,
+            arch,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            guidance=guidance,
+            generator=g,
+            progress=progress,
+        ).cpu()  # (n, N, L)
         return [self.decode(spec, tokens[i]) for i in range(n)]
 
     # -- persistence --------------------------------------------------------------------------------
@@ -124,25 +150,44 @@ class Generator:
         for i, key in enumerate(keys):
             st = self.stats[key]
             tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"] = st.mean.contiguous(), st.std.contiguous()
-        meta = {"igpg": json.dumps({
-            "tokenizer": self.tokenizer.config.to_dict(), "prior": self.prior.config.to_dict(), "k": self.k,
-            "dataset_encoder": self.dataset_encoder, "text_encoder": self.text_encoder, "arch_keys": keys,
-            "info": self.info}, sort_keys=True)}
+        meta = {
+            "igpg": json.dumps(
+                {
+                    "tokenizer": self.tokenizer.config.to_dict(),
+                    "prior": self.prior.config.to_dict(),
+                    "k": self.k,
+                    "dataset_encoder": self.dataset_encoder,
+                    "text_encoder": self.text_encoder,
+                    "arch_keys": keys,
+                    "info": self.info,
+                },
+                sort_keys=True,
+            )
+        }
         return st_save(tensors, metadata=meta)
 
     @classmethod
     def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> Generator:
         header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["igpg"])
+        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["igpg"])
         tensors = st_load(data)
         tok = WeightTokenizer(TokenizerConfig(**meta["tokenizer"]))
         prior = WeightPrior(PriorConfig(**meta["prior"]))
         tok.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("tokenizer.")})
         prior.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
-        stats = {key: ArchStats(tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"])
-                 for i, key in enumerate(meta["arch_keys"])}
-        return cls(tok.to(device).eval(), prior.to(device).eval(), meta["k"], meta["dataset_encoder"],
-                   meta["text_encoder"], stats, meta.get("info", {}))
+        stats = {
+            key: ArchStats(tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"])
+            for i, key in enumerate(meta["arch_keys"])
+        }
+        return cls(
+            tok.to(device).eval(),
+            prior.to(device).eval(),
+            meta["k"],
+            meta["dataset_encoder"],
+            meta["text_encoder"],
+            stats,
+            meta.get("info", {}),
+        )
 
 
 __all__ = ["ArchStats", "Generator"]

@@ -49,48 +49,99 @@ class IGPGKind(GeneratorKind):
     def encoders(self, generator: Generator) -> tuple[str, str]:
         return generator.dataset_encoder, generator.text_encoder
 
-    def sample(self, generator: Generator, spec: ArchSpec, dataset_vector: np.ndarray,
-               arch_vector: np.ndarray, n: int, *, seed: int | None = 0, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = 0.9, guidance: float = 1.0) -> list[nn.Module]:
+    def sample(
+        self,
+        generator: Generator,
+        spec: ArchSpec,
+        dataset_vector: np.ndarray,
+        arch_vector: np.ndarray,
+        n: int,
+        *,
+        seed: int | None = 0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = 0.9,
+        guidance: float = 1.0,
+    ) -> list[nn.Module]:
         ds = torch.from_numpy(np.asarray(dataset_vector, dtype=np.float32))
         arch = torch.from_numpy(np.asarray(arch_vector, dtype=np.float32))
-        return generator.sample(spec, ds, arch, n, temperature=temperature, top_k=top_k, top_p=top_p,
-                                guidance=guidance, seed=seed)
+        return generator.sample(
+            spec, ds, arch, n, temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, seed=seed
+        )
 
-    def train(self, registry: Any, *, family: str | None = None, arch: str | ArchSpec | None = None,
-              name: str | None = None, config: TrainConfig | None = None, dataset_encoder: str | None = None,
-              text_encoder: str | None = None, promote: bool = False, progress: bool = True,
-              meta: Mapping[str, Any] | None = None, k: int = 16) -> tuple[Generator, GeneratorRecord]:
+    def train(
+        self,
+        registry: Any,
+        *,
+        family: str | None = None,
+        arch: str | ArchSpec | None = None,
+        name: str | None = None,
+        config: TrainConfig | None = None,
+        dataset_encoder: str | None = None,
+        text_encoder: str | None = None,
+        promote: bool = False,
+        progress: bool = True,
+        meta: Mapping[str, Any] | None = None,
+        k: int = 16,
+    ) -> tuple[Generator, GeneratorRecord]:
         """:func:`igpg.train_on_registry` (``k``: values per chunk)."""
         from igpg.registry_io import train_on_registry
 
-        return train_on_registry(registry, family=family, arch=arch, k=k, config=config, name=name or KIND,
-                                 dataset_encoder=dataset_encoder, text_encoder=text_encoder, promote=promote,
-                                 progress=progress, meta=meta)
+        return train_on_registry(
+            registry,
+            family=family,
+            arch=arch,
+            k=k,
+            config=config,
+            name=name or KIND,
+            dataset_encoder=dataset_encoder,
+            text_encoder=text_encoder,
+            promote=promote,
+            progress=progress,
+            meta=meta,
+        )
 
-    def retrain(self, registry: Any, current: GeneratorRecord, *, family: str | None = None,
-                arch: ArchSpec | None = None, config: TrainConfig | None = None, work_dir: str | None = None,
-                device: str | None = None, meta: Mapping[str, Any] | None = None
-                ) -> tuple[Generator, GeneratorRecord]:
+    def retrain(
+        self,
+        registry: Any,
+        current: GeneratorRecord,
+        *,
+        family: str | None = None,
+        arch: ArchSpec | None = None,
+        config: TrainConfig | None = None,
+        work_dir: str | None = None,
+        device: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> tuple[Generator, GeneratorRecord]:
         """Same chunk size, encoders and settings as ``current`` (``config`` overrides the settings); the
         training state lives in ``work_dir`` until the candidate is stored, so a killed run resumes."""
         tcfg = retrain_config(current, config, work_dir, device)
-        return self.train(registry, family=family, arch=arch, name=current.name, config=tcfg,
-                          k=int(current.config.get("k", 16)),
-                          dataset_encoder=current.config.get("dataset_encoder"),
-                          text_encoder=current.config.get("text_encoder"), promote=False, progress=False,
-                          meta=meta)
+        return self.train(
+            registry,
+            family=family,
+            arch=arch,
+            name=current.name,
+            config=tcfg,
+            k=int(current.config.get("k", 16)),
+            dataset_encoder=current.config.get("dataset_encoder"),
+            text_encoder=current.config.get("text_encoder"),
+            promote=False,
+            progress=False,
+            meta=meta,
+        )
 
-    def score(self, registry: Any, generator: Generator, checkpoints: Sequence[CheckpointRecord],
-              seed: int = 0) -> float:
+    def score(
+        self, registry: Any, generator: Generator, checkpoints: Sequence[CheckpointRecord], seed: int = 0
+    ) -> float:
         """:func:`igpg.evaluation.weight_space_score`: how close samples land to the registered weights."""
         from igpg.evaluation import weight_space_score
 
         return weight_space_score(registry, generator, checkpoints, seed)
 
 
-def retrain_config(current: GeneratorRecord, config: TrainConfig | None, work_dir: str | None,
-                   device: str | None) -> TrainConfig:
+def retrain_config(
+    current: GeneratorRecord, config: TrainConfig | None, work_dir: str | None, device: str | None
+) -> TrainConfig:
     """A successor's training settings: ``config``, or those stored with ``current``; its training state in
     ``work_dir``."""
     from igpg.prior import PriorConfig
@@ -107,9 +158,11 @@ def retrain_config(current: GeneratorRecord, config: TrainConfig | None, work_di
             allowed = {f.name for f in dataclasses.fields(kind)}
             return kind(**{k: v for k, v in dict(value or {}).items() if k in allowed})
 
-        base = TrainConfig(tokenizer=sub(TokenizerConfig, stored.get("tokenizer")),
-                           prior=sub(PriorConfig, stored.get("prior")),
-                           **{k: v for k, v in stored.items() if k in names})
+        base = TrainConfig(
+            tokenizer=sub(TokenizerConfig, stored.get("tokenizer")),
+            prior=sub(PriorConfig, stored.get("prior")),
+            **{k: v for k, v in stored.items() if k in names},
+        )
     state = base.checkpoint_dir if work_dir is None else str(work_dir)
     return dataclasses.replace(base, checkpoint_dir=state, device=device or base.device)
 

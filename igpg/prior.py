@@ -1,14 +1,14 @@
 """The prior: a GPT over weight chunks' codes, conditioned on a dataset and an architecture embedding.
 
 One position per chunk. A window holds two conditioning positions (the projected dataset and architecture
-embeddings) followed by up to ``block_size`` chunk positions. Each position's input is the sum of the
-previous chunk's code embeddings (its ``input_levels`` coarsest residual levels) plus the coordinates of
-the chunk it predicts (layer, position in layer), which the architecture's layout fixes in advance; so a
-window that starts in the middle of a network knows where it is, and networks longer than a window are generated window by
-window, each seeded with the tail of the previous one. A small depth head then predicts the chunk's
-residual levels one after another (as in the RQ-Transformer): level ``l`` sees the trunk's output plus the
-codes already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k, nucleus (top-p) and
-optional classifier-free guidance.
+embeddings) followed by up to ``block_size`` chunk positions. Each position's input is the sum of the previous
+chunk's code embeddings (its ``input_levels`` coarsest residual levels) plus the coordinates of the chunk it
+predicts (layer, position in layer), which the architecture's layout fixes in advance; so a window that starts
+in the middle of a network knows where it is, and networks longer than a window are generated window by
+window, each seeded with the tail of the previous one. A small depth head then predicts the chunk's residual
+levels one after another (as in the RQ-Transformer): level ``l`` sees the trunk's output plus the codes
+already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k, nucleus (top-p) and optional
+classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ class CausalSelfAttention(nn.Module):
             else:
                 cache.extend([k, v])
         if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
         else:  # new queries attend to all cached keys and causally among themselves
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -94,8 +95,12 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(c.n_embd), nn.LayerNorm(c.n_embd)
         self.attn = CausalSelfAttention(c)
-        self.mlp = nn.Sequential(nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU(), nn.Linear(4 * c.n_embd, c.n_embd),
-                                 nn.Dropout(c.dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(c.n_embd, 4 * c.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * c.n_embd, c.n_embd),
+            nn.Dropout(c.dropout),
+        )
 
     def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache)
@@ -109,12 +114,18 @@ class DepthHead(nn.Module):
         super().__init__()
         self.code_emb = nn.ModuleList([nn.Embedding(c.vocab_size, c.n_embd) for _ in range(c.levels - 1)])
         self.level_emb = nn.Embedding(c.levels, c.n_embd)
-        self.mlp = nn.Sequential(nn.LayerNorm(c.n_embd), nn.Linear(c.n_embd, 2 * c.n_embd), nn.GELU(),
-                                 nn.Linear(2 * c.n_embd, c.n_embd), nn.LayerNorm(c.n_embd))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(c.n_embd),
+            nn.Linear(c.n_embd, 2 * c.n_embd),
+            nn.GELU(),
+            nn.Linear(2 * c.n_embd, c.n_embd),
+            nn.LayerNorm(c.n_embd),
+        )
         self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
 
     def level_logits(self, h: torch.Tensor, level: int, acc: torch.Tensor) -> torch.Tensor:
-        """Logits of ``level`` from trunk state ``h`` (..., C) and the sum ``acc`` of earlier levels' embeddings."""
+        """Logits of ``level`` from trunk state ``h`` (..., C) and the sum ``acc`` of earlier levels'
+        embeddings."""
         return self.head(self.mlp(h + acc + self.level_emb.weight[level]))  # (..., V)
 
     def forward(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -134,8 +145,12 @@ class WeightPrior(nn.Module):
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.code_emb = nn.ModuleList([nn.Embedding(c.vocab_size + 1, c.n_embd)  # +BOS
-                                       for _ in range(max(1, min(c.input_levels, c.levels)))])
+        self.code_emb = nn.ModuleList(
+            [
+                nn.Embedding(c.vocab_size + 1, c.n_embd)  # +BOS
+                for _ in range(max(1, min(c.input_levels, c.levels)))
+            ]
+        )
         self.layer_emb = nn.Embedding(c.max_layers, c.n_embd)
         self.pos_proj = nn.Linear(c.pos_features, c.n_embd)
         self.win_emb = nn.Embedding(c.block_size + 2, c.n_embd)
@@ -164,8 +179,13 @@ class WeightPrior(nn.Module):
     def bos(self) -> int:
         return self.config.vocab_size
 
-    def _cond(self, ds: torch.Tensor, arch: torch.Tensor, drop_ds: torch.Tensor | None = None,
-              drop_arch: torch.Tensor | None = None) -> torch.Tensor:
+    def _cond(
+        self,
+        ds: torch.Tensor,
+        arch: torch.Tensor,
+        drop_ds: torch.Tensor | None = None,
+        drop_arch: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         d = self.ds_proj(ds)  # (B, C)
         a = self.arch_proj(arch)  # (B, C)
         if drop_ds is not None:
@@ -175,21 +195,29 @@ class WeightPrior(nn.Module):
         return torch.stack([d, a], 1) + self.win_emb.weight[:2]  # (B, 2, C)
 
     def _inputs(self, prev: torch.Tensor, coords: ChunkCoords, offset: int) -> torch.Tensor:
-        """Embeddings of positions whose previous chunk has codes ``prev`` (B, T, L) and targets at ``coords``."""
+        """Embeddings of positions whose previous chunk has codes ``prev`` (B, T, L) and targets at
+        ``coords``."""
         c = self.config
         t = prev.shape[1]
-        used = self.code_emb[:max(1, min(c.input_levels, c.levels))]
+        used = self.code_emb[: max(1, min(c.input_levels, c.levels))]
         codes = sum(emb(prev[..., level]) for level, emb in enumerate(used))  # (B, T, C)
-        where = (self.layer_emb(coords.layer % c.max_layers)
-                 + self.pos_proj(position_features(coords.position, coords.count, c.pos_features)))  # (T, C)
+        where = self.layer_emb(coords.layer % c.max_layers) + self.pos_proj(
+            position_features(coords.position, coords.count, c.pos_features)
+        )  # (T, C)
         win = self.win_emb(torch.arange(2 + offset, 2 + offset + t, device=prev.device))  # (T, C)
         return codes + (where + win)[None]  # (B, T, C)
 
     def _begin(self, b: int, device: torch.device) -> torch.Tensor:
         return torch.full((b, 1, self.config.levels), self.bos, dtype=torch.long, device=device)
 
-    def forward(self, prev: torch.Tensor, coords: ChunkCoords, ds: torch.Tensor, arch: torch.Tensor,
-                targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        prev: torch.Tensor,
+        coords: ChunkCoords,
+        ds: torch.Tensor,
+        arch: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and loss for one window.
 
         prev, targets: (B, T, L) codes with T <= block_size (``prev[:, j]`` is the chunk before target j:
@@ -201,7 +229,9 @@ class WeightPrior(nn.Module):
         if self.training and self.config.cond_dropout > 0:
             drop_ds = torch.rand(b, device=prev.device) < self.config.cond_dropout
             drop_arch = torch.rand(b, device=prev.device) < self.config.cond_dropout
-        x = torch.cat([self._cond(ds, arch, drop_ds, drop_arch), self._inputs(prev, coords, 0)], 1)  # (B, 2+T, C)
+        x = torch.cat(
+            [self._cond(ds, arch, drop_ds, drop_arch), self._inputs(prev, coords, 0)], 1
+        )  # (B, 2+T, C)
         for block in self.blocks:
             x = block(x)
         logits = self.depth(self.ln_f(x[:, 2:]), targets)  # (B, T, L, V)
@@ -214,14 +244,23 @@ class WeightPrior(nn.Module):
             x = block(x, cache)
         return self.ln_f(x[:, -1])  # (B, C)
 
-    def _window_start(self, cond: torch.Tensor, prev: torch.Tensor, coords: ChunkCoords
-                      ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    def _window_start(
+        self, cond: torch.Tensor, prev: torch.Tensor, coords: ChunkCoords
+    ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
         caches: list[list[torch.Tensor]] = [[] for _ in self.blocks]
         return caches, self._trunk(caches, torch.cat([cond, self._inputs(prev, coords, 0)], 1))
 
-    def _pick_chunk(self, h: torch.Tensor, b: int, guided: bool, guidance: float, temperature: float,
-                    top_k: int | None, generator: torch.Generator | None, top_p: float | None = None
-                    ) -> torch.Tensor:
+    def _pick_chunk(
+        self,
+        h: torch.Tensor,
+        b: int,
+        guided: bool,
+        guidance: float,
+        temperature: float,
+        top_k: int | None,
+        generator: torch.Generator | None,
+        top_p: float | None = None,
+    ) -> torch.Tensor:
         """Codes of one chunk, level by level: h (B or 2B, C) -> (B, L)."""
         acc = torch.zeros_like(h)
         codes = []
@@ -238,18 +277,29 @@ class WeightPrior(nn.Module):
         return torch.stack(codes, -1)
 
     @torch.no_grad()
-    def generate(self, coords: ChunkCoords, ds: torch.Tensor, arch: torch.Tensor, *, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, guidance: float = 1.0,
-                 overlap: int | None = None, generator: torch.Generator | None = None,
-                 progress: object | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        coords: ChunkCoords,
+        ds: torch.Tensor,
+        arch: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 1.0,
+        overlap: int | None = None,
+        generator: torch.Generator | None = None,
+        progress: object | None = None,
+    ) -> torch.Tensor:
         """Sample a whole network's codes, window by window. Returns (B, N, L) long for B conditions.
 
         ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k likeliest codes and ``top_p`` the smallest
         set whose probability reaches p (nucleus sampling: confident steps become greedy, so a sample does
-        not drift off the training manifold through many unlikely picks). ``guidance`` > 1 applies classifier-free guidance against the
-        unconditional prediction. When the network has more chunks than ``block_size``, generation proceeds
-        in windows: each new window starts from the last ``overlap`` chunks of the previous one (default:
-        half a window), so memory stays bounded by the window, not the network.
+        not drift off the training manifold through many unlikely picks). ``guidance`` > 1 applies
+        classifier-free guidance against the unconditional prediction. When the network has more chunks than
+        ``block_size``, generation proceeds in windows: each new window starts from the last ``overlap``
+        chunks of the previous one (default: half a window), so memory stays bounded by the window, not the
+        network.
         """
         was_training = self.training
         self.eval()
@@ -269,7 +319,7 @@ class WeightPrior(nn.Module):
         h = None
         while pos < total:
             if pos == win_start:  # (re)start a window after a slide with no overlap
-                prev = begin if pos == 0 else out[:, pos - 1:pos]
+                prev = begin if pos == 0 else out[:, pos - 1 : pos]
                 caches, h = self._window_start(cond, dup(prev), coords.slice(pos, pos + 1))
             assert h is not None
             out[:, pos] = self._pick_chunk(h, b, guided, guidance, temperature, top_k, generator, top_p)
@@ -282,10 +332,12 @@ class WeightPrior(nn.Module):
                 win_start = pos - overlap
                 if overlap == 0:
                     continue
-                prev = torch.cat([begin, out], 1)[:, win_start:pos + 1]  # chunks before targets win_start..pos
+                prev = torch.cat([begin, out], 1)[
+                    :, win_start : pos + 1
+                ]  # chunks before targets win_start..pos
                 caches, h = self._window_start(cond, dup(prev), coords.slice(win_start, pos + 1))
                 continue
-            x = self._inputs(dup(out[:, pos - 1:pos]), coords.slice(pos, pos + 1), pos - win_start)
+            x = self._inputs(dup(out[:, pos - 1 : pos]), coords.slice(pos, pos + 1), pos - win_start)
             h = self._trunk(caches, x)
         self.train(was_training)
         return out
@@ -308,8 +360,13 @@ class WeightPrior(nn.Module):
         return out
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
-            generator: torch.Generator | None, top_p: float | None = None) -> torch.Tensor:
+def _sample(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    top_p: float | None = None,
+) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature

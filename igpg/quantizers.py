@@ -47,8 +47,15 @@ class EMAQuantizer(nn.Module):
 
     straight_through = True  # the codebook learns by EMA; gradients pass straight through to the encoder
 
-    def __init__(self, size: int, dim: int, decay: float = 0.99, commitment: float = 0.25,
-                 dead_threshold: float = 0.5, eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        decay: float = 0.99,
+        commitment: float = 0.25,
+        dead_threshold: float = 0.5,
+        eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.size, self.dim, self.decay, self.commitment = size, dim, decay, commitment
         self.dead_threshold, self.eps = dead_threshold, eps
@@ -61,8 +68,11 @@ class EMAQuantizer(nn.Module):
         return F.embedding(indices, self.codebook)  # (..., D)
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        d = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.t()
-             + self.codebook.pow(2).sum(1)[None])  # (M, V)
+        d = (
+            flat.pow(2).sum(1, keepdim=True)
+            - 2 * flat @ self.codebook.t()
+            + self.codebook.pow(2).sum(1)[None]
+        )  # (M, V)
         return d.argmin(1)  # (M,)
 
     @torch.no_grad()
@@ -103,7 +113,9 @@ class EMAQuantizer(nn.Module):
             self._update(flat.detach(), idx)
         q = self.lookup(idx).view_as(z)  # (..., D)
         loss = self.commitment * F.mse_loss(z, q.detach())
-        return QuantizerOutput(z + (q - z).detach(), idx.view(z.shape[:-1]), loss, _perplexity(idx, self.size))
+        return QuantizerOutput(
+            z + (q - z).detach(), idx.view(z.shape[:-1]), loss, _perplexity(idx, self.size)
+        )
 
 
 class GumbelQuantizer(nn.Module):

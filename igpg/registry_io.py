@@ -23,11 +23,20 @@ from zoo.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def train_on_registry(registry: Registry, *, family: str | None = None, arch: str | ArchSpec | None = None,
-                      k: int = 16, config: TrainConfig | None = None, name: str = "igpg",
-                      dataset_encoder: str | None = None, text_encoder: str | None = None,
-                      promote: bool = False, progress: bool = True, meta: Mapping[str, Any] | None = None
-                      ) -> tuple[Generator, GeneratorRecord]:
+def train_on_registry(
+    registry: Registry,
+    *,
+    family: str | None = None,
+    arch: str | ArchSpec | None = None,
+    k: int = 16,
+    config: TrainConfig | None = None,
+    name: str = "igpg",
+    dataset_encoder: str | None = None,
+    text_encoder: str | None = None,
+    promote: bool = False,
+    progress: bool = True,
+    meta: Mapping[str, Any] | None = None,
+) -> tuple[Generator, GeneratorRecord]:
     """Train a generator on every registered checkpoint of ``family`` (or exactly ``arch``) that names a
     dataset, and store it as the next version of ``name`` (promoted when ``promote``).
 
@@ -44,11 +53,19 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
         recs = training_checkpoints(registry, family=family, arch=spec)
         if not recs:
             what = f"architecture {spec}" if spec else f"family {family!r}" if family else "the registry"
-            raise GeneratorError(f"no checkpoints with a dataset in {what} to train on; add some with dataset=")
+            raise GeneratorError(
+                f"no checkpoints with a dataset in {what} to train on; add some with dataset="
+            )
 
         def load() -> ZooData:
-            return load_zoo(registry, recs, k=k, dataset_encoder=dataset_encoder, text_encoder=text_encoder,
-                            progress=progress and distributed.is_main())
+            return load_zoo(
+                registry,
+                recs,
+                k=k,
+                dataset_encoder=dataset_encoder,
+                text_encoder=text_encoder,
+                progress=progress and distributed.is_main(),
+            )
 
         data = distributed.main_first(load)  # rank 0 alone may write embeddings; the others read them after
         if data is None:
@@ -57,12 +74,23 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
 
         def store() -> GeneratorRecord:
             metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
-            rec = IGPGKind().store(registry, gen, name=name, families=sorted({r.family for r in recs}),
-                                   config={"k": k, "dataset_encoder": data.dataset_encoder,
-                                           "text_encoder": data.text_encoder, **gen.info["train_config"],
-                                           "scope": {"family": family, "arch": spec.to_json() if spec else None},
-                                           **dict(meta or {})},
-                                   metrics=metrics, trained_on=[r.id for r in recs], promote=promote)
+            rec = IGPGKind().store(
+                registry,
+                gen,
+                name=name,
+                families=sorted({r.family for r in recs}),
+                config={
+                    "k": k,
+                    "dataset_encoder": data.dataset_encoder,
+                    "text_encoder": data.text_encoder,
+                    **gen.info["train_config"],
+                    "scope": {"family": family, "arch": spec.to_json() if spec else None},
+                    **dict(meta or {}),
+                },
+                metrics=metrics,
+                trained_on=[r.id for r in recs],
+                promote=promote,
+            )
             log.info("stored generator %s (%d checkpoints)", rec.ref, len(recs))
             return rec
 
@@ -72,8 +100,9 @@ def train_on_registry(registry: Registry, *, family: str | None = None, arch: st
     return gen, rec
 
 
-def load_generator(registry: Registry, ref: str | int | GeneratorRecord = "igpg", device: Any = "cpu"
-                   ) -> Generator:
+def load_generator(
+    registry: Registry, ref: str | int | GeneratorRecord = "igpg", device: Any = "cpu"
+) -> Generator:
     """A stored generator version, hash-verified, ready to sample."""
     return Generator.from_bytes(registry.load_generator_bytes(ref), device=device)
 

@@ -37,10 +37,15 @@ class TokenizerConfig:
 def position_features(position: torch.Tensor, count: torch.Tensor, n: int) -> torch.Tensor:
     """Sinusoids of a chunk's absolute and relative position within its layer: (N,) -> (N, n)."""
     half = n // 2
-    freqs = torch.exp(torch.arange(half // 2, device=position.device) * (-math.log(1000.0) / max(1, half // 2)))
+    freqs = torch.exp(
+        torch.arange(half // 2, device=position.device) * (-math.log(1000.0) / max(1, half // 2))
+    )
     absolute = position.float()[:, None] * freqs[None]  # (N, half/2)
-    relative = (position.float() / count.clamp_min(1).float())[:, None] * math.pi * (1 + torch.arange(
-        half // 2, device=position.device))[None]  # (N, half/2)
+    relative = (
+        (position.float() / count.clamp_min(1).float())[:, None]
+        * math.pi
+        * (1 + torch.arange(half // 2, device=position.device))[None]
+    )  # (N, half/2)
     return torch.cat([absolute.sin(), absolute.cos(), relative.sin(), relative.cos()], -1)  # (N, n)
 
 
@@ -67,15 +72,26 @@ class WeightTokenizer(nn.Module):
         self.quantizer = make_quantizer(c.quantizer, c.levels, c.codebook_size, c.latent_dim, **kw)
 
     def _cond(self, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.layer_emb(layer % self.config.max_layers),
-                          position_features(position, count, self.config.pos_features)], -1)  # (N, H+P)
+        return torch.cat(
+            [
+                self.layer_emb(layer % self.config.max_layers),
+                position_features(position, count, self.config.pos_features),
+            ],
+            -1,
+        )  # (N, H+P)
 
     def _encode_latent(self, data: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = torch.cat([data * mask, mask.float()], -1)  # (N, 2K)
         return self.encoder(torch.cat([self.enc_in(x), cond], -1))  # (N, D)
 
-    def forward(self, data: torch.Tensor, mask: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
-                count: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        data: torch.Tensor,
+        mask: torch.Tensor,
+        layer: torch.Tensor,
+        position: torch.Tensor,
+        count: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         """Reconstruct a batch of chunks; returns the losses and the codes.
 
         data, mask: (N, K); layer, position, count: (N,) (count = chunks in the chunk's layer).
@@ -85,8 +101,14 @@ class WeightTokenizer(nn.Module):
         recon = self.decoder(torch.cat([q.quantized, cond], -1))  # (N, K)
         m = mask.float()
         rec_loss = ((recon - data) ** 2 * m).sum() / m.sum().clamp_min(1)
-        return {"loss": rec_loss + q.loss, "recon_loss": rec_loss, "vq_loss": q.loss,
-                "perplexity": q.perplexity, "indices": q.indices, "recon": recon}
+        return {
+            "loss": rec_loss + q.loss,
+            "recon_loss": rec_loss,
+            "vq_loss": q.loss,
+            "perplexity": q.perplexity,
+            "indices": q.indices,
+            "recon": recon,
+        }
 
     @torch.no_grad()
     def encode(self, chunks: Chunks) -> torch.Tensor:
@@ -98,8 +120,9 @@ class WeightTokenizer(nn.Module):
         return self.quantizer(z).indices.reshape(chunks.num_chunks, -1).cpu()
 
     @torch.no_grad()
-    def decode_indices(self, indices: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
-                       count: torch.Tensor) -> torch.Tensor:
+    def decode_indices(
+        self, indices: torch.Tensor, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor
+    ) -> torch.Tensor:
         """Chunk values (N, K) from codes (N, levels) and the chunks' coordinates."""
         dev = self.layer_emb.weight.device
         q = self.quantizer.lookup(indices.to(dev))  # (N, D)

@@ -45,7 +45,9 @@ class TrainConfig:
     prior_steps: int = 1500  # optimizer steps of stage 2
     prior_batch: int = 16  # token windows per step
     prior_lr: float = 1e-3  # AdamW learning rate of stage 2
-    prior_input_noise: float = 0.0  # share of input codes replaced by random ones in training (robust sampling)
+    prior_input_noise: float = (
+        0.0  # share of input codes replaced by random ones in training (robust sampling)
+    )
     seed: int = 0  # all randomness of training
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     checkpoint_dir: str | None = None  # where training state is saved; a rerun resumes from it
@@ -56,7 +58,8 @@ class TrainConfig:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """The training device: ``"auto"`` is CUDA when present; distributed, each rank's own GPU (its local rank)."""
+    """The training device: ``"auto"`` is CUDA when present; distributed, each rank's own GPU (its local
+    rank)."""
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if dev.type == "cuda" and dev.index is None and distributed.is_distributed():
         dev = torch.device("cuda", distributed.local_rank())
@@ -84,13 +87,17 @@ class _Resume:
         self.every = max(1, cfg.checkpoint_every)
         self.seed = seed
 
-    def restore(self, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator) -> int:
+    def restore(
+        self, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator
+    ) -> int:
         if self.path is None:
             return 0
         found = self.path.is_file()
         if distributed.is_distributed() and len(set(distributed.gather_objects(found))) > 1:
-            raise RuntimeError(f"{self.path} is visible to some ranks only: put checkpoint_dir on storage that "
-                               "every rank shares")
+            raise RuntimeError(
+                f"{self.path} is visible to some ranks only: put checkpoint_dir on storage that "
+                "every rank shares"
+            )
         if not found:
             return 0
         state = torch.load(self.path, weights_only=True, map_location="cpu")
@@ -107,16 +114,28 @@ class _Resume:
             g.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
         else:  # saved by a run with another number of ranks: a new stream of this rank's own
-            log.warning("%s was saved by %d rank(s), resuming with %d: rank %d draws fresh data", self.path.name,
-                        len(per_rank or [0]), world, rank)
+            log.warning(
+                "%s was saved by %d rank(s), resuming with %d: rank %d draws fresh data",
+                self.path.name,
+                len(per_rank or [0]),
+                world,
+                rank,
+            )
             g.manual_seed(distributed.rank_seed(self.seed + step))
             torch.manual_seed(distributed.rank_seed(self.seed + step) + 1)
         if distributed.is_main():
             log.info("resumed %s at step %d", self.path.name, step)
         return step
 
-    def save(self, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-             g: torch.Generator, force: bool = False) -> None:
+    def save(
+        self,
+        step: int,
+        module: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        g: torch.Generator,
+        force: bool = False,
+    ) -> None:
         if self.path is None or (step % self.every and not force):
             return
         path = self.path
@@ -126,15 +145,25 @@ class _Resume:
 
         def write() -> None:
             with atomic_write(path) as tmp:
-                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "generator": g.get_state(),
-                            "torch_rng": torch.get_rng_state(), "step": step, **extra}, tmp)
+                torch.save(
+                    {
+                        "module": module.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": g.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        **extra,
+                    },
+                    tmp,
+                )
 
         distributed.main_first(write)  # the others wait until the file is complete
 
 
-def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progress: bool = True
-                    ) -> tuple[WeightTokenizer, dict[str, float]]:
+def train_tokenizer(
+    data: ZooData, cfg: TrainConfig, device: torch.device, progress: bool = True
+) -> tuple[WeightTokenizer, dict[str, float]]:
     """Stage 1: fit the VQ-VAE on every chunk of every checkpoint (padding masked out).
 
     Distributed (a process group is initialised), the tokenizer trains in DDP and each rank draws its share
@@ -153,15 +182,24 @@ def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progr
     local = distributed.shard(batch)  # this rank's share of it
     weight = local * world / batch if batch >= world else 1.0  # DDP averages ranks: weigh unequal shares
     opt = torch.optim.Adam(tok.parameters(), lr=cfg.tokenizer_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.tokenizer_steps), eta_min=cfg.tokenizer_lr / 20)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, max(1, cfg.tokenizer_steps), eta_min=cfg.tokenizer_lr / 20
+    )
     resume = _Resume(cfg, "stage1-tokenizer", cfg.seed)
     start = resume.restore(tok, opt, sched, g)
     model = distributed.wrap(tok, device, sync_buffers=False)  # EMA codebooks sync themselves
     model.train()
     out: dict[str, torch.Tensor] = {}
     show = progress and distributed.is_main()
-    bar = tqdm(range(start, cfg.tokenizer_steps), desc="stage 1: tokenizer", unit="step", disable=not show,
-               leave=False, initial=start, total=cfg.tokenizer_steps)
+    bar = tqdm(
+        range(start, cfg.tokenizer_steps),
+        desc="stage 1: tokenizer",
+        unit="step",
+        disable=not show,
+        leave=False,
+        initial=start,
+        total=cfg.tokenizer_steps,
+    )
     for step in bar:
         idx = torch.randint(0, n, (local,), generator=g).to(device)
         with _autocast(device):
@@ -178,8 +216,11 @@ def train_tokenizer(data: ZooData, cfg: TrainConfig, device: torch.device, progr
     tok.eval()
     with torch.no_grad():
         full = tok(data_t, mask, layer, position, count)
-    metrics = {"tokenizer_recon_mse": float(full["recon_loss"]), "tokenizer_perplexity": float(full["perplexity"]),
-               "tokenizer_live_codes": int(torch.unique(full["indices"]).numel())}
+    metrics = {
+        "tokenizer_recon_mse": float(full["recon_loss"]),
+        "tokenizer_perplexity": float(full["perplexity"]),
+        "tokenizer_live_codes": int(torch.unique(full["indices"]).numel()),
+    }
     return tok, metrics
 
 
@@ -188,8 +229,9 @@ def encode_zoo(tok: WeightTokenizer, data: ZooData) -> list[torch.Tensor]:
     return [tok.encode(e.chunks) for e in data.examples]
 
 
-def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, device: torch.device,
-                progress: bool = True) -> tuple[WeightPrior, dict[str, float]]:
+def train_prior(
+    data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, device: torch.device, progress: bool = True
+) -> tuple[WeightPrior, dict[str, float]]:
     """Stage 2: fit the GPT on random windows of the frozen token sequences, with their conditions.
 
     Distributed, the prior trains in DDP; each rank draws its share of the ``prior_batch`` sequences of a
@@ -201,9 +243,16 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
     torch.manual_seed(cfg.seed + 1)
     levels = cfg.tokenizer.levels
     longest = max(len(t) for t in tokens)
-    pcfg = PriorConfig(**{**asdict(cfg.prior), "vocab_size": cfg.tokenizer.codebook_size, "levels": levels,
-                          "ds_dim": data.ds_dim, "arch_dim": data.arch_dim,
-                          "block_size": min(cfg.prior.block_size, longest)})
+    pcfg = PriorConfig(
+        **{
+            **asdict(cfg.prior),
+            "vocab_size": cfg.tokenizer.codebook_size,
+            "levels": levels,
+            "ds_dim": data.ds_dim,
+            "arch_dim": data.arch_dim,
+            "block_size": min(cfg.prior.block_size, longest),
+        }
+    )
     prior = WeightPrior(pcfg).to(device)
     if rank:  # own stream for condition dropout; rank 0 keeps cfg.seed + 1's
         torch.manual_seed(distributed.rank_seed(cfg.seed + 1))
@@ -213,9 +262,14 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
     arch = torch.stack([e.arch_emb for e in data.examples]).to(device)
     decay = [p for p in prior.parameters() if p.dim() >= 2]
     no_decay = [p for p in prior.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.prior_lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.prior_steps), eta_min=cfg.prior_lr / 20)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.prior_lr,
+        betas=(0.9, 0.95),
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, max(1, cfg.prior_steps), eta_min=cfg.prior_lr / 20
+    )
     t_win = pcfg.block_size
     resume = _Resume(cfg, "stage2-prior", cfg.seed + 1)
     start = resume.restore(prior, opt, sched, g)
@@ -226,24 +280,38 @@ def train_prior(data: ZooData, tokens: list[torch.Tensor], cfg: TrainConfig, dev
     loss = torch.zeros(())
     smooth = None  # exponential moving average of the loss (the last batch alone is noisy)
     show = progress and distributed.is_main()
-    bar = tqdm(range(start, cfg.prior_steps), desc="stage 2: prior", unit="step", disable=not show, leave=False,
-               initial=start, total=cfg.prior_steps)
+    bar = tqdm(
+        range(start, cfg.prior_steps),
+        desc="stage 2: prior",
+        unit="step",
+        disable=not show,
+        leave=False,
+        initial=start,
+        total=cfg.prior_steps,
+    )
     for step in bar:
         ex = torch.randint(0, len(seqs), (local,), generator=g).tolist()
-        # one window start per step (all sequences of one architecture have one length); crops differ by example
+        # one window start per step (all sequences of one architecture have one length); crops differ by
+        # example
         total = len(seqs[ex[0]])
         start = int(torch.randint(0, max(1, total - t_win + 1), (1,), generator=g))
         same = [i for i in ex if len(seqs[i]) == total]
-        tgt = torch.stack([seqs[i][start:start + t_win] for i in same])  # (B, T, L)
-        first = torch.stack([seqs[i][start - 1] if start > 0 else
-                             torch.full((levels,), prior.bos, device=device) for i in same])[:, None]  # (B, 1, L)
+        tgt = torch.stack([seqs[i][start : start + t_win] for i in same])  # (B, T, L)
+        first = torch.stack(
+            [
+                seqs[i][start - 1] if start > 0 else torch.full((levels,), prior.bos, device=device)
+                for i in same
+            ]
+        )[:, None]  # (B, 1, L)
         prev = torch.cat([first, tgt[:, :-1]], 1)
         if cfg.prior_input_noise > 0:  # a sampled chunk that strays must not derail what follows
             flip = torch.rand(prev.shape, generator=g).to(device) < cfg.prior_input_noise
             noise = torch.randint(0, prior.bos, prev.shape, generator=g).to(device)
             prev = torch.where(flip & (prev != prior.bos), noise, prev)
         with _autocast(device):
-            _, loss = model(prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt)
+            _, loss = model(
+                prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -269,8 +337,10 @@ def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: 
     layers = max(e.chunks.num_layers for e in data.examples)
     limit = min(cfg.tokenizer.max_layers, cfg.prior.max_layers)
     if layers > limit:
-        raise GeneratorError(f"checkpoints with {layers} generated tensors exceed max_layers={limit}; "
-                             "raise TrainConfig.tokenizer.max_layers and TrainConfig.prior.max_layers")
+        raise GeneratorError(
+            f"checkpoints with {layers} generated tensors exceed max_layers={limit}; "
+            "raise TrainConfig.tokenizer.max_layers and TrainConfig.prior.max_layers"
+        )
     with distributed.session(cfg.device) as multi:
         device = pick_device(cfg.device)
         t0 = time.perf_counter()
@@ -280,11 +350,19 @@ def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: 
         tokens = distributed.broadcast_object(encode_zoo(tok, data) if distributed.is_main() else [])
         prior, m2 = train_prior(data, tokens, cfg, device, progress)
         t2 = time.perf_counter()
-        info = {**m1, **m2, "tokenizer_seconds": round(t1 - t0, 2), "prior_seconds": round(t2 - t1, 2),
-                "device": str(device), "checkpoints": [e.checkpoint.id for e in data.examples],
-                "train_config": cfg.to_dict()}
+        info = {
+            **m1,
+            **m2,
+            "tokenizer_seconds": round(t1 - t0, 2),
+            "prior_seconds": round(t2 - t1, 2),
+            "device": str(device),
+            "checkpoints": [e.checkpoint.id for e in data.examples],
+            "train_config": cfg.to_dict(),
+        }
         if multi:
             info["distributed"] = {"world_size": distributed.world_size(), "backend": distributed.backend()}
     if distributed.is_main():
         log.info("generator trained: %s", {k: v for k, v in info.items() if k != "checkpoints"})
-    return Generator(tok, prior, data.k, data.dataset_encoder, data.text_encoder, Generator.collect_stats(data), info)
+    return Generator(
+        tok, prior, data.k, data.dataset_encoder, data.text_encoder, Generator.collect_stats(data), info
+    )

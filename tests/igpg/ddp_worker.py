@@ -27,12 +27,21 @@ QUANT = {"size": 16, "dim": 8, "decay": 0.9, "dead_threshold": 1.15}  # codes us
 QUANT_BATCH = 48  # vectors per rank
 
 
-def config(checkpoint_dir: str | None = None, tokenizer_steps: int = 30, prior_steps: int = 16) -> TrainConfig:
+def config(
+    checkpoint_dir: str | None = None, tokenizer_steps: int = 30, prior_steps: int = 16
+) -> TrainConfig:
     """The tiny training set-up of the test (global batches: 64 chunks, 4 sequences)."""
-    return TrainConfig(tokenizer=TokenizerConfig(codebook_size=16, levels=2, hidden=32),
-                       prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                       tokenizer_steps=tokenizer_steps, prior_steps=prior_steps, tokenizer_batch=64, prior_batch=4,
-                       device="cpu", checkpoint_dir=checkpoint_dir, checkpoint_every=5)
+    return TrainConfig(
+        tokenizer=TokenizerConfig(codebook_size=16, levels=2, hidden=32),
+        prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=tokenizer_steps,
+        prior_steps=prior_steps,
+        tokenizer_batch=64,
+        prior_batch=4,
+        device="cpu",
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=5,
+    )
 
 
 def quantizer_vectors() -> torch.Tensor:
@@ -57,8 +66,9 @@ def resume_checks(registry: Any, out: Path) -> dict[str, bool]:
     from igpg import train as tr
     from igpg.data import load_zoo
 
-    data = load_zoo(registry, [r for r in registry.search(arch=zoo.resolve_arch(ARCH)) if r.dataset], k=K,
-                    progress=False)
+    data = load_zoo(
+        registry, [r for r in registry.search(arch=zoo.resolve_arch(ARCH)) if r.dataset], k=K, progress=False
+    )
     cpu = torch.device("cpu")
 
     def run(directory: Path) -> list[dict[str, torch.Tensor]]:
@@ -99,13 +109,17 @@ def main(registry_path: str, out_dir: str) -> None:
     distributed.init_from_env("cpu")  # held for the whole program, so ranks can be compared at the end
     try:
         assert distributed.is_distributed() and distributed.backend() == "gloo"
-        result: dict[str, Any] = {"rank": distributed.rank(), "world": distributed.world_size(),
-                                  "quantizer": quantizer_step()}
+        result: dict[str, Any] = {
+            "rank": distributed.rank(),
+            "world": distributed.world_size(),
+            "quantizer": quantizer_step(),
+        }
         reg = zoo.Registry(registry_path)
         cfg = config(str(out / "train-state"))
         gen, rec = train_on_registry(reg, arch=ARCH, k=K, config=cfg, progress=False)
-        result.update(tokenizer=gen.tokenizer.state_dict(), prior=gen.prior.state_dict(), ref=rec.ref,
-                      info=gen.info)
+        result.update(
+            tokenizer=gen.tokenizer.state_dict(), prior=gen.prior.state_dict(), ref=rec.ref, info=gen.info
+        )
         result["resume"] = resume_checks(reg, out)
         torch.save(result, out / f"rank{distributed.rank()}.pt")
         distributed.barrier()

@@ -20,8 +20,10 @@ from igpg.tokenizer import TokenizerConfig, WeightTokenizer
 from tests.igpg import ddp_worker as worker
 from zoo.embeddings import embed_arch, get_embedding
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with gloo is not available",
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,17 @@ def launched(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("ZOO_REGISTRY_URL", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(worker.__file__)), str(root / "registry.db"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(Path(worker.__file__)),
+        str(root / "registry.db"),
+        str(out),
+    ]
     # no timeout of its own: a slow machine is not a failure; a hung rendezvous is ended by pytest-timeout
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("[rank")]

@@ -83,8 +83,11 @@ def test_tokenizer_learns_to_reconstruct_a_network() -> None:
 
 def _prior(block: int) -> WeightPrior:
     torch.manual_seed(0)
-    p = WeightPrior(PriorConfig(vocab_size=32, levels=3, block_size=block, n_layer=2, n_head=2, n_embd=32,
-                                ds_dim=6, arch_dim=5))
+    p = WeightPrior(
+        PriorConfig(
+            vocab_size=32, levels=3, block_size=block, n_layer=2, n_head=2, n_embd=32, ds_dim=6, arch_dim=5
+        )
+    )
     for prm in p.parameters():
         prm.data.normal_(0, 0.3)  # a random but decisive prior, so greedy paths differ between positions
     return p
@@ -109,8 +112,16 @@ def test_window_by_window_generation_covers_long_networks(overlap: int) -> None:
     prior = _prior(block=16)
     assert len(coords) > 4 * 16
     g = torch.Generator().manual_seed(0)
-    out = prior.generate(coords, torch.randn(3, 6), torch.randn(3, 5), temperature=1.0, top_k=8, guidance=1.5,
-                         overlap=overlap, generator=g)
+    out = prior.generate(
+        coords,
+        torch.randn(3, 6),
+        torch.randn(3, 5),
+        temperature=1.0,
+        top_k=8,
+        guidance=1.5,
+        overlap=overlap,
+        generator=g,
+    )
     assert out.shape == (3, len(coords), 3) and out.min() >= 0 and out.max() < 32
     greedy = prior.generate(coords, torch.zeros(1, 6), torch.zeros(1, 5), temperature=0, overlap=overlap)
     again = prior.generate(coords, torch.zeros(1, 6), torch.zeros(1, 5), temperature=0, overlap=overlap)
@@ -122,8 +133,19 @@ def test_prior_training_loss_decreases_on_fixed_sequences() -> None:
     ch = cnn_chunks(k=32)
     coords = ChunkCoords(*chunk_coords(ch))
     t = len(coords)
-    prior = WeightPrior(PriorConfig(vocab_size=32, levels=3, block_size=t, n_layer=2, n_head=2, n_embd=64,
-                                    ds_dim=4, arch_dim=4, cond_dropout=0.0))
+    prior = WeightPrior(
+        PriorConfig(
+            vocab_size=32,
+            levels=3,
+            block_size=t,
+            n_layer=2,
+            n_head=2,
+            n_embd=64,
+            ds_dim=4,
+            arch_dim=4,
+            cond_dropout=0.0,
+        )
+    )
     targets = torch.randint(0, 32, (2, t, 3))
     ds = torch.eye(4)[:2]
     prev = torch.cat([torch.full((2, 1, 3), prior.bos), targets[:, :-1]], 1)

@@ -22,7 +22,9 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     reg = zoo.Registry(tmp_path_factory.mktemp("gen") / "registry.db")
     spec = zoo.resolve_arch("cnn-tiny")
     fam = zoo.get_family("cnn")
-    digits = load_digits().map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+    digits = load_digits().map_images(
+        lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False)
+    )
     recs = []
     for task, data in (("digits", digits), ("digits-rot90", rotate(digits, 90))):
         reg.register_dataset(task, data)
@@ -30,9 +32,14 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
             torch.manual_seed(seed)
             model = train(fam.build(spec), data.images[:300], data.labels[:300], epochs=1, seed=seed)
             recs.append(reg.add(model, name=f"{task}-s{seed}", arch=spec, dataset=task))
-    cfg = TrainConfig(tokenizer=TokenizerConfig(codebook_size=32, levels=2, hidden=64),
-                      prior=PriorConfig(block_size=64, n_layer=1, n_head=2, n_embd=32),
-                      tokenizer_steps=30, prior_steps=20, tokenizer_batch=256, prior_batch=4)
+    cfg = TrainConfig(
+        tokenizer=TokenizerConfig(codebook_size=32, levels=2, hidden=64),
+        prior=PriorConfig(block_size=64, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=30,
+        prior_steps=20,
+        tokenizer_batch=256,
+        prior_batch=4,
+    )
     gen = train_generator(load_zoo(reg, recs, k=64, progress=False), cfg, progress=False)
     yield reg, spec, gen
     reg.close()
@@ -96,9 +103,14 @@ def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  #
     import igpg
 
     reg, spec, _ = tiny_zoo
-    cfg = TrainConfig(tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
-                      prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                      tokenizer_steps=5, prior_steps=5, tokenizer_batch=64, prior_batch=2)
+    cfg = TrainConfig(
+        tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+        prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=5,
+        prior_steps=5,
+        tokenizer_batch=64,
+        prior_batch=2,
+    )
     gen, rec = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False)
     assert rec.ref == "igpg:v1" and rec.families == ("cnn",) and rec.status == "candidate"
     trained = {r.id for r in reg.search(arch=spec) if r.dataset}
@@ -121,10 +133,16 @@ def test_training_resumes_exactly_after_an_interruption(tiny_zoo, tmp_path, monk
     data = load_zoo(reg, [r for r in reg.search(arch=spec) if r.dataset], k=64, progress=False)
 
     def cfg(directory):  # type: ignore[no-untyped-def]
-        return TrainConfig(tokenizer=TokenizerConfig(codebook_size=16, levels=2, hidden=32),
-                           prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                           tokenizer_steps=10, prior_steps=10, tokenizer_batch=64, prior_batch=2,
-                           checkpoint_dir=str(directory), checkpoint_every=5)
+        return TrainConfig(
+            tokenizer=TokenizerConfig(codebook_size=16, levels=2, hidden=32),
+            prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+            tokenizer_steps=10,
+            prior_steps=10,
+            tokenizer_batch=64,
+            prior_batch=2,
+            checkpoint_dir=str(directory),
+            checkpoint_every=5,
+        )
 
     cpu = torch.device("cpu")
 
@@ -142,6 +160,7 @@ def test_training_resumes_exactly_after_an_interruption(tiny_zoo, tmp_path, monk
         original(self, step, *args, **kwargs)
         if step == 5 and target in self.path.name:
             raise KeyboardInterrupt  # the process dies right after a save
+
     monkeypatch.setattr(tr._Resume, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         run(cfg(tmp_path / "b"))
@@ -152,6 +171,7 @@ def test_training_resumes_exactly_after_an_interruption(tiny_zoo, tmp_path, monk
         if target in self.path.name:
             steps.append(step)
         original(self, step, *args, **kwargs)
+
     monkeypatch.setattr(tr._Resume, "save", record)
     resumed = run(cfg(tmp_path / "b")).state_dict()
     assert steps == [6, 7, 8, 9, 10]  # it went on from the saved step instead of starting over
