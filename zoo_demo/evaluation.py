@@ -38,6 +38,7 @@ from zoo_demo.tinyzoo import ARCH, TASKS, evaluate, task_data, train_member
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Fidelity:
     """How much of each checkpoint's accuracy survives its own tokens."""
@@ -71,11 +72,15 @@ class SeenTask:
         return self.best / self.pretrained_mean
 
     def to_dict(self) -> dict[str, object]:
-        return {"pretrained_mean": round(self.pretrained_mean, 4), "generated": [round(a, 4) for a in self.generated],
-                "generated_mean": round(statistics.mean(self.generated), 4),
-                "generated_std": round(statistics.pstdev(self.generated), 4), "best_of_n": round(self.best, 4),
-                "best_vs_pretrained_mean": round(self.best_relative, 4),
-                "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance]}
+        return {
+            "pretrained_mean": round(self.pretrained_mean, 4),
+            "generated": [round(a, 4) for a in self.generated],
+            "generated_mean": round(statistics.mean(self.generated), 4),
+            "generated_std": round(statistics.pstdev(self.generated), 4),
+            "best_of_n": round(self.best, 4),
+            "best_vs_pretrained_mean": round(self.best_relative, 4),
+            "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
+        }
 
 
 @dataclass(frozen=True)
@@ -101,17 +106,23 @@ class HeldOutTask:
 
     def to_dict(self) -> dict[str, object]:
         t = self.trained_mean
-        return {"trained_mean": round(t, 4), "random_init": round(self.random_init, 4),
-                "retrieved": round(self.retrieved, 4), "retrieved_from": self.retrieved_from,
-                "generated": [round(a, 4) for a in self.generated],
-                "generated_mean": round(statistics.mean(self.generated), 4),
-                "generated_best_of_n": round(self.generated_best, 4),
-                "generated_best_vs_trained": round(self.generated_best / t, 4),
-                "retrieved_vs_trained": round(self.retrieved / t, 4),
-                "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
-                "steps_to_trained_accuracy": self.steps_to_trained(),
-                "curves": {k: {"steps": list(c.steps), "accuracy": [round(a, 4) for a in c.accuracy]}
-                           for k, c in self.curves.items()}}
+        return {
+            "trained_mean": round(t, 4),
+            "random_init": round(self.random_init, 4),
+            "retrieved": round(self.retrieved, 4),
+            "retrieved_from": self.retrieved_from,
+            "generated": [round(a, 4) for a in self.generated],
+            "generated_mean": round(statistics.mean(self.generated), 4),
+            "generated_best_of_n": round(self.generated_best, 4),
+            "generated_best_vs_trained": round(self.generated_best / t, 4),
+            "retrieved_vs_trained": round(self.retrieved / t, 4),
+            "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
+            "steps_to_trained_accuracy": self.steps_to_trained(),
+            "curves": {
+                k: {"steps": list(c.steps), "accuracy": [round(a, 4) for a in c.accuracy]}
+                for k, c in self.curves.items()
+            },
+        }
 
 
 def tokenizer_fidelity(gen: Generator, data: ZooData) -> Fidelity:
@@ -122,8 +133,13 @@ def tokenizer_fidelity(gen: Generator, data: ZooData) -> Fidelity:
         family = get_family(e.checkpoint.family)
         net = family.rebuild(e.checkpoint.arch, unchunk(decoded))
         rel.append(evaluate(net, e.checkpoint.dataset) / e.checkpoint.metrics["accuracy"])
-    return Fidelity(statistics.mean(rel), min(rel), tuple(rel), float(gen.info.get("tokenizer_perplexity", 0.0)),
-                    int(gen.info.get("tokenizer_live_codes", 0)))
+    return Fidelity(
+        statistics.mean(rel),
+        min(rel),
+        tuple(rel),
+        float(gen.info.get("tokenizer_perplexity", 0.0)),
+        int(gen.info.get("tokenizer_live_codes", 0)),
+    )
 
 
 def _conditions(registry, gen: Generator, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
@@ -133,8 +149,15 @@ def _conditions(registry, gen: Generator, dataset: str) -> tuple[torch.Tensor, t
     return ds, arch
 
 
-def seen_tasks(registry, gen: Generator, records: Sequence[CheckpointRecord], *, n: int = 5,  # type: ignore[no-untyped-def]
-               seed: int = 0, sampling: Mapping[str, float] | None = None) -> list[SeenTask]:
+def seen_tasks(
+    registry,
+    gen: Generator,
+    records: Sequence[CheckpointRecord],
+    *,
+    n: int = 5,  # type: ignore[no-untyped-def]
+    seed: int = 0,
+    sampling: Mapping[str, float] | None = None,
+) -> list[SeenTask]:
     """``n`` samples per training task, scored on the task's test split."""
     sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
     spec = resolve_arch(ARCH)
@@ -145,21 +168,41 @@ def seen_tasks(registry, gen: Generator, records: Sequence[CheckpointRecord], *,
         nets = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
         pre = tuple(r.metrics["accuracy"] for r in records if r.dataset == task)
         out.append(SeenTask(task, pre, tuple(evaluate(m, task) for m in nets), _distances(nets, flats)))
-        log.info("seen task %s: best %.3f of pretrained mean %.3f", task, out[-1].best, out[-1].pretrained_mean)
+        log.info(
+            "seen task %s: best %.3f of pretrained mean %.3f", task, out[-1].best, out[-1].pretrained_mean
+        )
     return out
 
 
-def train_reference(task: str, *, seeds: int = 3, steps: int = 200, lr: float = 3e-3, batch_size: int = 32
-                    ) -> list[nn.Module]:
-    """Networks trained on ``task`` exactly as the tiny zoo trains its members (they stay out of the registry)."""
+def train_reference(
+    task: str, *, seeds: int = 3, steps: int = 200, lr: float = 3e-3, batch_size: int = 32
+) -> list[nn.Module]:
+    """Networks trained on ``task`` exactly as the tiny zoo trains its members (they stay out of the
+    registry)."""
     train_set, _ = task_data(task)
-    return [train_member(train_set, 1000 + seed, steps=steps, lr=lr, batch_size=batch_size) for seed in range(seeds)]
+    return [
+        train_member(train_set, 1000 + seed, steps=steps, lr=lr, batch_size=batch_size)
+        for seed in range(seeds)
+    ]
 
 
-def held_out_task(registry, gen: Generator, task: str, records: Sequence[CheckpointRecord], *,  # type: ignore[no-untyped-def]
-                  n: int = 5, seed: int = 0, support: int = 100, reference_seeds: int = 3, reference_steps: int = 200,
-                  fine_tune_steps: int = 200, eval_every: int = 10, lr: float = 3e-3, batch_size: int = 32,
-                  sampling: Mapping[str, float] | None = None) -> HeldOutTask:
+def held_out_task(
+    registry,
+    gen: Generator,
+    task: str,
+    records: Sequence[CheckpointRecord],
+    *,  # type: ignore[no-untyped-def]
+    n: int = 5,
+    seed: int = 0,
+    support: int = 100,
+    reference_seeds: int = 3,
+    reference_steps: int = 200,
+    fine_tune_steps: int = 200,
+    eval_every: int = 10,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    sampling: Mapping[str, float] | None = None,
+) -> HeldOutTask:
     """Zero-shot generation for ``task`` (registered as a dataset if it is not), then fine-tuning curves.
 
     Best-of-``n`` (and the best retrieved checkpoint) are chosen on ``support`` labelled training images,
@@ -179,7 +222,9 @@ def held_out_task(registry, gen: Generator, task: str, records: Sequence[Checkpo
     sx, sy = train_set.images[pick], train_set.labels[pick]
     tx, ty = test_set.images, test_set.labels
 
-    trained = tuple(accuracy(m, tx, ty) for m in train_reference(task, seeds=reference_seeds, steps=reference_steps))
+    trained = tuple(
+        accuracy(m, tx, ty) for m in train_reference(task, seeds=reference_seeds, steps=reference_steps)
+    )
     torch.manual_seed(seed)
     random_net = family.build(spec)
 
@@ -198,17 +243,47 @@ def held_out_task(registry, gen: Generator, task: str, records: Sequence[Checkpo
         starts["retrieved"] = cands[best_i]
     curves = {}
     for name, net in starts.items():
-        _, curves[name] = fine_tune(net, train_set.images, train_set.labels, steps=fine_tune_steps, eval_x=tx,
-                                    eval_y=ty, eval_every=eval_every, lr=lr, batch_size=batch_size, seed=seed)
+        _, curves[name] = fine_tune(
+            net,
+            train_set.images,
+            train_set.labels,
+            steps=fine_tune_steps,
+            eval_x=tx,
+            eval_y=ty,
+            eval_every=eval_every,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+        )
     result = HeldOutTask(
-        task, trained, accuracy(random_net, tx, ty),
+        task,
+        trained,
+        accuracy(random_net, tx, ty),
         accuracy(cands[best_i], tx, ty) if best_i is not None else float("nan"),
         neighbors[best_i].checkpoint.ref if best_i is not None else "",
-        tuple(accuracy(m, tx, ty) for m in nets), accuracy(chosen, tx, ty), _distances(nets, flats), curves)
-    log.info("held-out %s: generated %.3f, retrieved %.3f, random %.3f, trained %.3f", task, result.generated_best,
-             result.retrieved, result.random_init, result.trained_mean)
+        tuple(accuracy(m, tx, ty) for m in nets),
+        accuracy(chosen, tx, ty),
+        _distances(nets, flats),
+        curves,
+    )
+    log.info(
+        "held-out %s: generated %.3f, retrieved %.3f, random %.3f, trained %.3f",
+        task,
+        result.generated_best,
+        result.retrieved,
+        result.random_init,
+        result.trained_mean,
+    )
     return result
 
 
-__all__ = ["DEFAULT_SAMPLING", "Fidelity", "HeldOutTask", "SeenTask", "held_out_task", "seen_tasks",
-           "tokenizer_fidelity", "train_reference"]
+__all__ = [
+    "DEFAULT_SAMPLING",
+    "Fidelity",
+    "HeldOutTask",
+    "SeenTask",
+    "held_out_task",
+    "seen_tasks",
+    "tokenizer_fidelity",
+    "train_reference",
+]

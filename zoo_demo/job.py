@@ -66,7 +66,9 @@ def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> P
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)) if c.device != "cuda" else torch.get_num_threads())
+    torch.set_num_threads(
+        max(1, min(2, os.cpu_count() or 1)) if c.device != "cuda" else torch.get_num_threads()
+    )
     timings: dict[str, float] = {}
     reg = Registry(out / "registry.db")
     spec = zoo.resolve_arch(ARCH)
@@ -83,7 +85,9 @@ def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> P
     timings["train generator"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    data = igpg.load_zoo(reg, recs, k=gen.k, dataset_encoder=gen.dataset_encoder, text_encoder=gen.text_encoder)
+    data = igpg.load_zoo(
+        reg, recs, k=gen.k, dataset_encoder=gen.dataset_encoder, text_encoder=gen.text_encoder
+    )
     fid = tokenizer_fidelity(gen, data)
     recon: dict[str, list[float]] = {}
     for e, rel in zip(data.examples, fid.relative):
@@ -104,9 +108,12 @@ def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> P
     timings["retrieve_or_generate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    held_results = [held_out_task(reg, gen, task, recs, n=c.samples, fine_tune_steps=c.fine_tune_steps,
-                                  reference_steps=c.zoo_steps)
-                    for task in tqdm(held, desc="held-out tasks", unit="task")]
+    held_results = [
+        held_out_task(
+            reg, gen, task, recs, n=c.samples, fine_tune_steps=c.fine_tune_steps, reference_steps=c.zoo_steps
+        )
+        for task in tqdm(held, desc="held-out tasks", unit="task")
+    ]
     timings["held-out tasks and fine-tuning"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -117,8 +124,24 @@ def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> P
     elapsed = time.perf_counter() - t0
     figure = out / "figure.png"
     _plot(seen, recon, requests, held_results, figure)
-    text = _report(reg, c, gen, grec, recs, tasks, fid, recon, seen, requests, held_results, imported, report,
-                   timings, elapsed, figure.name)
+    text = _report(
+        reg,
+        c,
+        gen,
+        grec,
+        recs,
+        tasks,
+        fid,
+        recon,
+        seen,
+        requests,
+        held_results,
+        imported,
+        report,
+        timings,
+        elapsed,
+        figure.name,
+    )
     path = out / "report.md"
     path.write_text(text)
     log.info("report written to %s (%.0f s)", path, elapsed)
@@ -133,36 +156,50 @@ def _import_pretrained(reg: Registry) -> list[tuple[str, int, float, bool]]:
         return imported
     for f in tqdm(sorted(pre.glob("resnet*.th")), desc="import pretrained ResNets", unit="file"):
         raw = torch.load(f, weights_only=True, map_location="cpu")
-        rec = reg.add(f, dataset="cifar10", metrics={"top1": float(raw["best_prec1"])}, tags=["pretrained"],
-                      exist_ok=True)
+        rec = reg.add(
+            f,
+            dataset="cifar10",
+            metrics={"top1": float(raw["best_prec1"])},
+            tags=["pretrained"],
+            exist_ok=True,
+        )
         sd = reg.load(rec).state_dict()
         same = all(torch.equal(sd[k.removeprefix("module.")], v) for k, v in raw["state_dict"].items())
         imported.append((rec.ref, rec.num_params, float(raw["best_prec1"]), same))
     return imported
 
 
-def _plot(seen: list[Any], recon: dict[str, list[float]], requests: list[Any], held: list[Any],
-          path: Path) -> None:
+def _plot(
+    seen: list[Any], recon: dict[str, list[float]], requests: list[Any], held: list[Any], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(held), figsize=(7 + 4.5 * len(held), 4.2),
-                             gridspec_kw={"width_ratios": [1.6] + [1] * len(held)})
+    fig, axes = plt.subplots(
+        1,
+        1 + len(held),
+        figsize=(7 + 4.5 * len(held), 4.2),
+        gridspec_kw={"width_ratios": [1.6] + [1] * len(held)},
+    )
     axes = [axes] if not len(held) else list(axes)
     ax = axes[0]
     random_acc = {task: r for task, _, _, r in requests}
     retrieved = {task: a for task, p, a, _ in requests if p.source == "retrieved"}
-    series = [("pretrained (mean)", [s.pretrained_mean for s in seen]),
-              ("tokenizer reconstruction", [statistics.mean(recon[s.task]) for s in seen]),
-              ("generated (mean of n)", [statistics.mean(s.generated) for s in seen]),
-              ("generated (best of n)", [s.best for s in seen]),
-              ("retrieved", [retrieved.get(s.task, float("nan")) for s in seen]),
-              ("random init", [random_acc[s.task] for s in seen])]
+    series = [
+        ("pretrained (mean)", [s.pretrained_mean for s in seen]),
+        ("tokenizer reconstruction", [statistics.mean(recon[s.task]) for s in seen]),
+        ("generated (mean of n)", [statistics.mean(s.generated) for s in seen]),
+        ("generated (best of n)", [s.best for s in seen]),
+        ("retrieved", [retrieved.get(s.task, float("nan")) for s in seen]),
+        ("random init", [random_acc[s.task] for s in seen]),
+    ]
     width = 0.8 / len(series)
     for j, (label, values) in enumerate(series):
-        ax.bar([i + (j - len(series) / 2 + 0.5) * width for i in range(len(seen))], values, width, label=label)
+        ax.bar(
+            [i + (j - len(series) / 2 + 0.5) * width for i in range(len(seen))], values, width, label=label
+        )
     ax.set_xticks(range(len(seen)), [s.task for s in seen], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy at epoch 0")
     ax.set_ylim(0, 1.35)  # room for the legend above the bars
@@ -182,32 +219,53 @@ def _plot(seen: list[Any], recon: dict[str, list[float]], requests: list[Any], h
     plt.close(fig)
 
 
-def _report(reg: Registry, c: DemoConfig, gen: Any, grec: Any, recs: list[Any], tasks: tuple[str, ...],
-            fid: Any, recon: dict[str, list[float]], seen: list[Any], requests: list[Any], held: list[Any],
-            imported: list[Any], verify: Any, timings: dict[str, float], elapsed: float, figure: str) -> str:
+def _report(
+    reg: Registry,
+    c: DemoConfig,
+    gen: Any,
+    grec: Any,
+    recs: list[Any],
+    tasks: tuple[str, ...],
+    fid: Any,
+    recon: dict[str, list[float]],
+    seen: list[Any],
+    requests: list[Any],
+    held: list[Any],
+    imported: list[Any],
+    verify: Any,
+    timings: dict[str, float],
+    elapsed: float,
+    figure: str,
+) -> str:
     info = gen.info
     lines = [
         "# zoo main job report",
         "",
-        f"Registry `{reg.url}`: {reg.stats()['checkpoints']} checkpoints. Total run time **{elapsed:.0f} s** on "
-        f"{os.cpu_count()} CPU core(s){' + CUDA' if torch.cuda.is_available() else ''}, torch {torch.__version__}.",
+        f"Registry `{reg.url}`: {reg.stats()['checkpoints']} checkpoints. "
+        f"Total run time **{elapsed:.0f} s** on "
+        f"{os.cpu_count()} CPU core(s){' + CUDA' if torch.cuda.is_available() else ''}, "
+        f"torch {torch.__version__}.",
         "",
-        "| stage | seconds |", "| --- | --- |",
+        "| stage | seconds |",
+        "| --- | --- |",
         *[f"| {k} | {v:.1f} |" for k, v in timings.items()],
         "",
         f"![accuracy at epoch 0 and fine-tuning curves]({figure})",
         "",
         "## The tiny zoo",
         "",
-        f"{len(recs)} checkpoints of `cnn-tiny` ({c.per_task} seeds x {len(tasks)} tasks, {c.zoo_steps} Adam steps "
+        f"{len(recs)} checkpoints of `cnn-tiny` ({c.per_task} seeds x {len(tasks)} tasks, "
+        f"{c.zoo_steps} Adam steps "
         "each), every one registered with its dataset and test accuracy:",
         "",
         *[f"- `{t}`: {TASKS[t].description}" for t in tasks],
         "",
         "## The generator",
         "",
-        f"`{grec.ref}` (promoted), trained on {len(info.get('checkpoints', []))} checkpoints on {info.get('device')}: "
-        f"tokenizer {info.get('tokenizer_seconds', 0):.0f} s (reconstruction MSE {info.get('tokenizer_recon_mse', 0):.4f}, "
+        f"`{grec.ref}` (promoted), trained on {len(info.get('checkpoints', []))} checkpoints "
+        f"on {info.get('device')}: "
+        f"tokenizer {info.get('tokenizer_seconds', 0):.0f} s "
+        f"(reconstruction MSE {info.get('tokenizer_recon_mse', 0):.4f}, "
         f"perplexity {info.get('tokenizer_perplexity', 0):.0f}, {info.get('tokenizer_live_codes', 0)} of "
         f"{gen.tokenizer.config.codebook_size} codes live), prior {info.get('prior_seconds', 0):.0f} s "
         f"(final loss {info.get('prior_final_loss', 0):.3f}).",
@@ -218,10 +276,12 @@ def _report(reg: Registry, c: DemoConfig, gen: Any, grec: Any, recs: list[Any], 
         "## Seen tasks: accuracy at epoch 0",
         "",
         f"Generated: {c.samples} samples per task (temperature and nucleus settings of `igpg.evaluation`). "
-        "Distance: relative L2 distance of each sample to its nearest training checkpoint (about 0 would be a copy; "
+        "Distance: relative L2 distance of each sample to its nearest training checkpoint "
+        "(about 0 would be a copy; "
         "the tokenizer alone costs about its reconstruction error).",
         "",
-        "| task | pretrained mean | tokenizer recon. | generated mean ± std | generated best | best / pretrained | "
+        "| task | pretrained mean | tokenizer recon. | generated mean ± std | generated best | "
+        "best / pretrained | "
         "retrieved | random | distances |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -229,41 +289,64 @@ def _report(reg: Registry, c: DemoConfig, gen: Any, grec: Any, recs: list[Any], 
     for s in seen:
         p, a, r = by_task[s.task]
         got = f"{a:.3f}" if p.source == "retrieved" else f"{a:.3f} (generated)"
-        lines.append(f"| {s.task} | {s.pretrained_mean:.3f} | {statistics.mean(recon[s.task]):.3f} | "
-                     f"{statistics.mean(s.generated):.3f} ± {statistics.pstdev(s.generated):.3f} | {s.best:.3f} | "
-                     f"{s.best_relative:.3f} | {got} | {r:.3f} | {', '.join(f'{d:.2f}' for d in s.distance)} |")
+        lines.append(
+            f"| {s.task} | {s.pretrained_mean:.3f} | {statistics.mean(recon[s.task]):.3f} | "
+            f"{statistics.mean(s.generated):.3f} ± {statistics.pstdev(s.generated):.3f} | {s.best:.3f} | "
+            f"{s.best_relative:.3f} | {got} | {r:.3f} | {', '.join(f'{d:.2f}' for d in s.distance)} |"
+        )
     meeting = sum(s.best_relative >= 0.98 for s in seen)
-    lines += ["", f"Best-of-{c.samples} reaches 98% of the pretrained mean on **{meeting} of {len(seen)}** tasks.", "",
-              "## Held-out tasks (no checkpoint trained on them)", "",
-              "Best-of-n and the best retrieved checkpoint are chosen on 100 labelled training images and measured "
-              "on the test split.", "",
-              "| task | trained on it | random init | retrieved (best of 10 nearest) | generated mean | "
-              "generated best-of-n | generated / trained | steps to trained accuracy (generated / retrieved / random) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        f"Best-of-{c.samples} reaches 98% of the pretrained mean on **{meeting} of {len(seen)}** tasks.",
+        "",
+        "## Held-out tasks (no checkpoint trained on them)",
+        "",
+        "Best-of-n and the best retrieved checkpoint are chosen on 100 labelled training images and measured "
+        "on the test split.",
+        "",
+        "| task | trained on it | random init | retrieved (best of 10 nearest) | generated mean | "
+        "generated best-of-n | generated / trained | "
+        "steps to trained accuracy (generated / retrieved / random) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for h in held:
         st = h.steps_to_trained()
-        lines.append(f"| {h.task} | {h.trained_mean:.3f} | {h.random_init:.3f} | {h.retrieved:.3f} "
-                     f"(`{h.retrieved_from}`) | {statistics.mean(h.generated):.3f} | {h.generated_best:.3f} | "
-                     f"{h.generated_best / h.trained_mean:.3f} | {st.get('generated')} / {st.get('retrieved')} / "
-                     f"{st.get('random')} |")
-    lines += ["", "## What `zoo.retrieve_or_generate` returned", "",
-              "Queried with each task's test split (never registered); held-out tasks also pass 100 labelled "
-              "training images, so retrieved candidates and generated samples are scored.", "",
-              "| task | source | from | similarity | test accuracy | seconds | reason |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| {h.task} | {h.trained_mean:.3f} | {h.random_init:.3f} | {h.retrieved:.3f} "
+            f"(`{h.retrieved_from}`) | {statistics.mean(h.generated):.3f} | {h.generated_best:.3f} | "
+            f"{h.generated_best / h.trained_mean:.3f} | {st.get('generated')} / {st.get('retrieved')} / "
+            f"{st.get('random')} |"
+        )
+    lines += [
+        "",
+        "## What `zoo.retrieve_or_generate` returned",
+        "",
+        "Queried with each task's test split (never registered); held-out tasks also pass 100 labelled "
+        "training images, so retrieved candidates and generated samples are scored.",
+        "",
+        "| task | source | from | similarity | test accuracy | seconds | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for task, p, a, _ in requests:
         sim = f"{p.similarity:.4f}" if p.similarity is not None else "-"
         lines.append(f"| {task} | {p.source} | `{p.ref}` | {sim} | {a:.3f} | {p.seconds:.2f} | {p.reason} |")
     lines += ["", "## Real pretrained CIFAR-10 ResNets", ""]
     if imported:
-        lines += ["| checkpoint | params | reported top-1 | loaded bitwise equal to the original file |",
-                  "| --- | --- | --- | --- |",
-                  *[f"| {r} | {n:,} | {top1:.2f} | {same} |" for r, n, top1, same in imported]]
+        lines += [
+            "| checkpoint | params | reported top-1 | loaded bitwise equal to the original file |",
+            "| --- | --- | --- | --- |",
+            *[f"| {r} | {n:,} | {top1:.2f} | {same} |" for r, n, top1, same in imported],
+        ]
     else:
         lines.append("Not run: `../shared/data/pretrained` is not present (set ZOO_SHARED_DATA).")
-    lines += ["", "## Integrity", "",
-              f"`verify`: {verify.checked} blobs hashed, {verify.ok} ok, {len(verify.missing)} missing, "
-              f"{len(verify.corrupt)} corrupt, {len(verify.orphan_files)} orphan files.", ""]
+    lines += [
+        "",
+        "## Integrity",
+        "",
+        f"`verify`: {verify.checked} blobs hashed, {verify.ok} ok, {len(verify.missing)} missing, "
+        f"{len(verify.corrupt)} corrupt, {len(verify.orphan_files)} orphan files.",
+        "",
+    ]
     return "\n".join(lines)
 
 

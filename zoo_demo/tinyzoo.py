@@ -1,9 +1,9 @@
 """A tiny model zoo from real data: the standard tiny CNN trained on distinct digit-recognition tasks.
 
-Tasks are built from scikit-learn's bundled digits (always there) and the MNIST test set (when its IDX
-files are found: ``$ZOO_MNIST_DIR`` or ``../shared/data/mnist``), under transformations (rotation,
-inversion, mirror) and class subsets (relabelled ``0..n-1``). Every task has a fixed stratified
-train/test split; checkpoints are registered with their dataset, their test accuracy and a ``task-<name>`` tag.
+Tasks are built from scikit-learn's bundled digits (always there) and the MNIST test set (when its IDX files
+are found: ``$ZOO_MNIST_DIR`` or ``../shared/data/mnist``), under transformations (rotation, inversion,
+mirror) and class subsets (relabelled ``0..n-1``). Every task has a fixed stratified train/test split;
+checkpoints are registered with their dataset, their test accuracy and a ``task-<name>`` tag.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Task:
 
     @property
     def description(self) -> str:
-        what = {"digits": "scikit-learn 8x8 digits upsampled to 28x28", "mnist": "MNIST test set digits"}[self.source]
+        what = {"digits": "scikit-learn 8x8 digits upsampled to 28x28", "mnist": "MNIST test set digits"}[
+            self.source
+        ]
         parts = [what]
         if self.transform != "none":
             parts.append(f"transformed: {self.transform}")
@@ -70,10 +72,26 @@ TASKS: dict[str, Task] = {  # every task the builder knows
     "digits-rot15": Task("digits-rot15", "digits", "rot15"),
     "mnist-rot15": Task("mnist-rot15", "mnist", "rot15"),
 }
-SEEN_DIGITS_ONLY = ("digits", "digits-rot90", "digits-rot180", "digits-invert", "digits-mirror", "digits-0to4",
-                    "digits-5to9", "digits-rot270")  # 8 tasks that need no MNIST files
-SEEN_WITH_MNIST = ("digits", "digits-rot90", "digits-invert", "digits-0to4", "mnist", "mnist-rot90",
-                   "mnist-invert", "mnist-5to9")  # 8 tasks from both sources
+SEEN_DIGITS_ONLY = (
+    "digits",
+    "digits-rot90",
+    "digits-rot180",
+    "digits-invert",
+    "digits-mirror",
+    "digits-0to4",
+    "digits-5to9",
+    "digits-rot270",
+)  # 8 tasks that need no MNIST files
+SEEN_WITH_MNIST = (
+    "digits",
+    "digits-rot90",
+    "digits-invert",
+    "digits-0to4",
+    "mnist",
+    "mnist-rot90",
+    "mnist-invert",
+    "mnist-5to9",
+)  # 8 tasks from both sources
 HELD_OUT = ("digits-rot15", "mnist-rot180")  # never trained on: a near task (a small shift) and a far one
 HELD_OUT_DIGITS_ONLY = ("digits-rot15",)  # the held-out tasks that need no MNIST files
 
@@ -100,10 +118,14 @@ def held_out_tasks() -> tuple[str, ...]:
 @lru_cache(maxsize=4)
 def _source(name: str, mnist_limit: int) -> ImageDataset:
     if name == "digits":
-        return load_digits().map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+        return load_digits().map_images(
+            lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False)
+        )
     path = mnist_dir()
     if path is None:
-        raise DatasetError("MNIST tasks need the MNIST IDX files; set ZOO_MNIST_DIR to the folder that holds them")
+        raise DatasetError(
+            "MNIST tasks need the MNIST IDX files; set ZOO_MNIST_DIR to the folder that holds them"
+        )
     return load_mnist(path, limit=mnist_limit)
 
 
@@ -118,7 +140,9 @@ _TRANSFORMS: dict[str, Callable[[ImageDataset], ImageDataset]] = {  # transform 
 }
 
 
-def task_data(task: str | Task, *, mnist_limit: int = 5000, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+def task_data(
+    task: str | Task, *, mnist_limit: int = 5000, seed: int = 0
+) -> tuple[ImageDataset, ImageDataset]:
     """(train, test) of a task: a stratified 80/20 split, fixed by ``seed``."""
     t = TASKS[task] if isinstance(task, str) else task
     data = _TRANSFORMS[t.transform](_source(t.source, mnist_limit))
@@ -127,9 +151,18 @@ def task_data(task: str | Task, *, mnist_limit: int = 5000, seed: int = 0) -> tu
     return data.split(0.8, seed=seed)
 
 
-def build_tiny_zoo(registry: Registry, tasks: Iterable[str] | None = None, *, per_task: int = 10, steps: int = 200,
-                   lr: float = 3e-3, batch_size: int = 32, mnist_limit: int = 5000, register_datasets: bool = True,
-                   progress: bool = True) -> list[CheckpointRecord]:
+def build_tiny_zoo(
+    registry: Registry,
+    tasks: Iterable[str] | None = None,
+    *,
+    per_task: int = 10,
+    steps: int = 200,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    mnist_limit: int = 5000,
+    register_datasets: bool = True,
+    progress: bool = True,
+) -> list[CheckpointRecord]:
     """Train ``per_task`` cnn-tiny checkpoints (seeds 0..) on each task and register them. Idempotent.
 
     Every network gets about ``steps`` Adam steps (whole epochs), whatever the size of its task.
@@ -154,20 +187,38 @@ def build_tiny_zoo(registry: Registry, tasks: Iterable[str] | None = None, *, pe
             continue
         model = train_member(train_set, seed, steps=steps, lr=lr, batch_size=batch_size)
         acc = accuracy(model, test_set.images, test_set.labels)
-        out.append(registry.add(model, name=name, arch=spec, dataset=task, metrics={"accuracy": acc},
-                                tags=["tinyzoo", f"task-{task}"], origin="trained", exist_ok=True))
+        out.append(
+            registry.add(
+                model,
+                name=name,
+                arch=spec,
+                dataset=task,
+                metrics={"accuracy": acc},
+                tags=["tinyzoo", f"task-{task}"],
+                origin="trained",
+                exist_ok=True,
+            )
+        )
     return out
 
 
-def train_member(train_set: ImageDataset, seed: int, *, steps: int = 200, lr: float = 3e-3,
-                 batch_size: int = 32) -> torch.nn.Module:
+def train_member(
+    train_set: ImageDataset, seed: int, *, steps: int = 200, lr: float = 3e-3, batch_size: int = 32
+) -> torch.nn.Module:
     """One cnn-tiny trained as the zoo trains its members: init and data order from ``seed``, about ``steps``
     Adam steps in whole epochs, whatever the size of the training split."""
     spec = resolve_arch(ARCH)
     torch.manual_seed(seed)
     epochs = max(1, math.ceil(steps * batch_size / len(train_set.labels)))
-    return train(get_family(spec.family).build(spec), train_set.images, train_set.labels, epochs=epochs, seed=seed,
-                 lr=lr, batch_size=batch_size)
+    return train(
+        get_family(spec.family).build(spec),
+        train_set.images,
+        train_set.labels,
+        epochs=epochs,
+        seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+    )
 
 
 def evaluate(model: torch.nn.Module, task: str, *, mnist_limit: int = 5000) -> float:
@@ -176,5 +227,19 @@ def evaluate(model: torch.nn.Module, task: str, *, mnist_limit: int = 5000) -> f
     return accuracy(model, test_set.images, test_set.labels)
 
 
-__all__ = ["ARCH", "HELD_OUT", "HELD_OUT_DIGITS_ONLY", "SEEN_DIGITS_ONLY", "SEEN_WITH_MNIST", "TASKS", "Task",
-           "build_tiny_zoo", "default_tasks", "evaluate", "held_out_tasks", "mnist_dir", "task_data", "train_member"]
+__all__ = [
+    "ARCH",
+    "HELD_OUT",
+    "HELD_OUT_DIGITS_ONLY",
+    "SEEN_DIGITS_ONLY",
+    "SEEN_WITH_MNIST",
+    "TASKS",
+    "Task",
+    "build_tiny_zoo",
+    "default_tasks",
+    "evaluate",
+    "held_out_tasks",
+    "mnist_dir",
+    "task_data",
+    "train_member",
+]

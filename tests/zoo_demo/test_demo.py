@@ -12,15 +12,31 @@ from zoo_demo.job import DemoConfig, run_demo
 
 
 def test_main_job_writes_report_and_figure(tmp_path: Path) -> None:
-    gen_cfg = igpg.TrainConfig(tokenizer=TokenizerConfig(codebook_size=32, levels=2, hidden=64),
-                               prior=PriorConfig(block_size=64, n_layer=1, n_head=2, n_embd=32),
-                               tokenizer_steps=30, prior_steps=10)
-    cfg = DemoConfig(tasks=("digits", "digits-invert"), held_out=("digits-rot15",), per_task=2, zoo_steps=10,
-                     samples=2, fine_tune_steps=10, generator=gen_cfg, import_pretrained=False)
+    gen_cfg = igpg.TrainConfig(
+        tokenizer=TokenizerConfig(codebook_size=32, levels=2, hidden=64),
+        prior=PriorConfig(block_size=64, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=30,
+        prior_steps=10,
+    )
+    cfg = DemoConfig(
+        tasks=("digits", "digits-invert"),
+        held_out=("digits-rot15",),
+        per_task=2,
+        zoo_steps=10,
+        samples=2,
+        fine_tune_steps=10,
+        generator=gen_cfg,
+        import_pretrained=False,
+    )
     report = run_demo(tmp_path / "run", cfg)
     text = report.read_text()
-    for section in ("## Seen tasks", "## Held-out tasks", "## What `zoo.retrieve_or_generate` returned",
-                    "Tokenizer fidelity", "## Integrity"):
+    for section in (
+        "## Seen tasks",
+        "## Held-out tasks",
+        "## What `zoo.retrieve_or_generate` returned",
+        "Tokenizer fidelity",
+        "## Integrity",
+    ):
         assert section in text
     assert (tmp_path / "run" / "figure.png").stat().st_size > 10_000
     reg = zoo.Registry(tmp_path / "run" / "registry.db")
