@@ -194,7 +194,7 @@ class ResNetFamily(ArchitectureFamily):
             )
             return (
                 f"ImageNet residual network ResNet-{c['depth']}: 7x7 stride-2 stem convolution "
-                f"with 64 channels, "
+                "with 64 channels, "
                 f"batch norm, ReLU, 3x3 max pooling; four stages of {list(stages)} {kind} with "
                 f"{', '.join(map(str, widths))} output channels, stride 2 at stages 2 to 4, 1x1 projection "
                 f"shortcuts where the shape changes; global average pooling; linear classifier {widths[-1]}->"
