@@ -39,7 +39,9 @@ class StagedFile:
 
 
 @contextmanager
-def staged_file(directory: str | os.PathLike[str], *, prefix: str = "", fsync: bool = False) -> Iterator[StagedFile]:
+def staged_file(
+    directory: str | os.PathLike[str], *, prefix: str = "", fsync: bool = False
+) -> Iterator[StagedFile]:
     """A process-unique temp file in ``directory`` (created if missing), named ``{prefix}{pid}.{random}.tmp``;
     removed at the end unless it was published (renamed into place). Use it when the destination is known only
     after writing (a content address); otherwise :func:`atomic_write`."""
@@ -56,7 +58,8 @@ def staged_file(directory: str | os.PathLike[str], *, prefix: str = "", fsync: b
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
     """Write ``path`` atomically: yields a temp path beside it (``.{name}.{pid}.{random}.tmp``) to write; when
-    the block ends without an error it is renamed onto ``path``, otherwise removed and ``path`` left as it was.
+    the block ends without an error it is renamed onto ``path``, otherwise removed and ``path`` left as it
+    was.
 
     >>> with atomic_write("weights.safetensors") as tmp:
     ...     tmp.write_bytes(data)

@@ -37,7 +37,9 @@ class Chunks:
     layer: torch.Tensor  # (N,) long: index of the layer (tensor) each chunk belongs to
     position: torch.Tensor  # (N,) long: index of the chunk within its layer
     mean: torch.Tensor  # (L,) float64: per-layer mean subtracted before chunking (0 without normalisation)
-    std: torch.Tensor  # (L,) float64: per-layer std divided by, floored at std_floor (1 without normalisation)
+    std: (
+        torch.Tensor
+    )  # (L,) float64: per-layer std divided by, floored at std_floor (1 without normalisation)
     # (the statistics are computed in float32 and kept as float64 so that unchunk applies the same numbers)
     shapes: tuple[tuple[int, ...], ...]  # (L,) the layers' shapes
     dtypes: tuple[torch.dtype, ...]  # (L,) the layers' dtypes, restored by unchunk
@@ -84,8 +86,9 @@ def chunk_index(numels: Sequence[int], k: int) -> tuple[torch.Tensor, torch.Tens
     return layer, torch.arange(len(layer)) - first_row[layer], counts
 
 
-def chunk(tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True,
-          std_floor: float = STD_FLOOR) -> Chunks:
+def chunk(
+    tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True, std_floor: float = STD_FLOOR
+) -> Chunks:
     """Cut ``tensors`` (one per layer, in layout order) into chunks of ``k`` values.
 
     With ``normalize`` each layer is first standardised with its own mean and (population) std, floored at
@@ -105,7 +108,7 @@ def chunk(tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True,
     for i, t in enumerate(tensors):
         numel = t.numel()
         if numel:
-            dest = flat[start:start + numel]  # (numel,) this layer's slice of the chunk data
+            dest = flat[start : start + numel]  # (numel,) this layer's slice of the chunk data
             src = t.detach().reshape(-1)
             if not normalize:
                 dest.copy_(src)  # cast to float32
@@ -133,14 +136,16 @@ def unchunk(chunks: Chunks) -> list[torch.Tensor]:
     k = chunks.k
     need = sum(chunks.chunks_per_layer)
     if need != chunks.num_chunks or chunks.data.shape[-1:] != (k,):
-        raise ValueError(f"chunks hold {tuple(chunks.data.shape)} values but the shapes need ({need}, {k}); "
-                         "were data and shapes taken from different chunkings?")
+        raise ValueError(
+            f"chunks hold {tuple(chunks.data.shape)} values but the shapes need ({need}, {k}); "
+            "were data and shapes taken from different chunkings?"
+        )
     flat = chunks.data.reshape(-1)
     out: list[torch.Tensor] = []
     row = 0
     for i, (shape, dtype) in enumerate(zip(chunks.shapes, chunks.dtypes)):
         numel = _numel(shape)
-        values = flat[row * k: row * k + numel].to(torch.float32)
+        values = flat[row * k : row * k + numel].to(torch.float32)
         if chunks.normalized:  # mean + std * values, in one pass, into a new tensor
             values = torch.add(chunks.mean[i].to(torch.float32), values, alpha=float(chunks.std[i]))
         elif dtype == values.dtype:

@@ -19,7 +19,7 @@ def show(value: object, limit: int = SHOW_LIMIT) -> str:
     """``repr(value)`` cut to ``limit`` characters: control characters escaped, a hostile value never floods a
     message or a terminal."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 1]}…"
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _plain(name: str) -> str:
@@ -39,16 +39,20 @@ class ZooError(Exception):
 
     def spelled(self, spell: Callable[[str, Any], str | None]) -> ZooError:
         """Say the fix in another interface's words: each ``kw='value'`` (or bare ``kw=``) in the message, for
-        ``kw`` in :attr:`keywords`, becomes ``spell(kw, value)`` (``value``: the Python value, None when bare);
-        a None from ``spell`` keeps the text. Returns self, so that ``raise exc.spelled(...)`` reads well."""
+        ``kw`` in :attr:`keywords`, becomes ``spell(kw, value)`` (``value``: the Python value, None when
+        bare); a None from ``spell`` keeps the text. Returns self, so that ``raise exc.spelled(...)`` reads
+        well."""
         if not (self.keywords and self.args and isinstance(self.args[0], str)):
             return self
-        pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.keywords)) +
-                             r")=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")?")
+        pattern = re.compile(
+            r"\b(" + "|".join(map(re.escape, self.keywords)) + r")=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")?"
+        )
 
         def one(mt: re.Match[str]) -> str:
             try:
-                value = ast.literal_eval(mt[2]) if mt[2] else None  # a repr() of a string: a literal, nothing runs
+                value = (
+                    ast.literal_eval(mt[2]) if mt[2] else None
+                )  # a repr() of a string: a literal, nothing runs
             except (ValueError, SyntaxError):
                 return mt[0]
             return spell(mt[1], value) or mt[0]
@@ -74,18 +78,25 @@ class NotFoundError(ZooError, LookupError):
         self.kind = kind
         self.ref = ref
         is_id = ref.startswith("id:") and ref[3:].lstrip("-").isascii() and ref[3:].lstrip("-").isdigit()
-        msg = f"no {kind} with id {ref[3:]} in the registry" if is_id else f"no {kind} named {show(ref)} in the registry"
+        msg = (
+            f"no {kind} with id {ref[3:]} in the registry"
+            if is_id
+            else f"no {kind} named {show(ref)} in the registry"
+        )
         super().__init__(f"{msg}; {hint}" if hint else msg)
 
 
 class RegistryMissingError(ConfigError, FileNotFoundError):
-    """A command that only reads or changes what is registered was pointed at a registry that does not exist."""
+    """A command that only reads or changes what is registered was pointed at a registry that does not
+    exist."""
 
     def __init__(self, location: str, reason: str) -> None:
         self.location = location
-        super().__init__(f"no registry at {location}: {reason}; check the path or URL (Registry(url), "
-                         "--registry or ZOO_REGISTRY_URL); a registry is created by the first add "
-                         "(Registry.add, `zoo add FILE`, `zoo datasets register`, `zoo reindex`)")
+        super().__init__(
+            f"no registry at {location}: {reason}; check the path or URL (Registry(url), "
+            "--registry or ZOO_REGISTRY_URL); a registry is created by the first add "
+            "(Registry.add, `zoo add FILE`, `zoo datasets register`, `zoo reindex`)"
+        )
 
 
 class DuplicateError(ZooError):
@@ -126,7 +137,8 @@ class UnsafeCheckpointError(CheckpointError):
         super().__init__(
             source,
             f"it is not a weights-only file ({detail})",
-            "re-save it with torch.save(model.state_dict(), path) or as .safetensors; zoo never runs pickled code",
+            "re-save it with torch.save(model.state_dict(), path) or as .safetensors; "
+            "zoo never runs pickled code",
         )
 
 
@@ -152,8 +164,10 @@ class UnknownPluginError(ZooError, LookupError):
         self.kind = kind
         self.name = name
         self.installed = sorted(installed)
-        hint = hint or ("check the spelling, or install the plugin that provides it (`zoo plugins` lists what "
-                        "is loaded; ZOO_PLUGINS / ZOO_DISABLE_PLUGIN_AUTOLOAD may have left it out)")
+        hint = hint or (
+            "check the spelling, or install the plugin that provides it (`zoo plugins` lists what "
+            "is loaded; ZOO_PLUGINS / ZOO_DISABLE_PLUGIN_AUTOLOAD may have left it out)"
+        )
         super().__init__(
             f"unknown {kind} {name!r}; installed: {', '.join(self.installed) or '(none)'}; {hint}"
         )
@@ -184,13 +198,18 @@ class ArchitectureMismatchError(ZooError):
         parts = []
         if layer is not None:
             parts.append(
-                f"layer {show(layer)} has shape {list(self.got or ())} but {arch} expects {list(self.expected or ())}"
+                f"layer {show(layer)} has shape {list(self.got or ())} "
+                f"but {arch} expects {list(self.expected or ())}"
             )
         if self.missing:
-            parts.append(f"missing {len(self.missing)} tensor(s), e.g. {', '.join(map(_plain, self.missing[:3]))}")
+            parts.append(
+                f"missing {len(self.missing)} tensor(s), e.g. {', '.join(map(_plain, self.missing[:3]))}"
+            )
         if self.unexpected:
-            parts.append(f"unexpected {len(self.unexpected)} tensor(s), e.g. "
-                         f"{', '.join(map(_plain, self.unexpected[:3]))}")
+            parts.append(
+                f"unexpected {len(self.unexpected)} tensor(s), e.g. "
+                f"{', '.join(map(_plain, self.unexpected[:3]))}"
+            )
         if detail:
             parts.append(detail)
         super().__init__(
@@ -247,8 +266,9 @@ class LeaseLostError(ZooError):
         self.holder = holder
         self.taken_by = taken_by
         super().__init__(
-            f"job {name!r} lost its lease (held by {holder}) to {taken_by}: this run was stalled past the lease "
-            "TTL and has stopped; the other run carries on. Raise the TTL (--lease-ttl) if runs stall that long"
+            f"job {name!r} lost its lease (held by {holder}) to {taken_by}: "
+            "this run was stalled past the lease TTL and has stopped; the other run carries on. "
+            "Raise the TTL (--lease-ttl) if runs stall that long"
         )
 
 

@@ -118,7 +118,8 @@ class ArchitectureFamily(ABC):
         """A freshly initialised module of this architecture (random init, never a download)."""
 
     def input_shape(self, spec: ArchSpec) -> tuple[int, ...] | None:
-        """Shape of one input sample (e.g. ``(3, 32, 32)``), for scoring and smoke tests; None if not fixed."""
+        """Shape of one input sample (e.g. ``(3, 32, 32)``), for scoring and smoke tests; None if not
+        fixed."""
         return None
 
     def label(self, spec: ArchSpec) -> str:
@@ -176,11 +177,13 @@ class ArchitectureFamily(ABC):
             if slot is None:
                 continue
             if tuple(tensor.shape) != slot.shape:
-                return ArchitectureMismatchError(self.label(spec), layer=key, expected=slot.shape,
-                                                 got=tuple(tensor.shape))
+                return ArchitectureMismatchError(
+                    self.label(spec), layer=key, expected=slot.shape, got=tuple(tensor.shape)
+                )
             if tensor.dtype.is_floating_point != slot.dtype.is_floating_point:
                 return ArchitectureMismatchError(
-                    self.label(spec), detail=f"tensor {key!r} has dtype {tensor.dtype}, expected {slot.dtype}")
+                    self.label(spec), detail=f"tensor {key!r} has dtype {tensor.dtype}, expected {slot.dtype}"
+                )
         return None
 
     def canonicalize(self, spec: ArchSpec, state_dict: StateDict) -> dict[str, torch.Tensor]:
@@ -202,9 +205,11 @@ class ArchitectureFamily(ABC):
             out[slot.name] = t.detach().to("cpu").contiguous()
         return out
 
-    def load(self, spec: ArchSpec, state_dict: StateDict, base: nn.Module | None = None, *,
-             copy: bool = False) -> nn.Module:
-        """A module of ``spec`` (eval mode) holding exactly ``state_dict``; ``base``: for families needing one.
+    def load(
+        self, spec: ArchSpec, state_dict: StateDict, base: nn.Module | None = None, *, copy: bool = False
+    ) -> nn.Module:
+        """A module of ``spec`` (eval mode) holding exactly ``state_dict``; ``base``: for families needing
+        one.
 
         Without ``copy`` the module takes the tensors as they are: its parameters share memory with
         ``state_dict`` (no copy, no random init: fast). Pass ``copy=True`` when the source tensors stay in
@@ -241,7 +246,8 @@ class ArchitectureFamily(ABC):
         return None
 
     def with_base(self, spec: ArchSpec, base: ArchSpec) -> ArchSpec:
-        """``spec`` re-targeted at the exact architecture of a registered base. Default: ``spec`` unchanged."""
+        """``spec`` re-targeted at the exact architecture of a registered base. Default: ``spec``
+        unchanged."""
         return spec
 
     # -- the generator's view -----------------------------------------------------------------------
@@ -268,30 +274,34 @@ class ArchitectureFamily(ABC):
         lay = self.layout(spec)
         if len(tensors) != len(lay.generated):
             raise ArchitectureMismatchError(
-                self.label(spec), detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}"
+                self.label(spec),
+                detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}",
             )
         out: dict[str, torch.Tensor] = {}
         for slot, t in zip(lay.generated, tensors):
             if tuple(t.shape) != slot.shape:
                 if t.numel() != slot.numel:
-                    raise ArchitectureMismatchError(self.label(spec), layer=slot.name, expected=slot.shape,
-                                                    got=t.shape)
+                    raise ArchitectureMismatchError(
+                        self.label(spec), layer=slot.name, expected=slot.shape, got=t.shape
+                    )
                 t = t.reshape(slot.shape)
             out[slot.name] = t.to(slot.dtype)
         for slot in lay.fixed:
             out[slot.name] = torch.zeros(slot.shape, dtype=slot.dtype)
         return {s.name: out[s.name] for s in self.slots(spec) if s.name in out}
 
-    def rebuild(self, spec: ArchSpec, tensors: Sequence[torch.Tensor],
-                base: nn.Module | None = None) -> nn.Module:
+    def rebuild(
+        self, spec: ArchSpec, tensors: Sequence[torch.Tensor], base: nn.Module | None = None
+    ) -> nn.Module:
         """A module from the layout's tensors: the inverse of :meth:`flatten`, bitwise exact.
 
         The module takes the tensors as they are (no copy), like :meth:`load`.
         """
         return self.load(spec, self.unflatten(spec, tensors), base=base)
 
-    def chunk(self, spec: ArchSpec, tensors: Sequence[torch.Tensor], k: int, *,
-              normalize: bool = True) -> chunking.Chunks:
+    def chunk(
+        self, spec: ArchSpec, tensors: Sequence[torch.Tensor], k: int, *, normalize: bool = True
+    ) -> chunking.Chunks:
         """The layout's tensors cut into chunks of ``k`` values for the generator (default chunker).
 
         Override to chunk differently (e.g. per output channel); :meth:`unchunk` must invert it.
@@ -299,7 +309,9 @@ class ArchitectureFamily(ABC):
         lay = self.layout(spec)
         if len(tensors) != len(lay.generated):
             raise ArchitectureMismatchError(
-                self.label(spec), detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}")
+                self.label(spec),
+                detail=f"expected {len(lay.generated)} generated tensors, got {len(tensors)}",
+            )
         return chunking.chunk(tensors, k, normalize=normalize)
 
     def unchunk(self, spec: ArchSpec, chunks: chunking.Chunks) -> list[torch.Tensor]:
@@ -307,7 +319,8 @@ class ArchitectureFamily(ABC):
         want = tuple(s.shape for s in self.layout(spec).generated)
         if tuple(chunks.shapes) != want:
             raise ArchitectureMismatchError(
-                self.label(spec), detail=f"the chunks' {len(chunks.shapes)} layers do not match its layout")
+                self.label(spec), detail=f"the chunks' {len(chunks.shapes)} layers do not match its layout"
+            )
         return chunking.unchunk(chunks)
 
     def __repr__(self) -> str:
@@ -315,8 +328,12 @@ class ArchitectureFamily(ABC):
 
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")  # nn.Module's own tensor and submodule tables
-_STATE_DICT_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
-                     "_load_state_dict_post_hooks")  # hooks that may rename or transform state-dict entries
+_STATE_DICT_HOOKS = (
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)  # hooks that may rename or transform state-dict entries
 
 
 @dataclass(frozen=True)
@@ -343,8 +360,12 @@ def _template_cached(family: ArchitectureFamily, spec: ArchSpec) -> _Template | 
         return None
     covered = {id(t) for t in module.state_dict(keep_vars=True).values()}
     tensors = list(itertools.chain(module.parameters(), module.buffers()))
-    plain = [k for m in module.modules() for k, v in vars(m).items()
-             if k not in _REGISTRIES and isinstance(v, torch.Tensor)]
+    plain = [
+        k
+        for m in module.modules()
+        for k, v in vars(m).items()
+        if k not in _REGISTRIES and isinstance(v, torch.Tensor)
+    ]
     if any(id(t) not in covered or not t.is_meta for t in tensors) or plain:
         log.debug("%s: %s has tensors outside its state dict; loading builds it on CPU", family.name, spec)
         return None
@@ -381,8 +402,11 @@ def _clone_assigned(template: nn.Module, state: Mapping[str, torch.Tensor]) -> n
             return modules[id(mod)]
         new = object.__new__(type(mod))
         modules[id(mod)] = new
-        attrs = {k: (_copy.copy(v) if isinstance(v, (dict, list, set)) else v) for k, v in vars(mod).items()
-                 if k not in _REGISTRIES}
+        attrs = {
+            k: (_copy.copy(v) if isinstance(v, (dict, list, set)) else v)
+            for k, v in vars(mod).items()
+            if k not in _REGISTRIES
+        }
         attrs["_parameters"] = {}
         for name, p in mod._parameters.items():
             if p is not None:
@@ -397,8 +421,9 @@ def _clone_assigned(template: nn.Module, state: Mapping[str, torch.Tensor]) -> n
                 used.add(prefix + name)
                 b = state[prefix + name]
             attrs["_buffers"][name] = b
-        attrs["_modules"] = {n: (clone(c, f"{prefix}{n}.") if c is not None else None)
-                             for n, c in mod._modules.items()}
+        attrs["_modules"] = {
+            n: (clone(c, f"{prefix}{n}.") if c is not None else None) for n, c in mod._modules.items()
+        }
         new.__dict__.update(attrs)
         return new
 
@@ -423,14 +448,15 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def strip_wrapper_prefixes(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Remove ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes when all keys carry them."""
+    """Remove ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes when all keys carry
+    them."""
     sd = dict(state_dict)
     changed = True
     while changed and sd:
         changed = False
         for p in _PREFIXES:
             if all(k.startswith(p) for k in sd):
-                sd = {k[len(p):]: v for k, v in sd.items()}
+                sd = {k[len(p) :]: v for k, v in sd.items()}
                 changed = True
     return sd
 

@@ -35,10 +35,15 @@ class ArchSpec:
     @property
     def key(self) -> str:
         """A canonical string naming this exact architecture (family, name and sorted config)."""
-        return f"{self.family}:{self.name}:{json.dumps(dict(self.config), sort_keys=True, separators=(',', ':'))}"
+        return (
+            f"{self.family}:{self.name}:"
+            f"{json.dumps(dict(self.config), sort_keys=True, separators=(',', ':'))}"
+        )
 
     def to_json(self) -> str:
-        return json.dumps({"family": self.family, "name": self.name, "config": dict(self.config)}, sort_keys=True)
+        return json.dumps(
+            {"family": self.family, "name": self.name, "config": dict(self.config)}, sort_keys=True
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
@@ -75,7 +80,9 @@ class CheckpointRecord:
     parent_id: int | None  # lineage: the checkpoint this one came from
     base_id: int | None  # a checkpoint these weights are applied to (LoRA base)
     created_at: datetime
-    meta: Mapping[str, Any] = field(default_factory=dict)  # free-form provenance (source path, generator, ...)
+    meta: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # free-form provenance (source path, generator, ...)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", _freeze(self.metrics))
@@ -203,7 +210,8 @@ class JobRunRecord:
 
     id: int
     kind: str  # the job, e.g. "reindex"
-    status: str  # "running", "succeeded", "failed", "skipped" (nothing to do, or another run held the lease), "killed"
+    # "running", "succeeded", "failed", "skipped" (nothing to do, or another run held the lease), "killed"
+    status: str
     started_at: datetime
     finished_at: datetime | None  # None while running, and for a run found killed
     counts: Mapping[str, int]  # what the run did, by stage (files imported, vectors embedded, ...)
@@ -219,10 +227,17 @@ class JobRunRecord:
         return (self.finished_at - self.started_at).total_seconds() if self.finished_at is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "status": self.status, "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat() if self.finished_at is not None else None,
-                "duration_s": self.duration_s, "counts": dict(self.counts), "message": self.message,
-                "holder": self.holder}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at is not None else None,
+            "duration_s": self.duration_s,
+            "counts": dict(self.counts),
+            "message": self.message,
+            "holder": self.holder,
+        }
 
 
 @dataclass(frozen=True)
@@ -282,5 +297,11 @@ class RemovalImpact:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
-        return {"removed": self.checkpoint.ref, "id": self.checkpoint.id, "children": list(self.children),
-                "aliases": list(self.aliases), "generators": list(self.generators), "base_of": list(self.base_of)}
+        return {
+            "removed": self.checkpoint.ref,
+            "id": self.checkpoint.id,
+            "children": list(self.children),
+            "aliases": list(self.aliases),
+            "generators": list(self.generators),
+            "base_of": list(self.base_of),
+        }

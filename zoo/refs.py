@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from zoo.errors import NotFoundError, show
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # names, tags, aliases, dataset names (fullmatch)
-_REF_RE = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})(?::v(?P<version>[0-9]{1,18})|@(?P<alias>"
-                     r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}))?")
+_REF_RE = re.compile(
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,127})(?::v(?P<version>[0-9]{1,18})|@(?P<alias>"
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}))?"
+)
 _ID_RE = re.compile(r"id:(?P<id>-?[0-9]+)")
 MAX_ID = 2**63 - 1
 GRAMMAR = "name, name:vN, name@alias or id:N"
@@ -39,8 +41,11 @@ class Ref:
     def __str__(self) -> str:
         if self.id is not None:
             return f"id:{self.id}"
-        return f"{self.name}:v{self.version}" if self.version is not None else (
-            f"{self.name}@{self.alias}" if self.alias is not None else str(self.name))
+        return (
+            f"{self.name}:v{self.version}"
+            if self.version is not None
+            else (f"{self.name}@{self.alias}" if self.alias is not None else str(self.name))
+        )
 
 
 def parse_ref(ref: object, kind: str = "checkpoint") -> Ref:

@@ -41,13 +41,22 @@ def optimizer_state(model: torch.nn.Module) -> dict:
 
 def lightning_ckpt(model: torch.nn.Module, prefix: str = "model.") -> dict:
     """What ``Trainer.save_checkpoint`` writes for a LightningModule holding the network as ``self.model``."""
-    return {"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.4.0",
-            "state_dict": prefixed(dict(model.state_dict()), prefix),
-            "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 4}}}},
-            "callbacks": {"ModelCheckpoint{'monitor': 'val_acc'}": {"best_model_score": torch.tensor(0.91),
-                                                                     "best_model_path": "epoch=3.ckpt"}},
-            "optimizer_states": [optimizer_state(model)], "lr_schedulers": [],
-            "hyper_parameters": {"lr": 0.1, "arch": "cnn-tiny"}}
+    return {
+        "epoch": 3,
+        "global_step": 120,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": prefixed(dict(model.state_dict()), prefix),
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 4}}}},
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val_acc'}": {
+                "best_model_score": torch.tensor(0.91),
+                "best_model_path": "epoch=3.ckpt",
+            }
+        },
+        "optimizer_states": [optimizer_state(model)],
+        "lr_schedulers": [],
+        "hyper_parameters": {"lr": 0.1, "arch": "cnn-tiny"},
+    }
 
 
 def same(reg: Registry, ref: str, state: dict[str, torch.Tensor]) -> bool:
@@ -56,7 +65,9 @@ def same(reg: Registry, ref: str, state: dict[str, torch.Tensor]) -> bool:
 
 
 def snapshot(reg: Registry) -> tuple:
-    files = sorted(p.name for p in reg.blobs.root.rglob("*") if p.is_file()) if reg.blobs.root.exists() else []
+    files = (
+        sorted(p.name for p in reg.blobs.root.rglob("*") if p.is_file()) if reg.blobs.root.exists() else []
+    )
     return [r.ref for r in reg.list()], reg.stats()["checkpoints"], files
 
 
@@ -71,9 +82,11 @@ def refused(reg: Registry, exc: type[ZooError], checkpoint: object, **kwargs: ob
 
 # --- PyTorch Lightning ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", [None, "cnn-tiny"])
-def test_lightning_ckpt_is_read_and_what_was_taken_is_recorded(registry: Registry, tmp_path: Path,
-                                                               arch: str | None) -> None:
+def test_lightning_ckpt_is_read_and_what_was_taken_is_recorded(
+    registry: Registry, tmp_path: Path, arch: str | None
+) -> None:
     model = cnn(1)
     path = tmp_path / "epoch=3-step=120.ckpt"
     torch.save(lightning_ckpt(model), path)
@@ -83,12 +96,25 @@ def test_lightning_ckpt_is_read_and_what_was_taken_is_recorded(registry: Registr
     meta = rec.meta
     assert meta["source_weights"] == "state_dict" and meta["stripped_prefix"] == "model."
     assert meta["source_extra"] == {"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.4.0"}
-    assert {"optimizer_states", "lr_schedulers", "hyper_parameters", "callbacks", "loops"} <= \
-        set(meta["source_left_out"])
+    assert {"optimizer_states", "lr_schedulers", "hyper_parameters", "callbacks", "loops"} <= set(
+        meta["source_left_out"]
+    )
 
 
-@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model.", "net.", "backbone.", "model.module.",
-                                    "module._orig_mod.", "model.backbone.", "_orig_mod.module.model."])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "module.",
+        "_orig_mod.",
+        "model.",
+        "net.",
+        "backbone.",
+        "model.module.",
+        "module._orig_mod.",
+        "model.backbone.",
+        "_orig_mod.module.model.",
+    ],
+)
 def test_a_prefix_every_name_shares_is_stripped_and_recorded(registry: Registry, prefix: str) -> None:
     state = sd(2)
     rec = registry.add(prefixed(state, prefix), name="net")
@@ -103,7 +129,9 @@ def test_ddp_inside_lightning_ckpt(registry: Registry, tmp_path: Path) -> None:
     path = tmp_path / "ddp.ckpt"
     torch.save(lightning_ckpt(model, prefix="model.module."), path)
     rec = registry.add(path)
-    assert rec.meta["stripped_prefix"] == "model.module." and same(registry, rec.ref, dict(model.state_dict()))
+    assert rec.meta["stripped_prefix"] == "model.module." and same(
+        registry, rec.ref, dict(model.state_dict())
+    )
 
 
 def test_prefixed_safetensors_file_resnet(registry: Registry, tmp_path: Path) -> None:
@@ -128,20 +156,40 @@ def test_real_pretrained_resnet_records_what_was_taken(registry: Registry, pretr
 
 # --- several weight sets ----------------------------------------------------------------------------------
 
+
 def ema_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v * 0.5 if v.dtype.is_floating_point else v for k, v in state.items()}
 
 
-@pytest.mark.parametrize("main, ema", [("state_dict", "state_dict_ema"), ("model", "model_ema"), ("model", "ema"),
-                                       ("state_dict", "ema_state_dict"), ("model_state_dict", "swa_model")])
-def test_training_and_averaged_weights_are_never_chosen_silently(registry: Registry, tmp_path: Path, main: str,
-                                                                 ema: str) -> None:
+@pytest.mark.parametrize(
+    "main, ema",
+    [
+        ("state_dict", "state_dict_ema"),
+        ("model", "model_ema"),
+        ("model", "ema"),
+        ("state_dict", "ema_state_dict"),
+        ("model_state_dict", "swa_model"),
+    ],
+)
+def test_training_and_averaged_weights_are_never_chosen_silently(
+    registry: Registry, tmp_path: Path, main: str, ema: str
+) -> None:
     model = cnn(4)
     state = dict(model.state_dict())
     averaged = ema_of(state)
     path = tmp_path / "train.pth"
-    torch.save({"epoch": 9, "arch": "cnn-tiny", main: state, "optimizer": optimizer_state(model), "version": 2,
-                "metric": 91.5, ema: averaged}, path)
+    torch.save(
+        {
+            "epoch": 9,
+            "arch": "cnn-tiny",
+            main: state,
+            "optimizer": optimizer_state(model),
+            "version": 2,
+            "metric": 91.5,
+            ema: averaged,
+        },
+        path,
+    )
     msg = refused(registry, CheckpointError, path)
     assert "train.pth" in msg and repr(main) in msg and repr(ema) in msg and "averaged" in msg
     assert f"weights={ema!r}" in msg and f"weights={main!r}" in msg and "install" not in msg
@@ -158,7 +206,13 @@ def test_training_and_averaged_weights_are_never_chosen_silently(registry: Regis
 def test_timm_ema_with_lightning_prefix_and_nested_sets(registry: Registry) -> None:
     """Weight sets two levels down ("model/ema"), each with the Lightning prefix."""
     state = sd(5)
-    ckpt = {"model": {"state_dict": prefixed(state, "model."), "ema": prefixed(ema_of(state), "model."), "step": 7}}
+    ckpt = {
+        "model": {
+            "state_dict": prefixed(state, "model."),
+            "ema": prefixed(ema_of(state), "model."),
+            "step": 7,
+        }
+    }
     msg = refused(registry, CheckpointError, ckpt)
     assert "weights='model/ema'" in msg and "weights='model/state_dict'" in msg
     rec = registry.add(ckpt, name="nested", weights="model/ema")
@@ -181,15 +235,20 @@ def test_weights_names_a_missing_set(registry: Registry) -> None:
 
 def test_deepspeed_module_key_and_flat_dict_with_extras(registry: Registry) -> None:
     state = sd(6)
-    rec = registry.add({"module": state, "optimizer": None, "ds_version": "0.14.0", "global_steps": 10}, name="ds")
+    rec = registry.add(
+        {"module": state, "optimizer": None, "ds_version": "0.14.0", "global_steps": 10}, name="ds"
+    )
     assert rec.meta["source_weights"] == "module" and rec.meta["source_left_out"] == ["optimizer"]
     assert rec.meta["source_extra"] == {"ds_version": "0.14.0", "global_steps": 10}
     flat = registry.add({**state, "epoch": 5, "arch": "cnn-tiny", "history": [0.1, 0.2]}, name="flat")
     assert flat.sha256 == rec.sha256 and "source_weights" not in flat.meta
-    assert flat.meta["source_extra"] == {"epoch": 5, "arch": "cnn-tiny"} and flat.meta["source_left_out"] == ["history"]
+    assert flat.meta["source_extra"] == {"epoch": 5, "arch": "cnn-tiny"} and flat.meta["source_left_out"] == [
+        "history"
+    ]
 
 
 # --- prefixes that do not cover every name; near misses ---------------------------------------------------
+
 
 def test_module_with_a_loss_buffer_says_strip_prefix(registry: Registry, tmp_path: Path) -> None:
     """A LightningModule with ``self.model`` and ``self.criterion = nn.CrossEntropyLoss(weight=...)``."""
@@ -226,7 +285,9 @@ def test_prefix_near_miss_names_the_layer_not_a_plugin(registry: Registry) -> No
 
 
 def test_unknown_weights_still_say_no_family(registry: Registry) -> None:
-    msg = refused(registry, UnknownFamilyError, {"model.a.weight": torch.ones(3), "model.b.weight": torch.ones(2)})
+    msg = refused(
+        registry, UnknownFamilyError, {"model.a.weight": torch.ones(3), "model.b.weight": torch.ones(2)}
+    )
     assert "'model.'" in msg and "arch=" in msg
 
 
@@ -252,16 +313,20 @@ def test_read_checkpoint_keeps_the_plain_path_plain(tmp_path: Path) -> None:
 
 # --- errors in the words of each interface ----------------------------------------------------------------
 
+
 def test_spelled_rewrites_only_the_named_keywords() -> None:
-    err = CheckpointError("f.pt", "two sets", "pass weights='state_dict_ema' or weights='a b'; see arch=",
-                          keywords=("weights",))
+    err = CheckpointError(
+        "f.pt", "two sets", "pass weights='state_dict_ema' or weights='a b'; see arch=", keywords=("weights",)
+    )
     text = str(err.spelled(lambda kw, v: f"--{kw} {v}"))
     assert "--weights state_dict_ema" in text and "--weights a b" in text and "arch=" in text
-    assert "Pass --arch explicitly" in str(UnknownFamilyError("x", ["cnn"]).spelled(
-        lambda kw, v: f"--{kw}" if v is None else None))
+    assert "Pass --arch explicitly" in str(
+        UnknownFamilyError("x", ["cnn"]).spelled(lambda kw, v: f"--{kw}" if v is None else None)
+    )
 
 
 # --- the nightly import -----------------------------------------------------------------------------------
+
 
 def test_reindex_imports_ckpt_files_and_reads_weights_from_the_sidecar(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "registry.db")
@@ -286,20 +351,31 @@ def test_reindex_imports_ckpt_files_and_reads_weights_from_the_sidecar(tmp_path:
 
 # --- several whole networks in one state dict (an EMA copy kept as a submodule, teacher + student) ----------
 
-@pytest.mark.parametrize("main, other, extra", [
-    ("model.", "model_ema.", {}),  # a Lightning module with a timm ModelEmaV3
-    ("model.", "model_ema.module.", {}),  # ... with a timm ModelEmaV2 (the copy under its .module)
-    ("net.", "ema_net.", {"criterion.weight": torch.ones(10)}),  # with a loss's buffer beside them
-    ("student.", "teacher.", {}),  # distillation
-    ("model.student.", "model.teacher.", {"loss.pos_weight": torch.ones(10)}),  # one level down
-])
+
+@pytest.mark.parametrize(
+    "main, other, extra",
+    [
+        ("model.", "model_ema.", {}),  # a Lightning module with a timm ModelEmaV3
+        ("model.", "model_ema.module.", {}),  # ... with a timm ModelEmaV2 (the copy under its .module)
+        ("net.", "ema_net.", {"criterion.weight": torch.ones(10)}),  # with a loss's buffer beside them
+        ("student.", "teacher.", {}),  # distillation
+        ("model.student.", "model.teacher.", {"loss.pos_weight": torch.ones(10)}),  # one level down
+    ],
+)
 @pytest.mark.parametrize("arch", [None, "cnn-tiny"])
 def test_several_networks_in_one_state_dict_are_never_chosen_silently(
-        registry: Registry, tmp_path: Path, main: str, other: str, extra: dict, arch: str | None) -> None:
+    registry: Registry, tmp_path: Path, main: str, other: str, extra: dict, arch: str | None
+) -> None:
     state, copy = sd(20), ema_of(sd(20))
     path = tmp_path / "two.ckpt"
-    torch.save({"epoch": 7, "state_dict": {**prefixed(state, main), **prefixed(copy, other), **extra},
-                "optimizer_states": []}, path)
+    torch.save(
+        {
+            "epoch": 7,
+            "state_dict": {**prefixed(state, main), **prefixed(copy, other), **extra},
+            "optimizer_states": [],
+        },
+        path,
+    )
     msg = refused(registry, CheckpointError, path, arch=arch)
     other_prefix = other.removesuffix("module.")  # what the fix names: the submodule's own prefix
     assert "two.ckpt" in msg and "2 whole networks" in msg and "install" not in msg
@@ -329,8 +405,9 @@ def test_strip_prefix_without_its_dot_is_the_dotted_prefix(registry: Registry) -
     """``strip_prefix='model'`` beside ``model_ema.*`` names means ``model.``, not every name that starts
     with 'model'."""
     state = sd(21)
-    rec = registry.add({**prefixed(state, "model."), **prefixed(ema_of(state), "model_ema.")}, name="m",
-                       strip_prefix="model")
+    rec = registry.add(
+        {**prefixed(state, "model."), **prefixed(ema_of(state), "model_ema.")}, name="m", strip_prefix="model"
+    )
     assert rec.meta["stripped_prefix"] == "model." and same(registry, rec.ref, state)
     assert rec.meta["source_left_out"] == ["model_ema.* (10 tensors)"]
 
@@ -338,12 +415,16 @@ def test_strip_prefix_without_its_dot_is_the_dotted_prefix(registry: Registry) -
 def test_one_network_beside_other_tensors_still_says_strip_prefix(registry: Registry) -> None:
     """Only one prefix forms a network: the single-network hint, not the several-networks refusal."""
     state = sd(22)
-    msg = refused(registry, CheckpointError, {**prefixed(state, "model."), "aux.a.weight": torch.ones(3),
-                                              "aux.b.weight": torch.ones(2)})
+    msg = refused(
+        registry,
+        CheckpointError,
+        {**prefixed(state, "model."), "aux.a.weight": torch.ones(3), "aux.b.weight": torch.ones(2)},
+    )
     assert "strip_prefix='model.'" in msg and "whole networks" not in msg
 
 
 # --- weights= and base= refused in words that fit --------------------------------------------------------
+
 
 def test_weights_on_a_plain_state_dict_says_leave_it_out(registry: Registry, tmp_path: Path) -> None:
     path = tmp_path / "cnn_a.pt"

@@ -123,8 +123,10 @@ def test_family_chunk_defaults_to_the_shared_chunker_and_checks_the_layout() -> 
     tensors = [torch.randn(s.shape) for s in family.layout(spec).generated]
     c = family.chunk(spec, tensors, k=32)
     assert c.num_layers == len(tensors) and int(c.mask.sum()) == family.layout(spec).num_generated == 2464
-    assert all(torch.equal(a, b) for a, b in zip(family.unchunk(spec, family.chunk(spec, tensors, 32,
-                                                                                   normalize=False)), tensors))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(family.unchunk(spec, family.chunk(spec, tensors, 32, normalize=False)), tensors)
+    )
     with pytest.raises(zoo.ArchitectureMismatchError, match="generated tensors"):
         family.chunk(spec, tensors[:-1], k=32)
     with pytest.raises(zoo.ArchitectureMismatchError, match="layout"):

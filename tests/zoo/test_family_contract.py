@@ -37,7 +37,9 @@ class ToyFamily(zoo.ArchitectureFamily):
         return ["toy-4"]
 
     def parse(self, name: str, **overrides: Any) -> zoo.ArchSpec | None:
-        return zoo.ArchSpec("toy", name, {"width": int(name.split("-")[1])}) if name.startswith("toy-") else None
+        return (
+            zoo.ArchSpec("toy", name, {"width": int(name.split("-")[1])}) if name.startswith("toy-") else None
+        )
 
     def describe(self, spec: zoo.ArchSpec) -> str:
         return f"toy {spec.config['width']}"
@@ -87,8 +89,11 @@ def test_load_assigns_without_copy_and_copies_on_request() -> None:
 def test_canonicalize_strips_prefixes_fills_counters_and_keeps_dtypes() -> None:
     fam = ToyFamily()
     spec = fam.parse("toy-4")
-    state = {f"module._orig_mod.{k}": v.half() if v.dtype.is_floating_point else v
-             for k, v in _state().items() if not k.endswith("num_batches_tracked")}
+    state = {
+        f"module._orig_mod.{k}": v.half() if v.dtype.is_floating_point else v
+        for k, v in _state().items()
+        if not k.endswith("num_batches_tracked")
+    }
     canon = fam.canonicalize(spec, state)
     assert list(canon) == [s.name for s in fam.slots(spec)]
     assert canon["fc.weight"].dtype == torch.float16  # stored as given
@@ -185,4 +190,6 @@ def test_custom_loading_logic_still_runs() -> None:
     spec = fam.parse("toy-4")
     state = {"weight": torch.randn(2, 3), "bias": torch.randn(2)}
     module = fam.load(spec, state)
-    assert torch.equal(module.weight, state["weight"]) and module.weight.data_ptr() != state["weight"].data_ptr()
+    assert (
+        torch.equal(module.weight, state["weight"]) and module.weight.data_ptr() != state["weight"].data_ptr()
+    )

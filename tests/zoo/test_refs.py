@@ -31,18 +31,46 @@ def cli_run(url: str, blobs: str, *args: str, code: int = 0) -> str:
     return res.output
 
 
-@pytest.mark.parametrize("text, ref", [
-    ("net", Ref(name="net")), ("net:v3", Ref(name="net", version=3)), ("net@best", Ref(name="net", alias="best")),
-    ("id:12", Ref(id=12)), (12, Ref(id=12)), ("12", Ref(name="12")), ("2024:v1", Ref(name="2024", version=1)),
-    ("id", Ref(name="id")), ("id:v2", Ref(name="id", version=2)),
-])
+@pytest.mark.parametrize(
+    "text, ref",
+    [
+        ("net", Ref(name="net")),
+        ("net:v3", Ref(name="net", version=3)),
+        ("net@best", Ref(name="net", alias="best")),
+        ("id:12", Ref(id=12)),
+        (12, Ref(id=12)),
+        ("12", Ref(name="12")),
+        ("2024:v1", Ref(name="2024", version=1)),
+        ("id", Ref(name="id")),
+        ("id:v2", Ref(name="id", version=2)),
+    ],
+)
 def test_each_reference_reads_one_way(text: str | int, ref: Ref) -> None:
     assert parse_ref(text) == ref
     assert parse_ref(str(ref)) == ref  # what a record prints reads back as itself
 
 
-@pytest.mark.parametrize("bad", ["", "net:3", "net:v", "net@", "id:", "id:-1", "a b", "net:v1@x", "id:0", 0, -3,
-                                 True, 1.5, None, "x" * 200, "id:99999999999999999999"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "net:3",
+        "net:v",
+        "net@",
+        "id:",
+        "id:-1",
+        "a b",
+        "net:v1@x",
+        "id:0",
+        0,
+        -3,
+        True,
+        1.5,
+        None,
+        "x" * 200,
+        "id:99999999999999999999",
+    ],
+)
 def test_malformed_references_name_the_grammar(bad: object) -> None:
     with pytest.raises(zoo.NotFoundError, match="name:vN|integers from 1|id:N") as err:
         parse_ref(bad)
@@ -50,7 +78,9 @@ def test_malformed_references_name_the_grammar(bad: object) -> None:
         assert f"with id {bad if isinstance(bad, int) else bad[3:]}" in str(err.value)  # an id, not a name
 
 
-def test_a_digit_string_is_a_name_and_ids_are_explicit(registry: zoo.Registry, registry_url: str, tmp_path) -> None:
+def test_a_digit_string_is_a_name_and_ids_are_explicit(
+    registry: zoo.Registry, registry_url: str, tmp_path
+) -> None:
     prod = registry.add(tiny_cnn(0), name="production-model")
     one = registry.add(tiny_cnn(1), name="1")
     assert prod.id == 1 and one.id != 1  # the collision the bug report had
@@ -70,7 +100,9 @@ def test_a_digit_string_is_a_name_and_ids_are_explicit(registry: zoo.Registry, r
     assert "id:1" in str(err.value)  # the hint says how to mean the id
 
 
-def test_missing_names_and_ids_are_reported_as_what_was_asked(registry: zoo.Registry, registry_url: str) -> None:
+def test_missing_names_and_ids_are_reported_as_what_was_asked(
+    registry: zoo.Registry, registry_url: str
+) -> None:
     registry.add(tiny_cnn(0), name="net")
     blobs = str(registry.blobs.root)
     out = cli_run(registry_url, blobs, "show", "2024", code=1)
@@ -85,17 +117,21 @@ def test_missing_names_and_ids_are_reported_as_what_was_asked(registry: zoo.Regi
 
 
 def test_generator_references_follow_the_same_grammar(registry: zoo.Registry) -> None:
-    first = registry.add_generator(b"a" * 64, name="g", families=["cnn"], config={}, metrics={}, trained_on=[])
-    named_by_digits = registry.add_generator(b"b" * 64, name=str(first.id), families=["cnn"], config={},
-                                             metrics={}, trained_on=[])
+    first = registry.add_generator(
+        b"a" * 64, name="g", families=["cnn"], config={}, metrics={}, trained_on=[]
+    )
+    named_by_digits = registry.add_generator(
+        b"b" * 64, name=str(first.id), families=["cnn"], config={}, metrics={}, trained_on=[]
+    )
     assert registry.get_generator(str(first.id)).id == named_by_digits.id  # "1" is a name
     assert registry.get_generator(f"id:{first.id}").id == first.id == registry.get_generator(first.id).id
     with pytest.raises(zoo.NotFoundError, match="no generator with id 999"):
         registry.get_generator("id:999")
 
 
-def test_destructive_actions_refuse_a_bare_name_with_several_versions(registry: zoo.Registry,
-                                                                      registry_url: str) -> None:
+def test_destructive_actions_refuse_a_bare_name_with_several_versions(
+    registry: zoo.Registry, registry_url: str
+) -> None:
     registry.add(tiny_cnn(0), name="net")
     registry.add(tiny_cnn(1), name="net")
     with pytest.raises(zoo.ZooError, match="net has 2 versions .*net:v2"):
