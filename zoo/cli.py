@@ -48,7 +48,9 @@ _emit = emit
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
+    widths = (
+        [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
+    )
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     for r in rows:
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
@@ -59,9 +61,19 @@ def _fmt_params(n: int) -> str:
 
 
 def _checkpoint_rows(records) -> list[list[str]]:  # type: ignore[no-untyped-def]
-    return [[r.ref, r.family, r.arch.name, _fmt_params(r.num_params), r.dataset or "-",
-             ",".join(f"{k}={v:g}" for k, v in sorted(r.metrics.items())) or "-", r.origin, r.sha256[:12]]
-            for r in records]
+    return [
+        [
+            r.ref,
+            r.family,
+            r.arch.name,
+            _fmt_params(r.num_params),
+            r.dataset or "-",
+            ",".join(f"{k}={v:g}" for k, v in sorted(r.metrics.items())) or "-",
+            r.origin,
+            r.sha256[:12],
+        ]
+        for r in records
+    ]
 
 
 _HEADERS = ["REF", "FAMILY", "ARCH", "PARAMS", "DATASET", "METRICS", "ORIGIN", "BLOB"]
@@ -99,10 +111,21 @@ class ZooGroup(click.Group):
 
 
 @click.group(cls=ZooGroup)
-@click.option("--registry", "url", envvar="ZOO_REGISTRY_URL", default=None, metavar="URL",
-              help="Registry database: a SQLAlchemy URL or a SQLite path (default: sqlite:///registry.db).")
-@click.option("--blob-root", envvar="ZOO_BLOB_ROOT", default=None, metavar="DIR",
-              help="Blob store folder (default: registry.blobs/ beside a SQLite file).")
+@click.option(
+    "--registry",
+    "url",
+    envvar="ZOO_REGISTRY_URL",
+    default=None,
+    metavar="URL",
+    help="Registry database: a SQLAlchemy URL or a SQLite path (default: sqlite:///registry.db).",
+)
+@click.option(
+    "--blob-root",
+    envvar="ZOO_BLOB_ROOT",
+    default=None,
+    metavar="DIR",
+    help="Blob store folder (default: registry.blobs/ beside a SQLite file).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.version_option(package_name="zoo")
 @click.pass_context
@@ -114,8 +137,8 @@ def cli(ctx: click.Context, url: str | None, blob_root: str | None, verbose: int
 
 
 def as_flag(keyword: str, value: Any) -> str:
-    """A Python keyword argument of a message's fix as this command line says it: ``weights='ema'`` -> ``--weights
-    ema`` (for :meth:`ZooError.spelled`)."""
+    """A Python keyword argument of a message's fix as this command line says it: ``weights='ema'`` ->
+    ``--weights ema`` (for :meth:`ZooError.spelled`)."""
     flag = "--" + keyword.replace("_", "-")
     return flag if value is None else f"{flag} {shlex.quote(str(value))}"
 
@@ -127,23 +150,53 @@ def as_flag(keyword: str, value: Any) -> str:
 @click.option("--dataset", help="Name of the dataset the weights were trained on.")
 @click.option("--metric", "metrics", multiple=True, metavar="KEY=VALUE", help="A metric, e.g. accuracy=0.93.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
-@click.option("--origin", default="imported", type=click.Choice(["imported", "trained", "fine-tuned", "generated"]))
+@click.option(
+    "--origin", default="imported", type=click.Choice(["imported", "trained", "fine-tuned", "generated"])
+)
 @click.option("--parent", help="Checkpoint this one came from (lineage).")
-@click.option("--base", help="Base checkpoint the weights apply to (LoRA adapters only; --parent records "
-              "the checkpoint that other weights came from).")
+@click.option(
+    "--base",
+    help="Base checkpoint the weights apply to (LoRA adapters only; --parent records "
+    "the checkpoint that other weights came from).",
+)
 @click.option("--alias", help="Point NAME@ALIAS at the new version.")
-@click.option("--exist-ok", is_flag=True, help="Return the existing version if these weights are already there.")
-@click.option("--weights", metavar="KEY", help="The weight set to take from a file holding several, e.g. "
-              "state_dict_ema (EMA) or state_dict (default: the only one; several are refused). Recorded in meta.")
-@click.option("--strip-prefix", metavar="PREFIX", help="Remove PREFIX (e.g. model.) from the tensor names and keep "
-              "only those names (default: a prefix every name shares is removed when that makes the weights fit). "
-              "Recorded in meta.")
+@click.option(
+    "--exist-ok", is_flag=True, help="Return the existing version if these weights are already there."
+)
+@click.option(
+    "--weights",
+    metavar="KEY",
+    help="The weight set to take from a file holding several, e.g. "
+    "state_dict_ema (EMA) or state_dict (default: the only one; several are refused). Recorded in meta.",
+)
+@click.option(
+    "--strip-prefix",
+    metavar="PREFIX",
+    help="Remove PREFIX (e.g. model.) from the tensor names and keep "
+    "only those names (default: a prefix every name shares is removed when that makes the weights fit). "
+    "Recorded in meta.",
+)
 @json_option
 @click.pass_context
-def add(ctx: click.Context, path: str, name: str | None, arch: str | None, dataset: str | None,
-        metrics: tuple[str, ...], tags: tuple[str, ...], origin: str, parent: str | None, base: str | None,
-        alias: str | None, exist_ok: bool, weights: str | None, strip_prefix: str | None, as_json: bool) -> None:
-    """Add a checkpoint file (.safetensors or a weights-only torch file: .pt, .pth, .th, .bin, Lightning's .ckpt).
+def add(
+    ctx: click.Context,
+    path: str,
+    name: str | None,
+    arch: str | None,
+    dataset: str | None,
+    metrics: tuple[str, ...],
+    tags: tuple[str, ...],
+    origin: str,
+    parent: str | None,
+    base: str | None,
+    alias: str | None,
+    exist_ok: bool,
+    weights: str | None,
+    strip_prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Add a checkpoint file (.safetensors or a weights-only torch file: .pt, .pth, .th, .bin, Lightning's
+    .ckpt).
 
     Weights nested under state_dict/model/... are found and a prefix every tensor name shares (module.,
     model.) is removed when that makes them fit; what was taken is recorded in the checkpoint's meta."""
@@ -160,19 +213,38 @@ def add(ctx: click.Context, path: str, name: str | None, arch: str | None, datas
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            raise ZooError(f"cannot read --metric {show(item)}: write --metric NAME=NUMBER with a finite number, "
-                           "e.g. --metric accuracy=0.93")
+            raise ZooError(
+                f"cannot read --metric {show(item)}: write --metric NAME=NUMBER with a finite number, "
+                "e.g. --metric accuracy=0.93"
+            )
         if key in parsed:
             raise ZooError(f"--metric {show(key)} is given twice; give each metric once")
         parsed[key] = number
     try:
-        rec = _registry(ctx, create=True).add(path, name=name, arch=arch, dataset=dataset, metrics=parsed, tags=tags, origin=origin,
-                                 parent=parent, base=base, alias=alias, exist_ok=exist_ok, weights=weights,
-                                 strip_prefix=strip_prefix)
+        rec = _registry(ctx, create=True).add(
+            path,
+            name=name,
+            arch=arch,
+            dataset=dataset,
+            metrics=parsed,
+            tags=tags,
+            origin=origin,
+            parent=parent,
+            base=base,
+            alias=alias,
+            exist_ok=exist_ok,
+            weights=weights,
+            strip_prefix=strip_prefix,
+        )
     except ZooError as exc:  # say the fix with this command's flags (--weights, --strip-prefix, --arch)
         raise exc.spelled(as_flag) from None
-    _emit(rec.to_dict(), as_json, lambda: click.echo(
-        f"added {rec.ref}: {rec.arch} ({_fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"))
+    _emit(
+        rec.to_dict(),
+        as_json,
+        lambda: click.echo(
+            f"added {rec.ref}: {rec.arch} ({_fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"
+        ),
+    )
 
 
 @cli.command("list")
@@ -182,8 +254,9 @@ def add(ctx: click.Context, path: str, name: str | None, arch: str | None, datas
 @click.option("--limit", type=int, default=None)
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, family: str | None, name: str | None, latest: bool, limit: int | None,
-          as_json: bool) -> None:
+def list_(
+    ctx: click.Context, family: str | None, name: str | None, latest: bool, limit: int | None, as_json: bool
+) -> None:
     """List checkpoints, newest first."""
     recs = _registry(ctx).list(family=family, name=name, latest_only=latest, limit=limit)
     _emit([r.to_dict() for r in recs], as_json, lambda: _table(_checkpoint_rows(recs), _HEADERS))
@@ -202,7 +275,17 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     data = {**rec.to_dict(), "aliases": aliases, "lineage": [r.ref for r in lineage]}
 
     def human() -> None:
-        for key in ("ref", "family", "arch", "num_params", "dataset", "origin", "sha256", "size_bytes", "created_at"):
+        for key in (
+            "ref",
+            "family",
+            "arch",
+            "num_params",
+            "dataset",
+            "origin",
+            "sha256",
+            "size_bytes",
+            "created_at",
+        ):
             click.echo(f"{key:>11}: {data[key]}")
         click.echo(f"{'metrics':>11}: {json.dumps(data['metrics'])}")
         click.echo(f"{'tags':>11}: {', '.join(data['tags']) or '-'}")
@@ -225,12 +308,31 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.option("--limit", type=int, default=None)
 @json_option
 @click.pass_context
-def search(ctx: click.Context, family: str | None, arch: str | None, dataset: str | None, tags: tuple[str, ...],
-           metrics: tuple[str, ...], name: str | None, origin: str | None, latest: bool, limit: int | None,
-           as_json: bool) -> None:
+def search(
+    ctx: click.Context,
+    family: str | None,
+    arch: str | None,
+    dataset: str | None,
+    tags: tuple[str, ...],
+    metrics: tuple[str, ...],
+    name: str | None,
+    origin: str | None,
+    latest: bool,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """Search checkpoints by family, architecture, dataset, tags and metric thresholds."""
-    recs = _registry(ctx).search(family=family, arch=arch, dataset=dataset, tags=tags, metrics=list(metrics),
-                                 name=name, origin=origin, latest_only=latest, limit=limit)
+    recs = _registry(ctx).search(
+        family=family,
+        arch=arch,
+        dataset=dataset,
+        tags=tags,
+        metrics=list(metrics),
+        name=name,
+        origin=origin,
+        latest_only=latest,
+        limit=limit,
+    )
     _emit([r.to_dict() for r in recs], as_json, lambda: _table(_checkpoint_rows(recs), _HEADERS))
 
 
@@ -261,9 +363,18 @@ def load_check(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None
         except ZooError as exc:
             failed = True
             results.append({"ref": ref, "ok": False, "error": str(exc)})
-    _emit(results, as_json, lambda: [click.echo(
-        f"ok   {r['ref']}: {r['params']} params, output {r['output_shape']}" if r["ok"]
-        else f"FAIL {r['ref']}: {r['error']}") for r in results])
+    _emit(
+        results,
+        as_json,
+        lambda: [
+            click.echo(
+                f"ok   {r['ref']}: {r['params']} params, output {r['output_shape']}"
+                if r["ok"]
+                else f"FAIL {r['ref']}: {r['error']}"
+            )
+            for r in results
+        ],
+    )
     if failed:
         sys.exit(1)
 
@@ -276,8 +387,11 @@ def load_check(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None
 def alias(ctx: click.Context, ref: str, alias: str, as_json: bool) -> None:
     """Point NAME@ALIAS at the version REF names (e.g. `zoo alias resnet20:v2 best`)."""
     a = _registry(ctx).alias(ref, alias)
-    _emit({"name": a.name, "alias": a.alias, "version": a.version, "checkpoint_id": a.checkpoint_id}, as_json,
-          lambda: click.echo(f"{a.name}@{a.alias} -> {a.name}:v{a.version}"))
+    _emit(
+        {"name": a.name, "alias": a.alias, "version": a.version, "checkpoint_id": a.checkpoint_id},
+        as_json,
+        lambda: click.echo(f"{a.name}@{a.alias} -> {a.name}:v{a.version}"),
+    )
 
 
 @cli.command()
@@ -294,26 +408,41 @@ def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
     impact = reg.removal_impact(ref)
     target = impact.checkpoint
     if impact.base_of:  # removal would be refused anyway: say so before asking
-        raise ZooError(f"{target.ref} is the base of {', '.join(impact.base_of)}; remove those first (`zoo rm "
-                       f"{impact.base_of[0]}`)")
+        raise ZooError(
+            f"{target.ref} is the base of {', '.join(impact.base_of)}; remove those first (`zoo rm "
+            f"{impact.base_of[0]}`)"
+        )
     if not yes:
         if not sys.stdin.isatty():
             touches = f" ({'; '.join(impact.describe())})" if impact.orphans else ""
-            raise ZooError(f"not removing {target.ref}{touches}: confirmation needed and stdin is not a terminal; "
-                           f"run `zoo rm {target.ref} --yes` to remove it")
+            raise ZooError(
+                f"not removing {target.ref}{touches}: confirmation needed and stdin is not a terminal; "
+                f"run `zoo rm {target.ref} --yes` to remove it"
+            )
         details = "".join(f"\n  {line}" for line in impact.describe())
         click.confirm(f"remove {target.ref} (id:{target.id}, {target.arch}){details}\nremove?", abort=True)
     impact = reg.remove(target.id)  # exactly the version shown, even if REF now names another
-    _emit(impact.to_dict(), as_json, lambda: click.echo(
-        f"removed {impact.checkpoint.ref} (id:{impact.checkpoint.id})"
-        + "".join(f"\n  {line}" for line in impact.describe())))
+    _emit(
+        impact.to_dict(),
+        as_json,
+        lambda: click.echo(
+            f"removed {impact.checkpoint.ref} (id:{impact.checkpoint.id})"
+            + "".join(f"\n  {line}" for line in impact.describe())
+        ),
+    )
 
 
 @cli.command()
 @click.option("--repair", is_flag=True, help="Delete orphan files, stale temp files and unreferenced rows.")
-@click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Only files older than this count as orphans (default 600: an add may be writing younger "
-                   "ones). Use 0 only when no other process is writing, e.g. after a crash.")
+@click.option(
+    "--grace",
+    "grace_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Only files older than this count as orphans (default 600: an add may be writing younger "
+    "ones). Use 0 only when no other process is writing, e.g. after a crash.",
+)
 @json_option
 @click.pass_context
 def verify(ctx: click.Context, repair: bool, grace_s: float | None, as_json: bool) -> None:
@@ -322,9 +451,12 @@ def verify(ctx: click.Context, repair: bool, grace_s: float | None, as_json: boo
     rep = reg.verify(repair=repair) if grace_s is None else reg.verify(repair=repair, grace_s=grace_s)
 
     def human() -> None:
-        click.echo(f"checked {rep.checked} blobs: {rep.ok} ok, {len(rep.missing)} missing, {len(rep.corrupt)} corrupt,"
-                   f" {len(rep.orphan_files)} orphan files, {len(rep.orphan_rows)} orphan rows"
-                   + (" (repaired orphans)" if repair else ""))
+        click.echo(
+            f"checked {rep.checked} blobs: {rep.ok} ok, {len(rep.missing)} missing, "
+            f"{len(rep.corrupt)} corrupt,"
+            f" {len(rep.orphan_files)} orphan files, {len(rep.orphan_rows)} orphan rows"
+            + (" (repaired orphans)" if repair else "")
+        )
         for sha in rep.missing:
             click.echo(f"missing  {sha}")
         for sha in rep.corrupt:
@@ -345,23 +477,42 @@ def plugins(as_json: bool) -> None:
     infos = list_plugins()
     fams = families()
     kinds = generator_kinds()
-    data = {"plugins": [{"name": p.name, "source": p.source, "module": p.module, "hooks": list(p.hooks),
-                         "error": p.error} for p in infos],
-            "families": {n: {"summary": f.summary, "variants": f.variants(), "plugin": type(f).__module__}
-                         for n, f in fams.items()},
-            "generator_kinds": {n: {"description": k.description, "plugin": type(k).__module__}
-                                for n, k in kinds.items()}}
+    data = {
+        "plugins": [
+            {"name": p.name, "source": p.source, "module": p.module, "hooks": list(p.hooks), "error": p.error}
+            for p in infos
+        ],
+        "families": {
+            n: {"summary": f.summary, "variants": f.variants(), "plugin": type(f).__module__}
+            for n, f in fams.items()
+        },
+        "generator_kinds": {
+            n: {"description": k.description, "plugin": type(k).__module__} for n, k in kinds.items()
+        },
+    }
 
     def human() -> None:
-        _table([[p.name, p.source, p.module, ", ".join(h.removeprefix("zoo_") for h in p.hooks) or p.error]
-                for p in infos], ["PLUGIN", "SOURCE", "MODULE", "HOOKS"])
+        _table(
+            [
+                [p.name, p.source, p.module, ", ".join(h.removeprefix("zoo_") for h in p.hooks) or p.error]
+                for p in infos
+            ],
+            ["PLUGIN", "SOURCE", "MODULE", "HOOKS"],
+        )
         click.echo("")
-        _table([[n, f.summary, ", ".join(f.variants()[:6]) + (" ..." if len(f.variants()) > 6 else "")]
-                for n, f in fams.items()], ["FAMILY", "SUMMARY", "VARIANTS"])
+        _table(
+            [
+                [n, f.summary, ", ".join(f.variants()[:6]) + (" ..." if len(f.variants()) > 6 else "")]
+                for n, f in fams.items()
+            ],
+            ["FAMILY", "SUMMARY", "VARIANTS"],
+        )
         if kinds:
             click.echo("")
-            _table([[n, k.description, type(k).__module__] for n, k in kinds.items()],
-                   ["GENERATOR KIND", "DESCRIPTION", "PLUGIN"])
+            _table(
+                [[n, k.description, type(k).__module__] for n, k in kinds.items()],
+                ["GENERATOR KIND", "DESCRIPTION", "PLUGIN"],
+            )
 
     _emit(data, as_json, human)
 
@@ -379,13 +530,27 @@ def datasets() -> None:
 @click.option("--replace", is_flag=True, help="Replace a dataset of that name whose content differs.")
 @json_option
 @click.pass_context
-def datasets_register(ctx: click.Context, name: str, source: str, description: str | None,
-                      encoders: tuple[str, ...], replace: bool, as_json: bool) -> None:
+def datasets_register(
+    ctx: click.Context,
+    name: str,
+    source: str,
+    description: str | None,
+    encoders: tuple[str, ...],
+    replace: bool,
+    as_json: bool,
+) -> None:
     """Register SOURCE as dataset NAME: an image folder, an MNIST folder, or "digits"."""
-    rec = _registry(ctx, create=True).register_dataset(name, source, description=description, encoders=list(encoders) or None,
-                                          replace=replace)
-    _emit(rec.to_dict(), as_json, lambda: click.echo(
-        f"registered {rec.name}: {rec.num_samples} samples, {rec.num_classes} classes, {rec.fingerprint[:12]}"))
+    rec = _registry(ctx, create=True).register_dataset(
+        name, source, description=description, encoders=list(encoders) or None, replace=replace
+    )
+    _emit(
+        rec.to_dict(),
+        as_json,
+        lambda: click.echo(
+            f"registered {rec.name}: {rec.num_samples} samples, {rec.num_classes} classes, "
+            f"{rec.fingerprint[:12]}"
+        ),
+    )
 
 
 @datasets.command("list")
@@ -394,9 +559,23 @@ def datasets_register(ctx: click.Context, name: str, source: str, description: s
 def datasets_list(ctx: click.Context, as_json: bool) -> None:
     """List registered datasets."""
     recs = _registry(ctx).datasets()
-    _emit([r.to_dict() for r in recs], as_json, lambda: _table(
-        [[r.name, str(r.num_samples), str(r.num_classes), r.fingerprint[:12] or "-", r.description[:60]]
-         for r in recs], ["NAME", "SAMPLES", "CLASSES", "FINGERPRINT", "DESCRIPTION"]))
+    _emit(
+        [r.to_dict() for r in recs],
+        as_json,
+        lambda: _table(
+            [
+                [
+                    r.name,
+                    str(r.num_samples),
+                    str(r.num_classes),
+                    r.fingerprint[:12] or "-",
+                    r.description[:60],
+                ]
+                for r in recs
+            ],
+            ["NAME", "SAMPLES", "CLASSES", "FINGERPRINT", "DESCRIPTION"],
+        ),
+    )
 
 
 @cli.command()
@@ -404,17 +583,28 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("dataset")
 @click.option("-k", default=5, show_default=True, help="How many checkpoints.")
 @click.option("--encoder", default=None, help="Dataset encoder id (default: the offline default).")
-@click.option("--match", type=click.Choice(["exact", "family", "any"]), default="exact", show_default=True,
-              help="Which architectures count as compatible.")
+@click.option(
+    "--match",
+    type=click.Choice(["exact", "family", "any"]),
+    default="exact",
+    show_default=True,
+    help="Which architectures count as compatible.",
+)
 @json_option
 @click.pass_context
-def nearest(ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | None, match: str,
-            as_json: bool) -> None:
+def nearest(
+    ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | None, match: str, as_json: bool
+) -> None:
     """Checkpoints of ARCH ranked by how similar their dataset is to DATASET (a registered name)."""
     hits = _registry(ctx).nearest(arch, dataset, k, encoder=encoder, match=match)
-    _emit([{"ref": h.checkpoint.ref, "similarity": h.similarity, "dataset": h.dataset} for h in hits], as_json,
-          lambda: _table([[h.checkpoint.ref, f"{h.similarity:.4f}", h.dataset] for h in hits],
-                         ["REF", "SIMILARITY", "DATASET"]))
+    _emit(
+        [{"ref": h.checkpoint.ref, "similarity": h.similarity, "dataset": h.dataset} for h in hits],
+        as_json,
+        lambda: _table(
+            [[h.checkpoint.ref, f"{h.similarity:.4f}", h.dataset] for h in hits],
+            ["REF", "SIMILARITY", "DATASET"],
+        ),
+    )
 
 
 @cli.command()
@@ -424,39 +614,103 @@ def nearest(ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | 
 def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     """List stored generator versions, newest first."""
     recs = _registry(ctx).generators(family=family)
-    _emit([{"ref": g.ref, "status": g.status, "families": list(g.families), "trained_on": len(g.trained_on),
-            "watermark": g.watermark, "metrics": dict(g.metrics)} for g in recs], as_json,
-          lambda: _table([[g.ref, g.status, ",".join(g.families), str(len(g.trained_on)), str(g.watermark),
-                           g.created_at.isoformat(timespec="seconds")] for g in recs],
-                         ["REF", "STATUS", "FAMILIES", "CHECKPOINTS", "WATERMARK", "CREATED"]))
+    _emit(
+        [
+            {
+                "ref": g.ref,
+                "status": g.status,
+                "families": list(g.families),
+                "trained_on": len(g.trained_on),
+                "watermark": g.watermark,
+                "metrics": dict(g.metrics),
+            }
+            for g in recs
+        ],
+        as_json,
+        lambda: _table(
+            [
+                [
+                    g.ref,
+                    g.status,
+                    ",".join(g.families),
+                    str(len(g.trained_on)),
+                    str(g.watermark),
+                    g.created_at.isoformat(timespec="seconds"),
+                ]
+                for g in recs
+            ],
+            ["REF", "STATUS", "FAMILIES", "CHECKPOINTS", "WATERMARK", "CREATED"],
+        ),
+    )
 
 
 @cli.command()
 @click.argument("arch")
-@click.option("--dataset", required=True, metavar="NAME_OR_PATH",
-              help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Where to save the weights (.safetensors). Default: ARCH.safetensors here.")
-@click.option("--min-similarity", type=float, default=None,
-              help="Dataset similarity a checkpoint needs to be served as is (default: 0.99, calibrated for the "
-                   "pixels encoder).")
-@click.option("--generate", "force_generate", is_flag=True, help="Always generate, whatever the registry holds.")
-@click.option("--retrieve-only", is_flag=True, help="Never generate: a similar-enough checkpoint or an error.")
-@click.option("--labelled", metavar="PATH", default=None,
-              help="Labelled samples (image folder, MNIST folder, digits) to score candidates on and pick the best.")
-@click.option("--samples", type=int, default=None, help="Generated samples to score with --labelled (best-of-n).")
-@click.option("--generator", "generator_ref", default=None, help="Generator version (default: newest promoted that "
-              "knows ARCH, else the newest candidate).")
+@click.option(
+    "--dataset",
+    required=True,
+    metavar="NAME_OR_PATH",
+    help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to save the weights (.safetensors). Default: ARCH.safetensors here.",
+)
+@click.option(
+    "--min-similarity",
+    type=float,
+    default=None,
+    help="Dataset similarity a checkpoint needs to be served as is (default: 0.99, calibrated for the "
+    "pixels encoder).",
+)
+@click.option(
+    "--generate", "force_generate", is_flag=True, help="Always generate, whatever the registry holds."
+)
+@click.option(
+    "--retrieve-only", is_flag=True, help="Never generate: a similar-enough checkpoint or an error."
+)
+@click.option(
+    "--labelled",
+    metavar="PATH",
+    default=None,
+    help="Labelled samples (image folder, MNIST folder, digits) to score candidates on and pick the best.",
+)
+@click.option(
+    "--samples", type=int, default=None, help="Generated samples to score with --labelled (best-of-n)."
+)
+@click.option(
+    "--generator",
+    "generator_ref",
+    default=None,
+    help="Generator version (default: newest promoted that knows ARCH, else the newest candidate).",
+)
 @click.option("--temperature", type=float, default=None, help="Sampling temperature (0: greedy).")
 @click.option("--seed", type=int, default=None, help="Sampling seed (default 0: reproducible).")
-@click.option("--register", is_flag=True, help="Register generated weights (origin 'generated', with the generator).")
+@click.option(
+    "--register", is_flag=True, help="Register generated weights (origin 'generated', with the generator)."
+)
 @click.option("--name", default=None, help="Name to register generated weights under.")
 @json_option
 @click.pass_context
-def get(ctx: click.Context, arch: str, dataset: str, out: str | None, min_similarity: float | None,
-        force_generate: bool, retrieve_only: bool, labelled: str | None, samples: int | None,
-        generator_ref: str | None, temperature: float | None, seed: int | None, register: bool, name: str | None,
-        as_json: bool) -> None:
+def get(
+    ctx: click.Context,
+    arch: str,
+    dataset: str,
+    out: str | None,
+    min_similarity: float | None,
+    force_generate: bool,
+    retrieve_only: bool,
+    labelled: str | None,
+    samples: int | None,
+    generator_ref: str | None,
+    temperature: float | None,
+    seed: int | None,
+    register: bool,
+    name: str | None,
+    as_json: bool,
+) -> None:
     """Weights of ARCH for a dataset: the nearest similar-enough checkpoint, or generated ones.
 
     Prints where they came from and why, and saves them as safetensors (`zoo add` reads the file back).
@@ -465,23 +719,40 @@ def get(ctx: click.Context, arch: str, dataset: str, out: str | None, min_simila
 
     if force_generate and retrieve_only:
         raise click.UsageError("--generate and --retrieve-only exclude each other")
-    options = {k: v for k, v in {"min_similarity": min_similarity, "samples": samples, "generator": generator_ref,
-                                 "temperature": temperature, "seed": seed}.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {
+            "min_similarity": min_similarity,
+            "samples": samples,
+            "generator": generator_ref,
+            "temperature": temperature,
+            "seed": seed,
+        }.items()
+        if v is not None
+    }
     reg = _registry(ctx)
     if retrieve_only:
         prov = retrieve(arch, dataset, registry=reg, labelled=labelled, **options)
     elif force_generate:
-        prov = generate(arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options)
+        prov = generate(
+            arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options
+        )
     else:
-        prov = retrieve_or_generate(arch, dataset, registry=reg, labelled=labelled, register=register, name=name,
-                                    **options)
+        prov = retrieve_or_generate(
+            arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options
+        )
     path = prov.save(out or f"{arch}.safetensors")
     data = {**prov.to_dict(), "saved": str(path)}
 
     def human() -> None:
         sim = f"{prov.similarity:.4f}" if prov.similarity is not None else "-"
-        rows = [("source", prov.source), ("ref", prov.ref), ("arch", str(prov.arch)), ("dataset", str(dataset)),
-                ("similarity", f"{sim} (threshold {prov.min_similarity:g})")]
+        rows = [
+            ("source", prov.source),
+            ("ref", prov.ref),
+            ("arch", str(prov.arch)),
+            ("dataset", str(dataset)),
+            ("similarity", f"{sim} (threshold {prov.min_similarity:g})"),
+        ]
         if prov.score is not None:
             rows.append(("score", f"{prov.score:.4f} (best of {len(prov.scores)} scored)"))
         rows += [("reason", prov.reason), ("seconds", f"{prov.seconds:.2f}"), ("saved", str(path))]
@@ -494,30 +765,72 @@ def get(ctx: click.Context, arch: str, dataset: str, out: str | None, min_simila
 
 
 @cli.command()
-@click.option("--watch", "watch", multiple=True, envvar="ZOO_WATCH_DIRS", type=click.Path(file_okay=False),
-              help="Folder to import new checkpoint files from, recursively (repeatable; default: $ZOO_WATCH_DIRS, "
-                   "separated by ':'). A sidecar NAME.json beside NAME.safetensors gives name, dataset, metrics, ...")
-@click.option("--wait", "wait_s", type=float, default=0.0, show_default=True,
-              help="Seconds to wait when another run holds the lease (then exit 1 naming it).")
-@click.option("--lease-ttl", "lease_ttl_s", type=float, default=300.0, show_default=True,
-              help="Seconds a killed run keeps others out (the lease is renewed every third of it while running).")
-@click.option("--retrain-min", type=int, default=20, show_default=True,
-              help="New checkpoints since a promoted generator's watermark that trigger training a successor.")
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    envvar="ZOO_WATCH_DIRS",
+    type=click.Path(file_okay=False),
+    help="Folder to import new checkpoint files from, recursively (repeatable; default: $ZOO_WATCH_DIRS, "
+    "separated by ':'). A sidecar NAME.json beside NAME.safetensors gives name, dataset, metrics, ...",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait when another run holds the lease (then exit 1 naming it).",
+)
+@click.option(
+    "--lease-ttl",
+    "lease_ttl_s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds a killed run keeps others out (the lease is renewed every third of it while running).",
+)
+@click.option(
+    "--retrain-min",
+    type=int,
+    default=20,
+    show_default=True,
+    help="New checkpoints since a promoted generator's watermark that trigger training a successor.",
+)
 @click.option("--no-retrain", is_flag=True, help="Never train generators.")
 @click.option("--no-verify", is_flag=True, help="Do not hash every blob.")
 @click.option("--no-embeddings", is_flag=True, help="Do not refresh stale vectors and indexes.")
 @click.option("--keep-orphans", is_flag=True, help="Report orphan blobs instead of removing them.")
-@click.option("--evaluator", default="weights", show_default=True, metavar="NAME",
-              help="How candidate generators are scored against the current one: 'weights', the generator "
-                   "kind's own score (IGPG's: closeness of samples to the registered weights, no data needed), "
-                   "or one a plugin registers (the main job's 'tinyzoo': sample accuracy on the tiny-zoo tasks).")
-@click.option("--device", default=None, help="Device to train and score generators on (default: CPU / the "
-              "generator's own setting).")
+@click.option(
+    "--evaluator",
+    default="weights",
+    show_default=True,
+    metavar="NAME",
+    help="How candidate generators are scored against the current one: 'weights', the generator "
+    "kind's own score (IGPG's: closeness of samples to the registered weights, no data needed), "
+    "or one a plugin registers (the main job's 'tinyzoo': sample accuracy on the tiny-zoo tasks).",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="Device to train and score generators on (default: CPU / the generator's own setting).",
+)
 @json_option
 @click.pass_context
-def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl_s: float, retrain_min: int,
-            no_retrain: bool, no_verify: bool, no_embeddings: bool, keep_orphans: bool, evaluator: str,
-            device: str | None, as_json: bool) -> None:
+def reindex(
+    ctx: click.Context,
+    watch: tuple[str, ...],
+    wait_s: float,
+    lease_ttl_s: float,
+    retrain_min: int,
+    no_retrain: bool,
+    no_verify: bool,
+    no_embeddings: bool,
+    keep_orphans: bool,
+    evaluator: str,
+    device: str | None,
+    as_json: bool,
+) -> None:
     """The nightly job: import new checkpoint files, verify blobs, refresh stale embeddings and indexes, and
     retrain generators when enough new checkpoints arrived (promoting a new version only if it scores at
     least as well). One run at a time; safe to kill. Exit 1 if it fails or finds damaged blobs.
@@ -529,15 +842,28 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
 
     known = evaluators()
     if evaluator not in known:
-        raise click.BadParameter(f"{evaluator!r} is not an evaluator; choose from {', '.join(sorted(known))}",
-                                 param_hint="'--evaluator'")
+        raise click.BadParameter(
+            f"{evaluator!r} is not an evaluator; choose from {', '.join(sorted(known))}",
+            param_hint="'--evaluator'",
+        )
 
-    def _terminated(signum: int, _frame: Any) -> None:  # a scheduler stopping the job: record it, free the lease
+    def _terminated(
+        signum: int, _frame: Any
+    ) -> None:  # a scheduler stopping the job: record it, free the lease
         raise SystemExit(128 + signum)
 
-    cfg = ReindexConfig(watch=list(watch), wait_s=wait_s, lease_ttl_s=lease_ttl_s, retrain_min=retrain_min,
-                        retrain=not no_retrain, verify=not no_verify, embeddings=not no_embeddings,
-                        repair_orphans=not keep_orphans, evaluator=known[evaluator](), device=device)
+    cfg = ReindexConfig(
+        watch=list(watch),
+        wait_s=wait_s,
+        lease_ttl_s=lease_ttl_s,
+        retrain_min=retrain_min,
+        retrain=not no_retrain,
+        verify=not no_verify,
+        embeddings=not no_embeddings,
+        repair_orphans=not keep_orphans,
+        evaluator=known[evaluator](),
+        device=device,
+    )
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
         rep = run_reindex(_registry(ctx, create=True), cfg)
@@ -547,15 +873,23 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
     def human() -> None:
         c = rep.counts
         click.echo(f"run {rep.run_id} {rep.status} in {rep.seconds:.1f} s")
-        click.echo(f"  import:     {c.get('files_scanned', 0)} files scanned, {c.get('files_hashed', 0)} read, "
-                   f"{c.get('imported', 0)} imported, {c.get('files_duplicate', 0)} duplicates, "
-                   f"{c.get('files_bad', 0)} unreadable")
-        click.echo(f"  verify:     {c.get('blobs_checked', 0)} blobs checked, {c.get('blobs_missing', 0)} missing, "
-                   f"{c.get('blobs_corrupt', 0)} corrupt, {c.get('orphans_removed', 0)} orphans removed")
-        click.echo(f"  embeddings: {c.get('datasets_embedded', 0)} dataset and {c.get('archs_embedded', 0)} "
-                   f"architecture vectors embedded, {c.get('indexes_rebuilt', 0)} indexes rebuilt")
-        click.echo(f"  generators: {c.get('generators_trained', 0)} trained, {c.get('generators_promoted', 0)} "
-                   f"promoted, {c.get('generators_rejected', 0)} rejected")
+        click.echo(
+            f"  import:     {c.get('files_scanned', 0)} files scanned, {c.get('files_hashed', 0)} read, "
+            f"{c.get('imported', 0)} imported, {c.get('files_duplicate', 0)} duplicates, "
+            f"{c.get('files_bad', 0)} unreadable"
+        )
+        click.echo(
+            f"  verify:     {c.get('blobs_checked', 0)} blobs checked, {c.get('blobs_missing', 0)} missing, "
+            f"{c.get('blobs_corrupt', 0)} corrupt, {c.get('orphans_removed', 0)} orphans removed"
+        )
+        click.echo(
+            f"  embeddings: {c.get('datasets_embedded', 0)} dataset and {c.get('archs_embedded', 0)} "
+            f"architecture vectors embedded, {c.get('indexes_rebuilt', 0)} indexes rebuilt"
+        )
+        click.echo(
+            f"  generators: {c.get('generators_trained', 0)} trained, {c.get('generators_promoted', 0)} "
+            f"promoted, {c.get('generators_rejected', 0)} rejected"
+        )
         for g in rep.generators:
             click.echo(f"    {g}")
         for path, err in rep.bad_files:
@@ -572,7 +906,9 @@ def reindex(ctx: click.Context, watch: tuple[str, ...], wait_s: float, lease_ttl
 
 @cli.command()
 @click.option("--kind", default=None, help="Only runs of this job (e.g. reindex).")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "skipped", "killed"]), default=None)
+@click.option(
+    "--status", type=click.Choice(["running", "succeeded", "failed", "skipped", "killed"]), default=None
+)
 @click.option("--limit", type=int, default=20, show_default=True)
 @json_option
 @click.pass_context
@@ -587,11 +923,25 @@ def jobs(ctx: click.Context, kind: str | None, status: str | None, limit: int, a
     def counts(c: Any) -> str:
         return " ".join(f"{k}={v}" for k, v in sorted(c.items()) if v and k not in quiet) or "-"
 
-    _emit([r.to_dict() for r in runs], as_json, lambda: _table(
-        [[str(r.id), r.kind, r.status, r.started_at.isoformat(timespec="seconds"),
-          r.finished_at.isoformat(timespec="seconds") if r.finished_at else "-",
-          f"{r.duration_s:.1f}s" if r.duration_s is not None else "-", counts(r.counts)] for r in runs],
-        ["ID", "KIND", "STATUS", "STARTED", "FINISHED", "DURATION", "COUNTS"]))
+    _emit(
+        [r.to_dict() for r in runs],
+        as_json,
+        lambda: _table(
+            [
+                [
+                    str(r.id),
+                    r.kind,
+                    r.status,
+                    r.started_at.isoformat(timespec="seconds"),
+                    r.finished_at.isoformat(timespec="seconds") if r.finished_at else "-",
+                    f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
+                    counts(r.counts),
+                ]
+                for r in runs
+            ],
+            ["ID", "KIND", "STATUS", "STARTED", "FINISHED", "DURATION", "COUNTS"],
+        ),
+    )
 
 
 def _add_plugin_commands() -> None:

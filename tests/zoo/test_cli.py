@@ -32,8 +32,22 @@ def cnn_file(tmp_path: Path, seed: int, name: str) -> Path:
 
 def test_cli_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "registry.db"
-    out = json.loads(run(["add", str(cnn_file(tmp_path, 0, "net")), "--dataset", "digits", "--metric",
-                          "accuracy=0.91", "--tag", "zoo", "--json"], db).output)
+    out = json.loads(
+        run(
+            [
+                "add",
+                str(cnn_file(tmp_path, 0, "net")),
+                "--dataset",
+                "digits",
+                "--metric",
+                "accuracy=0.91",
+                "--tag",
+                "zoo",
+                "--json",
+            ],
+            db,
+        ).output
+    )
     assert out["ref"] == "net:v1" and out["arch"] == "cnn-tiny" and out["num_params"] == 2464
     run(["add", str(cnn_file(tmp_path, 1, "net")), "--metric", "accuracy=0.5"], db)
     listed = json.loads(run(["list", "--json"], db).output)
@@ -57,12 +71,20 @@ def test_cli_errors_are_one_line_with_exit_code_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     env_db = tmp_path / "registry.db"
-    proc = subprocess.run([sys.executable, "-m", "zoo", "--registry", str(env_db), "add", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", "--registry", str(env_db), "add", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: cannot read checkpoint") and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "zoo", "--registry", str(env_db), "show", "nothing"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", "--registry", str(env_db), "show", "nothing"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "no checkpoint named 'nothing'" in proc.stderr
 
 
@@ -75,8 +97,27 @@ def test_verify_exit_code_reports_damage(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "corrupt" in res.output
 
 
-@pytest.mark.parametrize("cmd", ["add", "list", "show", "search", "load-check", "alias", "rm", "verify", "plugins",
-                                 "train", "generators", "nearest", "datasets", "get", "reindex", "jobs"])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "add",
+        "list",
+        "show",
+        "search",
+        "load-check",
+        "alias",
+        "rm",
+        "verify",
+        "plugins",
+        "train",
+        "generators",
+        "nearest",
+        "datasets",
+        "get",
+        "reindex",
+        "jobs",
+    ],
+)
 def test_every_command_has_help(cmd: str) -> None:
     res = CliRunner().invoke(cli, [cmd, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output

@@ -1,4 +1,5 @@
-"""`zoo add` on foreign checkpoints: --weights, --strip-prefix, and refusals that say the fix with the flags."""
+"""`zoo add` on foreign checkpoints: --weights, --strip-prefix, and refusals that say the fix with the
+flags."""
 
 from __future__ import annotations
 
@@ -63,8 +64,15 @@ def test_lightning_ckpt_through_the_cli(tmp_path: Path) -> None:
     db = tmp_path / "registry.db"
     state = cnn_state(1)
     path = tmp_path / "last.ckpt"
-    torch.save({"epoch": 2, "state_dict": {f"model.{k}": v for k, v in state.items()}, "optimizer_states": [],
-                "hyper_parameters": {"lr": 0.01}}, path)
+    torch.save(
+        {
+            "epoch": 2,
+            "state_dict": {f"model.{k}": v for k, v in state.items()},
+            "optimizer_states": [],
+            "hyper_parameters": {"lr": 0.01},
+        },
+        path,
+    )
     out = json.loads(invoke(db, "add", str(path), "--json").output)
     assert out["arch"] == "cnn-tiny" and out["meta"]["stripped_prefix"] == "model."
     assert out["meta"]["source_weights"] == "state_dict"
@@ -78,7 +86,9 @@ def test_strip_prefix_flag_and_its_suggestion(tmp_path: Path) -> None:
     msg = cli_error(db, "add", str(path))
     assert "--strip-prefix net." in msg and "strip_prefix=" not in msg
     out = json.loads(invoke(db, "add", str(path), "--strip-prefix", "net.", "--json").output)
-    assert out["meta"]["stripped_prefix"] == "net." and out["meta"]["source_left_out"] == ["loss_fn.pos_weight"]
+    assert out["meta"]["stripped_prefix"] == "net." and out["meta"]["source_left_out"] == [
+        "loss_fn.pos_weight"
+    ]
     msg = cli_error(db, "add", str(path), "--strip-prefix", "model.", "--name", "other")
     assert "--strip-prefix model. matches no tensor name" in msg
 
@@ -113,8 +123,16 @@ def test_ema_submodule_in_one_state_dict_through_the_cli(tmp_path: Path) -> None
     state = cnn_state(3)
     ema = {k: v * 0.5 if v.dtype.is_floating_point else v for k, v in state.items()}
     path = tmp_path / "lit-ema.ckpt"
-    torch.save({"epoch": 1, "state_dict": {**{f"model.{k}": v for k, v in state.items()},
-                                           **{f"model_ema.{k}": v for k, v in ema.items()}}}, path)
+    torch.save(
+        {
+            "epoch": 1,
+            "state_dict": {
+                **{f"model.{k}": v for k, v in state.items()},
+                **{f"model_ema.{k}": v for k, v in ema.items()},
+            },
+        },
+        path,
+    )
     line = refusal_line(db, "add", str(path))
     assert "--strip-prefix model_ema." in line and "--strip-prefix model. " in line
     assert "strip_prefix=" not in line and "are not part of it" not in line
@@ -142,8 +160,9 @@ def test_bad_metric_is_one_error_line_in_cli_words(tmp_path: Path, metric: str) 
 def test_metric_given_twice_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.pt"
     torch.save(cnn_state(4), path)
-    line = refusal_line(tmp_path / "registry.db", "add", str(path), "--metric", "acc=0.5",
-                        "--metric", "acc=0.7")
+    line = refusal_line(
+        tmp_path / "registry.db", "add", str(path), "--metric", "acc=0.5", "--metric", "acc=0.7"
+    )
     assert "'acc' is given twice" in line
 
 

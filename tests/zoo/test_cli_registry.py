@@ -40,7 +40,10 @@ def test_rm_without_yes_refuses_when_it_cannot_ask(registry: zoo.Registry, regis
     registry.alias(rec.ref, "prod")
     for answer in ("n\n", "y\n", None):  # CliRunner's stdin is not a terminal, as in `echo n | zoo rm ...`
         out = zoo_cli(registry_url, registry.blobs.root, "rm", rec.ref, code=1, stdin=answer)
-        assert out.startswith("Error: not removing digits-s4:v1 (aliases digits-s4@prod") and out.count("\n") == 1
+        assert (
+            out.startswith("Error: not removing digits-s4:v1 (aliases digits-s4@prod")
+            and out.count("\n") == 1
+        )
         assert f"zoo rm {rec.ref} --yes" in out
     assert registry.get(rec.ref).id == rec.id
 
@@ -50,10 +53,13 @@ def test_rm_of_a_base_says_why_before_it_asks(registry: zoo.Registry, registry_u
     from tests.plugins.helpers import random_state
 
     base_spec = zoo.resolve_arch("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10)
-    base = registry.add(random_state(zoo.get_family("vit"), base_spec, seed=1), name="vit-tiny", arch=base_spec)
+    base = registry.add(
+        random_state(zoo.get_family("vit"), base_spec, seed=1), name="vit-tiny", arch=base_spec
+    )
     spec = zoo.resolve_arch("lora", base=base_spec, rank=4, alpha=8)
-    adapter = registry.add(random_state(zoo.get_family("lora"), spec), name="vit-tiny-lora", arch=spec,
-                           base=base.ref)
+    adapter = registry.add(
+        random_state(zoo.get_family("lora"), spec), name="vit-tiny-lora", arch=spec, base=base.ref
+    )
     for args in ([base.ref], [base.ref, "--yes"]):
         out = zoo_cli(registry_url, registry.blobs.root, "rm", *args, code=1)
         assert f"is the base of {adapter.ref}" in out and "--yes" not in out
@@ -63,9 +69,23 @@ def test_rm_of_a_base_says_why_before_it_asks(registry: zoo.Registry, registry_u
 @pytest.mark.backends("sqlite")  # one real process is enough: the CliRunner test covers PostgreSQL
 def test_rm_piped_answer_in_a_real_process_removes_nothing(registry: zoo.Registry, registry_url: str) -> None:
     rec = registry.add(tiny_cnn(0), name="digits-s4")
-    proc = subprocess.run([sys.executable, "-m", "zoo", "--registry", registry_url, "--blob-root",
-                           str(registry.blobs.root), "rm", rec.ref], input="n\n", capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoo",
+            "--registry",
+            registry_url,
+            "--blob-root",
+            str(registry.blobs.root),
+            "rm",
+            rec.ref,
+        ],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "--yes" in proc.stderr and "removed" not in proc.stdout
     assert registry.get(rec.ref).id == rec.id
 
@@ -78,8 +98,14 @@ def test_rm_says_what_it_orphans(registry: zoo.Registry, registry_url: str) -> N
     out = zoo_cli(registry_url, registry.blobs.root, "rm", parent.ref, "--yes")
     assert f"removed {parent.ref}" in out and child.ref in out and "digits-s5@prod" in out and gen.ref in out
     data = json.loads(zoo_cli(registry_url, registry.blobs.root, "rm", child.ref, "--yes", "--json"))
-    assert data == {"removed": child.ref, "id": child.id, "children": [], "aliases": [], "generators": [],
-                    "base_of": []}
+    assert data == {
+        "removed": child.ref,
+        "id": child.id,
+        "children": [],
+        "aliases": [],
+        "generators": [],
+        "base_of": [],
+    }
 
 
 def test_read_only_commands_never_create_a_registry(registry_url: str, tmp_path: Path) -> None:
@@ -89,10 +115,21 @@ def test_read_only_commands_never_create_a_registry(registry_url: str, tmp_path:
     else:  # a database that does not exist on the server
         url = registry_url.rsplit("/", 1)[0] + "/no_such_zoo_db"
         where = "no_such_zoo_db"
-    for args in (["list"], ["show", "net"], ["search", "--metric", "acc>=0.5"], ["verify"], ["generators"],
-                 ["jobs"], ["datasets", "list"], ["nearest", "cnn-tiny", "digits"], ["rm", "net:v1", "--yes"],
-                 ["alias", "net:v1", "best"], ["load-check", "net"], ["get", "cnn-tiny", "--dataset", "digits"],
-                 ["train", "--arch", "cnn-tiny"]):
+    for args in (
+        ["list"],
+        ["show", "net"],
+        ["search", "--metric", "acc>=0.5"],
+        ["verify"],
+        ["generators"],
+        ["jobs"],
+        ["datasets", "list"],
+        ["nearest", "cnn-tiny", "digits"],
+        ["rm", "net:v1", "--yes"],
+        ["alias", "net:v1", "best"],
+        ["load-check", "net"],
+        ["get", "cnn-tiny", "--dataset", "digits"],
+        ["train", "--arch", "cnn-tiny"],
+    ):
         out = zoo_cli(url, tmp_path / "blobs", *args, code=1)
         assert "no registry at" in out and where in out, (args, out)
         assert "Traceback" not in out
@@ -102,19 +139,33 @@ def test_read_only_commands_never_create_a_registry(registry_url: str, tmp_path:
 def test_cli_metric_names_round_trip(registry: zoo.Registry, registry_url: str, tmp_path: Path) -> None:
     path = tmp_path / "net.pt"
     torch.save(tiny_cnn(0).state_dict(), path)
-    zoo_cli(registry_url, registry.blobs.root, "add", str(path), "--metric", "acc@1=0.9", "--metric",
-            "top-1 (%) = 91.5", "--metric", "val acc=0.8")
+    zoo_cli(
+        registry_url,
+        registry.blobs.root,
+        "add",
+        str(path),
+        "--metric",
+        "acc@1=0.9",
+        "--metric",
+        "top-1 (%) = 91.5",
+        "--metric",
+        "val acc=0.8",
+    )
     assert registry.get("net").metrics == {"acc@1": 0.9, "top-1 (%)": 91.5, "val acc": 0.8}
     for expr in ("acc@1>=0.5", "top-1 (%) > 90", "val acc==0.8"):
         found = json.loads(zoo_cli(registry_url, registry.blobs.root, "search", "--metric", expr, "--json"))
         assert [r["ref"] for r in found] == ["net:v1"], expr
-    out = zoo_cli(registry_url, registry.blobs.root, "add", str(path), "--name", "other", "--metric", "a<b=1", code=1)
+    out = zoo_cli(
+        registry_url, registry.blobs.root, "add", str(path), "--name", "other", "--metric", "a<b=1", code=1
+    )
     assert "cannot be searched" in out
     out = zoo_cli(registry_url, registry.blobs.root, "search", "--metric", "acc@1 about 1", code=1)
     assert "cannot read metric filter" in out
 
 
-def test_cli_removed_version_is_never_reissued(registry: zoo.Registry, registry_url: str, tmp_path: Path) -> None:
+def test_cli_removed_version_is_never_reissued(
+    registry: zoo.Registry, registry_url: str, tmp_path: Path
+) -> None:
     for seed in (0, 1, 2):
         path = tmp_path / f"clf-{seed}.pt"
         torch.save(tiny_cnn(seed).state_dict(), path)
