@@ -120,7 +120,9 @@ ZYGOTE = textwrap.dedent(r'''
         "generator-renamed": (BlobStore, "put", False),      # generator blob in place, no row yet
     }
 
-    import zoo.reindexing as reindexing
+    import zoo.reindexing.importing as importing  # where each patched function of a run lives
+    import zoo.reindexing.runner as runner
+    import zoo.reindexing.stage as reindex_stage
 
     def new_blob(out):  # put_tensors: (sha256, a new file was written, size)
         return out[1]
@@ -135,9 +137,9 @@ ZYGOTE = textwrap.dedent(r'''
         "import-blob-renamed": (BlobStore, "put_tensors", False, new_blob),  # a new import's blob in place, no row
         "import-row-inserted": (CheckpointRepository, "insert_rows", False, new_row),  # rows written, not committed
         "imported": (Registry, "add", False, new_row),                 # a file imported, not yet remembered
-        "files-flushed": (reindexing, "_flush", True, None),           # every file imported, none remembered
+        "files-flushed": (importing, "_flush", True, None),            # every file imported, none remembered
         "verified": (Registry, "verify", False, None),                 # blobs hashed, orphans repaired, not saved
-        "run-finished": (reindexing, "finish_run", True, None),        # all work done, the outcome not recorded
+        "run-finished": (runner, "finish_run", True, None),            # all work done, the outcome not recorded
     }
 
     def train_die(stage, step, when):
@@ -216,7 +218,7 @@ ZYGOTE = textwrap.dedent(r'''
             if mode != "reindex":
                 point, nth = mode.split(":")[1:]
                 owner, attr, before, counts = REINDEX_POINTS[point]
-                NEWEST[0] = reindexing._newest_id(reg)
+                NEWEST[0] = reindex_stage.newest_id(reg)
                 wrap(owner, attr, before, int(nth), counts)
             zoo.reindex(reg, watch=[arg], embeddings=False, retrain=False)
             if mode != "reindex":
