@@ -37,7 +37,9 @@ from zoo.errors import DatasetError
 log = logging.getLogger(__name__)
 
 FINGERPRINT_VERSION = b"zoo-dataset-v1"  # bump when the fingerprint's definition changes
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
 MNIST_FILES = {  # split -> (images file, labels file), as published
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -104,7 +106,9 @@ class ImageDataset:
         classes = [int(c) for c in classes]
         bad = [c for c in classes if not 0 <= c < self.num_classes]
         if bad or not classes or len(set(classes)) != len(classes):
-            raise DatasetError(f"cannot select classes {classes}: pass distinct labels in 0..{self.num_classes - 1}")
+            raise DatasetError(
+                f"cannot select classes {classes}: pass distinct labels in 0..{self.num_classes - 1}"
+            )
         remap = torch.full((self.num_classes,), -1, dtype=torch.int64)
         remap[torch.tensor(classes)] = torch.arange(len(classes))
         keep = remap[self.labels] >= 0
@@ -148,32 +152,46 @@ class ImageDataset:
 # ----------------------------------------------------------------------------------------------------
 # validation and conversion
 # ----------------------------------------------------------------------------------------------------
-def _validate(images: torch.Tensor, labels: torch.Tensor, num_classes: int, class_names: tuple[str, ...]) -> None:
+def _validate(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, class_names: tuple[str, ...]
+) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.dtype != torch.float32:
-        raise DatasetError("ImageDataset.images must be a float32 tensor (N, C, H, W); build datasets with "
-                           "zoo.datasets.from_arrays(images, labels), which converts other layouts")
+        raise DatasetError(
+            "ImageDataset.images must be a float32 tensor (N, C, H, W); build datasets with "
+            "zoo.datasets.from_arrays(images, labels), which converts other layouts"
+        )
     n = images.shape[0]
     if n == 0:
         raise DatasetError("the dataset is empty (0 images); pass at least one image for every class")
     if images.shape[1] not in (1, 3):
-        raise DatasetError(f"images have {images.shape[1]} channels; zoo reads 1 (grayscale) or 3 (RGB) channels")
+        raise DatasetError(
+            f"images have {images.shape[1]} channels; zoo reads 1 (grayscale) or 3 (RGB) channels"
+        )
     if labels.dtype != torch.int64 or labels.shape != (n,):
-        raise DatasetError(f"labels must be an int64 tensor of shape ({n},), one per image; got "
-                           f"{labels.dtype} {tuple(labels.shape)}")
+        raise DatasetError(
+            f"labels must be an int64 tensor of shape ({n},), one per image; got "
+            f"{labels.dtype} {tuple(labels.shape)}"
+        )
     if num_classes < 1:
         raise DatasetError(f"num_classes is {num_classes}; a dataset needs at least one class")
     if class_names and len(class_names) != num_classes:
-        raise DatasetError(f"{len(class_names)} class names for {num_classes} classes; pass one name per class")
+        raise DatasetError(
+            f"{len(class_names)} class names for {num_classes} classes; pass one name per class"
+        )
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
-        raise DatasetError(f"labels range over {lo}..{hi} but num_classes is {num_classes}; labels must lie in "
-                           f"0..{num_classes - 1}")
+        raise DatasetError(
+            f"labels range over {lo}..{hi} but num_classes is {num_classes}; labels must lie in "
+            f"0..{num_classes - 1}"
+        )
     counts = torch.bincount(labels, minlength=num_classes)
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
         named = ", ".join(f"{c} ({class_names[c]!r})" if class_names else str(c) for c in empty[:5])
-        raise DatasetError(f"class {named} has no images ({len(empty)} of {num_classes} classes are empty); add "
-                           "images for it, or leave it out and renumber the labels (ImageDataset.select_classes)")
+        raise DatasetError(
+            f"class {named} has no images ({len(empty)} of {num_classes} classes are empty); add "
+            "images for it, or leave it out and renumber the labels (ImageDataset.select_classes)"
+        )
     if not bool(torch.isfinite(images).all()):
         raise DatasetError("images contain NaN or infinite values; clean them before registering the dataset")
 
@@ -183,7 +201,9 @@ def _to_nchw(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         x = x.unsqueeze(1)  # (N, 1, H, W)
     if x.dim() != 4:
-        raise DatasetError(f"images have shape {tuple(x.shape)}; pass (N, H, W), (N, C, H, W) or (N, H, W, C)")
+        raise DatasetError(
+            f"images have shape {tuple(x.shape)}; pass (N, H, W), (N, C, H, W) or (N, H, W, C)"
+        )
     if x.shape[1] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
         x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
     if x.shape[1] == 4:
@@ -215,13 +235,21 @@ def _stack(images: Sequence[Any], names: Sequence[str] | None = None) -> torch.T
         if tuple(t.shape) != first:
             a = names[0] if names else "image 0"
             b = names[i] if names else f"image {i}"
-            raise DatasetError(f"images have different sizes: {a} is {list(first)} but {b} is {list(t.shape)}; "
-                               "resize them to one size first (from_image_folder takes size=(H, W))")
+            raise DatasetError(
+                f"images have different sizes: {a} is {list(first)} but {b} is {list(t.shape)}; "
+                "resize them to one size first (from_image_folder takes size=(H, W))"
+            )
     return torch.stack(tensors)
 
 
-def from_arrays(images: Any, labels: Any, *, num_classes: int | None = None,
-                class_names: Sequence[str] = (), source: Mapping[str, Any] | None = None) -> ImageDataset:
+def from_arrays(
+    images: Any,
+    labels: Any,
+    *,
+    num_classes: int | None = None,
+    class_names: Sequence[str] = (),
+    source: Mapping[str, Any] | None = None,
+) -> ImageDataset:
     """A dataset from images and labels given as tensors, NumPy arrays or lists.
 
     ``images``: ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``; uint8 (0-255) or float (0-1; other
@@ -237,7 +265,9 @@ def from_arrays(images: Any, labels: Any, *, num_classes: int | None = None,
     x = _to_nchw(x.detach().cpu())
     y = torch.as_tensor(np.asarray(labels if not isinstance(labels, torch.Tensor) else labels.cpu()))
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise DatasetError(f"{x.shape[0]} images but labels of shape {tuple(y.shape)}; pass one label per image")
+        raise DatasetError(
+            f"{x.shape[0]} images but labels of shape {tuple(y.shape)}; pass one label per image"
+        )
     if y.dtype.is_floating_point:
         if not bool((y == y.round()).all()):
             raise DatasetError("labels must be integers (class indices 0..num_classes-1)")
@@ -247,8 +277,9 @@ def from_arrays(images: Any, labels: Any, *, num_classes: int | None = None,
     return ImageDataset(x, y, int(num_classes), tuple(str(c) for c in class_names), source)
 
 
-def from_torch_dataset(dataset: Any, *, num_classes: int | None = None, class_names: Sequence[str] = (),
-                       limit: int | None = None) -> ImageDataset:
+def from_torch_dataset(
+    dataset: Any, *, num_classes: int | None = None, class_names: Sequence[str] = (), limit: int | None = None
+) -> ImageDataset:
     """A dataset from a map-style ``torch.utils.data.Dataset`` of ``(image, label)`` pairs.
 
     Images may be tensors, arrays or PIL images; ``limit`` reads only the first ``limit`` items.
@@ -257,7 +288,9 @@ def from_torch_dataset(dataset: Any, *, num_classes: int | None = None, class_na
     try:
         n = len(dataset)
     except TypeError:
-        raise DatasetError(f"{type(dataset).__name__} has no length; pass a map-style dataset, or tensors") from None
+        raise DatasetError(
+            f"{type(dataset).__name__} has no length; pass a map-style dataset, or tensors"
+        ) from None
     n = min(n, limit) if limit is not None else n
     images: list[Any] = []
     labels: list[int] = []
@@ -273,8 +306,13 @@ def from_torch_dataset(dataset: Any, *, num_classes: int | None = None, class_na
     return from_arrays(images if images else [], labels, num_classes=num_classes, class_names=class_names)
 
 
-def from_image_folder(root: str | os.PathLike[str], *, size: tuple[int, int] | int | None = None,
-                      grayscale: bool = False, limit_per_class: int | None = None) -> ImageDataset:
+def from_image_folder(
+    root: str | os.PathLike[str],
+    *,
+    size: tuple[int, int] | int | None = None,
+    grayscale: bool = False,
+    limit_per_class: int | None = None,
+) -> ImageDataset:
     """A dataset from ``root/<class name>/<image file>`` (classes in sorted order, as torchvision does).
 
     Every image must have the same size unless ``size`` (``(H, W)`` or one side) resizes them all.
@@ -287,7 +325,9 @@ def from_image_folder(root: str | os.PathLike[str], *, size: tuple[int, int] | i
         raise DatasetError(f"image folder {root} does not exist or is not a directory")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise DatasetError(f"image folder {root} has no class folders; lay it out as {root}/<class>/<image>.png")
+        raise DatasetError(
+            f"image folder {root} has no class folders; lay it out as {root}/<class>/<image>.png"
+        )
     hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
     arrays: list[np.ndarray] = []
     labels: list[int] = []
@@ -297,8 +337,10 @@ def from_image_folder(root: str | os.PathLike[str], *, size: tuple[int, int] | i
         if limit_per_class is not None:
             files = files[:limit_per_class]
         if not files:
-            raise DatasetError(f"class {cname!r} has no images: {root / cname} holds no "
-                               f"{'/'.join(sorted(IMAGE_SUFFIXES))} files; add images or remove the folder")
+            raise DatasetError(
+                f"class {cname!r} has no images: {root / cname} holds no "
+                f"{'/'.join(sorted(IMAGE_SUFFIXES))} files; add images or remove the folder"
+            )
         for f in files:
             with Image.open(f) as im:
                 im = im.convert("L" if grayscale else "RGB")
@@ -308,8 +350,13 @@ def from_image_folder(root: str | os.PathLike[str], *, size: tuple[int, int] | i
             labels.append(c)
             names.append(str(f.relative_to(root)))
     x = _stack(arrays, names)
-    source = {"kind": "image-folder", "path": str(root.resolve()), "size": list(hw) if hw else None,
-              "grayscale": grayscale, "limit_per_class": limit_per_class}
+    source = {
+        "kind": "image-folder",
+        "path": str(root.resolve()),
+        "size": list(hw) if hw else None,
+        "grayscale": grayscale,
+        "limit_per_class": limit_per_class,
+    }
     return from_arrays(x, labels, num_classes=len(classes), class_names=classes, source=source)
 
 
@@ -319,8 +366,13 @@ def load_digits() -> ImageDataset:
 
     d = _sk_digits()
     images = torch.from_numpy(d.images.astype(np.float32) / 16.0)  # (N, 8, 8), values 0..16
-    return from_arrays(images, d.target, num_classes=10, class_names=[str(i) for i in range(10)],
-                       source={"kind": "sklearn-digits"})
+    return from_arrays(
+        images,
+        d.target,
+        num_classes=10,
+        class_names=[str(i) for i in range(10)],
+        source={"kind": "sklearn-digits"},
+    )
 
 
 def _open_idx(path: Path) -> np.ndarray:
@@ -332,19 +384,24 @@ def _open_idx(path: Path) -> np.ndarray:
     zero, dtype_code, ndim = data[0:2], data[2], data[3]
     if zero != b"\x00\x00" or dtype_code != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
-    dims = struct.unpack(f">{ndim}i", data[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}i", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != math.prod(dims):
         raise DatasetError(f"{path}: header says {dims} but holds {body.size} values; the file is truncated")
     return body.reshape(dims)
 
 
-def find_mnist(directory: str | os.PathLike[str] | None = None, split: str = "test") -> tuple[Path, Path] | None:
+def find_mnist(
+    directory: str | os.PathLike[str] | None = None, split: str = "test"
+) -> tuple[Path, Path] | None:
     """The (images, labels) IDX files of ``split`` in ``directory`` (or ``$ZOO_MNIST_DIR``), if present."""
     if split not in MNIST_FILES:
         raise DatasetError(f"unknown MNIST split {split!r}; choose from {', '.join(MNIST_FILES)}")
-    dirs = [Path(directory)] if directory is not None else (
-        [Path(os.environ[ENV_MNIST_DIR])] if os.environ.get(ENV_MNIST_DIR) else [])
+    dirs = (
+        [Path(directory)]
+        if directory is not None
+        else ([Path(os.environ[ENV_MNIST_DIR])] if os.environ.get(ENV_MNIST_DIR) else [])
+    )
     for d in dirs:
         found = []
         for stem in MNIST_FILES[split]:
@@ -358,8 +415,9 @@ def find_mnist(directory: str | os.PathLike[str] | None = None, split: str = "te
     return None
 
 
-def load_mnist(directory: str | os.PathLike[str] | None = None, *, split: str = "test",
-               limit: int | None = None) -> ImageDataset:
+def load_mnist(
+    directory: str | os.PathLike[str] | None = None, *, split: str = "test", limit: int | None = None
+) -> ImageDataset:
     """MNIST from its IDX files (``t10k-images-idx3-ubyte[.gz]`` and labels) in ``directory``.
 
     ``directory`` defaults to ``$ZOO_MNIST_DIR``. Nothing is downloaded: a missing file is an error that
@@ -367,17 +425,28 @@ def load_mnist(directory: str | os.PathLike[str] | None = None, *, split: str = 
     """
     files = find_mnist(directory, split)
     if files is None:
-        where = directory if directory is not None else os.environ.get(ENV_MNIST_DIR, "(ZOO_MNIST_DIR is not set)")
-        raise DatasetError(f"MNIST {split} files {' and '.join(MNIST_FILES[split])} (.gz or not) are not in {where}; "
-                           "point load_mnist(directory) or $ZOO_MNIST_DIR at the folder that holds them")
+        where = (
+            directory
+            if directory is not None
+            else os.environ.get(ENV_MNIST_DIR, "(ZOO_MNIST_DIR is not set)")
+        )
+        raise DatasetError(
+            f"MNIST {split} files {' and '.join(MNIST_FILES[split])} (.gz or not) are not in {where}; "
+            "point load_mnist(directory) or $ZOO_MNIST_DIR at the folder that holds them"
+        )
     images, labels = _open_idx(files[0]), _open_idx(files[1])
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DatasetError(f"MNIST files disagree: images {images.shape}, labels {labels.shape}")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     source = {"kind": "mnist-idx", "path": str(files[0].parent.resolve()), "split": split, "limit": limit}
-    return from_arrays(torch.from_numpy(images.copy()), labels.astype(np.int64), num_classes=10,
-                       class_names=[str(i) for i in range(10)], source=source)
+    return from_arrays(
+        torch.from_numpy(images.copy()),
+        labels.astype(np.int64),
+        num_classes=10,
+        class_names=[str(i) for i in range(10)],
+        source=source,
+    )
 
 
 BUILTIN_SOURCES: dict[str, Callable[[], ImageDataset]] = {  # names as_dataset() accepts
@@ -395,9 +464,15 @@ def load_source(source: Mapping[str, Any]) -> ImageDataset:
         return load_mnist(source["path"], split=source.get("split", "test"), limit=source.get("limit"))
     if kind == "image-folder":
         size = source.get("size")
-        return from_image_folder(source["path"], size=tuple(size) if size else None,
-                                 grayscale=bool(source.get("grayscale")), limit_per_class=source.get("limit_per_class"))
-    raise DatasetError(f"cannot reload a dataset from source {dict(source)!r}; register it again with its data")
+        return from_image_folder(
+            source["path"],
+            size=tuple(size) if size else None,
+            grayscale=bool(source.get("grayscale")),
+            limit_per_class=source.get("limit_per_class"),
+        )
+    raise DatasetError(
+        f"cannot reload a dataset from source {dict(source)!r}; register it again with its data"
+    )
 
 
 def as_dataset(data: Any, labels: Any = None, **kwargs: Any) -> ImageDataset:
@@ -423,20 +498,27 @@ def as_dataset(data: Any, labels: Any = None, **kwargs: Any) -> ImageDataset:
             return load_mnist(path, **kwargs)
         if path.is_dir():
             return from_image_folder(path, **kwargs)
-        raise DatasetError(f"{data!r} is neither a built-in dataset ({', '.join(BUILTIN_SOURCES)}) nor a folder; "
-                           "give an existing image folder (one subfolder per class), an MNIST folder or a built-in "
-                           "name (from Python also (images, labels) tensors or a torch Dataset)")
-    if isinstance(data, torch.utils.data.Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise DatasetError(
+            f"{data!r} is neither a built-in dataset ({', '.join(BUILTIN_SOURCES)}) nor a folder; "
+            "give an existing image folder (one subfolder per class), an MNIST folder or a built-in "
+            "name (from Python also (images, labels) tensors or a torch Dataset)"
+        )
+    if isinstance(data, torch.utils.data.Dataset) or (
+        hasattr(data, "__getitem__") and hasattr(data, "__len__")
+    ):
         return from_torch_dataset(data, **kwargs)
-    raise DatasetError(f"cannot read a dataset from {type(data).__name__}; pass (images, labels), a torch Dataset, "
-                       "an image folder path or a built-in name")
+    raise DatasetError(
+        f"cannot read a dataset from {type(data).__name__}; pass (images, labels), a torch Dataset, "
+        "an image folder path or a built-in name"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # transformations (used to build distinct tasks from one source)
 # ----------------------------------------------------------------------------------------------------
 def rotate(dataset: ImageDataset, degrees: float) -> ImageDataset:
-    """Every image rotated counter-clockwise by ``degrees`` (exact for multiples of 90, bilinear otherwise)."""
+    """Every image rotated counter-clockwise by ``degrees`` (exact for multiples of 90, bilinear
+    otherwise)."""
     if float(degrees) % 90 == 0:
         k = int(float(degrees) // 90) % 4
         return dataset.map_images(lambda x: torch.rot90(x, k, dims=(2, 3)).contiguous())
@@ -457,6 +539,16 @@ def invert(dataset: ImageDataset) -> ImageDataset:
 
 
 __all__ = [
-    "BUILTIN_SOURCES", "ImageDataset", "as_dataset", "find_mnist", "from_arrays", "from_image_folder",
-    "from_torch_dataset", "invert", "load_digits", "load_mnist", "load_source", "rotate",
+    "BUILTIN_SOURCES",
+    "ImageDataset",
+    "as_dataset",
+    "find_mnist",
+    "from_arrays",
+    "from_image_folder",
+    "from_torch_dataset",
+    "invert",
+    "load_digits",
+    "load_mnist",
+    "load_source",
+    "rotate",
 ]

@@ -17,6 +17,7 @@ _NAMES = frozenset(["DemoConfig", "fast_generator_config", "run_demo"])
 def __getattr__(name: str) -> Any:
     if name not in _NAMES:
         raise AttributeError(f"module 'zoo.demo' has no attribute {name!r}")
-    warnings.warn(f"zoo.demo.{name} moved to {_MOVED_TO}.{name}; import it from there", DeprecationWarning,
-                  stacklevel=2)
+    warnings.warn(
+        f"zoo.demo.{name} moved to {_MOVED_TO}.{name}; import it from there", DeprecationWarning, stacklevel=2
+    )
     return getattr(importlib.import_module(_MOVED_TO), name)

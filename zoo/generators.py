@@ -41,13 +41,17 @@ Evaluator = Callable[[Any, Any, Sequence[CheckpointRecord], int], float]
 """Scores a loaded generator: ``(registry, generator, checkpoints, seed) -> score``, higher is better."""
 
 
-def training_checkpoints(registry: Any, *, family: str | None = None, arch: str | ArchSpec | None = None,
-                         after: int | None = None) -> list[CheckpointRecord]:
+def training_checkpoints(
+    registry: Any, *, family: str | None = None, arch: str | ArchSpec | None = None, after: int | None = None
+) -> list[CheckpointRecord]:
     """What a generator trains on: every checkpoint of ``family`` (or exactly ``arch``) that names a dataset
     and was not itself generated, oldest first (``after``: only those with a larger id)."""
     spec = plugins.resolve_arch(arch) if arch else None
-    recs = [r for r in registry.search(family=family, arch=spec, after=after)
-            if r.dataset and r.origin != "generated"]
+    recs = [
+        r
+        for r in registry.search(family=family, arch=spec, after=after)
+        if r.dataset and r.origin != "generated"
+    ]
     recs.sort(key=lambda r: r.id)
     return recs
 
@@ -84,17 +88,38 @@ class GeneratorKind(ABC):
         """(dataset encoder id, architecture text encoder id): the vectors ``generator`` conditions on."""
 
     @abstractmethod
-    def sample(self, generator: Any, spec: ArchSpec, dataset_vector: np.ndarray, arch_vector: np.ndarray,
-               n: int, *, seed: int | None = 0, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = 0.9, guidance: float = 1.0) -> list[nn.Module]:
+    def sample(
+        self,
+        generator: Any,
+        spec: ArchSpec,
+        dataset_vector: np.ndarray,
+        arch_vector: np.ndarray,
+        n: int,
+        *,
+        seed: int | None = 0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = 0.9,
+        guidance: float = 1.0,
+    ) -> list[nn.Module]:
         """``n`` networks of ``spec`` (CPU, any mode) for a dataset vector and an architecture vector
         (float32, by :meth:`encoders`). The same ``seed`` gives the same networks; ``None`` draws afresh."""
 
     @abstractmethod
-    def train(self, registry: Any, *, family: str | None = None, arch: str | ArchSpec | None = None,
-              name: str | None = None, config: Any = None, dataset_encoder: str | None = None,
-              text_encoder: str | None = None, promote: bool = False, progress: bool = True,
-              meta: Mapping[str, Any] | None = None) -> tuple[Any, GeneratorRecord]:
+    def train(
+        self,
+        registry: Any,
+        *,
+        family: str | None = None,
+        arch: str | ArchSpec | None = None,
+        name: str | None = None,
+        config: Any = None,
+        dataset_encoder: str | None = None,
+        text_encoder: str | None = None,
+        promote: bool = False,
+        progress: bool = True,
+        meta: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, GeneratorRecord]:
         """Train on the registry's checkpoints of ``family`` (or exactly ``arch``; see
         :meth:`training_checkpoints`) and store the result (:meth:`store`) as the next version of ``name``
         (default: the kind's name), promoted when ``promote``. ``config``: the kind's own training settings
@@ -102,26 +127,55 @@ class GeneratorKind(ABC):
         and ``meta``. Returns the generator and its record."""
 
     # -- helpers built on the contract ------------------------------------------------------------------
-    def store(self, registry: Any, generator: Any, *, name: str | None = None, families: Iterable[str],
-              config: Mapping[str, Any], metrics: Mapping[str, float], trained_on: Iterable[int],
-              promote: bool = False) -> GeneratorRecord:
+    def store(
+        self,
+        registry: Any,
+        generator: Any,
+        *,
+        name: str | None = None,
+        families: Iterable[str],
+        config: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        trained_on: Iterable[int],
+        promote: bool = False,
+    ) -> GeneratorRecord:
         """Store ``generator`` as the next version of ``name``, its config naming this kind."""
-        return registry.add_generator(self.dump(generator), name=name or self.name, families=families,
-                                      config={"kind": self.name, **dict(config)}, metrics=metrics,
-                                      trained_on=trained_on, status="promoted" if promote else "candidate")
+        return registry.add_generator(
+            self.dump(generator),
+            name=name or self.name,
+            families=families,
+            config={"kind": self.name, **dict(config)},
+            metrics=metrics,
+            trained_on=trained_on,
+            status="promoted" if promote else "candidate",
+        )
 
     def load_record(self, registry: Any, ref: str | int | GeneratorRecord, device: Any = "cpu") -> Any:
         """A stored version, hash-verified, ready to sample."""
         return self.load(registry.load_generator_bytes(ref), device)
 
-    def training_checkpoints(self, registry: Any, *, family: str | None = None,
-                             arch: str | ArchSpec | None = None, after: int | None = None
-                             ) -> list[CheckpointRecord]:
+    def training_checkpoints(
+        self,
+        registry: Any,
+        *,
+        family: str | None = None,
+        arch: str | ArchSpec | None = None,
+        after: int | None = None,
+    ) -> list[CheckpointRecord]:
         """What :meth:`train` trains on (default: :func:`training_checkpoints`)."""
         return training_checkpoints(registry, family=family, arch=arch, after=after)
 
-    def sample_for(self, registry: Any, generator: Any, spec: ArchSpec, dataset: str, *, n: int = 1,
-                   seed: int | None = 0, **sampling: Any) -> list[nn.Module]:
+    def sample_for(
+        self,
+        registry: Any,
+        generator: Any,
+        spec: ArchSpec,
+        dataset: str,
+        *,
+        n: int = 1,
+        seed: int | None = 0,
+        **sampling: Any,
+    ) -> list[nn.Module]:
         """``n`` networks of ``spec`` for registered dataset ``dataset`` (its stored vector by the generator's
         dataset encoder), sampled with :data:`SAMPLING` unless ``sampling`` says otherwise."""
         ds_enc, text_enc = self.encoders(generator)
@@ -129,24 +183,42 @@ class GeneratorKind(ABC):
         arch = np.asarray(embed_arch(registry, spec, encoder=text_enc).vector, dtype=np.float32)
         return self.sample(generator, spec, ds, arch, n, seed=seed, **{**SAMPLING, **sampling})
 
-    def retrain(self, registry: Any, current: GeneratorRecord, *, family: str | None = None,
-                arch: ArchSpec | None = None, config: Any = None, work_dir: str | None = None,
-                device: str | None = None, meta: Mapping[str, Any] | None = None
-                ) -> tuple[Any, GeneratorRecord]:
+    def retrain(
+        self,
+        registry: Any,
+        current: GeneratorRecord,
+        *,
+        family: str | None = None,
+        arch: ArchSpec | None = None,
+        config: Any = None,
+        work_dir: str | None = None,
+        device: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, GeneratorRecord]:
         """A candidate successor of ``current`` on today's checkpoints of its scope, with its encoders and
         settings (``config`` overrides the stored settings), stored as a candidate version of its name.
         ``work_dir``: where resumable training state may live. Default: :meth:`train` with ``config``."""
-        return self.train(registry, family=family, arch=arch, name=current.name, config=config,
-                          dataset_encoder=current.config.get("dataset_encoder"),
-                          text_encoder=current.config.get("text_encoder"), promote=False, progress=False,
-                          meta=meta)
+        return self.train(
+            registry,
+            family=family,
+            arch=arch,
+            name=current.name,
+            config=config,
+            dataset_encoder=current.config.get("dataset_encoder"),
+            text_encoder=current.config.get("text_encoder"),
+            promote=False,
+            progress=False,
+            meta=meta,
+        )
 
-    def score(self, registry: Any, generator: Any, checkpoints: Sequence[CheckpointRecord],
-              seed: int = 0) -> float:
+    def score(
+        self, registry: Any, generator: Any, checkpoints: Sequence[CheckpointRecord], seed: int = 0
+    ) -> float:
         """The kind's default evaluator (see :data:`Evaluator`): re-indexing compares a candidate with the
         current version by it when no evaluator is given. Default: none; a kind overrides it."""
-        raise ZooError(f"generator kind {self.name!r} has no default evaluator; pass evaluator= "
-                       "(or --evaluator)")
+        raise ZooError(
+            f"generator kind {self.name!r} has no default evaluator; pass evaluator= (or --evaluator)"
+        )
 
     def owns(self, generator: Any) -> bool:
         """Whether ``generator`` is one of this kind's (default: its class is :attr:`generator_class`)."""
@@ -173,8 +245,10 @@ def generator_kinds() -> dict[str, GeneratorKind]:
             found = plugins.collect("zoo_register_generators")
             for key, kind in found.items():
                 if not isinstance(kind, GeneratorKind):
-                    raise ZooError(f"plugin registered {kind!r} as generator kind {key!r}, but it is not a "
-                                   "zoo.GeneratorKind")
+                    raise ZooError(
+                        f"plugin registered {kind!r} as generator kind {key!r}, but it is not a "
+                        "zoo.GeneratorKind"
+                    )
             _cache = (plugins.generation(), dict(sorted(found.items())))
         return _cache[1]
 
@@ -207,8 +281,10 @@ def kind_of_generator(generator: Any) -> GeneratorKind:
     for kind in generator_kinds().values():
         if kind.owns(generator):
             return kind
-    raise ZooError(f"no installed generator kind owns {type(generator).__qualname__} (installed: "
-                   f"{', '.join(generator_kinds()) or 'none'}); install the plugin that made it")
+    raise ZooError(
+        f"no installed generator kind owns {type(generator).__qualname__} (installed: "
+        f"{', '.join(generator_kinds()) or 'none'}); install the plugin that made it"
+    )
 
 
 __all__ = [

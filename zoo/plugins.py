@@ -76,16 +76,22 @@ class _CoreLookups:
         return None
 
 
-def _examine(family: ArchitectureFamily, method: Callable[[Any], T], state_dict: Mapping[str, torch.Tensor]
-             ) -> T | None:
+def _examine(
+    family: ArchitectureFamily, method: Callable[[Any], T], state_dict: Mapping[str, torch.Tensor]
+) -> T | None:
     """``method(state_dict)``, or None when it raises: a state dict from an untrusted file can hold shapes a
     family's detection never expected (a 0-d weight, a key like ``features.x.weight``); that family then
     does not recognise it, and the others still get their turn."""
     try:
         return method(state_dict)
     except Exception as exc:  # a plugin's bug or an odd input: not a match, and said in the log
-        log.warning("family %r could not examine a state dict of %d tensors (%s: %s); treating it as not "
-                    "recognised", family.name, len(state_dict), type(exc).__name__, str(exc)[:200])
+        log.warning(
+            "family %r could not examine a state dict of %d tensors (%s: %s); treating it as not recognised",
+            family.name,
+            len(state_dict),
+            type(exc).__name__,
+            str(exc)[:200],
+        )
         return None
 
 
@@ -156,7 +162,9 @@ def load_plugins() -> None:
                     _infos[ep.name] = PluginInfo(ep.name, "entry-point", ep.value, (), error=str(exc))
                 seen.add(ep.name)
         if wanted is not None and (unknown := wanted - seen):
-            raise UnknownPluginError("plugin", ", ".join(sorted(unknown)), list(BUILTIN_PLUGINS) + sorted(seen))
+            raise UnknownPluginError(
+                "plugin", ", ".join(sorted(unknown)), list(BUILTIN_PLUGINS) + sorted(seen)
+            )
         _pm = pm
         _generation += 1
         _loaded = True
@@ -170,8 +178,9 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
         registered = pm.register(plugin, name=name)
         if registered is None:
             raise ZooError(f"plugin {name or plugin!r} is already registered; unregister it first")
-        _infos[registered] = PluginInfo(registered, "runtime", getattr(plugin, "__name__", type(plugin).__name__),
-                                        _hooks_of(plugin))
+        _infos[registered] = PluginInfo(
+            registered, "runtime", getattr(plugin, "__name__", type(plugin).__name__), _hooks_of(plugin)
+        )
         _generation += 1
         return registered
 
@@ -239,7 +248,9 @@ def families() -> dict[str, ArchitectureFamily]:
             found = collect("zoo_register_families")
             for name, fam in found.items():
                 if not isinstance(fam, ArchitectureFamily):
-                    raise ZooError(f"plugin registered {fam!r} as family {name!r}, but it is not an ArchitectureFamily")
+                    raise ZooError(
+                        f"plugin registered {fam!r} as family {name!r}, but it is not an ArchitectureFamily"
+                    )
             _family_cache = (_generation, dict(sorted(found.items())))
         return _family_cache[1]
 
@@ -280,8 +291,10 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
         try:
             parsed = ArchSpec.from_json(text)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-            raise ZooError(f"cannot read architecture spec JSON {show(text)} ({type(exc).__name__}: {exc}); pass a "
-                           "name such as 'resnet20' or what ArchSpec.to_json() writes") from None
+            raise ZooError(
+                f"cannot read architecture spec JSON {show(text)} ({type(exc).__name__}: {exc}); pass a "
+                "name such as 'resnet20' or what ArchSpec.to_json() writes"
+            ) from None
         return resolve_arch(parsed, **overrides)
     family_name = overrides.pop("family", None)
     if "/" in text:
@@ -301,8 +314,11 @@ def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
     if spec is not None:
         return spec
     for family in families().values():  # nearly one of ours (e.g. one wrong shape): say what does not fit
-        near = [c for c in _examine(family, family.candidates, strip_wrapper_prefixes(state_dict)) or []
-                if c is not None]
+        near = [
+            c
+            for c in _examine(family, family.candidates, strip_wrapper_prefixes(state_dict)) or []
+            if c is not None
+        ]
         if near:
             err = _examine(family, functools.partial(family.mismatch, near[0]), state_dict)
             if err is not None:

@@ -13,8 +13,11 @@ def shared_data_candidates() -> list[Path]:
     """Existing folders that may hold the shared data: ``$ZOO_SHARED_DATA``, then ``shared/data`` beside or
     inside the repository, then beside the working directory; first match first."""
     env = os.environ.get(ENV_SHARED_DATA)
-    cands = ([Path(env)] if env else []) + [_REPO.parent / "shared" / "data", _REPO / "shared" / "data",
-                                             Path.cwd().parent / "shared" / "data"]
+    cands = ([Path(env)] if env else []) + [
+        _REPO.parent / "shared" / "data",
+        _REPO / "shared" / "data",
+        Path.cwd().parent / "shared" / "data",
+    ]
     out: list[Path] = []
     for c in cands:
         if c.is_dir() and c not in out:

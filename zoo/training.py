@@ -36,14 +36,26 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Top-1 accuracy of ``model`` on ``(x, y)`` (eval mode, no gradients)."""
     was = model.training
     model.eval()
-    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    correct = sum(
+        int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+    )
     model.train(was)
     return correct / max(1, len(y))
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int = 0, lr: float = 3e-3,
-          batch_size: int = 64, weight_decay: float = 0.0) -> nn.Module:
-    """Plain Adam training of one classifier; deterministic for a given seed. Returns the model (eval mode)."""
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int = 0,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+) -> nn.Module:
+    """Plain Adam training of one classifier; deterministic for a given seed. Returns the model (eval
+    mode)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
@@ -56,10 +68,22 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, se
     return model.eval()
 
 
-def fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, eval_x: torch.Tensor,
-              eval_y: torch.Tensor, eval_every: int = 10, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-              progress: bool = False) -> tuple[nn.Module, Curve]:
-    """Train ``model`` (a copy) for ``steps`` Adam steps, measuring accuracy on ``(eval_x, eval_y)`` as it goes.
+def fine_tune(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    eval_every: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[nn.Module, Curve]:
+    """Train ``model`` (a copy) for ``steps`` Adam steps, measuring accuracy on ``(eval_x, eval_y)`` as it
+    goes.
 
     The curve starts at step 0 (the accuracy of the model as given).
     """
@@ -72,7 +96,7 @@ def fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int,
     for step in tqdm(range(1, steps + 1), desc="fine-tune", unit="step", leave=False, disable=not progress):
         if pos + batch_size > len(y):
             order, pos = torch.randperm(len(y), generator=g), 0
-        idx = order[pos:pos + batch_size]
+        idx = order[pos : pos + batch_size]
         pos += batch_size
         model.train()
         loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -85,9 +109,19 @@ def fine_tune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int,
     return model.eval(), Curve(tuple(curve_s), tuple(curve_a))
 
 
-def fine_tune_module(module: nn.Module, data: Any, *, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64,
-                     eval_data: Any = None, seed: int = 0, progress: bool = True) -> tuple[nn.Module, Curve]:
-    """Fine-tune a copy of ``module`` (e.g. ``Provision.module``) on ``data`` for a few epochs; a progress bar shows.
+def fine_tune_module(
+    module: nn.Module,
+    data: Any,
+    *,
+    epochs: int = 3,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    eval_data: Any = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[nn.Module, Curve]:
+    """Fine-tune a copy of ``module`` (e.g. ``Provision.module``) on ``data`` for a few epochs; a progress bar
+    shows.
 
     ``data`` and ``eval_data`` are anything :func:`zoo.as_dataset` reads (an ``ImageDataset``,
     ``(images, labels)``, a torch ``Dataset``, an image folder, ``"digits"``). Accuracy is measured before
@@ -110,7 +144,19 @@ def fine_tune_module(module: nn.Module, data: Any, *, epochs: int = 3, lr: float
             raise DatasetError(f"the {name} data hold no samples")
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     batch = min(batch_size, train_ds.num_samples)
-    per_epoch = max(1, train_ds.num_samples // batch)  # full batches: fine_tune reshuffles before a partial one
-    return fine_tune(module, train_ds.images.to(device), train_ds.labels.to(device), steps=epochs * per_epoch,
-                     eval_x=eval_ds.images.to(device), eval_y=eval_ds.labels.to(device), eval_every=per_epoch, lr=lr,
-                     batch_size=batch, seed=seed, progress=progress)
+    per_epoch = max(
+        1, train_ds.num_samples // batch
+    )  # full batches: fine_tune reshuffles before a partial one
+    return fine_tune(
+        module,
+        train_ds.images.to(device),
+        train_ds.labels.to(device),
+        steps=epochs * per_epoch,
+        eval_x=eval_ds.images.to(device),
+        eval_y=eval_ds.labels.to(device),
+        eval_every=per_epoch,
+        lr=lr,
+        batch_size=batch,
+        seed=seed,
+        progress=progress,
+    )

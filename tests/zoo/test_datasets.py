@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.shared_data import shared_data_dir
 from zoo.datasets import (
     ImageDataset,
     as_dataset,
@@ -22,6 +21,7 @@ from zoo.datasets import (
     rotate,
 )
 from zoo.errors import DatasetError
+from zoo.shared_data import shared_data_dir
 
 
 def _toy(n_per_class: int = 4, classes: int = 3, side: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,17 +60,23 @@ def test_out_of_range_floats_are_rescaled() -> None:
     assert float(ds.images.min()) == 0.0 and float(ds.images.max()) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: from_arrays(torch.zeros(0, 4, 4), []), ["empty"]),
-    (lambda: from_arrays(torch.rand(4, 4, 4), [0, 0, 2, 2]), ["class 1", "no images"]),
-    (lambda: from_arrays(torch.rand(4, 4, 4), [0, 1, 0, 1], num_classes=3), ["class 2", "no images"]),
-    (lambda: from_arrays([np.zeros((4, 4)), np.zeros((5, 4))], [0, 1]), ["different sizes", "[4, 4]", "[5, 4]"]),
-    (lambda: from_arrays(torch.rand(4, 4, 4), [0, 1, 0]), ["labels"]),
-    (lambda: from_arrays(torch.full((2, 4, 4), float("nan")), [0, 1]), ["NaN"]),
-    (lambda: from_arrays(torch.rand(2, 5, 8, 8), [0, 1]), ["channels"]),
-    (lambda: from_arrays(torch.rand(2, 4, 4), [0.5, 1]), ["integers"]),
-    (lambda: from_arrays(torch.rand(2, 4, 4), [0, 1], class_names=["a", "b", "c"]), ["class 2", "'c'"]),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: from_arrays(torch.zeros(0, 4, 4), []), ["empty"]),
+        (lambda: from_arrays(torch.rand(4, 4, 4), [0, 0, 2, 2]), ["class 1", "no images"]),
+        (lambda: from_arrays(torch.rand(4, 4, 4), [0, 1, 0, 1], num_classes=3), ["class 2", "no images"]),
+        (
+            lambda: from_arrays([np.zeros((4, 4)), np.zeros((5, 4))], [0, 1]),
+            ["different sizes", "[4, 4]", "[5, 4]"],
+        ),
+        (lambda: from_arrays(torch.rand(4, 4, 4), [0, 1, 0]), ["labels"]),
+        (lambda: from_arrays(torch.full((2, 4, 4), float("nan")), [0, 1]), ["NaN"]),
+        (lambda: from_arrays(torch.rand(2, 5, 8, 8), [0, 1]), ["channels"]),
+        (lambda: from_arrays(torch.rand(2, 4, 4), [0.5, 1]), ["integers"]),
+        (lambda: from_arrays(torch.rand(2, 4, 4), [0, 1], class_names=["a", "b", "c"]), ["class 2", "'c'"]),
+    ],
+)
 def test_bad_inputs_raise_dataset_error(make, words: list[str]) -> None:
     with pytest.raises(DatasetError) as err:
         make()

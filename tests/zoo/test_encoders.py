@@ -87,9 +87,11 @@ def test_clip_without_weights_explains_the_fix(digits: ImageDataset, tmp_path: P
 
 def test_minilm_text_encoder() -> None:
     enc = get_text_encoder("minilm")
-    texts = ["Convolutional neural network cnn-tiny: 3 convolution layers, 10 classes.",
-             "Convolutional neural network cnn-small: 3 convolution layers, 10 classes.",
-             "A recipe for tomato soup with basil."]
+    texts = [
+        "Convolutional neural network cnn-tiny: 3 convolution layers, 10 classes.",
+        "Convolutional neural network cnn-small: 3 convolution layers, 10 classes.",
+        "A recipe for tomato soup with basil.",
+    ]
     v = enc.embed(texts)
     assert v.shape == (3, 384) == (3, enc.dim) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)

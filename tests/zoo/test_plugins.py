@@ -82,4 +82,6 @@ def test_every_hook_is_documented_and_prefixed() -> None:
     assert len(specs) >= 6
     for fn in specs:
         assert fn.__doc__ and len(fn.__doc__.strip()) > 40, fn.__name__
-        assert all(p.annotation is not inspect.Parameter.empty for p in inspect.signature(fn).parameters.values())
+        assert all(
+            p.annotation is not inspect.Parameter.empty for p in inspect.signature(fn).parameters.values()
+        )

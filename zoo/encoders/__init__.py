@@ -29,10 +29,14 @@ def _collect(hook: str, kind: str) -> dict[str, Any]:
 
     def register(encoder: Any) -> None:
         if not all(a in dir(encoder) for a in ("id", "version", "embed")):  # dir(): never runs a property
-            raise ZooError(f"a plugin registered {encoder!r} as a {kind}, but it lacks id, version or embed(); "
-                           f"subclass zoo.encoders.{'DatasetEncoder' if kind == 'dataset encoder' else 'TextEncoder'}")
+            raise ZooError(
+                f"a plugin registered {encoder!r} as a {kind}, but it lacks id, version or embed(); "
+                f"subclass zoo.encoders.{'DatasetEncoder' if kind == 'dataset encoder' else 'TextEncoder'}"
+            )
         if encoder.id in found and found[encoder.id] is not encoder:
-            warnings.warn(f"{kind} {encoder.id!r} registered twice; the later registration wins", stacklevel=2)
+            warnings.warn(
+                f"{kind} {encoder.id!r} registered twice; the later registration wins", stacklevel=2
+            )
         found[encoder.id] = encoder
 
     getattr(get_plugin_manager().hook, hook)(register=register)
@@ -86,7 +90,17 @@ def unavailable_reason(encoder: Any) -> str | None:
 
 
 __all__ = [
-    "ClassPooledEncoder", "DEFAULT_DATASET_ENCODER", "DEFAULT_TEXT_ENCODER", "DatasetEncoder", "TextEncoder",
-    "dataset_encoders", "default_dataset_encoder_id", "default_text_encoder_id", "get_dataset_encoder",
-    "get_text_encoder", "l2_normalize", "text_encoders", "unavailable_reason",
+    "ClassPooledEncoder",
+    "DEFAULT_DATASET_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
+    "DatasetEncoder",
+    "TextEncoder",
+    "dataset_encoders",
+    "default_dataset_encoder_id",
+    "default_text_encoder_id",
+    "get_dataset_encoder",
+    "get_text_encoder",
+    "l2_normalize",
+    "text_encoders",
+    "unavailable_reason",
 ]

@@ -93,7 +93,7 @@ class ClassPooledEncoder(DatasetEncoder):
         feats = []
         with torch.inference_mode():
             for start in range(0, len(idx), self.batch_size):
-                batch = dataset.images[idx[start:start + self.batch_size]]
+                batch = dataset.images[idx[start : start + self.batch_size]]
                 feats.append(self.embed_images(batch).float())
         z = torch.cat(feats)  # (n, D)
         if self.normalize_images:

@@ -54,7 +54,11 @@ def _hf_local(path: str) -> HFTextEncoder:
 def zoo_register_dataset_encoders(register: Callable[[Any], None]) -> None:
     register(_pixels())
     try:
-        register(_clip(tuple(os.environ.get(k, "") for k in (ENV_MODEL, ENV_WEIGHTS, ENV_PRETRAINED, ENV_CACHE_DIR))))
+        register(
+            _clip(
+                tuple(os.environ.get(k, "") for k in (ENV_MODEL, ENV_WEIGHTS, ENV_PRETRAINED, ENV_CACHE_DIR))
+            )
+        )
     except ZooError as exc:  # e.g. an unknown $ZOO_CLIP_MODEL: leave clip out, say why
         log.warning("dataset encoder 'clip' is not available: %s", exc)
 

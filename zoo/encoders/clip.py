@@ -49,8 +49,13 @@ SMALL_TEST_CONFIG: dict[str, Any] = {  # a ~160k-parameter CLIP for tests: 32x32
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
 }
-_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-                 "model.safetensors", "pytorch_model.bin")
+_WEIGHT_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 
 
 def _model_config(model: str | Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -62,7 +67,9 @@ def _model_config(model: str | Mapping[str, Any]) -> tuple[str, dict[str, Any] |
     if str(model).endswith(".json"):
         path = Path(model)
         if not path.is_file():
-            raise ConfigError(f"CLIP model config {path} does not exist; pass an open_clip model name or a JSON config")
+            raise ConfigError(
+                f"CLIP model config {path} does not exist; pass an open_clip model name or a JSON config"
+            )
         cfg = json.loads(path.read_text())
         cfg = cfg.get("model_cfg", cfg)  # open_clip_config.json nests it
         return _model_config(cfg)
@@ -74,7 +81,9 @@ def _builtin_config(name: str) -> dict[str, Any]:
 
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        raise ConfigError(f"unknown open_clip model {name!r}; choose one of open_clip.list_models() or pass a config")
+        raise ConfigError(
+            f"unknown open_clip model {name!r}; choose one of open_clip.list_models() or pass a config"
+        )
     return cfg
 
 
@@ -83,10 +92,20 @@ class ClipDatasetEncoder(ClassPooledEncoder):
 
     description = "IGPG: open_clip image vectors, mean-pooled per class, then over classes"
 
-    def __init__(self, model: str | Mapping[str, Any] = DEFAULT_MODEL, *, weights: str | os.PathLike[str] | None = None,
-                 pretrained: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 random_init: bool = False, seed: int = 0, per_class: int = 5, id: str = "clip",
-                 device: str | torch.device | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: str | Mapping[str, Any] = DEFAULT_MODEL,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        pretrained: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        random_init: bool = False,
+        seed: int = 0,
+        per_class: int = 5,
+        id: str = "clip",
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+    ) -> None:
         self.id = id
         self.model = model
         self.model_key, self._cfg = _model_config(model)
@@ -98,8 +117,11 @@ class ClipDatasetEncoder(ClassPooledEncoder):
         self.per_class = per_class
         self.seed = 0
         self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self._visual: torch.nn.Module | None = None
         self._lock = threading.Lock()
         self._mean = OPENAI_MEAN
@@ -108,9 +130,13 @@ class ClipDatasetEncoder(ClassPooledEncoder):
     @classmethod
     def from_env(cls, id: str = "clip") -> "ClipDatasetEncoder":
         """The encoder the environment configures (``$ZOO_CLIP_MODEL``, ``$ZOO_CLIP_WEIGHTS``, ...)."""
-        return cls(os.environ.get(ENV_MODEL) or DEFAULT_MODEL, weights=os.environ.get(ENV_WEIGHTS) or None,
-                   pretrained=os.environ.get(ENV_PRETRAINED) or None, cache_dir=os.environ.get(ENV_CACHE_DIR) or None,
-                   id=id)
+        return cls(
+            os.environ.get(ENV_MODEL) or DEFAULT_MODEL,
+            weights=os.environ.get(ENV_WEIGHTS) or None,
+            pretrained=os.environ.get(ENV_PRETRAINED) or None,
+            cache_dir=os.environ.get(ENV_CACHE_DIR) or None,
+            id=id,
+        )
 
     # -- identity -----------------------------------------------------------------------------------
     @property
@@ -148,26 +174,33 @@ class ClipDatasetEncoder(ClassPooledEncoder):
                     raise ConfigError(f"CLIP weights folder {path} holds none of {', '.join(_WEIGHT_FILES)}")
                 path = found
             if not path.is_file():
-                raise ConfigError(f"CLIP weights file {path} does not exist; point weights= (or ${ENV_WEIGHTS}) "
-                                  "at a local open_clip checkpoint")
+                raise ConfigError(
+                    f"CLIP weights file {path} does not exist; point weights= (or ${ENV_WEIGHTS}) "
+                    "at a local open_clip checkpoint"
+                )
             return path
         if self.pretrained is not None:
             return self._cached_pretrained()
         raise ConfigError(
             f"CLIP encoder {self.id!r} has no weights: set ${ENV_WEIGHTS} to a local open_clip checkpoint of "
-            f"{self.model_key} (or ${ENV_PRETRAINED}=<tag> with ${ENV_CACHE_DIR} holding its cached file); zoo never "
-            "downloads. Without CLIP weights use the offline encoder 'pixels'")
+            f"{self.model_key} (or ${ENV_PRETRAINED}=<tag> with ${ENV_CACHE_DIR} holding its cached file); "
+            "zoo never downloads. Without CLIP weights use the offline encoder 'pixels'"
+        )
 
     def _cached_pretrained(self) -> Path:
         import open_clip
 
         cfg = open_clip.get_pretrained_cfg(self.model_key, self.pretrained) if self._cfg is None else {}
         if not cfg:
-            raise ConfigError(f"open_clip has no pretrained tag {self.pretrained!r} for {self.model_key}; tags: "
-                              f"{', '.join(open_clip.list_pretrained_tags_by_model(self.model_key)) or '(none)'}")
+            raise ConfigError(
+                f"open_clip has no pretrained tag {self.pretrained!r} for {self.model_key}; tags: "
+                f"{', '.join(open_clip.list_pretrained_tags_by_model(self.model_key)) or '(none)'}"
+            )
         if self.cache_dir is None:
-            raise ConfigError(f"pretrained={self.pretrained!r} needs cache_dir= (or ${ENV_CACHE_DIR}): the folder that "
-                              "holds the already downloaded weights; zoo never downloads")
+            raise ConfigError(
+                f"pretrained={self.pretrained!r} needs cache_dir= (or ${ENV_CACHE_DIR}): the folder that "
+                "holds the already downloaded weights; zoo never downloads"
+            )
         tried: list[str] = []
         if cfg.get("hf_hub"):
             from huggingface_hub import try_to_load_from_cache
@@ -185,8 +218,10 @@ class ClipDatasetEncoder(ClassPooledEncoder):
             tried.append(str(cand))
             if cand.is_file():
                 return cand
-        raise ConfigError(f"CLIP weights {self.model_key}/{self.pretrained} are not in {self.cache_dir} (looked for "
-                          f"{', '.join(tried)}); download them once elsewhere, or pass weights=<file>")
+        raise ConfigError(
+            f"CLIP weights {self.model_key}/{self.pretrained} are not in {self.cache_dir} (looked for "
+            f"{', '.join(tried)}); download them once elsewhere, or pass weights=<file>"
+        )
 
     def _load(self) -> torch.nn.Module:
         with self._lock:
@@ -200,9 +235,18 @@ class ClipDatasetEncoder(ClassPooledEncoder):
                 try:
                     if self._cfg is None:
                         _builtin_config(self.model_key)
-                        model = open_clip.create_model(self.model_key, pretrained=None, pretrained_image=False,
-                                                       pretrained_text=False, device="cpu")
-                        pcfg = open_clip.get_pretrained_cfg(self.model_key, self.pretrained) if self.pretrained else {}
+                        model = open_clip.create_model(
+                            self.model_key,
+                            pretrained=None,
+                            pretrained_image=False,
+                            pretrained_text=False,
+                            device="cpu",
+                        )
+                        pcfg = (
+                            open_clip.get_pretrained_cfg(self.model_key, self.pretrained)
+                            if self.pretrained
+                            else {}
+                        )
                         self._mean = tuple(pcfg.get("mean", OPENAI_MEAN))
                         self._std = tuple(pcfg.get("std", OPENAI_STD))
                     else:
@@ -215,17 +259,24 @@ class ClipDatasetEncoder(ClassPooledEncoder):
                 except ConfigError:
                     raise
                 except Exception as exc:
-                    raise ConfigError(f"cannot load CLIP {self.model_key} from {path or 'random init'}: {exc}") from exc
+                    raise ConfigError(
+                        f"cannot load CLIP {self.model_key} from {path or 'random init'}: {exc}"
+                    ) from exc
             visual = model.visual.eval().to(self.device)
             visual.requires_grad_(False)
             del model  # the text tower is not needed
-            log.info("loaded CLIP image encoder %s (%s)", self.model_key, path or f"random init, seed {self.init_seed}")
+            log.info(
+                "loaded CLIP image encoder %s (%s)",
+                self.model_key,
+                path or f"random init, seed {self.init_seed}",
+            )
             self._visual = visual
             return visual
 
     # -- embedding ----------------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """Images in [0, 1] to the model's input: 3 channels, shortest side resized, centre crop, normalised."""
+        """Images in [0, 1] to the model's input: 3 channels, shortest side resized, centre crop,
+        normalised."""
         x = images.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
@@ -235,7 +286,7 @@ class ClipDatasetEncoder(ClassPooledEncoder):
         nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
         top, left = (nh - th) // 2, (nw - tw) // 2
-        x = x[:, :, top:top + th, left:left + tw]
+        x = x[:, :, top : top + th, left : left + tw]
         mean = torch.tensor(self._mean, dtype=x.dtype)[None, :, None, None]
         std = torch.tensor(self._std, dtype=x.dtype)[None, :, None, None]
         return (x - mean) / std  # (B, 3, th, tw)

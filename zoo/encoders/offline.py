@@ -81,8 +81,12 @@ class PixelStatsEncoder(ClassPooledEncoder):
         x = images.float()
         rgb = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
         g = (rgb * _LUMA.to(x)[None, :, None, None]).sum(1, keepdim=True)  # (B, 1, H, W)
-        shape = F.interpolate(g, size=(8, 8), mode="area" if min(g.shape[-2:]) >= 8 else "bilinear",
-                              align_corners=None if min(g.shape[-2:]) >= 8 else False)
+        shape = F.interpolate(
+            g,
+            size=(8, 8),
+            mode="area" if min(g.shape[-2:]) >= 8 else "bilinear",
+            align_corners=None if min(g.shape[-2:]) >= 8 else False,
+        )
         shape = (shape * 2 - 1).flatten(1)  # (B, 64)
         tex = []
         for side in (32, 16):
@@ -96,8 +100,13 @@ class PixelStatsEncoder(ClassPooledEncoder):
         gy, gx = torch.gradient(g[:, 0], dim=(1, 2))
         mag = (gx**2 + gy**2).sqrt().flatten(1).clamp(0, 1)
         ghist = torch.exp(-((mag[:, :, None] - centers * 0.5) ** 2) / (2 * 0.035**2)).mean(1)  # (B, 8)
-        intensity = torch.cat([hist / hist.sum(1, keepdim=True).clamp_min(1e-12),
-                               ghist / ghist.sum(1, keepdim=True).clamp_min(1e-12)], 1).sqrt()  # (B, 16)
+        intensity = torch.cat(
+            [
+                hist / hist.sum(1, keepdim=True).clamp_min(1e-12),
+                ghist / ghist.sum(1, keepdim=True).clamp_min(1e-12),
+            ],
+            1,
+        ).sqrt()  # (B, 16)
         colour = torch.cat([rgb.mean((2, 3)), rgb.std((2, 3), unbiased=False)], 1)  # (B, 6)
         return torch.cat([shape, texture, intensity, colour], 1)
 
@@ -107,14 +116,14 @@ class PixelStatsEncoder(ClassPooledEncoder):
         mean = class_vectors.mean(0)
         blocks = {
             "shape": mean[:64],
-            "texture": mean[64:64 + nt],
-            "intensity": mean[64 + nt:80 + nt],
-            "colour": mean[80 + nt:86 + nt],
+            "texture": mean[64 : 64 + nt],
+            "intensity": mean[64 + nt : 80 + nt],
+            "colour": mean[80 + nt : 86 + nt],
             "spread": class_vectors[:, :64].std(0, unbiased=False) if k > 1 else torch.zeros(64),
         }
         ordered = torch.zeros(ORDERED_CLASSES, 16)
         small = F.adaptive_avg_pool2d(class_vectors[:, :64].reshape(-1, 1, 8, 8), 4).flatten(1)  # (K, 16)
-        ordered[:min(k, ORDERED_CLASSES)] = small[:ORDERED_CLASSES]
+        ordered[: min(k, ORDERED_CLASSES)] = small[:ORDERED_CLASSES]
         blocks["ordered"] = ordered.flatten()
         counts = dataset.class_counts.astype(np.float64)
         p = counts / counts.sum()

