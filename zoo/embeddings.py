@@ -47,7 +47,7 @@ _MODULES = (base, cache, indexes, ranking, records, refresh, search, vectors)
 
 
 class _Shim(types.ModuleType):
-    """Forwards assignments to the :mod:`zoo.retrieval` modules that hold the name (settings and test hooks)."""
+    """Forwards assignments to the :mod:`zoo.retrieval` modules that hold the name (settings, test hooks)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)

@@ -66,10 +66,10 @@ def prepare_checkpoint(
         if base is not None and family.requires_base(spec):  # describe the base as it is registered
             spec = family.with_base(spec, base_arch(base))
         elif base is not None:  # a base would block removing it while these weights never needed it
-            refusal = ZooError(f"{spec.name} ({spec.family} family) weights are a whole network, not applied on "
-                               "top of a base checkpoint, so base= does not fit them (it is for adapters such "
-                               "as LoRA); leave out base=, and pass parent= to record the checkpoint they "
-                               "came from")
+            refusal = ZooError(f"{spec.name} ({spec.family} family) weights are a whole network, not applied "
+                               "on top of a base checkpoint, so base= does not fit them (it is for adapters "
+                               "such as LoRA); leave out base=, and pass parent= to record the checkpoint "
+                               "they came from")
             refusal.keywords = ("base", "parent")  # say it with --base/--parent, or sidecar keys
             raise refusal
         if arch is not None:
@@ -80,7 +80,8 @@ def prepare_checkpoint(
             exc.about(read.source)
         raise
     if name is None:  # a file stem such as 'my model (v2)' becomes 'my-model-v2'
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", read.default_name or spec.name).strip("-._")[:128] or spec.name
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", read.default_name or spec.name).strip("-._")[:128]
+        name = stem or spec.name
     name = check_name(name)
     if family.requires_base(spec) and base is None:
         raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")

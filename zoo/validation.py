@@ -46,7 +46,8 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in metrics.items():
         if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
-            raise ZooError(f"metric name {show(key)} is not a printable string of 1-128 characters; rename it")
+            raise ZooError(f"metric name {show(key)} is not a printable string of 1-128 characters; "
+                           "rename it")
         if key != key.strip() or any(c in key for c in METRIC_OPERATOR_CHARS):
             raise ZooError(f"metric name {show(key)} cannot be searched: it "
                            + ("starts or ends with a space" if key != key.strip() else
@@ -70,8 +71,8 @@ def check_json(value: Any, what: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise ZooError(f"{what} is not plain JSON ({str(exc)[:200]}); pass strings, finite numbers, lists and "
-                       "dicts") from None
+        raise ZooError(f"{what} is not plain JSON ({str(exc)[:200]}); pass strings, finite numbers, lists "
+                       "and dicts") from None
 
 
 def parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> list[tuple[str, str, float]]:

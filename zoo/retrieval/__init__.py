@@ -39,8 +39,9 @@ from zoo.retrieval.vectors import embed_arch, embeddings, get_embedding, registe
 from zoo.store.vectors import ARCH, DATASET
 
 __all__ = [
-    "ARCH", "DATASET", "ENV_INDEX_DIR", "TIE_METRICS", "TIE_TOLERANCE", "TOKEN_TTL_S", "DataLike", "EncoderChoice",
-    "IndexInfo", "Match", "Method", "Neighbor", "RefreshReport", "RegistryLike", "RetrievalCache", "break_ties",
+    "ARCH", "DATASET", "ENV_INDEX_DIR", "TIE_METRICS", "TIE_TOLERANCE", "TOKEN_TTL_S", "DataLike",
+    "EncoderChoice", "IndexInfo", "Match", "Method", "Neighbor", "RefreshReport", "RegistryLike",
+    "RetrievalCache", "break_ties",
     "build_index", "embed_arch", "embeddings", "get_embedding", "index_dir", "lower_is_better", "nearest",
     "order_by_metric", "refresh_stale", "register_dataset", "tie_metric",
 ]

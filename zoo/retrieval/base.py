@@ -62,7 +62,8 @@ def text_fingerprint(text: str) -> str:
 def check_vector(vec: np.ndarray, encoder: DatasetEncoder | TextEncoder, what: str) -> np.ndarray:
     v = np.asarray(vec, dtype=np.float32).reshape(-1)
     if not np.isfinite(v).all() or not v.any():
-        raise ZooError(f"encoder {encoder.id!r} returned a zero or non-finite vector for {what}; the encoder is broken")
+        raise ZooError(f"encoder {encoder.id!r} returned a zero or non-finite vector for {what}; "
+                       "the encoder is broken")
     return v / np.linalg.norm(v)
 
 
@@ -96,7 +97,7 @@ def invalidate(registry: RegistryLike) -> None:
 
 
 def cached_change(registry: RegistryLike, encoder_id: str) -> tuple[int, int]:
-    """The encoder's change key (:meth:`~zoo.store.vectors.VectorRepository.change_key`), re-read at most every
-    :data:`~zoo.retrieval.cache.TOKEN_TTL_S` seconds: vectors written by other processes become searchable
-    within that time; this registry's own writes count at once."""
+    """The encoder's change key (:meth:`~zoo.store.vectors.VectorRepository.change_key`), re-read at most
+    every :data:`~zoo.retrieval.cache.TOKEN_TTL_S` seconds: vectors written by other processes become
+    searchable within that time; this registry's own writes count at once."""
     return registry.retrieval_cache.change_of(encoder_id, registry.repos.vectors.change_key)

@@ -91,7 +91,8 @@ def build_index(registry: RegistryLike, encoder: str | DatasetEncoder | None = N
         how = f"built over {len(table.ids)}"
     path = directory / f"{DATASET}-{enc.id}-{uuid.uuid4().hex[:12]}.usearch"
     index.save(path)
-    new_state = {"file": path.name, "version": version, "token": list(token), "dim": index.dim, "dtype": dtype}
+    new_state = {"file": path.name, "version": version, "token": list(token), "dim": index.dim,
+                 "dtype": dtype}
 
     registry.repos.vectors.save_setting(key, new_state)
     if old_path is not None and old_path != path:
@@ -122,9 +123,10 @@ def ann(registry: RegistryLike, enc: DatasetEncoder, version: str) -> USearchInd
     return index
 
 
-def pgvector_search(registry: RegistryLike, enc: DatasetEncoder, query: np.ndarray, k: int) -> SearchHits | None:
-    """The ``k`` dataset vectors of ``enc`` nearest to ``query``, found by PostgreSQL with pgvector; None where
-    pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See
+def pgvector_search(registry: RegistryLike, enc: DatasetEncoder, query: np.ndarray, k: int
+                    ) -> SearchHits | None:
+    """The ``k`` dataset vectors of ``enc`` nearest to ``query``, found by PostgreSQL with pgvector; None
+    where pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See
     :mod:`zoo.store.pgvector`.
 
     Vectors without an in-database copy yet are copied first (only when this registry sees the encoder's

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-TIE_METRICS = ("accuracy", "acc", "top1", "acc@1", "top-1", "top1_acc", "val_accuracy", "val_acc", "test_accuracy",
-               "test_acc", "labelled_accuracy", "loss", "val_loss", "test_loss")
-"""Recorded metrics that order equally similar checkpoints, in order of preference (see :func:`order_by_metric`)."""
+TIE_METRICS = ("accuracy", "acc", "top1", "acc@1", "top-1", "top1_acc", "val_accuracy", "val_acc",
+               "test_accuracy", "test_acc", "labelled_accuracy", "loss", "val_loss", "test_loss")
+"""Recorded metrics that order equally similar checkpoints, in order of preference (see
+:func:`order_by_metric`)."""
 TIE_TOLERANCE = 1e-6  # similarities this close count as equal (float32 rounding of the same cosine)
 _LOWER_IS_BETTER = frozenset({"loss", "error", "err", "nll", "mse", "mae", "rmse", "perplexity", "ppl"})
 

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEncoder] | None = None,
-                  text_encoder: str | TextEncoder | None = None, sources: Mapping[str, DataLike] | None = None,
+                  text_encoder: str | TextEncoder | None = None,
+                  sources: Mapping[str, DataLike] | None = None,
                   check_sources: bool = True, archs: bool = True, index: bool = True) -> RefreshReport:
     """Recompute every stale or missing vector, and bring persisted indexes up to date. Idempotent.
 
@@ -86,7 +87,8 @@ def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEnc
             tenc = get_text_encoder(text_encoder)
             version = tenc.version
             have = registry.repos.vectors.arch_states(tenc.id)
-            archs_current = sum(1 for k2, t in texts.items() if have.get(k2) == (version, text_fingerprint(t)))
+            archs_current = sum(1 for key, text in texts.items()
+                                if have.get(key) == (version, text_fingerprint(text)))
             archs_embedded = len(texts) - archs_current
             arch_vectors(registry, texts, tenc)
 
@@ -101,8 +103,8 @@ def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEnc
                     pgvector.ensure_hnsw(registry.db, enc.dim)
             elif n >= ANN_MIN_VECTORS:
                 infos.append(build_index(registry, enc))
-    report = RefreshReport(tuple(embedded), current, tuple(changed), tuple(need_data), archs_embedded, archs_current,
-                           tuple(infos), tuple(skipped))
+    report = RefreshReport(tuple(embedded), current, tuple(changed), tuple(need_data), archs_embedded,
+                           archs_current, tuple(infos), tuple(skipped))
     log.info("refresh: %d dataset vectors embedded, %d current, %d need data, %d arch vectors embedded",
              len(embedded), current, len(need_data), archs_embedded)
     return report

@@ -36,18 +36,21 @@ from zoo.store import pgvector
 from zoo.store.vectors import DATASET, Compatible
 
 
-def _query_vector(registry: RegistryLike, dataset: DataLike | np.ndarray, enc: DatasetEncoder, version: str) -> tuple[np.ndarray, str | None]:
+def _query_vector(registry: RegistryLike, dataset: DataLike | np.ndarray, enc: DatasetEncoder, version: str
+                  ) -> tuple[np.ndarray, str | None]:
     """(query vector, name of the registered dataset it came from, if any)."""
     if isinstance(dataset, np.ndarray) and dataset.ndim == 1:
         if dataset.shape[0] != enc.dim:
-            raise ZooError(f"query vector has {dataset.shape[0]} values but encoder {enc.id!r} makes {enc.dim}")
+            raise ZooError(f"query vector has {dataset.shape[0]} values but encoder {enc.id!r} makes "
+                           f"{enc.dim}")
         return check_vector(dataset, enc, "the query"), None
     if isinstance(dataset, str):
         row, emb = registry.repos.vectors.dataset_vector(dataset, enc.id)
         if row is not None:
             if emb is None:
                 raise NotFoundError(f"vector of dataset {dataset!r} by encoder", enc.id,
-                                    f"register_dataset(registry, {dataset!r}, data, encoders=[{enc.id!r}]) first")
+                                    f"register_dataset(registry, {dataset!r}, data, "
+                                    f"encoders=[{enc.id!r}]) first")
             if not current((emb.encoder_version, emb.source_fingerprint), version, row.fingerprint):
                 raise ZooError(f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
                                f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)")
@@ -56,9 +59,10 @@ def _query_vector(registry: RegistryLike, dataset: DataLike | np.ndarray, enc: D
     return check_vector(enc.embed(ds), enc, "the query dataset"), None
 
 
-def _all_compatible(registry: RegistryLike, spec: ArchSpec | None, match: Match, latest_only: bool) -> Compatible:
-    """Every checkpoint that fits ``spec`` under ``match`` with a dataset, as ``(id, dataset name, arch key)``;
-    cached until checkpoints or datasets are added or removed."""
+def _all_compatible(registry: RegistryLike, spec: ArchSpec | None, match: Match, latest_only: bool
+                    ) -> Compatible:
+    """Every checkpoint that fits ``spec`` under ``match`` with a dataset, as ``(id, dataset name, arch
+    key)``; cached until checkpoints or datasets are added or removed."""
     cache = registry.retrieval_cache
     key = (spec.key if spec is not None else None, match, latest_only)
     hit = cache.compatible.get(key)
@@ -87,7 +91,8 @@ def nearest(
     method: Method = "auto",
     metric: str | None = None,
 ) -> list[Neighbor]:
-    """The ``k`` checkpoints whose training dataset is most similar to ``dataset``, among those that fit ``arch``.
+    """The ``k`` checkpoints whose training dataset is most similar to ``dataset``, among those that fit
+    ``arch``.
 
     ``dataset`` is a registered dataset name (its stored vector is used), anything
     :func:`zoo.datasets.as_dataset` reads (embedded on the fly, not stored), or a vector of the encoder.
@@ -122,11 +127,13 @@ def nearest(
     n_vectors = cached_change(registry, enc.id)[0]  # every vector by the encoder: cheap, close enough here
     chosen: str = method
     if method == "auto":
-        chosen = "pgvector" if pgvector.usable(registry.db) else ("ann" if n_vectors >= ANN_MIN_VECTORS else "exact")
+        in_memory = "ann" if n_vectors >= ANN_MIN_VECTORS else "exact"
+        chosen = "pgvector" if pgvector.usable(registry.db) else in_memory
     elif method == "pgvector" and not pgvector.usable(registry.db):
-        raise ConfigError(f"method='pgvector' needs a PostgreSQL registry with the pgvector extension (this one: "
-                          f"{registry.db.dialect}{', ZOO_PGVECTOR is off' if pgvector.switched_off() else ''}); "
-                          "install pgvector and run CREATE EXTENSION vector as a superuser, or use method='auto'")
+        off = ", ZOO_PGVECTOR is off" if pgvector.switched_off() else ""
+        raise ConfigError("method='pgvector' needs a PostgreSQL registry with the pgvector extension (this "
+                          f"one: {registry.db.dialect}{off}); install pgvector and run CREATE EXTENSION "
+                          "vector as a superuser, or use method='auto'")
     ds_sims: dict[str, float] = {}
     used = "exact"
     candidates: list[tuple[int, str, str]] = []
@@ -159,7 +166,8 @@ def nearest(
             return _exact_top(registry, table, candidates, query, k, min_similarity, enc.id, version, metric)
         wanted = sorted({c[1] for c in candidates if c[1] in table.row_of})
         if wanted and table.index.dim != query.shape[0]:
-            raise ZooError(f"stored {enc.id} vectors have {table.index.dim} values, the query {query.shape[0]}")
+            raise ZooError(f"stored {enc.id} vectors have {table.index.dim} values, "
+                           f"the query {query.shape[0]}")
         rows = np.array([table.row_of[n] for n in wanted], dtype=np.int64)
         sims = table.index.vectors[rows] @ query if len(rows) else np.zeros(0, dtype=np.float32)
         ds_sims = dict(zip(wanted, (float(x) for x in sims)))
@@ -220,7 +228,8 @@ def _exact_top(registry: RegistryLike, table: Table, candidates: Compatible, que
     arrays = hit[2] if hit is not None and hit[0] is candidates and hit[1] is table else None
     if arrays is None:
         keep = [(c[0], table.row_of[c[1]]) for c in candidates if c[1] in table.row_of]
-        arrays = (np.array([c[0] for c in keep], dtype=np.int64), np.array([c[1] for c in keep], dtype=np.int64))
+        arrays = (np.array([c[0] for c in keep], dtype=np.int64),
+                  np.array([c[1] for c in keep], dtype=np.int64))
         with cache.lock:
             if len(cache.candidate_rows) > 64:
                 cache.candidate_rows.clear()
@@ -229,7 +238,8 @@ def _exact_top(registry: RegistryLike, table: Table, candidates: Compatible, que
     if not len(ids):
         return []
     if table.index.dim != query.shape[0]:
-        raise ZooError(f"stored {encoder_id} vectors have {table.index.dim} values, the query {query.shape[0]}")
+        raise ZooError(f"stored {encoder_id} vectors have {table.index.dim} values, "
+                       f"the query {query.shape[0]}")
     scores = (table.index.vectors @ query)[rows]  # (n_candidates,)
     if min_similarity is not None:
         ok = scores >= min_similarity
@@ -244,8 +254,8 @@ def _exact_top(registry: RegistryLike, table: Table, candidates: Compatible, que
     top = _top_with_ties(registry, [(float(scores[i]), int(ids[i])) for i in order], k, metric)
     order = [at[cid] for _, cid in top]
     records = _checkpoint_records(registry, [int(ids[i]) for i in order])
-    return [Neighbor(records[int(ids[i])], float(scores[i]), table.names[int(rows[i])], float(scores[i]), None,
-                     encoder_id, version, "exact") for i in order]
+    return [Neighbor(records[int(ids[i])], float(scores[i]), table.names[int(rows[i])], float(scores[i]),
+                     None, encoder_id, version, "exact") for i in order]
 
 
 def _checkpoint_records(registry: RegistryLike, ids: list[int]) -> dict[int, CheckpointRecord]:

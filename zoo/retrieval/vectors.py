@@ -1,4 +1,5 @@
-"""Storing vectors: datasets (:func:`register_dataset`) and architectures (:func:`embed_arch`), and reading them back."""
+"""Storing vectors: datasets (:func:`register_dataset`) and architectures (:func:`embed_arch`), and reading
+them back."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def register_dataset(registry: RegistryLike, name: str, data: DataLike, *, descr
     placeholder = row is None or bool(row.meta.get("placeholder")) or not row.fingerprint
     if row is not None and not placeholder and row.fingerprint != fp and not replace:
         raise DuplicateError("dataset", name, f"it is registered with different data (fingerprint "
-                             f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace its "
-                             "data and vectors, or register the new data under another name")
+                             f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace "
+                             "its data and vectors, or register the new data under another name")
     vectors: dict[str, tuple[str, np.ndarray]] = {}
     for enc in encs:
         version = enc.version
@@ -94,7 +95,8 @@ def embeddings(registry: RegistryLike, *, subject: str | None = None, encoder_id
 # ----------------------------------------------------------------------------------------------------
 # architectures
 # ----------------------------------------------------------------------------------------------------
-def arch_vectors(registry: RegistryLike, texts: Mapping[str, str], encoder: TextEncoder) -> dict[str, np.ndarray]:
+def arch_vectors(registry: RegistryLike, texts: Mapping[str, str], encoder: TextEncoder
+                 ) -> dict[str, np.ndarray]:
     """Vectors for ``{arch_key: text}``: stored ones when current, the rest computed and stored."""
     version = encoder.version
     keys = list(texts)
