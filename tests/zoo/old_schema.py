@@ -15,9 +15,9 @@ from zoo.store import db as zdb
 
 @contextmanager
 def registry_at(path: Path, revision: str) -> Iterator[Connection]:
-    """A connection (one transaction, committed at the end) to a new SQLite registry ``path`` whose schema is at
-    migration ``revision``, for writing the rows an older zoo would have; the next ``zoo.Registry(path)`` in this
-    process upgrades it (the once-per-process migration memo is cleared)."""
+    """A connection (one transaction, committed at the end) to a new SQLite registry ``path`` whose schema is
+    at migration ``revision``, for writing the rows an older zoo would have; the next ``zoo.Registry(path)``
+    in this process upgrades it (the once-per-process migration memo is cleared)."""
     url = f"sqlite:///{path}"
     engine = create_engine(url)
     cfg = zdb._alembic_config()

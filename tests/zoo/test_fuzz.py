@@ -32,19 +32,38 @@ from tests.zoo.hostile import replace_zip_entry, st_bytes, st_compose, st_header
 from zoo.errors import ZooError
 
 SCALE = float(os.environ.get("ZOO_FUZZ_SCALE", "1"))
-BUDGET = {"safetensors_bytes": 150, "safetensors_fields": 150, "safetensors_generated": 80, "torch_zip": 120,
-          "torch_pickle": 120, "torch_legacy": 80}  # examples per target at scale 1 (about 15 s in all)
+BUDGET = {
+    "safetensors_bytes": 150,
+    "safetensors_fields": 150,
+    "safetensors_generated": 80,
+    "torch_zip": 120,
+    "torch_pickle": 120,
+    "torch_legacy": 80,
+}  # examples per target at scale 1 (about 15 s in all)
 
 
 def _settings(target: str) -> settings:
-    return settings(max_examples=max(1, int(BUDGET[target] * SCALE)), derandomize=True, deadline=None,
-                    database=None, suppress_health_check=list(HealthCheck), print_blob=True)
+    return settings(
+        max_examples=max(1, int(BUDGET[target] * SCALE)),
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
 
 
 def _state(reg: zoo.Registry) -> tuple[Any, ...]:
     """Cheap fingerprint of a registry's content: counts, and the names and sizes of every blob-store file."""
-    files = sorted((str(p.relative_to(reg.blobs.root)), p.stat().st_size)
-                   for p in reg.blobs.root.rglob("*") if p.is_file()) if reg.blobs.root.exists() else []
+    files = (
+        sorted(
+            (str(p.relative_to(reg.blobs.root)), p.stat().st_size)
+            for p in reg.blobs.root.rglob("*")
+            if p.is_file()
+        )
+        if reg.blobs.root.exists()
+        else []
+    )
     return tuple(sorted(reg.stats().items())), tuple(files)
 
 
@@ -98,8 +117,11 @@ _MUTATION = st.one_of(
     st.tuples(st.just("truncate"), st.integers(0, 2**31)),
     st.tuples(st.just("insert"), st.integers(0, 2**31), st.binary(min_size=1, max_size=16)),
     st.tuples(st.just("delete"), st.integers(0, 2**31), st.integers(1, 64)),
-    st.tuples(st.just("u64"), st.integers(0, 2**31), st.sampled_from([0, 1, 2, 7, 8, 2**31, 2**32 + 5, 2**63,
-                                                                         2**64 - 1])),
+    st.tuples(
+        st.just("u64"),
+        st.integers(0, 2**31),
+        st.sampled_from([0, 1, 2, 7, 8, 2**31, 2**32 + 5, 2**63, 2**64 - 1]),
+    ),
 )
 
 
@@ -121,9 +143,9 @@ def mutate(data: bytes, regions: dict[str, range], picks: list[tuple[str, tuple[
         elif op == "insert":
             buf[at:at] = rest[0]
         elif op == "delete":
-            del buf[at:at + rest[0]]
+            del buf[at : at + rest[0]]
         elif op == "u64":
-            buf[at:at + 8] = struct.pack("<Q", rest[0])
+            buf[at : at + 8] = struct.pack("<Q", rest[0])
     return bytes(buf)
 
 
@@ -139,6 +161,7 @@ ST_REGIONS = {"length": range(8), "header": range(8, 8 + _H), "anywhere": range(
 
 def byte_fuzzer(name: str, data: bytes, regions: dict[str, range], suffix: str) -> Callable[[Target], None]:
     """A fuzzer feeding ``data`` with seeded mutations in ``regions`` to the target as a ``suffix`` file."""
+
     def fuzz(t: Target) -> None:
         @_settings(name)
         @given(_picks(regions))
@@ -156,13 +179,40 @@ fuzz_safetensors_bytes = byte_fuzzer("safetensors_bytes", ST, ST_REGIONS, ".safe
 # ----------------------------------------------------------------------------------------------------
 # safetensors header fields: structured mutations of a real header, and generated headers
 # ----------------------------------------------------------------------------------------------------
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
-                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                     max_leaves=8)
-_DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "C64", "F8_E4M3",
-                           "F8_E5M2", "U16", "U32", "U64", "F4", "XYZ", "", "f32"]) | _JSON
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=8,
+)
+_DTYPES = (
+    st.sampled_from(
+        [
+            "F32",
+            "F16",
+            "BF16",
+            "F64",
+            "I64",
+            "I32",
+            "I16",
+            "I8",
+            "U8",
+            "BOOL",
+            "C64",
+            "F8_E4M3",
+            "F8_E5M2",
+            "U16",
+            "U32",
+            "U64",
+            "F4",
+            "XYZ",
+            "",
+            "f32",
+        ]
+    )
+    | _JSON
+)
 _DIMS = st.lists(st.integers(0, 12) | st.integers(-2, 2**66), max_size=5) | _JSON
-_OFFSETS = st.lists(st.integers(-16, len(ST) + 16) | st.integers(-2**65, 2**65), max_size=3) | _JSON
+_OFFSETS = st.lists(st.integers(-16, len(ST) + 16) | st.integers(-(2**65), 2**65), max_size=3) | _JSON
 _HEADER, _BODY = st_header(ST)
 _KEYS = sorted(k for k in _HEADER if k != "__metadata__")
 
@@ -171,7 +221,9 @@ _KEYS = sorted(k for k in _HEADER if k != "__metadata__")
 def header_variants(draw: st.DrawFn) -> bytes:
     h = copy.deepcopy(_HEADER)
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["dtype", "shape", "offsets", "rename", "drop", "add", "metadata", "replace"]))
+        op = draw(
+            st.sampled_from(["dtype", "shape", "offsets", "rename", "drop", "add", "metadata", "replace"])
+        )
         live = [k for k in h if k != "__metadata__"] or ["x"]
         key = draw(st.sampled_from(live))
         entry = h.setdefault(key, {})
@@ -193,7 +245,7 @@ def header_variants(draw: st.DrawFn) -> bytes:
             h[key] = draw(_JSON)
     raw = json.dumps(h, separators=(",", ":")).encode()
     length = len(raw) + draw(st.sampled_from([0, 0, 0, 0, 1, -1, 8, 2**20]))
-    body = _BODY[:len(_BODY) + draw(st.integers(-8, 0))] + bytes(draw(st.integers(0, 8)))
+    body = _BODY[: len(_BODY) + draw(st.integers(-8, 0))] + bytes(draw(st.integers(0, 8)))
     return st_compose(raw, body, length=max(0, length))
 
 
@@ -206,15 +258,25 @@ def fuzz_safetensors_fields(t: Target) -> None:
     run()
 
 
-_ST_DTYPE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-             "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_ST_DTYPE = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 @st.composite
 def generated_files(draw: st.DrawFn) -> bytes:
-    """Valid safetensors files holding cnn-tiny's tensors, a few of them with another shape or dtype, dropped, or
-    joined by others: the file parses, so architecture detection and checking meet the odd ones. Tensor values
-    come from a generator seeded by hypothesis (not torch's global one): an example is the same every run."""
+    """Valid safetensors files holding cnn-tiny's tensors, a few of them with another shape or dtype, dropped,
+    or joined by others: the file parses, so architecture detection and checking meet the odd ones. Tensor
+    values come from a generator seeded by hypothesis (not torch's global one): an example is the same every
+    run."""
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**32 - 1)))
     tensors = {}
     for name in _KEYS:
@@ -253,8 +315,12 @@ def _zip_regions(data: bytes) -> dict[str, range]:
     pkl = next(i for i in zf.infolist() if i.filename.endswith("data.pkl"))
     start = pkl.header_offset
     first_cd = data.find(b"PK\x01\x02")
-    return {"pickle": range(start, start + 30 + len(pkl.filename) + pkl.file_size + 64),
-            "directory": range(first_cd, len(data)), "local-headers": range(128), "anywhere": range(len(data))}
+    return {
+        "pickle": range(start, start + 30 + len(pkl.filename) + pkl.file_size + 64),
+        "directory": range(first_cd, len(data)),
+        "local-headers": range(128),
+        "anywhere": range(len(data)),
+    }
 
 
 ZP = torch_bytes({"state_dict": SD, "epoch": 3, "best_prec1": torch.tensor(91.5)})

@@ -46,16 +46,21 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
 
 
 def fresh_registry(tmp_path: Path, reg: zoo.Registry | None = None) -> zoo.Registry:
-    """A registry (a new SQLite file unless given) holding one checkpoint with a dataset, metric, tag and alias."""
+    """A registry (a new SQLite file unless given) holding one checkpoint with a dataset, metric, tag and
+    alias."""
     reg = reg or zoo.Registry(tmp_path / "registry.db")
-    reg.add(tiny_state(100), name="keep", dataset="digits", metrics={"accuracy": 0.9}, tags=["ok"], alias="best")
+    reg.add(
+        tiny_state(100), name="keep", dataset="digits", metrics={"accuracy": 0.9}, tags=["ok"], alias="best"
+    )
     return reg
 
 
 @pytest.mark.parametrize("category", list(CATEGORIES))
-def test_hostile_inputs_are_refused_by_registry_add(category: str, hostile: tuple[Path, Path, list[Case]],
-                                                     registry: zoo.Registry, tmp_path: Path) -> None:
-    """Every case of a category through Registry.add, on the backends of $ZOO_TEST_BACKENDS (default SQLite)."""
+def test_hostile_inputs_are_refused_by_registry_add(
+    category: str, hostile: tuple[Path, Path, list[Case]], registry: zoo.Registry, tmp_path: Path
+) -> None:
+    """Every case of a category through Registry.add, on the backends of $ZOO_TEST_BACKENDS (default
+    SQLite)."""
     _, marker, cases = hostile
     reg = fresh_registry(tmp_path, registry)
     before = snapshot(reg)
@@ -73,8 +78,9 @@ def test_hostile_inputs_are_refused_by_registry_add(category: str, hostile: tupl
     reg.close()
 
 
-def test_every_pickle_container_refuses_code_and_says_how_to_fix(hostile: tuple[Path, Path, list[Case]],
-                                                                 tmp_path: Path) -> None:
+def test_every_pickle_container_refuses_code_and_says_how_to_fix(
+    hostile: tuple[Path, Path, list[Case]], tmp_path: Path
+) -> None:
     """The message of a refused pickle names the file, says it is not weights-only and how to re-save it."""
     _, marker, cases = hostile
     reg = fresh_registry(tmp_path)
@@ -89,9 +95,12 @@ def test_every_pickle_container_refuses_code_and_says_how_to_fix(hostile: tuple[
     reg.close()
 
 
-def test_hostile_files_through_the_command_line(hostile: tuple[Path, Path, list[Case]], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-                                                ) -> None:
+def test_hostile_files_through_the_command_line(
+    hostile: tuple[Path, Path, list[Case]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`zoo add FILE` (the console entry point): one line on stderr, exit code 1 (2 for what click refuses
     itself, e.g. a folder), no traceback, nothing stored."""
     _, marker, cases = hostile
@@ -100,7 +109,9 @@ def test_hostile_files_through_the_command_line(hostile: tuple[Path, Path, list[
     problems = []
     for case in (c for c in cases if c.is_file and c.expect is not None and "\x00" not in str(c.source)):
         # (a NUL byte cannot reach a real command line: argv strings end at it)
-        monkeypatch.setattr(sys, "argv", ["zoo", "--registry", str(tmp_path / "registry.db"), "add", str(case.source)])
+        monkeypatch.setattr(
+            sys, "argv", ["zoo", "--registry", str(tmp_path / "registry.db"), "add", str(case.source)]
+        )
         with pytest.raises(SystemExit) as exit_info:
             main()
         err = capsys.readouterr().err
@@ -114,8 +125,9 @@ def test_hostile_files_through_the_command_line(hostile: tuple[Path, Path, list[
     reg.close()
 
 
-def test_hostile_files_in_a_watch_folder_are_reported_never_stored(hostile: tuple[Path, Path, list[Case]],
-                                                                   tmp_path: Path) -> None:
+def test_hostile_files_in_a_watch_folder_are_reported_never_stored(
+    hostile: tuple[Path, Path, list[Case]], tmp_path: Path
+) -> None:
     """The nightly import reads every hostile file (FIFOs and device links are skipped, never opened), reports
     each refused one with zoo's message, stores none of them, and finishes."""
     folder, marker, cases = hostile
@@ -124,8 +136,15 @@ def test_hostile_files_in_a_watch_folder_are_reported_never_stored(hostile: tupl
     assert report.status == "succeeded" and not report.damaged
     assert not marker.exists()
     bad = dict(report.bad_files)
-    refused = [c for c in cases if c.is_file and c.expect is not None and c.source.parent == folder
-               and c.source.is_file() and c.source.suffix in (".safetensors", ".pt", ".pth", ".th", ".bin")]
+    refused = [
+        c
+        for c in cases
+        if c.is_file
+        and c.expect is not None
+        and c.source.parent == folder
+        and c.source.is_file()
+        and c.source.suffix in (".safetensors", ".pt", ".pth", ".th", ".bin")
+    ]
     missing = [c.label for c in refused if str(c.source) not in bad]
     assert not missing, missing
     for path, reason in bad.items():  # the job writes 'TypeName: message' for anything but zoo's own errors
@@ -141,7 +160,8 @@ def test_hostile_files_in_a_watch_folder_are_reported_never_stored(hostile: tupl
 
 def test_hostile_sidecars_are_reported_never_stored(tmp_path: Path) -> None:
     """A sidecar JSON is as hostile as the weights beside it: names with separators, NaN metrics, tags as one
-    string, a non-string architecture, broken JSON, unknown keys, NaN in meta, a reference that is an object."""
+    string, a non-string architecture, broken JSON, unknown keys, NaN in meta, a reference that is an
+    object."""
     watch = tmp_path / "incoming"
     watch.mkdir()
     sidecars = {
@@ -163,8 +183,10 @@ def test_hostile_sidecars_are_reported_never_stored(tmp_path: Path) -> None:
     }
     for i, (stem, side) in enumerate(sidecars.items()):
         save_file(tiny_state(200 + i), watch / f"{stem}.safetensors")
-        (watch / f"{stem}.json").write_text(json.dumps(side))  # json writes NaN/Infinity, as a careless tool would
-    (watch / "broken-json.json").write_text("{\"name\": ")
+        (watch / f"{stem}.json").write_text(
+            json.dumps(side)
+        )  # json writes NaN/Infinity, as a careless tool would
+    (watch / "broken-json.json").write_text('{"name": ')
     save_file(tiny_state(300), watch / "broken-json.safetensors")
     reg = zoo.Registry(tmp_path / "registry.db")
     report = zoo.reindex(reg, watch=[watch], embeddings=False, retrain=False)
@@ -187,10 +209,17 @@ def test_hostile_arguments_store_nothing_on_every_backend(registry: zoo.Registry
     before = snapshot(reg)
     sd = tiny_state(6)
     bad_calls: list[dict[str, Any]] = [{"name": n} for n in ("a/b", "..", "x\x00", "trail\n", "x" * 129)] + [
-        {"name": "ok", "tags": ["a/b"]}, {"name": "ok", "alias": "..\\x"}, {"name": "ok", "dataset": "../d"},
-        {"name": "ok", "metrics": {"acc": float("nan")}}, {"name": "ok", "metrics": {"acc": float("-inf")}},
-        {"name": "ok", "metrics": {"acc\x00": 1.0}}, {"name": "ok", "meta": {"loss": float("nan")}},
-        {"name": "ok", "meta": {"obj": object()}}, {"name": "ok", "parent": {"id": 1}}, {"name": "ok", "origin": "x"}]
+        {"name": "ok", "tags": ["a/b"]},
+        {"name": "ok", "alias": "..\\x"},
+        {"name": "ok", "dataset": "../d"},
+        {"name": "ok", "metrics": {"acc": float("nan")}},
+        {"name": "ok", "metrics": {"acc": float("-inf")}},
+        {"name": "ok", "metrics": {"acc\x00": 1.0}},
+        {"name": "ok", "meta": {"loss": float("nan")}},
+        {"name": "ok", "meta": {"obj": object()}},
+        {"name": "ok", "parent": {"id": 1}},
+        {"name": "ok", "origin": "x"},
+    ]
     for kwargs in bad_calls:
         with pytest.raises(zoo.ZooError):
             reg.add(sd, **kwargs)
@@ -199,7 +228,8 @@ def test_hostile_arguments_store_nothing_on_every_backend(registry: zoo.Registry
 
 
 def test_nonfinite_metrics_and_extras(tmp_path: Path) -> None:
-    """NaN/Inf metrics are refused; NaN scalars found beside the weights (best_prec1) are left out, not stored."""
+    """NaN/Inf metrics are refused; NaN scalars found beside the weights (best_prec1) are left out, not
+    stored."""
     reg = zoo.Registry(tmp_path / "registry.db")
     for bad in (float("nan"), float("inf"), "0.9", None, [0.9]):
         with pytest.raises(zoo.ZooError, match="metric 'accuracy'"):
@@ -208,15 +238,25 @@ def test_nonfinite_metrics_and_extras(tmp_path: Path) -> None:
         reg.add(tiny_state(), name="m", metrics={"": 1.0})
     assert reg.stats()["checkpoints"] == 0 and reg.stats()["blobs"] == 0
     path = tmp_path / "ckpt.pt"
-    torch.save({"state_dict": tiny_state(), "best_prec1": torch.tensor(float("nan")), "epoch": 7,
-                "acc": float("inf"), "note": "x" * 5000, "big": 2**80}, path)
+    torch.save(
+        {
+            "state_dict": tiny_state(),
+            "best_prec1": torch.tensor(float("nan")),
+            "epoch": 7,
+            "acc": float("inf"),
+            "note": "x" * 5000,
+            "big": 2**80,
+        },
+        path,
+    )
     rec = reg.add(path)
     assert rec.meta["source_extra"] == {"epoch": 7}
     reg.close()
 
 
 def test_float16_and_float64_weights_are_kept_as_they_are(tmp_path: Path) -> None:
-    """Dtypes zoo stores are not 'hostile': a float16 checkpoint stays float16 and loads into float32 modules."""
+    """Dtypes zoo stores are not 'hostile': a float16 checkpoint stays float16 and loads into float32
+    modules."""
     reg = zoo.Registry(tmp_path / "registry.db")
     for dtype in (torch.float16, torch.bfloat16, torch.float64):
         sd = {k: v.to(dtype) if v.dtype.is_floating_point else v for k, v in tiny_state(7).items()}
@@ -253,10 +293,18 @@ def test_blob_replaced_by_other_valid_weights_of_the_same_size_is_never_served(t
 def test_every_flipped_bit_of_a_stored_blob_is_detected(tmp_path: Path) -> None:
     reg = zoo.Registry(tmp_path / "registry.db")
     rec = reg.add(tiny_state(1), name="a")
-    gen = reg.add_generator(st_bytes({"w": torch.arange(64, dtype=torch.float32)}), families=["cnn"], config={},
-                            metrics={}, trained_on=[rec.id])
+    gen = reg.add_generator(
+        st_bytes({"w": torch.arange(64, dtype=torch.float32)}),
+        families=["cnn"],
+        config={},
+        metrics={},
+        trained_on=[rec.id],
+    )
     rng = random.Random(0)
-    for sha, load in ((rec.sha256, lambda: reg.load("a")), (gen.sha256, lambda: reg.load_generator_bytes(gen.ref))):
+    for sha, load in (
+        (rec.sha256, lambda: reg.load("a")),
+        (gen.sha256, lambda: reg.load_generator_bytes(gen.ref)),
+    ):
         path = reg.blobs.path(sha)
         good = path.read_bytes()
         for pos in sorted({0, 7, 8, len(good) - 1, *(rng.randrange(len(good)) for _ in range(12))}):
