@@ -43,14 +43,24 @@ def worker(url: str, blobs: str, wid: int, rounds: int) -> None:
     for i in range(rounds):
         try:
             torch.manual_seed(1000 * wid + i)
-            rec = reg.add(fam.build(spec), name="shared", arch=spec, tags=[f"w{wid}"], dataset=f"ds{i % 2}",
-                          metrics={"round": i})
+            rec = reg.add(
+                fam.build(spec),
+                name="shared",
+                arch=spec,
+                tags=[f"w{wid}"],
+                dataset=f"ds{i % 2}",
+                metrics={"round": i},
+            )
             ids.append(rec.id)
             reg.alias(rec.ref, "latest")
             reg.alias(rec.ref, f"w{wid}")
             ops += 3
-            ok = (reg.get(rec.ref).sha256 == rec.sha256 and reg.get("shared@latest").name == "shared"
-                  and reg.get(f"shared@w{wid}").id == rec.id and len(reg.search(tags=[f"w{wid}"])) == i + 1)
+            ok = (
+                reg.get(rec.ref).sha256 == rec.sha256
+                and reg.get("shared@latest").name == "shared"
+                and reg.get(f"shared@w{wid}").id == rec.id
+                and len(reg.search(tags=[f"w{wid}"])) == i + 1
+            )
             ops += 4
             if not ok:
                 errors.append(f"round {i}: a read did not see this process's own write")
@@ -83,8 +93,15 @@ def run_backend(backend: str, procs: int, rounds: int, work: Path) -> dict[str, 
     try:
         zoo.Registry(url, blob_root=blobs).close()  # migrated before the clock starts
         start = time.perf_counter()
-        running = [subprocess.Popen([sys.executable, __file__, "--worker", url, str(blobs), str(w), str(rounds)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(procs)]
+        running = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", url, str(blobs), str(w), str(rounds)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for w in range(procs)
+        ]
         outs = [p.communicate(timeout=3600) for p in running]
         wall = time.perf_counter() - start
         results = []
@@ -100,13 +117,20 @@ def run_backend(backend: str, procs: int, rounds: int, work: Path) -> dict[str, 
         ops = sum(r["ops"] for r in results)
         span = max(r["end"] for r in results) - min(r["start"] for r in results)  # first op to last op
         return {
-            "backend": backend, "server": version, "processes": procs, "rounds_per_process": rounds,
-            "operations": ops, "errors": sum(len(r["errors"]) for r in results),
+            "backend": backend,
+            "server": version,
+            "processes": procs,
+            "rounds_per_process": rounds,
+            "operations": ops,
+            "errors": sum(len(r["errors"]) for r in results),
             "error_samples": sorted({e for r in results for e in r["errors"]})[:5],
-            "rows_reported": len(reported), "rows_lost": len(set(reported) - present),
-            "versions_gap_free": versions == list(range(1, procs * rounds + 1)), "verify_clean": clean,
+            "rows_reported": len(reported),
+            "rows_lost": len(set(reported) - present),
+            "versions_gap_free": versions == list(range(1, procs * rounds + 1)),
+            "verify_clean": clean,
             "wall_s": round(wall, 2),  # with each process's start-up (importing torch: most of it on 2 cores)
-            "ops_span_s": round(span, 2), "ops_per_s": round(ops / span, 1),  # from the first op to the last
+            "ops_span_s": round(span, 2),
+            "ops_per_s": round(ops / span, 1),  # from the first op to the last
         }
     finally:
         if server is not None:

@@ -42,17 +42,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import emit, machine
 
 import zoo
-from common import emit, machine
 
 log = logging.getLogger("bench_families")
 
 ARCHS = ("resnet101", "vit_base_patch16_224")  # what the targets are set for
 TIME_TARGET = 2.0  # flatten and rebuild within this factor of load_state_dict
 MEMORY_TARGET = 3.0  # peak RSS increase of flatten + rebuild under this factor of the weights' size
-OPS = ("load_state_dict", "build_load_state_dict", "flatten", "rebuild", "flatten_rebuild", "load_copy",
-       "chunk_k64", "unchunk_k64")
+OPS = (
+    "load_state_dict",
+    "build_load_state_dict",
+    "flatten",
+    "rebuild",
+    "flatten_rebuild",
+    "load_copy",
+    "chunk_k64",
+    "unchunk_k64",
+)
 
 
 def setup(arch: str) -> tuple[zoo.ArchitectureFamily, zoo.ArchSpec, dict[str, torch.Tensor]]:
@@ -60,13 +68,20 @@ def setup(arch: str) -> tuple[zoo.ArchitectureFamily, zoo.ArchSpec, dict[str, to
     spec = zoo.resolve_arch(arch)
     family = zoo.get_family(spec.family)
     gen = torch.Generator().manual_seed(0)
-    state = {s.name: (torch.randn(s.shape, generator=gen) if s.dtype.is_floating_point
-                      else torch.zeros(s.shape, dtype=s.dtype)) for s in family.slots(spec)}
+    state = {
+        s.name: (
+            torch.randn(s.shape, generator=gen)
+            if s.dtype.is_floating_point
+            else torch.zeros(s.shape, dtype=s.dtype)
+        )
+        for s in family.slots(spec)
+    }
     return family, spec, state
 
 
-def operation(op: str, family: zoo.ArchitectureFamily, spec: zoo.ArchSpec,
-              state: dict[str, torch.Tensor]) -> Callable[[], Any]:
+def operation(
+    op: str, family: zoo.ArchitectureFamily, spec: zoo.ArchSpec, state: dict[str, torch.Tensor]
+) -> Callable[[], Any]:
     """A no-argument callable running ``op`` (its preparation, e.g. building a module, is done here)."""
     if op == "load_state_dict":
         module = family.build(spec)
@@ -97,7 +112,9 @@ def time_ops(arch: str, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     t = time.perf_counter()
     zoo.get_family(zoo.resolve_arch(arch).family).slots(zoo.resolve_arch(arch))
-    out["meta_template_once"] = time.perf_counter() - t  # first call: meta template (+ importing timm/torchvision)
+    out["meta_template_once"] = (
+        time.perf_counter() - t
+    )  # first call: meta template (+ importing timm/torchvision)
     family, spec, state = setup(arch)
     t = time.perf_counter()
     family.rebuild(spec, family.flatten(spec, state))
@@ -120,8 +137,11 @@ def time_ops(arch: str, repeats: int) -> dict[str, Any]:
         out[f"{op}_min"] = min(samples[op])
         log.info("%s %s: %.4f s (median of %d)", arch, op, out[op], len(samples[op]))
     out["per_round_ratio"] = {
-        f"{op}_vs_load_state_dict": statistics.median(a / b for a, b in zip(samples[op], samples["load_state_dict"]))
-        for op in ("flatten", "rebuild", "flatten_rebuild")}
+        f"{op}_vs_load_state_dict": statistics.median(
+            a / b for a, b in zip(samples[op], samples["load_state_dict"])
+        )
+        for op in ("flatten", "rebuild", "flatten_rebuild")
+    }
     return out
 
 
@@ -160,9 +180,19 @@ def bench(arch: str, repeats: int) -> dict[str, Any]:
     family = zoo.get_family(spec.family)
     slots = family.slots(spec)
     weights_mb = sum(s.numel * torch.empty(0, dtype=s.dtype).element_size() for s in slots) / 2**20
-    memory = {op: measure_memory(arch, op)["peak_increase_mb"] for op in
-              ("load_state_dict", "build_load_state_dict", "flatten", "rebuild", "flatten_rebuild", "load_copy",
-               "chunk_k64", "unchunk_k64")}
+    memory = {
+        op: measure_memory(arch, op)["peak_increase_mb"]
+        for op in (
+            "load_state_dict",
+            "build_load_state_dict",
+            "flatten",
+            "rebuild",
+            "flatten_rebuild",
+            "load_copy",
+            "chunk_k64",
+            "unchunk_k64",
+        )
+    }
     ratios = times.pop("per_round_ratio")  # median over rounds of op time / load_state_dict time
     peak_x = {op: mb / weights_mb for op, mb in memory.items()}
     return {
@@ -200,13 +230,19 @@ def main() -> None:
     import timm
     import torchvision
 
-    host = {**machine(timm=timm.__version__, torchvision=torchvision.__version__),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
-    report = {"benchmark": "families", "machine": host, "repeats": args.repeats,
-              "targets": {"time_vs_load_state_dict": TIME_TARGET, "peak_memory_x_weights": MEMORY_TARGET},
-              "results": results,
-              "all_targets_met": all(all(r["targets"].values()) for r in results)}
+    host = {
+        **machine(timm=timm.__version__, torchvision=torchvision.__version__),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    report = {
+        "benchmark": "families",
+        "machine": host,
+        "repeats": args.repeats,
+        "targets": {"time_vs_load_state_dict": TIME_TARGET, "peak_memory_x_weights": MEMORY_TARGET},
+        "results": results,
+        "all_targets_met": all(all(r["targets"].values()) for r in results),
+    }
     emit(report, args.out)
 
 

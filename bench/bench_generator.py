@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import torch
+from common import emit, machine
 
 import igpg
 import zoo
-from common import emit, machine
 from zoo_demo.evaluation import held_out_task, seen_tasks, tokenizer_fidelity
 from zoo_demo.tinyzoo import build_tiny_zoo, default_tasks, held_out_tasks
 
@@ -38,8 +38,14 @@ def plot(result: dict, path: Path) -> None:
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], [seen[t]["pretrained_mean"] for t in names], 0.4, label="pretrained mean")
     ax.bar([i + 0.2 for i in x], [seen[t]["best_of_n"] for t in names], 0.4, label="generated best-of-n")
-    ax.scatter([i + 0.2 for t in names for i in [names.index(t)] * len(seen[t]["generated"])],
-               [a for t in names for a in seen[t]["generated"]], s=8, c="k", label="each sample", zorder=3)
+    ax.scatter(
+        [i + 0.2 for t in names for i in [names.index(t)] * len(seen[t]["generated"])],
+        [a for t in names for a in seen[t]["generated"]],
+        s=8,
+        c="k",
+        label="each sample",
+        zorder=3,
+    )
     ax.set_xticks(list(x), names, rotation=45, ha="right")
     ax.set_ylabel("test accuracy")
     ax.set_title("seen tasks")
@@ -99,13 +105,16 @@ def main() -> None:
     t = time.perf_counter()
     seen = seen_tasks(reg, gen, recs, n=args.samples, sampling=sampling)
     t_seen = time.perf_counter() - t  # sampling + evaluation of every seen task
-    held = {task: held_out_task(reg, gen, task, recs, n=args.samples, sampling=sampling,
-                                fine_tune_steps=args.fine_tune_steps) for task in held_out_tasks()}
+    held = {
+        task: held_out_task(
+            reg, gen, task, recs, n=args.samples, sampling=sampling, fine_tune_steps=args.fine_tune_steps
+        )
+        for task in held_out_tasks()
+    }
 
     spec = zoo.resolve_arch("cnn-tiny")
     t = time.perf_counter()
-    gen.sample(spec, data.examples[0].ds_emb, data.examples[0].arch_emb, n=args.samples, seed=1,
-               **sampling)  # type: ignore[arg-type]
+    gen.sample(spec, data.examples[0].ds_emb, data.examples[0].arch_emb, n=args.samples, seed=1, **sampling)  # type: ignore[arg-type]
     t_sample = time.perf_counter() - t
     positions = data.examples[0].chunks.num_chunks  # one prior position per chunk
     codes = positions * gen.prior.config.levels
@@ -117,18 +126,26 @@ def main() -> None:
         "config": cfg.to_dict(),
         "sampling": sampling,
         "training": {k: v for k, v in gen.info.items() if k not in ("checkpoints", "train_config")},
-        "tokenizer_fidelity": {"mean_relative_accuracy": round(fid.mean_relative, 4),
-                               "min_relative_accuracy": round(fid.min_relative, 4), "target": 0.99,
-                               "perplexity": round(fid.perplexity, 1), "live_codes": fid.live_codes,
-                               "codebook_size": gen.tokenizer.config.codebook_size},
+        "tokenizer_fidelity": {
+            "mean_relative_accuracy": round(fid.mean_relative, 4),
+            "min_relative_accuracy": round(fid.min_relative, 4),
+            "target": 0.99,
+            "perplexity": round(fid.perplexity, 1),
+            "live_codes": fid.live_codes,
+            "codebook_size": gen.tokenizer.config.codebook_size,
+        },
         "seen_tasks": {s.task: s.to_dict() for s in seen},
         "seen_tasks_meeting_98pct": sum(s.best_relative >= 0.98 for s in seen),
         "seen_seconds": round(t_seen, 1),
         "held_out_tasks": {k: v.to_dict() for k, v in held.items()},
-        "speed": {"positions_per_network": positions, "codes_per_network": codes,
-                  "batch": args.samples, "seconds_per_batch": round(t_sample, 3),
-                  "codes_per_s": round(codes * args.samples / t_sample, 1),
-                  "params_per_s": round(params * args.samples / t_sample, 1)},
+        "speed": {
+            "positions_per_network": positions,
+            "codes_per_network": codes,
+            "batch": args.samples,
+            "seconds_per_batch": round(t_sample, 3),
+            "codes_per_s": round(codes * args.samples / t_sample, 1),
+            "params_per_s": round(params * args.samples / t_sample, 1),
+        },
     }
     emit(result, args.out)
     if args.out:

@@ -1,9 +1,10 @@
 """Nearest-neighbour search inside PostgreSQL with pgvector against exact NumPy search, at a few sizes.
 
-For N unit vectors (a Gaussian mixture, 50 per cluster, as bench_retrieval.py; the pixels encoder's length) stored as zoo stores dataset vectors: the time to
-copy them into pgvector's table (:func:`zoo.store.pgvector.sync`), the latency of an exact in-database scan
-and whether its top 10 equals NumPy's, the HNSW index build time, and its latency and recall@10 (the
-search :func:`zoo.embeddings.nearest` uses on PostgreSQL from :data:`zoo.index.ANN_MIN_VECTORS` on).
+For N unit vectors (a Gaussian mixture, 50 per cluster, as bench_retrieval.py; the pixels encoder's length)
+stored as zoo stores dataset vectors: the time to copy them into pgvector's table
+(:func:`zoo.store.pgvector.sync`), the latency of an exact in-database scan and whether its top 10 equals
+NumPy's, the HNSW index build time, and its latency and recall@10 (the search :func:`zoo.embeddings.nearest`
+uses on PostgreSQL from :data:`zoo.index.ANN_MIN_VECTORS` on).
 
     python bench/bench_pgvector.py [--sizes 1000,20000] [--queries 50] [--out FILE]
 
@@ -28,7 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def mixture(n: int, dim: int, seed: int, centers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` unit vectors around cluster centres, 50 per cluster (as bench_retrieval.py): (vectors, centres)."""
+    """``n`` unit vectors around cluster centres, 50 per cluster (as bench_retrieval.py): (vectors,
+    centres)."""
     rng = np.random.default_rng(seed)
     if centers is None:
         centers = rng.standard_normal((max(1, n // 50), dim)).astype(np.float32)
@@ -58,12 +60,26 @@ def run_size(server: Any, n: int, n_queries: int, work: Path) -> dict[str, Any]:
                 raise SystemExit("this PostgreSQL server has no pgvector extension")
             with reg.db.read() as s:
                 server_version = str(s.scalar(text("SHOW server_version"))).split()[0]
-                pgvector_version = str(s.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")))
+                pgvector_version = str(
+                    s.scalar(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
+                )
             with reg.db.write() as s:
-                s.execute(insert(m.Embedding), [
-                    {"subject": E.DATASET, "subject_key": f"d{i}", "encoder_id": enc.id, "encoder_version": enc.version,
-                     "source_fingerprint": "", "dim": enc.dim, "vector": vecs[i].astype("<f4").tobytes(),
-                     "created_at": m.utcnow()} for i in range(n)])
+                s.execute(
+                    insert(m.Embedding),
+                    [
+                        {
+                            "subject": E.DATASET,
+                            "subject_key": f"d{i}",
+                            "encoder_id": enc.id,
+                            "encoder_version": enc.version,
+                            "source_fingerprint": "",
+                            "dim": enc.dim,
+                            "vector": vecs[i].astype("<f4").tobytes(),
+                            "created_at": m.utcnow(),
+                        }
+                        for i in range(n)
+                    ],
+                )
             with reg.db.read() as s:
                 ids = np.array(s.scalars(text("SELECT id FROM embeddings ORDER BY id")).all(), dtype=np.int64)
             t = time.perf_counter()
@@ -93,10 +109,21 @@ def run_size(server: Any, n: int, n_queries: int, work: Path) -> dict[str, Any]:
             hnsw_ms, hnsw_recall = measure()
     finally:
         server.drop_database(url)
-    return {"postgresql": server_version, "pgvector": pgvector_version, "vectors": n, "dim": enc.dim, "queries": n_queries, "sync_s": round(sync_s, 3),
-            "numpy_exact_ms": round(numpy_ms, 3), "pg_exact_scan_ms": round(scan_ms, 3),
-            "pg_exact_scan_recall_at_10": scan_recall, "hnsw_build_s": round(build_s, 3),
-            "hnsw_ms": round(hnsw_ms, 3), "hnsw_recall_at_10": hnsw_recall, "hnsw_ef_search": HNSW_EXPANSION_SEARCH}
+    return {
+        "postgresql": server_version,
+        "pgvector": pgvector_version,
+        "vectors": n,
+        "dim": enc.dim,
+        "queries": n_queries,
+        "sync_s": round(sync_s, 3),
+        "numpy_exact_ms": round(numpy_ms, 3),
+        "pg_exact_scan_ms": round(scan_ms, 3),
+        "pg_exact_scan_recall_at_10": scan_recall,
+        "hnsw_build_s": round(build_s, 3),
+        "hnsw_ms": round(hnsw_ms, 3),
+        "hnsw_recall_at_10": hnsw_recall,
+        "hnsw_ef_search": HNSW_EXPANSION_SEARCH,
+    }
 
 
 def main() -> None:
@@ -117,8 +144,7 @@ def main() -> None:
                 runs.append(run_size(server, n, args.queries, Path(tmp)))
     finally:
         server.stop()
-    emit({"benchmark": "pgvector", "machine": machine(),
-          "runs": runs}, args.out)
+    emit({"benchmark": "pgvector", "machine": machine(), "runs": runs}, args.out)
 
 
 if __name__ == "__main__":

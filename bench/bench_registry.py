@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import torch
+from common import emit, machine
 from safetensors.torch import load_file, save_file
 
 import zoo
-from common import emit, machine
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -39,7 +39,9 @@ def timed(fn):  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--fsync", action="store_true", help="fsync blobs before rename (durable against power loss)")
+    ap.add_argument(
+        "--fsync", action="store_true", help="fsync blobs before rename (durable against power loss)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -69,7 +71,9 @@ def main() -> None:
 
             t_rmod, _ = timed(raw_module)
             data = path.read_bytes()
-            t_sha, _ = timed(lambda: hashlib.sha256(data).hexdigest())  # the floor every verified add/load pays
+            t_sha, _ = timed(
+                lambda: hashlib.sha256(data).hexdigest()
+            )  # the floor every verified add/load pays
             if i >= 3:
                 for k, v in zip(times, (t_save, t_add, t_rload, t_lsd, t_load, t_rmod, t_sha)):
                     times[k].append(v * 1e3)
@@ -87,7 +91,9 @@ def main() -> None:
             "load_state_dict_vs_raw_load": round(med["load_sd"] / med["raw_load"], 3),
             "load_module_vs_raw_module": round(med["load"] / med["raw_module"], 3),
             "add_minus_sha256_vs_raw_save": round((med["add"] - med["sha256"]) / med["raw_save"], 3),
-            "load_state_dict_minus_sha256_vs_raw_load": round((med["load_sd"] - med["sha256"]) / med["raw_load"], 3),
+            "load_state_dict_minus_sha256_vs_raw_load": round(
+                (med["load_sd"] - med["sha256"]) / med["raw_load"], 3
+            ),
         },
         "targets": {"add_vs_raw_save": 1.3, "load_vs_raw_load": 1.1},
         "throughput_MBps": {k: round(n_params * 4 / 1e6 / (v / 1e3), 1) for k, v in med.items()},

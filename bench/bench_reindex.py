@@ -1,4 +1,5 @@
-"""Nightly re-indexing at scale: a 10k-checkpoint registry with nothing new (target: under 10 s) and with 1% new.
+"""Nightly re-indexing at scale: a 10k-checkpoint registry with nothing new (target: under 10 s) and with 1%
+new.
 
 Set-up (timed, reported, not part of the figures): ``--datasets`` datasets are registered (small random
 image sets, ``pixels`` vectors); ``--checkpoints`` cnn-tiny checkpoints (2,464 parameters, 10 KB each)
@@ -10,8 +11,8 @@ generator's watermark 9,960 checkpoints behind (the worst case of that check); t
 retrained on all of them (a current watermark, as after a nightly retrain). Then, in rounds:
 
   noop_inprocess   zoo.reindex() with nothing new (the registry already open in this process)
-  noop_cli         `zoo reindex --watch DIR` as a fresh process, what cron runs (Python, torch and plugin start-up
-                   included), nothing new
+  noop_cli         `zoo reindex --watch DIR` as a fresh process, what cron runs (Python, torch and plugin
+                   start-up included), nothing new
   new1pct          N/100 new files (with sidecars) written to the watch folder, then zoo.reindex()
 
 Every run verifies every blob (hashes all of them) and checks stale vectors, indexes and generators.
@@ -33,11 +34,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import emit, machine
 from safetensors.torch import save_file
 
 import igpg
 import zoo
-from common import emit, machine
 from zoo.datasets import from_arrays
 
 NEVER = 10**9  # retrain_min out of reach: the generator stage checks, never trains
@@ -48,8 +49,11 @@ def write(folder: Path, seeds: range, base: dict[str, torch.Tensor], datasets: l
     for s in seeds:
         path = folder / f"ck-{s:06d}.safetensors"
         save_file({k: v + s * 1e-4 for k, v in base.items()}, path)
-        path.with_suffix(".json").write_text(json.dumps({"name": f"ck-{s:06d}", "dataset": datasets[s % len(datasets)],
-                                                         "metrics": {"accuracy": 0.5}}))
+        path.with_suffix(".json").write_text(
+            json.dumps(
+                {"name": f"ck-{s:06d}", "dataset": datasets[s % len(datasets)], "metrics": {"accuracy": 0.5}}
+            )
+        )
 
 
 def main() -> None:
@@ -76,9 +80,15 @@ def main() -> None:
         zoo.reindex(reg, watch=[watch])
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        tiny = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
-                                prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                                tokenizer_steps=20, prior_steps=10, tokenizer_batch=128, prior_batch=2, device="cpu")
+        tiny = igpg.TrainConfig(
+            tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+            prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+            tokenizer_steps=20,
+            prior_steps=10,
+            tokenizer_batch=128,
+            prior_batch=2,
+            device="cpu",
+        )
         igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=tiny, promote=True, progress=False)
         torch.set_num_threads(threads)
         setup_s = time.perf_counter() - t
@@ -88,7 +98,9 @@ def main() -> None:
         initial = zoo.reindex(reg, watch=[watch], retrain_min=NEVER)
         assert initial.counts["imported"] == n - 40, initial.counts
         print(f"initial import of {n - 40} files: {initial.seconds:.1f} s", file=sys.stderr)
-        behind = zoo.reindex(reg, watch=[watch], retrain_min=NEVER)  # the generator's watermark is 9,960 behind
+        behind = zoo.reindex(
+            reg, watch=[watch], retrain_min=NEVER
+        )  # the generator's watermark is 9,960 behind
         assert behind.status == "skipped" and behind.generators[0].outcome == "waiting", behind.generators
         t = time.perf_counter()
         torch.set_num_threads(1)
@@ -111,9 +123,25 @@ def main() -> None:
             noop_in.append(rep.seconds)
             stage_noop.append(dict(rep.timings))
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "zoo", "--registry", str(db), "reindex", "--watch",
-                                   str(watch), "--retrain-min", str(NEVER), "--json"], capture_output=True, text=True,
-                                  env=env, timeout=600)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "zoo",
+                    "--registry",
+                    str(db),
+                    "reindex",
+                    "--watch",
+                    str(watch),
+                    "--retrain-min",
+                    str(NEVER),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+            )
             noop_cli.append(time.perf_counter() - t)
             assert proc.returncode == 0, proc.stderr
             cli_reports.append(json.loads(proc.stdout))
@@ -124,8 +152,11 @@ def main() -> None:
             assert rep.counts["imported"] == new, rep.counts
             new_in.append(rep.seconds)
             stage_new.append(dict(rep.timings))
-            print(f"round {r}: noop {noop_in[-1]:.2f} s, noop cli {noop_cli[-1]:.2f} s, +{new} {new_in[-1]:.2f} s",
-                  file=sys.stderr)
+            print(
+                f"round {r}: noop {noop_in[-1]:.2f} s, noop cli {noop_cli[-1]:.2f} s, "
+                f"+{new} {new_in[-1]:.2f} s",
+                file=sys.stderr,
+            )
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", "import zoo.cli, zoo.reindex"], env=env, timeout=300)
         import_s = time.perf_counter() - t
@@ -141,26 +172,52 @@ def main() -> None:
     result = {
         "benchmark": "reindex",
         "machine": machine(),
-        "registry": {"checkpoints_at_start": n, "checkpoints_at_end": stats["checkpoints"], "datasets": args.datasets,
-                     "arch": str(spec), "params_per_checkpoint": 2464, "blob_bytes_at_end": stats["blob_bytes"],
-                     "watch_files_at_end": n + args.rounds * new, "generators": stats["generators"],
-                     "backend": "sqlite (WAL), local disk"},
-        "noop_with_generator_watermark_9960_behind": {"seconds": round(behind.seconds, 3),
-                                                      "stages": {k: round(v, 3) for k, v in behind.timings.items()}},
-        "setup_seconds": {"datasets_and_generator": round(setup_s, 2), "write_files": round(write_s, 2),
-                          "tiny_generator_on_all_checkpoints": round(retrain_all_s, 2),
-                          "initial_import": round(initial.seconds, 2),
-                          "initial_import_per_checkpoint_ms": round(1e3 * initial.seconds / (n - 40), 2),
-                          "initial_import_stages": {k: round(v, 2) for k, v in initial.timings.items()}},
+        "registry": {
+            "checkpoints_at_start": n,
+            "checkpoints_at_end": stats["checkpoints"],
+            "datasets": args.datasets,
+            "arch": str(spec),
+            "params_per_checkpoint": 2464,
+            "blob_bytes_at_end": stats["blob_bytes"],
+            "watch_files_at_end": n + args.rounds * new,
+            "generators": stats["generators"],
+            "backend": "sqlite (WAL), local disk",
+        },
+        "noop_with_generator_watermark_9960_behind": {
+            "seconds": round(behind.seconds, 3),
+            "stages": {k: round(v, 3) for k, v in behind.timings.items()},
+        },
+        "setup_seconds": {
+            "datasets_and_generator": round(setup_s, 2),
+            "write_files": round(write_s, 2),
+            "tiny_generator_on_all_checkpoints": round(retrain_all_s, 2),
+            "initial_import": round(initial.seconds, 2),
+            "initial_import_per_checkpoint_ms": round(1e3 * initial.seconds / (n - 40), 2),
+            "initial_import_stages": {k: round(v, 2) for k, v in initial.timings.items()},
+        },
         "rounds": args.rounds,
-        "median_seconds": {"noop_inprocess": med(noop_in), "noop_cli": med(noop_cli), "new1pct_inprocess": med(new_in),
-                           "python_import_zoo_cli": round(import_s, 3)},
-        "all_seconds": {"noop_inprocess": [round(x, 3) for x in noop_in], "noop_cli": [round(x, 3) for x in noop_cli],
-                        "new1pct_inprocess": [round(x, 3) for x in new_in]},
-        "stage_median_seconds": {"noop": med_stages(stage_noop), "new1pct": med_stages(stage_new),
-                                 "noop_cli_reported_by_job": med_stages([c["timings"] for c in cli_reports])},
+        "median_seconds": {
+            "noop_inprocess": med(noop_in),
+            "noop_cli": med(noop_cli),
+            "new1pct_inprocess": med(new_in),
+            "python_import_zoo_cli": round(import_s, 3),
+        },
+        "all_seconds": {
+            "noop_inprocess": [round(x, 3) for x in noop_in],
+            "noop_cli": [round(x, 3) for x in noop_cli],
+            "new1pct_inprocess": [round(x, 3) for x in new_in],
+        },
+        "stage_median_seconds": {
+            "noop": med_stages(stage_noop),
+            "new1pct": med_stages(stage_new),
+            "noop_cli_reported_by_job": med_stages([c["timings"] for c in cli_reports]),
+        },
         "new_files_per_round": new,
-        "target": {"noop_seconds": 10.0, "met_inprocess": med(noop_in) < 10.0, "met_cli": med(noop_cli) < 10.0},
+        "target": {
+            "noop_seconds": 10.0,
+            "met_inprocess": med(noop_in) < 10.0,
+            "met_cli": med(noop_cli) < 10.0,
+        },
     }
     emit(result, args.out)
 

@@ -7,8 +7,8 @@ Three parts, each on a fresh SQLite registry in a temp folder, with real process
             removes, aliases and generator blobs; ``--train-kills`` kills of generator training (resumed to
             completion after them) and ``--reindex-kills`` kills of re-indexing runs. After every kill: every
             row's blob present with the right hash, no half-written blob under its final name, SQLite's
-            integrity check ok, ``verify`` reporting only orphans, repair leaving it clean, checkpoints loading.
-            An inconsistency is any of those failing.
+            integrity check ok, ``verify`` reporting only orphans, repair leaving it clean, checkpoints
+            loading. An inconsistency is any of those failing.
   hostile   every case of tests/zoo/hostile.py through ``Registry.add`` (pickles that would run code in every
             container, torch files that are not weights-only, truncated files, bit flips, absurd headers,
             NaN/Inf, dtypes, names, paths), then all of the files at once through a re-indexing watch folder.
@@ -100,23 +100,37 @@ def kills(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rx["files_imported_once"] = len(imported)
         dup = [r.ref for r in reg.list(name="w-*") if r.version > 1]
         if len(imported) != args.reindex_files or dup:
-            rx["inconsistencies"].append(f"{len(imported)} of {args.reindex_files} imported, versions > 1: {dup}")
+            rx["inconsistencies"].append(
+                f"{len(imported)} of {args.reindex_files} imported, versions > 1: {dup}"
+            )
         rx["inconsistencies"] += check(reg).inconsistencies
     finally:
         zygote.close()
         reg.close()
     total = res["kills"] + train["kills"] + rx["kills"]
     bad = len(res["inconsistencies"]) + len(train["inconsistencies"]) + len(rx["inconsistencies"])
-    return {"kills_survived": total, "inconsistencies": bad,
-            "registry_writes": {"kills": res["kills"], "named_points": res["point_kills"],
-                                "random_time_kills": res["kills"] - sum(res["point_kills"].values()),
-                                "orphan_files_and_temp_files_repaired": res["orphan_files_repaired"],
-                                "orphan_rows_repaired": res["orphan_rows_repaired"],
-                                "checkpoints_changed_per_round_median": sorted(res["ops_between_kills"])[
-                                    len(res["ops_between_kills"]) // 2] if res["ops_between_kills"] else 0,
-                                "worker_errors": res["worker_errors"], "inconsistencies": res["inconsistencies"],
-                                "seconds": round(add_s, 1)},
-            "training": train, "reindex": rx, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "kills_survived": total,
+        "inconsistencies": bad,
+        "registry_writes": {
+            "kills": res["kills"],
+            "named_points": res["point_kills"],
+            "random_time_kills": res["kills"] - sum(res["point_kills"].values()),
+            "orphan_files_and_temp_files_repaired": res["orphan_files_repaired"],
+            "orphan_rows_repaired": res["orphan_rows_repaired"],
+            "checkpoints_changed_per_round_median": sorted(res["ops_between_kills"])[
+                len(res["ops_between_kills"]) // 2
+            ]
+            if res["ops_between_kills"]
+            else 0,
+            "worker_errors": res["worker_errors"],
+            "inconsistencies": res["inconsistencies"],
+            "seconds": round(add_s, 1),
+        },
+        "training": train,
+        "reindex": rx,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def hostile(tmp: Path) -> dict[str, Any]:
@@ -148,15 +162,36 @@ def hostile(tmp: Path) -> dict[str, Any]:
     report = zoo.reindex(wreg, watch=[tmp / "hostile"], embeddings=False, retrain=False)
     may = {str(c.source) for c in cases if c.expect is None and c.is_file}
     wrong_imports = [r.meta["source"] for r in wreg.list() if r.meta.get("source") not in may]
-    watch = {"files_reported_unreadable": len(report.bad_files), "imported": len(report.imported),
-             "imported_that_must_be_refused": len(wrong_imports), "executed": int(marker.exists()),
-             "status": report.status}
+    watch = {
+        "files_reported_unreadable": len(report.bad_files),
+        "imported": len(report.imported),
+        "imported_that_must_be_refused": len(wrong_imports),
+        "executed": int(marker.exists()),
+        "status": report.status,
+    }
     wreg.close()
-    table = {cat: {k: row.get(k, 0) for k in ("tried", "refused", "accepted_as_read", "executed",
-                                             "stored_on_refusal", "wrong_outcome")} for cat, row in rows.items()}
+    table = {
+        cat: {
+            k: row.get(k, 0)
+            for k in (
+                "tried",
+                "refused",
+                "accepted_as_read",
+                "executed",
+                "stored_on_refusal",
+                "wrong_outcome",
+            )
+        }
+        for cat, row in rows.items()
+    }
     total = {k: sum(r[k] for r in table.values()) for k in next(iter(table.values()))}
-    return {"by_category": table, "total": total, "problems": problems, "watch_folder": watch,
-            "seconds": round(api_s, 1)}
+    return {
+        "by_category": table,
+        "total": total,
+        "problems": problems,
+        "watch_folder": watch,
+        "seconds": round(api_s, 1),
+    }
 
 
 def fuzz(scale: float, tmp: Path) -> dict[str, Any]:
@@ -180,10 +215,19 @@ def fuzz(scale: float, tmp: Path) -> dict[str, Any]:
             failure = f"{type(exc).__name__}: {str(exc)[:500]}"
         clean = reg.verify(grace_s=0).clean
         reg.close()
-        out[name] = {"examples": sum(target.outcomes.values()), "outcomes": dict(sorted(target.outcomes.items())),
-                     "failure": failure, "registry_clean_after": clean, "seconds": round(time.perf_counter() - t0, 1)}
-    return {"scale": scale, "targets": out, "examples": sum(v["examples"] for v in out.values()),
-            "failures": sum(v["failure"] is not None for v in out.values())}
+        out[name] = {
+            "examples": sum(target.outcomes.values()),
+            "outcomes": dict(sorted(target.outcomes.items())),
+            "failure": failure,
+            "registry_clean_after": clean,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    return {
+        "scale": scale,
+        "targets": out,
+        "examples": sum(v["examples"] for v in out.values()),
+        "failures": sum(v["failure"] is not None for v in out.values()),
+    }
 
 
 def main() -> None:
@@ -206,8 +250,10 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="zoo-reliability-") as d:
         tmp = Path(d)
-        result: dict[str, Any] = {"machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                                 for k, v in vars(args).items()}}
+        result: dict[str, Any] = {
+            "machine": machine(),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        }
         (tmp / "k").mkdir()
         result["kills"] = kills(args, tmp / "k")
         result["hostile"] = hostile(tmp)

@@ -19,8 +19,8 @@ throughput  Images per second through each dataset encoder's image path on CPU, 
 
 Prints JSON; ``--out FILE`` also writes it, merging with the sections already in FILE.
 
-    python bench/bench_retrieval.py [--sections quality,index,e2e,throughput] [--sizes 1000,10000,100000,1000000]
-                                    [--out bench/results/retrieval.json]
+    python bench/bench_retrieval.py [--sections quality,index,e2e,throughput]
+                                    [--sizes 1000,10000,100000,1000000] [--out bench/results/retrieval.json]
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import machine  # noqa: E402
+
 import zoo  # noqa: E402
 import zoo.embeddings as E  # noqa: E402
 from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, rotate  # noqa: E402
 from zoo.encoders.clip import SMALL_TEST_CONFIG, ClipDatasetEncoder  # noqa: E402
 from zoo.encoders.offline import PixelStatsEncoder  # noqa: E402
 from zoo.index import HNSW_CONNECTIVITY, HNSW_EXPANSION_ADD, ExactIndex, USearchIndex  # noqa: E402
-from common import machine  # noqa: E402
 
 log = logging.getLogger("bench_retrieval")
 
@@ -120,10 +121,14 @@ def section_quality(rounds: int = 5) -> dict[str, Any]:
         "pixels": PixelStatsEncoder(),
         "clip-small-random": ClipDatasetEncoder(SMALL_TEST_CONFIG, random_init=True, id="clip-small-random"),
     }
-    out: dict[str, Any] = {"tasks": list(tasks), "rounds": rounds, "checkpoints_per_task": 2,
-                           "note": "query = a stratified half of the task's held-out 30%, drawn anew each round; "
-                                   "clip-small-random is an untrained 160k-parameter CLIP (no pretrained "
-                                   "weights exist on this machine), so its numbers say nothing about real CLIP"}
+    out: dict[str, Any] = {
+        "tasks": list(tasks),
+        "rounds": rounds,
+        "checkpoints_per_task": 2,
+        "note": "query = a stratified half of the task's held-out 30%, drawn anew each round; "
+        "clip-small-random is an untrained 160k-parameter CLIP (no pretrained "
+        "weights exist on this machine), so its numbers say nothing about real CLIP",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         reg = zoo.Registry(Path(tmp) / "registry.db")
         t0 = time.perf_counter()
@@ -136,7 +141,9 @@ def section_quality(rounds: int = 5) -> dict[str, Any]:
             for j in range(2):
                 model, acc = train_brief(train, seed=10 * i + j)
                 accs.append(acc)
-                reg.add(model, name=f"cnn-tiny-{name}", arch=spec, dataset=name, metrics={"train_accuracy": acc})
+                reg.add(
+                    model, name=f"cnn-tiny-{name}", arch=spec, dataset=name, metrics={"train_accuracy": acc}
+                )
         out["checkpoint_train_accuracy_mean"] = round(float(np.mean(accs)), 3)
         for enc_name, enc in encoders.items():
             correct, n = 0, 0
@@ -164,11 +171,16 @@ def section_quality(rounds: int = 5) -> dict[str, Any]:
                     wrong.append(other)
                     margins.append(best.get(name, -1.0) - other)
             out[enc_name] = {
-                "encoder_version": enc.version, "dim": enc.dim, "top1_accuracy": round(correct / n, 4),
-                "queries": n, "per_task_correct": per_task, "misses": misses,
+                "encoder_version": enc.version,
+                "dim": enc.dim,
+                "top1_accuracy": round(correct / n, 4),
+                "queries": n,
+                "per_task_correct": per_task,
+                "misses": misses,
                 "similarity_right_task_mean": round(float(np.mean(right)), 4),
                 "similarity_best_wrong_task_mean": round(float(np.mean(wrong)), 4),
-                "margin_min": round(float(np.min(margins)), 4), "margin_mean": round(float(np.mean(margins)), 4),
+                "margin_min": round(float(np.min(margins)), 4),
+                "margin_mean": round(float(np.mean(margins)), 4),
                 "query_s_p50 (embed + search)": round(pct(t_query, 50), 3),
             }
             log.info("quality %s: top-1 %.3f", enc_name, correct / n)
@@ -192,24 +204,34 @@ def mixture(n: int, dim: int, seed: int, centers: np.ndarray | None = None) -> t
         noise = rng.standard_normal((m, dim)).astype(np.float32)
         noise *= 0.6 / np.sqrt(dim)
         x = centers[rng.integers(0, len(centers), m)] + noise
-        out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out, centers
 
 
 def exact_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     keys = np.empty((len(q), k), dtype=np.int64)
     for s in range(0, len(q), 50):
-        sims = q[s:s + 50] @ x.T
+        sims = q[s : s + 50] @ x.T
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1)
-        keys[s:s + 50] = np.take_along_axis(part, order, 1)
+        keys[s : s + 50] = np.take_along_axis(part, order, 1)
     return keys
 
 
-def section_index(sizes: list[int], dim: int, n_queries: int = 200, efs: tuple[int, ...] = (32, 64, 128),
-                  dtypes: tuple[str, ...] = ("f32",)) -> dict[str, Any]:
-    out: dict[str, Any] = {"dim": dim, "queries": n_queries, "k": 10, "data": "Gaussian mixture, 50 per cluster, "
-                           "noise norm 0.6 of the centre's", "hnsw": {"connectivity": HNSW_CONNECTIVITY, "expansion_add": HNSW_EXPANSION_ADD}}
+def section_index(
+    sizes: list[int],
+    dim: int,
+    n_queries: int = 200,
+    efs: tuple[int, ...] = (32, 64, 128),
+    dtypes: tuple[str, ...] = ("f32",),
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dim": dim,
+        "queries": n_queries,
+        "k": 10,
+        "data": "Gaussian mixture, 50 per cluster, noise norm 0.6 of the centre's",
+        "hnsw": {"connectivity": HNSW_CONNECTIVITY, "expansion_add": HNSW_EXPANSION_ADD},
+    }
     for n in sizes:
         t = time.perf_counter()
         x, centers = mixture(n, dim, seed=n)
@@ -222,14 +244,19 @@ def section_index(sizes: list[int], dim: int, n_queries: int = 200, efs: tuple[i
             t = time.perf_counter()
             exact.search(q[i], 10)
             lat.append((time.perf_counter() - t) * 1e3)
-        row: dict[str, Any] = {"generate_s": round(gen_s, 1),
-                               "exact": {"p50_ms": round(pct(lat, 50), 3), "p99_ms": round(pct(lat, 99), 3)}}
+        row: dict[str, Any] = {
+            "generate_s": round(gen_s, 1),
+            "exact": {"p50_ms": round(pct(lat, 50), 3), "p99_ms": round(pct(lat, 99), 3)},
+        }
         for dtype in dtypes:
             t = time.perf_counter()
             ann = USearchIndex.build(np.arange(n), x, dtype=dtype)
             build_s = time.perf_counter() - t
-            res: dict[str, Any] = {"build_s": round(build_s, 1), "build_vectors_per_s": round(n / build_s),
-                                   "memory_mb": round(ann._index.memory_usage / 2**20, 1)}  # type: ignore[attr-defined]
+            res: dict[str, Any] = {
+                "build_s": round(build_s, 1),
+                "build_vectors_per_s": round(n / build_s),
+                "memory_mb": round(ann._index.memory_usage / 2**20, 1),
+            }  # type: ignore[attr-defined]
             for ef in efs:
                 ann.expansion_search = ef
                 lat = []
@@ -240,8 +267,11 @@ def section_index(sizes: list[int], dim: int, n_queries: int = 200, efs: tuple[i
                     lat.append((time.perf_counter() - t) * 1e3)
                     found[i] = hits.keys
                 recall = float(np.mean([len(set(found[i]) & set(truth[i])) / 10 for i in range(n_queries)]))
-                res[f"ef{ef}"] = {"p50_ms": round(pct(lat, 50), 3), "p99_ms": round(pct(lat, 99), 3),
-                                  "recall@10": round(recall, 4)}
+                res[f"ef{ef}"] = {
+                    "p50_ms": round(pct(lat, 50), 3),
+                    "p99_ms": round(pct(lat, 99), 3),
+                    "recall@10": round(recall, 4),
+                }
             row[f"usearch_{dtype}"] = res
             del ann
         out[str(n)] = row
@@ -253,7 +283,9 @@ def section_index(sizes: list[int], dim: int, n_queries: int = 200, efs: tuple[i
 # ----------------------------------------------------------------------------------------------------
 # end to end
 # ----------------------------------------------------------------------------------------------------
-def bulk_registry(root: Path, n: int, dim: int, enc_id: str, enc_version: str) -> tuple[zoo.Registry, np.ndarray]:
+def bulk_registry(
+    root: Path, n: int, dim: int, enc_id: str, enc_version: str
+) -> tuple[zoo.Registry, np.ndarray]:
     """A registry with ``n`` datasets, one vector and one cnn-tiny checkpoint each (rows bulk-inserted)."""
     from sqlalchemy import insert, select
 
@@ -266,27 +298,71 @@ def bulk_registry(root: Path, n: int, dim: int, enc_id: str, enc_version: str) -
     x, centers = mixture(n, dim, seed=7)
     with reg.db.read() as s:
         proto = s.scalars(select(m.Checkpoint).where(m.Checkpoint.id == first.id)).one()
-        cols = {c: getattr(proto, c) for c in ("family", "arch_name", "arch_key", "arch_json", "arch_text", "sha256",
-                                               "num_params", "size_bytes", "origin")}
+        cols = {
+            c: getattr(proto, c)
+            for c in (
+                "family",
+                "arch_name",
+                "arch_key",
+                "arch_json",
+                "arch_text",
+                "sha256",
+                "num_params",
+                "size_bytes",
+                "origin",
+            )
+        }
     step = 20_000
     for s0 in range(0, n, step):
         idx = range(s0, min(n, s0 + step))
         with reg.db.write() as s:
-            s.execute(insert(m.Dataset), [{"id": i + 1, "name": f"ds-{i}", "description": "", "num_classes": 10,
-                                           "num_samples": 100, "fingerprint": f"{i:064x}", "meta": {}} for i in idx])
-            s.execute(insert(m.Embedding), [{"subject": "dataset", "subject_key": f"ds-{i}", "encoder_id": enc_id,
-                                             "encoder_version": enc_version, "source_fingerprint": f"{i:064x}",
-                                             "dim": dim, "vector": x[i].astype("<f4").tobytes()} for i in idx])
-            s.execute(insert(m.Checkpoint), [{**cols, "name": f"model-{i}", "version": 1, "dataset_id": i + 1,
-                                              "meta": {}} for i in idx])
+            s.execute(
+                insert(m.Dataset),
+                [
+                    {
+                        "id": i + 1,
+                        "name": f"ds-{i}",
+                        "description": "",
+                        "num_classes": 10,
+                        "num_samples": 100,
+                        "fingerprint": f"{i:064x}",
+                        "meta": {},
+                    }
+                    for i in idx
+                ],
+            )
+            s.execute(
+                insert(m.Embedding),
+                [
+                    {
+                        "subject": "dataset",
+                        "subject_key": f"ds-{i}",
+                        "encoder_id": enc_id,
+                        "encoder_version": enc_version,
+                        "source_fingerprint": f"{i:064x}",
+                        "dim": dim,
+                        "vector": x[i].astype("<f4").tobytes(),
+                    }
+                    for i in idx
+                ],
+            )
+            s.execute(
+                insert(m.Checkpoint),
+                [{**cols, "name": f"model-{i}", "version": 1, "dataset_id": i + 1, "meta": {}} for i in idx],
+            )
     return reg, centers
 
 
 def section_e2e(sizes: list[int], n_queries: int = 100) -> dict[str, Any]:
     enc = PixelStatsEncoder()
-    out: dict[str, Any] = {"k": 10, "queries": n_queries, "encoder": enc.id, "dim": enc.dim,
-                           "note": "nearest(registry, 'cnn-tiny', query_vector, k=10): index search, SQL lookup of "
-                                   "the datasets' compatible checkpoints, CheckpointRecords for the k results"}
+    out: dict[str, Any] = {
+        "k": 10,
+        "queries": n_queries,
+        "encoder": enc.id,
+        "dim": enc.dim,
+        "note": "nearest(registry, 'cnn-tiny', query_vector, k=10): index search, SQL lookup of "
+        "the datasets' compatible checkpoints, CheckpointRecords for the k results",
+    }
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
@@ -294,9 +370,14 @@ def section_e2e(sizes: list[int], n_queries: int = 100) -> dict[str, Any]:
             fill_s = time.perf_counter() - t
             q, _ = mixture(n_queries, enc.dim, seed=99, centers=centers)
             t = time.perf_counter()
-            E.nearest(reg, "cnn-tiny", q[0], k=10, encoder=enc)  # first call: loads the table / builds the index
+            E.nearest(
+                reg, "cnn-tiny", q[0], k=10, encoder=enc
+            )  # first call: loads the table / builds the index
             first_s = time.perf_counter() - t
-            row: dict[str, Any] = {"fill_s": round(fill_s, 1), "first_query_s (load/build)": round(first_s, 2)}
+            row: dict[str, Any] = {
+                "fill_s": round(fill_s, 1),
+                "first_query_s (load/build)": round(first_s, 2),
+            }
             lat, recalls, method = [], [], ""
             for i in range(n_queries):
                 t = time.perf_counter()
@@ -305,8 +386,14 @@ def section_e2e(sizes: list[int], n_queries: int = 100) -> dict[str, Any]:
                 method = got[0].method
                 truth = E.nearest(reg, "cnn-tiny", q[i], k=10, encoder=enc, method="exact")
                 recalls.append(len({g.checkpoint.id for g in got} & {g.checkpoint.id for g in truth}) / 10)
-            row.update({"method": method, "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
-                        "recall@10": round(float(np.mean(recalls)), 4)})
+            row.update(
+                {
+                    "method": method,
+                    "p50_ms": round(pct(lat, 50), 2),
+                    "p99_ms": round(pct(lat, 99), 2),
+                    "recall@10": round(float(np.mean(recalls)), 4),
+                }
+            )
             out[str(n)] = row
             log.info("e2e n=%d: %s", n, row)
             reg.close()
@@ -321,9 +408,18 @@ def section_throughput(seconds: float = 4.0) -> dict[str, Any]:
     mn = torch.rand(512, 1, 28, 28)
     cases = [
         ("pixels", PixelStatsEncoder(), mn, 512),
-        ("clip-small-random (32px, 160k params)", ClipDatasetEncoder(SMALL_TEST_CONFIG, random_init=True), mn, 64),
-        ("clip ViT-B-32 (224px, random init: same compute as pretrained)",
-         ClipDatasetEncoder("ViT-B-32", random_init=True), mn[:32], 32),
+        (
+            "clip-small-random (32px, 160k params)",
+            ClipDatasetEncoder(SMALL_TEST_CONFIG, random_init=True),
+            mn,
+            64,
+        ),
+        (
+            "clip ViT-B-32 (224px, random init: same compute as pretrained)",
+            ClipDatasetEncoder("ViT-B-32", random_init=True),
+            mn[:32],
+            32,
+        ),
     ]
     for name, enc, images, batch in cases:
         with torch.inference_mode():
@@ -342,8 +438,10 @@ def section_throughput(seconds: float = 4.0) -> dict[str, Any]:
     while time.perf_counter() - t0 < seconds:
         tenc.embed([text] * 32)
         done += 32
-    out["text minilm (architecture descriptions)"] = {"texts_per_s": round(done / (time.perf_counter() - t0), 1),
-                                                      "batch": 32}
+    out["text minilm (architecture descriptions)"] = {
+        "texts_per_s": round(done / (time.perf_counter() - t0), 1),
+        "batch": 32,
+    }
     return out
 
 
@@ -363,9 +461,12 @@ def main() -> None:
     if "quality" in sections:
         result["quality"] = section_quality()
     if "index" in sections:
-        result["index"] = section_index([int(s) for s in args.sizes.split(",")], PixelStatsEncoder().dim,
-                                        dtypes=tuple(args.dtypes.split(",")),
-                                        efs=tuple(int(e) for e in args.efs.split(",")))
+        result["index"] = section_index(
+            [int(s) for s in args.sizes.split(",")],
+            PixelStatsEncoder().dim,
+            dtypes=tuple(args.dtypes.split(",")),
+            efs=tuple(int(e) for e in args.efs.split(",")),
+        )
     if "e2e" in sections:
         result["e2e"] = section_e2e([int(s) for s in args.e2e_sizes.split(",")])
     if "throughput" in sections:

@@ -95,7 +95,9 @@ def make_generator(k: int, spec_key: str, means: list[float], stds: list[float],
     pc = PriorConfig()
     tok = WeightTokenizer(TokenizerConfig(k=k, levels=pc.levels, codebook_size=pc.vocab_size)).eval()
     prior = WeightPrior(pc).eval()
-    stats = {spec_key: ArchStats(torch.tensor(means, dtype=torch.float64), torch.tensor(stds, dtype=torch.float64))}
+    stats = {
+        spec_key: ArchStats(torch.tensor(means, dtype=torch.float64), torch.tensor(stds, dtype=torch.float64))
+    }
     return Generator(tok, prior, k, "random", "random", stats, {"untrained": True})
 
 
@@ -135,7 +137,9 @@ class Progress:
 
 
 # -- one architecture, in a fresh process ------------------------------------------------------------------
-def run_child(arch: str, k: int, stats_file: Path, temperature: float, rss_every: int, seed: int) -> dict[str, Any]:
+def run_child(
+    arch: str, k: int, stats_file: Path, temperature: float, rss_every: int, seed: int
+) -> dict[str, Any]:
     spec = zoo.resolve_arch(arch)
     family = zoo.get_family(spec.family)
     layout = family.layout(spec)
@@ -150,7 +154,9 @@ def run_child(arch: str, k: int, stats_file: Path, temperature: float, rss_every
     # measurement; its rate, taken moments before, is the reference for this process's positions/s
     load_start = [round(x, 2) for x in os.getloadavg()]
     n_warm = min(pc.block_size, positions)
-    warm = ChunkCoords(torch.zeros(n_warm, dtype=torch.long), torch.arange(n_warm), torch.full((n_warm,), n_warm))
+    warm = ChunkCoords(
+        torch.zeros(n_warm, dtype=torch.long), torch.arange(n_warm), torch.full((n_warm,), n_warm)
+    )
     gen.prior.generate(warm.slice(0, 8), ds[None], arch_emb[None], temperature=temperature)
     t = time.perf_counter()
     gen.prior.generate(warm, ds[None], arch_emb[None], temperature=temperature)
@@ -168,8 +174,13 @@ def run_child(arch: str, k: int, stats_file: Path, temperature: float, rss_every
     assert progress.done == positions, (progress.done, positions)
     # the generated network works
     cfg = dict(spec.config)
-    x = torch.randn(1, int(cfg.get("in_chans", 3)), int(cfg.get("input_size", 224)), int(cfg.get("input_size", 224)),
-                    generator=g)
+    x = torch.randn(
+        1,
+        int(cfg.get("in_chans", 3)),
+        int(cfg.get("input_size", 224)),
+        int(cfg.get("input_size", 224)),
+        generator=g,
+    )
     net.eval()
     with torch.no_grad():
         logits = net(x)
@@ -187,8 +198,12 @@ def run_child(arch: str, k: int, stats_file: Path, temperature: float, rss_every
         "positions": positions,
         "windows": _windows(positions, pc.block_size, pc.block_size // 2),
         "codes": positions * pc.levels,
-        "time_s": {"total": total, "setup": progress.t_first - t0, "prior": progress.t_last - progress.t_first,
-                   "decode_rebuild": t_end - progress.t_last},
+        "time_s": {
+            "total": total,
+            "setup": progress.t_first - t0,
+            "prior": progress.t_last - progress.t_first,
+            "decode_rebuild": t_end - progress.t_last,
+        },
         "positions_per_s": positions / total,
         "prior_positions_per_s": positions / max(progress.t_last - progress.t_first, 1e-9),
         "one_window_positions_per_s": warm_rate,
@@ -202,17 +217,23 @@ def run_child(arch: str, k: int, stats_file: Path, temperature: float, rss_every
             "ru_maxrss_child": maxrss_kb / 1024,
             "rss_before_sample": base / 1024,
             "rss_after_sample": rss_after_kb / 1024,
-            "peak_above_before": (max(progress.hwm_setup_kb, progress.hwm_prior_kb, hwm_decode_kb) - base) / 1024,
+            "peak_above_before": (max(progress.hwm_setup_kb, progress.hwm_prior_kb, hwm_decode_kb) - base)
+            / 1024,
             "setup_peak_above_before": (progress.hwm_setup_kb - base) / 1024,
             "prior_peak_above_stage_start": (progress.hwm_prior_kb - progress.rss_first_kb) / 1024,
             "decode_peak_above_before": (hwm_decode_kb - base) / 1024,
         },
-        "peak_x_network": (max(progress.hwm_setup_kb, progress.hwm_prior_kb, hwm_decode_kb) - base) * 1024
+        "peak_x_network": (max(progress.hwm_setup_kb, progress.hwm_prior_kb, hwm_decode_kb) - base)
+        * 1024
         / weights_bytes,
         "rss_during_prior_mb": [[p, round(r, 2)] for p, r in progress.rss_series],
-        "module_check": {"input": list(x.shape), "logits_shape": list(logits.shape),
-                         "finite": bool(torch.isfinite(logits).all()), "module_params": n_params,
-                         "logit_std": float(logits.float().std())},
+        "module_check": {
+            "input": list(x.shape),
+            "logits_shape": list(logits.shape),
+            "finite": bool(torch.isfinite(logits).all()),
+            "module_params": n_params,
+            "logit_std": float(logits.float().std()),
+        },
     }
 
 
@@ -224,9 +245,23 @@ def _windows(total: int, block: int, overlap: int) -> int:
 
 
 def measure(arch: str, args: argparse.Namespace, stats_file: Path) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", arch, str(stats_file), "--k", str(args.k), "--threads",
-           str(args.threads), "--temperature", str(args.temperature), "--rss-every", str(args.rss_every),
-           "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        arch,
+        str(stats_file),
+        "--k",
+        str(args.k),
+        "--threads",
+        str(args.threads),
+        "--temperature",
+        str(args.temperature),
+        "--rss-every",
+        str(args.rss_every),
+        "--seed",
+        str(args.seed),
+    ]
     res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)  # stderr (tqdm) passes through
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -247,7 +282,9 @@ def threads_probe(n: int) -> dict[str, Any]:
         prior.generate(coords, ds, arch)
         out[f"positions_per_s_{threads}_threads"] = n / (time.perf_counter() - t)
         out[f"loadavg_after_{threads}_threads"] = [round(x, 2) for x in os.getloadavg()]
-        log.info("prior alone, %d thread(s): %.1f positions/s", threads, out[f"positions_per_s_{threads}_threads"])
+        log.info(
+            "prior alone, %d thread(s): %.1f positions/s", threads, out[f"positions_per_s_{threads}_threads"]
+        )
     torch.set_num_threads(before)
     return out
 
@@ -266,17 +303,28 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.loglog(params, [r["time_s"]["prior"] for r in rs], "s--", label="prior (window by window)")
     ax.loglog(params, [max(r["time_s"]["decode_rebuild"], 1e-3) for r in rs], "^:", label="decode + rebuild")
     for r in rs:
-        ax.annotate(r["arch"], (r["params"], r["time_s"]["total"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
+        ax.annotate(
+            r["arch"],
+            (r["params"], r["time_s"]["total"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     ax.set(xlabel="network parameters", ylabel="seconds", title=f"time (K={report['k']}, 1 network)")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[1]
     m = [r["memory_mb"] for r in rs]
     ax.loglog(params, [x["network_float32"] for x in m], "k-", alpha=0.5, label="network, float32")
-    ax.loglog(params, [max(x["peak_above_before"], 0.1) for x in m], "o-", label="peak RSS above start of sample")
-    ax.loglog(params, [max(x["prior_peak_above_stage_start"], 0.1) for x in m], "s--",
-              label="prior stage: peak RSS growth")
+    ax.loglog(
+        params, [max(x["peak_above_before"], 0.1) for x in m], "o-", label="peak RSS above start of sample"
+    )
+    ax.loglog(
+        params,
+        [max(x["prior_peak_above_stage_start"], 0.1) for x in m],
+        "s--",
+        label="prior stage: peak RSS growth",
+    )
     ax.loglog(params, [x["kv_cache_one_window"] for x in m], "k:", label="KV cache of one window")
     ax.loglog(params, [x["ru_maxrss_child"] for x in m], "d-.", label="ru_maxrss of the process")
     ax.set(xlabel="network parameters", ylabel="MiB", title="peak memory")
@@ -286,14 +334,22 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for r in rs:
         s = r["rss_during_prior_mb"]
         if len(s) > 2:
-            ax.plot([p for p, _ in s], [v - s[0][1] for _, v in s], label=f"{r['arch']} ({r['windows']} windows)")
-    ax.set(xlabel="chunk positions generated", ylabel="RSS above the first position (MiB)",
-           title="resident set during the prior stage")
+            ax.plot(
+                [p for p, _ in s], [v - s[0][1] for _, v in s], label=f"{r['arch']} ({r['windows']} windows)"
+            )
+    ax.set(
+        xlabel="chunk positions generated",
+        ylabel="RSS above the first position (MiB)",
+        title="resident set during the prior stage",
+    )
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
-    fig.suptitle(f"window-by-window generation on CPU ({report['machine']['cpu']}, {report['machine']['cores']} "
-                 f"cores, torch {report['machine']['torch']}, load avg at start "
-                 f"{report['machine']['loadavg_at_start'][0]})", fontsize=9)
+    fig.suptitle(
+        f"window-by-window generation on CPU ({report['machine']['cpu']}, {report['machine']['cores']} "
+        f"cores, torch {report['machine']['torch']}, load avg at start "
+        f"{report['machine']['loadavg_at_start'][0]})",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -314,7 +370,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        res = run_child(args.child[0], args.k, Path(args.child[1]), args.temperature, args.rss_every, args.seed)
+        res = run_child(
+            args.child[0], args.k, Path(args.child[1]), args.temperature, args.rss_every, args.seed
+        )
         print(json.dumps(res))
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -328,13 +386,26 @@ def main() -> None:
             stats_file.write_text(json.dumps(layer_stats(arch)))
             r = measure(arch, args, stats_file)
             mem = r["memory_mb"]
-            log.info("%s: %d positions in %.1f s (%.0f pos/s; one window alone %.0f pos/s; load %s; %.0f params/s); peak %.0f MiB above start "
-                     "(%.2fx the network's %.0f MiB), prior stage +%.1f MiB; ru_maxrss %.0f MiB; logits %s finite=%s",
-                     arch, r["positions"], r["time_s"]["total"], r["positions_per_s"], r["one_window_positions_per_s"],
-                     r["loadavg_start"][0], r["params_per_s"],
-                     mem["peak_above_before"], r["peak_x_network"], mem["network_float32"],
-                     mem["prior_peak_above_stage_start"], mem["ru_maxrss_child"], r["module_check"]["logits_shape"],
-                     r["module_check"]["finite"])
+            log.info(
+                "%s: %d positions in %.1f s (%.0f pos/s; one window alone %.0f pos/s; "
+                "load %s; %.0f params/s); peak %.0f MiB above start "
+                "(%.2fx the network's %.0f MiB), prior stage +%.1f MiB; ru_maxrss %.0f MiB; "
+                "logits %s finite=%s",
+                arch,
+                r["positions"],
+                r["time_s"]["total"],
+                r["positions_per_s"],
+                r["one_window_positions_per_s"],
+                r["loadavg_start"][0],
+                r["params_per_s"],
+                mem["peak_above_before"],
+                r["peak_x_network"],
+                mem["network_float32"],
+                mem["prior_peak_above_stage_start"],
+                mem["ru_maxrss_child"],
+                r["module_check"]["logits_shape"],
+                r["module_check"]["finite"],
+            )
             results.append(r)
     pc = PriorConfig()
     report = {

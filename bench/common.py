@@ -21,9 +21,16 @@ def machine(**extra: Any) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": torch.cuda.is_available(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], **extra}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        **extra,
+    }
 
 
 def emit(result: dict[str, Any], out: Path | None) -> None:
