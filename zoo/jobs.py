@@ -66,9 +66,13 @@ class Lease:
     def __init__(self, registry: Registry, name: str, *, ttl_s: float = DEFAULT_TTL_S, wait_s: float = 0.0,
                  poll_s: float = 0.5, holder: str | None = None, heartbeat: bool = True) -> None:
         if ttl_s <= 0:
-            raise ConfigError(f"lease TTL must be positive (got {ttl_s}); pass a number of seconds such as 300")
+            raise ConfigError(
+                f"lease TTL must be positive (got {ttl_s}); pass a number of seconds such as 300"
+            )
         if wait_s < 0:
-            raise ConfigError(f"wait must be zero or positive (got {wait_s}); pass seconds to wait for the lease")
+            raise ConfigError(
+                f"wait must be zero or positive (got {wait_s}); pass seconds to wait for the lease"
+            )
         self.registry = registry
         self.name = name
         self.ttl_s = float(ttl_s)
@@ -98,7 +102,7 @@ class Lease:
         return self.registry.repos.jobs.try_acquire(self.name, self.holder, self.ttl_s, may_take_over)
 
     def acquire(self) -> Lease:
-        """Take the lease, waiting up to ``wait_s`` seconds; raises :class:`LeaseHeldError` if it stays held."""
+        """Take the lease, waiting up to ``wait_s`` seconds; :class:`LeaseHeldError` if it stays held."""
         if self.held:
             return self
         deadline = time.monotonic() + self.wait_s
@@ -110,7 +114,12 @@ class Lease:
             if time.monotonic() >= deadline:
                 raise LeaseHeldError(self.name, other.holder, other.expires_at.isoformat(timespec="seconds"))
             if not told:
-                log.info("job %s: waiting up to %.0f s for the lease held by %s", self.name, self.wait_s, other.holder)
+                log.info(
+                    "job %s: waiting up to %.0f s for the lease held by %s",
+                    self.name,
+                    self.wait_s,
+                    other.holder,
+                )
                 told = True
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
         self.held = True
@@ -123,7 +132,8 @@ class Lease:
         return self
 
     def renew(self) -> bool:
-        """Push the expiry ``ttl_s`` ahead; False (and :meth:`check` raises from then on) if the lease is lost."""
+        """Push the expiry ``ttl_s`` ahead; False (and :meth:`check` raises from then on) if the lease is
+        lost."""
         lost_to = self.registry.repos.jobs.renew(self.name, self.holder, self.ttl_s)
         if lost_to is not None:
             self._lost_to = lost_to
@@ -200,8 +210,15 @@ def finish_run(registry: Registry, run_id: int, status: str, *, counts: Mapping[
     return registry.repos.jobs.finish_run(run_id, status, counts, message)
 
 
-def record_run(registry: Registry, kind: str, status: str, holder: str, *, counts: Mapping[str, int] | None = None,
-               message: str = "") -> JobRunRecord:
+def record_run(
+    registry: Registry,
+    kind: str,
+    status: str,
+    holder: str,
+    *,
+    counts: Mapping[str, int] | None = None,
+    message: str = "",
+) -> JobRunRecord:
     """Record a run that ended as it started (e.g. ``skipped`` because another run held the lease)."""
     rec = start_run(registry, kind, holder)
     return finish_run(registry, rec.id, status, counts=counts or {}, message=message)
@@ -214,7 +231,9 @@ def mark_killed(registry: Registry, kind: str, *, current: int) -> list[int]:
     """
     ids = registry.repos.jobs.mark_killed(kind, current)
     if ids:
-        log.warning("job %s: runs %s had died mid-way; marked killed (this run redoes what they left)", kind, ids)
+        log.warning(
+            "job %s: runs %s had died mid-way; marked killed (this run redoes what they left)", kind, ids
+        )
     return ids
 
 

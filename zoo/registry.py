@@ -66,8 +66,14 @@ class Registry:
     names the path (what read-only tools want, so that a mistyped path is not a new empty registry).
     """
 
-    def __init__(self, url: str | os.PathLike[str] | None = None, *, blob_root: str | os.PathLike[str] | None = None,
-                 fsync: bool = False, create: bool = True) -> None:
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        blob_root: str | os.PathLike[str] | None = None,
+        fsync: bool = False,
+        create: bool = True,
+    ) -> None:
         url_s = str(url) if url is not None else default_url()
         if "://" not in url_s:  # a bare path means a SQLite file
             url_s = f"sqlite:///{url_s}"
@@ -130,9 +136,22 @@ class Registry:
         was taken, stripped and left out is recorded in ``meta`` (``source_weights``, ``stripped_prefix``,
         ``source_left_out``, ``source_extra``).
         """
-        new = prepare_checkpoint(checkpoint, base_arch=lambda ref: self.get(ref).arch, name=name, arch=arch,
-                                 dataset=dataset, metrics=metrics, tags=tags, origin=origin, parent=parent,
-                                 base=base, alias=alias, meta=meta, weights=weights, strip_prefix=strip_prefix)
+        new = prepare_checkpoint(
+            checkpoint,
+            base_arch=lambda ref: self.get(ref).arch,
+            name=name,
+            arch=arch,
+            dataset=dataset,
+            metrics=metrics,
+            tags=tags,
+            origin=origin,
+            parent=parent,
+            base=base,
+            alias=alias,
+            meta=meta,
+            weights=weights,
+            strip_prefix=strip_prefix,
+        )
         rec = self.repos.checkpoints.add(new, exist_ok=exist_ok)
         log.info("added %s (%s, %s params, blob %s)", rec.ref, rec.arch, rec.num_params, rec.sha256[:12])
         return rec
@@ -171,9 +190,18 @@ class Registry:
         registered after the one with that id (ids grow with every add, follow commit order and are never
         reused, so a watermark such as a generator's sees every later add exactly once).
         """
-        return self.repos.checkpoints.search(family=family, arch=arch, dataset=dataset, tags=tags, metrics=metrics,
-                                             name=name, origin=origin, latest_only=latest_only, limit=limit,
-                                             after=after)
+        return self.repos.checkpoints.search(
+            family=family,
+            arch=arch,
+            dataset=dataset,
+            tags=tags,
+            metrics=metrics,
+            name=name,
+            origin=origin,
+            latest_only=latest_only,
+            limit=limit,
+            after=after,
+        )
 
     def versions(self, name: str) -> list[CheckpointRecord]:
         """Every version of ``name``, oldest first."""
@@ -265,7 +293,9 @@ class Registry:
         an MNIST folder, ``"digits"``); ``encoders`` defaults to every installed dataset encoder. See
         :func:`zoo.retrieval.register_dataset`.
         """
-        return retrieval.register_dataset(self, name, data, description=description, encoders=encoders, replace=replace)
+        return retrieval.register_dataset(
+            self, name, data, description=description, encoders=encoders, replace=replace
+        )
 
     def nearest(self, arch: str | ArchSpec | None, dataset: DataLike | np.ndarray, k: int = 5, **options: Any
                 ) -> list[Neighbor]:
@@ -288,9 +318,17 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     # generator versions
     # ------------------------------------------------------------------------------------------------
-    def add_generator(self, data: bytes, *, name: str = "igpg", families: Iterable[str], config: Mapping[str, Any],
-                      metrics: Mapping[str, float], trained_on: Iterable[int], status: str = "candidate"
-                      ) -> GeneratorRecord:
+    def add_generator(
+        self,
+        data: bytes,
+        *,
+        name: str = "igpg",
+        families: Iterable[str],
+        config: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        trained_on: Iterable[int],
+        status: str = "candidate",
+    ) -> GeneratorRecord:
         """Store a trained generator (safetensors bytes) as the next version of ``name``.
 
         ``trained_on`` are the checkpoint ids it learnt from; the highest is its training watermark.
@@ -306,8 +344,8 @@ class Registry:
         return self.repos.generators.list(family=family, status=status)
 
     def get_generator(self, ref: str | int) -> GeneratorRecord:
-        """A generator version by ``name`` (newest), ``name:vN``, ``name@promoted`` (newest promoted; any status
-        works) or ``id:N`` / an int id: the grammar of :mod:`zoo.refs`."""
+        """A generator version by ``name`` (newest), ``name:vN``, ``name@promoted`` (newest promoted; any
+        status works) or ``id:N`` / an int id: the grammar of :mod:`zoo.refs`."""
         return self.repos.generators.get(ref)
 
     def set_generator_status(self, ref: str | int, status: str) -> GeneratorRecord:

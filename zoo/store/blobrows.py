@@ -32,8 +32,14 @@ class BlobRepository:
 
     def upsert_live(self, s: Session, sha: str, size: int) -> None:
         """Insert the blob row, or mark an existing one live again (it may be half-way through removal)."""
-        s.execute(self.db.upsert(m.Blob, {"sha256": sha, "size": size, "state": "live", "created_at": m.utcnow()},
-                                 [m.Blob.sha256], {"state": "live"}))
+        s.execute(
+            self.db.upsert(
+                m.Blob,
+                {"sha256": sha, "size": size, "state": "live", "created_at": m.utcnow()},
+                [m.Blob.sha256],
+                {"state": "live"},
+            )
+        )
 
     @staticmethod
     def referenced(s: Session, sha: str) -> bool:
@@ -42,7 +48,7 @@ class BlobRepository:
             exists().where(m.Checkpoint.sha256 == sha) | exists().where(m.Generator.sha256 == sha))))
 
     def mark_deleting_if_unreferenced(self, s: Session, sha: str) -> None:
-        """First phase of removal, inside the transaction that dropped a reference (holding the blob's lock)."""
+        """First phase of removal, in the transaction that dropped a reference (holding the blob's lock)."""
         if not self.referenced(s, sha):
             s.execute(update(m.Blob).where(m.Blob.sha256 == sha).values(state="deleting"))
 
@@ -107,8 +113,14 @@ class BlobRepository:
                               tuple(orphan_files) + tuple(str(p.name) for p in temps), tuple(orphan_rows),
                               repaired=repair)
         if not report.clean:
-            log.warning("verify: %d missing, %d corrupt, %d orphan files, %d orphan rows%s", len(missing),
-                        len(corrupt), len(report.orphan_files), len(orphan_rows), " (repaired)" if repair else "")
+            log.warning(
+                "verify: %d missing, %d corrupt, %d orphan files, %d orphan rows%s",
+                len(missing),
+                len(corrupt),
+                len(report.orphan_files),
+                len(orphan_rows),
+                " (repaired)" if repair else "",
+            )
         return report
 
 

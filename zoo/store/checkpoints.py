@@ -85,7 +85,9 @@ class CheckpointRepository:
                 self.blobs.drop_if_unreferenced(sha)
             raise
 
-    def insert_rows(self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool) -> CheckpointRecord:
+    def insert_rows(
+        self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool
+    ) -> CheckpointRecord:
         """The rows of ``new`` (or, with ``exist_ok``, the record of the same weights under the same name)."""
         name, spec = new.name, new.spec
         existing = s.execute(select(m.Checkpoint.id, m.Checkpoint.version, m.Checkpoint.sha256)
@@ -112,21 +114,40 @@ class CheckpointRepository:
             cid = s.execute(_INSERT_CHECKPOINT, {
                 "name": name, "version": version, "family": spec.family, "arch_name": spec.name,
                 "arch_key": spec.key, "arch_json": spec.to_json(), "arch_text": new.arch_text, "sha256": sha,
-                "num_params": new.num_params, "size_bytes": size, "dataset_id": dataset_id, "origin": new.origin,
-                "parent_id": parent_id, "base_id": base_id, "meta": new.meta, "created_at": now}).scalar_one()
+                "num_params": new.num_params, "size_bytes": size, "dataset_id": dataset_id,
+                "origin": new.origin, "parent_id": parent_id, "base_id": base_id, "meta": new.meta,
+                "created_at": now}).scalar_one()
         except SAIntegrityError as exc:
-            raise DuplicateError("checkpoint", f"{name}:v{version}", "a concurrent add took this version; retry") \
-                from exc
+            raise DuplicateError(
+                "checkpoint", f"{name}:v{version}", "a concurrent add took this version; retry"
+            ) from exc
         if new.tags:
             s.execute(insert(m.Tag), [{"checkpoint_id": cid, "tag": t} for t in new.tags])
         if new.metrics:
-            s.execute(insert(m.Metric), [{"checkpoint_id": cid, "key": k, "value": v} for k, v in new.metrics.items()])
+            s.execute(
+                insert(m.Metric),
+                [{"checkpoint_id": cid, "key": k, "value": v} for k, v in new.metrics.items()],
+            )
         if new.alias is not None:
             self.set_alias(s, s.get_one(m.Checkpoint, cid), new.alias)
         return CheckpointRecord(
-            id=cid, name=name, version=version, arch=spec, arch_text=new.arch_text, sha256=sha,
-            num_params=new.num_params, size_bytes=size, dataset=new.dataset, metrics=new.metrics, tags=new.tags,
-            origin=new.origin, parent_id=parent_id, base_id=base_id, created_at=now, meta=new.meta)
+            id=cid,
+            name=name,
+            version=version,
+            arch=spec,
+            arch_text=new.arch_text,
+            sha256=sha,
+            num_params=new.num_params,
+            size_bytes=size,
+            dataset=new.dataset,
+            metrics=new.metrics,
+            tags=new.tags,
+            origin=new.origin,
+            parent_id=parent_id,
+            base_id=base_id,
+            created_at=now,
+            meta=new.meta,
+        )
 
     # -- reading ------------------------------------------------------------------------------------
     def get(self, ref: str | int | CheckpointRecord) -> CheckpointRecord:
@@ -140,10 +161,20 @@ class CheckpointRepository:
             rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.id.in_(wanted))).all() if wanted else []
             return self.records(s, rows)
 
-    def search(self, *, family: str | None = None, arch: str | ArchSpec | None = None, dataset: str | None = None,
-               tags: Iterable[str] = (), metrics: Mapping[str, Any] | Sequence[str] | None = None,
-               name: str | None = None, origin: str | None = None, latest_only: bool = False,
-               limit: int | None = None, after: int | None = None) -> list[CheckpointRecord]:
+    def search(
+        self,
+        *,
+        family: str | None = None,
+        arch: str | ArchSpec | None = None,
+        dataset: str | None = None,
+        tags: Iterable[str] = (),
+        metrics: Mapping[str, Any] | Sequence[str] | None = None,
+        name: str | None = None,
+        origin: str | None = None,
+        latest_only: bool = False,
+        limit: int | None = None,
+        after: int | None = None,
+    ) -> list[CheckpointRecord]:
         """See :meth:`zoo.registry.Registry.search`."""
         q = select(m.Checkpoint)
         if family:
@@ -211,7 +242,8 @@ class CheckpointRepository:
                 "checkpoints": s.scalar(select(func.count()).select_from(m.Checkpoint)) or 0,
                 "names": s.scalar(select(func.count(func.distinct(m.Checkpoint.name)))) or 0,
                 "blobs": s.scalar(select(func.count()).select_from(m.Blob)) or 0,
-                "blob_bytes": int(s.scalar(select(func.coalesce(func.sum(m.Blob.size), 0))) or 0),  # PG: numeric
+                # PostgreSQL sums to a numeric
+                "blob_bytes": int(s.scalar(select(func.coalesce(func.sum(m.Blob.size), 0))) or 0),
                 "datasets": s.scalar(select(func.count()).select_from(m.Dataset)) or 0,
                 "generators": s.scalar(select(func.count()).select_from(m.Generator)) or 0,
                 "families": sorted(set(s.scalars(select(m.Checkpoint.family).distinct()).all())),
@@ -275,8 +307,11 @@ class CheckpointRepository:
         def refs(q: Select[Any]) -> tuple[str, ...]:
             return tuple(f"{n}:v{v}" for n, v in s.execute(q).all())
 
-        children = refs(select(m.Checkpoint.name, m.Checkpoint.version).where(m.Checkpoint.parent_id == row.id)
-                        .order_by(m.Checkpoint.id))
+        children = refs(
+            select(m.Checkpoint.name, m.Checkpoint.version)
+            .where(m.Checkpoint.parent_id == row.id)
+            .order_by(m.Checkpoint.id)
+        )
         base_of = refs(select(m.Checkpoint.name, m.Checkpoint.version).where(m.Checkpoint.base_id == row.id)
                        .order_by(m.Checkpoint.id))
         generators = refs(select(m.Generator.name, m.Generator.version).join(
@@ -316,8 +351,11 @@ class CheckpointRepository:
             last = s.scalar(select(m.VersionCounter.last_version).where(m.VersionCounter.kind == "checkpoint",
                                                                          m.VersionCounter.name == name))
             if r.version is not None and last is not None:
-                hint = (f"{name}:v{r.version} was removed (versions are never reused)" if 1 <= r.version <= last
-                        else f"versions of {name} run from v1 to v{last}") + f"; see `zoo list --name {name}`"
+                hint = (
+                    f"{name}:v{r.version} was removed (versions are never reused)"
+                    if 1 <= r.version <= last
+                    else f"versions of {name} run from v1 to v{last}"
+                ) + f"; see `zoo list --name {name}`"
             elif isinstance(ref, str) and ref.isdigit() and s.get(m.Checkpoint, int(ref)) is not None:
                 hint = f"a string is a name; to refer to the checkpoint with id {ref}, write id:{ref}"
             raise NotFoundError("checkpoint", str(ref), hint)
@@ -331,8 +369,10 @@ class CheckpointRepository:
             versions = s.scalars(select(m.Checkpoint.version).where(m.Checkpoint.name == r.name)
                                  .order_by(m.Checkpoint.version)).all()
             if len(versions) > 1:
-                raise ZooError(f"{r.name} has {len(versions)} versions ({', '.join(f'v{v}' for v in versions)}); "
-                               f"name the one to act on, e.g. {r.name}:v{versions[-1]}")
+                raise ZooError(
+                    f"{r.name} has {len(versions)} versions ({', '.join(f'v{v}' for v in versions)}); "
+                    f"name the one to act on, e.g. {r.name}:v{versions[-1]}"
+                )
         return row
 
     def record(self, s: Session, row: m.Checkpoint) -> CheckpointRecord:
@@ -347,21 +387,36 @@ class CheckpointRepository:
         metrics: dict[int, dict[str, float]] = {}
         datasets: dict[int, str] = {}
         for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
-            for cid, tag in s.execute(select(m.Tag.checkpoint_id, m.Tag.tag).where(m.Tag.checkpoint_id.in_(chunk))):
+            for cid, tag in s.execute(
+                select(m.Tag.checkpoint_id, m.Tag.tag).where(m.Tag.checkpoint_id.in_(chunk))
+            ):
                 tags.setdefault(cid, []).append(tag)
             for cid, k, v in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
                                        .where(m.Metric.checkpoint_id.in_(chunk))):
                 metrics.setdefault(cid, {})[k] = v
         ds_ids = {r.dataset_id for r in rows if r.dataset_id is not None}
         if ds_ids:
-            datasets = dict(s.execute(select(m.Dataset.id, m.Dataset.name).where(m.Dataset.id.in_(ds_ids))).all())
+            datasets = dict(
+                s.execute(select(m.Dataset.id, m.Dataset.name).where(m.Dataset.id.in_(ds_ids))).all()
+            )
         return [
             CheckpointRecord(
-                id=r.id, name=r.name, version=r.version, arch=ArchSpec.from_json(r.arch_json), arch_text=r.arch_text,
-                sha256=r.sha256, num_params=r.num_params, size_bytes=r.size_bytes,
+                id=r.id,
+                name=r.name,
+                version=r.version,
+                arch=ArchSpec.from_json(r.arch_json),
+                arch_text=r.arch_text,
+                sha256=r.sha256,
+                num_params=r.num_params,
+                size_bytes=r.size_bytes,
                 dataset=datasets.get(r.dataset_id) if r.dataset_id is not None else None,
-                metrics=metrics.get(r.id, {}), tags=tuple(sorted(tags.get(r.id, []))), origin=r.origin,
-                parent_id=r.parent_id, base_id=r.base_id, created_at=m.as_utc(r.created_at), meta=r.meta or {},
+                metrics=metrics.get(r.id, {}),
+                tags=tuple(sorted(tags.get(r.id, []))),
+                origin=r.origin,
+                parent_id=r.parent_id,
+                base_id=r.base_id,
+                created_at=m.as_utc(r.created_at),
+                meta=r.meta or {},
             )
             for r in rows
         ]

@@ -1,4 +1,4 @@
-"""Datasets: their rows (name, size, classes, content fingerprint); vectors are in :mod:`zoo.store.vectors`."""
+"""Datasets: their rows (name, size, classes, content fingerprint); vectors: :mod:`zoo.store.vectors`."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ class GeneratorRepository:
 
     def add(self, data: bytes, *, name: str, families: Iterable[str], config: Mapping[str, Any],
             metrics: Mapping[str, float], trained_on: list[int], status: str) -> GeneratorRecord:
-        """Store ``data`` (checked by the caller) as the next version of ``name``; on error nothing is kept."""
+        """Store ``data`` (checked by the caller) as the next version of ``name``; on error, nothing."""
         sha, created = self.blobs.files.put(data)
 
         def txn() -> GeneratorRecord:
@@ -79,7 +79,9 @@ class GeneratorRepository:
                     q = q.where(m.Generator.status == r.alias)
             row = s.scalars(q.order_by(m.Generator.version.desc())).first()
             if row is None:
-                raise NotFoundError("generator", str(r), "see `zoo generators`, or train one with `zoo train`")
+                raise NotFoundError(
+                    "generator", str(r), "see `zoo generators`, or train one with `zoo train`"
+                )
             return self._record(row, self._trained_on(s, row.id))
 
     def set_status(self, generator_id: int, status: str) -> None:
@@ -93,9 +95,19 @@ class GeneratorRepository:
 
     @staticmethod
     def _record(r: m.Generator, trained_on: Iterable[int]) -> GeneratorRecord:
-        return GeneratorRecord(r.id, r.name, r.version, tuple(f for f in r.families.split(",") if f), r.sha256,
-                               r.config or {}, r.metrics or {}, tuple(trained_on), r.watermark, r.status,
-                               m.as_utc(r.created_at))
+        return GeneratorRecord(
+            r.id,
+            r.name,
+            r.version,
+            tuple(f for f in r.families.split(",") if f),
+            r.sha256,
+            r.config or {},
+            r.metrics or {},
+            tuple(trained_on),
+            r.watermark,
+            r.status,
+            m.as_utc(r.created_at),
+        )
 
 
 __all__ = ["GENERATOR_STATUSES", "GeneratorRepository"]

@@ -1,4 +1,5 @@
-"""Leases and job runs: the rows behind :mod:`zoo.jobs` (taking, renewing and releasing a lease; recording runs).
+"""Leases and job runs: the rows behind :mod:`zoo.jobs` (taking, renewing and releasing a lease; recording
+runs).
 
 Every write takes the lease's advisory lock where a read decides what is written (PostgreSQL; SQLite writers
 are serial anyway), so that a takeover and a renewal never interleave between a read and a write.
@@ -43,8 +44,8 @@ class JobRepository:
     # -- leases -------------------------------------------------------------------------------------
     def try_acquire(self, name: str, holder: str, ttl_s: float,
                     may_take_over: Callable[[LeaseInfo, datetime], bool]) -> LeaseInfo | None:
-        """Take lease ``name`` for ``holder`` unless another holder has it and ``may_take_over(info, now)`` says
-        no: None when taken, else who holds it."""
+        """Take lease ``name`` for ``holder`` unless another holder has it and ``may_take_over(info, now)``
+        says no: None when taken, else who holds it."""
 
         def txn() -> LeaseInfo | None:
             with self.db.write() as s:
@@ -95,7 +96,9 @@ class JobRepository:
             if row is None:
                 return None
             now = m.utcnow()
-            return LeaseInfo(row.name, row.holder, m.as_utc(row.acquired_at) or now, m.as_utc(row.expires_at) or now)
+            return LeaseInfo(
+                row.name, row.holder, m.as_utc(row.acquired_at) or now, m.as_utc(row.expires_at) or now
+            )
 
     # -- runs ---------------------------------------------------------------------------------------
     def start_run(self, kind: str, holder: str) -> JobRunRecord:
@@ -122,7 +125,12 @@ class JobRepository:
                 row = s.get(m.JobRun, run_id)
                 if row is None:
                     raise NotFoundError("job run", str(run_id), "see `zoo jobs`")
-                row.status, row.finished_at, row.counts, row.message = status, m.utcnow(), dict(counts), message
+                row.status, row.finished_at, row.counts, row.message = (
+                    status,
+                    m.utcnow(),
+                    dict(counts),
+                    message,
+                )
                 s.flush()
                 return job_run_record(row)
 
@@ -131,12 +139,23 @@ class JobRepository:
     def mark_killed(self, kind: str, current: int) -> list[int]:
         def txn() -> list[int]:
             with self.db.write() as s:
-                ids = list(s.scalars(select(m.JobRun.id).where(m.JobRun.kind == kind, m.JobRun.status == "running",
-                                                               m.JobRun.id != current)).all())
+                ids = list(
+                    s.scalars(
+                        select(m.JobRun.id).where(
+                            m.JobRun.kind == kind, m.JobRun.status == "running", m.JobRun.id != current
+                        )
+                    ).all()
+                )
                 if ids:
-                    s.execute(update(m.JobRun).where(m.JobRun.id.in_(ids)).values(
-                        status="killed", message=m.JobRun.message + f" [found killed by run {current}: its process "
-                                                                    "ended without recording an outcome]"))
+                    s.execute(
+                        update(m.JobRun)
+                        .where(m.JobRun.id.in_(ids))
+                        .values(
+                            status="killed",
+                            message=m.JobRun.message + f" [found killed by run {current}: its process "
+                            "ended without recording an outcome]",
+                        )
+                    )
                 return ids
 
         return retry(txn)

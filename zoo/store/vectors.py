@@ -78,27 +78,41 @@ class VectorRepository:
 
     # -- datasets -----------------------------------------------------------------------------------
     def dataset_vectors(self, name: str) -> tuple[DatasetRecord | None, dict[str, State]]:
-        """Dataset ``name`` (None if unknown) and the state of its stored vector per encoder id, in one read."""
+        """Dataset ``name`` (None if unknown) and the state of its stored vectors by encoder id, one read."""
         with self.db.read() as s:
             row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
-            existing = {e.encoder_id: (e.encoder_version, e.source_fingerprint) for e in s.scalars(
-                select(m.Embedding).where(m.Embedding.subject == DATASET, m.Embedding.subject_key == name)).all()}
+            existing = {
+                e.encoder_id: (e.encoder_version, e.source_fingerprint)
+                for e in s.scalars(
+                    select(m.Embedding).where(m.Embedding.subject == DATASET, m.Embedding.subject_key == name)
+                ).all()
+            }
             return (dataset_record(row) if row is not None else None), existing
 
     def save_dataset(self, name: str, data: DatasetData, *, description: str | None, replace: bool,
                      vectors: Mapping[str, tuple[str, np.ndarray]]) -> DatasetRecord:
-        """Create or update dataset ``name`` and store ``vectors`` (``{encoder id: (version, vector)}``) in one
-        transaction; refused when another process registered different data meanwhile (unless ``replace``)."""
+        """Create or update dataset ``name`` and store ``vectors`` (``{encoder id: (version, vector)}``) in
+        one transaction; refused when another process registered different data meanwhile (unless
+        ``replace``)."""
         fp = data.fingerprint
 
         def txn() -> DatasetRecord:
             with self.db.write() as s:
                 self.db.lock_key(s, f"dataset:{name}")
                 row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
-                if (row is not None and row.fingerprint and row.fingerprint != fp and not replace
-                        and not (row.meta or {}).get("placeholder")):  # a concurrent registration got there first
-                    raise DuplicateError("dataset", name, "another process registered different data under this "
-                                         "name meanwhile; pass replace=True to replace it, or choose another name")
+                if (
+                    row is not None
+                    and row.fingerprint
+                    and row.fingerprint != fp
+                    and not replace
+                    and not (row.meta or {}).get("placeholder")
+                ):  # a concurrent registration got there first
+                    raise DuplicateError(
+                        "dataset",
+                        name,
+                        "another process registered different data under this "
+                        "name meanwhile; pass replace=True to replace it, or choose another name",
+                    )
                 if row is None:
                     row = m.Dataset(name=name)
                     s.add(row)
@@ -113,32 +127,52 @@ class VectorRepository:
         return retry(txn)
 
     def dataset_states(self) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[tuple[str, str], State]]:
-        """(every dataset as ``(name, fingerprint, meta)`` by name, ``{(name, encoder id): state}``), in one read."""
+        """(every dataset as ``(name, fingerprint, meta)`` by name, ``{(name, encoder id): state}``), in one
+        read."""
         with self.db.read() as s:
             rows = [(r.name, r.fingerprint, dict(r.meta or {}))
                     for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name))]
             stored: dict[tuple[str, str], State] = {
                 (e.subject_key, e.encoder_id): (e.encoder_version, e.source_fingerprint)
-                for e in s.execute(select(m.Embedding.subject_key, m.Embedding.encoder_id, m.Embedding.encoder_version,
-                                          m.Embedding.source_fingerprint).where(m.Embedding.subject == DATASET)).all()
+                for e in s.execute(
+                    select(
+                        m.Embedding.subject_key,
+                        m.Embedding.encoder_id,
+                        m.Embedding.encoder_version,
+                        m.Embedding.source_fingerprint,
+                    ).where(m.Embedding.subject == DATASET)
+                ).all()
             }
         return rows, stored
 
-    def dataset_vector(self, name: str, encoder_id: str) -> tuple[DatasetRecord | None, EmbeddingRecord | None]:
-        """Dataset ``name`` (None if unknown) and its vector by ``encoder_id`` (None if not stored), in one read."""
+    def dataset_vector(
+        self, name: str, encoder_id: str
+    ) -> tuple[DatasetRecord | None, EmbeddingRecord | None]:
+        """Dataset ``name`` (None if unknown) and its vector by ``encoder_id`` (None if not stored), one
+        read."""
         with self.db.read() as s:
             row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
             if row is None:
                 return None, None
-            emb = s.scalars(select(m.Embedding).where(m.Embedding.subject == DATASET, m.Embedding.subject_key == name,
-                                                      m.Embedding.encoder_id == encoder_id)).first()
+            emb = s.scalars(
+                select(m.Embedding).where(
+                    m.Embedding.subject == DATASET,
+                    m.Embedding.subject_key == name,
+                    m.Embedding.encoder_id == encoder_id,
+                )
+            ).first()
             return dataset_record(row), (embedding_record(emb) if emb is not None else None)
 
     # -- any vector ---------------------------------------------------------------------------------
     def get(self, subject: str, key: str, encoder_id: str) -> EmbeddingRecord | None:
         with self.db.read() as s:
-            row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
-                                                      m.Embedding.encoder_id == encoder_id)).first()
+            row = s.scalars(
+                select(m.Embedding).where(
+                    m.Embedding.subject == subject,
+                    m.Embedding.subject_key == key,
+                    m.Embedding.encoder_id == encoder_id,
+                )
+            ).first()
             return embedding_record(row) if row is not None else None
 
     def list(self, *, subject: str | None = None, encoder_id: str | None = None) -> list[EmbeddingRecord]:
@@ -159,7 +193,10 @@ class VectorRepository:
                 for row in s.scalars(select(m.Embedding).where(
                         m.Embedding.subject == ARCH, m.Embedding.encoder_id == encoder_id,
                         m.Embedding.subject_key.in_(chunk))).all():
-                    out[row.subject_key] = ((row.encoder_version, row.source_fingerprint), from_bytes(row.vector))
+                    out[row.subject_key] = (
+                        (row.encoder_version, row.source_fingerprint),
+                        from_bytes(row.vector),
+                    )
         return out
 
     def arch_states(self, encoder_id: str) -> dict[str, State]:
@@ -213,7 +250,8 @@ class VectorRepository:
         return int(count or 0), int(max_id or 0), str(max_created or "")
 
     def table(self, subject: str, encoder_id: str, version: str) -> VectorTable:
-        """Every current vector of ``subject`` by the encoder version, with the encoder's change key, in one read."""
+        """Every current vector of ``subject`` by the encoder version, with the encoder's change key, in one
+        read."""
         with self.db.read() as s:
             change = self._change_key(s, encoder_id)
             rows = s.execute(select(m.Embedding.id, m.Embedding.subject_key, m.Embedding.vector).where(
@@ -221,14 +259,20 @@ class VectorRepository:
                 m.Embedding.encoder_version == version).order_by(m.Embedding.id)).all()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         dim = len(rows[0][2]) // 4 if rows else 0
-        mat = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim).astype(np.float32) \
-            if rows else np.zeros((0, 0), dtype=np.float32)
+        mat = (
+            np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
+            .reshape(len(rows), dim)
+            .astype(np.float32)
+            if rows
+            else np.zeros((0, 0), dtype=np.float32)
+        )
         return VectorTable(change, ids, tuple(r[1] for r in rows), mat)
 
     def index_state(self, key: str, subject: str, encoder_id: str, version: str,
                     extendable: Callable[[tuple[int, int, str], dict[str, Any]], bool]) -> IndexState:
-        """The vectors' token and the index settings row ``key``, in one read; when ``extendable(token, state)``,
-        also the vectors added since the index was written (None if an older one changed meanwhile)."""
+        """The vectors' token and the index settings row ``key``, in one read; when
+        ``extendable(token, state)``, also the vectors added since the index was written (None if an older
+        one changed meanwhile)."""
         with self.db.read() as s:
             token = self._token(s, subject, encoder_id, version)
             setting = s.get(m.Setting, key)
@@ -272,7 +316,8 @@ class VectorRepository:
 
     def compatible_if_changed(self, spec: ArchSpec | None, match: str, latest_only: bool,
                               known: tuple[Any, ...] | None) -> tuple[tuple[Any, ...], Compatible | None]:
-        """(checkpoints-and-datasets token, every compatible checkpoint, or None when the token is ``known``)."""
+        """(checkpoints-and-datasets token, every compatible checkpoint, or None when the token is
+        ``known``)."""
         with self.db.read() as s:
             token = tuple(s.execute(select(func.count(), func.max(m.Checkpoint.id))).one()) + tuple(
                 s.execute(select(func.count(), func.max(m.Dataset.id))).one())
@@ -307,16 +352,24 @@ class VectorRepository:
         out: dict[int, dict[str, float]] = {int(i): {} for i in ids}
         with self.db.read() as s:
             for chunk in (list(ids[i:i + 500]) for i in range(0, len(ids), 500)):
-                for cid, key, value in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).where(
-                        m.Metric.checkpoint_id.in_([int(c) for c in chunk]))).all():
+                for cid, key, value in s.execute(
+                    select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).where(
+                        m.Metric.checkpoint_id.in_([int(c) for c in chunk])
+                    )
+                ).all():
                     out[int(cid)][key] = float(value)
         return out
 
     @staticmethod
     def _upsert(s: Session, subject: str, key: str, encoder_id: str, version: str, fingerprint: str,
                 vec: np.ndarray) -> m.Embedding:
-        row = s.scalars(select(m.Embedding).where(m.Embedding.subject == subject, m.Embedding.subject_key == key,
-                                                  m.Embedding.encoder_id == encoder_id)).first()
+        row = s.scalars(
+            select(m.Embedding).where(
+                m.Embedding.subject == subject,
+                m.Embedding.subject_key == key,
+                m.Embedding.encoder_id == encoder_id,
+            )
+        ).first()
         if row is not None:  # replaced by a new row (a new id), so that (count, max id) notices the change
             s.delete(row)
             s.flush()
@@ -327,5 +380,14 @@ class VectorRepository:
         return row
 
 
-__all__ = ["ARCH", "DATASET", "DatasetData", "IndexState", "VectorRepository", "VectorTable", "embedding_record",
-           "from_bytes", "to_bytes"]
+__all__ = [
+    "ARCH",
+    "DATASET",
+    "DatasetData",
+    "IndexState",
+    "VectorRepository",
+    "VectorTable",
+    "embedding_record",
+    "from_bytes",
+    "to_bytes",
+]
