@@ -1,4 +1,5 @@
-"""Weights for a task: the nearest compatible checkpoint when one is similar enough, generated weights otherwise.
+"""Weights for a task: the nearest compatible checkpoint when one is similar enough,
+generated weights otherwise.
 
 :func:`retrieve_or_generate` is the one call a user makes; :func:`retrieve` and :func:`generate` do one half
 each. All three return a :class:`Provision`: the ready module and a record of what happened and why.
@@ -107,10 +108,14 @@ from zoo.training import accuracy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_SIMILARITY = 0.99  # dataset cosine similarity a checkpoint needs to be served as is (see module docs)
+DEFAULT_MIN_SIMILARITY = (
+    0.99  # dataset cosine similarity a checkpoint needs to be served as is (see module docs)
+)
 SCORE_POOL = 64  # with labelled samples: score every compatible checkpoint up to this many (see module docs)
 Source = Literal["retrieved", "generated"]
-RegistryLike = Registry | str | os.PathLike[str] | None  # a Registry, a URL or SQLite path, or None: Registry()
+RegistryLike = (
+    Registry | str | os.PathLike[str] | None
+)  # a Registry, a URL or SQLite path, or None: Registry()
 _Mode = Literal["auto", "retrieve", "generate"]
 
 
@@ -119,17 +124,32 @@ _Mode = Literal["auto", "retrieve", "generate"]
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RetrievalPolicy:
-    """How :func:`retrieve_or_generate` chooses between existing and generated weights (see the module docs)."""
+    """How :func:`retrieve_or_generate` chooses between existing and generated weights
+    (see the module docs)."""
 
-    min_similarity: float = DEFAULT_MIN_SIMILARITY  # a checkpoint this similar (dataset cosine) is served as is
-    candidates: int = 3  # without labels: nearest compatible checkpoints considered; with: these always get scored
-    score_pool: int = SCORE_POOL  # with labels: all compatible checkpoints scored up to this many, else a pool this big
-    metric: str | None = None  # recorded metric ranking equally similar checkpoints; None: embeddings.TIE_METRICS
+    min_similarity: float = (
+        DEFAULT_MIN_SIMILARITY  # a checkpoint this similar (dataset cosine) is served as is
+    )
+    candidates: int = (
+        3  # without labels: nearest compatible checkpoints considered; with: these always get scored
+    )
+    score_pool: int = (
+        SCORE_POOL  # with labels: all compatible checkpoints scored up to this many, else a pool this big
+    )
+    metric: str | None = (
+        None  # recorded metric ranking equally similar checkpoints; None: embeddings.TIE_METRICS
+    )
     samples: int = 5  # generated networks scored for best-of-n (with labelled samples; one without)
     score_with_labels: bool = True  # with labelled samples, the highest-scoring candidate wins
-    challenge: bool = True  # with labelled samples, generate even when a checkpoint is similar enough; scores decide
-    fallback_to_nearest: bool = True  # no generator for the arch: serve the nearest compatible checkpoint anyway
-    generator: str | int | None = None  # a generator ref ("igpg:v3", "igpg@promoted", id); None: see the module docs
+    challenge: bool = (
+        True  # with labelled samples, generate even when a checkpoint is similar enough; scores decide
+    )
+    fallback_to_nearest: bool = (
+        True  # no generator for the arch: serve the nearest compatible checkpoint anyway
+    )
+    generator: str | int | None = (
+        None  # a generator ref ("igpg:v3", "igpg@promoted", id); None: see the module docs
+    )
     encoder: str | None = None  # dataset encoder for retrieval; None: the registry's default
     temperature: float = 1.0  # sampling temperature (0: greedy)
     top_k: int | None = None  # keep only the k likeliest codes per step
@@ -139,19 +159,26 @@ class RetrievalPolicy:
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_similarity <= 1.0:
-            raise ConfigError(f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}")
+            raise ConfigError(
+                f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}"
+            )
         if self.candidates < 1 or self.samples < 1 or self.score_pool < 1:
-            raise ConfigError(f"candidates, samples and score_pool must be at least 1; got {self.candidates}, "
-                              f"{self.samples}, {self.score_pool}")
+            raise ConfigError(
+                f"candidates, samples and score_pool must be at least 1; got {self.candidates}, "
+                f"{self.samples}, {self.score_pool}"
+            )
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
 
     def with_options(self, **options: Any) -> RetrievalPolicy:
-        """A copy with some fields replaced; unknown names raise :class:`ConfigError` listing the known ones."""
+        """A copy with some fields replaced; unknown names raise :class:`ConfigError`
+        listing the known ones."""
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(f"unknown policy option(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown policy option(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
+            )
         return dataclasses.replace(self, **options) if options else self
 
 
@@ -161,10 +188,14 @@ class Candidate:
 
     source: Source
     ref: str  # the checkpoint's ``name:vN``, or ``generator:vN#i`` for generated sample i
-    similarity: float | None  # a retrieved checkpoint's dataset similarity (None: generated, or no dataset vector)
+    similarity: (
+        float | None
+    )  # a retrieved checkpoint's dataset similarity (None: generated, or no dataset vector)
     score: float | None  # top-1 accuracy on the labelled samples (None when none were given)
     chosen: bool = False
-    error: str | None = None  # why it could not be used (a damaged blob: `zoo verify` reports it); then skipped
+    error: str | None = (
+        None  # why it could not be used (a damaged blob: `zoo verify` reports it); then skipped
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,15 +211,21 @@ class Provision:
     reason: str  # one human-readable sentence or two: what was chosen and why
     seconds: float  # wall time of the whole request
     min_similarity: float  # the threshold the policy used
-    similarity: float | None  # retrieved: its dataset similarity; generated: the nearest compatible checkpoint's
+    similarity: (
+        float | None
+    )  # retrieved: its dataset similarity; generated: the nearest compatible checkpoint's
     checkpoint: CheckpointRecord | None = None  # the retrieved checkpoint
     generator: GeneratorRecord | None = None  # the generator version that made the weights
     sample: int | None = None  # which generated sample was chosen
     score: float | None = None  # the chosen network's accuracy on the labelled samples
-    candidates: tuple[Candidate, ...] = ()  # every checkpoint considered or scored, most similar first; then samples
+    candidates: tuple[
+        Candidate, ...
+    ] = ()  # every checkpoint considered or scored, most similar first; then samples
     dataset: str | None = None  # the registered dataset's name, when the request named one
     registered: CheckpointRecord | None = None  # generated weights stored by ``register=True``
-    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage (retrieve, generate, score, ...)
+    timings: Mapping[str, float] = field(
+        default_factory=dict
+    )  # seconds per stage (retrieve, generate, score, ...)
 
     @property
     def ref(self) -> str:
@@ -206,20 +243,30 @@ class Provision:
     def to_dict(self) -> dict[str, Any]:
         """Everything but the module, JSON-ready."""
         return {
-            "source": self.source, "ref": self.ref, "arch": self.arch.name, "arch_config": dict(self.arch.config),
-            "family": self.arch.family, "dataset": self.dataset, "reason": self.reason,
-            "seconds": round(self.seconds, 4), "similarity": self.similarity, "min_similarity": self.min_similarity,
+            "source": self.source,
+            "ref": self.ref,
+            "arch": self.arch.name,
+            "arch_config": dict(self.arch.config),
+            "family": self.arch.family,
+            "dataset": self.dataset,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 4),
+            "similarity": self.similarity,
+            "min_similarity": self.min_similarity,
             "checkpoint": self.checkpoint.ref if self.checkpoint else None,
             "checkpoint_id": self.checkpoint.id if self.checkpoint else None,
             "generator": self.generator.ref if self.generator else None,
             "generator_id": self.generator.id if self.generator else None,
-            "sample": self.sample, "score": self.score, "candidates": [c.to_dict() for c in self.candidates],
+            "sample": self.sample,
+            "score": self.score,
+            "candidates": [c.to_dict() for c in self.candidates],
             "registered": self.registered.ref if self.registered else None,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the weights as ``.safetensors`` (provenance in its metadata); ``zoo add`` reads the file back.
+        """Write the weights as ``.safetensors`` (provenance in its metadata);
+        ``zoo add`` reads the file back.
 
         The file is written under a temporary name and renamed into place.
         """
@@ -227,8 +274,12 @@ class Provision:
         family = get_family(self.arch.family)
         tensors = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
         state = _unshare(family.canonicalize(self.arch, tensors))
-        meta = {"zoo.family": self.arch.family, "zoo.arch": self.arch.name, "zoo.arch_json": self.arch.to_json(),
-                "zoo.provenance": json.dumps(self.to_dict(), sort_keys=True, default=str)}
+        meta = {
+            "zoo.family": self.arch.family,
+            "zoo.arch": self.arch.name,
+            "zoo.arch_json": self.arch.to_json(),
+            "zoo.provenance": json.dumps(self.to_dict(), sort_keys=True, default=str),
+        }
         data = st_save(state, metadata=meta)
         with atomic_write(path) as tmp:
             tmp.write_bytes(data)
@@ -239,9 +290,18 @@ class Provision:
 # ----------------------------------------------------------------------------------------------------
 # public functions
 # ----------------------------------------------------------------------------------------------------
-def retrieve_or_generate(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = None,
-                         policy: RetrievalPolicy | None = None, labelled: Any = None, register: bool = False,
-                         name: str | None = None, device: str | torch.device = "cpu", **options: Any) -> Provision:
+def retrieve_or_generate(
+    arch: str | ArchSpec,
+    dataset: Any,
+    *,
+    registry: RegistryLike = None,
+    policy: RetrievalPolicy | None = None,
+    labelled: Any = None,
+    register: bool = False,
+    name: str | None = None,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> Provision:
     """A ready module of ``arch`` for ``dataset``: the nearest compatible checkpoint or generated weights.
 
     ``dataset`` is a registered dataset's name or anything :func:`zoo.as_dataset` reads. ``registry``
@@ -262,9 +322,16 @@ def retrieve_or_generate(arch: str | ArchSpec, dataset: Any, *, registry: Regist
     return _run("auto", arch, dataset, registry, policy, labelled, register, name, device, options)
 
 
-def retrieve(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = None,
-             policy: RetrievalPolicy | None = None, labelled: Any = None, device: str | torch.device = "cpu",
-             **options: Any) -> Provision:
+def retrieve(
+    arch: str | ArchSpec,
+    dataset: Any,
+    *,
+    registry: RegistryLike = None,
+    policy: RetrievalPolicy | None = None,
+    labelled: Any = None,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> Provision:
     """The nearest checkpoint of exactly ``arch`` whose dataset is at least ``min_similarity`` similar.
 
     With ``labelled`` samples, the best-scoring of the similar-enough checkpoints (all of them up to
@@ -275,9 +342,18 @@ def retrieve(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = Non
     return _run("retrieve", arch, dataset, registry, policy, labelled, False, None, device, options)
 
 
-def generate(arch: str | ArchSpec, dataset: Any, *, registry: RegistryLike = None,
-             policy: RetrievalPolicy | None = None, labelled: Any = None, register: bool = False,
-             name: str | None = None, device: str | torch.device = "cpu", **options: Any) -> Provision:
+def generate(
+    arch: str | ArchSpec,
+    dataset: Any,
+    *,
+    registry: RegistryLike = None,
+    policy: RetrievalPolicy | None = None,
+    labelled: Any = None,
+    register: bool = False,
+    name: str | None = None,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> Provision:
     """Weights of ``arch`` for ``dataset`` sampled from the generator, whatever the registry holds.
 
     One sample; with ``labelled`` samples, the best of ``samples``. Raises
@@ -309,8 +385,9 @@ class _Query:
             except DatasetError as exc:
                 if not isinstance(dataset, str):
                     raise
-                raise DatasetError(f"{dataset!r} is not a registered dataset (`zoo datasets list`); "
-                                   f"as data: {exc}") from None
+                raise DatasetError(
+                    f"{dataset!r} is not a registered dataset (`zoo datasets list`); as data: {exc}"
+                ) from None
         self._vectors: dict[str, np.ndarray] = {}
 
     def __str__(self) -> str:
@@ -345,9 +422,18 @@ class _Request:
         return self.policy.min_similarity
 
 
-def _run(mode: _Mode, arch: str | ArchSpec, dataset: Any, registry: RegistryLike,
-         policy: RetrievalPolicy | None, labelled: Any, register: bool, name: str | None,
-         device: str | torch.device, options: Mapping[str, Any]) -> Provision:
+def _run(
+    mode: _Mode,
+    arch: str | ArchSpec,
+    dataset: Any,
+    registry: RegistryLike,
+    policy: RetrievalPolicy | None,
+    labelled: Any,
+    register: bool,
+    name: str | None,
+    device: str | torch.device,
+    options: Mapping[str, Any],
+) -> Provision:
     """The door of :func:`retrieve_or_generate`, :func:`retrieve` and :func:`generate`: build the request
     once, then serve it."""
     t0 = time.perf_counter()
@@ -371,7 +457,8 @@ class _NoGenerator(Exception):
 
 
 def _label(spec: ArchSpec, family: ArchitectureFamily | None = None) -> str:
-    """A short name for messages: the variant name when the spec is that variant's default, else the full label."""
+    """A short name for messages: the variant name when the spec is that variant's default,
+    else the full label."""
     try:
         if resolve_arch(spec.name) == spec:
             return spec.name
@@ -381,9 +468,12 @@ def _label(spec: ArchSpec, family: ArchitectureFamily | None = None) -> str:
 
 
 def _fix(spec: ArchSpec) -> str:
-    return (f"Add a checkpoint of {spec.name} trained on a similar dataset (`zoo add FILE --arch {spec.name} "
-            f"--dataset NAME`), or train a generator that knows {spec.name}: `zoo train --arch {spec.name}` "
-            f"(or `zoo train --family {spec.family}`), which needs registered {spec.name} checkpoints with a dataset")
+    return (
+        f"Add a checkpoint of {spec.name} trained on a similar dataset (`zoo add FILE --arch {spec.name} "
+        f"--dataset NAME`), or train a generator that knows {spec.name}: `zoo train --arch {spec.name}` "
+        f"(or `zoo train --family {spec.family}`), which needs registered {spec.name} checkpoints "
+        "with a dataset"
+    )
 
 
 def _open(registry: RegistryLike) -> tuple[Registry, bool]:
@@ -392,8 +482,9 @@ def _open(registry: RegistryLike) -> tuple[Registry, bool]:
     return Registry(registry, create=False), True  # serving never creates a registry (a mistyped path fails)
 
 
-def _labelled(registry: Registry, labelled: Any, shape: Sequence[int] | None, label: str
-              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _labelled(
+    registry: Registry, labelled: Any, shape: Sequence[int] | None, label: str
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Images and labels to score on: data, or a registered dataset's name whose source zoo can read again.
 
     ``shape`` is the input shape the architecture (``label`` in messages) takes, when its family knows it.
@@ -409,13 +500,17 @@ def _labelled(registry: Registry, labelled: Any, shape: Sequence[int] | None, la
         if source:
             ds = load_source(source)
         elif source is None and labelled not in BUILTIN_SOURCES and not Path(labelled).is_dir():
-            raise DatasetError(f"zoo cannot read the data of dataset {labelled!r} again (registered from memory "
-                               "or by name only); pass the labelled images and labels themselves")
+            raise DatasetError(
+                f"zoo cannot read the data of dataset {labelled!r} again (registered from memory "
+                "or by name only); pass the labelled images and labels themselves"
+            )
     ds = ds if ds is not None else as_dataset(labelled)
     if shape is not None and tuple(ds.image_shape) != tuple(shape):
         got, want = "x".join(map(str, ds.image_shape)), "x".join(map(str, shape))
-        raise DatasetError(f"the labelled samples are {got} images but {label} takes {want} inputs; resize "
-                           "them (ImageDataset.map_images) first")
+        raise DatasetError(
+            f"the labelled samples are {got} images but {label} takes {want} inputs; resize "
+            "them (ImageDataset.map_images) first"
+        )
     return ds.images, ds.labels
 
 
@@ -426,7 +521,9 @@ def _score(module: nn.Module, lab: tuple[torch.Tensor, torch.Tensor], device: st
 # ----------------------------------------------------------------------------------------------------
 # generators, through the contract of zoo.generators
 # ----------------------------------------------------------------------------------------------------
-_generators: dict[tuple[str, str], Any] = {}  # (blob sha256, device) -> generator: content-addressed, safe to share
+_generators: dict[
+    tuple[str, str], Any
+] = {}  # (blob sha256, device) -> generator: content-addressed, safe to share
 _generators_lock = threading.Lock()
 _GENERATOR_CACHE = 2  # loaded generators kept per process
 
@@ -471,9 +568,11 @@ def _select_generator(registry: Registry, req: _Request) -> tuple[GeneratorRecor
         gen = _load_generator(registry, rec, device)
         if not gen.knows(spec):
             known = sorted(_trained_archs(registry, rec)[0].values()) or ["(unknown)"]
-            raise GeneratorError(f"generator {rec.ref} was not trained on {req.label} (it knows "
-                                 f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
-                                 f"`zoo train --arch {spec.name}`")
+            raise GeneratorError(
+                f"generator {rec.ref} was not trained on {req.label} (it knows "
+                f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
+                f"`zoo train --arch {spec.name}`"
+            )
         return rec, gen
     recs = [g for g in registry.generators(family=spec.family) if g.status != "retired"]
     recs.sort(key=lambda g: g.status != "promoted")  # stable: promoted first, newest first within each
@@ -502,8 +601,18 @@ def _sample(registry: Registry, req: _Request, gen: _Loaded, n: int) -> list[nn.
     ds_encoder, text_encoder = gen.kind.encoders(gen.generator)
     ds = np.array(req.query.vector(ds_encoder), dtype=np.float32)
     arch = np.array(embed_arch(registry, req.spec, encoder=text_encoder).vector, dtype=np.float32)
-    nets = gen.kind.sample(gen.generator, req.spec, ds, arch, n, temperature=policy.temperature,
-                           top_k=policy.top_k, top_p=policy.top_p, guidance=policy.guidance, seed=policy.seed)
+    nets = gen.kind.sample(
+        gen.generator,
+        req.spec,
+        ds,
+        arch,
+        n,
+        temperature=policy.temperature,
+        top_k=policy.top_k,
+        top_p=policy.top_p,
+        guidance=policy.guidance,
+        seed=policy.seed,
+    )
     return [net.to(req.device).eval() for net in nets]
 
 
@@ -519,8 +628,10 @@ def _why_not(req: _Request, neighbours: Sequence[Neighbor]) -> str:
     if not neighbours:
         return f"no checkpoint of {req.label} is registered with a dataset"
     n = neighbours[0]
-    return (f"the nearest compatible checkpoint {n.checkpoint.ref} (dataset {n.dataset!r}) has similarity "
-            f"{n.similarity:.4f} < {req.threshold:g}")
+    return (
+        f"the nearest compatible checkpoint {n.checkpoint.ref} (dataset {n.dataset!r}) has similarity "
+        f"{n.similarity:.4f} < {req.threshold:g}"
+    )
 
 
 @dataclass
@@ -549,11 +660,14 @@ def _loaded(reg: Registry, p: _Pick, device: str | torch.device, notes: list[str
 
 
 def _retrieved(n: Neighbor) -> _Pick:
-    return _Pick(Candidate("retrieved", n.checkpoint.ref, n.similarity, None), record=n.checkpoint, dataset=n.dataset)
+    return _Pick(
+        Candidate("retrieved", n.checkpoint.ref, n.similarity, None), record=n.checkpoint, dataset=n.dataset
+    )
 
 
-def _ranked_by_similarity(sims: Mapping[int, float | None], metrics: Mapping[int, Mapping[str, float]],
-                          metric: str | None) -> list[int]:
+def _ranked_by_similarity(
+    sims: Mapping[int, float | None], metrics: Mapping[int, Mapping[str, float]], metric: str | None
+) -> list[int]:
     """Ids, most similar first (ties by recorded metrics, then newest), then those without a similarity."""
     known = sorted(((s, i) for i, s in sims.items() if s is not None), key=lambda t: (-t[0], -t[1]))
     unknown = [(i, metrics.get(i, {})) for i, s in sims.items() if s is None]
@@ -574,20 +688,31 @@ def _scoring_pool(reg: Registry, req: _Request, query: np.ndarray, floor: float 
     version = enc.version
     names = sorted(set(TIE_METRICS) | ({policy.metric} if policy.metric else set()))
     with reg.db.read() as s:
-        rows = s.execute(select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name).outerjoin(
-            m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id).where(
-            m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)).all()
+        rows = s.execute(
+            select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name)
+            .outerjoin(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
+            .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)
+        ).all()
         metrics: dict[int, dict[str, float]] = {int(r[0]): {} for r in rows}
-        for cid, key, value in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).join(
-                m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id).where(
-                m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key, m.Metric.key.in_(names))).all():
+        for cid, key, value in s.execute(
+            select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
+            .join(m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id)
+            .where(
+                m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key, m.Metric.key.in_(names)
+            )
+        ).all():
             metrics[int(cid)][key] = float(value)
         datasets = sorted({r[2] for r in rows if r[2] is not None})
         vectors: dict[str, np.ndarray] = {}
-        for chunk in (datasets[i:i + 500] for i in range(0, len(datasets), 500)):
-            for key, vec in s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
-                    m.Embedding.subject == DATASET, m.Embedding.encoder_id == enc.id,
-                    m.Embedding.encoder_version == version, m.Embedding.subject_key.in_(chunk))).all():
+        for chunk in (datasets[i : i + 500] for i in range(0, len(datasets), 500)):
+            for key, vec in s.execute(
+                select(m.Embedding.subject_key, m.Embedding.vector).where(
+                    m.Embedding.subject == DATASET,
+                    m.Embedding.encoder_id == enc.id,
+                    m.Embedding.encoder_version == version,
+                    m.Embedding.subject_key.in_(chunk),
+                )
+            ).all():
                 vectors[key] = np.frombuffer(vec, dtype="<f4")
     ds_sim = {name: float(v @ query) for name, v in vectors.items() if v.shape == query.shape}
     dataset_of = {int(r[0]): r[2] for r in rows}
@@ -608,10 +733,12 @@ def _scoring_pool(reg: Registry, req: _Request, query: np.ndarray, floor: float 
         groups: dict[str | None, list[int]] = {}
         for cid in sims:
             groups.setdefault(dataset_of[cid], []).append(cid)
-        order = sorted(groups, key=lambda d: (d is None, -ds_sim.get(d, -2.0) if d is not None else 0.0, d or ""))
+        order = sorted(
+            groups, key=lambda d: (d is None, -ds_sim.get(d, -2.0) if d is not None else 0.0, d or "")
+        )
         per_dataset = [order_by_metric(((c, metrics[c]) for c in groups[d]), policy.metric)[0] for d in order]
         size = max(policy.score_pool, policy.candidates)
-        chosen = dict.fromkeys(nearest_first[:policy.candidates])
+        chosen = dict.fromkeys(nearest_first[: policy.candidates])
         rankings = [iter(nearest_first), iter(per_dataset), iter(by_metric), iter(newest_first)]
         while len(chosen) < size and rankings:
             for it in list(rankings):
@@ -622,8 +749,15 @@ def _scoring_pool(reg: Registry, req: _Request, query: np.ndarray, floor: float 
                     chosen[cid] = None
         pool = [cid for cid in nearest_first if cid in chosen]  # most similar first, as everywhere
     records = {r.id: r for r in reg.get_many(pool)}
-    return [_Pick(Candidate("retrieved", records[cid].ref, sims[cid], None), record=records[cid],
-                  dataset=dataset_of[cid]) for cid in pool if cid in records]
+    return [
+        _Pick(
+            Candidate("retrieved", records[cid].ref, sims[cid], None),
+            record=records[cid],
+            dataset=dataset_of[cid],
+        )
+        for cid in pool
+        if cid in records
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -675,12 +809,18 @@ def _gather(reg: Registry, req: _Request) -> _Gathered:
         _gather_retrieved(reg, req, found)
     similar = _similar(req, found.neighbours)
     if req.mode == "retrieve" and not similar:
-        fix = ("Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
-               "(retrieve_or_generate, or `zoo get` without --retrieve-only)"
-               ) if found.neighbours else _fix(req.spec)
+        fix = (
+            (
+                "Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
+                "(retrieve_or_generate, or `zoo get` without --retrieve-only)"
+            )
+            if found.neighbours
+            else _fix(req.spec)
+        )
         raise NoWeightsError(req.label, str(req.query), _why_not(req, found.neighbours), fix)
-    if req.mode == "generate" or (req.mode == "auto" and (not similar or (req.labelled is not None
-                                                                          and req.policy.challenge))):
+    if req.mode == "generate" or (
+        req.mode == "auto" and (not similar or (req.labelled is not None and req.policy.challenge))
+    ):
         _gather_generated(reg, req, found, similar)
     if req.labelled is not None:
         _gather_scores(reg, req, found)
@@ -692,8 +832,9 @@ def _gather_retrieved(reg: Registry, req: _Request, found: _Gathered) -> None:
     t = time.perf_counter()
     policy = req.policy
     qvec = req.query.vector(policy.encoder)
-    found.neighbours = nearest(reg, req.spec, qvec, k=policy.candidates, encoder=policy.encoder,
-                               match="exact", metric=policy.metric)
+    found.neighbours = nearest(
+        reg, req.spec, qvec, k=policy.candidates, encoder=policy.encoder, match="exact", metric=policy.metric
+    )
     if req.labelled is not None:  # labels decide: score a pool that holds the best, not just the nearest few
         found.retrieved = _scoring_pool(reg, req, qvec, req.threshold if req.mode == "retrieve" else None)
     else:
@@ -718,15 +859,19 @@ def _gather_generated(reg: Registry, req: _Request, found: _Gathered, similar: S
             found.notes.append(f"no generator to compare with ({no_gen})")
         else:
             served = "the best-scoring" if req.labelled is not None else "the nearest"
-            found.notes.append(f"{why_not}, and {no_gen}; served {served} compatible checkpoint anyway "
-                               f"(fallback_to_nearest). {_fix(req.spec)}")
+            found.notes.append(
+                f"{why_not}, and {no_gen}; served {served} compatible checkpoint anyway "
+                f"(fallback_to_nearest). {_fix(req.spec)}"
+            )
             log.warning("%s: %s", req.label, found.notes[-1])
         return
     n = req.policy.samples if req.labelled is not None else 1
     nets = _sample(reg, req, gen, n)
     found.generator = gen_rec
-    found.generated = [_Pick(Candidate("generated", f"{gen_rec.ref}#{i}", None, None), net, sample=i)
-                       for i, net in enumerate(nets)]
+    found.generated = [
+        _Pick(Candidate("generated", f"{gen_rec.ref}#{i}", None, None), net, sample=i)
+        for i, net in enumerate(nets)
+    ]
     found.timings["generate"] = time.perf_counter() - t
 
 
@@ -734,8 +879,11 @@ def _gather_scores(reg: Registry, req: _Request, found: _Gathered) -> None:
     """Score the eligible candidates on the labelled samples (in retrieve mode only similar-enough
     checkpoints); a candidate whose weights are damaged is noted and left unscored."""
     assert req.labelled is not None, "scores need labelled samples"
-    eligible = [p for p in found.picks if req.mode != "retrieve"
-                or (p.cand.similarity is not None and p.cand.similarity >= req.threshold)]
+    eligible = [
+        p
+        for p in found.picks
+        if req.mode != "retrieve" or (p.cand.similarity is not None and p.cand.similarity >= req.threshold)
+    ]
     t = time.perf_counter()
     usable = [p for p in eligible if _loaded(reg, p, req.device, found.notes)]
     for p in usable:
@@ -764,8 +912,9 @@ def _choose(req: _Request, found: _Gathered) -> list[_Pick]:
     return list(found.retrieved)  # fallback_to_nearest
 
 
-def _first_usable(reg: Registry, order: Sequence[_Pick], device: str | torch.device, notes: list[str]
-                  ) -> _Pick | None:
+def _first_usable(
+    reg: Registry, order: Sequence[_Pick], device: str | torch.device, notes: list[str]
+) -> _Pick | None:
     """The first of ``order`` whose weights load (a damaged one is noted and skipped); None if none does."""
     return next((p for p in order if _loaded(reg, p, device, notes)), None)
 
@@ -776,37 +925,49 @@ def _explain(req: _Request, found: _Gathered, chosen: _Pick) -> str:
     if req.labelled is None:
         if c.source == "generated":
             gen_ref = found.generator.ref if found.generator is not None else "?"
-            reason = (f"{_why_not(req, found.neighbours)}; generated with {gen_ref}" if req.mode == "auto"
-                      else f"generated with {gen_ref} (asked to)")
+            reason = (
+                f"{_why_not(req, found.neighbours)}; generated with {gen_ref}"
+                if req.mode == "auto"
+                else f"generated with {gen_ref} (asked to)"
+            )
         elif c.similarity is not None and c.similarity >= thr:
-            reason = (f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
-                      f"similarity {c.similarity:.4f} >= {thr:g}; retrieved it")
+            reason = (
+                f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
+                f"similarity {c.similarity:.4f} >= {thr:g}; retrieved it"
+            )
         else:
             reason = ""  # the fallback note says it all
     else:
         scored_r = [p for p in found.retrieved if p.cand.score is not None]
         scored_g = [p for p in found.generated if p.cand.score is not None]
-        head = (f"scored {len(scored_r)} retrieved and {len(scored_g)} generated candidate(s) on "
-                f"{len(req.labelled[1])} labelled samples: ")
+        head = (
+            f"scored {len(scored_r)} retrieved and {len(scored_g)} generated candidate(s) on "
+            f"{len(req.labelled[1])} labelled samples: "
+        )
         best_r = max(scored_r, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
         best_g = max(scored_g, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
         if c.source == "generated" and best_r is not None:
-            reason = head + (f"generated sample {c.ref} scored {c.score:.4f}, beating the best retrieved checkpoint "
-                             f"{best_r.cand.ref} ({best_r.cand.score:.4f}, {_similarity(best_r.cand)})")
+            reason = head + (
+                f"generated sample {c.ref} scored {c.score:.4f}, beating the best retrieved checkpoint "
+                f"{best_r.cand.ref} ({best_r.cand.score:.4f}, {_similarity(best_r.cand)})"
+            )
         elif c.source == "generated":
             reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
             if req.mode == "auto":
                 reason += f" ({_why_not(req, found.neighbours)})"
         else:
             reason = head + f"retrieved {c.ref} scored best ({c.score:.4f}, {_similarity(c)}"
-            reason += f", below the threshold {thr:g})" if c.similarity is not None and c.similarity < thr else ")"
+            reason += (
+                f", below the threshold {thr:g})" if c.similarity is not None and c.similarity < thr else ")"
+            )
             if best_g is not None:
                 reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
     return "; ".join(x for x in [reason, *found.notes] if x)
 
 
-def _registration(reg: Registry, req: _Request, found: _Gathered, chosen: _Pick, reason: str
-                  ) -> tuple[CheckpointRecord | None, str]:
+def _registration(
+    reg: Registry, req: _Request, found: _Gathered, chosen: _Pick, reason: str
+) -> tuple[CheckpointRecord | None, str]:
     """With ``register=True``, store chosen generated weights: the record (or None) and the amended reason."""
     if not req.register:
         return None, reason
@@ -828,38 +989,72 @@ def _register(reg: Registry, req: _Request, chosen: _Pick, found: _Gathered, rea
     assert gen_rec is not None, "generated weights name their generator"
     name = req.name or f"{req.spec.name}-{query.name or 'query'}-generated"
     meta = {
-        "generator": gen_rec.ref, "generator_id": gen_rec.id, "generator_sha256": gen_rec.sha256,
-        "sample": chosen.sample, "reason": reason,
-        "sampling": {"temperature": policy.temperature, "top_k": policy.top_k, "top_p": policy.top_p,
-                     "guidance": policy.guidance, "seed": policy.seed},
+        "generator": gen_rec.ref,
+        "generator_id": gen_rec.id,
+        "generator_sha256": gen_rec.sha256,
+        "sample": chosen.sample,
+        "reason": reason,
+        "sampling": {
+            "temperature": policy.temperature,
+            "top_k": policy.top_k,
+            "top_p": policy.top_p,
+            "guidance": policy.guidance,
+            "seed": policy.seed,
+        },
         "nearest": {"checkpoint": neighbours[0].checkpoint.ref, "similarity": neighbours[0].similarity}
-        if neighbours else None,
+        if neighbours
+        else None,
         "query": query.name or {"fingerprint": query.data.fingerprint if query.data is not None else None},
     }
     metrics = {"labelled_accuracy": chosen.cand.score} if chosen.cand.score is not None else {}
     tags = ["generated", f"generator.{gen_rec.name}.v{gen_rec.version}"]
-    return reg.add(chosen.module, name=name, arch=req.spec, dataset=query.name, origin="generated",  # type: ignore[arg-type]
-                   metrics=metrics, tags=tags, meta=meta)
+    return reg.add(
+        chosen.module,
+        name=name,
+        arch=req.spec,
+        dataset=query.name,
+        origin="generated",  # type: ignore[arg-type]
+        metrics=metrics,
+        tags=tags,
+        meta=meta,
+    )
 
 
-def _provision(req: _Request, found: _Gathered, chosen: _Pick, reason: str,
-               registered: CheckpointRecord | None) -> Provision:
+def _provision(
+    req: _Request, found: _Gathered, chosen: _Pick, reason: str, registered: CheckpointRecord | None
+) -> Provision:
     """The answer: the chosen module and the record of what happened."""
     c = chosen.cand
     seconds = time.perf_counter() - req.t0
     prov = Provision(
-        module=chosen.module.eval(), source=c.source, arch=req.spec, reason=reason, seconds=seconds,  # type: ignore[union-attr]
+        module=chosen.module.eval(),
+        source=c.source,
+        arch=req.spec,
+        reason=reason,
+        seconds=seconds,  # type: ignore[union-attr]
         min_similarity=req.threshold,
-        similarity=c.similarity if c.source == "retrieved" else (found.neighbours[0].similarity
-                                                                 if found.neighbours else None),
-        checkpoint=chosen.record, generator=found.generator if c.source == "generated" else None,
-        sample=chosen.sample, score=c.score, candidates=tuple(p.cand for p in found.picks),
-        dataset=req.query.name, registered=registered, timings=found.timings)
+        similarity=c.similarity
+        if c.source == "retrieved"
+        else (found.neighbours[0].similarity if found.neighbours else None),
+        checkpoint=chosen.record,
+        generator=found.generator if c.source == "generated" else None,
+        sample=chosen.sample,
+        score=c.score,
+        candidates=tuple(p.cand for p in found.picks),
+        dataset=req.query.name,
+        registered=registered,
+        timings=found.timings,
+    )
     log.info("%s for %s on %s: %s (%.2f s)", prov.source, req.label, req.query, prov.reason, seconds)
     return prov
 
 
 __all__ = [
-    "DEFAULT_MIN_SIMILARITY", "Candidate", "Provision", "RetrievalPolicy", "generate", "retrieve",
+    "DEFAULT_MIN_SIMILARITY",
+    "Candidate",
+    "Provision",
+    "RetrievalPolicy",
+    "generate",
+    "retrieve",
     "retrieve_or_generate",
 ]

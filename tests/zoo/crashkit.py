@@ -94,8 +94,8 @@ ZYGOTE = textwrap.dedent(r'''
         os.kill(os.getpid(), signal.SIGKILL)
 
     def wrap(owner, attr, before=False, nth=1, counts=None):
-        """SIGKILL this process at the ``nth`` call of ``owner.attr``: before it runs, or after it returns; then
-        only calls whose result ``counts(result)`` says yes are counted (a call that raises never is)."""
+        """SIGKILL this process at the ``nth`` call of ``owner.attr``: before it runs, or after it returns;
+        then only calls whose result ``counts(result)`` says yes are counted (a call that raises never is)."""
         original = getattr(owner, attr)
         calls = [0]
         def hooked(*a, **k):
@@ -112,12 +112,18 @@ ZYGOTE = textwrap.dedent(r'''
         setattr(owner, attr, hooked)
 
     POINTS = {  # name -> (owner, attribute, kill before calling it)
-        "temp-written": (BlobStore, "_commit", True),        # temp file written, not yet renamed into place
-        "blob-renamed": (BlobStore, "put_tensors", False),   # blob in place, no row yet
-        "row-inserted": (CheckpointRepository, "insert_rows", False),  # rows written, transaction not committed
-        "removed-row": (BlobRepository, "drop_if_unreferenced", True),  # checkpoint row gone, blob row 'deleting'
-        "file-deleted": (BlobStore, "delete", False),        # blob file deleted, its row's deletion not committed
-        "generator-renamed": (BlobStore, "put", False),      # generator blob in place, no row yet
+        # temp file written, not yet renamed into place
+        "temp-written": (BlobStore, "_commit", True),
+        # blob in place, no row yet
+        "blob-renamed": (BlobStore, "put_tensors", False),
+        # rows written, transaction not committed
+        "row-inserted": (CheckpointRepository, "insert_rows", False),
+        # checkpoint row gone, blob row 'deleting'
+        "removed-row": (BlobRepository, "drop_if_unreferenced", True),
+        # blob file deleted, its row's deletion not committed
+        "file-deleted": (BlobStore, "delete", False),
+        # generator blob in place, no row yet
+        "generator-renamed": (BlobStore, "put", False),
     }
 
     import zoo.reindexing.importing as importing  # where each patched function of a run lives
@@ -134,16 +140,23 @@ ZYGOTE = textwrap.dedent(r'''
     # name -> (owner, attribute, kill before calling it, which calls count), counted over one re-indexing run;
     # the import points count new imports only, so that the N-th one is the N-th file this run imports
     REINDEX_POINTS = {
-        "import-blob-renamed": (BlobStore, "put_tensors", False, new_blob),  # a new import's blob in place, no row
-        "import-row-inserted": (CheckpointRepository, "insert_rows", False, new_row),  # rows written, not committed
-        "imported": (Registry, "add", False, new_row),                 # a file imported, not yet remembered
-        "files-flushed": (importing, "_flush", True, None),            # every file imported, none remembered
-        "verified": (Registry, "verify", False, None),                 # blobs hashed, orphans repaired, not saved
-        "run-finished": (runner, "finish_run", True, None),            # all work done, the outcome not recorded
+        # a new import's blob in place, no row
+        "import-blob-renamed": (BlobStore, "put_tensors", False, new_blob),
+        # rows written, not committed
+        "import-row-inserted": (CheckpointRepository, "insert_rows", False, new_row),
+        # a file imported, not yet remembered
+        "imported": (Registry, "add", False, new_row),
+        # every file imported, none remembered
+        "files-flushed": (importing, "_flush", True, None),
+        # blobs hashed, orphans repaired, not saved
+        "verified": (Registry, "verify", False, None),
+        # all work done, the outcome not recorded
+        "run-finished": (runner, "finish_run", True, None),
     }
 
     def train_die(stage, step, when):
-        """SIGKILL at training step ``step`` of ``stage``: before its state is saved, or mid-rename of the file."""
+        """SIGKILL at training step ``step`` of ``stage``: before its state is saved,
+        or mid-rename of the file."""
         import igpg.train as tr
         import zoo.atomic as atomic  # every state file is written through zoo.atomic.atomic_write
         original = tr._Resume.save
@@ -196,8 +209,8 @@ ZYGOTE = textwrap.dedent(r'''
                 reg.remove(rec.id)
             elif point == "generator-renamed":
                 wrap(owner, attr, before)
-                reg.add_generator(BlobStore.serialize({"w": torch.full((64,), float(seed))}), families=["cnn"],
-                                  config={}, metrics={}, trained_on=[])
+                reg.add_generator(BlobStore.serialize({"w": torch.full((64,), float(seed))}),
+                                  families=["cnn"], config={}, metrics={}, trained_on=[])
             else:
                 wrap(owner, attr, before)
                 reg.add(weights(seed * 100_000 + 99_999), arch=SPEC, name=f"die{seed}")
@@ -211,7 +224,8 @@ ZYGOTE = textwrap.dedent(r'''
                 prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
                 tokenizer_steps=40, prior_steps=24, tokenizer_batch=128, prior_batch=2, device="cpu",
                 checkpoint_dir=arg, checkpoint_every=1)
-            igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False, text_encoder="crash-hash")
+            igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False,
+                                   text_encoder="crash-hash")
             if mode != "train":
                 raise SystemExit(f"{mode} was never reached")
         elif mode == "reindex" or mode.startswith("reindex-die:"):
@@ -266,8 +280,14 @@ ZYGOTE = textwrap.dedent(r'''
 
 # the named kill points of the workers, as the tests name them (the zygote script defines what each one hooks)
 POINTS = ("temp-written", "blob-renamed", "row-inserted", "removed-row", "file-deleted", "generator-renamed")
-REINDEX_POINTS = ("import-blob-renamed", "import-row-inserted", "imported", "files-flushed", "verified",
-                  "run-finished")  # in the order a re-indexing run passes them
+REINDEX_POINTS = (
+    "import-blob-renamed",
+    "import-row-inserted",
+    "imported",
+    "files-flushed",
+    "verified",
+    "run-finished",
+)  # in the order a re-indexing run passes them
 
 
 class Zygote:
@@ -277,8 +297,9 @@ class Zygote:
         script = workdir / "zygote.py"
         script.write_text(ZYGOTE)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         line = self._read()
         if line != "ready":
             raise RuntimeError(f"zygote did not start: {line!r}")
@@ -344,7 +365,8 @@ class Zygote:
 
 @dataclass
 class Findings:
-    """What one check found: debris a kill may leave (cleaned by repair) and inconsistencies (must be none)."""
+    """What one check found: debris a kill may leave (cleaned by repair) and
+    inconsistencies (must be none)."""
 
     orphan_files: int = 0  # blob files no row references (and stale temp files)
     orphan_rows: int = 0  # blob rows nothing references
@@ -360,8 +382,8 @@ def sqlite_integrity(db: Path) -> str:
 
 
 def check(reg: zoo.Registry, *, repair: str = "api", load: int = 3) -> Findings:
-    """Assert-free check of every invariant after a kill (nothing else may be writing); repairs orphans with the
-    API (``repair="api"``) or the command line (``"cli"``, ``zoo verify --repair --grace 0``)."""
+    """Assert-free check of every invariant after a kill (nothing else may be writing); repairs orphans with
+    the API (``repair="api"``) or the command line (``"cli"``, ``zoo verify --repair --grace 0``)."""
     out = Findings()
     db = Path(reg.url.removeprefix("sqlite:///"))
     integrity = sqlite_integrity(db)
@@ -379,9 +401,21 @@ def check(reg: zoo.Registry, *, repair: str = "api", load: int = 3) -> Findings:
 
         from zoo.cli import cli
 
-        res = CliRunner().invoke(cli, ["--registry", reg.url, "--blob-root", str(reg.blobs.root), "verify",
-                                       "--repair", "--grace", "0", "--json"])
-        text = res.output[res.output.find("{"):]  # log lines on stderr may come first
+        res = CliRunner().invoke(
+            cli,
+            [
+                "--registry",
+                reg.url,
+                "--blob-root",
+                str(reg.blobs.root),
+                "verify",
+                "--repair",
+                "--grace",
+                "0",
+                "--json",
+            ],
+        )
+        text = res.output[res.output.find("{") :]  # log lines on stderr may come first
         if res.exit_code != 0 or not json.JSONDecoder().raw_decode(text)[0]["repaired"]:
             out.inconsistencies.append(f"zoo verify --repair failed ({res.exit_code}): {res.output[-500:]}")
     else:
@@ -392,8 +426,10 @@ def check(reg: zoo.Registry, *, repair: str = "api", load: int = 3) -> Findings:
     stats = reg.stats()
     referenced = {r.sha256 for r in reg.list()} | {g.sha256 for g in reg.generators()}
     if stats["blobs"] != len(referenced) or set(reg.blobs.iter_shas()) != referenced:
-        out.inconsistencies.append(f"{stats['blobs']} blob rows, {len(referenced)} referenced blobs, "
-                                   f"{len(set(reg.blobs.iter_shas()))} blob files after repair")
+        out.inconsistencies.append(
+            f"{stats['blobs']} blob rows, {len(referenced)} referenced blobs, "
+            f"{len(set(reg.blobs.iter_shas()))} blob files after repair"
+        )
     for rec in reg.list(limit=load):
         try:
             reg.load(rec)
@@ -402,10 +438,23 @@ def check(reg: zoo.Registry, *, repair: str = "api", load: int = 3) -> Findings:
     return out
 
 
-def run_kill_rounds(reg: zoo.Registry, zygote: Zygote, *, random_kills: int, seed: int = 0,
-                    points: tuple[str, ...] = ("temp-written", "blob-renamed", "row-inserted", "removed-row",
-                                               "file-deleted", "generator-renamed"),
-                    max_delay_s: float = 0.4, max_ops_first: int = 5) -> dict[str, Any]:
+def run_kill_rounds(
+    reg: zoo.Registry,
+    zygote: Zygote,
+    *,
+    random_kills: int,
+    seed: int = 0,
+    points: tuple[str, ...] = (
+        "temp-written",
+        "blob-renamed",
+        "row-inserted",
+        "removed-row",
+        "file-deleted",
+        "generator-renamed",
+    ),
+    max_delay_s: float = 0.4,
+    max_ops_first: int = 5,
+) -> dict[str, Any]:
     """Deterministic kills at every named point, then ``random_kills`` kills of the endless ``add`` loop, each
     once the worker has finished a seeded number of operations (1 to ``max_ops_first``) and then a seeded
     random delay (up to ``max_delay_s``) later; checks after each. Returns counts and every inconsistency
@@ -415,11 +464,20 @@ def run_kill_rounds(reg: zoo.Registry, zygote: Zygote, *, random_kills: int, see
 
     rng = random.Random(seed)
     db = Path(reg.url.removeprefix("sqlite:///"))
-    result: dict[str, Any] = {"kills": 0, "point_kills": {}, "orphan_files_repaired": 0, "orphan_rows_repaired": 0,
-                              "inconsistencies": [], "worker_errors": [], "ops_between_kills": [],
-                              "ops_before_kill": []}
+    result: dict[str, Any] = {
+        "kills": 0,
+        "point_kills": {},
+        "orphan_files_repaired": 0,
+        "orphan_rows_repaired": 0,
+        "inconsistencies": [],
+        "worker_errors": [],
+        "ops_between_kills": [],
+        "ops_before_kill": [],
+    }
     rounds: list[tuple[str, int, float]] = [(f"die:{p}", 0, 0.0) for p in points]
-    rounds += [("add", rng.randint(1, max_ops_first), rng.uniform(0.0, max_delay_s)) for _ in range(random_kills)]
+    rounds += [
+        ("add", rng.randint(1, max_ops_first), rng.uniform(0.0, max_delay_s)) for _ in range(random_kills)
+    ]
     for i, (mode, ops, delay) in enumerate(rounds):
         before = reg.stats()["checkpoints"]
         if mode == "add":
@@ -441,7 +499,8 @@ def run_kill_rounds(reg: zoo.Registry, zygote: Zygote, *, random_kills: int, see
         found = check(reg, repair="cli" if i % 4 == 3 else "api")
         result["orphan_files_repaired"] += found.orphan_files
         result["orphan_rows_repaired"] += found.orphan_rows
-        result["inconsistencies"] += [f"round {i} ({mode}, {ops} ops + {delay:.3f}s): {x}"
-                                      for x in found.inconsistencies]
+        result["inconsistencies"] += [
+            f"round {i} ({mode}, {ops} ops + {delay:.3f}s): {x}" for x in found.inconsistencies
+        ]
         result["ops_between_kills"].append(reg.stats()["checkpoints"] - before)
     return result

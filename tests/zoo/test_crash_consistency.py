@@ -62,7 +62,8 @@ def test_sigkill_of_a_freshly_started_process(tmp_path: Path) -> None:
     db = tmp_path / "registry.db"
     reg = zoo.Registry(db)
     script = tmp_path / "adder.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, torch, zoo
         reg = zoo.Registry(sys.argv[1])
         spec = zoo.resolve_arch("cnn-tiny")
@@ -72,9 +73,14 @@ def test_sigkill_of_a_freshly_started_process(tmp_path: Path) -> None:
             reg.add({k: v + i * 1e-4 for k, v in base.items()}, arch=spec, name=f"n{i % 4}")
             if i == 3:
                 print("writing", flush=True)
-    """))
-    proc = subprocess.Popen([sys.executable, str(script), str(db)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"  # 4 adds done, 10**6 to go
     time.sleep(random.Random(1).uniform(0.05, 0.3))
     assert proc.poll() is None  # still adding: the loop outlasts any machine
@@ -86,7 +92,9 @@ def test_sigkill_of_a_freshly_started_process(tmp_path: Path) -> None:
     reg.close()
 
 
-def test_generator_training_killed_twice_resumes_and_stores_exactly_one(tmp_path: Path, zygote: Zygote) -> None:
+def test_generator_training_killed_twice_resumes_and_stores_exactly_one(
+    tmp_path: Path, zygote: Zygote
+) -> None:
     """Killed in stage 1 (before saving the state of a seeded step) and again in stage 2 (between writing the
     state file of a seeded step and renaming it into place): nothing is stored and the state files hold the
     last saved steps; a third run resumes from them, finishes and stores exactly one generator, with the
@@ -101,14 +109,17 @@ def test_generator_training_killed_twice_resumes_and_stores_exactly_one(tmp_path
     ckpt = tmp_path / "train-state"
     rng = random.Random(2)
     k1, k2 = rng.randint(2, 39), rng.randint(2, 23)  # steps of 40 (tokenizer) and 24 (prior): see crashkit
-    for mode, saved in ((f"train-die:stage1:{k1}:before", {"stage1-tokenizer.pt": k1 - 1}),
-                        (f"train-die:stage2:{k2}:renaming", {"stage1-tokenizer.pt": 40, "stage2-prior.pt": k2 - 1})):
+    for mode, saved in (
+        (f"train-die:stage1:{k1}:before", {"stage1-tokenizer.pt": k1 - 1}),
+        (f"train-die:stage2:{k2}:renaming", {"stage1-tokenizer.pt": 40, "stage2-prior.pt": k2 - 1}),
+    ):
         pid = zygote.fork(reg_path, 1, mode, str(ckpt))
         assert zygote.wait(pid) == -signal.SIGKILL, f"{mode}: the worker was not killed there"
         found = check(reg)
         assert not found.inconsistencies, found.inconsistencies
         assert reg.generators() == []
-        # state files are replaced atomically: each holds the last step saved before the kill, never half of one
+        # state files are replaced atomically: each holds the last step saved before the kill,
+        # never half of one
         assert {p.name: int(torch.load(p, weights_only=True)["step"]) for p in ckpt.glob("*.pt")} == saved
     assert [p.name for p in ckpt.glob("*.tmp")] != []  # the stage-2 kill left its unrenamed state file behind
     pid = zygote.fork(reg_path, 1, "train", str(ckpt))
@@ -142,7 +153,9 @@ def test_reindex_killed_at_every_stage_then_finished(tmp_path: Path, zygote: Zyg
     watch.mkdir()
     n = 80
     for i in range(n):
-        save_file(tiny_state(1000 + i) if i % 10 else tiny_state(999), watch / f"net-{i}.safetensors")  # copies too
+        save_file(
+            tiny_state(1000 + i) if i % 10 else tiny_state(999), watch / f"net-{i}.safetensors"
+        )  # copies too
     (watch / "broken.pt").write_bytes(b"\x80\x04garbage")
     rng = random.Random(3)
     # the import points count the files a run imports: 3 runs of 20 or fewer stay within the 73 to import
@@ -153,8 +166,11 @@ def test_reindex_killed_at_every_stage_then_finished(tmp_path: Path, zygote: Zyg
         pid = zygote.fork(tmp_path / "registry.db", r, f"reindex-die:{point}:{nth}", str(watch))
         assert zygote.wait(pid) == -signal.SIGKILL, f"run {r} was not killed at {point} #{nth}"
         # killed inside its nth import (before the commit), right after it, or once every file was imported
-        registered = {"import-blob-renamed": registered + nth - 1, "import-row-inserted": registered + nth - 1,
-                      "imported": registered + nth}.get(point, good)
+        registered = {
+            "import-blob-renamed": registered + nth - 1,
+            "import-row-inserted": registered + nth - 1,
+            "imported": registered + nth,
+        }.get(point, good)
         assert reg.stats()["checkpoints"] == registered, (point, nth)
         found = check(reg, repair="cli" if r % 2 else "api")
         assert not found.inconsistencies, found.inconsistencies

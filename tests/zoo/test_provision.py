@@ -22,8 +22,11 @@ from zoo.training import accuracy
 
 def _digits() -> zoo.ImageDataset:
     """300 real digits (every class), upsampled to the 1x28x28 that cnn-tiny takes."""
-    return load_digits().subset(range(300)).map_images(
-        lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+    return (
+        load_digits()
+        .subset(range(300))
+        .map_images(lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False))
+    )
 
 
 def _noise(seed: int = 0) -> zoo.ImageDataset:
@@ -33,7 +36,8 @@ def _noise(seed: int = 0) -> zoo.ImageDataset:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """Two tasks with two cnn-tiny checkpoints each, and a promoted generator trained on them (a few steps)."""
+    """Two tasks with two cnn-tiny checkpoints each, and a promoted generator trained on them
+    (a few steps)."""
     import igpg
 
     path = tmp_path_factory.mktemp("provision") / "registry.db"
@@ -46,9 +50,14 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         for seed in range(2):
             torch.manual_seed(seed)
             reg.add(family.build(spec), name=f"{task}-s{seed}", arch=spec, dataset=task)
-    cfg = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
-                           prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                           tokenizer_steps=5, prior_steps=5, tokenizer_batch=64, prior_batch=2)
+    cfg = igpg.TrainConfig(
+        tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+        prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=5,
+        prior_steps=5,
+        tokenizer_batch=64,
+        prior_batch=2,
+    )
     _, gen = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False, promote=True)
     yield SimpleNamespace(reg=reg, path=path, spec=spec, digits=digits, gen=gen)
     reg.close()
@@ -79,11 +88,15 @@ def test_a_far_dataset_generates_with_the_promoted_generator(served) -> None:  #
     p = zoo.retrieve_or_generate("cnn-tiny", _noise(), registry=served.reg)
     assert p.source == "generated" and p.checkpoint is None
     assert p.generator is not None and p.generator.ref == served.gen.ref == "igpg:v1" and p.sample == 0
-    assert p.similarity is not None and p.similarity < 0.99  # the nearest compatible checkpoint's, which was too far
+    assert (
+        p.similarity is not None and p.similarity < 0.99
+    )  # the nearest compatible checkpoint's, which was too far
     assert "< 0.99" in p.reason and "generated with igpg:v1" in p.reason and p.ref == "igpg:v1#0"
     assert "generate" in p.timings
     _works(p.module, served.spec)
-    again = zoo.retrieve_or_generate("cnn-tiny", _noise(), registry=served.reg)  # seed 0 by default: reproducible
+    again = zoo.retrieve_or_generate(
+        "cnn-tiny", _noise(), registry=served.reg
+    )  # seed 0 by default: reproducible
     assert all(torch.equal(v, again.module.state_dict()[k]) for k, v in p.module.state_dict().items())
     # the threshold is the policy's: lowered, the same request retrieves
     low = zoo.retrieve_or_generate("cnn-tiny", _noise(), registry=served.reg, min_similarity=0.0)
@@ -107,8 +120,9 @@ def test_another_architecture_never_gets_a_cnn_tiny_checkpoint(served) -> None: 
 
 def test_best_of_n_scores_every_candidate_and_keeps_the_best(served) -> None:  # type: ignore[no-untyped-def]
     lab = served.digits.subset(range(100))
-    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=(lab.images, lab.labels),
-                                 samples=3)
+    p = zoo.retrieve_or_generate(
+        "cnn-tiny", "digits", registry=served.reg, labelled=(lab.images, lab.labels), samples=3
+    )
     # the registry holds 4 cnn-tiny checkpoints (<= score_pool): every one is scored, not just the 3 nearest
     assert [c.source for c in p.candidates] == ["retrieved"] * 4 + ["generated"] * 3
     assert all(c.score is not None for c in p.candidates) and len(p.scores) == 7
@@ -130,8 +144,11 @@ def test_a_generated_sample_that_outscores_the_checkpoints_wins_and_says_so(serv
         for i, net in enumerate(nets):
             net.zoo_test_score = 0.5 + 0.1 * i  # type: ignore[assignment]
         return nets
+
     monkeypatch.setattr(provision, "_sample", tagged)
-    monkeypatch.setattr(provision, "_score", lambda module, lab, device: getattr(module, "zoo_test_score", 0.2))
+    monkeypatch.setattr(
+        provision, "_score", lambda module, lab, device: getattr(module, "zoo_test_score", 0.2)
+    )
     p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=served.digits, samples=3)
     assert p.source == "generated" and p.sample == 2 and p.score == pytest.approx(0.7)
     assert "generated sample igpg:v1#2 scored 0.7000, beating the best retrieved checkpoint" in p.reason
@@ -161,8 +178,12 @@ def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -
         zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
     registry.register_dataset("digits-rot90", rotate(digits, 90), encoders=["pixels"])
     torch.manual_seed(0)
-    far = registry.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")), name="rot", dataset="digits-rot90")
-    small = registry.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-small")), name="small", dataset="digits")
+    far = registry.add(
+        zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")), name="rot", dataset="digits-rot90"
+    )
+    small = registry.add(
+        zoo.get_family("cnn").build(zoo.resolve_arch("cnn-small")), name="small", dataset="digits"
+    )
     # not similar enough and nothing to generate with: the nearest compatible checkpoint, saying so
     p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
     assert p.source == "retrieved" and p.checkpoint.id == far.id and p.similarity < 0.99
@@ -173,7 +194,9 @@ def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -
         zoo.generate("cnn-tiny", "digits", registry=registry)
     # a cnn-small request gets the cnn-small checkpoint, never the (identical-dataset) cnn-tiny one
     for arch, want in (("cnn-small", small.id), ("cnn-tiny", far.id)):
-        q = zoo.retrieve("cnn-tiny" if arch == "cnn-tiny" else arch, "digits", registry=registry, min_similarity=0.0)
+        q = zoo.retrieve(
+            "cnn-tiny" if arch == "cnn-tiny" else arch, "digits", registry=registry, min_similarity=0.0
+        )
         assert q.checkpoint.id == want and q.arch == zoo.resolve_arch(arch)
 
 
@@ -181,8 +204,9 @@ def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -
 # which checkpoints are scored, and how ties are broken (issue 13)
 # ---------------------------------------------------------------------------------------------------
 def _constant(label: int, margin: float = 1.0) -> torch.nn.Module:
-    """A cnn-tiny that predicts ``label`` for every image: all weights zero, the classifier's bias alone decides.
-    Its accuracy on labelled samples is the share of ``label`` among their labels, by construction."""
+    """A cnn-tiny that predicts ``label`` for every image: all weights zero, the classifier's bias alone
+    decides. Its accuracy on labelled samples is the share of ``label`` among their labels, by
+    construction."""
     net = zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny"))
     with torch.no_grad():
         for p in net.parameters():
@@ -204,7 +228,9 @@ def test_labels_score_the_best_checkpoint_even_when_three_others_are_nearer(regi
     registry.register_dataset("near", query, encoders=["pixels"])  # the very same data: similarity 1.0
     registry.register_dataset("far", rotate(_digits(), 90), encoders=["pixels"])
     bad = [registry.add(_constant(9, 1.0 + i / 10), name=f"near-s{i}", dataset="near") for i in range(3)]
-    good = registry.add(_constant(0), name="far-s0", dataset="far")  # predicts 0: right on every 0 of the labels
+    good = registry.add(
+        _constant(0), name="far-s0", dataset="far"
+    )  # predicts 0: right on every 0 of the labels
     want = float((lab.labels == 0).float().mean())
     assert want > 0.1 and all(int(y) != 9 for y in lab.labels)  # the bad ones score 0.0 by construction
     nearest3 = registry.nearest("cnn-tiny", query, k=3)
@@ -212,16 +238,23 @@ def test_labels_score_the_best_checkpoint_even_when_three_others_are_nearer(regi
 
     p = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab)
     assert p.source == "retrieved" and p.checkpoint.id == good.id and p.score == pytest.approx(want)
-    assert p.scores == {**{b.ref: 0.0 for b in bad}, good.ref: pytest.approx(want)}  # every scored one is listed
+    assert p.scores == {
+        **{b.ref: 0.0 for b in bad},
+        good.ref: pytest.approx(want),
+    }  # every scored one is listed
     assert [c.ref for c in p.candidates] == [*(b.ref for b in reversed(bad)), good.ref]  # most similar first
     assert "scored 4 retrieved and 0 generated" in p.reason and "below the threshold 0.99" in p.reason
     assert p.similarity is not None and p.similarity < 0.99
     # zoo.retrieve only serves similar-enough checkpoints: the labels then pick among those
     q = zoo.retrieve("cnn-tiny", query, registry=registry, labelled=lab)
-    assert q.checkpoint.id in {b.id for b in bad} and [c.ref for c in q.candidates] == [b.ref for b in reversed(bad)]
+    assert q.checkpoint.id in {b.id for b in bad} and [c.ref for c in q.candidates] == [
+        b.ref for b in reversed(bad)
+    ]
 
 
-def test_a_compatible_checkpoint_without_a_dataset_is_scored_too(registry: zoo.Registry, tmp_path: Path) -> None:
+def test_a_compatible_checkpoint_without_a_dataset_is_scored_too(
+    registry: zoo.Registry, tmp_path: Path
+) -> None:
     """The same kind of miss: checkpoints registered without a dataset have no similarity, so retrieval never
     ranked them; with labels their score is all that counts."""
     query = _query_task()
@@ -240,8 +273,12 @@ def test_a_compatible_checkpoint_without_a_dataset_is_scored_too(registry: zoo.R
         other.register_dataset("near", query, encoders=["pixels"])
         only = other.add(_constant(0), name="imported")
         r = zoo.retrieve_or_generate("cnn-tiny", query, registry=other, labelled=lab)
-        assert r.checkpoint.id == only.id and "served the best-scoring compatible checkpoint anyway" in r.reason
-        with pytest.raises(zoo.NoWeightsError, match="no checkpoint of cnn-tiny is registered with a dataset"):
+        assert (
+            r.checkpoint.id == only.id and "served the best-scoring compatible checkpoint anyway" in r.reason
+        )
+        with pytest.raises(
+            zoo.NoWeightsError, match="no checkpoint of cnn-tiny is registered with a dataset"
+        ):
             zoo.retrieve_or_generate("cnn-tiny", query, registry=other)  # nothing to rank without labels
 
 
@@ -254,22 +291,30 @@ def test_above_score_pool_the_pool_draws_on_several_rankings(registry: zoo.Regis
     bad = [registry.add(_constant(9, 1.0 + i / 10), name=f"near-s{i}", dataset="near") for i in range(6)]
     # 7 compatible > score_pool 4: the nearest (ties: the newest), then in turn nearest / best of each dataset
     # / best by recorded metric (nobody records one: nothing) / newest
-    p = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab, score_pool=4, candidates=1)
+    p = zoo.retrieve_or_generate(
+        "cnn-tiny", query, registry=registry, labelled=lab, score_pool=4, candidates=1
+    )
     assert set(p.scores) == {bad[5].ref, bad[4].ref, good.ref, bad[3].ref}
-    assert p.checkpoint.id == good.id and [c.ref for c in p.candidates][-1] == good.ref  # listed most similar first
+    assert (
+        p.checkpoint.id == good.id and [c.ref for c in p.candidates][-1] == good.ref
+    )  # listed most similar first
     # a recorded metric brings a checkpoint into the pool however far its dataset
     registry.register_dataset("noise", _noise(), encoders=["pixels"])
     best = registry.add(_constant(0, 2.0), name="noise-best", dataset="noise", metrics={"accuracy": 0.99})
     sims = {n.dataset: n.similarity for n in registry.nearest("cnn-tiny", query, k=8)}
     assert sims["near"] > sims["far"] > sims["noise"]  # the premise: noise is the farthest dataset
-    q = zoo.retrieve_or_generate("cnn-tiny", query, registry=registry, labelled=lab, score_pool=4, candidates=1)
+    q = zoo.retrieve_or_generate(
+        "cnn-tiny", query, registry=registry, labelled=lab, score_pool=4, candidates=1
+    )
     assert set(q.scores) == {bad[5].ref, bad[4].ref, good.ref, best.ref}
     assert q.checkpoint.id == good.id  # good and best both score best: the tie goes to the more similar
     with pytest.raises(zoo.ConfigError, match="score_pool"):
         zoo.RetrievalPolicy(score_pool=0)
 
 
-def test_equally_similar_checkpoints_rank_by_their_recorded_metrics_not_by_insertion(registry: zoo.Registry) -> None:
+def test_equally_similar_checkpoints_rank_by_their_recorded_metrics_not_by_insertion(
+    registry: zoo.Registry,
+) -> None:
     digits = _digits()
     registry.register_dataset("digits", digits, encoders=["pixels"])
     registry.register_dataset("digits-copy", digits, encoders=["pixels"])  # the same data: an exact tie too
@@ -277,19 +322,27 @@ def test_equally_similar_checkpoints_rank_by_their_recorded_metrics_not_by_inser
     recs = {}
     for i, (seed, acc) in enumerate(accs.items()):
         torch.manual_seed(i)
-        recs[seed] = registry.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")), name=f"digits-{seed}",
-                                  dataset="digits-copy" if seed == "s3" else "digits",
-                                  metrics={"accuracy": acc, "loss": 1 - acc})
+        recs[seed] = registry.add(
+            zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")),
+            name=f"digits-{seed}",
+            dataset="digits-copy" if seed == "s3" else "digits",
+            metrics={"accuracy": acc, "loss": 1 - acc},
+        )
     by_acc = [recs[s].id for s in ("s1", "s3", "s2", "s0")]
     assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=4)] == by_acc
-    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=1)] == by_acc[:1]  # tie beyond k
-    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", digits, k=2, method="exact", arch_weight=0.0)] \
-        == by_acc[:2]
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=1)] == by_acc[
+        :1
+    ]  # tie beyond k
+    assert [
+        n.checkpoint.id for n in registry.nearest("cnn-tiny", digits, k=2, method="exact", arch_weight=0.0)
+    ] == by_acc[:2]
     # a named metric; a loss-like one ranks lower first
     assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=4, metric="loss")] == by_acc
     # the unlabelled path serves the best of the tied checkpoints and lists them in that order
     p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
-    assert p.checkpoint.id == recs["s1"].id and [c.ref for c in p.candidates] == [recs[s].ref for s in ("s1", "s3", "s2")]
+    assert p.checkpoint.id == recs["s1"].id and [c.ref for c in p.candidates] == [
+        recs[s].ref for s in ("s1", "s3", "s2")
+    ]
     # a checkpoint without the metric goes after those that record it; among equals the newest goes first
     plain = registry.add(_constant(3), name="digits-plain", dataset="digits")
     same = registry.add(_constant(4), name="digits-same", dataset="digits", metrics={"accuracy": 0.95})
@@ -315,12 +368,16 @@ def test_fine_tune_module_trains_a_copy_with_a_curve(served) -> None:  # type: i
     p = zoo.retrieve("cnn-tiny", "digits", registry=served.reg)
     before = {k: v.clone() for k, v in p.module.state_dict().items()}
     train, held = served.digits.split(0.8)
-    tuned, curve = zoo.fine_tune_module(p.module, train, epochs=2, batch_size=64, eval_data=held, progress=False)
+    tuned, curve = zoo.fine_tune_module(
+        p.module, train, epochs=2, batch_size=64, eval_data=held, progress=False
+    )
     per_epoch = train.num_samples // 64
     assert curve.steps == (0, per_epoch, 2 * per_epoch) and len(curve.accuracy) == 3
     assert curve.accuracy[0] == pytest.approx(accuracy(p.module, held.images, held.labels))
     assert curve.accuracy[-1] == pytest.approx(accuracy(tuned, held.images, held.labels))
-    assert all(torch.equal(v, p.module.state_dict()[k]) for k, v in before.items())  # the original is untouched
+    assert all(
+        torch.equal(v, p.module.state_dict()[k]) for k, v in before.items()
+    )  # the original is untouched
     assert any(not torch.equal(v, tuned.state_dict()[k]) for k, v in before.items())
 
 
@@ -342,17 +399,36 @@ def test_cli_get_prints_provenance_and_saves_the_weights(served, tmp_path: Path)
     assert saved.keys() == served.reg.load_state_dict(rec).keys()
     assert all(torch.equal(saved[k], v) for k, v in served.reg.load_state_dict(rec).items())
     assert zoo.detect_arch(saved) == served.spec
-    human = _get(served, "cnn-tiny", "--dataset", "digits", "--out", str(out), "--generate", "--seed", "1").output
-    assert "source: generated" in human and "ref: igpg:v1#0" in human and "reason: generated with igpg:v1" in human
-    res = CliRunner().invoke(cli, ["--registry", str(served.path), "get", "cnn-tiny", "--dataset", "digits",
-                                   "--generate", "--retrieve-only"])
+    human = _get(
+        served, "cnn-tiny", "--dataset", "digits", "--out", str(out), "--generate", "--seed", "1"
+    ).output
+    assert (
+        "source: generated" in human
+        and "ref: igpg:v1#0" in human
+        and "reason: generated with igpg:v1" in human
+    )
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--registry",
+            str(served.path),
+            "get",
+            "cnn-tiny",
+            "--dataset",
+            "digits",
+            "--generate",
+            "--retrieve-only",
+        ],
+    )
     assert res.exit_code == 2 and "exclude each other" in res.output
 
 
 def test_cli_get_errors_are_one_line_with_exit_code_1(served, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     from zoo.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["zoo", "--registry", str(served.path), "get", "cnn-small", "--dataset", "digits"])
+    monkeypatch.setattr(
+        sys, "argv", ["zoo", "--registry", str(served.path), "get", "cnn-small", "--dataset", "digits"]
+    )
     with pytest.raises(SystemExit) as info:
         main()
     err = capsys.readouterr().err
@@ -393,7 +469,8 @@ def test_a_damaged_checkpoint_is_skipped_and_marked_not_fatal(registry: zoo.Regi
     marked = {c.ref: c for c in p.candidates}
     assert marked[good.ref].error and "blob" in marked[good.ref].error and marked[good.ref].score is None
     assert f"skipped {good.ref}" in p.reason
-    # without labels the nearest (the tie goes to the higher recorded accuracy: the damaged one) is skipped too
+    # without labels the nearest (the tie goes to the higher recorded accuracy: the damaged one)
+    # is skipped too
     q = zoo.retrieve("cnn-tiny", "near", registry=registry)
     assert q.checkpoint.id == fine.id and f"skipped {good.ref}" in q.reason
     registry.remove(fine.ref)
@@ -402,14 +479,17 @@ def test_a_damaged_checkpoint_is_skipped_and_marked_not_fatal(registry: zoo.Regi
 
 
 @pytest.mark.parametrize("loss_name", ["val loss", "top-1 error (%)", "loss@1", "valLoss", "val_loss"])
-def test_a_loss_like_tie_metric_ranks_lower_first_whatever_its_spelling(registry: zoo.Registry,
-                                                                        loss_name: str) -> None:
+def test_a_loss_like_tie_metric_ranks_lower_first_whatever_its_spelling(
+    registry: zoo.Registry, loss_name: str
+) -> None:
     """Metric names may hold spaces and symbols (add accepts them): a loss among them is still a loss."""
     registry.register_dataset("digits", _digits(), encoders=["pixels"])
     bad = registry.add(_constant(1), name="bad", dataset="digits", metrics={loss_name: 0.9})
     good = registry.add(_constant(2), name="good", dataset="digits", metrics={loss_name: 0.1})
-    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=2, metric=loss_name)] == [good.id,
-                                                                                                      bad.id]
+    assert [n.checkpoint.id for n in registry.nearest("cnn-tiny", "digits", k=2, metric=loss_name)] == [
+        good.id,
+        bad.id,
+    ]
     assert zoo.retrieve("cnn-tiny", "digits", registry=registry, metric=loss_name).checkpoint.id == good.id
 
 
@@ -426,7 +506,9 @@ def test_acc_at_1_breaks_ties_without_being_named(registry: zoo.Registry) -> Non
 _RETRIEVE = """
 import json, sys, torch, zoo
 reg = zoo.Registry(sys.argv[1])
-data = zoo.as_dataset((torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 10))
+data = zoo.as_dataset(
+    (torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 10)
+)
 reg.register_dataset("d", data, encoders=["pixels"])
 spec = zoo.resolve_arch("cnn-tiny")
 reg.add(zoo.get_family("cnn").build(spec), name="d-s0", arch=spec, dataset="d")
@@ -442,11 +524,17 @@ def test_a_retrieval_never_imports_the_generator(tmp_path: Path, autoload: bool)
     import subprocess
 
     env = {**os.environ, "ZOO_DISABLE_PLUGIN_AUTOLOAD": "" if autoload else "1"}
-    proc = subprocess.run([sys.executable, "-c", _RETRIEVE, str(tmp_path / "registry.db")], capture_output=True,
-                          text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RETRIEVE, str(tmp_path / "registry.db")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    # with autoload, only the plugins' registration modules (they import zoo's public API only); without, nothing
+    # with autoload, only the plugins' registration modules (they import zoo's public API only);
+    # without, nothing
     assert loaded == (["igpg", "igpg.plugin", "zoo_demo", "zoo_demo.plugin"] if autoload else [])
 
 
@@ -457,7 +545,14 @@ def test_no_zoo_module_imports_igpg_or_the_demo_package() -> None:
     offenders = []
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in ("igpg", "zoo_demo")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in ("igpg", "zoo_demo")
+            ]
     assert offenders == []

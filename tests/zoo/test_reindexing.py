@@ -39,9 +39,15 @@ from zoo.reindexing import accuracy_evaluator
 from zoo.store import models as m
 
 SPEC = zoo.resolve_arch("cnn-tiny")
-TINY = igpg.TrainConfig(tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
-                        prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                        tokenizer_steps=20, prior_steps=10, tokenizer_batch=128, prior_batch=2, device="cpu")
+TINY = igpg.TrainConfig(
+    tokenizer=igpg.TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+    prior=igpg.PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+    tokenizer_steps=20,
+    prior_steps=10,
+    tokenizer_batch=128,
+    prior_batch=2,
+    device="cpu",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +73,16 @@ def write_files(folder: Path, seeds: range, *, dataset: str | None = None) -> li
         path = folder / f"net-{seed}.safetensors"
         save_file(weights(seed), path)
         if dataset is not None:
-            path.with_suffix(".json").write_text(json.dumps({"name": f"net-{seed}", "dataset": dataset,
-                                                             "metrics": {"accuracy": 0.5}, "tags": ["watched"]}))
+            path.with_suffix(".json").write_text(
+                json.dumps(
+                    {
+                        "name": f"net-{seed}",
+                        "dataset": dataset,
+                        "metrics": {"accuracy": 0.5},
+                        "tags": ["watched"],
+                    }
+                )
+            )
         out.append(path)
     return out
 
@@ -110,7 +124,9 @@ def test_second_run_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     watch = tmp_path / "incoming"
     files = write_files(watch / "team-a", range(4), dataset="digits")
     (watch / "team-b").mkdir()
-    (watch / "team-b" / "copy.safetensors").write_bytes(files[0].read_bytes())  # same bytes: not imported twice
+    (watch / "team-b" / "copy.safetensors").write_bytes(
+        files[0].read_bytes()
+    )  # same bytes: not imported twice
     (watch / "broken.pt").write_bytes(b"not a checkpoint")
     (watch / ".partial.safetensors").write_bytes(b"hidden files are left alone")
     monkeypatch.setattr(E, "ANN_MIN_VECTORS", 1)  # a persisted index even for one dataset vector
@@ -118,7 +134,13 @@ def test_second_run_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     first = zoo.reindex(reg, watch=[watch])
     c = first.counts
     assert first.status == "succeeded" and sorted(first.imported) == [f"net-{i}:v1" for i in range(4)]
-    assert (c["files_scanned"], c["files_hashed"], c["imported"], c["files_duplicate"], c["files_bad"]) == (6, 6, 4, 1, 1)
+    assert (c["files_scanned"], c["files_hashed"], c["imported"], c["files_duplicate"], c["files_bad"]) == (
+        6,
+        6,
+        4,
+        1,
+        1,
+    )
     assert first.bad_files[0][0].endswith("broken.pt") and "cannot read checkpoint" in first.bad_files[0][1]
     assert c["archs_embedded"] == 1 and c["indexes_rebuilt"] == 1 and c["blobs_checked"] == 4
     rec = reg.get("net-2")
@@ -130,8 +152,13 @@ def test_second_run_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     c2 = second["counts"]
     assert second["status"] == "skipped" and second["imported"] == [] and second["bad_files"] == []
     assert c2.get("files_hashed", 0) == 0 and c2["files_scanned"] == 6 and c2["files_bad_known"] == 1
-    assert (c2.get("imported", 0), c2["datasets_embedded"], c2["archs_embedded"],
-            c2["indexes_rebuilt"], c2.get("generators_trained", 0)) == (0, 0, 0, 0, 0)
+    assert (
+        c2.get("imported", 0),
+        c2["datasets_embedded"],
+        c2["archs_embedded"],
+        c2["indexes_rebuilt"],
+        c2.get("generators_trained", 0),
+    ) == (0, 0, 0, 0, 0)
     assert setting(db, "index:dataset:pixels") == index_before
     assert reg.stats()["checkpoints"] == 4
 
@@ -183,9 +210,16 @@ def test_killed_run_is_followed_by_a_clean_run(tmp_path: Path) -> None:
     script = tmp_path / "pausing_zoo.py"
     script.write_text(PAUSING_ZOO)
     with open(tmp_path / "child.err", "w") as err:
-        proc = subprocess.Popen([sys.executable, str(script), "--registry", str(db), "reindex", "--watch", str(watch)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "paused", (tmp_path / "child.err").read_text()
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "--registry", str(db), "reindex", "--watch", str(watch)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "paused", (
+        tmp_path / "child.err"
+    ).read_text()
     assert proc.poll() is None  # paused after its 10th import, with 140 files to go
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
@@ -199,7 +233,9 @@ def test_killed_run_is_followed_by_a_clean_run(tmp_path: Path) -> None:
     report = zoo.reindex(reg, watch=[watch])  # no wait: the dead holder's lease is taken over at once
     c = report.counts
     assert report.status == "succeeded" and c["runs_found_killed"] == 1
-    assert c["imported"] == n - done and c.get("files_already_registered", 0) == done  # found again, not re-added
+    assert (
+        c["imported"] == n - done and c.get("files_already_registered", 0) == done
+    )  # found again, not re-added
     assert reg.stats()["checkpoints"] == n
     assert sorted(r.ref for r in reg.list()) == sorted(f"net-{i}:v1" for i in range(n))  # each once, no v2
     assert reg.verify().clean and not report.damaged
@@ -222,9 +258,18 @@ def test_concurrent_runs_do_not_both_work(tmp_path: Path) -> None:
     write_files(watch, range(n))
     with Lease(reg, "reindex") as held:  # a run in progress, as far as anyone can tell
         # an hour's --wait: only the release below ends their wait, however slow the machine (-v: they say so)
-        waiting = [subprocess.Popen(zoo_cmd(db, "-v", "reindex", "--watch", str(watch), "--wait", "3600", "--json"),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        impatient = subprocess.run(zoo_cmd(db, "reindex", "--watch", str(watch)), capture_output=True, text=True)
+        waiting = [
+            subprocess.Popen(
+                zoo_cmd(db, "-v", "reindex", "--watch", str(watch), "--wait", "3600", "--json"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        impatient = subprocess.run(
+            zoo_cmd(db, "reindex", "--watch", str(watch)), capture_output=True, text=True
+        )
         assert impatient.returncode == 1, impatient.stderr
         assert f"Error: job 'reindex' is already running (held by {held.holder}" in impatient.stderr
         assert "--wait" in impatient.stderr and "Traceback" not in impatient.stderr
@@ -254,8 +299,9 @@ def test_concurrent_runs_do_not_both_work(tmp_path: Path) -> None:
 
 
 class LeaseClock:
-    """The clocks a lease reads (UTC time for its rows; monotonic time and sleep while waiting) under the test's
-    control: time passes when the test says so or when a waiting lease sleeps, not with the machine's speed."""
+    """The clocks a lease reads (UTC time for its rows; monotonic time and sleep while waiting) under the
+    test's control: time passes when the test says so or when a waiting lease sleeps, not with the machine's
+    speed."""
 
     def __init__(self) -> None:
         self.utc: datetime = m.utcnow()
@@ -279,13 +325,17 @@ class LeaseClock:
 
 
 @pytest.mark.backends("sqlite", "postgresql")  # PostgreSQL: the lease row is taken under an advisory lock
-def test_lease_expires_and_a_stalled_holder_finds_out(registry: zoo.Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lease_expires_and_a_stalled_holder_finds_out(
+    registry: zoo.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import zoo.jobs
 
     clock = LeaseClock()
     monkeypatch.setattr(zoo.jobs, "time", clock)
     monkeypatch.setattr(m, "utcnow", clock.utcnow)
-    stalled = Lease(registry, "job", ttl_s=30, holder="elsewhere:1:aaaa", heartbeat=False).acquire()  # not renewed
+    stalled = Lease(
+        registry, "job", ttl_s=30, holder="elsewhere:1:aaaa", heartbeat=False
+    ).acquire()  # not renewed
     clock.advance(29)  # one second short of its expiry
     with pytest.raises(zoo.LeaseHeldError, match=r"held by elsewhere:1:aaaa until .*pass --wait"):
         Lease(registry, "job").acquire()
@@ -333,7 +383,9 @@ def test_new_encoder_version_reembeds_exactly_the_stale_rows(registry: zoo.Regis
             register(enc)
 
     g = torch.Generator().manual_seed(0)
-    data = {name: from_arrays(torch.rand(12, 6, 6, generator=g), [0, 1, 2] * 4) for name in ("a", "b", "c", "d")}
+    data = {
+        name: from_arrays(torch.rand(12, 6, 6, generator=g), [0, 1, 2] * 4) for name in ("a", "b", "c", "d")
+    }
     name = register_plugin(Plugin(), name="test-counting-encoder")
     try:
         for ds in ("a", "b", "c"):
@@ -348,8 +400,12 @@ def test_new_encoder_version_reembeds_exactly_the_stale_rows(registry: zoo.Regis
         assert report.counts["datasets_embedded"] == 2 and report.status == "succeeded"
         assert enc.calls[calls:] == [data["a"].fingerprint, data["b"].fingerprint]  # exactly the stale ones
         assert "a/counting, b/counting" in report.messages[0]
-        assert {e.subject_key: e.encoder_version for e in E.embeddings(registry, encoder_id="counting")} == \
-            {"a": "2", "b": "2", "c": "2", "d": "2"}
+        assert {e.subject_key: e.encoder_version for e in E.embeddings(registry, encoder_id="counting")} == {
+            "a": "2",
+            "b": "2",
+            "c": "2",
+            "d": "2",
+        }
         assert {e.subject_key: e.id for e in E.embeddings(registry, encoder_id="pixels")} == pixels_before
 
         again = zoo.reindex(registry, sources=data)
@@ -375,7 +431,9 @@ def test_corrupt_blob_is_reported_and_not_served(tmp_path: Path) -> None:
 
     report = zoo.reindex(reg, watch=[watch])
     assert report.damaged and report.counts["blobs_corrupt"] == 1 and report.counts["blobs_missing"] == 1
-    assert report.corrupt == (f"{bad.sha256} (net-1:v1)",) and report.missing == (f"{gone.sha256} (net-2:v1)",)
+    assert report.corrupt == (f"{bad.sha256} (net-1:v1)",) and report.missing == (
+        f"{gone.sha256} (net-2:v1)",
+    )
     record = job_runs(reg)[0]
     assert record.counts["blobs_corrupt"] == 1 and "1 corrupt blob(s), not served" in record.message
     with pytest.raises(zoo.IntegrityError, match="does not match its hash.*not served"):
@@ -390,6 +448,7 @@ def test_corrupt_blob_is_reported_and_not_served(tmp_path: Path) -> None:
 
 def _by_count(sign: int):  # type: ignore[no-untyped-def]
     """An evaluator preferring generators trained on more (sign 1) or fewer (sign -1) checkpoints."""
+
     def score(registry, gen, checkpoints, seed):  # type: ignore[no-untyped-def]
         assert checkpoints and seed == 0
         return sign * len(gen.info["checkpoints"])
@@ -430,7 +489,9 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
     assert {x.ref: x.status for x in registry.generators()} == {"igpg:v1": "promoted", "igpg:v2": "retired"}
     assert "candidate igpg:v2 scored -6.0000, current -4.0000" in job_runs(registry)[0].message
 
-    again = zoo.reindex(registry, evaluator=_by_count(-1), **opts)  # the rejected watermark counts: no retraining
+    again = zoo.reindex(
+        registry, evaluator=_by_count(-1), **opts
+    )  # the rejected watermark counts: no retraining
     assert again.status == "skipped" and again.generators[0].outcome == "current"
 
     add(2)  # default evaluator (weight-space): promoted exactly when the candidate scores at least as well
@@ -442,11 +503,19 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
     assert current.ref == ("igpg:v3" if scored.outcome == "promoted" else "igpg:v1")
 
     # a run killed after storing its candidate: the next run judges it instead of training again
-    _, pending = igpg.train_on_registry(registry, arch="cnn-tiny", k=64, config=TINY, progress=False,
-                                        meta={"trained_by": "reindex", "replaces": current.id})
+    _, pending = igpg.train_on_registry(
+        registry,
+        arch="cnn-tiny",
+        k=64,
+        config=TINY,
+        progress=False,
+        meta={"trained_by": "reindex", "replaces": current.id},
+    )
     resumed = zoo.reindex(registry, evaluator=_by_count(1), **opts)
     d = resumed.generators[0]
-    assert (d.outcome, d.candidate) == ("promoted", pending.ref) and resumed.counts.get("generators_trained", 0) == 0
+    assert (d.outcome, d.candidate) == ("promoted", pending.ref) and resumed.counts.get(
+        "generators_trained", 0
+    ) == 0
     assert registry.get_generator(pending.id).status == "promoted"
     assert registry.get_generator(current.id).status == "retired"
     assert registry.get_generator(pending.id).config["scope"]["arch"] == SPEC.to_json()
@@ -471,8 +540,10 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
 def two_sets(seed: int) -> dict[str, dict[str, torch.Tensor]]:
     """A timm-style checkpoint holding training and EMA weights: refused until told which to take."""
     state = weights(seed)
-    return {"state_dict": state, "state_dict_ema": {k: v * 0.5 if v.dtype.is_floating_point else v
-                                                    for k, v in state.items()}}
+    return {
+        "state_dict": state,
+        "state_dict_ema": {k: v * 0.5 if v.dtype.is_floating_point else v for k, v in state.items()},
+    }
 
 
 @pytest.mark.backends("sqlite", "postgresql")
@@ -482,7 +553,8 @@ def test_following_a_refusals_sidecar_fix_imports_the_file(registry: zoo.Registr
     e1 = watch / "e1.pt"
     torch.save(two_sets(1), e1)
     save_file(weights(2), watch / "p2.safetensors")
-    (watch / "p2.json").write_text("{\"name\": ")  # broken JSON: p2 is refused until it is fixed or removed
+    (watch / "p2.json").write_text('{"name": ')  # broken JSON: p2 is refused until it is fixed or removed
+
     def run() -> zoo.ReindexReport:
         return zoo.reindex(registry, watch=[watch], verify=False, embeddings=False, retrain=False)
 
@@ -533,17 +605,21 @@ def test_sidecar_fix_through_the_cli_on_a_registry_from_before_0005(tmp_path: Pa
     db = tmp_path / "registry.db"
     with registry_at(db, "0004") as conn:
         st = e1.stat()
-        conn.exec_driver_sql("INSERT INTO watched_files (path, size, mtime_ns, sha256, status, "
-                             "checkpoint_id, message, seen_at) VALUES (?, ?, ?, 'x', 'bad', NULL, "
-                             "'two weight sets', '2026-01-01 00:00:00')",
-                             (str(e1), st.st_size, st.st_mtime_ns))
+        conn.exec_driver_sql(
+            "INSERT INTO watched_files (path, size, mtime_ns, sha256, status, "
+            "checkpoint_id, message, seen_at) VALUES (?, ?, ?, 'x', 'bad', NULL, "
+            "'two weight sets', '2026-01-01 00:00:00')",
+            (str(e1), st.st_size, st.st_mtime_ns),
+        )
 
-    out = json.loads(cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain",
-                             "--json").output)
+    out = json.loads(
+        cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain", "--json").output
+    )
     assert out["status"] == "skipped" and out["counts"]["files_bad_known"] == 1  # remembered; no sidecar yet
     (watch / "e1.json").write_text(json.dumps({"weights": "state_dict_ema"}))
-    out = json.loads(cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain",
-                             "--json").output)
+    out = json.loads(
+        cli_run(db, "reindex", "--watch", str(watch), "--no-embeddings", "--no-retrain", "--json").output
+    )
     assert out["imported"] == ["e1:v1"] and out["counts"]["files_sidecar_changed"] == 1
     shown = json.loads(cli_run(db, "show", "e1", "--json").output)
     assert shown["meta"]["source_weights"] == "state_dict_ema"
@@ -556,11 +632,20 @@ def test_several_networks_in_one_state_dict_say_the_sidecar_key(tmp_path: Path) 
     watch = tmp_path / "incoming"
     watch.mkdir()
     state = weights(4)
-    torch.save({"state_dict": {**{f"model.{k}": v for k, v in state.items()},
-                               **{f"model_ema.{k}": v * 0.5 for k, v in state.items()}}}, watch / "lit.ckpt")
+    torch.save(
+        {
+            "state_dict": {
+                **{f"model.{k}": v for k, v in state.items()},
+                **{f"model_ema.{k}": v * 0.5 for k, v in state.items()},
+            }
+        },
+        watch / "lit.ckpt",
+    )
     reg = zoo.Registry(tmp_path / "registry.db")
+
     def run() -> zoo.ReindexReport:
         return zoo.reindex(reg, watch=[watch], verify=False, embeddings=False, retrain=False)
+
     [(_, reason)] = run().bad_files
     assert '{"strip_prefix": "model_ema."} in the sidecar lit.json' in reason
     assert '{"strip_prefix": "model."} in the sidecar lit.json' in reason and "strip_prefix=" not in reason

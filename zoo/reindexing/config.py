@@ -24,18 +24,28 @@ class ReindexConfig:
 
     watch: Sequence[str | os.PathLike[str]] = ()  # folders scanned recursively for new checkpoint files
     verify: bool = True  # hash every stored blob; report missing and corrupt ones
-    repair_orphans: bool = True  # remove orphan blob files and rows older than the grace period (never damaged ones)
+    repair_orphans: bool = (
+        True  # remove orphan blob files and rows older than the grace period (never damaged ones)
+    )
     embeddings: bool = True  # recompute stale vectors; bring nearest-neighbour indexes up to date
-    encoders: Sequence[str] | None = None  # dataset encoders to refresh (None: every installed one that can run)
+    encoders: Sequence[str] | None = (
+        None  # dataset encoders to refresh (None: every installed one that can run)
+    )
     text_encoder: str | None = None  # architecture text encoder (None: the default, minilm)
-    sources: Mapping[str, Any] | None = None  # dataset name -> data, for stale datasets registered from memory
+    sources: Mapping[str, Any] | None = (
+        None  # dataset name -> data, for stale datasets registered from memory
+    )
     retrain: bool = True  # retrain promoted generators when enough new checkpoints arrived
     retrain_min: int = 20  # new trainable checkpoints since a generator's watermark that trigger retraining
     train_config: Any = None  # the kind's training settings (igpg.TrainConfig); None: the current version's
-    device: str | None = None  # training and scoring device, e.g. "cuda" (None: the train config's; CPU to score)
+    device: str | None = (
+        None  # training and scoring device, e.g. "cuda" (None: the train config's; CPU to score)
+    )
     evaluator: Evaluator | None = None  # None: the generator kind's own score (IGPG's needs no task data)
     eval_seed: int = 0  # the seed both generators sample with when scored
-    lease_ttl_s: float = DEFAULT_TTL_S  # a run that stops renewing its lease (killed) blocks others this long at most
+    lease_ttl_s: float = (
+        DEFAULT_TTL_S  # a run that stops renewing its lease (killed) blocks others this long at most
+    )
     wait_s: float = 0.0  # how long to wait for a running job before giving up with LeaseHeldError
     work_dir: str | os.PathLike[str] | None = None  # resumable training state (None: <blob root>.jobs/)
 
@@ -48,13 +58,17 @@ def watch_dirs_from_env() -> list[str]:
 def check_config(cfg: ReindexConfig) -> list[Path]:
     """The watch directories, resolved; :class:`~zoo.errors.ConfigError` naming the fix for a bad setting."""
     if cfg.retrain_min < 1:
-        raise ConfigError(f"retrain_min must be at least 1 (got {cfg.retrain_min}); it counts new checkpoints")
+        raise ConfigError(
+            f"retrain_min must be at least 1 (got {cfg.retrain_min}); it counts new checkpoints"
+        )
     dirs = []
     for d in cfg.watch:
         p = Path(d).expanduser().resolve()
         if not p.is_dir():
-            raise ConfigError(f"watch directory {p} does not exist or is not a folder; create it or fix --watch "
-                              f"(or ${ENV_WATCH})")
+            raise ConfigError(
+                f"watch directory {p} does not exist or is not a folder; create it or fix --watch "
+                f"(or ${ENV_WATCH})"
+            )
         dirs.append(p)
     return dirs
 
@@ -65,7 +79,9 @@ class GeneratorDecision:
 
     current: str  # the promoted version's ref
     scope: str  # what it is trained on: "arch cnn-tiny(...)" or "family resnet"
-    outcome: str  # "current" (nothing new), "waiting" (< retrain_min new), "promoted", "rejected" or "skipped"
+    outcome: (
+        str  # "current" (nothing new), "waiting" (< retrain_min new), "promoted", "rejected" or "skipped"
+    )
     new_checkpoints: int  # trainable checkpoints since its watermark
     candidate: str | None = None  # the candidate's ref, when one was trained or found
     current_score: float | None = None
@@ -78,8 +94,10 @@ class GeneratorDecision:
     def __str__(self) -> str:
         text = f"{self.current} [{self.scope}]: {self.outcome}"
         if self.candidate is not None and self.candidate_score is not None and self.current_score is not None:
-            text += (f" - candidate {self.candidate} scored {self.candidate_score:.4f}, current "
-                     f"{self.current_score:.4f}")
+            text += (
+                f" - candidate {self.candidate} scored {self.candidate_score:.4f}, current "
+                f"{self.current_score:.4f}"
+            )
         return f"{text} ({self.reason})" if self.reason else text
 
 
@@ -97,7 +115,9 @@ class ReindexReport:
     generators: tuple[GeneratorDecision, ...]
     messages: tuple[str, ...]  # one line per notable thing (also the run record's message)
     seconds: float
-    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per stage: lease, import, verify, ...
+    timings: Mapping[str, float] = field(
+        default_factory=dict
+    )  # seconds per stage: lease, import, verify, ...
 
     @property
     def damaged(self) -> bool:
@@ -105,8 +125,17 @@ class ReindexReport:
         return bool(self.missing or self.corrupt)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "status": self.status, "counts": dict(self.counts),
-                "imported": list(self.imported), "bad_files": [{"path": p, "error": e} for p, e in self.bad_files],
-                "missing": list(self.missing), "corrupt": list(self.corrupt), "damaged": self.damaged,
-                "generators": [g.to_dict() for g in self.generators], "messages": list(self.messages),
-                "seconds": round(self.seconds, 3), "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "counts": dict(self.counts),
+            "imported": list(self.imported),
+            "bad_files": [{"path": p, "error": e} for p, e in self.bad_files],
+            "missing": list(self.missing),
+            "corrupt": list(self.corrupt),
+            "damaged": self.damaged,
+            "generators": [g.to_dict() for g in self.generators],
+            "messages": list(self.messages),
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def accuracy_evaluator(evaluate: Callable[[nn.Module, str], float], *, samples: int = 2,
-                       max_datasets: int = 8) -> Evaluator:
+def accuracy_evaluator(
+    evaluate: Callable[[nn.Module, str], float], *, samples: int = 2, max_datasets: int = 8
+) -> Evaluator:
     """An evaluator scoring a generator by the accuracy of its samples: mean over datasets and samples.
 
     ``evaluate(module, dataset_name) -> accuracy`` knows the tasks (e.g. ``zoo_demo.tinyzoo.evaluate``, which
@@ -41,21 +42,25 @@ def accuracy_evaluator(evaluate: Callable[[nn.Module, str], float], *, samples: 
             except KeyError:  # a dataset the evaluate function does not know
                 continue
         if not accs:
-            raise ZooError("the accuracy evaluator knows none of the datasets of these checkpoints; pass an "
-                           "evaluate function that does, or use the default weight-space evaluator")
+            raise ZooError(
+                "the accuracy evaluator knows none of the datasets of these checkpoints; pass an "
+                "evaluate function that does, or use the default weight-space evaluator"
+            )
         return sum(accs) / len(accs)
 
     return score
 
 
 EVALUATORS: dict[str, Callable[[], Evaluator | None]] = {  # built-in names the CLI accepts for --evaluator
-    "weights": lambda: None,  # the generator kind's own score (IGPG: closeness of samples to registered weights)
+    "weights": lambda: (
+        None
+    ),  # the generator kind's own score (IGPG: closeness of samples to registered weights)
 }
 
 
 def evaluators() -> dict[str, Callable[[], Evaluator | None]]:
-    """Evaluator names (``zoo reindex --evaluator``) -> factories: the built-in ones and those plugins register
-    through ``zoo_register_evaluators`` (the main job's ``tinyzoo``)."""
+    """Evaluator names (``zoo reindex --evaluator``) -> factories: the built-in ones and those plugins
+    register through ``zoo_register_evaluators`` (the main job's ``tinyzoo``)."""
     from zoo.plugins import get_plugin_manager
 
     found = dict(EVALUATORS)

@@ -48,8 +48,20 @@ from zoo.store.db import retry
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".th", ".bin", ".ckpt")  # files the import stage reads
-SIDECAR_KEYS = ("name", "arch", "dataset", "metrics", "tags", "origin", "parent", "base", "alias", "meta",
-                "weights", "strip_prefix")
+SIDECAR_KEYS = (
+    "name",
+    "arch",
+    "dataset",
+    "metrics",
+    "tags",
+    "origin",
+    "parent",
+    "base",
+    "alias",
+    "meta",
+    "weights",
+    "strip_prefix",
+)
 FLUSH_EVERY = 200  # files between writes of the import stage's bookkeeping (and of the run's progress)
 
 
@@ -64,11 +76,25 @@ class ImportStage(Stage):
     def run(self, ctx: RunContext) -> Counts:
         registry, counts = ctx.registry, ctx.stage_counts(self.name)
         with registry.db.read() as s:
-            known = {r.path: (r.size, r.mtime_ns, r.status, r.sidecar_sha256) for r in s.execute(select(
-                m.WatchedFile.path, m.WatchedFile.size, m.WatchedFile.mtime_ns, m.WatchedFile.status,
-                m.WatchedFile.sidecar_sha256)).all()}
-            by_sha = dict(s.execute(select(m.WatchedFile.sha256, m.WatchedFile.checkpoint_id).where(
-                m.WatchedFile.status != "bad")).all())
+            known = {
+                r.path: (r.size, r.mtime_ns, r.status, r.sidecar_sha256)
+                for r in s.execute(
+                    select(
+                        m.WatchedFile.path,
+                        m.WatchedFile.size,
+                        m.WatchedFile.mtime_ns,
+                        m.WatchedFile.status,
+                        m.WatchedFile.sidecar_sha256,
+                    )
+                ).all()
+            }
+            by_sha = dict(
+                s.execute(
+                    select(m.WatchedFile.sha256, m.WatchedFile.checkpoint_id).where(
+                        m.WatchedFile.status != "bad"
+                    )
+                ).all()
+            )
         before = newest_id(registry)
         pending: list[dict[str, Any]] = []
         try:
@@ -97,7 +123,9 @@ def scan(dirs: Sequence[Path]) -> Iterator[tuple[str, int, int]]:
                     st = os.stat(path)
                 except OSError:  # removed meanwhile, or a dangling/looping symlink
                     continue
-                if not stat.S_ISREG(st.st_mode):  # a FIFO or device (e.g. a link to /dev/zero) would block or never end
+                if not stat.S_ISREG(
+                    st.st_mode
+                ):  # a FIFO or device (e.g. a link to /dev/zero) would block or never end
                     log.warning("reindex: skipping %s: not a regular file", path)
                     continue
                 yield path, st.st_size, st.st_mtime_ns
@@ -111,17 +139,26 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(str(path), f"its sidecar {side.name} is not readable JSON ({exc})",
-                              "fix the sidecar or remove it") from None
+        raise CheckpointError(
+            str(path), f"its sidecar {side.name} is not readable JSON ({exc})", "fix the sidecar or remove it"
+        ) from None
     if not isinstance(data, dict):
-        raise CheckpointError(str(path), f"its sidecar {side.name} is not a JSON object", "write {\"name\": ...}")
+        raise CheckpointError(
+            str(path), f"its sidecar {side.name} is not a JSON object", 'write {"name": ...}'
+        )
     if not isinstance(data.get("meta") or {}, dict):
-        raise CheckpointError(str(path), f"its sidecar {side.name} has a 'meta' that is not a JSON object",
-                              "write \"meta\": {...}")
+        raise CheckpointError(
+            str(path),
+            f"its sidecar {side.name} has a 'meta' that is not a JSON object",
+            'write "meta": {...}',
+        )
     unknown = sorted(set(data) - set(SIDECAR_KEYS))
     if unknown:
-        raise CheckpointError(str(path), f"its sidecar {side.name} has unknown keys {unknown}",
-                              f"use only {', '.join(SIDECAR_KEYS)}")
+        raise CheckpointError(
+            str(path),
+            f"its sidecar {side.name} has unknown keys {unknown}",
+            f"use only {', '.join(SIDECAR_KEYS)}",
+        )
     return {k: v for k, v in data.items() if v is not None}
 
 
@@ -143,8 +180,8 @@ def sidecar_digest(path: str | os.PathLike[str]) -> str:
 
 
 def _as_sidecar_key(path: str) -> Callable[[str, Any], str | None]:
-    """How the nightly import says a fix named as a keyword argument (:meth:`ZooError.spelled`): the key of the
-    file's sidecar (``weights='ema'`` -> ``{"weights": "ema"} in the sidecar model.json``)."""
+    """How the nightly import says a fix named as a keyword argument (:meth:`ZooError.spelled`): the key of
+    the file's sidecar (``weights='ema'`` -> ``{"weights": "ema"} in the sidecar model.json``)."""
     side = Path(path).with_suffix(".json").name
 
     def spell(keyword: str, value: Any) -> str | None:
@@ -166,7 +203,7 @@ def _flush(registry: Registry, rows: list[dict[str, Any]]) -> None:
     def txn() -> None:
         with registry.db.write() as s:
             for i in range(0, len(paths), 500):
-                s.execute(delete(m.WatchedFile).where(m.WatchedFile.path.in_(paths[i:i + 500])))
+                s.execute(delete(m.WatchedFile).where(m.WatchedFile.path.in_(paths[i : i + 500])))
             s.execute(insert(m.WatchedFile), rows)
 
     retry(txn)
@@ -181,8 +218,14 @@ def _flush_quietly(registry: Registry, rows: list[dict[str, Any]]) -> None:
         log.warning("reindex: could not record examined files (%s); the next run reads them again", exc)
 
 
-def _import_files(ctx: RunContext, counts: Counts, known: dict[str, tuple[int, int, str, str]],
-                  by_sha: dict[str, int | None], before: int, pending: list[dict[str, Any]]) -> None:
+def _import_files(
+    ctx: RunContext,
+    counts: Counts,
+    known: dict[str, tuple[int, int, str, str]],
+    by_sha: dict[str, int | None],
+    before: int,
+    pending: list[dict[str, Any]],
+) -> None:
     registry = ctx.registry
     scanned = 0
     for path, size, mtime in scan(ctx.watch):
@@ -205,8 +248,17 @@ def _import_files(ctx: RunContext, counts: Counts, known: dict[str, tuple[int, i
         if side_sha is None:
             side_sha = sidecar_digest(path)  # taken before the sidecar is read: a later edit is seen later
         counts.add("files_hashed")
-        row = {"path": path, "size": size, "mtime_ns": mtime, "sha256": sha, "status": "imported",
-               "checkpoint_id": None, "message": "", "seen_at": m.utcnow(), "sidecar_sha256": side_sha}
+        row = {
+            "path": path,
+            "size": size,
+            "mtime_ns": mtime,
+            "sha256": sha,
+            "status": "imported",
+            "checkpoint_id": None,
+            "message": "",
+            "seen_at": m.utcnow(),
+            "sidecar_sha256": side_sha,
+        }
         if sha in by_sha:
             row.update(status="duplicate", checkpoint_id=by_sha[sha])
             counts.add("files_duplicate")
@@ -218,10 +270,15 @@ def _import_files(ctx: RunContext, counts: Counts, known: dict[str, tuple[int, i
             except SQLAlchemyError:
                 raise  # the database, not the file: the run fails and this file is not remembered
             except Exception as exc:  # whatever a file can do wrong, it never stops the run
-                reason = str(exc.spelled(_as_sidecar_key(path))) if isinstance(exc, ZooError) else \
-                    f"{type(exc).__name__}: {exc}"
-                reason += (f"; the next run reads {Path(path).name} again once it or its sidecar "
-                           f"{Path(path).with_suffix('.json').name} changes")
+                reason = (
+                    str(exc.spelled(_as_sidecar_key(path)))
+                    if isinstance(exc, ZooError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                reason += (
+                    f"; the next run reads {Path(path).name} again once it or its sidecar "
+                    f"{Path(path).with_suffix('.json').name} changes"
+                )
                 row.update(status="bad", message=reason[:2000])
                 ctx.bad_files.append((path, reason))
                 counts.add("files_bad")

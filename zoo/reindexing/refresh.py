@@ -30,20 +30,34 @@ class EmbeddingStage(Stage):
         from zoo.embeddings import refresh_stale
 
         registry, cfg, counts = ctx.registry, ctx.config, ctx.stage_counts(self.name)
-        rr = refresh_stale(registry, encoders=cfg.encoders, text_encoder=cfg.text_encoder,
-                           sources=cfg.sources, check_sources=False, archs=True, index=True)
-        counts.update(datasets_embedded=len(rr.datasets_embedded),
-                      dataset_vectors_current=rr.datasets_current,
-                      datasets_need_data=len(rr.datasets_need_data), archs_embedded=rr.archs_embedded,
-                      indexes_rebuilt=sum(1 for i in rr.indexes if i.rebuilt))
+        rr = refresh_stale(
+            registry,
+            encoders=cfg.encoders,
+            text_encoder=cfg.text_encoder,
+            sources=cfg.sources,
+            check_sources=False,
+            archs=True,
+            index=True,
+        )
+        counts.update(
+            datasets_embedded=len(rr.datasets_embedded),
+            dataset_vectors_current=rr.datasets_current,
+            datasets_need_data=len(rr.datasets_need_data),
+            archs_embedded=rr.archs_embedded,
+            indexes_rebuilt=sum(1 for i in rr.indexes if i.rebuilt),
+        )
         counts.add("index_files_removed", _remove_stray_indexes(registry))
         if rr.datasets_embedded:
-            ctx.messages.append(f"re-embedded {len(rr.datasets_embedded)} dataset vector(s): "
-                                f"{', '.join(rr.datasets_embedded[:10])}")
+            ctx.messages.append(
+                f"re-embedded {len(rr.datasets_embedded)} dataset vector(s): "
+                f"{', '.join(rr.datasets_embedded[:10])}"
+            )
         if rr.datasets_need_data:
             need = rr.datasets_need_data
-            ctx.messages.append(f"{len(need)} dataset(s) have stale or no vectors and zoo cannot read their "
-                                f"data again: {', '.join(need[:10])}; register them with their data")
+            ctx.messages.append(
+                f"{len(need)} dataset(s) have stale or no vectors and zoo cannot read their "
+                f"data again: {', '.join(need[:10])}; register them with their data"
+            )
         ctx.save()
         return counts
 
@@ -56,8 +70,10 @@ def _remove_stray_indexes(registry: Registry, grace_s: float = ORPHAN_GRACE_S) -
     if not directory.is_dir():
         return 0
     with registry.db.read() as s:
-        live = {json.loads(v).get("file") for v in s.scalars(select(m.Setting.value).where(
-            m.Setting.key.like("index:%"))).all()}
+        live = {
+            json.loads(v).get("file")
+            for v in s.scalars(select(m.Setting.value).where(m.Setting.key.like("index:%"))).all()
+        }
     cutoff = time.time() - grace_s
     removed = 0
     for p in directory.glob("*.usearch"):

@@ -53,8 +53,9 @@ class GeneratorStage(Stage):
             if old is not None and old.status == "promoted" and old.id < g.id:
                 registry.set_generator_status(old.id, "retired")
                 counts.add("generators_retired")
-                ctx.messages.append(f"retired {old.ref}, replaced by {g.ref} "
-                                    "(finishing a killed run's promotion)")
+                ctx.messages.append(
+                    f"retired {old.ref}, replaced by {g.ref} (finishing a killed run's promotion)"
+                )
                 gens = registry.generators()
         current_by_scope: dict[tuple[str, _Scope], GeneratorRecord] = {}
         for g in gens:  # newest first: the first promoted version per (name, scope) is the one served
@@ -103,55 +104,95 @@ def _scope(registry: Registry, gen: GeneratorRecord) -> _Scope | None:
 
 
 def work_dir(registry: Registry, cfg: ReindexConfig | None = None) -> Path:
-    """Where the job keeps resumable training state: ``work_dir``, or ``<blob root>.jobs`` beside the blobs."""
+    """Where the job keeps resumable training state: ``work_dir``, or ``<blob root>.jobs``
+    beside the blobs."""
     if cfg is not None and cfg.work_dir is not None:
         return Path(cfg.work_dir)
     return registry.blobs.root.with_suffix(".jobs")
 
 
-def _score(evaluator: Evaluator, registry: Registry, gen: Any, recs: Sequence[CheckpointRecord],
-           seed: int) -> float:
+def _score(
+    evaluator: Evaluator, registry: Registry, gen: Any, recs: Sequence[CheckpointRecord], seed: int
+) -> float:
     score = float(evaluator(registry, gen, recs, seed))
     return score if math.isfinite(score) else -math.inf  # broken samples score worst
 
 
-def _consider(ctx: RunContext, counts: Counts, current: GeneratorRecord, scope: _Scope,
-              gens: Sequence[GeneratorRecord], newest: int) -> GeneratorDecision:
+def _consider(
+    ctx: RunContext,
+    counts: Counts,
+    current: GeneratorRecord,
+    scope: _Scope,
+    gens: Sequence[GeneratorRecord],
+    newest: int,
+) -> GeneratorDecision:
     """Retrain (or resume judging) one promoted generator's successor, and promote it if it is not worse."""
     registry, cfg = ctx.registry, ctx.config
     kind = kind_of(current)
     training_checkpoints = kind.training_checkpoints
-    later = [g for g in gens if g.name == current.name and g.id > current.id and g.config.get("trained_by") == JOB
-             and _scope(registry, g) == scope]
+    later = [
+        g
+        for g in gens
+        if g.name == current.name
+        and g.id > current.id
+        and g.config.get("trained_by") == JOB
+        and _scope(registry, g) == scope
+    ]
     pending = next((g for g in later if g.status == "candidate"), None)
     watermark = max([current.watermark] + [g.watermark for g in later if g.status == "retired"])
     if pending is None and newest <= watermark:
         return GeneratorDecision(current.ref, scope.label, "current", 0)
     new = len(training_checkpoints(registry, family=scope.family, arch=scope.arch, after=watermark))
     if pending is None and new < cfg.retrain_min:
-        return GeneratorDecision(current.ref, scope.label, "waiting", new,
-                                 reason=f"{new} new checkpoint(s) since watermark {watermark}, retraining at "
-                                        f"{cfg.retrain_min}")
+        return GeneratorDecision(
+            current.ref,
+            scope.label,
+            "waiting",
+            new,
+            reason=f"{new} new checkpoint(s) since watermark {watermark}, retraining at {cfg.retrain_min}",
+        )
     eligible = training_checkpoints(registry, family=scope.family, arch=scope.arch)
     gen = None
     if pending is None:
         damaged = sorted(r.ref for r in eligible if r.id in ctx.damaged_ids)
         if damaged:
-            return GeneratorDecision(current.ref, scope.label, "skipped", new,
-                                     reason=f"{len(damaged)} checkpoint(s) it would train on have damaged blobs "
-                                            f"({', '.join(damaged[:5])}); re-add or remove them")
-        key = hashlib.sha256(json.dumps({"ids": [r.id for r in eligible], "current": current.id,
-                                         "config": _settings(cfg.train_config)},
-                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
+            return GeneratorDecision(
+                current.ref,
+                scope.label,
+                "skipped",
+                new,
+                reason=f"{len(damaged)} checkpoint(s) it would train on have damaged blobs "
+                f"({', '.join(damaged[:5])}); re-add or remove them",
+            )
+        key = hashlib.sha256(
+            json.dumps(
+                {
+                    "ids": [r.id for r in eligible],
+                    "current": current.id,
+                    "config": _settings(cfg.train_config),
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:16]
         root = work_dir(registry, cfg)
         work = root / f"train-{current.name}-{key}"
         for stale in root.glob(f"train-{current.name}-*") if root.is_dir() else ():
             if stale != work:  # state of a training whose data has changed since: it cannot be resumed
                 shutil.rmtree(stale, ignore_errors=True)
-        log.info("reindex: training a successor of %s on %d checkpoints (%d new)", current.ref, len(eligible), new)
-        gen, cand = kind.retrain(registry, current, family=scope.family if scope.arch is None else None,
-                                 arch=scope.arch, config=cfg.train_config, work_dir=str(work), device=cfg.device,
-                                 meta={"trained_by": JOB, "replaces": current.id})
+        log.info(
+            "reindex: training a successor of %s on %d checkpoints (%d new)", current.ref, len(eligible), new
+        )
+        gen, cand = kind.retrain(
+            registry,
+            current,
+            family=scope.family if scope.arch is None else None,
+            arch=scope.arch,
+            config=cfg.train_config,
+            work_dir=str(work),
+            device=cfg.device,
+            meta={"trained_by": JOB, "replaces": current.id},
+        )
         shutil.rmtree(work, ignore_errors=True)
         counts.add("generators_trained")
     else:
@@ -161,11 +202,20 @@ def _consider(ctx: RunContext, counts: Counts, current: GeneratorRecord, scope: 
     device = "cpu" if cfg.device in (None, "auto") else cfg.device
     gen = gen if gen is not None else kind_of(cand).load_record(registry, cand, device=device)
     cur_gen = kind.load_record(registry, current, device=device)
-    recs = [r for r in eligible if r.id not in ctx.damaged_ids and kind.knows(gen, r.arch)
-            and kind.knows(cur_gen, r.arch)]
+    recs = [
+        r
+        for r in eligible
+        if r.id not in ctx.damaged_ids and kind.knows(gen, r.arch) and kind.knows(cur_gen, r.arch)
+    ]
     if not recs:
-        return GeneratorDecision(current.ref, scope.label, "skipped", new, cand.ref,
-                                 reason="no undamaged checkpoint both versions know to score them on")
+        return GeneratorDecision(
+            current.ref,
+            scope.label,
+            "skipped",
+            new,
+            cand.ref,
+            reason="no undamaged checkpoint both versions know to score them on",
+        )
     evaluator = cfg.evaluator if cfg.evaluator is not None else kind.score
     cur_score = _score(evaluator, registry, cur_gen, recs, cfg.eval_seed)
     cand_score = _score(evaluator, registry, gen, recs, cfg.eval_seed)

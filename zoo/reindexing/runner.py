@@ -43,8 +43,9 @@ def reindex(registry: Registry, config: ReindexConfig | None = None, **options: 
     return run_stages(registry, cfg, STAGES, dirs)
 
 
-def run_stages(registry: Registry, cfg: ReindexConfig, stages: Sequence[Stage], dirs: Sequence[Any] = ()
-               ) -> ReindexReport:
+def run_stages(
+    registry: Registry, cfg: ReindexConfig, stages: Sequence[Stage], dirs: Sequence[Any] = ()
+) -> ReindexReport:
     """Run ``stages`` in turn (those the config asks for) under the job's lease, recording the run."""
     t0 = time.perf_counter()
     lease = Lease(registry, JOB, ttl_s=cfg.lease_ttl_s, wait_s=cfg.wait_s)
@@ -61,24 +62,43 @@ def run_stages(registry: Registry, cfg: ReindexConfig, stages: Sequence[Stage], 
             killed = mark_killed(registry, JOB, current=ctx.run_id)
             if killed:
                 ctx.own_counts.add("runs_found_killed", len(killed))
-                ctx.messages.append(f"runs {', '.join(map(str, killed))} had been killed; "
-                                    "finishing their work")
+                ctx.messages.append(
+                    f"runs {', '.join(map(str, killed))} had been killed; finishing their work"
+                )
             for stage in stages:
                 if stage.wanted(ctx):
                     timed(ctx, stage)
             ctx.lease.check()
         except BaseException as exc:
-            ctx.messages.append(f"failed: {type(exc).__name__}: {exc}" if isinstance(exc, Exception) else
-                                f"interrupted ({type(exc).__name__} {exc}): the process was stopped")
+            ctx.messages.append(
+                f"failed: {type(exc).__name__}: {exc}"
+                if isinstance(exc, Exception)
+                else f"interrupted ({type(exc).__name__} {exc}): the process was stopped"
+            )
             finish_run(registry, ctx.run_id, "failed", counts=ctx.counts, message=ctx.message)
             log.error("reindex run %d failed: %s", ctx.run_id, exc)
             raise
         status = "succeeded" if ctx.did_work else "skipped"
         finish_run(registry, ctx.run_id, status, counts=ctx.counts, message=ctx.message)
     counts = ctx.counts
-    report = ReindexReport(ctx.run_id, status, counts, tuple(ctx.imported), tuple(ctx.bad_files),
-                           tuple(ctx.missing), tuple(ctx.corrupt), tuple(ctx.generators), tuple(ctx.messages),
-                           time.perf_counter() - t0, dict(ctx.timings))
-    log.info("reindex run %d %s in %.2f s: %s", ctx.run_id, status, report.seconds,
-             {k: v for k, v in counts.items() if v})
+    report = ReindexReport(
+        ctx.run_id,
+        status,
+        counts,
+        tuple(ctx.imported),
+        tuple(ctx.bad_files),
+        tuple(ctx.missing),
+        tuple(ctx.corrupt),
+        tuple(ctx.generators),
+        tuple(ctx.messages),
+        time.perf_counter() - t0,
+        dict(ctx.timings),
+    )
+    log.info(
+        "reindex run %d %s in %.2f s: %s",
+        ctx.run_id,
+        status,
+        report.seconds,
+        {k: v for k, v in counts.items() if v},
+    )
     return report

@@ -14,9 +14,19 @@ from zoo.jobs import Lease, update_run
 from zoo.registry import Registry
 from zoo.reindexing.config import GeneratorDecision, ReindexConfig
 
-WORK_COUNTS = ("imported", "orphans_removed", "datasets_embedded", "archs_embedded", "indexes_rebuilt",
-               "index_files_removed", "generators_trained", "generators_promoted", "generators_rejected",
-               "generators_retired", "files_bad")  # counts that mean a run changed something
+WORK_COUNTS = (
+    "imported",
+    "orphans_removed",
+    "datasets_embedded",
+    "archs_embedded",
+    "indexes_rebuilt",
+    "index_files_removed",
+    "generators_trained",
+    "generators_promoted",
+    "generators_rejected",
+    "generators_retired",
+    "files_bad",
+)  # counts that mean a run changed something
 
 
 class Counts(dict[str, int]):

@@ -30,8 +30,12 @@ class VerifyStage(Stage):
     def run(self, ctx: RunContext) -> Counts:
         registry, cfg, counts = ctx.registry, ctx.config, ctx.stage_counts(self.name)
         rep = registry.verify(repair=cfg.repair_orphans)
-        counts.update(blobs_checked=rep.checked, blobs_ok=rep.ok, blobs_missing=len(rep.missing),
-                      blobs_corrupt=len(rep.corrupt))
+        counts.update(
+            blobs_checked=rep.checked,
+            blobs_ok=rep.ok,
+            blobs_missing=len(rep.missing),
+            blobs_corrupt=len(rep.corrupt),
+        )
         if cfg.repair_orphans:
             counts.add("orphans_removed", len(rep.orphan_files) + len(rep.orphan_rows))
         users = _users(registry, [*rep.missing, *rep.corrupt])
@@ -41,8 +45,10 @@ class VerifyStage(Stage):
                 ctx.damaged_ids.update(cid for cid, _ in users[sha] if cid is not None)
                 out.append(f"{sha} ({', '.join(refs) or 'unreferenced'})")
             if shas:
-                ctx.messages.append(f"{len(shas)} {kind} blob(s), not served: {'; '.join(out[:5])}. "
-                                    "Re-add those checkpoints from their source")
+                ctx.messages.append(
+                    f"{len(shas)} {kind} blob(s), not served: {'; '.join(out[:5])}. "
+                    "Re-add those checkpoints from their source"
+                )
                 log.error("reindex: %d %s blob(s): %s", len(shas), kind, "; ".join(out))
         ctx.save()
         return counts
@@ -54,10 +60,16 @@ def _users(registry: Registry, shas: Sequence[str]) -> dict[str, list[tuple[int 
     if not shas:
         return out
     with registry.db.read() as s:
-        for cid, name, version, sha in s.execute(select(m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version,
-                                                        m.Checkpoint.sha256).where(m.Checkpoint.sha256.in_(shas))):
+        for cid, name, version, sha in s.execute(
+            select(m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version, m.Checkpoint.sha256).where(
+                m.Checkpoint.sha256.in_(shas)
+            )
+        ):
             out[sha].append((cid, f"{name}:v{version}"))
-        for name, version, sha in s.execute(select(m.Generator.name, m.Generator.version, m.Generator.sha256)
-                                            .where(m.Generator.sha256.in_(shas))):
+        for name, version, sha in s.execute(
+            select(m.Generator.name, m.Generator.version, m.Generator.sha256).where(
+                m.Generator.sha256.in_(shas)
+            )
+        ):
             out[sha].append((None, f"generator {name}:v{version}"))
     return out
