@@ -36,7 +36,8 @@ HNSW_EXPANSION_SEARCH_LARGE = 512
 
 
 def default_expansion_search(n: int) -> int:
-    """The query-time ef that keeps recall@10 at or above 0.95 for ``n`` vectors (bench/bench_retrieval.py)."""
+    """The query-time ef that keeps recall@10 at or above 0.95 for ``n`` vectors
+    (bench/bench_retrieval.py)."""
     return HNSW_EXPANSION_SEARCH if n <= 200_000 else HNSW_EXPANSION_SEARCH_LARGE
 
 
@@ -111,7 +112,11 @@ class ExactIndex(VectorIndex):
         sims = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         if kk > 0:
             s = q @ self.vectors.T  # (Q, N)
-            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (q.shape[0], 1))
+            part = (
+                np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+                if kk < n
+                else np.tile(np.arange(n), (q.shape[0], 1))
+            )
             top = np.take_along_axis(s, part, axis=1)
             order = np.argsort(-top, axis=1, kind="stable")
             idx = np.take_along_axis(part, order, axis=1)
@@ -135,9 +140,17 @@ class USearchIndex(VectorIndex):
         self._index = index
 
     @classmethod
-    def build(cls, keys: np.ndarray, vectors: np.ndarray, *, dtype: str = "f16", connectivity: int = HNSW_CONNECTIVITY,
-              expansion_add: int = HNSW_EXPANSION_ADD, expansion_search: int | None = None,
-              threads: int = 0) -> "USearchIndex":
+    def build(
+        cls,
+        keys: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        dtype: str = "f16",
+        connectivity: int = HNSW_CONNECTIVITY,
+        expansion_add: int = HNSW_EXPANSION_ADD,
+        expansion_search: int | None = None,
+        threads: int = 0,
+    ) -> "USearchIndex":
         """A new index over ``vectors`` (``(N, D)``, unit rows) under integer ``keys``."""
         from usearch.index import Index
 
@@ -156,12 +169,17 @@ class USearchIndex(VectorIndex):
         from usearch.index import Index
 
         if not Path(path).is_file():
-            raise ConfigError(f"nearest-neighbour index {path} does not exist; rebuild it (zoo.embeddings.build_index)")
+            raise ConfigError(
+                f"nearest-neighbour index {path} does not exist; rebuild it (zoo.embeddings.build_index)"
+            )
         index = Index.restore(str(path), view=view)
         if index is None:
-            raise ConfigError(f"{path} is not a usearch index; delete it and rebuild (zoo.embeddings.build_index)")
-        index.expansion_search = expansion_search if expansion_search is not None else default_expansion_search(
-            len(index))
+            raise ConfigError(
+                f"{path} is not a usearch index; delete it and rebuild (zoo.embeddings.build_index)"
+            )
+        index.expansion_search = (
+            expansion_search if expansion_search is not None else default_expansion_search(len(index))
+        )
         return cls(index)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -211,4 +229,11 @@ class USearchIndex(VectorIndex):
         return SearchHits(keys[0] if single else keys, sims[0] if single else sims, "usearch")
 
 
-__all__ = ["ANN_MIN_VECTORS", "default_expansion_search", "ExactIndex", "SearchHits", "USearchIndex", "VectorIndex"]
+__all__ = [
+    "ANN_MIN_VECTORS",
+    "default_expansion_search",
+    "ExactIndex",
+    "SearchHits",
+    "USearchIndex",
+    "VectorIndex",
+]

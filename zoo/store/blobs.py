@@ -64,7 +64,9 @@ class BlobStore:
         safetensors writes metadata keys in no fixed order, so ``metadata`` is stored as one JSON string
         under the key ``"zoo"`` (sorted keys): equal inputs always give equal bytes.
         """
-        meta = {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
+        meta = (
+            {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
+        )
         return st_save(dict(tensors), metadata=meta)
 
     def put(self, data: bytes, sha256: str | None = None) -> tuple[str, bool]:
@@ -80,7 +82,9 @@ class BlobStore:
         safetensors writes the temp file directly (no intermediate copy); the hash is then read back from
         the page cache. Equal tensors and metadata always give equal bytes (see :meth:`serialize`).
         """
-        meta = {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
+        meta = (
+            {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
+        )
         with staged_file(self.tmp, fsync=self.fsync) as staged:
             st_save_file(dict(tensors), staged.path, metadata=meta)
             size = staged.path.stat().st_size

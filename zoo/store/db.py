@@ -95,7 +95,9 @@ class Database:
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         u = make_url(url)
-        shown = str(sqlite_path(url) or url) if backend == "sqlite" else u.render_as_string(hide_password=True)
+        shown = (
+            str(sqlite_path(url) or url) if backend == "sqlite" else u.render_as_string(hide_password=True)
+        )
         try:
             self._check_is_registry(shown, create)
             self.migrate()
@@ -117,8 +119,8 @@ class Database:
             tables = inspect(conn).get_table_names()
         if tables:
             raise ConfigError(f"{shown} is not a zoo registry: it holds other tables ({', '.join(tables[:5])}"
-                              f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry or at a "
-                              "new file or database")
+                              f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry "
+                              "or at a new file or database")
         if not create:
             raise RegistryMissingError(shown, "an in-memory database starts empty" if self.dialect == "sqlite"
                                        else "the database holds no zoo registry")
@@ -163,17 +165,24 @@ class Database:
         if self.dialect == "postgresql":
             advisory_lock(session, key)
 
-    def upsert(self, table: Any, values: dict[str, Any], index_elements: list[Any], set_: dict[str, Any]) -> Any:
-        """An ``INSERT ... ON CONFLICT DO UPDATE`` statement in this database's dialect (SQLite or PostgreSQL)."""
+    def upsert(
+        self, table: Any, values: dict[str, Any], index_elements: list[Any], set_: dict[str, Any]
+    ) -> Any:
+        """An ``INSERT ... ON CONFLICT DO UPDATE`` statement in this database's dialect (SQLite,
+        PostgreSQL)."""
         ins = (sqlite_insert if self.dialect == "sqlite" else pg_insert)(table).values(**values)
         return ins.on_conflict_do_update(index_elements=index_elements, set_=set_)
 
     def next_version(self, session: Session, kind: str, name: str) -> int:
-        """The next version of ``name`` among ``kind`` ("checkpoint", "generator"): one past every version ever
-        handed out, removed ones included (a counter row, bumped in one statement)."""
+        """The next version of ``name`` among ``kind`` ("checkpoint", "generator"): one past every version
+        ever handed out, removed ones included (a counter row, bumped in one statement)."""
         table = VersionCounter.__table__
-        ins = self.upsert(table, {"kind": kind, "name": name, "last_version": 1}, [table.c.kind, table.c.name],
-                          {"last_version": table.c.last_version + 1})
+        ins = self.upsert(
+            table,
+            {"kind": kind, "name": name, "last_version": 1},
+            [table.c.kind, table.c.name],
+            {"last_version": table.c.last_version + 1},
+        )
         return int(session.execute(ins.returning(table.c.last_version)).scalar_one())
 
     def dispose(self) -> None:
@@ -193,7 +202,9 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
                                        else "the file is empty")
         return
     if not path.is_file():
-        raise ConfigError(f"{path} is not a file; point the registry at a SQLite file (e.g. {path / 'registry.db'})")
+        raise ConfigError(
+            f"{path} is not a file; point the registry at a SQLite file (e.g. {path / 'registry.db'})"
+        )
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -203,14 +214,17 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{path} is not a SQLite database ({exc}); point the registry at a zoo registry or at a "
-                          "new file") from None
+        raise ConfigError(
+            f"{path} is not a SQLite database ({exc}); point the registry at a zoo registry or at a new file"
+        ) from None
     if "alembic_version" in tables:
         _check_zoo_revision(str(path), revision)
         return
     if tables:
-        raise ConfigError(f"{path} is not a zoo registry: it holds other tables ({', '.join(sorted(tables)[:5])}"
-                          f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry or at a new file")
+        raise ConfigError(
+            f"{path} is not a zoo registry: it holds other tables ({', '.join(sorted(tables)[:5])}"
+            f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry or at a new file"
+        )
     if not create:
         raise RegistryMissingError(str(path), "the database file holds no zoo registry")
 
@@ -221,13 +235,14 @@ def _check_zoo_revision(shown: str, revision: str | None) -> None:
 
     known = {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
     if revision not in known:
-        raise ConfigError(f"{shown} is not a zoo registry: its schema revision {revision!r} is none of zoo's "
-                          f"({', '.join(sorted(known))}; a newer zoo may have written it); point the registry at a "
-                          "zoo registry or at a new file or database, or upgrade zoo")
+        raise ConfigError(f"{shown} is not a zoo registry: its schema revision {revision!r} is none of "
+                          f"zoo's ({', '.join(sorted(known))}; a newer zoo may have written it); point the "
+                          "registry at a zoo registry or at a new file or database, or upgrade zoo")
 
 
 def advisory_lock(conn: Connection | Session, key: str) -> None:
-    """PostgreSQL: wait for the transaction-scoped advisory lock on ``key``, held until the transaction ends."""
+    """PostgreSQL: wait for the transaction-scoped advisory lock on ``key``, held until the transaction
+    ends."""
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
 
 

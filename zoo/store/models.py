@@ -49,7 +49,8 @@ class Base(DeclarativeBase):
 
 
 class Blob(Base):
-    """A weights or generator file in the blob store. ``state`` is "live" or "deleting" (two-phase removal)."""
+    """A weights or generator file in the blob store. ``state`` is "live" or "deleting" (two-phase
+    removal)."""
 
     __tablename__ = "blobs"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -103,18 +104,24 @@ class Checkpoint(Base):
 
     dataset: Mapped[Dataset | None] = relationship(lazy="raise")
     tags: Mapped[list[Tag]] = relationship(lazy="raise", cascade="all, delete-orphan", passive_deletes=True)
-    metrics: Mapped[list[Metric]] = relationship(lazy="raise", cascade="all, delete-orphan", passive_deletes=True)
+    metrics: Mapped[list[Metric]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Tag(Base):
     __tablename__ = "tags"
-    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True
+    )
     tag: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
 
 
 class Metric(Base):
     __tablename__ = "metrics"
-    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
 
@@ -163,7 +170,9 @@ class GeneratorCheckpoint(Base):
     """Which checkpoints a generator version was trained on (kept even if a checkpoint is removed later)."""
 
     __tablename__ = "generator_checkpoints"
-    generator_id: Mapped[int] = mapped_column(ForeignKey("generators.id", ondelete="CASCADE"), primary_key=True)
+    generator_id: Mapped[int] = mapped_column(
+        ForeignKey("generators.id", ondelete="CASCADE"), primary_key=True
+    )
     checkpoint_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 

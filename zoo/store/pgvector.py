@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     dim integer NOT NULL,
     v vector NOT NULL
 )"""
-_CREATE_INDEX = f"CREATE INDEX IF NOT EXISTS ix_{TABLE}_encoder ON {TABLE} (encoder_id, encoder_version, subject)"
+_CREATE_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS ix_{TABLE}_encoder ON {TABLE} (encoder_id, encoder_version, subject)"
+)
 
 
 def switched_off() -> bool:
@@ -60,7 +62,8 @@ def switched_off() -> bool:
 
 
 def extension_state(conn: Connection) -> str:
-    """``"installed"`` in this database, ``"available"`` on the server (not installed here), or ``"missing"``."""
+    """``"installed"`` in this database, ``"available"`` on the server (not installed here), or
+    ``"missing"``."""
     if conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")).scalar():
         return "installed"
     if conn.execute(text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")).scalar():
@@ -79,16 +82,21 @@ def install(conn: Connection) -> bool:
     advisory_lock(conn, "zoo:pgvector")  # concurrent installers queue
     state = extension_state(conn)
     if state == "missing":
-        log.info("pgvector is not installed on this PostgreSQL server: nearest-neighbour search runs in Python "
-                 "(install the server's pgvector package, e.g. postgresql-16-pgvector, to search in the database)")
+        log.info(
+            "pgvector is not installed on this PostgreSQL server: nearest-neighbour search runs in Python "
+            "(install the server's pgvector package, e.g. postgresql-16-pgvector, to search in the database)"
+        )
         return False
     if state == "available":
         try:
             with conn.begin_nested():
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
         except DBAPIError as exc:
-            log.info("pgvector: cannot create the extension here (%s); a superuser can run CREATE EXTENSION vector",
-                     str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+            log.info(
+                "pgvector: cannot create the extension here (%s); a superuser can run "
+                "CREATE EXTENSION vector",
+                str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+            )
             return False
     conn.execute(text(_CREATE_TABLE))
     conn.execute(text(_CREATE_INDEX))
@@ -96,8 +104,9 @@ def install(conn: Connection) -> bool:
 
 
 def usable(db: Any) -> bool:
-    """Whether ``db`` (a :class:`~zoo.store.db.Database`) searches with pgvector: PostgreSQL, not switched off,
-    the extension installed. The vector table is created here if the extension arrived after migrating."""
+    """Whether ``db`` (a :class:`~zoo.store.db.Database`) searches with pgvector: PostgreSQL, not switched
+    off, the extension installed. The vector table is created here if the extension arrived after
+    migrating."""
     if db.dialect != "postgresql" or switched_off():
         return False
     hit = _state.get(db.url)
@@ -165,11 +174,20 @@ def _copy_missing(db: Any, subject: str, encoder_id: str, version: str) -> int:
             params = []
             for eid, data in batch:
                 vec = np.frombuffer(bytes(data), dtype="<f4")
-                params.append({"id": int(eid), "s": subject, "e": encoder_id, "ver": version, "d": int(vec.shape[0]),
-                               "v": _literal(vec)})
+                params.append(
+                    {
+                        "id": int(eid),
+                        "s": subject,
+                        "e": encoder_id,
+                        "ver": version,
+                        "d": int(vec.shape[0]),
+                        "v": _literal(vec),
+                    }
+                )
             conn.execute(text(
                 f"INSERT INTO {TABLE} (embedding_id, subject, encoder_id, encoder_version, dim, v) "
-                "VALUES (:id, :s, :e, :ver, :d, CAST(:v AS vector)) ON CONFLICT (embedding_id) DO NOTHING"), params)
+                "VALUES (:id, :s, :e, :ver, :d, CAST(:v AS vector)) ON CONFLICT (embedding_id) DO NOTHING"),
+                params)
             added += len(batch)
     return added
 
@@ -186,7 +204,8 @@ def search(db: Any, subject: str, encoder_id: str, version: str, query: np.ndarr
         else:  # an exact scan, without a cast per row
             distance = "z.v <#> CAST(:q AS vector)"
         rows: Sequence[Any] = conn.execute(text(
-            f"SELECT z.embedding_id, {distance} AS d FROM {TABLE} z WHERE z.dim = {dim} AND z.subject = :s AND "
+            f"SELECT z.embedding_id, {distance} AS d FROM {TABLE} z WHERE z.dim = {dim} "
+            "AND z.subject = :s AND "
             f"z.encoder_id = :e AND z.encoder_version = :ver ORDER BY {distance} LIMIT :k"),
             {"q": _literal(query), "s": subject, "e": encoder_id, "ver": version, "k": int(k)}).all()
         conn.rollback()
@@ -211,12 +230,26 @@ def ensure_hnsw(db: Any, dim: int) -> bool:
         advisory_lock(conn, "zoo:pgvector")
         if _has_hnsw(conn, dim):
             return True
-        conn.execute(text(f"CREATE INDEX {_hnsw_name(dim)} ON {TABLE} USING hnsw ((v::vector({dim})) vector_ip_ops) "
-                          f"WHERE dim = {dim}"))
+        conn.execute(
+            text(
+                f"CREATE INDEX {_hnsw_name(dim)} ON {TABLE} USING hnsw ((v::vector({dim})) vector_ip_ops) "
+                f"WHERE dim = {dim}"
+            )
+        )
         conn.execute(text(f"ANALYZE {TABLE}"))
     log.info("pgvector: built an HNSW index over %d-value vectors", dim)
     return True
 
 
-__all__ = ["ENV_SWITCH", "TABLE", "ensure_hnsw", "extension_state", "forget", "install", "search", "switched_off",
-           "sync", "usable"]
+__all__ = [
+    "ENV_SWITCH",
+    "TABLE",
+    "ensure_hnsw",
+    "extension_state",
+    "forget",
+    "install",
+    "search",
+    "switched_off",
+    "sync",
+    "usable",
+]
