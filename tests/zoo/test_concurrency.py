@@ -19,8 +19,9 @@ from tests.pgserver import PostgresServer
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 PROCS = 6  # processes at once (on 2 cores they interleave at every statement)
-ROUNDS = 10  # rounds per process; each round is an add, two alias moves and four reads (and every third, an add
-            # of weights every process shares)
+# rounds per process; each round is an add, two alias moves and four reads (and every third, an add of weights
+# every process shares)
+ROUNDS = 10
 
 
 def _ctx() -> multiprocessing.context.BaseContext:
@@ -32,7 +33,7 @@ def _ctx() -> multiprocessing.context.BaseContext:
 
 
 def _work(url: str, blobs: str, wid: int, rounds: int, out: str) -> None:
-    """One process: ``rounds`` rounds of add, alias, alias, four reads (and every third round a shared add)."""
+    """One process: ``rounds`` rounds of add, alias, alias, four reads (every third round a shared add)."""
     import torch
 
     torch.set_num_threads(1)
@@ -70,7 +71,9 @@ def _work(url: str, blobs: str, wid: int, rounds: int, out: str) -> None:
 def run_workers(tmp_path: Path, url: str, blobs: Path, procs: int, rounds: int) -> list[dict]:
     ctx = _ctx()
     outs = [tmp_path / f"worker-{w}.json" for w in range(procs)]
-    running = [ctx.Process(target=_work, args=(url, str(blobs), w, rounds, str(outs[w]))) for w in range(procs)]
+    running = [
+        ctx.Process(target=_work, args=(url, str(blobs), w, rounds, str(outs[w]))) for w in range(procs)
+    ]
     for p in running:
         p.start()
     for p in running:

@@ -51,7 +51,9 @@ def _recall(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean([len(set(g[g >= 0]) & set(w)) / len(w) for g, w in zip(got, want)]))
 
 
-def _assert_returns_real_hits(hits: SearchHits, keys: np.ndarray, x: np.ndarray, q: np.ndarray, atol: float) -> None:
+def _assert_returns_real_hits(
+    hits: SearchHits, keys: np.ndarray, x: np.ndarray, q: np.ndarray, atol: float
+) -> None:
     row = {int(k): i for i, k in enumerate(keys)}
     for i in range(len(q)):
         found = hits.keys[i][hits.keys[i] >= 0]

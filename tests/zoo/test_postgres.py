@@ -26,13 +26,15 @@ SPEC = zoo.resolve_arch("cnn-tiny")
 
 @pytest.fixture
 def pg(postgres_url: str, tmp_path) -> Iterator[zoo.Registry]:  # type: ignore[no-untyped-def]
-    """A registry on a new PostgreSQL database that has pgvector (skips where the server lacks it; fails in CI,
-    where the test extra's server has it)."""
+    """A registry on a new PostgreSQL database that has pgvector (skips where the server lacks it; fails in
+    CI, where the test extra's server has it)."""
     reg = zoo.Registry(postgres_url, blob_root=tmp_path / "registry.blobs")
     if not pgvector.usable(reg.db):
         reg.close()
         if postgres_required():
-            pytest.fail("this PostgreSQL server has no pgvector extension (CI or ZOO_REQUIRE_POSTGRES=1 requires it)")
+            pytest.fail(
+                "this PostgreSQL server has no pgvector extension (CI or ZOO_REQUIRE_POSTGRES=1 requires it)"
+            )
         pytest.skip("this PostgreSQL server has no pgvector extension")
     yield reg
     reg.close()
@@ -49,8 +51,15 @@ def _random_zoo(reg: zoo.Registry, n_datasets: int, with_checkpoints: int, seed:
     weights = zoo.get_family("cnn").build(SPEC).state_dict()
     for i in range(with_checkpoints):
         for j in range(2 if i % 5 == 0 else 1):
-            reg.add({k: v + (1e-3 * (i + 1) + 1e-5 * j if v.is_floating_point() else 0) for k, v in weights.items()},
-                    name=f"net-{i}", arch=SPEC, dataset=f"d{i}")
+            reg.add(
+                {
+                    k: v + (1e-3 * (i + 1) + 1e-5 * j if v.is_floating_point() else 0)
+                    for k, v in weights.items()
+                },
+                name=f"net-{i}",
+                arch=SPEC,
+                dataset=f"d{i}",
+            )
     with reg.db.write() as s:  # the vectors as register_dataset stores them
         for i in range(n_datasets):
             E._upsert(s, E.DATASET, f"d{i}", enc.id, enc.version, "", vecs[i])
@@ -65,8 +74,8 @@ RECALL_BOUND = 0.95  # what HNSW promises at ef_search 64 (as zoo.index document
 
 
 def _same_ranking(ids_a: list[int], sims_a: list[float], ids_b: list[int], sims_b: list[float]) -> None:
-    """``a`` answers as ``b`` does: the same length, similarities within TIE place by place, and the same ids in
-    the same order, except where two similarities are within TIE of each other (a near-tie, which either
+    """``a`` answers as ``b`` does: the same length, similarities within TIE place by place, and the same ids
+    in the same order, except where two similarities are within TIE of each other (a near-tie, which either
     order ranks correctly; at the k-th place either one may be in)."""
     assert len(ids_a) == len(ids_b) and len(set(ids_a)) == len(ids_a)
     np.testing.assert_allclose(sims_a, sims_b, atol=TIE, rtol=0)
@@ -157,11 +166,13 @@ def digit_tasks() -> dict[str, ImageDataset]:
     train, _ = load_digits().split(0.6, seed=1)
     return {"digits": train, "digits-rot90": rotate(train, 90), "digits-rot180": rotate(train, 180),
             "digits-inverted": invert(train), "digits-0to4": train.select_classes(range(5)),
-            "digits-5to9": train.select_classes(range(5, 10)), "digits-even": train.select_classes(range(0, 10, 2))}
+            "digits-5to9": train.select_classes(range(5, 10)),
+            "digits-even": train.select_classes(range(0, 10, 2))}
 
 
-def test_pgvector_answers_equal_exact_search_on_registered_datasets(pg: zoo.Registry,
-                                                                    digit_tasks: dict[str, ImageDataset]) -> None:
+def test_pgvector_answers_equal_exact_search_on_registered_datasets(
+    pg: zoo.Registry, digit_tasks: dict[str, ImageDataset]
+) -> None:
     family = zoo.get_family("cnn")
     for i, (name, data) in enumerate(digit_tasks.items()):
         pg.register_dataset(name, data, encoders=["pixels"])
@@ -229,8 +240,9 @@ def test_checkpoint_ids_follow_commit_order(postgres_url: str, tmp_path) -> None
         worker.start()
         waiting = 0
         for _ in range(1200):  # until the add waits on the advisory lock (a bound, not a verdict on speed)
-            waiting = watcher.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT "
-                                           "granted")).scalar()
+            waiting = watcher.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar()
             if waiting or not worker.is_alive():
                 break
             worker.join(0.1)

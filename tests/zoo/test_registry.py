@@ -24,7 +24,9 @@ def tiny_cnn(seed: int = 0) -> torch.nn.Module:
 
 def snapshot(reg: Registry) -> tuple:
     """Everything observable about a registry's content: rows and blob files."""
-    files = sorted(p.name for p in reg.blobs.root.rglob("*") if p.is_file()) if reg.blobs.root.exists() else []
+    files = (
+        sorted(p.name for p in reg.blobs.root.rglob("*") if p.is_file()) if reg.blobs.root.exists() else []
+    )
     recs = [(r.ref, r.sha256, tuple(sorted(r.metrics.items())), r.tags) for r in reg.list()]
     return recs, reg.stats(), files, reg.aliases(), [d.name for d in reg.datasets()]
 
@@ -33,8 +35,9 @@ def snapshot(reg: Registry) -> tuple:
 
 @pytest.mark.parametrize("fname, arch, params", [("resnet20-12fca82f.th", "resnet20", 269_722),
                                                  ("resnet56-4bfd9763.th", "resnet56", 853_018)])
-def test_real_pretrained_resnets_round_trip_bitwise(registry: Registry, pretrained: Path, fname: str, arch: str,
-                                                    params: int) -> None:
+def test_real_pretrained_resnets_round_trip_bitwise(
+    registry: Registry, pretrained: Path, fname: str, arch: str, params: int
+) -> None:
     path = pretrained / fname
     rec = registry.add(path, dataset="cifar10", metrics={"top1": 91.0})
     assert rec.arch.family == "resnet" and rec.arch.name == arch
@@ -62,7 +65,9 @@ def test_pretrained_resnet_forward_is_sane(registry: Registry, pretrained: Path)
 
 # --- inputs: files, modules, state dicts ----------------------------------------------------------------
 
-def test_add_module_state_dict_and_safetensors_file_dedupe_one_blob(registry: Registry, tmp_path: Path) -> None:
+def test_add_module_state_dict_and_safetensors_file_dedupe_one_blob(
+    registry: Registry, tmp_path: Path
+) -> None:
     model = tiny_cnn()
     a = registry.add(model, name="a")
     b = registry.add(model.state_dict(), name="b")
@@ -143,7 +148,9 @@ class _Evil:
         return (open, (str(self.marker), "w"))
 
 
-def test_pickle_that_is_not_weights_only_is_refused_and_never_runs(registry: Registry, tmp_path: Path) -> None:
+def test_pickle_that_is_not_weights_only_is_refused_and_never_runs(
+    registry: Registry, tmp_path: Path
+) -> None:
     registry.add(tiny_cnn(), name="keep")
     before = snapshot(registry)
     marker = tmp_path / "pwned"
@@ -276,7 +283,9 @@ def test_verify_repair_cleans_orphans(registry: Registry) -> None:
 
 # --- storage ----------------------------------------------------------------------------------------------
 
-def test_embedded_default_is_a_real_sqlite_file_in_wal_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_default_is_a_real_sqlite_file_in_wal_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ZOO_REGISTRY_URL", raising=False)
     with Registry() as reg:
@@ -303,10 +312,9 @@ def test_migrated_schema_matches_models(registry: Registry) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from zoo.store import pgvector
     from zoo.store.db import current_revision, head_revision
     from zoo.store.models import Base
-
-    from zoo.store import pgvector
 
     def ours(name, type_, parent_names) -> bool:  # type: ignore[no-untyped-def]
         # pgvector's copy of the vectors: not a model
@@ -392,22 +400,25 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
     with registry_at(db_path, "0003") as conn:
         now = "2026-01-01 00:00:00"
         spec = zoo.resolve_arch("cnn-tiny")
-        conn.exec_driver_sql("INSERT INTO blobs VALUES ('s1', 1, 'live', ?), ('s2', 1, 'live', ?)", (now, now))
+        conn.exec_driver_sql(
+            "INSERT INTO blobs VALUES ('s1', 1, 'live', ?), ('s2', 1, 'live', ?)", (now, now)
+        )
         for cid, version, parent in ((1, 1, None), (2, 2, 1)):
             conn.exec_driver_sql(
-                "INSERT INTO checkpoints (id, name, version, family, arch_name, arch_key, arch_json, arch_text, "
-                "sha256, num_params, size_bytes, dataset_id, origin, parent_id, base_id, meta, created_at) VALUES "
-                "(?, 'clf', ?, 'cnn', 'cnn-tiny', ?, ?, 't', ?, 1, 1, NULL, 'trained', ?, NULL, '{}', ?)",
+                "INSERT INTO checkpoints (id, name, version, family, arch_name, arch_key, arch_json, "
+                "arch_text, sha256, num_params, size_bytes, dataset_id, origin, parent_id, base_id, meta, "
+                "created_at) VALUES (?, 'clf', ?, 'cnn', 'cnn-tiny', ?, ?, 't', ?, 1, 1, NULL, 'trained', ?, "
+                "NULL, '{}', ?)",
                 (cid, version, spec.key, spec.to_json(), f"s{cid}", parent, now))
         conn.exec_driver_sql("INSERT INTO tags VALUES (2, 'keep'), (1, 'old')")
         conn.exec_driver_sql("INSERT INTO metrics VALUES (2, 'acc', 0.9)")
         conn.exec_driver_sql("INSERT INTO aliases VALUES ('clf', 'prod', 2, ?)", (now,))
-        # checkpoint 3 was the newest and is gone, but a generator trained on it and the import log remember
-        # it
+        # checkpoint 3 was the newest and is gone, but a generator trained on it and the import log
+        # remember it
         conn.exec_driver_sql("INSERT INTO blobs VALUES ('s9', 1, 'live', ?)", (now,))
         conn.exec_driver_sql("INSERT INTO generators (id, name, version, families, sha256, config, metrics, "
-                             "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', 3, "
-                             "'promoted', ?)", (now,))
+                             "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', "
+                             "3, 'promoted', ?)", (now,))
         conn.exec_driver_sql("INSERT INTO generator_checkpoints VALUES (1, 3)")
     reg = Registry(url, blob_root=tmp_path / "blobs")
     kept = reg.get("clf:v2")
@@ -417,14 +428,24 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
     assert new.id == 4 and new.ref == "clf:v3"  # above the id the generator kept, after the versions stored
     with sqlite3.connect(db_path) as con:
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
-        assert "AUTOINCREMENT" in con.execute("SELECT sql FROM sqlite_master WHERE name='checkpoints'").fetchone()[0]
+        assert (
+            "AUTOINCREMENT"
+            in con.execute("SELECT sql FROM sqlite_master WHERE name='checkpoints'").fetchone()[0]
+        )
     reg.close()
 
 
 # --- what add stores, search finds ---------------------------------------------------------------------
 
 def test_every_metric_name_add_stores_is_searchable(registry: Registry) -> None:
-    names = {"acc@1": 0.9, "val acc": 0.8, "top-1 (%)": 91.5, "loss/val": 0.3, "精度": 0.7, "f1_macro.v2": 0.6}
+    names = {
+        "acc@1": 0.9,
+        "val acc": 0.8,
+        "top-1 (%)": 91.5,
+        "loss/val": 0.3,
+        "精度": 0.7,
+        "f1_macro.v2": 0.6,
+    }
     rec = registry.add(tiny_cnn(0), name="m", metrics=names)
     for key, value in names.items():
         for query in ([f"{key}>={value}"], f"{key} == {value}", {key: f"<={value}"}, {key: value}):
@@ -441,7 +462,9 @@ def test_metric_names_a_filter_cannot_read_are_refused_before_anything_is_stored
     assert snapshot(registry) == before
 
 
-@pytest.mark.parametrize("bad", ["acc>=", ">=0.5", "acc>=1e", "acc>=nan", "acc>=inf", "acc~0.5", "acc>=0.5>=1"])
+@pytest.mark.parametrize(
+    "bad", ["acc>=", ">=0.5", "acc>=1e", "acc>=nan", "acc>=inf", "acc~0.5", "acc>=0.5>=1"]
+)
 def test_unreadable_metric_filters_get_a_clear_error(registry: Registry, bad: str) -> None:
     with pytest.raises(zoo.ZooError, match="cannot read metric filter"):
         registry.search(metrics=[bad])
@@ -515,7 +538,9 @@ def test_a_database_of_something_else_is_never_written_into(registry_url: str, t
     zoo.store.db._migrated.discard(registry_url)
     before = tmp_path.joinpath("other-app.db").read_bytes() if "sqlite" in registry_url else None
     for create in (False, True):
-        with pytest.raises(zoo.ConfigError, match="is not a zoo registry: it holds other tables \\(their_data\\)"):
+        with pytest.raises(
+            zoo.ConfigError, match="is not a zoo registry: it holds other tables \\(their_data\\)"
+        ):
             Registry(registry_url, create=create, blob_root=tmp_path / "blobs")
     with engine.connect() as conn:
         assert inspect(conn).get_table_names() == ["their_data"]
@@ -545,7 +570,9 @@ def test_a_database_another_program_migrates_with_alembic_is_never_written_into(
     zoo.store.db._migrated.discard(registry_url)
     before = tmp_path.joinpath("their-app.db").read_bytes() if "sqlite" in registry_url else None
     for create in (False, True):
-        with pytest.raises(zoo.ConfigError, match="is not a zoo registry: its schema revision 'deadbeef1234'"):
+        with pytest.raises(
+            zoo.ConfigError, match="is not a zoo registry: its schema revision 'deadbeef1234'"
+        ):
             Registry(registry_url, create=create, blob_root=tmp_path / "blobs")
     if before is not None:
         assert tmp_path.joinpath("their-app.db").read_bytes() == before

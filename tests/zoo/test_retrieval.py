@@ -31,7 +31,9 @@ class Counting(DatasetEncoder):
 
     def embed(self, dataset: ImageDataset) -> np.ndarray:
         self.calls += 1
-        v = np.array([dataset.images.mean(), dataset.images.std(), dataset.num_classes, 1.0], dtype=np.float32)
+        v = np.array(
+            [dataset.images.mean(), dataset.images.std(), dataset.num_classes, 1.0], dtype=np.float32
+        )
         return v / np.linalg.norm(v)
 
 
@@ -60,7 +62,12 @@ def _add_models(registry: zoo.Registry, names: list[str], per_task: int = 2, arc
 def test_register_dataset_stores_record_and_vectors(registry: zoo.Registry) -> None:
     ds = load_digits()
     rec = E.register_dataset(registry, "digits", ds, description="sklearn digits")
-    assert (rec.name, rec.description, rec.num_classes, rec.num_samples) == ("digits", "sklearn digits", 10, 1797)
+    assert (rec.name, rec.description, rec.num_classes, rec.num_samples) == (
+        "digits",
+        "sklearn digits",
+        10,
+        1797,
+    )
     assert rec.fingerprint == ds.fingerprint and rec.meta["source"] == {"kind": "sklearn-digits"}
     assert registry.get_dataset("digits") == rec
     emb = E.get_embedding(registry, E.DATASET, "digits", "pixels")
@@ -195,7 +202,9 @@ def test_architecture_similarity(registry: zoo.Registry, tasks) -> None:
     both = E.nearest(registry, "cnn-tiny", "digits", k=5, match="family", arch_weight=0.5)
     tiny = next(n for n in both if n.checkpoint.arch.name == "cnn-tiny")
     small = next(n for n in both if n.checkpoint.arch.name == "cnn-small")
-    assert tiny.arch_similarity == pytest.approx(1.0, abs=1e-4) and small.arch_similarity < tiny.arch_similarity
+    assert (
+        tiny.arch_similarity == pytest.approx(1.0, abs=1e-4) and small.arch_similarity < tiny.arch_similarity
+    )
     assert small.similarity == pytest.approx(0.5 * small.dataset_similarity + 0.5 * small.arch_similarity)
     rec = E.embed_arch(registry, "cnn-small")
     assert rec.subject == "arch" and rec.encoder_id == "minilm" and rec.dim == 384
@@ -214,8 +223,9 @@ def test_placeholder_datasets_are_not_ranked(registry: zoo.Registry, tasks) -> N
         E.nearest(registry, "cnn-tiny", "unregistered", k=1)
 
 
-def test_retrieval_caches_belong_to_each_registry(tmp_path: Path, tasks: dict[str, tuple[ImageDataset, ImageDataset]]
-                                                  ) -> None:
+def test_retrieval_caches_belong_to_each_registry(
+    tmp_path: Path, tasks: dict[str, tuple[ImageDataset, ImageDataset]]
+) -> None:
     """Vector tables and search state live on the Registry instance (zoo.retrieval.RetrievalCache), not in
     module globals: a second registry of another database starts empty and sees only its own datasets."""
     import zoo.retrieval
@@ -229,5 +239,7 @@ def test_retrieval_caches_belong_to_each_registry(tmp_path: Path, tasks: dict[st
         hits = a.nearest("cnn-tiny", "digits", k=3, encoder="pixels", method="exact")
         assert [h.dataset for h in hits] == ["digits"]
         assert a.retrieval_cache.tables and not b.retrieval_cache.tables  # b has searched nothing yet
-        assert [h.dataset for h in b.nearest("cnn-tiny", "digits-rot90", k=3, encoder="pixels")] == ["digits-rot90"]
+        assert [h.dataset for h in b.nearest("cnn-tiny", "digits-rot90", k=3, encoder="pixels")] == [
+            "digits-rot90"
+        ]
         assert {k[0] for k in b.retrieval_cache.tables} == {"dataset"}
