@@ -576,3 +576,23 @@ def test_a_database_another_program_migrates_with_alembic_is_never_written_into(
             Registry(registry_url, create=create, blob_root=tmp_path / "blobs")
     if before is not None:
         assert tmp_path.joinpath("their-app.db").read_bytes() == before
+
+
+def test_store_repositories_answer_the_reads_of_reindexing_and_provision(registry: Registry) -> None:
+    """The store owns these sessions too: blob users, watched files, live index files, scoring candidates."""
+    spec = zoo.resolve_arch("cnn-tiny")
+    a = registry.add(tiny_cnn(0), name="a", arch=spec, dataset="d", metrics={"accuracy": 0.5, "other": 1.0})
+    b = registry.add(tiny_cnn(1), name="b", arch=spec)
+    repos = registry.repos
+    assert repos.blobs.users([a.sha256, "0" * 64]) == {a.sha256: [(a.id, "a:v1")], "0" * 64: []}
+    now = a.created_at
+    row = {"path": "/w/a.safetensors", "size": 3, "mtime_ns": 7, "sha256": "f" * 64, "status": "imported",
+           "checkpoint_id": a.id, "message": "", "seen_at": now, "sidecar_sha256": ""}
+    repos.watched.remember([row])
+    repos.watched.remember([{**row, "size": 4}])  # the same path again: replaced, not added
+    assert repos.watched.known() == ({"/w/a.safetensors": (4, 7, "imported", "")}, {"f" * 64: a.id})
+    assert repos.vectors.index_files() == set()
+    found = repos.vectors.scoring_candidates(spec, ["accuracy"], "pixels", "1")
+    assert sorted(found.checkpoints) == [(a.id, "a", "d"), (b.id, "b", None)]
+    assert found.metrics == {a.id: {"accuracy": 0.5}, b.id: {}}
+    assert found.vectors == {}  # "d" is known by name only: no vector

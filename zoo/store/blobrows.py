@@ -9,6 +9,7 @@ at any point leaves either a live blob with its file or an orphan that :meth:`Bl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
@@ -46,6 +47,22 @@ class BlobRepository:
         """Whether a checkpoint or a generator references blob ``sha``."""
         return bool(s.scalar(select(
             exists().where(m.Checkpoint.sha256 == sha) | exists().where(m.Generator.sha256 == sha))))
+
+    def users(self, shas: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:
+        """sha256 -> (checkpoint id, or None for a generator; its ref) of everything stored in those blobs."""
+        out: dict[str, list[tuple[int | None, str]]] = {sha: [] for sha in shas}
+        if not shas:
+            return out
+        with self.db.read() as s:
+            for cid, name, version, sha in s.execute(select(
+                    m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version, m.Checkpoint.sha256).where(
+                    m.Checkpoint.sha256.in_(list(shas)))):
+                out[sha].append((cid, f"{name}:v{version}"))
+            for name, version, sha in s.execute(select(
+                    m.Generator.name, m.Generator.version, m.Generator.sha256).where(
+                    m.Generator.sha256.in_(list(shas)))):
+                out[sha].append((None, f"generator {name}:v{version}"))
+        return out
 
     def mark_deleting_if_unreferenced(self, s: Session, sha: str) -> None:
         """First phase of removal, in the transaction that dropped a reference (holding the blob's lock)."""

@@ -12,6 +12,7 @@ from zoo.store.db import Database
 from zoo.store.generators import GeneratorRepository
 from zoo.store.jobs import JobRepository
 from zoo.store.vectors import VectorRepository
+from zoo.store.watched import WatchedFileRepository
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,14 @@ class Repositories:
     generators: GeneratorRepository  # generator versions
     vectors: VectorRepository  # dataset and architecture vectors, retrieval's reads, index settings
     jobs: JobRepository  # leases and job runs
+    watched: WatchedFileRepository  # what re-indexing remembers of the files it examined
 
     @classmethod
     def open(cls, db: Database, files: BlobStore) -> Repositories:
         blobs = BlobRepository(db, files)
         datasets = DatasetRepository(db)
         return cls(blobs, datasets, CheckpointRepository(db, blobs, datasets), GeneratorRepository(db, blobs),
-                   VectorRepository(db), JobRepository(db))
+                   VectorRepository(db), JobRepository(db), WatchedFileRepository(db))
 
 
 __all__ = ["Repositories"]

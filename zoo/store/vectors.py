@@ -70,6 +70,15 @@ class IndexState:
     appended: list[tuple[int, np.ndarray]] | None  # vectors added since, when nothing older changed
 
 
+@dataclass(frozen=True)
+class ScoringCandidates:
+    """The checkpoints of one architecture, what they record and how their datasets embed."""
+
+    checkpoints: list[tuple[int, str, str | None]]  # (id, name, dataset name or None)
+    metrics: dict[int, dict[str, float]]  # id -> recorded metrics among those asked for
+    vectors: dict[str, np.ndarray]  # dataset name -> its vector by the encoder version (when stored)
+
+
 class VectorRepository:
     """The ``embeddings`` table (with the dataset rows registrations write, and ``settings`` of indexes)."""
 
@@ -291,6 +300,12 @@ class VectorRepository:
                     appended = [(int(i), from_bytes(v)) for i, v in newer]
         return IndexState(token, state, appended)
 
+    def index_files(self) -> set[str]:
+        """File names of every persisted index the settings point at (the live ones)."""
+        with self.db.read() as s:
+            return {json.loads(v).get("file")
+                    for v in s.scalars(select(m.Setting.value).where(m.Setting.key.like("index:%"))).all()}
+
     def save_setting(self, key: str, value: dict[str, Any]) -> None:
         def txn() -> None:
             with self.db.write() as s:
@@ -347,6 +362,31 @@ class VectorRepository:
             rows += [(int(r[0]), r[1], r[2]) for r in s.execute(q.where(m.Dataset.name.in_(chunk))).all()]
         return rows
 
+    def scoring_candidates(self, spec: ArchSpec, metric_names: Sequence[str], encoder_id: str, version: str
+                           ) -> ScoringCandidates:
+        """Every checkpoint of exactly ``spec`` with the ``metric_names`` it records and the vectors of their
+        datasets by the encoder version, in one read."""
+        with self.db.read() as s:
+            rows = [(int(cid), name, ds) for cid, name, ds in s.execute(
+                select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name)
+                .outerjoin(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
+                .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)).all()]
+            metrics: dict[int, dict[str, float]] = {r[0]: {} for r in rows}
+            for cid, key, value in s.execute(
+                    select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
+                    .join(m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id)
+                    .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key,
+                           m.Metric.key.in_(list(metric_names)))).all():
+                metrics[int(cid)][key] = float(value)
+            datasets = sorted({r[2] for r in rows if r[2] is not None})
+            vectors: dict[str, np.ndarray] = {}
+            for chunk in (datasets[i:i + 500] for i in range(0, len(datasets), 500)):
+                for key, vec in s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
+                        m.Embedding.subject == DATASET, m.Embedding.encoder_id == encoder_id,
+                        m.Embedding.encoder_version == version, m.Embedding.subject_key.in_(chunk))).all():
+                    vectors[key] = from_bytes(vec)
+        return ScoringCandidates(rows, metrics, vectors)
+
     def recorded_metrics(self, ids: Sequence[int]) -> dict[int, dict[str, float]]:
         """Checkpoint id -> its recorded metrics, in one read per 500 ids."""
         out: dict[int, dict[str, float]] = {int(i): {} for i in ids}
@@ -385,6 +425,7 @@ __all__ = [
     "DATASET",
     "DatasetData",
     "IndexState",
+    "ScoringCandidates",
     "VectorRepository",
     "VectorTable",
     "embedding_record",
