@@ -156,15 +156,22 @@ class USearchIndex(VectorIndex):
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ef = expansion_search if expansion_search is not None else default_expansion_search(len(vectors))
-        index = Index(ndim=int(vectors.shape[1]), metric="ip", dtype=dtype, connectivity=connectivity,
-                      expansion_add=expansion_add, expansion_search=ef)
+        index = Index(
+            ndim=int(vectors.shape[1]),
+            metric="ip",
+            dtype=dtype,
+            connectivity=connectivity,
+            expansion_add=expansion_add,
+            expansion_search=ef,
+        )
         if len(vectors):
             index.add(np.asarray(keys, dtype=np.uint64), vectors, threads=threads)
         return cls(index)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, view: bool = True,
-             expansion_search: int | None = None) -> "USearchIndex":
+    def open(
+        cls, path: str | os.PathLike[str], *, view: bool = True, expansion_search: int | None = None
+    ) -> "USearchIndex":
         """An index saved by :meth:`save`; ``view`` memory-maps it instead of reading it into memory."""
         from usearch.index import Index
 

@@ -55,8 +55,9 @@ def prepare_checkpoint(
         raise ZooError(f"arch must be an architecture name, a spec or a spec's JSON, not {show(arch)}")
     for what, ref in (("parent", parent), ("base", base)):
         if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int))):
-            raise ZooError(f"{what} must be a checkpoint reference (name, name:vN, name@alias or id), "
-                           f"not {show(ref)}")
+            raise ZooError(
+                f"{what} must be a checkpoint reference (name, name:vN, name@alias or id), not {show(ref)}"
+            )
     if dataset is not None:
         check_name(dataset, "dataset")
     read = read_checkpoint(checkpoint, weights=weights, strip_prefix=strip_prefix)
@@ -66,10 +67,12 @@ def prepare_checkpoint(
         if base is not None and family.requires_base(spec):  # describe the base as it is registered
             spec = family.with_base(spec, base_arch(base))
         elif base is not None:  # a base would block removing it while these weights never needed it
-            refusal = ZooError(f"{spec.name} ({spec.family} family) weights are a whole network, not applied "
-                               "on top of a base checkpoint, so base= does not fit them (it is for adapters "
-                               "such as LoRA); leave out base=, and pass parent= to record the checkpoint "
-                               "they came from")
+            refusal = ZooError(
+                f"{spec.name} ({spec.family} family) weights are a whole network, not applied "
+                "on top of a base checkpoint, so base= does not fit them (it is for adapters "
+                "such as LoRA); leave out base=, and pass parent= to record the checkpoint "
+                "they came from"
+            )
             refusal.keywords = ("base", "parent")  # say it with --base/--parent, or sidecar keys
             raise refusal
         if arch is not None:
@@ -85,14 +88,28 @@ def prepare_checkpoint(
     name = check_name(name)
     if family.requires_base(spec) and base is None:
         raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
-    meta_all = {**({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
-                **read.notes(), **dict(meta or {})}
+    meta_all = {
+        **({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
+        **read.notes(),
+        **dict(meta or {}),
+    }
     check_json(meta_all, "meta")
     return NewCheckpoint(
-        name=name, spec=spec, arch_text=family.describe(spec), num_params=family.layout(spec).num_params,
-        tensors=unshare(state), blob_meta={"zoo.family": spec.family, "zoo.arch": spec.name}, dataset=dataset,
-        metrics=checked_metrics, tags=checked_tags, origin=origin, parent=parent, base=base, alias=alias,
-        meta=meta_all)
+        name=name,
+        spec=spec,
+        arch_text=family.describe(spec),
+        num_params=family.layout(spec).num_params,
+        tensors=unshare(state),
+        blob_meta={"zoo.family": spec.family, "zoo.arch": spec.name},
+        dataset=dataset,
+        metrics=checked_metrics,
+        tags=checked_tags,
+        origin=origin,
+        parent=parent,
+        base=base,
+        alias=alias,
+        meta=meta_all,
+    )
 
 
 def unshare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

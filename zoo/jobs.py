@@ -63,8 +63,17 @@ class Lease:
     the lease over meanwhile (this one stalled past the TTL), so that two runs never both carry on.
     """
 
-    def __init__(self, registry: Registry, name: str, *, ttl_s: float = DEFAULT_TTL_S, wait_s: float = 0.0,
-                 poll_s: float = 0.5, holder: str | None = None, heartbeat: bool = True) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        name: str,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        wait_s: float = 0.0,
+        poll_s: float = 0.5,
+        holder: str | None = None,
+        heartbeat: bool = True,
+    ) -> None:
         if ttl_s <= 0:
             raise ConfigError(
                 f"lease TTL must be positive (got {ttl_s}); pass a number of seconds such as 300"
@@ -95,8 +104,12 @@ class Lease:
         def may_take_over(other: LeaseInfo, now: datetime) -> bool:
             if other.expires_at > now and not holder_is_dead(other.holder):
                 return False
-            log.warning("job %s: taking over the lease of %s (%s)", self.name, other.holder,
-                        "its process is gone" if other.expires_at > now else "it expired")
+            log.warning(
+                "job %s: taking over the lease of %s (%s)",
+                self.name,
+                other.holder,
+                "its process is gone" if other.expires_at > now else "it expired",
+            )
             return True
 
         return self.registry.repos.jobs.try_acquire(self.name, self.holder, self.ttl_s, may_take_over)
@@ -191,8 +204,9 @@ def start_run(registry: Registry, kind: str, holder: str) -> JobRunRecord:
     return registry.repos.jobs.start_run(kind, holder)
 
 
-def update_run(registry: Registry, run_id: int, *, counts: Mapping[str, int] | None = None,
-               message: str | None = None) -> None:
+def update_run(
+    registry: Registry, run_id: int, *, counts: Mapping[str, int] | None = None, message: str | None = None
+) -> None:
     """Store a running job's progress (counts so far; a killed run keeps what it had recorded)."""
     values: dict[str, Any] = {}
     if counts is not None:
@@ -203,8 +217,9 @@ def update_run(registry: Registry, run_id: int, *, counts: Mapping[str, int] | N
         registry.repos.jobs.update_run(run_id, values)
 
 
-def finish_run(registry: Registry, run_id: int, status: str, *, counts: Mapping[str, int],
-               message: str = "") -> JobRunRecord:
+def finish_run(
+    registry: Registry, run_id: int, status: str, *, counts: Mapping[str, int], message: str = ""
+) -> JobRunRecord:
     """Record how a run ended: ``succeeded``, ``failed`` or ``skipped``, with its counts and a message."""
     _check_status(status)
     return registry.repos.jobs.finish_run(run_id, status, counts, message)
@@ -237,8 +252,9 @@ def mark_killed(registry: Registry, kind: str, *, current: int) -> list[int]:
     return ids
 
 
-def job_runs(registry: Registry, *, kind: str | None = None, status: str | None = None,
-             limit: int | None = 50) -> list[JobRunRecord]:
+def job_runs(
+    registry: Registry, *, kind: str | None = None, status: str | None = None, limit: int | None = 50
+) -> list[JobRunRecord]:
     """Recorded runs, newest first, optionally of one ``kind`` or ``status``."""
     if status:
         _check_status(status)
@@ -250,5 +266,19 @@ def get_run(registry: Registry, run_id: int) -> JobRunRecord:
     return registry.repos.jobs.run(run_id)
 
 
-__all__ = ["DEFAULT_TTL_S", "JOB_STATUSES", "Lease", "LeaseInfo", "finish_run", "get_run", "holder_is_dead",
-           "job_runs", "lease_info", "mark_killed", "new_holder", "record_run", "start_run", "update_run"]
+__all__ = [
+    "DEFAULT_TTL_S",
+    "JOB_STATUSES",
+    "Lease",
+    "LeaseInfo",
+    "finish_run",
+    "get_run",
+    "holder_is_dead",
+    "job_runs",
+    "lease_info",
+    "mark_killed",
+    "new_holder",
+    "record_run",
+    "start_run",
+    "update_run",
+]

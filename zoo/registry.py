@@ -96,7 +96,6 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
     # ------------------------------------------------------------------------------------------------
     # adding
     # ------------------------------------------------------------------------------------------------
@@ -163,8 +162,14 @@ class Registry:
         """The record of ``ref`` (``name``, ``name:v2``, ``name@alias`` or an id)."""
         return self.repos.checkpoints.get(ref)
 
-    def list(self, *, family: str | None = None, name: str | None = None, latest_only: bool = False,
-             limit: int | None = None) -> list[CheckpointRecord]:
+    def list(
+        self,
+        *,
+        family: str | None = None,
+        name: str | None = None,
+        latest_only: bool = False,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
         """Checkpoints, newest first, optionally filtered by family or name glob."""
         return self.search(family=family, name=name, latest_only=latest_only, limit=limit)
 
@@ -219,8 +224,9 @@ class Registry:
         """
         return self.repos.checkpoints.get_many(ids)
 
-    def load_state_dict(self, ref: str | int | CheckpointRecord, device: str | torch.device = "cpu"
-                        ) -> dict[str, torch.Tensor]:
+    def load_state_dict(
+        self, ref: str | int | CheckpointRecord, device: str | torch.device = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """The checkpoint's tensors, verified against their hash."""
         rec = ref if isinstance(ref, CheckpointRecord) else self.get(ref)
         return self.blobs.load(rec.sha256, device=device)
@@ -285,8 +291,15 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     # datasets and retrieval (vectors, indexes and ranking: zoo.retrieval)
     # ------------------------------------------------------------------------------------------------
-    def register_dataset(self, name: str, data: DataLike, *, description: str | None = None,
-                         encoders: EncoderChoice = None, replace: bool = False) -> DatasetRecord:
+    def register_dataset(
+        self,
+        name: str,
+        data: DataLike,
+        *,
+        description: str | None = None,
+        encoders: EncoderChoice = None,
+        replace: bool = False,
+    ) -> DatasetRecord:
         """Register dataset ``name`` (its size, classes, content fingerprint) with a vector per encoder.
 
         ``data`` is anything :func:`zoo.datasets.as_dataset` reads (tensors, a torch Dataset, an image folder,
@@ -297,8 +310,9 @@ class Registry:
             self, name, data, description=description, encoders=encoders, replace=replace
         )
 
-    def nearest(self, arch: str | ArchSpec | None, dataset: DataLike | np.ndarray, k: int = 5, **options: Any
-                ) -> list[Neighbor]:
+    def nearest(
+        self, arch: str | ArchSpec | None, dataset: DataLike | np.ndarray, k: int = 5, **options: Any
+    ) -> list[Neighbor]:
         """Checkpoints of a compatible architecture ranked by dataset similarity (``Neighbor`` records).
 
         ``dataset`` is a registered dataset's name or data to embed. Options (``encoder``, ``match``,
@@ -336,8 +350,9 @@ class Registry:
         check_name(name, "generator name")
         _check_status(status)
         ids = sorted({int(i) for i in trained_on})
-        return self.repos.generators.add(data, name=name, families=families, config=config, metrics=metrics,
-                                         trained_on=ids, status=status)
+        return self.repos.generators.add(
+            data, name=name, families=families, config=config, metrics=metrics, trained_on=ids, status=status
+        )
 
     def generators(self, *, family: str | None = None, status: str | None = None) -> list[GeneratorRecord]:
         """Generator versions, newest first, optionally only those covering ``family`` or with ``status``."""
@@ -366,5 +381,12 @@ def _check_status(status: str) -> None:
         raise ZooError(f"unknown generator status {status!r}; choose from {', '.join(GENERATOR_STATUSES)}")
 
 
-__all__ = ["GENERATOR_STATUSES", "ORPHAN_GRACE_S", "Registry", "check_json", "check_metrics", "check_name",
-           "default_blob_root"]
+__all__ = [
+    "GENERATOR_STATUSES",
+    "ORPHAN_GRACE_S",
+    "Registry",
+    "check_json",
+    "check_metrics",
+    "check_name",
+    "default_blob_root",
+]

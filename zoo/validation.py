@@ -20,18 +20,34 @@ from zoo.refs import NAME_RE
 METRIC_OPERATOR_CHARS = "<>=!"  # a metric name holds none of them, so every stored name can be searched
 _METRIC_RE = re.compile(r"\s*(?P<key>[^<>=!]*?)\s*(?P<op>>=|<=|==|!=|=|>|<)\s*(?P<value>[^<>=!]*?)\s*")
 OPS: dict[str, Callable[[Any, Any], Any]] = {
-    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "=": operator.eq, "!=": operator.ne,
-    ">": operator.gt, "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
 }
 
 
 def check_name(name: str, what: str = "name") -> str:
     """``name`` if zoo accepts it (letters, digits, '._-', no path separators or control characters)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # fullmatch: '$' alone lets "x\n" through
-        reason = "it is not a string" if not isinstance(name, str) else "it is empty" if not name else (
-            "it contains a path separator" if ("/" in name or "\\" in name) else
-            "it contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in name) else
-            "it is too long" if len(name) > 128 else "it contains a character zoo does not allow")
+        reason = (
+            "it is not a string"
+            if not isinstance(name, str)
+            else "it is empty"
+            if not name
+            else (
+                "it contains a path separator"
+                if ("/" in name or "\\" in name)
+                else "it contains a control character"
+                if any(ord(c) < 32 or ord(c) == 127 for c in name)
+                else "it is too long"
+                if len(name) > 128
+                else "it contains a character zoo does not allow"
+            )
+        )
         raise InvalidNameError(name, f"{what}: {reason}")
     return name
 
@@ -41,19 +57,27 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
-        raise ZooError(f"metrics must be a mapping of names to numbers, not {show(metrics)}; "
-                       "pass metrics={'accuracy': 0.93}")
+        raise ZooError(
+            f"metrics must be a mapping of names to numbers, not {show(metrics)}; "
+            "pass metrics={'accuracy': 0.93}"
+        )
     out: dict[str, float] = {}
     for key, value in metrics.items():
         if not isinstance(key, str) or not key or len(key) > 128 or not key.isprintable():
-            raise ZooError(f"metric name {show(key)} is not a printable string of 1-128 characters; "
-                           "rename it")
+            raise ZooError(
+                f"metric name {show(key)} is not a printable string of 1-128 characters; rename it"
+            )
         if key != key.strip() or any(c in key for c in METRIC_OPERATOR_CHARS):
-            raise ZooError(f"metric name {show(key)} cannot be searched: it "
-                           + ("starts or ends with a space" if key != key.strip() else
-                              f"contains one of {' '.join(METRIC_OPERATOR_CHARS)}, which filters such as "
-                              "'accuracy>=0.9' use")
-                           + f"; rename it (e.g. {show(_metric_name_fix(key))})")
+            raise ZooError(
+                f"metric name {show(key)} cannot be searched: it "
+                + (
+                    "starts or ends with a space"
+                    if key != key.strip()
+                    else f"contains one of {' '.join(METRIC_OPERATOR_CHARS)}, which filters such as "
+                    "'accuracy>=0.9' use"
+                )
+                + f"; rename it (e.g. {show(_metric_name_fix(key))})"
+            )
         if isinstance(value, bool):
             raise ZooError(f"metric {show(key)} = {value} is a truth value, not a measurement; pass a number")
         try:
@@ -71,8 +95,9 @@ def check_json(value: Any, what: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise ZooError(f"{what} is not plain JSON ({str(exc)[:200]}); pass strings, finite numbers, lists "
-                       "and dicts") from None
+        raise ZooError(
+            f"{what} is not plain JSON ({str(exc)[:200]}); pass strings, finite numbers, lists and dicts"
+        ) from None
 
 
 def parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> list[tuple[str, str, float]]:
@@ -96,8 +121,10 @@ def parse_metric_filters(filters: Mapping[str, Any] | Sequence[str] | None) -> l
         mt = _METRIC_RE.fullmatch(expr) if isinstance(expr, str) else None
         value = _finite(mt["value"]) if mt else None
         if mt is None or not mt["key"] or value is None:
-            raise ZooError(f"cannot read metric filter {show(expr)}; write NAME OP NUMBER with OP one of "
-                           ">=, <=, >, <, ==, !=, e.g. 'accuracy>=0.9' or 'top-1 (%) > 90'")
+            raise ZooError(
+                f"cannot read metric filter {show(expr)}; write NAME OP NUMBER with OP one of "
+                ">=, <=, >, <, ==, !=, e.g. 'accuracy>=0.9' or 'top-1 (%) > 90'"
+            )
         out.append((mt["key"], mt["op"], value))
     return out
 
@@ -108,8 +135,10 @@ def as_id(value: object, what: str) -> int:
         return value
     mt = re.fullmatch(r"id:([0-9]{1,18})", value) if isinstance(value, str) else None
     if mt is None:
-        raise ZooError(f"{what} takes checkpoint ids (an int, or 'id:N'), not {show(value)}; "
-                       "a name resolves to its id with get(name).id")
+        raise ZooError(
+            f"{what} takes checkpoint ids (an int, or 'id:N'), not {show(value)}; "
+            "a name resolves to its id with get(name).id"
+        )
     return int(mt[1])
 
 
@@ -126,5 +155,12 @@ def _metric_name_fix(key: str) -> str:
     return re.sub(r"\s+", " ", "".join(f" {words[c]} " if c in words else c for c in key)).strip() or "metric"
 
 
-__all__ = ["METRIC_OPERATOR_CHARS", "OPS", "as_id", "check_json", "check_metrics", "check_name",
-           "parse_metric_filters"]
+__all__ = [
+    "METRIC_OPERATOR_CHARS",
+    "OPS",
+    "as_id",
+    "check_json",
+    "check_metrics",
+    "check_name",
+    "parse_metric_filters",
+]

@@ -45,8 +45,14 @@ def _work(url: str, blobs: str, wid: int, rounds: int, out: str) -> None:
         try:
             torch.manual_seed(1000 * wid + i)
             # one name: versions race
-            rec = reg.add(fam.build(spec), name="shared", arch=spec, tags=[f"w{wid}"],
-                          dataset=f"ds{i % 2}", metrics={"round": i})  # datasets made on first use race too
+            rec = reg.add(
+                fam.build(spec),
+                name="shared",
+                arch=spec,
+                tags=[f"w{wid}"],
+                dataset=f"ds{i % 2}",
+                metrics={"round": i},
+            )  # datasets made on first use race too
             ids.append(rec.id)
             reg.alias(rec.ref, "latest")  # every process moves the same alias
             reg.alias(rec.ref, f"w{wid}")
@@ -109,8 +115,9 @@ def _open(url: str, blobs: str) -> None:
     zoo.Registry(url, blob_root=blobs).close()  # opening migrates
 
 
-def test_processes_opening_a_new_registry_at_once_migrate_it_once(backend: str, tmp_path: Path,
-                                                                  request: pytest.FixtureRequest) -> None:
+def test_processes_opening_a_new_registry_at_once_migrate_it_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if backend == "postgresql":  # a new database, not a copy of the migrated template
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.create_database()

@@ -68,8 +68,8 @@ def _random_zoo(reg: zoo.Registry, n_datasets: int, with_checkpoints: int, seed:
 
 
 TIE = 1e-5  # similarities this close may come in either order: float sums in another order (pgvector's SIMD,
-            # BLAS's blocking) differ in the last bits, and these 507-dim random vectors have gaps down to
-            # 3e-6
+# BLAS's blocking) differ in the last bits, and these 507-dim random vectors have gaps down to
+# 3e-6
 RECALL_BOUND = 0.95  # what HNSW promises at ef_search 64 (as zoo.index documents for usearch)
 
 
@@ -87,8 +87,12 @@ def _same_ranking(ids_a: list[int], sims_a: list[float], ids_b: list[int], sims_
 
 
 def _same(a: list[E.Neighbor], b: list[E.Neighbor]) -> None:
-    _same_ranking([n.checkpoint.id for n in a], [n.similarity for n in a],
-                  [n.checkpoint.id for n in b], [n.similarity for n in b])
+    _same_ranking(
+        [n.checkpoint.id for n in a],
+        [n.similarity for n in a],
+        [n.checkpoint.id for n in b],
+        [n.similarity for n in b],
+    )
     for x, y in zip(a, a[1:]):  # exact ties (checkpoints of one dataset): the newest first, always
         if x.dataset == y.dataset and x.similarity == y.similarity:
             assert x.checkpoint.id > y.checkpoint.id
@@ -106,8 +110,12 @@ def test_pgvector_answers_equal_exact_search_on_random_vectors(pg: zoo.Registry)
         hits = E._pgvector_search(pg, enc, q, 50)  # the raw in-database search over all 400 vectors
         assert hits is not None and hits.method == "pgvector"
         want = exact_index.search(q, 50)
-        _same_ranking(hits.keys.tolist(), hits.similarities.tolist(),
-                      [ids_by_name[f"d{i}"] for i in want.keys.tolist()], want.similarities.tolist())
+        _same_ranking(
+            hits.keys.tolist(),
+            hits.similarities.tolist(),
+            [ids_by_name[f"d{i}"] for i in want.keys.tolist()],
+            want.similarities.tolist(),
+        )
         for k, match, latest in ((1, "exact", False), (5, "exact", False), (12, "any", True)):
             got = E.nearest(pg, "cnn-tiny", q, k=k, match=match, latest_only=latest)  # auto: pgvector
             assert got and {n.method for n in got} == {"pgvector"}
@@ -156,18 +164,24 @@ def test_hnsw_index_keeps_answers(pg: zoo.Registry, monkeypatch: pytest.MonkeyPa
     with pg.db.read_engine.connect() as conn:
         from sqlalchemy import text
 
-        assert conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"),
-                            {"n": f"ix_{pgvector.TABLE}_hnsw_{vecs.shape[1]}"}).scalar()
+        assert conn.execute(
+            text("SELECT to_regclass(:n) IS NOT NULL"), {"n": f"ix_{pgvector.TABLE}_hnsw_{vecs.shape[1]}"}
+        ).scalar()
     assert np.mean(recall) >= RECALL_BOUND  # approximate by design (measured 1.0 at this size)
 
 
 @pytest.fixture(scope="module")
 def digit_tasks() -> dict[str, ImageDataset]:
     train, _ = load_digits().split(0.6, seed=1)
-    return {"digits": train, "digits-rot90": rotate(train, 90), "digits-rot180": rotate(train, 180),
-            "digits-inverted": invert(train), "digits-0to4": train.select_classes(range(5)),
-            "digits-5to9": train.select_classes(range(5, 10)),
-            "digits-even": train.select_classes(range(0, 10, 2))}
+    return {
+        "digits": train,
+        "digits-rot90": rotate(train, 90),
+        "digits-rot180": rotate(train, 180),
+        "digits-inverted": invert(train),
+        "digits-0to4": train.select_classes(range(5)),
+        "digits-5to9": train.select_classes(range(5, 10)),
+        "digits-even": train.select_classes(range(0, 10, 2)),
+    }
 
 
 def test_pgvector_answers_equal_exact_search_on_registered_datasets(
@@ -189,8 +203,9 @@ def test_pgvector_answers_equal_exact_search_on_registered_datasets(
 
 
 @pytest.mark.backends("sqlite", "postgresql")
-def test_without_pgvector_search_falls_back_or_names_the_fix(registry: zoo.Registry,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_pgvector_search_falls_back_or_names_the_fix(
+    registry: zoo.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vecs = _random_zoo(registry, n_datasets=10, with_checkpoints=10)
     monkeypatch.setenv(pgvector.ENV_SWITCH, "0")
     got = E.nearest(registry, "cnn-tiny", vecs[4], k=2)

@@ -33,8 +33,11 @@ def snapshot(reg: Registry) -> tuple:
 
 # --- the real pretrained CIFAR ResNets ------------------------------------------------------------------
 
-@pytest.mark.parametrize("fname, arch, params", [("resnet20-12fca82f.th", "resnet20", 269_722),
-                                                 ("resnet56-4bfd9763.th", "resnet56", 853_018)])
+
+@pytest.mark.parametrize(
+    "fname, arch, params",
+    [("resnet20-12fca82f.th", "resnet20", 269_722), ("resnet56-4bfd9763.th", "resnet56", 853_018)],
+)
 def test_real_pretrained_resnets_round_trip_bitwise(
     registry: Registry, pretrained: Path, fname: str, arch: str, params: int
 ) -> None:
@@ -65,6 +68,7 @@ def test_pretrained_resnet_forward_is_sane(registry: Registry, pretrained: Path)
 
 # --- inputs: files, modules, state dicts ----------------------------------------------------------------
 
+
 def test_add_module_state_dict_and_safetensors_file_dedupe_one_blob(
     registry: Registry, tmp_path: Path
 ) -> None:
@@ -86,8 +90,10 @@ def test_checkpoint_dict_nested_state_dict_and_module_prefix(registry: Registry,
     torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
     rec = registry.add(path)
     assert rec.name == "ckpt" and rec.meta["source_extra"] == {"epoch": 3}
-    assert all(torch.equal(x, y) for x, y in zip(registry.load(rec).state_dict().values(),
-                                                 model.state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(registry.load(rec).state_dict().values(), model.state_dict().values())
+    )
 
 
 def test_versions_aliases_and_refs(registry: Registry) -> None:
@@ -137,6 +143,7 @@ def test_search_filters(registry: Registry, pretrained: Path) -> None:
 
 
 # --- bad input: a clear error, and the registry unchanged ---------------------------------------------
+
 
 class _Evil:
     """Unpickling this would create a file: proof that code ran."""
@@ -239,6 +246,7 @@ def test_not_found_errors_say_what_to_do(registry: Registry) -> None:
 
 # --- removal, integrity ---------------------------------------------------------------------------------
 
+
 def test_remove_deletes_blob_only_when_unreferenced(registry: Registry) -> None:
     a = registry.add(tiny_cnn(0), name="a")
     registry.add(tiny_cnn(0), name="b")  # same weights: shares a's blob
@@ -282,6 +290,7 @@ def test_verify_repair_cleans_orphans(registry: Registry) -> None:
 
 
 # --- storage ----------------------------------------------------------------------------------------------
+
 
 def test_embedded_default_is_a_real_sqlite_file_in_wal_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -354,6 +363,7 @@ def test_detection_with_one_wrong_shape_names_the_layer(registry: Registry) -> N
 
 # --- identifiers are never reused ---------------------------------------------------------------------
 
+
 def test_removed_newest_version_is_never_handed_out_again(registry: Registry) -> None:
     registry.add(tiny_cnn(0), name="clf")
     v2 = registry.add(tiny_cnn(1), name="clf")
@@ -372,8 +382,12 @@ def test_a_name_removed_entirely_continues_its_numbering(registry: Registry) -> 
     registry.remove("clf:v1")
     assert registry.add(tiny_cnn(1), name="clf").ref == "clf:v2"
     gen1 = registry.add_generator(b"x" * 64, name="g", families=["cnn"], config={}, metrics={}, trained_on=[])
-    assert registry.add_generator(b"y" * 64, name="g", families=["cnn"], config={}, metrics={},
-                                  trained_on=[]).version == gen1.version + 1
+    assert (
+        registry.add_generator(
+            b"y" * 64, name="g", families=["cnn"], config={}, metrics={}, trained_on=[]
+        ).version
+        == gen1.version + 1
+    )
 
 
 def test_removed_newest_id_is_never_reused_so_watermarks_hold(registry: Registry) -> None:
@@ -409,16 +423,20 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
                 "arch_text, sha256, num_params, size_bytes, dataset_id, origin, parent_id, base_id, meta, "
                 "created_at) VALUES (?, 'clf', ?, 'cnn', 'cnn-tiny', ?, ?, 't', ?, 1, 1, NULL, 'trained', ?, "
                 "NULL, '{}', ?)",
-                (cid, version, spec.key, spec.to_json(), f"s{cid}", parent, now))
+                (cid, version, spec.key, spec.to_json(), f"s{cid}", parent, now),
+            )
         conn.exec_driver_sql("INSERT INTO tags VALUES (2, 'keep'), (1, 'old')")
         conn.exec_driver_sql("INSERT INTO metrics VALUES (2, 'acc', 0.9)")
         conn.exec_driver_sql("INSERT INTO aliases VALUES ('clf', 'prod', 2, ?)", (now,))
         # checkpoint 3 was the newest and is gone, but a generator trained on it and the import log
         # remember it
         conn.exec_driver_sql("INSERT INTO blobs VALUES ('s9', 1, 'live', ?)", (now,))
-        conn.exec_driver_sql("INSERT INTO generators (id, name, version, families, sha256, config, metrics, "
-                             "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', "
-                             "3, 'promoted', ?)", (now,))
+        conn.exec_driver_sql(
+            "INSERT INTO generators (id, name, version, families, sha256, config, metrics, "
+            "watermark, status, created_at) VALUES (1, 'igpg', 1, 'cnn', 's9', '{}', '{}', "
+            "3, 'promoted', ?)",
+            (now,),
+        )
         conn.exec_driver_sql("INSERT INTO generator_checkpoints VALUES (1, 3)")
     reg = Registry(url, blob_root=tmp_path / "blobs")
     kept = reg.get("clf:v2")
@@ -437,6 +455,7 @@ def test_old_sqlite_registry_is_migrated_without_reusing_kept_ids(tmp_path: Path
 
 # --- what add stores, search finds ---------------------------------------------------------------------
 
+
 def test_every_metric_name_add_stores_is_searchable(registry: Registry) -> None:
     names = {
         "acc@1": 0.9,
@@ -454,8 +473,9 @@ def test_every_metric_name_add_stores_is_searchable(registry: Registry) -> None:
 
 
 @pytest.mark.parametrize("bad", ["acc>=1", "a=b", "x<y", "not!", " acc", "acc "])
-def test_metric_names_a_filter_cannot_read_are_refused_before_anything_is_stored(registry: Registry,
-                                                                                 bad: str) -> None:
+def test_metric_names_a_filter_cannot_read_are_refused_before_anything_is_stored(
+    registry: Registry, bad: str
+) -> None:
     before = snapshot(registry)
     with pytest.raises(zoo.ZooError, match="cannot be searched: .*; rename it"):
         registry.add(tiny_cnn(0), name="m", metrics={bad: 0.5})
@@ -487,6 +507,7 @@ def test_a_single_string_filter_is_one_filter_not_its_characters(registry: Regis
 
 # --- removal says what it touches ----------------------------------------------------------------------
 
+
 def test_removal_reports_children_aliases_and_generators(registry: Registry) -> None:
     parent = registry.add(tiny_cnn(0), name="digits-s5")
     registry.alias(parent.ref, "prod")
@@ -501,6 +522,7 @@ def test_removal_reports_children_aliases_and_generators(registry: Registry) -> 
 
 
 # --- read-only use never creates a registry -----------------------------------------------------------
+
 
 def test_opening_a_missing_registry_read_only_fails_naming_it(registry_url: str, tmp_path: Path) -> None:
     if registry_url.startswith("sqlite"):
@@ -532,8 +554,11 @@ def test_a_database_of_something_else_is_never_written_into(registry_url: str, t
         registry_url = f"sqlite:///{tmp_path / 'other-app.db'}"
     engine = create_engine(zoo.store.db.with_driver(registry_url))
     with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public") if "postgresql" in registry_url
-                     else text("SELECT 1"))
+        conn.execute(
+            text("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            if "postgresql" in registry_url
+            else text("SELECT 1")
+        )
         conn.execute(text("CREATE TABLE their_data (x INTEGER)"))
     zoo.store.db._migrated.discard(registry_url)
     before = tmp_path.joinpath("other-app.db").read_bytes() if "sqlite" in registry_url else None
@@ -553,8 +578,9 @@ def test_a_database_of_something_else_is_never_written_into(registry_url: str, t
         Registry(text_file)
 
 
-def test_a_database_another_program_migrates_with_alembic_is_never_written_into(registry_url: str,
-                                                                                 tmp_path: Path) -> None:
+def test_a_database_another_program_migrates_with_alembic_is_never_written_into(
+    registry_url: str, tmp_path: Path
+) -> None:
     from sqlalchemy import create_engine, text
 
     if registry_url.startswith("sqlite"):
@@ -586,8 +612,17 @@ def test_store_repositories_answer_the_reads_of_reindexing_and_provision(registr
     repos = registry.repos
     assert repos.blobs.users([a.sha256, "0" * 64]) == {a.sha256: [(a.id, "a:v1")], "0" * 64: []}
     now = a.created_at
-    row = {"path": "/w/a.safetensors", "size": 3, "mtime_ns": 7, "sha256": "f" * 64, "status": "imported",
-           "checkpoint_id": a.id, "message": "", "seen_at": now, "sidecar_sha256": ""}
+    row = {
+        "path": "/w/a.safetensors",
+        "size": 3,
+        "mtime_ns": 7,
+        "sha256": "f" * 64,
+        "status": "imported",
+        "checkpoint_id": a.id,
+        "message": "",
+        "seen_at": now,
+        "sidecar_sha256": "",
+    }
     repos.watched.remember([row])
     repos.watched.remember([{**row, "size": 4}])  # the same path again: replaced, not added
     assert repos.watched.known() == ({"/w/a.safetensors": (4, 7, "imported", "")}, {"f" * 64: a.id})

@@ -106,11 +106,14 @@ def test_vectors_recomputed_only_when_version_or_data_change(registry: zoo.Regis
     assert report.datasets_need_data == ("toy",) and enc.calls == 3
 
 
-@pytest.mark.parametrize("bad, error, words", [
-    (lambda: from_arrays(torch.zeros(0, 4, 4), []), DatasetError, "empty"),
-    (lambda: (torch.rand(6, 4, 4), [0, 0, 2, 2, 0, 2]), DatasetError, "class 1 has no images"),
-    (lambda: ([np.zeros((4, 4)), np.zeros((5, 5))], [0, 1]), DatasetError, "different sizes"),
-])
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        (lambda: from_arrays(torch.zeros(0, 4, 4), []), DatasetError, "empty"),
+        (lambda: (torch.rand(6, 4, 4), [0, 0, 2, 2, 0, 2]), DatasetError, "class 1 has no images"),
+        (lambda: ([np.zeros((4, 4)), np.zeros((5, 5))], [0, 1]), DatasetError, "different sizes"),
+    ],
+)
 def test_bad_datasets_store_nothing(registry: zoo.Registry, bad, error, words: str) -> None:
     with pytest.raises(error, match=words):
         E.register_dataset(registry, "bad", bad())

@@ -50,7 +50,6 @@ class RegistryLike(Protocol):
 
     def get_many(self, ids: Iterable[int]) -> list[CheckpointRecord]: ...
 
-
     @property
     def retrieval_cache(self) -> RetrievalCache: ...
 
@@ -62,8 +61,9 @@ def text_fingerprint(text: str) -> str:
 def check_vector(vec: np.ndarray, encoder: DatasetEncoder | TextEncoder, what: str) -> np.ndarray:
     v = np.asarray(vec, dtype=np.float32).reshape(-1)
     if not np.isfinite(v).all() or not v.any():
-        raise ZooError(f"encoder {encoder.id!r} returned a zero or non-finite vector for {what}; "
-                       "the encoder is broken")
+        raise ZooError(
+            f"encoder {encoder.id!r} returned a zero or non-finite vector for {what}; the encoder is broken"
+        )
     return v / np.linalg.norm(v)
 
 

@@ -44,7 +44,8 @@ class RetrievalCache:
     changes: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)
     ann_current: dict[tuple[str, str], tuple[tuple[int, int], USearchIndex]] = field(default_factory=dict)
     candidate_rows: dict[tuple[int, int], tuple[Compatible, Table, tuple[np.ndarray, np.ndarray]]] = field(
-        default_factory=dict)  # (id(candidates), id(table)) -> their aligned arrays; see search._exact_top
+        default_factory=dict
+    )  # (id(candidates), id(table)) -> their aligned arrays; see search._exact_top
     compatible: dict[tuple[Any, ...], tuple[tuple[Any, ...], Compatible]] = field(default_factory=dict)
     hnsw_checked: set[int] = field(default_factory=set)  # dims whose pgvector HNSW index was made sure of
     lock: threading.Lock = field(default_factory=threading.Lock)

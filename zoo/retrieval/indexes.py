@@ -38,8 +38,13 @@ def load_table(registry: RegistryLike, subject: str, encoder_id: str, version: s
         return table
     read: VectorTable = registry.repos.vectors.table(subject, encoder_id, version)
     change = read.change
-    table = Table(change, read.ids, read.names, {n: i for i, n in enumerate(read.names)},
-                  ExactIndex(read.ids, read.vectors))
+    table = Table(
+        change,
+        read.ids,
+        read.names,
+        {n: i for i, n in enumerate(read.names)},
+        ExactIndex(read.ids, read.vectors),
+    )
     with cache.lock:
         cache.tables[cache_key] = table
     cache.note_change(encoder_id, change)
@@ -50,8 +55,13 @@ def _setting_key(subject: str, encoder_id: str) -> str:
     return f"index:{subject}:{encoder_id}"
 
 
-def build_index(registry: RegistryLike, encoder: str | DatasetEncoder | None = None, *, force: bool = False,
-                dtype: str = "f16") -> IndexInfo:
+def build_index(
+    registry: RegistryLike,
+    encoder: str | DatasetEncoder | None = None,
+    *,
+    force: bool = False,
+    dtype: str = "f16",
+) -> IndexInfo:
     """Bring the persisted HNSW index of the encoder's dataset vectors up to date, and describe it.
 
     The index file lives in :func:`index_dir`; its state (file, encoder version, row count, newest row) is
@@ -68,12 +78,21 @@ def build_index(registry: RegistryLike, encoder: str | DatasetEncoder | None = N
         return directory / state["file"]
 
     def is_current(token: tuple[int, int, str], state: dict[str, Any]) -> bool:
-        return (not force and state["version"] == version and tuple(state["token"]) == token
-                and file_of(state).is_file())
+        return (
+            not force
+            and state["version"] == version
+            and tuple(state["token"]) == token
+            and file_of(state).is_file()
+        )
 
     def extendable(token: tuple[int, int, str], state: dict[str, Any]) -> bool:
-        return (not is_current(token, state) and not force and state["version"] == version
-                and state["dtype"] == dtype and file_of(state).is_file())
+        return (
+            not is_current(token, state)
+            and not force
+            and state["version"] == version
+            and state["dtype"] == dtype
+            and file_of(state).is_file()
+        )
 
     found = registry.repos.vectors.index_state(key, DATASET, enc.id, version, extendable)
     token, state, appended = found.token, found.state, found.appended
@@ -91,8 +110,13 @@ def build_index(registry: RegistryLike, encoder: str | DatasetEncoder | None = N
         how = f"built over {len(table.ids)}"
     path = directory / f"{DATASET}-{enc.id}-{uuid.uuid4().hex[:12]}.usearch"
     index.save(path)
-    new_state = {"file": path.name, "version": version, "token": list(token), "dim": index.dim,
-                 "dtype": dtype}
+    new_state = {
+        "file": path.name,
+        "version": version,
+        "token": list(token),
+        "dim": index.dim,
+        "dtype": dtype,
+    }
 
     registry.repos.vectors.save_setting(key, new_state)
     if old_path is not None and old_path != path:
@@ -123,8 +147,9 @@ def ann(registry: RegistryLike, enc: DatasetEncoder, version: str) -> USearchInd
     return index
 
 
-def pgvector_search(registry: RegistryLike, enc: DatasetEncoder, query: np.ndarray, k: int
-                    ) -> SearchHits | None:
+def pgvector_search(
+    registry: RegistryLike, enc: DatasetEncoder, query: np.ndarray, k: int
+) -> SearchHits | None:
     """The ``k`` dataset vectors of ``enc`` nearest to ``query``, found by PostgreSQL with pgvector; None
     where pgvector is not usable (not PostgreSQL, extension missing, ``ZOO_PGVECTOR=0``). See
     :mod:`zoo.store.pgvector`.
@@ -143,4 +168,3 @@ def pgvector_search(registry: RegistryLike, enc: DatasetEncoder, query: np.ndarr
         checked.add(int(query.shape[0]))
     ids, sims = pgvector.search(registry.db, DATASET, enc.id, version, query, k)
     return SearchHits(ids, sims, "pgvector")
-

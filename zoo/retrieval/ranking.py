@@ -5,8 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-TIE_METRICS = ("accuracy", "acc", "top1", "acc@1", "top-1", "top1_acc", "val_accuracy", "val_acc",
-               "test_accuracy", "test_acc", "labelled_accuracy", "loss", "val_loss", "test_loss")
+TIE_METRICS = (
+    "accuracy",
+    "acc",
+    "top1",
+    "acc@1",
+    "top-1",
+    "top1_acc",
+    "val_accuracy",
+    "val_acc",
+    "test_accuracy",
+    "test_acc",
+    "labelled_accuracy",
+    "loss",
+    "val_loss",
+    "test_loss",
+)
 """Recorded metrics that order equally similar checkpoints, in order of preference (see
 :func:`order_by_metric`)."""
 TIE_TOLERANCE = 1e-6  # similarities this close count as equal (float32 rounding of the same cosine)
@@ -48,8 +62,12 @@ def order_by_metric(items: Iterable[tuple[int, Mapping[str, float]]], metric: st
     return [i for i, _ in sorted(items, key=key)]
 
 
-def break_ties(ranked: Sequence[tuple[float, int]], metrics: Mapping[int, Mapping[str, float]],
-               metric: str | None = None, tolerance: float = TIE_TOLERANCE) -> list[tuple[float, int]]:
+def break_ties(
+    ranked: Sequence[tuple[float, int]],
+    metrics: Mapping[int, Mapping[str, float]],
+    metric: str | None = None,
+    tolerance: float = TIE_TOLERANCE,
+) -> list[tuple[float, int]]:
     """``(score, checkpoint id)`` pairs sorted best score first, with every run of equal scores (within
     ``tolerance`` of the run's first) reordered by :func:`order_by_metric` of the ``metrics`` recorded per
     id."""

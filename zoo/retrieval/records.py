@@ -23,11 +23,18 @@ class Neighbor:
     method: str  # "exact", "usearch" or "pgvector"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint.ref, "checkpoint_id": self.checkpoint.id,
-                "arch": self.checkpoint.arch.name, "similarity": self.similarity, "dataset": self.dataset,
-                "dataset_similarity": self.dataset_similarity,
-                "arch_similarity": self.arch_similarity, "encoder_id": self.encoder_id,
-                "encoder_version": self.encoder_version, "method": self.method}
+        return {
+            "checkpoint": self.checkpoint.ref,
+            "checkpoint_id": self.checkpoint.id,
+            "arch": self.checkpoint.arch.name,
+            "similarity": self.similarity,
+            "dataset": self.dataset,
+            "dataset_similarity": self.dataset_similarity,
+            "arch_similarity": self.arch_similarity,
+            "encoder_id": self.encoder_id,
+            "encoder_version": self.encoder_version,
+            "method": self.method,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,13 @@ class RefreshReport:
     skipped_encoders: tuple[str, ...]  # encoders left out, with the reason
 
     def to_dict(self) -> dict[str, Any]:
-        return {"datasets_embedded": list(self.datasets_embedded), "datasets_current": self.datasets_current,
-                "datasets_changed": list(self.datasets_changed),
-                "datasets_need_data": list(self.datasets_need_data),
-                "archs_embedded": self.archs_embedded, "archs_current": self.archs_current,
-                "indexes": [i.__dict__ for i in self.indexes],
-                "skipped_encoders": list(self.skipped_encoders)}
-
+        return {
+            "datasets_embedded": list(self.datasets_embedded),
+            "datasets_current": self.datasets_current,
+            "datasets_changed": list(self.datasets_changed),
+            "datasets_need_data": list(self.datasets_need_data),
+            "archs_embedded": self.archs_embedded,
+            "archs_current": self.archs_current,
+            "indexes": [i.__dict__ for i in self.indexes],
+            "skipped_encoders": list(self.skipped_encoders),
+        }

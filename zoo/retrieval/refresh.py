@@ -28,10 +28,16 @@ from zoo.store.vectors import DATASET
 log = logging.getLogger(__name__)
 
 
-def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEncoder] | None = None,
-                  text_encoder: str | TextEncoder | None = None,
-                  sources: Mapping[str, DataLike] | None = None,
-                  check_sources: bool = True, archs: bool = True, index: bool = True) -> RefreshReport:
+def refresh_stale(
+    registry: RegistryLike,
+    *,
+    encoders: Iterable[str | DatasetEncoder] | None = None,
+    text_encoder: str | TextEncoder | None = None,
+    sources: Mapping[str, DataLike] | None = None,
+    check_sources: bool = True,
+    archs: bool = True,
+    index: bool = True,
+) -> RefreshReport:
     """Recompute every stale or missing vector, and bring persisted indexes up to date. Idempotent.
 
     A dataset vector is stale when its encoder version differs from the installed encoder's, or its
@@ -87,8 +93,9 @@ def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEnc
             tenc = get_text_encoder(text_encoder)
             version = tenc.version
             have = registry.repos.vectors.arch_states(tenc.id)
-            archs_current = sum(1 for key, text in texts.items()
-                                if have.get(key) == (version, text_fingerprint(text)))
+            archs_current = sum(
+                1 for key, text in texts.items() if have.get(key) == (version, text_fingerprint(text))
+            )
             archs_embedded = len(texts) - archs_current
             arch_vectors(registry, texts, tenc)
 
@@ -103,9 +110,21 @@ def refresh_stale(registry: RegistryLike, *, encoders: Iterable[str | DatasetEnc
                     pgvector.ensure_hnsw(registry.db, enc.dim)
             elif n >= ANN_MIN_VECTORS:
                 infos.append(build_index(registry, enc))
-    report = RefreshReport(tuple(embedded), current, tuple(changed), tuple(need_data), archs_embedded,
-                           archs_current, tuple(infos), tuple(skipped))
-    log.info("refresh: %d dataset vectors embedded, %d current, %d need data, %d arch vectors embedded",
-             len(embedded), current, len(need_data), archs_embedded)
+    report = RefreshReport(
+        tuple(embedded),
+        current,
+        tuple(changed),
+        tuple(need_data),
+        archs_embedded,
+        archs_current,
+        tuple(infos),
+        tuple(skipped),
+    )
+    log.info(
+        "refresh: %d dataset vectors embedded, %d current, %d need data, %d arch vectors embedded",
+        len(embedded),
+        current,
+        len(need_data),
+        archs_embedded,
+    )
     return report
-

@@ -36,38 +36,46 @@ from zoo.store import pgvector
 from zoo.store.vectors import DATASET, Compatible
 
 
-def _query_vector(registry: RegistryLike, dataset: DataLike | np.ndarray, enc: DatasetEncoder, version: str
-                  ) -> tuple[np.ndarray, str | None]:
+def _query_vector(
+    registry: RegistryLike, dataset: DataLike | np.ndarray, enc: DatasetEncoder, version: str
+) -> tuple[np.ndarray, str | None]:
     """(query vector, name of the registered dataset it came from, if any)."""
     if isinstance(dataset, np.ndarray) and dataset.ndim == 1:
         if dataset.shape[0] != enc.dim:
-            raise ZooError(f"query vector has {dataset.shape[0]} values but encoder {enc.id!r} makes "
-                           f"{enc.dim}")
+            raise ZooError(
+                f"query vector has {dataset.shape[0]} values but encoder {enc.id!r} makes {enc.dim}"
+            )
         return check_vector(dataset, enc, "the query"), None
     if isinstance(dataset, str):
         row, emb = registry.repos.vectors.dataset_vector(dataset, enc.id)
         if row is not None:
             if emb is None:
-                raise NotFoundError(f"vector of dataset {dataset!r} by encoder", enc.id,
-                                    f"register_dataset(registry, {dataset!r}, data, "
-                                    f"encoders=[{enc.id!r}]) first")
+                raise NotFoundError(
+                    f"vector of dataset {dataset!r} by encoder",
+                    enc.id,
+                    f"register_dataset(registry, {dataset!r}, data, encoders=[{enc.id!r}]) first",
+                )
             if not current((emb.encoder_version, emb.source_fingerprint), version, row.fingerprint):
-                raise ZooError(f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
-                               f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)")
+                raise ZooError(
+                    f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
+                    f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)"
+                )
             return emb.vector, dataset
     ds: ImageDataset = as_dataset(dataset)
     return check_vector(enc.embed(ds), enc, "the query dataset"), None
 
 
-def _all_compatible(registry: RegistryLike, spec: ArchSpec | None, match: Match, latest_only: bool
-                    ) -> Compatible:
+def _all_compatible(
+    registry: RegistryLike, spec: ArchSpec | None, match: Match, latest_only: bool
+) -> Compatible:
     """Every checkpoint that fits ``spec`` under ``match`` with a dataset, as ``(id, dataset name, arch
     key)``; cached until checkpoints or datasets are added or removed."""
     cache = registry.retrieval_cache
     key = (spec.key if spec is not None else None, match, latest_only)
     hit = cache.compatible.get(key)
-    token, rows = registry.repos.vectors.compatible_if_changed(spec, match, latest_only,
-                                                               hit[0] if hit is not None else None)
+    token, rows = registry.repos.vectors.compatible_if_changed(
+        spec, match, latest_only, hit[0] if hit is not None else None
+    )
     if rows is None:
         assert hit is not None, "the repository answers None only for a known token"
         return hit[1]
@@ -131,14 +139,17 @@ def nearest(
         chosen = "pgvector" if pgvector.usable(registry.db) else in_memory
     elif method == "pgvector" and not pgvector.usable(registry.db):
         off = ", ZOO_PGVECTOR is off" if pgvector.switched_off() else ""
-        raise ConfigError("method='pgvector' needs a PostgreSQL registry with the pgvector extension (this "
-                          f"one: {registry.db.dialect}{off}); install pgvector and run CREATE EXTENSION "
-                          "vector as a superuser, or use method='auto'")
+        raise ConfigError(
+            "method='pgvector' needs a PostgreSQL registry with the pgvector extension (this "
+            f"one: {registry.db.dialect}{off}); install pgvector and run CREATE EXTENSION "
+            "vector as a superuser, or use method='auto'"
+        )
     ds_sims: dict[str, float] = {}
     used = "exact"
     candidates: list[tuple[int, str, str]] = []
     if chosen in ("ann", "pgvector") and n_vectors:
         if chosen == "pgvector":
+
             def search(q: np.ndarray, n: int) -> SearchHits:
                 hits = pgvector_search(registry, enc, q, n)
                 assert hits is not None, "pgvector became unusable during a search"
@@ -166,8 +177,9 @@ def nearest(
             return _exact_top(registry, table, candidates, query, k, min_similarity, enc.id, version, metric)
         wanted = sorted({c[1] for c in candidates if c[1] in table.row_of})
         if wanted and table.index.dim != query.shape[0]:
-            raise ZooError(f"stored {enc.id} vectors have {table.index.dim} values, "
-                           f"the query {query.shape[0]}")
+            raise ZooError(
+                f"stored {enc.id} vectors have {table.index.dim} values, the query {query.shape[0]}"
+            )
         rows = np.array([table.row_of[n] for n in wanted], dtype=np.int64)
         sims = table.index.vectors[rows] @ query if len(rows) else np.zeros(0, dtype=np.float32)
         ds_sims = dict(zip(wanted, (float(x) for x in sims)))
@@ -197,12 +209,15 @@ def nearest(
     by_id = {t[1]: t for t in scored}
     top = [by_id[cid] for _, cid in _top_with_ties(registry, [(t[0], t[1]) for t in scored], k, metric)]
     records = _checkpoint_records(registry, [t[1] for t in top])
-    return [Neighbor(records[cid], float(score), ds_name, float(d), a, enc.id, version, used)
-            for score, cid, ds_name, d, a in top]
+    return [
+        Neighbor(records[cid], float(score), ds_name, float(d), a, enc.id, version, used)
+        for score, cid, ds_name, d, a in top
+    ]
 
 
-def _top_with_ties(registry: RegistryLike, ranked: Sequence[tuple[float, int]], k: int, metric: str | None
-                   ) -> list[tuple[float, int]]:
+def _top_with_ties(
+    registry: RegistryLike, ranked: Sequence[tuple[float, int]], k: int, metric: str | None
+) -> list[tuple[float, int]]:
     """The first ``k`` of ``(score, id)`` pairs sorted best first, ties broken by :func:`break_ties` (the
     recorded metrics of tied checkpoints are read, also of those tied with the k-th beyond it)."""
     if not ranked:
@@ -219,17 +234,27 @@ def _recorded_metrics(registry: RegistryLike, ids: Sequence[int]) -> dict[int, d
     return registry.repos.vectors.recorded_metrics(ids)
 
 
-def _exact_top(registry: RegistryLike, table: Table, candidates: Compatible, query: np.ndarray, k: int,
-               min_similarity: float | None, encoder_id: str, version: str, metric: str | None = None
-               ) -> list[Neighbor]:
+def _exact_top(
+    registry: RegistryLike,
+    table: Table,
+    candidates: Compatible,
+    query: np.ndarray,
+    k: int,
+    min_similarity: float | None,
+    encoder_id: str,
+    version: str,
+    metric: str | None = None,
+) -> list[Neighbor]:
     key = (id(candidates), id(table))  # the entry holds both objects, so their ids cannot be reused meanwhile
     cache = registry.retrieval_cache
     hit = cache.candidate_rows.get(key)
     arrays = hit[2] if hit is not None and hit[0] is candidates and hit[1] is table else None
     if arrays is None:
         keep = [(c[0], table.row_of[c[1]]) for c in candidates if c[1] in table.row_of]
-        arrays = (np.array([c[0] for c in keep], dtype=np.int64),
-                  np.array([c[1] for c in keep], dtype=np.int64))
+        arrays = (
+            np.array([c[0] for c in keep], dtype=np.int64),
+            np.array([c[1] for c in keep], dtype=np.int64),
+        )
         with cache.lock:
             if len(cache.candidate_rows) > 64:
                 cache.candidate_rows.clear()
@@ -238,8 +263,9 @@ def _exact_top(registry: RegistryLike, table: Table, candidates: Compatible, que
     if not len(ids):
         return []
     if table.index.dim != query.shape[0]:
-        raise ZooError(f"stored {encoder_id} vectors have {table.index.dim} values, "
-                       f"the query {query.shape[0]}")
+        raise ZooError(
+            f"stored {encoder_id} vectors have {table.index.dim} values, the query {query.shape[0]}"
+        )
     scores = (table.index.vectors @ query)[rows]  # (n_candidates,)
     if min_similarity is not None:
         ok = scores >= min_similarity
@@ -254,8 +280,19 @@ def _exact_top(registry: RegistryLike, table: Table, candidates: Compatible, que
     top = _top_with_ties(registry, [(float(scores[i]), int(ids[i])) for i in order], k, metric)
     order = [at[cid] for _, cid in top]
     records = _checkpoint_records(registry, [int(ids[i]) for i in order])
-    return [Neighbor(records[int(ids[i])], float(scores[i]), table.names[int(rows[i])], float(scores[i]),
-                     None, encoder_id, version, "exact") for i in order]
+    return [
+        Neighbor(
+            records[int(ids[i])],
+            float(scores[i]),
+            table.names[int(rows[i])],
+            float(scores[i]),
+            None,
+            encoder_id,
+            version,
+            "exact",
+        )
+        for i in order
+    ]
 
 
 def _checkpoint_records(registry: RegistryLike, ids: list[int]) -> dict[int, CheckpointRecord]:

@@ -32,8 +32,15 @@ from zoo.validation import check_name
 log = logging.getLogger(__name__)
 
 
-def register_dataset(registry: RegistryLike, name: str, data: DataLike, *, description: str | None = None,
-                     encoders: EncoderChoice = None, replace: bool = False) -> DatasetRecord:
+def register_dataset(
+    registry: RegistryLike,
+    name: str,
+    data: DataLike,
+    *,
+    description: str | None = None,
+    encoders: EncoderChoice = None,
+    replace: bool = False,
+) -> DatasetRecord:
     """Register (or update) dataset ``name`` and store its vector from each encoder.
 
     ``data`` is anything :func:`zoo.datasets.as_dataset` reads: an ``ImageDataset``, ``(images, labels)``,
@@ -54,9 +61,13 @@ def register_dataset(registry: RegistryLike, name: str, data: DataLike, *, descr
     row, existing = registry.repos.vectors.dataset_vectors(name)
     placeholder = row is None or bool(row.meta.get("placeholder")) or not row.fingerprint
     if row is not None and not placeholder and row.fingerprint != fp and not replace:
-        raise DuplicateError("dataset", name, f"it is registered with different data (fingerprint "
-                             f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace "
-                             "its data and vectors, or register the new data under another name")
+        raise DuplicateError(
+            "dataset",
+            name,
+            f"it is registered with different data (fingerprint "
+            f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace "
+            "its data and vectors, or register the new data under another name",
+        )
     vectors: dict[str, tuple[str, np.ndarray]] = {}
     for enc in encs:
         version = enc.version
@@ -65,15 +76,28 @@ def register_dataset(registry: RegistryLike, name: str, data: DataLike, *, descr
         vectors[enc.id] = (version, check_vector(enc.embed(ds), enc, f"dataset {name!r}"))
         log.info("embedded dataset %s with %s@%s", name, enc.id, version)
 
-    meta = {"source": dict(ds.source) if ds.source is not None else None, "image_shape": list(ds.image_shape),
-            "class_names": list(ds.class_names), "class_counts": [int(c) for c in ds.class_counts]}
+    meta = {
+        "source": dict(ds.source) if ds.source is not None else None,
+        "image_shape": list(ds.image_shape),
+        "class_names": list(ds.class_names),
+        "class_counts": [int(c) for c in ds.class_counts],
+    }
 
     rec = registry.repos.vectors.save_dataset(
-        name, DatasetData(fp, ds.num_classes, ds.num_samples, meta), description=description, replace=replace,
-        vectors=vectors)
+        name,
+        DatasetData(fp, ds.num_classes, ds.num_samples, meta),
+        description=description,
+        replace=replace,
+        vectors=vectors,
+    )
     invalidate(registry)
-    log.info("registered dataset %s (%d images, %d classes, %d new vectors)", name, ds.num_samples,
-             ds.num_classes, len(vectors))
+    log.info(
+        "registered dataset %s (%d images, %d classes, %d new vectors)",
+        name,
+        ds.num_samples,
+        ds.num_classes,
+        len(vectors),
+    )
     return rec
 
 
@@ -81,13 +105,17 @@ def get_embedding(registry: RegistryLike, subject: str, key: str, encoder_id: st
     """The stored vector of ``(subject, key)`` by ``encoder_id`` (check its version for staleness)."""
     rec = registry.repos.vectors.get(subject, key, encoder_id)
     if rec is None:
-        raise NotFoundError(f"{subject} embedding by {encoder_id}", key,
-                            "register the dataset (or run refresh_stale) with that encoder")
+        raise NotFoundError(
+            f"{subject} embedding by {encoder_id}",
+            key,
+            "register the dataset (or run refresh_stale) with that encoder",
+        )
     return rec
 
 
-def embeddings(registry: RegistryLike, *, subject: str | None = None, encoder_id: str | None = None
-               ) -> list[EmbeddingRecord]:
+def embeddings(
+    registry: RegistryLike, *, subject: str | None = None, encoder_id: str | None = None
+) -> list[EmbeddingRecord]:
     """Stored vectors, optionally of one subject (``"dataset"``/``"arch"``) and encoder."""
     return registry.repos.vectors.list(subject=subject, encoder_id=encoder_id)
 
@@ -95,14 +123,18 @@ def embeddings(registry: RegistryLike, *, subject: str | None = None, encoder_id
 # ----------------------------------------------------------------------------------------------------
 # architectures
 # ----------------------------------------------------------------------------------------------------
-def arch_vectors(registry: RegistryLike, texts: Mapping[str, str], encoder: TextEncoder
-                 ) -> dict[str, np.ndarray]:
+def arch_vectors(
+    registry: RegistryLike, texts: Mapping[str, str], encoder: TextEncoder
+) -> dict[str, np.ndarray]:
     """Vectors for ``{arch_key: text}``: stored ones when current, the rest computed and stored."""
     version = encoder.version
     keys = list(texts)
     fingerprints = {k: text_fingerprint(t) for k, t in texts.items()}
-    out = {k: vec for k, (state, vec) in registry.repos.vectors.arch_vectors(keys, encoder.id).items()
-           if current(state, version, fingerprints[k])}
+    out = {
+        k: vec
+        for k, (state, vec) in registry.repos.vectors.arch_vectors(keys, encoder.id).items()
+        if current(state, version, fingerprints[k])
+    }
     todo = [k for k in keys if k not in out]
     if todo:
         vecs = encoder.embed([texts[k] for k in todo])
@@ -114,8 +146,12 @@ def arch_vectors(registry: RegistryLike, texts: Mapping[str, str], encoder: Text
     return out
 
 
-def embed_arch(registry: RegistryLike, arch: str | ArchSpec | CheckpointRecord, *,
-               encoder: str | TextEncoder | None = None) -> EmbeddingRecord:
+def embed_arch(
+    registry: RegistryLike,
+    arch: str | ArchSpec | CheckpointRecord,
+    *,
+    encoder: str | TextEncoder | None = None,
+) -> EmbeddingRecord:
     """Store (if not current) and return the text vector of an architecture's canonical description.
 
     The text is ``family.describe(spec)``, the same as ``CheckpointRecord.arch_text``.
@@ -124,4 +160,3 @@ def embed_arch(registry: RegistryLike, arch: str | ArchSpec | CheckpointRecord, 
     enc = get_text_encoder(encoder)
     arch_vectors(registry, {spec.key: get_family(spec.family).describe(spec)}, enc)
     return get_embedding(registry, ARCH, spec.key, enc.id)
-

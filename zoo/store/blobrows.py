@@ -45,8 +45,11 @@ class BlobRepository:
     @staticmethod
     def referenced(s: Session, sha: str) -> bool:
         """Whether a checkpoint or a generator references blob ``sha``."""
-        return bool(s.scalar(select(
-            exists().where(m.Checkpoint.sha256 == sha) | exists().where(m.Generator.sha256 == sha))))
+        return bool(
+            s.scalar(
+                select(exists().where(m.Checkpoint.sha256 == sha) | exists().where(m.Generator.sha256 == sha))
+            )
+        )
 
     def users(self, shas: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:
         """sha256 -> (checkpoint id, or None for a generator; its ref) of everything stored in those blobs."""
@@ -54,13 +57,17 @@ class BlobRepository:
         if not shas:
             return out
         with self.db.read() as s:
-            for cid, name, version, sha in s.execute(select(
-                    m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version, m.Checkpoint.sha256).where(
-                    m.Checkpoint.sha256.in_(list(shas)))):
+            for cid, name, version, sha in s.execute(
+                select(m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version, m.Checkpoint.sha256).where(
+                    m.Checkpoint.sha256.in_(list(shas))
+                )
+            ):
                 out[sha].append((cid, f"{name}:v{version}"))
-            for name, version, sha in s.execute(select(
-                    m.Generator.name, m.Generator.version, m.Generator.sha256).where(
-                    m.Generator.sha256.in_(list(shas)))):
+            for name, version, sha in s.execute(
+                select(m.Generator.name, m.Generator.version, m.Generator.sha256).where(
+                    m.Generator.sha256.in_(list(shas))
+                )
+            ):
                 out[sha].append((None, f"generator {name}:v{version}"))
         return out
 
@@ -104,7 +111,8 @@ class BlobRepository:
         with self.db.read() as s:
             rows = s.execute(select(m.Blob.sha256, m.Blob.state)).all()
             referenced = set(s.scalars(select(m.Checkpoint.sha256)).all()) | set(
-                s.scalars(select(m.Generator.sha256)).all())
+                s.scalars(select(m.Generator.sha256)).all()
+            )
         known = {sha for sha, _ in rows}
         ok, missing, corrupt = 0, [], []
         for sha in sorted(referenced):
@@ -116,8 +124,9 @@ class BlobRepository:
             else:
                 corrupt.append(sha)
         orphan_rows = sorted(known - referenced)
-        orphan_files = sorted(sha for sha in self.files.iter_shas() if sha not in known
-                              and self.files.age_s(sha) > grace_s)
+        orphan_files = sorted(
+            sha for sha in self.files.iter_shas() if sha not in known and self.files.age_s(sha) > grace_s
+        )
         temps = self.files.stale_temp_files(grace_s)
         if repair:
             for sha in orphan_rows:
@@ -126,9 +135,15 @@ class BlobRepository:
                 self.delete_orphan_file(sha)
             for p in temps:
                 p.unlink(missing_ok=True)
-        report = VerifyReport(len(referenced), ok, tuple(missing), tuple(corrupt),
-                              tuple(orphan_files) + tuple(str(p.name) for p in temps), tuple(orphan_rows),
-                              repaired=repair)
+        report = VerifyReport(
+            len(referenced),
+            ok,
+            tuple(missing),
+            tuple(corrupt),
+            tuple(orphan_files) + tuple(str(p.name) for p in temps),
+            tuple(orphan_rows),
+            repaired=repair,
+        )
         if not report.clean:
             log.warning(
                 "verify: %d missing, %d corrupt, %d orphan files, %d orphan rows%s",

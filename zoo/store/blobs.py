@@ -75,8 +75,9 @@ class BlobStore:
             staged.path.write_bytes(data)
             return self._commit(staged, sha256)
 
-    def put_tensors(self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
-                    ) -> tuple[str, bool, int]:
+    def put_tensors(
+        self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+    ) -> tuple[str, bool, int]:
         """Store ``tensors`` as safetensors; returns (sha256, whether a new file was written, size in bytes).
 
         safetensors writes the temp file directly (no intermediate copy); the hash is then read back from

@@ -90,15 +90,21 @@ class CheckpointRepository:
     ) -> CheckpointRecord:
         """The rows of ``new`` (or, with ``exist_ok``, the record of the same weights under the same name)."""
         name, spec = new.name, new.spec
-        existing = s.execute(select(m.Checkpoint.id, m.Checkpoint.version, m.Checkpoint.sha256)
-                             .where(m.Checkpoint.name == name)).all()
+        existing = s.execute(
+            select(m.Checkpoint.id, m.Checkpoint.version, m.Checkpoint.sha256).where(
+                m.Checkpoint.name == name
+            )
+        ).all()
         same = next((row for row in existing if row.sha256 == sha), None)
         if same is not None:
             if exist_ok:
                 return self.record(s, s.get_one(m.Checkpoint, same.id))
-            raise DuplicateError("checkpoint", f"{name}:v{same.version}",
-                                 "these exact weights are already registered under this name; "
-                                 "use that version, pass exist_ok=True, or choose another name")
+            raise DuplicateError(
+                "checkpoint",
+                f"{name}:v{same.version}",
+                "these exact weights are already registered under this name; "
+                "use that version, pass exist_ok=True, or choose another name",
+            )
         parent_id = self.resolve(s, new.parent).id if new.parent is not None else None
         base_id = self.resolve(s, new.base).id if new.base is not None else None
         dataset_id = self.datasets.row_for(s, new.dataset).id if new.dataset is not None else None
@@ -111,12 +117,27 @@ class CheckpointRepository:
         # insert and holding it to commit makes ids follow commit order (SQLite writers are serial anyway).
         self.db.lock_key(s, "checkpoint-ids")
         try:
-            cid = s.execute(_INSERT_CHECKPOINT, {
-                "name": name, "version": version, "family": spec.family, "arch_name": spec.name,
-                "arch_key": spec.key, "arch_json": spec.to_json(), "arch_text": new.arch_text, "sha256": sha,
-                "num_params": new.num_params, "size_bytes": size, "dataset_id": dataset_id,
-                "origin": new.origin, "parent_id": parent_id, "base_id": base_id, "meta": new.meta,
-                "created_at": now}).scalar_one()
+            cid = s.execute(
+                _INSERT_CHECKPOINT,
+                {
+                    "name": name,
+                    "version": version,
+                    "family": spec.family,
+                    "arch_name": spec.name,
+                    "arch_key": spec.key,
+                    "arch_json": spec.to_json(),
+                    "arch_text": new.arch_text,
+                    "sha256": sha,
+                    "num_params": new.num_params,
+                    "size_bytes": size,
+                    "dataset_id": dataset_id,
+                    "origin": new.origin,
+                    "parent_id": parent_id,
+                    "base_id": base_id,
+                    "meta": new.meta,
+                    "created_at": now,
+                },
+            ).scalar_one()
         except SAIntegrityError as exc:
             raise DuplicateError(
                 "checkpoint", f"{name}:v{version}", "a concurrent add took this version; retry"
@@ -185,11 +206,16 @@ class CheckpointRepository:
             q = q.where(m.Checkpoint.arch_name == arch)
         if dataset:
             q = q.join(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id).where(m.Dataset.name == dataset)
-        for tag in ([tags] if isinstance(tags, str) else tags):  # one tag, not its characters
+        for tag in [tags] if isinstance(tags, str) else tags:  # one tag, not its characters
             q = q.where(exists().where(m.Tag.checkpoint_id == m.Checkpoint.id, m.Tag.tag == tag))
         for key, op, value in parse_metric_filters(metrics):
-            q = q.where(exists().where(m.Metric.checkpoint_id == m.Checkpoint.id, m.Metric.key == key,
-                                       OPS[op](m.Metric.value, value)))
+            q = q.where(
+                exists().where(
+                    m.Metric.checkpoint_id == m.Checkpoint.id,
+                    m.Metric.key == key,
+                    OPS[op](m.Metric.value, value),
+                )
+            )
         if name:
             if any(c in name for c in "*?["):
                 like = name.replace("%", r"\%").replace("_", r"\_").replace("*", "%").replace("?", "_")
@@ -201,8 +227,11 @@ class CheckpointRepository:
         if after is not None:
             q = q.where(m.Checkpoint.id > as_id(after, "after"))
         if latest_only:
-            newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
-                m.Checkpoint.name).subquery()
+            newest = (
+                select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v"))
+                .group_by(m.Checkpoint.name)
+                .subquery()
+            )
             q = q.join(newest, and_(newest.c.name == m.Checkpoint.name, newest.c.v == m.Checkpoint.version))
         q = q.order_by(m.Checkpoint.id.desc())
         if limit:
@@ -217,8 +246,9 @@ class CheckpointRepository:
     def versions(self, name: str) -> list[CheckpointRecord]:
         """Every version of ``name``, oldest first."""
         with self.db.read() as s:
-            rows = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name)
-                             .order_by(m.Checkpoint.version)).all()
+            rows = s.scalars(
+                select(m.Checkpoint).where(m.Checkpoint.name == name).order_by(m.Checkpoint.version)
+            ).all()
             if not rows:
                 raise NotFoundError("checkpoint", name)
             return self.records(s, rows)
@@ -260,9 +290,14 @@ class CheckpointRepository:
     def set_alias(self, s: Session, row: m.Checkpoint, alias: str) -> AliasRecord:
         """Create or move the alias in one statement (an upsert: concurrent writers cannot collide)."""
         now = m.utcnow()
-        s.execute(self.db.upsert(m.Alias, {"name": row.name, "alias": alias, "checkpoint_id": row.id,
-                                           "updated_at": now},
-                                 [m.Alias.name, m.Alias.alias], {"checkpoint_id": row.id, "updated_at": now}))
+        s.execute(
+            self.db.upsert(
+                m.Alias,
+                {"name": row.name, "alias": alias, "checkpoint_id": row.id, "updated_at": now},
+                [m.Alias.name, m.Alias.alias],
+                {"checkpoint_id": row.id, "updated_at": now},
+            )
+        )
         return AliasRecord(row.name, alias, row.id, row.version, now)
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
@@ -270,8 +305,10 @@ class CheckpointRepository:
         if name:
             q = q.where(m.Alias.name == name)
         with self.db.read() as s:
-            return [AliasRecord(a.name, a.alias, a.checkpoint_id, v, m.as_utc(a.updated_at))
-                    for a, v in s.execute(q.order_by(m.Alias.name, m.Alias.alias)).all()]
+            return [
+                AliasRecord(a.name, a.alias, a.checkpoint_id, v, m.as_utc(a.updated_at))
+                for a, v in s.execute(q.order_by(m.Alias.name, m.Alias.alias)).all()
+            ]
 
     def unalias(self, name: str, alias: str) -> None:
         with self.db.write() as s:
@@ -292,8 +329,10 @@ class CheckpointRepository:
                 row = self.resolve_one(s, ref)
                 impact = self._impact(s, row)
                 if impact.base_of:
-                    raise ZooError(f"{impact.checkpoint.ref} is the base of {', '.join(impact.base_of)}; "
-                                   "remove those first")
+                    raise ZooError(
+                        f"{impact.checkpoint.ref} is the base of {', '.join(impact.base_of)}; "
+                        "remove those first"
+                    )
                 self.db.lock_key(s, row.sha256)
                 s.execute(delete(m.Checkpoint).where(m.Checkpoint.id == row.id))
                 self.blobs.mark_deleting_if_unreferenced(s, row.sha256)
@@ -312,13 +351,25 @@ class CheckpointRepository:
             .where(m.Checkpoint.parent_id == row.id)
             .order_by(m.Checkpoint.id)
         )
-        base_of = refs(select(m.Checkpoint.name, m.Checkpoint.version).where(m.Checkpoint.base_id == row.id)
-                       .order_by(m.Checkpoint.id))
-        generators = refs(select(m.Generator.name, m.Generator.version).join(
-            m.GeneratorCheckpoint, m.GeneratorCheckpoint.generator_id == m.Generator.id)
-            .where(m.GeneratorCheckpoint.checkpoint_id == row.id).order_by(m.Generator.id))
-        aliases = tuple(f"{n}@{a}" for n, a in s.execute(select(m.Alias.name, m.Alias.alias).where(
-            m.Alias.checkpoint_id == row.id).order_by(m.Alias.alias)).all())
+        base_of = refs(
+            select(m.Checkpoint.name, m.Checkpoint.version)
+            .where(m.Checkpoint.base_id == row.id)
+            .order_by(m.Checkpoint.id)
+        )
+        generators = refs(
+            select(m.Generator.name, m.Generator.version)
+            .join(m.GeneratorCheckpoint, m.GeneratorCheckpoint.generator_id == m.Generator.id)
+            .where(m.GeneratorCheckpoint.checkpoint_id == row.id)
+            .order_by(m.Generator.id)
+        )
+        aliases = tuple(
+            f"{n}@{a}"
+            for n, a in s.execute(
+                select(m.Alias.name, m.Alias.alias)
+                .where(m.Alias.checkpoint_id == row.id)
+                .order_by(m.Alias.alias)
+            ).all()
+        )
         return RemovalImpact(self.record(s, row), children, aliases, generators, base_of)
 
     # -- resolution and conversion ------------------------------------------------------------------
@@ -341,15 +392,20 @@ class CheckpointRepository:
                 raise NotFoundError("alias", str(r), f"set it with `zoo alias {name}:vN {r.alias}`")
             row = s.get(m.Checkpoint, a.checkpoint_id)
         elif r.version is not None:
-            row = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name,
-                                                       m.Checkpoint.version == r.version)).first()
+            row = s.scalars(
+                select(m.Checkpoint).where(m.Checkpoint.name == name, m.Checkpoint.version == r.version)
+            ).first()
         else:
-            row = s.scalars(select(m.Checkpoint).where(m.Checkpoint.name == name)
-                            .order_by(m.Checkpoint.version.desc())).first()
+            row = s.scalars(
+                select(m.Checkpoint).where(m.Checkpoint.name == name).order_by(m.Checkpoint.version.desc())
+            ).first()
         if row is None:
             hint = "see `zoo list` for what is registered"
-            last = s.scalar(select(m.VersionCounter.last_version).where(m.VersionCounter.kind == "checkpoint",
-                                                                         m.VersionCounter.name == name))
+            last = s.scalar(
+                select(m.VersionCounter.last_version).where(
+                    m.VersionCounter.kind == "checkpoint", m.VersionCounter.name == name
+                )
+            )
             if r.version is not None and last is not None:
                 hint = (
                     f"{name}:v{r.version} was removed (versions are never reused)"
@@ -366,8 +422,9 @@ class CheckpointRepository:
         row = self.resolve(s, ref)
         r = parse_ref(ref) if not isinstance(ref, CheckpointRecord) else None
         if r is not None and r.name is not None and r.version is None and r.alias is None:
-            versions = s.scalars(select(m.Checkpoint.version).where(m.Checkpoint.name == r.name)
-                                 .order_by(m.Checkpoint.version)).all()
+            versions = s.scalars(
+                select(m.Checkpoint.version).where(m.Checkpoint.name == r.name).order_by(m.Checkpoint.version)
+            ).all()
             if len(versions) > 1:
                 raise ZooError(
                     f"{r.name} has {len(versions)} versions ({', '.join(f'v{v}' for v in versions)}); "
@@ -386,13 +443,16 @@ class CheckpointRepository:
         tags: dict[int, list[str]] = {}
         metrics: dict[int, dict[str, float]] = {}
         datasets: dict[int, str] = {}
-        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
             for cid, tag in s.execute(
                 select(m.Tag.checkpoint_id, m.Tag.tag).where(m.Tag.checkpoint_id.in_(chunk))
             ):
                 tags.setdefault(cid, []).append(tag)
-            for cid, k, v in s.execute(select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
-                                       .where(m.Metric.checkpoint_id.in_(chunk))):
+            for cid, k, v in s.execute(
+                select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).where(
+                    m.Metric.checkpoint_id.in_(chunk)
+                )
+            ):
                 metrics.setdefault(cid, {})[k] = v
         ds_ids = {r.dataset_id for r in rows if r.dataset_id is not None}
         if ds_ids:

@@ -13,8 +13,16 @@ from zoo.validation import check_name
 
 
 def dataset_record(r: m.Dataset) -> DatasetRecord:
-    return DatasetRecord(r.id, r.name, r.description, r.num_classes, r.num_samples, r.fingerprint,
-                         m.as_utc(r.created_at), r.meta or {})
+    return DatasetRecord(
+        r.id,
+        r.name,
+        r.description,
+        r.num_classes,
+        r.num_samples,
+        r.fingerprint,
+        m.as_utc(r.created_at),
+        r.meta or {},
+    )
 
 
 class DatasetRepository:

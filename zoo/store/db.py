@@ -90,8 +90,10 @@ class Database:
             try:
                 self.read_engine = self.write_engine = create_engine(with_driver(url), pool_pre_ping=True)
             except Exception as exc:  # missing driver, bad URL
-                raise ConfigError(f"cannot use registry URL {make_url(url)!r}: {exc}; for PostgreSQL install "
-                                  "zoo[postgres] (the psycopg driver)") from None
+                raise ConfigError(
+                    f"cannot use registry URL {make_url(url)!r}: {exc}; for PostgreSQL install "
+                    "zoo[postgres] (the psycopg driver)"
+                ) from None
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         u = make_url(url)
@@ -105,8 +107,10 @@ class Database:
             reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or ["unknown error"])[0][:300]
             if not create:
                 raise RegistryMissingError(shown, f"cannot open it ({reason})") from None
-            raise ConfigError(f"cannot open the registry at {shown}: {reason}; check the URL (--registry / "
-                              "ZOO_REGISTRY_URL), that the server runs and the database exists") from None
+            raise ConfigError(
+                f"cannot open the registry at {shown}: {reason}; check the URL (--registry / "
+                "ZOO_REGISTRY_URL), that the server runs and the database exists"
+            ) from None
 
     def _check_is_registry(self, shown: str, create: bool) -> None:
         """Refuse a database that holds something other than a zoo registry (never write our tables into it),
@@ -118,12 +122,18 @@ class Database:
                 return
             tables = inspect(conn).get_table_names()
         if tables:
-            raise ConfigError(f"{shown} is not a zoo registry: it holds other tables ({', '.join(tables[:5])}"
-                              f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry "
-                              "or at a new file or database")
+            raise ConfigError(
+                f"{shown} is not a zoo registry: it holds other tables ({', '.join(tables[:5])}"
+                f"{', ...' if len(tables) > 5 else ''}); point the registry at a zoo registry "
+                "or at a new file or database"
+            )
         if not create:
-            raise RegistryMissingError(shown, "an in-memory database starts empty" if self.dialect == "sqlite"
-                                       else "the database holds no zoo registry")
+            raise RegistryMissingError(
+                shown,
+                "an in-memory database starts empty"
+                if self.dialect == "sqlite"
+                else "the database holds no zoo registry",
+            )
 
     @property
     def dialect(self) -> str:
@@ -198,8 +208,9 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
 
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         if not create:
-            raise RegistryMissingError(str(path), "no registry database file there" if not path.exists()
-                                       else "the file is empty")
+            raise RegistryMissingError(
+                str(path), "no registry database file there" if not path.exists() else "the file is empty"
+            )
         return
     if not path.is_file():
         raise ConfigError(
@@ -209,8 +220,11 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            revision = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
-                if "alembic_version" in tables else None
+            revision = (
+                (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0]
+                if "alembic_version" in tables
+                else None
+            )
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
@@ -235,9 +249,11 @@ def _check_zoo_revision(shown: str, revision: str | None) -> None:
 
     known = {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
     if revision not in known:
-        raise ConfigError(f"{shown} is not a zoo registry: its schema revision {revision!r} is none of "
-                          f"zoo's ({', '.join(sorted(known))}; a newer zoo may have written it); point the "
-                          "registry at a zoo registry or at a new file or database, or upgrade zoo")
+        raise ConfigError(
+            f"{shown} is not a zoo registry: its schema revision {revision!r} is none of "
+            f"zoo's ({', '.join(sorted(known))}; a newer zoo may have written it); point the "
+            "registry at a zoo registry or at a new file or database, or upgrade zoo"
+        )
 
 
 def advisory_lock(conn: Connection | Session, key: str) -> None:

@@ -25,8 +25,17 @@ class GeneratorRepository:
         self.db = db
         self.blobs = blobs
 
-    def add(self, data: bytes, *, name: str, families: Iterable[str], config: Mapping[str, Any],
-            metrics: Mapping[str, float], trained_on: list[int], status: str) -> GeneratorRecord:
+    def add(
+        self,
+        data: bytes,
+        *,
+        name: str,
+        families: Iterable[str],
+        config: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        trained_on: list[int],
+        status: str,
+    ) -> GeneratorRecord:
         """Store ``data`` (checked by the caller) as the next version of ``name``; on error, nothing."""
         sha, created = self.blobs.files.put(data)
 
@@ -36,14 +45,24 @@ class GeneratorRepository:
                 self.db.lock_key(s, f"generator:{name}")  # PostgreSQL: versions of one name in turn
                 self.blobs.upsert_live(s, sha, len(data))
                 version = self.db.next_version(s, "generator", name)
-                row = m.Generator(name=name, version=version, families=",".join(sorted(families)), sha256=sha,
-                                  config=dict(config), metrics={k: float(v) for k, v in metrics.items()},
-                                  watermark=max(trained_on, default=0), status=status, created_at=m.utcnow())
+                row = m.Generator(
+                    name=name,
+                    version=version,
+                    families=",".join(sorted(families)),
+                    sha256=sha,
+                    config=dict(config),
+                    metrics={k: float(v) for k, v in metrics.items()},
+                    watermark=max(trained_on, default=0),
+                    status=status,
+                    created_at=m.utcnow(),
+                )
                 s.add(row)
                 s.flush()
                 if trained_on:
-                    s.execute(insert(m.GeneratorCheckpoint),
-                              [{"generator_id": row.id, "checkpoint_id": i} for i in trained_on])
+                    s.execute(
+                        insert(m.GeneratorCheckpoint),
+                        [{"generator_id": row.id, "checkpoint_id": i} for i in trained_on],
+                    )
                 if not self.blobs.files.exists(sha):
                     self.blobs.files.put(data, sha)
                 return self._record(row, trained_on)
@@ -90,8 +109,11 @@ class GeneratorRepository:
 
     @staticmethod
     def _trained_on(s: Session, gid: int) -> list[int]:
-        return sorted(s.scalars(select(m.GeneratorCheckpoint.checkpoint_id)
-                                .where(m.GeneratorCheckpoint.generator_id == gid)).all())
+        return sorted(
+            s.scalars(
+                select(m.GeneratorCheckpoint.checkpoint_id).where(m.GeneratorCheckpoint.generator_id == gid)
+            ).all()
+        )
 
     @staticmethod
     def _record(r: m.Generator, trained_on: Iterable[int]) -> GeneratorRecord:

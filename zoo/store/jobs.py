@@ -31,8 +31,16 @@ class LeaseInfo:
 
 
 def job_run_record(r: m.JobRun) -> JobRunRecord:
-    return JobRunRecord(r.id, r.kind, r.status, m.as_utc(r.started_at), m.as_utc(r.finished_at),  # type: ignore[arg-type]
-                        {k: v for k, v in (r.counts or {}).items()}, r.message, r.holder)
+    return JobRunRecord(
+        r.id,
+        r.kind,
+        r.status,
+        m.as_utc(r.started_at),
+        m.as_utc(r.finished_at),  # type: ignore[arg-type]
+        {k: v for k, v in (r.counts or {}).items()},
+        r.message,
+        r.holder,
+    )
 
 
 class JobRepository:
@@ -42,8 +50,9 @@ class JobRepository:
         self.db = db
 
     # -- leases -------------------------------------------------------------------------------------
-    def try_acquire(self, name: str, holder: str, ttl_s: float,
-                    may_take_over: Callable[[LeaseInfo, datetime], bool]) -> LeaseInfo | None:
+    def try_acquire(
+        self, name: str, holder: str, ttl_s: float, may_take_over: Callable[[LeaseInfo, datetime], bool]
+    ) -> LeaseInfo | None:
         """Take lease ``name`` for ``holder`` unless another holder has it and ``may_take_over(info, now)``
         says no: None when taken, else who holds it."""
 
@@ -104,8 +113,9 @@ class JobRepository:
     def start_run(self, kind: str, holder: str) -> JobRunRecord:
         def txn() -> JobRunRecord:
             with self.db.write() as s:
-                row = m.JobRun(kind=kind, status="running", holder=holder, started_at=m.utcnow(), counts={},
-                               message="")
+                row = m.JobRun(
+                    kind=kind, status="running", holder=holder, started_at=m.utcnow(), counts={}, message=""
+                )
                 s.add(row)
                 s.flush()
                 return job_run_record(row)
@@ -160,8 +170,9 @@ class JobRepository:
 
         return retry(txn)
 
-    def runs(self, *, kind: str | None = None, status: str | None = None, limit: int | None = 50
-             ) -> list[JobRunRecord]:
+    def runs(
+        self, *, kind: str | None = None, status: str | None = None, limit: int | None = 50
+    ) -> list[JobRunRecord]:
         q = select(m.JobRun).order_by(m.JobRun.id.desc())
         if kind:
             q = q.where(m.JobRun.kind == kind)

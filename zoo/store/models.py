@@ -138,8 +138,10 @@ class Embedding(Base):
     """A vector for a dataset or an architecture, made by one encoder id and version."""
 
     __tablename__ = "embeddings"
-    __table_args__ = (UniqueConstraint("subject", "subject_key", "encoder_id", name="uq_embeddings_subject"),
-                      NEVER_REUSE_IDS)
+    __table_args__ = (
+        UniqueConstraint("subject", "subject_key", "encoder_id", name="uq_embeddings_subject"),
+        NEVER_REUSE_IDS,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject: Mapped[str] = mapped_column(String(16))  # "dataset" or "arch"
     subject_key: Mapped[str] = mapped_column(Text)
@@ -245,6 +247,21 @@ class Setting(Base):
 
 
 __all__ = [
-    "Alias", "Base", "Blob", "Checkpoint", "Dataset", "Embedding", "Generator", "GeneratorCheckpoint",
-    "JobRun", "Lease", "Metric", "Setting", "Tag", "VersionCounter", "WatchedFile", "as_utc", "utcnow",
+    "Alias",
+    "Base",
+    "Blob",
+    "Checkpoint",
+    "Dataset",
+    "Embedding",
+    "Generator",
+    "GeneratorCheckpoint",
+    "JobRun",
+    "Lease",
+    "Metric",
+    "Setting",
+    "Tag",
+    "VersionCounter",
+    "WatchedFile",
+    "as_utc",
+    "utcnow",
 ]

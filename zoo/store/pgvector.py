@@ -165,12 +165,15 @@ def sync(db: Any, subject: str, encoder_id: str, version: str, token: Any = None
 def _copy_missing(db: Any, subject: str, encoder_id: str, version: str) -> int:
     added = 0
     with db.write_engine.begin() as conn:
-        rows = conn.execute(text(
-            f"SELECT e.id, e.vector FROM embeddings e WHERE e.subject = :s AND e.encoder_id = :e AND "
-            f"e.encoder_version = :v AND NOT EXISTS (SELECT 1 FROM {TABLE} z WHERE z.embedding_id = e.id)"),
-            {"s": subject, "e": encoder_id, "v": version}).all()
+        rows = conn.execute(
+            text(
+                f"SELECT e.id, e.vector FROM embeddings e WHERE e.subject = :s AND e.encoder_id = :e AND "
+                f"e.encoder_version = :v AND NOT EXISTS (SELECT 1 FROM {TABLE} z WHERE z.embedding_id = e.id)"
+            ),
+            {"s": subject, "e": encoder_id, "v": version},
+        ).all()
         for start in range(0, len(rows), SYNC_BATCH):
-            batch = rows[start:start + SYNC_BATCH]
+            batch = rows[start : start + SYNC_BATCH]
             params = []
             for eid, data in batch:
                 vec = np.frombuffer(bytes(data), dtype="<f4")
@@ -184,16 +187,20 @@ def _copy_missing(db: Any, subject: str, encoder_id: str, version: str) -> int:
                         "v": _literal(vec),
                     }
                 )
-            conn.execute(text(
-                f"INSERT INTO {TABLE} (embedding_id, subject, encoder_id, encoder_version, dim, v) "
-                "VALUES (:id, :s, :e, :ver, :d, CAST(:v AS vector)) ON CONFLICT (embedding_id) DO NOTHING"),
-                params)
+            conn.execute(
+                text(
+                    f"INSERT INTO {TABLE} (embedding_id, subject, encoder_id, encoder_version, dim, v) "
+                    "VALUES (:id, :s, :e, :ver, :d, CAST(:v AS vector)) ON CONFLICT (embedding_id) DO NOTHING"
+                ),
+                params,
+            )
             added += len(batch)
     return added
 
 
-def search(db: Any, subject: str, encoder_id: str, version: str, query: np.ndarray, k: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    db: Any, subject: str, encoder_id: str, version: str, query: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(embedding ids, similarities) of the ``k`` vectors with the largest inner product with ``query``,
     best first, computed by PostgreSQL (exact unless an HNSW index covers the vectors' length)."""
     dim = int(query.shape[0])
@@ -203,11 +210,14 @@ def search(db: Any, subject: str, encoder_id: str, version: str, query: np.ndarr
             distance = f"(z.v::vector({dim})) <#> CAST(:q AS vector({dim}))"
         else:  # an exact scan, without a cast per row
             distance = "z.v <#> CAST(:q AS vector)"
-        rows: Sequence[Any] = conn.execute(text(
-            f"SELECT z.embedding_id, {distance} AS d FROM {TABLE} z WHERE z.dim = {dim} "
-            "AND z.subject = :s AND "
-            f"z.encoder_id = :e AND z.encoder_version = :ver ORDER BY {distance} LIMIT :k"),
-            {"q": _literal(query), "s": subject, "e": encoder_id, "ver": version, "k": int(k)}).all()
+        rows: Sequence[Any] = conn.execute(
+            text(
+                f"SELECT z.embedding_id, {distance} AS d FROM {TABLE} z WHERE z.dim = {dim} "
+                "AND z.subject = :s AND "
+                f"z.encoder_id = :e AND z.encoder_version = :ver ORDER BY {distance} LIMIT :k"
+            ),
+            {"q": _literal(query), "s": subject, "e": encoder_id, "ver": version, "k": int(k)},
+        ).all()
         conn.rollback()
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     sims = np.array([-float(r[1]) for r in rows], dtype=np.float32)  # <#> is the negative inner product

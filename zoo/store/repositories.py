@@ -31,8 +31,15 @@ class Repositories:
     def open(cls, db: Database, files: BlobStore) -> Repositories:
         blobs = BlobRepository(db, files)
         datasets = DatasetRepository(db)
-        return cls(blobs, datasets, CheckpointRepository(db, blobs, datasets), GeneratorRepository(db, blobs),
-                   VectorRepository(db), JobRepository(db), WatchedFileRepository(db))
+        return cls(
+            blobs,
+            datasets,
+            CheckpointRepository(db, blobs, datasets),
+            GeneratorRepository(db, blobs),
+            VectorRepository(db),
+            JobRepository(db),
+            WatchedFileRepository(db),
+        )
 
 
 __all__ = ["Repositories"]

@@ -37,8 +37,16 @@ def from_bytes(data: bytes) -> np.ndarray:
 
 
 def embedding_record(row: m.Embedding) -> EmbeddingRecord:
-    return EmbeddingRecord(row.id, row.subject, row.subject_key, row.encoder_id, row.encoder_version,
-                           row.source_fingerprint, from_bytes(row.vector), m.as_utc(row.created_at))
+    return EmbeddingRecord(
+        row.id,
+        row.subject,
+        row.subject_key,
+        row.encoder_id,
+        row.encoder_version,
+        row.source_fingerprint,
+        from_bytes(row.vector),
+        m.as_utc(row.created_at),
+    )
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,15 @@ class VectorRepository:
             }
             return (dataset_record(row) if row is not None else None), existing
 
-    def save_dataset(self, name: str, data: DatasetData, *, description: str | None, replace: bool,
-                     vectors: Mapping[str, tuple[str, np.ndarray]]) -> DatasetRecord:
+    def save_dataset(
+        self,
+        name: str,
+        data: DatasetData,
+        *,
+        description: str | None,
+        replace: bool,
+        vectors: Mapping[str, tuple[str, np.ndarray]],
+    ) -> DatasetRecord:
         """Create or update dataset ``name`` and store ``vectors`` (``{encoder id: (version, vector)}``) in
         one transaction; refused when another process registered different data meanwhile (unless
         ``replace``)."""
@@ -127,7 +142,11 @@ class VectorRepository:
                     s.add(row)
                 row.description = description if description is not None else (row.description or "")
                 row.num_classes, row.num_samples, row.fingerprint, row.meta = (
-                    data.num_classes, data.num_samples, fp, data.meta)
+                    data.num_classes,
+                    data.num_samples,
+                    fp,
+                    data.meta,
+                )
                 for enc_id, (version, vec) in vectors.items():
                     self._upsert(s, DATASET, name, enc_id, version, fp, vec)
                 s.flush()
@@ -139,8 +158,10 @@ class VectorRepository:
         """(every dataset as ``(name, fingerprint, meta)`` by name, ``{(name, encoder id): state}``), in one
         read."""
         with self.db.read() as s:
-            rows = [(r.name, r.fingerprint, dict(r.meta or {}))
-                    for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name))]
+            rows = [
+                (r.name, r.fingerprint, dict(r.meta or {}))
+                for r in s.scalars(select(m.Dataset).order_by(m.Dataset.name))
+            ]
             stored: dict[tuple[str, str], State] = {
                 (e.subject_key, e.encoder_id): (e.encoder_version, e.source_fingerprint)
                 for e in s.execute(
@@ -198,10 +219,14 @@ class VectorRepository:
         """Stored text vectors of architecture ``keys`` by ``encoder_id``: ``{key: (state, vector)}``."""
         out: dict[str, tuple[State, np.ndarray]] = {}
         with self.db.read() as s:
-            for chunk in (keys[i:i + 500] for i in range(0, len(keys), 500)):
-                for row in s.scalars(select(m.Embedding).where(
-                        m.Embedding.subject == ARCH, m.Embedding.encoder_id == encoder_id,
-                        m.Embedding.subject_key.in_(chunk))).all():
+            for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+                for row in s.scalars(
+                    select(m.Embedding).where(
+                        m.Embedding.subject == ARCH,
+                        m.Embedding.encoder_id == encoder_id,
+                        m.Embedding.subject_key.in_(chunk),
+                    )
+                ).all():
                     out[row.subject_key] = (
                         (row.encoder_version, row.source_fingerprint),
                         from_bytes(row.vector),
@@ -211,12 +236,22 @@ class VectorRepository:
     def arch_states(self, encoder_id: str) -> dict[str, State]:
         """``{arch key: state}`` of every stored architecture vector by ``encoder_id``."""
         with self.db.read() as s:
-            return {k: (v, fp) for k, v, fp in s.execute(select(
-                m.Embedding.subject_key, m.Embedding.encoder_version, m.Embedding.source_fingerprint).where(
-                m.Embedding.subject == ARCH, m.Embedding.encoder_id == encoder_id)).all()}
+            return {
+                k: (v, fp)
+                for k, v, fp in s.execute(
+                    select(
+                        m.Embedding.subject_key, m.Embedding.encoder_version, m.Embedding.source_fingerprint
+                    ).where(m.Embedding.subject == ARCH, m.Embedding.encoder_id == encoder_id)
+                ).all()
+            }
 
-    def save_arch_vectors(self, vectors: Mapping[str, np.ndarray], encoder_id: str, version: str,
-                          fingerprints: Mapping[str, str]) -> None:
+    def save_arch_vectors(
+        self,
+        vectors: Mapping[str, np.ndarray],
+        encoder_id: str,
+        version: str,
+        fingerprints: Mapping[str, str],
+    ) -> None:
         def txn() -> None:
             with self.db.write() as s:
                 for k, v in vectors.items():
@@ -242,8 +277,9 @@ class VectorRepository:
 
     @staticmethod
     def _change_key(s: Session, encoder_id: str) -> tuple[int, int]:
-        count, max_id = s.execute(select(func.count(), func.max(m.Embedding.id))
-                                  .where(m.Embedding.encoder_id == encoder_id)).one()
+        count, max_id = s.execute(
+            select(func.count(), func.max(m.Embedding.id)).where(m.Embedding.encoder_id == encoder_id)
+        ).one()
         return int(count or 0), int(max_id or 0)
 
     def token(self, subject: str, encoder_id: str, version: str) -> tuple[int, int, str]:
@@ -253,9 +289,12 @@ class VectorRepository:
     @staticmethod
     def _token(s: Session, subject: str, encoder_id: str, version: str) -> tuple[int, int, str]:
         count, max_id, max_created = s.execute(
-            select(func.count(), func.max(m.Embedding.id), func.max(m.Embedding.created_at))
-            .where(m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
-                   m.Embedding.encoder_version == version)).one()
+            select(func.count(), func.max(m.Embedding.id), func.max(m.Embedding.created_at)).where(
+                m.Embedding.subject == subject,
+                m.Embedding.encoder_id == encoder_id,
+                m.Embedding.encoder_version == version,
+            )
+        ).one()
         return int(count or 0), int(max_id or 0), str(max_created or "")
 
     def table(self, subject: str, encoder_id: str, version: str) -> VectorTable:
@@ -263,9 +302,15 @@ class VectorRepository:
         read."""
         with self.db.read() as s:
             change = self._change_key(s, encoder_id)
-            rows = s.execute(select(m.Embedding.id, m.Embedding.subject_key, m.Embedding.vector).where(
-                m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
-                m.Embedding.encoder_version == version).order_by(m.Embedding.id)).all()
+            rows = s.execute(
+                select(m.Embedding.id, m.Embedding.subject_key, m.Embedding.vector)
+                .where(
+                    m.Embedding.subject == subject,
+                    m.Embedding.encoder_id == encoder_id,
+                    m.Embedding.encoder_version == version,
+                )
+                .order_by(m.Embedding.id)
+            ).all()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         dim = len(rows[0][2]) // 4 if rows else 0
         mat = (
@@ -277,8 +322,14 @@ class VectorRepository:
         )
         return VectorTable(change, ids, tuple(r[1] for r in rows), mat)
 
-    def index_state(self, key: str, subject: str, encoder_id: str, version: str,
-                    extendable: Callable[[tuple[int, int, str], dict[str, Any]], bool]) -> IndexState:
+    def index_state(
+        self,
+        key: str,
+        subject: str,
+        encoder_id: str,
+        version: str,
+        extendable: Callable[[tuple[int, int, str], dict[str, Any]], bool],
+    ) -> IndexState:
         """The vectors' token and the index settings row ``key``, in one read; when
         ``extendable(token, state)``, also the vectors added since the index was written (None if an older
         one changed meanwhile)."""
@@ -289,13 +340,23 @@ class VectorRepository:
             appended: list[tuple[int, np.ndarray]] | None = None
             if state and extendable(token, state):
                 old_count, old_max_id, old_max_created = state["token"]
-                newer = s.execute(select(m.Embedding.id, m.Embedding.vector).where(
-                    m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
-                    m.Embedding.encoder_version == version, m.Embedding.id > old_max_id)).all()
-                older_changed = s.scalar(select(func.count()).where(
-                    m.Embedding.subject == subject, m.Embedding.encoder_id == encoder_id,
-                    m.Embedding.encoder_version == version, m.Embedding.id <= old_max_id,
-                    m.Embedding.created_at > old_max_created))
+                newer = s.execute(
+                    select(m.Embedding.id, m.Embedding.vector).where(
+                        m.Embedding.subject == subject,
+                        m.Embedding.encoder_id == encoder_id,
+                        m.Embedding.encoder_version == version,
+                        m.Embedding.id > old_max_id,
+                    )
+                ).all()
+                older_changed = s.scalar(
+                    select(func.count()).where(
+                        m.Embedding.subject == subject,
+                        m.Embedding.encoder_id == encoder_id,
+                        m.Embedding.encoder_version == version,
+                        m.Embedding.id <= old_max_id,
+                        m.Embedding.created_at > old_max_created,
+                    )
+                )
                 if not older_changed and len(newer) == token[0] - old_count:
                     appended = [(int(i), from_bytes(v)) for i, v in newer]
         return IndexState(token, state, appended)
@@ -303,8 +364,10 @@ class VectorRepository:
     def index_files(self) -> set[str]:
         """File names of every persisted index the settings point at (the live ones)."""
         with self.db.read() as s:
-            return {json.loads(v).get("file")
-                    for v in s.scalars(select(m.Setting.value).where(m.Setting.key.like("index:%"))).all()}
+            return {
+                json.loads(v).get("file")
+                for v in s.scalars(select(m.Setting.value).where(m.Setting.key.like("index:%"))).all()
+            }
 
     def save_setting(self, key: str, value: dict[str, Any]) -> None:
         def txn() -> None:
@@ -319,71 +382,96 @@ class VectorRepository:
         retry(txn)
 
     # -- candidates ---------------------------------------------------------------------------------
-    def rescore(self, ids: Iterable[int], version: str, spec: ArchSpec | None, match: str, latest_only: bool
-                ) -> tuple[dict[str, np.ndarray], Compatible]:
+    def rescore(
+        self, ids: Iterable[int], version: str, spec: ArchSpec | None, match: str, latest_only: bool
+    ) -> tuple[dict[str, np.ndarray], Compatible]:
         """The dataset vectors of embedding rows ``ids`` (of encoder ``version``) by dataset name, and the
         checkpoints trained on those datasets that fit ``spec`` under ``match``, in one read."""
         with self.db.read() as s:
-            rows = s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
-                m.Embedding.id.in_([int(x) for x in ids]), m.Embedding.encoder_version == version)).all()
+            rows = s.execute(
+                select(m.Embedding.subject_key, m.Embedding.vector).where(
+                    m.Embedding.id.in_([int(x) for x in ids]), m.Embedding.encoder_version == version
+                )
+            ).all()
             vectors = {name: from_bytes(vec) for name, vec in rows}
             return vectors, self._compatible(s, spec, match, list(vectors), latest_only)
 
-    def compatible_if_changed(self, spec: ArchSpec | None, match: str, latest_only: bool,
-                              known: tuple[Any, ...] | None) -> tuple[tuple[Any, ...], Compatible | None]:
+    def compatible_if_changed(
+        self, spec: ArchSpec | None, match: str, latest_only: bool, known: tuple[Any, ...] | None
+    ) -> tuple[tuple[Any, ...], Compatible | None]:
         """(checkpoints-and-datasets token, every compatible checkpoint, or None when the token is
         ``known``)."""
         with self.db.read() as s:
             token = tuple(s.execute(select(func.count(), func.max(m.Checkpoint.id))).one()) + tuple(
-                s.execute(select(func.count(), func.max(m.Dataset.id))).one())
+                s.execute(select(func.count(), func.max(m.Dataset.id))).one()
+            )
             if known is not None and token == known:
                 return token, None
             return token, self._compatible(s, spec, match, None, latest_only)
 
     @staticmethod
-    def _compatible(s: Session, spec: ArchSpec | None, match: str, datasets: Sequence[str] | None,
-                    latest_only: bool) -> Compatible:
+    def _compatible(
+        s: Session, spec: ArchSpec | None, match: str, datasets: Sequence[str] | None, latest_only: bool
+    ) -> Compatible:
         """(checkpoint id, dataset name, arch key) of checkpoints that fit ``spec`` under ``match``."""
         q = select(m.Checkpoint.id, m.Dataset.name, m.Checkpoint.arch_key).join(
-            m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
+            m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id
+        )
         if spec is not None and match == "exact":
             q = q.where(m.Checkpoint.arch_key == spec.key)
         elif spec is not None and match == "family":
             q = q.where(m.Checkpoint.family == spec.family)
         if latest_only:
-            newest = select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v")).group_by(
-                m.Checkpoint.name).subquery()
+            newest = (
+                select(m.Checkpoint.name, func.max(m.Checkpoint.version).label("v"))
+                .group_by(m.Checkpoint.name)
+                .subquery()
+            )
             q = q.join(newest, (newest.c.name == m.Checkpoint.name) & (newest.c.v == m.Checkpoint.version))
         if datasets is None:
             return [(int(r[0]), r[1], r[2]) for r in s.execute(q).all()]
         rows: Compatible = []
         names = list(datasets)
-        for chunk in (names[i:i + 500] for i in range(0, len(names), 500)):
+        for chunk in (names[i : i + 500] for i in range(0, len(names), 500)):
             rows += [(int(r[0]), r[1], r[2]) for r in s.execute(q.where(m.Dataset.name.in_(chunk))).all()]
         return rows
 
-    def scoring_candidates(self, spec: ArchSpec, metric_names: Sequence[str], encoder_id: str, version: str
-                           ) -> ScoringCandidates:
+    def scoring_candidates(
+        self, spec: ArchSpec, metric_names: Sequence[str], encoder_id: str, version: str
+    ) -> ScoringCandidates:
         """Every checkpoint of exactly ``spec`` with the ``metric_names`` it records and the vectors of their
         datasets by the encoder version, in one read."""
         with self.db.read() as s:
-            rows = [(int(cid), name, ds) for cid, name, ds in s.execute(
-                select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name)
-                .outerjoin(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
-                .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)).all()]
+            rows = [
+                (int(cid), name, ds)
+                for cid, name, ds in s.execute(
+                    select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name)
+                    .outerjoin(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
+                    .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)
+                ).all()
+            ]
             metrics: dict[int, dict[str, float]] = {r[0]: {} for r in rows}
             for cid, key, value in s.execute(
-                    select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
-                    .join(m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id)
-                    .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key,
-                           m.Metric.key.in_(list(metric_names)))).all():
+                select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
+                .join(m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id)
+                .where(
+                    m.Checkpoint.family == spec.family,
+                    m.Checkpoint.arch_key == spec.key,
+                    m.Metric.key.in_(list(metric_names)),
+                )
+            ).all():
                 metrics[int(cid)][key] = float(value)
             datasets = sorted({r[2] for r in rows if r[2] is not None})
             vectors: dict[str, np.ndarray] = {}
-            for chunk in (datasets[i:i + 500] for i in range(0, len(datasets), 500)):
-                for key, vec in s.execute(select(m.Embedding.subject_key, m.Embedding.vector).where(
-                        m.Embedding.subject == DATASET, m.Embedding.encoder_id == encoder_id,
-                        m.Embedding.encoder_version == version, m.Embedding.subject_key.in_(chunk))).all():
+            for chunk in (datasets[i : i + 500] for i in range(0, len(datasets), 500)):
+                for key, vec in s.execute(
+                    select(m.Embedding.subject_key, m.Embedding.vector).where(
+                        m.Embedding.subject == DATASET,
+                        m.Embedding.encoder_id == encoder_id,
+                        m.Embedding.encoder_version == version,
+                        m.Embedding.subject_key.in_(chunk),
+                    )
+                ).all():
                     vectors[key] = from_bytes(vec)
         return ScoringCandidates(rows, metrics, vectors)
 
@@ -391,7 +479,7 @@ class VectorRepository:
         """Checkpoint id -> its recorded metrics, in one read per 500 ids."""
         out: dict[int, dict[str, float]] = {int(i): {} for i in ids}
         with self.db.read() as s:
-            for chunk in (list(ids[i:i + 500]) for i in range(0, len(ids), 500)):
+            for chunk in (list(ids[i : i + 500]) for i in range(0, len(ids), 500)):
                 for cid, key, value in s.execute(
                     select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value).where(
                         m.Metric.checkpoint_id.in_([int(c) for c in chunk])
@@ -401,8 +489,9 @@ class VectorRepository:
         return out
 
     @staticmethod
-    def _upsert(s: Session, subject: str, key: str, encoder_id: str, version: str, fingerprint: str,
-                vec: np.ndarray) -> m.Embedding:
+    def _upsert(
+        s: Session, subject: str, key: str, encoder_id: str, version: str, fingerprint: str, vec: np.ndarray
+    ) -> m.Embedding:
         row = s.scalars(
             select(m.Embedding).where(
                 m.Embedding.subject == subject,
@@ -413,8 +502,15 @@ class VectorRepository:
         if row is not None:  # replaced by a new row (a new id), so that (count, max id) notices the change
             s.delete(row)
             s.flush()
-        row = m.Embedding(subject=subject, subject_key=key, encoder_id=encoder_id, encoder_version=version,
-                          source_fingerprint=fingerprint, dim=int(vec.shape[0]), vector=to_bytes(vec))
+        row = m.Embedding(
+            subject=subject,
+            subject_key=key,
+            encoder_id=encoder_id,
+            encoder_version=version,
+            source_fingerprint=fingerprint,
+            dim=int(vec.shape[0]),
+            vector=to_bytes(vec),
+        )
         s.add(row)
         s.flush()
         return row

@@ -25,11 +25,23 @@ class WatchedFileRepository:
         with self.db.read() as s:
             known = {
                 r.path: (r.size, r.mtime_ns, r.status, r.sidecar_sha256)
-                for r in s.execute(select(m.WatchedFile.path, m.WatchedFile.size, m.WatchedFile.mtime_ns,
-                                          m.WatchedFile.status, m.WatchedFile.sidecar_sha256)).all()
+                for r in s.execute(
+                    select(
+                        m.WatchedFile.path,
+                        m.WatchedFile.size,
+                        m.WatchedFile.mtime_ns,
+                        m.WatchedFile.status,
+                        m.WatchedFile.sidecar_sha256,
+                    )
+                ).all()
             }
-            by_sha = dict(s.execute(select(m.WatchedFile.sha256, m.WatchedFile.checkpoint_id).where(
-                m.WatchedFile.status != "bad")).all())
+            by_sha = dict(
+                s.execute(
+                    select(m.WatchedFile.sha256, m.WatchedFile.checkpoint_id).where(
+                        m.WatchedFile.status != "bad"
+                    )
+                ).all()
+            )
         return known, by_sha  # type: ignore[return-value]
 
     def remember(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -42,7 +54,7 @@ class WatchedFileRepository:
         def txn() -> None:
             with self.db.write() as s:
                 for i in range(0, len(paths), 500):
-                    s.execute(delete(m.WatchedFile).where(m.WatchedFile.path.in_(paths[i:i + 500])))
+                    s.execute(delete(m.WatchedFile).where(m.WatchedFile.path.in_(paths[i : i + 500])))
                 s.execute(insert(m.WatchedFile), [dict(r) for r in rows])
 
         retry(txn)
