@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    builds the environment and runs the main job on the embedded SQLite registry
-#   make test   builds the environment and runs the test suite (what CI runs, via .ci/run)
+#   make test   builds the environment, lints (ruff, the import-layer contract) and runs the test suite
+#               (what CI runs, via .ci/run)
 # Both install the exact versions pinned in constraints.txt, so a verdict never changes with the day's
 # releases. Drift is caught on purpose, not by a red CI:
 #   make test-latest   the suite on the newest releases, in a separate venv (.venv-latest)
@@ -30,6 +31,8 @@ run: $(STAMP)
 	$(BIN)/zoo demo --out $(OUT)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
