@@ -25,9 +25,9 @@ import numpy as np
 from torch import nn
 
 from zoo import plugins
-from zoo.embeddings import embed_arch, get_embedding
 from zoo.errors import UnknownPluginError, ZooError
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
+from zoo.retrieval import embed_arch, get_embedding
 
 LEGACY_KIND = "igpg"  # the kind of versions stored before ``config["kind"]`` existed (all were IGPG's)
 SAMPLING: dict[str, Any] = {  # sampling settings when a caller names none (RetrievalPolicy's defaults too)

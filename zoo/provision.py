@@ -71,13 +71,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from safetensors.torch import save as st_save
-from sqlalchemy import select
 from torch import nn
 
 from zoo.atomic import atomic_write
 from zoo.datasets import BUILTIN_SOURCES, ImageDataset, as_dataset, load_source
 from zoo.embeddings import (
-    DATASET,
     TIE_METRICS,
     Neighbor,
     _query_vector,
@@ -103,7 +101,6 @@ from zoo.generators import GeneratorKind, kind_of
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry, _unshare
-from zoo.store import models as m
 from zoo.training import accuracy
 
 log = logging.getLogger(__name__)
@@ -687,33 +684,8 @@ def _scoring_pool(reg: Registry, req: _Request, query: np.ndarray, floor: float 
     enc = get_dataset_encoder(policy.encoder)
     version = enc.version
     names = sorted(set(TIE_METRICS) | ({policy.metric} if policy.metric else set()))
-    with reg.db.read() as s:
-        rows = s.execute(
-            select(m.Checkpoint.id, m.Checkpoint.name, m.Dataset.name)
-            .outerjoin(m.Dataset, m.Dataset.id == m.Checkpoint.dataset_id)
-            .where(m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key)
-        ).all()
-        metrics: dict[int, dict[str, float]] = {int(r[0]): {} for r in rows}
-        for cid, key, value in s.execute(
-            select(m.Metric.checkpoint_id, m.Metric.key, m.Metric.value)
-            .join(m.Checkpoint, m.Checkpoint.id == m.Metric.checkpoint_id)
-            .where(
-                m.Checkpoint.family == spec.family, m.Checkpoint.arch_key == spec.key, m.Metric.key.in_(names)
-            )
-        ).all():
-            metrics[int(cid)][key] = float(value)
-        datasets = sorted({r[2] for r in rows if r[2] is not None})
-        vectors: dict[str, np.ndarray] = {}
-        for chunk in (datasets[i : i + 500] for i in range(0, len(datasets), 500)):
-            for key, vec in s.execute(
-                select(m.Embedding.subject_key, m.Embedding.vector).where(
-                    m.Embedding.subject == DATASET,
-                    m.Embedding.encoder_id == enc.id,
-                    m.Embedding.encoder_version == version,
-                    m.Embedding.subject_key.in_(chunk),
-                )
-            ).all():
-                vectors[key] = np.frombuffer(vec, dtype="<f4")
+    found = reg.repos.vectors.scoring_candidates(spec, names, enc.id, version)
+    rows, metrics, vectors = found.checkpoints, found.metrics, found.vectors
     ds_sim = {name: float(v @ query) for name, v in vectors.items() if v.shape == query.shape}
     dataset_of = {int(r[0]): r[2] for r in rows}
     sims = {cid: ds_sim.get(ds) if ds is not None else None for cid, ds in dataset_of.items()}

@@ -32,18 +32,16 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from zoo.encoders.base import file_digest
 from zoo.errors import CheckpointError, ZooError
 from zoo.registry import Registry
 from zoo.reindexing.stage import Counts, RunContext, Stage, newest_id
-from zoo.store import models as m
-from zoo.store.db import retry
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +73,7 @@ class ImportStage(Stage):
 
     def run(self, ctx: RunContext) -> Counts:
         registry, counts = ctx.registry, ctx.stage_counts(self.name)
-        with registry.db.read() as s:
-            known = {
-                r.path: (r.size, r.mtime_ns, r.status, r.sidecar_sha256)
-                for r in s.execute(
-                    select(
-                        m.WatchedFile.path,
-                        m.WatchedFile.size,
-                        m.WatchedFile.mtime_ns,
-                        m.WatchedFile.status,
-                        m.WatchedFile.sidecar_sha256,
-                    )
-                ).all()
-            }
-            by_sha = dict(
-                s.execute(
-                    select(m.WatchedFile.sha256, m.WatchedFile.checkpoint_id).where(
-                        m.WatchedFile.status != "bad"
-                    )
-                ).all()
-            )
+        known, by_sha = registry.repos.watched.known()
         before = newest_id(registry)
         pending: list[dict[str, Any]] = []
         try:
@@ -198,15 +177,7 @@ def _flush(registry: Registry, rows: list[dict[str, Any]]) -> None:
     """Remember examined files (replacing what was known about their paths)."""
     if not rows:
         return
-    paths = [r["path"] for r in rows]
-
-    def txn() -> None:
-        with registry.db.write() as s:
-            for i in range(0, len(paths), 500):
-                s.execute(delete(m.WatchedFile).where(m.WatchedFile.path.in_(paths[i : i + 500])))
-            s.execute(insert(m.WatchedFile), rows)
-
-    retry(txn)
+    registry.repos.watched.remember(rows)
     rows.clear()
 
 
@@ -256,7 +227,7 @@ def _import_files(
             "status": "imported",
             "checkpoint_id": None,
             "message": "",
-            "seen_at": m.utcnow(),
+            "seen_at": datetime.now(timezone.utc),
             "sidecar_sha256": side_sha,
         }
         if sha in by_sha:

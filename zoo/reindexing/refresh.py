@@ -8,14 +8,10 @@ removed after the grace period.
 
 from __future__ import annotations
 
-import json
 import time
-
-from sqlalchemy import select
 
 from zoo.registry import ORPHAN_GRACE_S, Registry
 from zoo.reindexing.stage import Counts, RunContext, Stage
-from zoo.store import models as m
 
 
 class EmbeddingStage(Stage):
@@ -69,11 +65,7 @@ def _remove_stray_indexes(registry: Registry, grace_s: float = ORPHAN_GRACE_S) -
     directory = index_dir(registry)
     if not directory.is_dir():
         return 0
-    with registry.db.read() as s:
-        live = {
-            json.loads(v).get("file")
-            for v in s.scalars(select(m.Setting.value).where(m.Setting.key.like("index:%"))).all()
-        }
+    live = registry.repos.vectors.index_files()
     cutoff = time.time() - grace_s
     removed = 0
     for p in directory.glob("*.usearch"):

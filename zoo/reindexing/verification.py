@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select
-
 from zoo.registry import Registry
 from zoo.reindexing.stage import Counts, RunContext, Stage
-from zoo.store import models as m
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +53,4 @@ class VerifyStage(Stage):
 
 def _users(registry: Registry, shas: Sequence[str]) -> dict[str, list[tuple[int | None, str]]]:
     """sha256 -> (checkpoint id or None for a generator, ref) of everything stored in those blobs."""
-    out: dict[str, list[tuple[int | None, str]]] = {sha: [] for sha in shas}
-    if not shas:
-        return out
-    with registry.db.read() as s:
-        for cid, name, version, sha in s.execute(
-            select(m.Checkpoint.id, m.Checkpoint.name, m.Checkpoint.version, m.Checkpoint.sha256).where(
-                m.Checkpoint.sha256.in_(shas)
-            )
-        ):
-            out[sha].append((cid, f"{name}:v{version}"))
-        for name, version, sha in s.execute(
-            select(m.Generator.name, m.Generator.version, m.Generator.sha256).where(
-                m.Generator.sha256.in_(shas)
-            )
-        ):
-            out[sha].append((None, f"generator {name}:v{version}"))
-    return out
+    return registry.repos.blobs.users(shas)
