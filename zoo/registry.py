@@ -24,7 +24,6 @@ from zoo import retrieval
 from zoo.checkpoint_io import CheckpointLike
 from zoo.errors import ZooError
 from zoo.intake import prepare_checkpoint
-from zoo.intake import unshare as _unshare  # noqa: F401  (zoo.provision uses it)
 from zoo.plugins import get_family
 from zoo.records import (
     AliasRecord,

@@ -17,6 +17,7 @@ import zoo
 from zoo import provision
 from zoo.cli import cli
 from zoo.datasets import load_digits, rotate
+from zoo.provision import gather, generation  # noqa: F401  (patched below)
 from zoo.training import accuracy
 
 
@@ -137,7 +138,7 @@ def test_best_of_n_scores_every_candidate_and_keeps_the_best(served) -> None:  #
 
 
 def test_a_generated_sample_that_outscores_the_checkpoints_wins_and_says_so(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    sample = provision._sample
+    sample = provision.generation.sample
 
     def tagged(*args, **kwargs):  # type: ignore[no-untyped-def]
         nets = sample(*args, **kwargs)
@@ -145,9 +146,9 @@ def test_a_generated_sample_that_outscores_the_checkpoints_wins_and_says_so(serv
             net.zoo_test_score = 0.5 + 0.1 * i  # type: ignore[assignment]
         return nets
 
-    monkeypatch.setattr(provision, "_sample", tagged)
+    monkeypatch.setattr(provision.generation, "sample", tagged)
     monkeypatch.setattr(
-        provision, "_score", lambda module, lab, device: getattr(module, "zoo_test_score", 0.2)
+        provision.gather, "score", lambda module, lab, device: getattr(module, "zoo_test_score", 0.2)
     )
     p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=served.digits, samples=3)
     assert p.source == "generated" and p.sample == 2 and p.score == pytest.approx(0.7)

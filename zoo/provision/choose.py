@@ -1,0 +1,97 @@
+"""Choosing among the gathered candidates and explaining the choice: pure functions of what was gathered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from zoo.provision.gather import (
+    Gathered,
+    Pick,
+    ensure_loaded,
+    similar_enough,
+    similarity_text,
+    why_not,
+)
+from zoo.provision.request import (
+    Request,
+)
+from zoo.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def choose(req: Request, found: Gathered) -> list[Pick]:
+    """The candidates in the order they are to be served (a pure function of what was gathered and scored).
+
+    With labelled samples: the highest-scoring one (ties: the first in the order of
+    :attr:`Gathered.picks`, a checkpoint before a sample, the more similar first). Otherwise: the
+    similar-enough retrieved checkpoints, nearest first; else the first generated sample; else
+    (``fallback_to_nearest``) every retrieved checkpoint, nearest first. The first of them
+    whose weights load is served (:func:`first_usable`).
+    """
+    if req.labelled is not None:
+        scored = [p for p in found.picks if p.cand.score is not None]
+        best = max(scored, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
+        return [best] if best is not None else []
+    if similar_enough(req, found.neighbours) and req.mode != "generate":
+        thr = req.threshold
+        return [p for p in found.retrieved if p.cand.similarity is not None and p.cand.similarity >= thr]
+    if found.generated:
+        return found.generated[:1]
+    return list(found.retrieved)  # fallback_to_nearest
+
+
+def first_usable(
+    reg: Registry, order: Sequence[Pick], device: str | torch.device, notes: list[str]
+) -> Pick | None:
+    """The first of ``order`` whose weights load (a damaged one is noted and skipped); None if none does."""
+    return next((p for p in order if ensure_loaded(reg, p, device, notes)), None)
+
+
+def explain(req: Request, found: Gathered, chosen: Pick) -> str:
+    """The reason text: what was chosen and why, then the notes gathered on the way (a pure function)."""
+    thr, c = req.threshold, chosen.cand
+    if req.labelled is None:
+        if c.source == "generated":
+            gen_ref = found.generator.ref if found.generator is not None else "?"
+            reason = (
+                f"{why_not(req, found.neighbours)}; generated with {gen_ref}"
+                if req.mode == "auto"
+                else f"generated with {gen_ref} (asked to)"
+            )
+        elif c.similarity is not None and c.similarity >= thr:
+            reason = (
+                f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
+                f"similarity {c.similarity:.4f} >= {thr:g}; retrieved it"
+            )
+        else:
+            reason = ""  # the fallback note says it all
+    else:
+        scored_r = [p for p in found.retrieved if p.cand.score is not None]
+        scored_g = [p for p in found.generated if p.cand.score is not None]
+        head = (
+            f"scored {len(scored_r)} retrieved and {len(scored_g)} generated candidate(s) on "
+            f"{len(req.labelled[1])} labelled samples: "
+        )
+        best_r = max(scored_r, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
+        best_g = max(scored_g, key=lambda p: p.cand.score, default=None)  # type: ignore[arg-type,return-value]
+        if c.source == "generated" and best_r is not None:
+            reason = head + (
+                f"generated sample {c.ref} scored {c.score:.4f}, beating the best retrieved checkpoint "
+                f"{best_r.cand.ref} ({best_r.cand.score:.4f}, {similarity_text(best_r.cand)})"
+            )
+        elif c.source == "generated":
+            reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
+            if req.mode == "auto":
+                reason += f" ({why_not(req, found.neighbours)})"
+        else:
+            reason = head + f"retrieved {c.ref} scored best ({c.score:.4f}, {similarity_text(c)}"
+            reason += (
+                f", below the threshold {thr:g})" if c.similarity is not None and c.similarity < thr else ")"
+            )
+            if best_g is not None:
+                reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
+    return "; ".join(x for x in [reason, *found.notes] if x)

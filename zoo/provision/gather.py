@@ -1,0 +1,281 @@
+"""Gathering a request's candidates: the nearest compatible checkpoints (or, with labelled samples, the pool
+to score), generated samples when needed, and their scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.embeddings import (
+    TIE_METRICS,
+    Neighbor,
+    break_ties,
+    nearest,
+    order_by_metric,
+    tie_metric,
+)
+from zoo.encoders import get_dataset_encoder
+from zoo.errors import (
+    IntegrityError,
+    NoWeightsError,
+)
+from zoo.provision import generation
+from zoo.provision.generation import (
+    NoGenerator,
+    select_generator,
+)
+from zoo.provision.request import (
+    Request,
+    fix_hint,
+)
+from zoo.provision.results import (
+    Candidate,
+)
+from zoo.records import CheckpointRecord, GeneratorRecord
+from zoo.registry import Registry
+from zoo.training import accuracy
+
+log = logging.getLogger(__name__)
+
+
+def similarity_text(c: Candidate) -> str:
+    return f"similarity {c.similarity:.4f}" if c.similarity is not None else "no dataset vector to compare"
+
+
+def why_not(req: Request, neighbours: Sequence[Neighbor]) -> str:
+    """Why no retrieved checkpoint is served as is (the nearest one's similarity, or that there is none)."""
+    if not neighbours:
+        return f"no checkpoint of {req.label} is registered with a dataset"
+    n = neighbours[0]
+    return (
+        f"the nearest compatible checkpoint {n.checkpoint.ref} (dataset {n.dataset!r}) has similarity "
+        f"{n.similarity:.4f} < {req.threshold:g}"
+    )
+
+
+@dataclass
+class Pick:
+    """A candidate while the request runs: its record and, once loaded or sampled, its module."""
+
+    cand: Candidate
+    module: nn.Module | None = None
+    record: CheckpointRecord | None = None  # a retrieved checkpoint's record
+    dataset: str | None = None  # a retrieved checkpoint's training dataset
+    sample: int | None = None
+
+
+def ensure_loaded(reg: Registry, p: Pick, device: str | torch.device, notes: list[str]) -> bool:
+    """Load ``p``'s module unless it has one; a damaged blob marks the candidate and is skipped, not fatal."""
+    if p.module is not None:
+        return True
+    try:
+        p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
+    except IntegrityError as exc:
+        p.cand = dataclasses.replace(p.cand, error=str(exc))
+        notes.append(f"skipped {p.cand.ref}: its weights are damaged (`zoo verify` reports it)")
+        log.warning("skipping %s: %s", p.cand.ref, exc)
+        return False
+    return True
+
+
+def retrieved_pick(n: Neighbor) -> Pick:
+    return Pick(
+        Candidate("retrieved", n.checkpoint.ref, n.similarity, None), record=n.checkpoint, dataset=n.dataset
+    )
+
+
+def _ranked_by_similarity(
+    sims: Mapping[int, float | None], metrics: Mapping[int, Mapping[str, float]], metric: str | None
+) -> list[int]:
+    """Ids, most similar first (ties by recorded metrics, then newest), then those without a similarity."""
+    known = sorted(((s, i) for i, s in sims.items() if s is not None), key=lambda t: (-t[0], -t[1]))
+    unknown = [(i, metrics.get(i, {})) for i, s in sims.items() if s is None]
+    return [i for _, i in break_ties(known, metrics, metric)] + order_by_metric(unknown, metric)
+
+
+def scoring_pool(reg: Registry, req: Request, query: np.ndarray, floor: float | None) -> list[Pick]:
+    """The registered checkpoints of exactly ``req.spec`` to score on labelled samples (module docs, point 4).
+
+    Every one while there are at most ``policy.score_pool`` (those with a similarity of at least ``floor``
+    when given); above that, the ``policy.candidates`` nearest and then, in turn, the next of four rankings
+    (nearest; the best of each dataset, datasets nearest first; the best by recorded metric, of those that
+    record it; the newest version of each name) until the pool holds ``score_pool``. Returned most similar
+    first, those without a dataset vector last.
+    """
+    spec, policy = req.spec, req.policy
+    enc = get_dataset_encoder(policy.encoder)
+    version = enc.version
+    names = sorted(set(TIE_METRICS) | ({policy.metric} if policy.metric else set()))
+    found = reg.repos.vectors.scoring_candidates(spec, names, enc.id, version)
+    rows, metrics, vectors = found.checkpoints, found.metrics, found.vectors
+    ds_sim = {name: float(v @ query) for name, v in vectors.items() if v.shape == query.shape}
+    dataset_of = {int(r[0]): r[2] for r in rows}
+    sims = {cid: ds_sim.get(ds) if ds is not None else None for cid, ds in dataset_of.items()}
+    if floor is not None:
+        sims = {cid: sim for cid, sim in sims.items() if sim is not None and sim >= floor}
+    nearest_first = _ranked_by_similarity(sims, metrics, policy.metric)
+    if len(sims) <= policy.score_pool:
+        pool = nearest_first
+    else:
+        name = tie_metric((metrics[cid] for cid in sims), policy.metric)
+        by_metric = order_by_metric(((cid, metrics[cid]) for cid in sims if name in metrics[cid]), name)
+        newest: dict[str, int] = {}
+        for cid, ckpt_name, _ in rows:
+            if int(cid) in sims:
+                newest[ckpt_name] = max(newest.get(ckpt_name, 0), int(cid))
+        newest_first = sorted(newest.values(), reverse=True)
+        groups: dict[str | None, list[int]] = {}
+        for cid in sims:
+            groups.setdefault(dataset_of[cid], []).append(cid)
+        order = sorted(
+            groups, key=lambda d: (d is None, -ds_sim.get(d, -2.0) if d is not None else 0.0, d or "")
+        )
+        per_dataset = [order_by_metric(((c, metrics[c]) for c in groups[d]), policy.metric)[0] for d in order]
+        size = max(policy.score_pool, policy.candidates)
+        chosen = dict.fromkeys(nearest_first[: policy.candidates])
+        rankings = [iter(nearest_first), iter(per_dataset), iter(by_metric), iter(newest_first)]
+        while len(chosen) < size and rankings:
+            for it in list(rankings):
+                cid = next((c for c in it if c not in chosen), None)
+                if cid is None:
+                    rankings.remove(it)
+                elif len(chosen) < size:
+                    chosen[cid] = None
+        pool = [cid for cid in nearest_first if cid in chosen]  # most similar first, as everywhere
+    records = {r.id: r for r in reg.get_many(pool)}
+    return [
+        Pick(
+            Candidate("retrieved", records[cid].ref, sims[cid], None),
+            record=records[cid],
+            dataset=dataset_of[cid],
+        )
+        for cid in pool
+        if cid in records
+    ]
+
+
+@dataclass
+class Gathered:
+    """What a request gathered: retrieval's neighbours and candidates, generated samples, their scores."""
+
+    neighbours: list[Neighbor] = field(default_factory=list)  # the `candidates` nearest compatible ones
+    retrieved: list[Pick] = field(default_factory=list)  # those, or (with labelled samples) the scoring pool
+    generator: GeneratorRecord | None = None  # the generator version sampled
+    generated: list[Pick] = field(default_factory=list)  # its samples
+    notes: list[str] = field(default_factory=list)  # what went wrong (no generator, damaged weights)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def picks(self) -> list[Pick]:
+        """Everything considered: the retrieved checkpoints, then the generated samples."""
+        return self.retrieved + self.generated
+
+
+def similar_enough(req: Request, neighbours: Sequence[Neighbor]) -> list[Neighbor]:
+    """The neighbours similar enough to be served as they are."""
+    return [n for n in neighbours if n.similarity >= req.threshold]
+
+
+def gather(reg: Registry, req: Request) -> Gathered:
+    """Gather the candidates: retrieval's (unless generating), generated samples (when needed), their scores.
+
+    Raises :class:`~zoo.errors.NoWeightsError` when retrieval alone is asked for and nothing is similar
+    enough, or when generation is needed and nothing can stand in for it.
+    """
+    found = Gathered()
+    if req.mode != "generate":
+        _gather_retrieved(reg, req, found)
+    similar = similar_enough(req, found.neighbours)
+    if req.mode == "retrieve" and not similar:
+        fix = (
+            (
+                "Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
+                "(retrieve_or_generate, or `zoo get` without --retrieve-only)"
+            )
+            if found.neighbours
+            else fix_hint(req.spec)
+        )
+        raise NoWeightsError(req.label, str(req.query), why_not(req, found.neighbours), fix)
+    if req.mode == "generate" or (
+        req.mode == "auto" and (not similar or (req.labelled is not None and req.policy.challenge))
+    ):
+        _gather_generated(reg, req, found, similar)
+    if req.labelled is not None:
+        _gather_scores(reg, req, found)
+    return found
+
+
+def _gather_retrieved(reg: Registry, req: Request, found: Gathered) -> None:
+    """The nearest compatible checkpoints; with labelled samples, the pool of checkpoints to score."""
+    t = time.perf_counter()
+    policy = req.policy
+    qvec = req.query.vector(policy.encoder)
+    found.neighbours = nearest(
+        reg, req.spec, qvec, k=policy.candidates, encoder=policy.encoder, match="exact", metric=policy.metric
+    )
+    if req.labelled is not None:  # labels decide: score a pool that holds the best, not just the nearest few
+        found.retrieved = scoring_pool(reg, req, qvec, req.threshold if req.mode == "retrieve" else None)
+    else:
+        found.retrieved = [retrieved_pick(n) for n in found.neighbours]
+    found.timings["retrieve"] = time.perf_counter() - t
+
+
+def _gather_generated(reg: Registry, req: Request, found: Gathered, similar: Sequence[Neighbor]) -> None:
+    """Samples from the generator (best-of-n with labelled samples, else one); without one, a note or an
+    error."""
+    t = time.perf_counter()
+    try:
+        gen_rec, gen = select_generator(reg, req)
+    except NoGenerator as exc:
+        no_gen = str(exc)
+        no_match = why_not(req, found.neighbours)
+        policy = req.policy
+        if req.mode == "generate" or not found.retrieved or (not similar and not policy.fallback_to_nearest):
+            reason = no_gen if req.mode == "generate" else f"{no_match}, and {no_gen}"
+            raise NoWeightsError(req.label, str(req.query), reason, fix_hint(req.spec)) from None
+        if similar:
+            found.notes.append(f"no generator to compare with ({no_gen})")
+        else:
+            served = "the best-scoring" if req.labelled is not None else "the nearest"
+            found.notes.append(
+                f"{no_match}, and {no_gen}; served {served} compatible checkpoint anyway "
+                f"(fallback_to_nearest). {fix_hint(req.spec)}"
+            )
+            log.warning("%s: %s", req.label, found.notes[-1])
+        return
+    n = req.policy.samples if req.labelled is not None else 1
+    nets = generation.sample(reg, req, gen, n)
+    found.generator = gen_rec
+    found.generated = [
+        Pick(Candidate("generated", f"{gen_rec.ref}#{i}", None, None), net, sample=i)
+        for i, net in enumerate(nets)
+    ]
+    found.timings["generate"] = time.perf_counter() - t
+
+
+def _gather_scores(reg: Registry, req: Request, found: Gathered) -> None:
+    """Score the eligible candidates on the labelled samples (in retrieve mode only similar-enough
+    checkpoints); a candidate whose weights are damaged is noted and left unscored."""
+    assert req.labelled is not None, "scores need labelled samples"
+    eligible = [
+        p
+        for p in found.picks
+        if req.mode != "retrieve" or (p.cand.similarity is not None and p.cand.similarity >= req.threshold)
+    ]
+    t = time.perf_counter()
+    usable = [p for p in eligible if ensure_loaded(reg, p, req.device, found.notes)]
+    for p in usable:
+        p.cand = dataclasses.replace(p.cand, score=score(p.module, req.labelled, req.device))  # type: ignore[arg-type]
+    found.timings["score"] = time.perf_counter() - t
+
+
+def score(module: nn.Module, lab: tuple[torch.Tensor, torch.Tensor], device: str | torch.device) -> float:
+    return accuracy(module, lab[0].to(device), lab[1].to(device))

@@ -1,0 +1,132 @@
+"""Generators, reached only through the contract of :mod:`zoo.generators`: which stored version serves a
+request, loading it (a small per-process cache keyed by blob hash), sampling networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.embeddings import (
+    embed_arch,
+)
+from zoo.errors import (
+    GeneratorError,
+    UnknownPluginError,
+)
+from zoo.generators import GeneratorKind, kind_of
+from zoo.provision.request import (
+    Request,
+    arch_label,
+)
+from zoo.records import ArchSpec, GeneratorRecord
+from zoo.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class NoGenerator(Exception):
+    """No generator can serve the architecture (internal: callers turn it into a message)."""
+
+
+# generators, through the contract of zoo.generators
+# ----------------------------------------------------------------------------------------------------
+_generators: dict[
+    tuple[str, str], Any
+] = {}  # (blob sha256, device) -> generator: content-addressed, safe to share
+_generators_lock = threading.Lock()
+_GENERATOR_CACHE = 2  # loaded generators kept per process
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A stored generator version loaded for sampling: its record, its kind (the contract) and the object."""
+
+    record: GeneratorRecord
+    kind: GeneratorKind
+    generator: Any
+
+    def knows(self, spec: ArchSpec) -> bool:
+        return self.kind.knows(self.generator, spec)
+
+
+def load_generator(registry: Registry, rec: GeneratorRecord, device: str | torch.device) -> LoadedGenerator:
+    kind = kind_of(rec)
+    key = (rec.sha256, str(device))
+    with _generators_lock:
+        hit = _generators.get(key)
+    if hit is None:
+        hit = kind.load_record(registry, rec, device=device)
+        with _generators_lock:
+            while len(_generators) >= _GENERATOR_CACHE:
+                _generators.pop(next(iter(_generators)))
+            _generators[key] = hit
+    return LoadedGenerator(rec, kind, hit)
+
+
+def trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, str], bool]:
+    """(arch key -> name of the checkpoints it was trained on, whether all of them are still registered)."""
+    recs = registry.get_many(rec.trained_on)
+    return {r.arch.key: arch_label(r.arch) for r in recs}, len(recs) == len(set(rec.trained_on))
+
+
+def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord, LoadedGenerator]:
+    """The generator version to sample ``req.spec`` from, loaded; :class:`NoGenerator` (with why) if none."""
+    spec, ref, device = req.spec, req.policy.generator, req.device
+    if ref is not None:
+        rec = registry.get_generator(ref)
+        gen = load_generator(registry, rec, device)
+        if not gen.knows(spec):
+            known = sorted(trained_archs(registry, rec)[0].values()) or ["(unknown)"]
+            raise GeneratorError(
+                f"generator {rec.ref} was not trained on {req.label} (it knows "
+                f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
+                f"`zoo train --arch {spec.name}`"
+            )
+        return rec, gen
+    recs = [g for g in registry.generators(family=spec.family) if g.status != "retired"]
+    recs.sort(key=lambda g: g.status != "promoted")  # stable: promoted first, newest first within each
+    seen: list[str] = []
+    for rec in recs:
+        archs, complete = trained_archs(registry, rec)
+        if spec.key in archs or not complete:  # trained on it, or cannot tell without loading it
+            try:
+                kind_of(rec)
+            except UnknownPluginError as exc:  # made by a generator plugin that is not installed here
+                seen.append(f"{rec.ref} ({rec.status}) cannot be used: {exc}")
+                continue
+            gen = load_generator(registry, rec, device)
+            if gen.knows(spec):
+                return rec, gen
+        knows = ", ".join(sorted(set(archs.values()))) or "other architectures"
+        seen.append(f"{rec.ref} ({rec.status}) knows {knows}")
+    if seen:
+        raise NoGenerator(f"no generator was trained on {req.label} ({'; '.join(seen)})")
+    raise NoGenerator(f"no generator is trained for family {spec.family!r}")
+
+
+def sample(registry: Registry, req: Request, gen: LoadedGenerator, n: int) -> list[nn.Module]:
+    """``n`` networks of ``req.spec`` from ``gen``, conditioned on the query as its own encoders see it."""
+    policy = req.policy
+    ds_encoder, text_encoder = gen.kind.encoders(gen.generator)
+    ds = np.array(req.query.vector(ds_encoder), dtype=np.float32)
+    arch = np.array(embed_arch(registry, req.spec, encoder=text_encoder).vector, dtype=np.float32)
+    nets = gen.kind.sample(
+        gen.generator,
+        req.spec,
+        ds,
+        arch,
+        n,
+        temperature=policy.temperature,
+        top_k=policy.top_k,
+        top_p=policy.top_p,
+        guidance=policy.guidance,
+        seed=policy.seed,
+    )
+    return [net.to(req.device).eval() for net in nets]

@@ -1,0 +1,155 @@
+"""The request, built once at the door of :func:`zoo.retrieve_or_generate` and passed down: the resolved
+architecture and its family, the dataset asked about (:class:`Query`, its vector per encoder computed
+once), the labelled samples to score on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from zoo.datasets import BUILTIN_SOURCES, ImageDataset, as_dataset, load_source
+from zoo.embeddings import (
+    _query_vector,
+)
+from zoo.encoders import get_dataset_encoder
+from zoo.errors import (
+    DatasetError,
+    NotFoundError,
+    ZooError,
+)
+from zoo.family import ArchitectureFamily
+from zoo.plugins import get_family, resolve_arch
+from zoo.provision.results import (
+    RetrievalPolicy,
+)
+from zoo.records import ArchSpec
+from zoo.registry import Registry
+
+log = logging.getLogger(__name__)
+
+RegistryLike = (
+    Registry | str | os.PathLike[str] | None
+)  # a Registry, a URL or SQLite path, or None: Registry()
+Mode = Literal["auto", "retrieve", "generate"]
+
+
+class Query:
+    """The requested dataset: a registered name or data; its vector per encoder, computed once."""
+
+    def __init__(self, registry: Registry, dataset: Any) -> None:
+        self.registry = registry
+        self.name: str | None = None
+        self.data: ImageDataset | None = None
+        if isinstance(dataset, str):
+            try:
+                registry.get_dataset(dataset)
+                self.name = dataset
+            except NotFoundError:
+                pass
+        if self.name is None:
+            try:
+                self.data = as_dataset(dataset)
+            except DatasetError as exc:
+                if not isinstance(dataset, str):
+                    raise
+                raise DatasetError(
+                    f"{dataset!r} is not a registered dataset (`zoo datasets list`); as data: {exc}"
+                ) from None
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __str__(self) -> str:
+        return f"dataset {self.name!r}" if self.name else repr(self.data)
+
+    def vector(self, encoder: str | None) -> np.ndarray:
+        enc = get_dataset_encoder(encoder)
+        if enc.id not in self._vectors:
+            self._vectors[enc.id] = _query_vector(self.registry, self.name or self.data, enc, enc.version)[0]
+        return self._vectors[enc.id]
+
+
+@dataclass(frozen=True, eq=False)
+class Request:
+    """One request, built once at the door (:func:`_run`) and passed down: nothing below resolves it again."""
+
+    mode: Mode  # "auto" (retrieve_or_generate), "retrieve" or "generate"
+    spec: ArchSpec  # the architecture, resolved through the family plugins
+    family: ArchitectureFamily  # its family plugin
+    label: str  # how messages name the architecture (see arch_label)
+    policy: RetrievalPolicy  # with the call's keyword options applied
+    query: Query  # the dataset asked about
+    labelled: tuple[torch.Tensor, torch.Tensor] | None  # images and labels to score on (None: no scoring)
+    register: bool  # store generated weights
+    name: str | None  # ... under this name (None: <arch>-<dataset>-generated)
+    device: str | torch.device  # where the served module lives
+    t0: float  # time.perf_counter() when the request arrived
+
+    @property
+    def threshold(self) -> float:
+        """The dataset similarity a checkpoint needs to be served as is."""
+        return self.policy.min_similarity
+
+
+def arch_label(spec: ArchSpec, family: ArchitectureFamily | None = None) -> str:
+    """A short name for messages: the variant name when the spec is that variant's default,
+    else the full label."""
+    try:
+        if resolve_arch(spec.name) == spec:
+            return spec.name
+    except ZooError:
+        pass
+    return (family if family is not None else get_family(spec.family)).label(spec)
+
+
+def fix_hint(spec: ArchSpec) -> str:
+    return (
+        f"Add a checkpoint of {spec.name} trained on a similar dataset (`zoo add FILE --arch {spec.name} "
+        f"--dataset NAME`), or train a generator that knows {spec.name}: `zoo train --arch {spec.name}` "
+        f"(or `zoo train --family {spec.family}`), which needs registered {spec.name} checkpoints "
+        "with a dataset"
+    )
+
+
+def open_registry(registry: RegistryLike) -> tuple[Registry, bool]:
+    if isinstance(registry, Registry):
+        return registry, False
+    return Registry(registry, create=False), True  # serving never creates a registry (a mistyped path fails)
+
+
+def labelled_samples(
+    registry: Registry, labelled: Any, shape: Sequence[int] | None, label: str
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images and labels to score on: data, or a registered dataset's name whose source zoo can read again.
+
+    ``shape`` is the input shape the architecture (``label`` in messages) takes, when its family knows it.
+    """
+    if labelled is None:
+        return None
+    ds: ImageDataset | None = None
+    if isinstance(labelled, str):
+        try:
+            source = registry.get_dataset(labelled).meta.get("source")
+        except NotFoundError:
+            source = False  # not registered: as_dataset reads it (a built-in name or a folder)
+        if source:
+            ds = load_source(source)
+        elif source is None and labelled not in BUILTIN_SOURCES and not Path(labelled).is_dir():
+            raise DatasetError(
+                f"zoo cannot read the data of dataset {labelled!r} again (registered from memory "
+                "or by name only); pass the labelled images and labels themselves"
+            )
+    ds = ds if ds is not None else as_dataset(labelled)
+    if shape is not None and tuple(ds.image_shape) != tuple(shape):
+        got, want = "x".join(map(str, ds.image_shape)), "x".join(map(str, shape))
+        raise DatasetError(
+            f"the labelled samples are {got} images but {label} takes {want} inputs; resize "
+            "them (ImageDataset.map_images) first"
+        )
+    return ds.images, ds.labels
