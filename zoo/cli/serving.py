@@ -1,0 +1,199 @@
+"""Serving weights: ``nearest`` (retrieval only), ``get`` (retrieve or generate) and ``generators``."""
+
+from __future__ import annotations
+
+import click
+
+from zoo.cli.app import (
+    cli,
+    emit,
+    json_option,
+    registry_of,
+    table,
+)
+
+
+@cli.command()
+@click.argument("arch")
+@click.argument("dataset")
+@click.option("-k", default=5, show_default=True, help="How many checkpoints.")
+@click.option("--encoder", default=None, help="Dataset encoder id (default: the offline default).")
+@click.option(
+    "--match",
+    type=click.Choice(["exact", "family", "any"]),
+    default="exact",
+    show_default=True,
+    help="Which architectures count as compatible.",
+)
+@json_option
+@click.pass_context
+def nearest(
+    ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | None, match: str, as_json: bool
+) -> None:
+    """Checkpoints of ARCH ranked by how similar their dataset is to DATASET (a registered name)."""
+    hits = registry_of(ctx).nearest(arch, dataset, k, encoder=encoder, match=match)
+    emit(
+        [{"ref": h.checkpoint.ref, "similarity": h.similarity, "dataset": h.dataset} for h in hits],
+        as_json,
+        lambda: table(
+            [[h.checkpoint.ref, f"{h.similarity:.4f}", h.dataset] for h in hits],
+            ["REF", "SIMILARITY", "DATASET"],
+        ),
+    )
+
+
+@cli.command()
+@click.option("--family", help="Only generators covering this family.")
+@json_option
+@click.pass_context
+def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
+    """List stored generator versions, newest first."""
+    recs = registry_of(ctx).generators(family=family)
+    emit(
+        [
+            {
+                "ref": g.ref,
+                "status": g.status,
+                "families": list(g.families),
+                "trained_on": len(g.trained_on),
+                "watermark": g.watermark,
+                "metrics": dict(g.metrics),
+            }
+            for g in recs
+        ],
+        as_json,
+        lambda: table(
+            [
+                [
+                    g.ref,
+                    g.status,
+                    ",".join(g.families),
+                    str(len(g.trained_on)),
+                    str(g.watermark),
+                    g.created_at.isoformat(timespec="seconds"),
+                ]
+                for g in recs
+            ],
+            ["REF", "STATUS", "FAMILIES", "CHECKPOINTS", "WATERMARK", "CREATED"],
+        ),
+    )
+
+
+@cli.command()
+@click.argument("arch")
+@click.option(
+    "--dataset",
+    required=True,
+    metavar="NAME_OR_PATH",
+    help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to save the weights (.safetensors). Default: ARCH.safetensors here.",
+)
+@click.option(
+    "--min-similarity",
+    type=float,
+    default=None,
+    help="Dataset similarity a checkpoint needs to be served as is (default: 0.99, calibrated for the "
+    "pixels encoder).",
+)
+@click.option(
+    "--generate", "force_generate", is_flag=True, help="Always generate, whatever the registry holds."
+)
+@click.option(
+    "--retrieve-only", is_flag=True, help="Never generate: a similar-enough checkpoint or an error."
+)
+@click.option(
+    "--labelled",
+    metavar="PATH",
+    default=None,
+    help="Labelled samples (image folder, MNIST folder, digits) to score candidates on and pick the best.",
+)
+@click.option(
+    "--samples", type=int, default=None, help="Generated samples to score with --labelled (best-of-n)."
+)
+@click.option(
+    "--generator",
+    "generator_ref",
+    default=None,
+    help="Generator version (default: newest promoted that knows ARCH, else the newest candidate).",
+)
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (0: greedy).")
+@click.option("--seed", type=int, default=None, help="Sampling seed (default 0: reproducible).")
+@click.option(
+    "--register", is_flag=True, help="Register generated weights (origin 'generated', with the generator)."
+)
+@click.option("--name", default=None, help="Name to register generated weights under.")
+@json_option
+@click.pass_context
+def get(
+    ctx: click.Context,
+    arch: str,
+    dataset: str,
+    out: str | None,
+    min_similarity: float | None,
+    force_generate: bool,
+    retrieve_only: bool,
+    labelled: str | None,
+    samples: int | None,
+    generator_ref: str | None,
+    temperature: float | None,
+    seed: int | None,
+    register: bool,
+    name: str | None,
+    as_json: bool,
+) -> None:
+    """Weights of ARCH for a dataset: the nearest similar-enough checkpoint, or generated ones.
+
+    Prints where they came from and why, and saves them as safetensors (`zoo add` reads the file back).
+    """
+    from zoo.provision import generate, retrieve, retrieve_or_generate
+
+    if force_generate and retrieve_only:
+        raise click.UsageError("--generate and --retrieve-only exclude each other")
+    options = {
+        k: v
+        for k, v in {
+            "min_similarity": min_similarity,
+            "samples": samples,
+            "generator": generator_ref,
+            "temperature": temperature,
+            "seed": seed,
+        }.items()
+        if v is not None
+    }
+    reg = registry_of(ctx)
+    if retrieve_only:
+        prov = retrieve(arch, dataset, registry=reg, labelled=labelled, **options)
+    elif force_generate:
+        prov = generate(
+            arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options
+        )
+    else:
+        prov = retrieve_or_generate(
+            arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options
+        )
+    path = prov.save(out or f"{arch}.safetensors")
+    data = {**prov.to_dict(), "saved": str(path)}
+
+    def human() -> None:
+        sim = f"{prov.similarity:.4f}" if prov.similarity is not None else "-"
+        rows = [
+            ("source", prov.source),
+            ("ref", prov.ref),
+            ("arch", str(prov.arch)),
+            ("dataset", str(dataset)),
+            ("similarity", f"{sim} (threshold {prov.min_similarity:g})"),
+        ]
+        if prov.score is not None:
+            rows.append(("score", f"{prov.score:.4f} (best of {len(prov.scores)} scored)"))
+        rows += [("reason", prov.reason), ("seconds", f"{prov.seconds:.2f}"), ("saved", str(path))]
+        if prov.registered is not None:
+            rows.append(("registered", prov.registered.ref))
+        for key, value in rows:
+            click.echo(f"{key:>10}: {value}")
+
+    emit(data, as_json, human)
