@@ -19,12 +19,17 @@ import torch
 from tqdm.auto import tqdm
 
 from igpg.tokenizer import chunk_coords
-from zoo.chunking import Chunks, chunk
-from zoo.embeddings import embed_arch, get_embedding
-from zoo.encoders import get_dataset_encoder, get_text_encoder
+from zoo import (
+    CheckpointRecord,
+    Chunks,
+    chunk,
+    embed_arch,
+    get_dataset_encoder,
+    get_embedding,
+    get_family,
+    get_text_encoder,
+)
 from zoo.errors import GeneratorError
-from zoo.plugins import get_family
-from zoo.records import CheckpointRecord
 
 log = logging.getLogger(__name__)
 

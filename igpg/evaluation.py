@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from igpg.generator import Generator
-from zoo.embeddings import embed_arch, get_embedding
-from zoo.records import ArchSpec, CheckpointRecord
+from zoo import ArchSpec, CheckpointRecord, embed_arch, get_embedding
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,8 @@ from torch import nn
 from igpg.data import ZooData
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
-from zoo.chunking import chunk_index
+from zoo import ArchSpec, chunk_index, get_family
 from zoo.errors import GeneratorError
-from zoo.plugins import get_family
-from zoo.records import ArchSpec
 
 
 @dataclass

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo import hookimpl
-from zoo.generators import GeneratorKind
-from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
+from zoo import ArchSpec, CheckpointRecord, GeneratorKind, GeneratorRecord, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from igpg.generator import Generator

@@ -14,11 +14,8 @@ from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
 from igpg.plugin import IGPGKind
 from igpg.train import TrainConfig, train_generator
+from zoo import ArchSpec, GeneratorRecord, Registry, resolve_arch, training_checkpoints
 from zoo.errors import GeneratorError
-from zoo.generators import training_checkpoints
-from zoo.plugins import resolve_arch
-from zoo.records import ArchSpec, GeneratorRecord
-from zoo.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from igpg.quantizers import make_quantizer
-from zoo.chunking import Chunks
+from zoo import Chunks
 
 
 @dataclass

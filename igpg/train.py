@@ -29,7 +29,7 @@ from igpg.data import ZooData
 from igpg.generator import Generator
 from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
-from zoo.atomic import atomic_write
+from zoo import atomic_write
 from zoo.errors import GeneratorError
 
 log = logging.getLogger(__name__)

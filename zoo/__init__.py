@@ -2,10 +2,16 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from zoo.chunking import Chunks, chunk, unchunk
+from zoo.atomic import atomic_write
+from zoo.chunking import Chunks, chunk, chunk_index, unchunk
 from zoo.datasets import ImageDataset, as_dataset
-from zoo.embeddings import Neighbor
-from zoo.encoders import ClassPooledEncoder, DatasetEncoder, TextEncoder
+from zoo.encoders import (
+    ClassPooledEncoder,
+    DatasetEncoder,
+    TextEncoder,
+    get_dataset_encoder,
+    get_text_encoder,
+)
 from zoo.errors import (
     ArchitectureMismatchError,
     CheckpointError,
@@ -27,9 +33,16 @@ from zoo.errors import (
     ZooError,
 )
 from zoo.family import ArchitectureFamily, Layout, TensorSlot
-from zoo.generators import GeneratorKind, generator_kinds, get_generator_kind, list_generator_kinds
+from zoo.generators import (
+    GeneratorKind,
+    generator_kinds,
+    get_generator_kind,
+    list_generator_kinds,
+    training_checkpoints,
+)
 from zoo.hookspecs import hookimpl
 from zoo.jobs import Lease, job_runs
+from zoo.lazy import lazy_exports
 from zoo.plugins import (
     detect_arch,
     families,
@@ -63,7 +76,9 @@ from zoo.records import (
     VerifyReport,
 )
 from zoo.registry import Registry
-from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, reindex
+from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, accuracy_evaluator, reindex
+from zoo.retrieval import Neighbor, embed_arch, get_embedding, nearest
+from zoo.shared_data import shared_data_candidates, shared_data_dir
 from zoo.training import Curve, fine_tune_module
 
 try:
@@ -119,28 +134,40 @@ __all__ = [
     "VerifyReport",
     "ZooError",
     "__version__",
+    "accuracy_evaluator",
     "as_dataset",
+    "atomic_write",
     "chunk",
+    "chunk_index",
     "detect_arch",
+    "embed_arch",
     "families",
     "fine_tune_module",
     "generate",
     "generator_kinds",
+    "get_dataset_encoder",
+    "get_embedding",
     "get_family",
     "get_generator_kind",
+    "get_text_encoder",
     "hookimpl",
     "job_runs",
+    "lazy_exports",
     "list_architectures",
     "list_families",
     "list_generator_kinds",
     "list_plugins",
     "load_plugins",
+    "nearest",
     "register_plugin",
     "reindex",
     "reset_plugins",
     "resolve_arch",
     "retrieve",
     "retrieve_or_generate",
+    "shared_data_candidates",
+    "shared_data_dir",
+    "training_checkpoints",
     "unchunk",
     "unregister_plugin",
 ]

@@ -6,18 +6,10 @@
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from zoo.lazy import lazy_exports
 
 _MOVED_TO = "zoo_demo.job"
 _NAMES = frozenset(["DemoConfig", "fast_generator_config", "run_demo"])
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'zoo.demo' has no attribute {name!r}")
-    warnings.warn(
-        f"zoo.demo.{name} moved to {_MOVED_TO}.{name}; import it from there", DeprecationWarning, stacklevel=2
-    )
-    return getattr(importlib.import_module(_MOVED_TO), name)
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_NAMES, _MOVED_TO), moved=True)

@@ -6,9 +6,7 @@ imported from :mod:`zoo_demo.tinyzoo` on first use, so importing zoo never impor
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from zoo.lazy import lazy_exports
 
 _MOVED_TO = "zoo_demo.tinyzoo"
 _NAMES = frozenset(
@@ -31,12 +29,4 @@ _NAMES = frozenset(
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'zoo.tinyzoo' has no attribute {name!r}")
-    warnings.warn(
-        f"zoo.tinyzoo.{name} moved to {_MOVED_TO}.{name}; import it from there",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(_MOVED_TO), name)
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_NAMES, _MOVED_TO), moved=True)

@@ -29,10 +29,7 @@ from igpg.evaluation import DEFAULT_SAMPLING
 from igpg.evaluation import distances as _distances
 from igpg.evaluation import flat_weights as _flat
 from igpg.generator import Generator
-from zoo.chunking import unchunk
-from zoo.embeddings import embed_arch, get_embedding
-from zoo.plugins import get_family, resolve_arch
-from zoo.records import CheckpointRecord
+from zoo import CheckpointRecord, embed_arch, get_embedding, get_family, resolve_arch, unchunk
 from zoo.training import Curve, accuracy, fine_tune
 from zoo_demo.tinyzoo import ARCH, TASKS, evaluate, task_data, train_member
 

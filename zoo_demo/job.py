@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 
 import igpg
 import zoo
-from zoo.registry import Registry
-from zoo.shared_data import shared_data_dir
+from zoo import Registry, shared_data_dir
 from zoo_demo.evaluation import held_out_task, seen_tasks, tokenizer_fidelity
 from zoo_demo.tinyzoo import ARCH, TASKS, build_tiny_zoo, default_tasks, evaluate, held_out_tasks, task_data
 

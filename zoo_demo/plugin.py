@@ -96,7 +96,7 @@ def demo(
 
 def tinyzoo_evaluator() -> Any:
     """Sample accuracy on the tiny-zoo tasks (:func:`zoo_demo.tinyzoo.evaluate`), for ``zoo reindex``."""
-    from zoo.reindexing import accuracy_evaluator
+    from zoo import accuracy_evaluator
     from zoo_demo.tinyzoo import evaluate
 
     return accuracy_evaluator(evaluate)

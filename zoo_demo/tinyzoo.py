@@ -20,12 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from zoo import CheckpointRecord, Registry, get_family, resolve_arch, shared_data_candidates
 from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, rotate
 from zoo.errors import DatasetError
-from zoo.plugins import get_family, resolve_arch
-from zoo.records import CheckpointRecord
-from zoo.registry import Registry
-from zoo.shared_data import shared_data_candidates
 from zoo.training import accuracy, train
 
 log = logging.getLogger(__name__)
