@@ -11,10 +11,17 @@ shapes and picks the first input size that fits the classifier (28, 32, 8, 16, 6
 activation has no weights and is assumed to be relu.
 
 Layout: every parameter, in module order; there are no buffers, nothing is fixed.
+
+Descriptors (:meth:`CNNFamily.compute_descriptors`): one stage of convolutions, then the head. Conv ``i`` of
+``n`` has module role ``features.conv``, stage 1, ``depth_in_stage`` ``i / (n - 1)`` (0.0 for a single
+conv); the hidden linear layer is ``head.fc`` and the last one ``classifier``, both in the head (stage 2,
+``depth_in_stage`` 0.0). ``depth`` counts the ``n + 2`` layers: conv ``i`` is ``i / (n + 1)``, the classifier
+1.0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -152,6 +159,32 @@ class CNNFamily(ArchitectureFamily):
     def input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
         c = spec.config
         return (c["in_chans"], c["input_size"], c["input_size"])
+
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+        """The ``SlotDescriptor`` of each generated tensor: convs of stage 1, the hidden fc and classifier.
+
+        Roles, stages and depths as in the module docstring; names, shapes and fans are the default's.
+        """
+        n = len(spec.config["channels"])
+        layers: dict[str, int] = {}  # module path -> layer index: convs 0..n-1, hidden fc n, classifier n+1
+        out = []
+        for d in super().compute_descriptors(spec):
+            i = layers.setdefault(d.name.rpartition(".")[0], len(layers))
+            if i < n:
+                role, stage, in_stage = "features.conv", 1, (i / (n - 1) if n > 1 else 0.0)
+            else:
+                role, stage, in_stage = ("classifier" if i == n + 1 else "head.fc"), 2, 0.0
+            out.append(
+                dataclasses.replace(
+                    d,
+                    role=f"{role}.{d.kind}",
+                    stage=stage,
+                    num_stages=1,
+                    depth_in_stage=in_stage,
+                    depth=i / (n + 1),
+                )
+            )
+        return tuple(out)
 
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config

@@ -23,11 +23,18 @@ Detection: an adapter-only state dict shows the rank, the targets and the base's
 base's patch size, image size or classes, nor alpha; it is taken as the timm ViT of that width and depth at
 its defaults, with alpha equal to the rank. Pass ``arch=`` when that is not what you have. A full adapted
 state dict (base and adapters) is recognised exactly: its base part is detected by the other families.
+
+Descriptors (:meth:`LoRAFamily.compute_descriptors`): a factor takes the place of the module it adapts, read
+from the base family's descriptors of that module's weight: its module role, stage, stage count and depths
+(``blocks.3.attn.qkv.lora_A`` is ``block.attn.qkv.lora_A`` at the stage and depths of
+``blocks.3.attn.qkv.weight``); kind ``lora_A`` or ``lora_B``; fans of the factor's own shape (A: ``in`` ->
+``rank``, B: ``rank`` -> ``out``).
 """
 
 from __future__ import annotations
 
 import copy as _copy
+import dataclasses
 import fnmatch
 import functools
 import math
@@ -284,6 +291,29 @@ class LoRAFamily(ArchitectureFamily):
 
     def optional_keys(self, spec: ArchSpec) -> frozenset[str]:
         return frozenset()
+
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+        """The ``SlotDescriptor`` of each adapter factor: the adapted module's role, stage and depths."""
+        base = self.base_spec(spec)
+        adapted = {d.name: d for d in get_family_of(base).descriptors(base)}
+        out = []
+        for d in super().compute_descriptors(spec):
+            module = d.name.rpartition(".")[0]
+            weight = adapted.get(f"{module}.weight")
+            if weight is None:  # every target is a linear layer of the base: it has a generated weight
+                out.append(d)
+                continue
+            out.append(
+                dataclasses.replace(
+                    d,
+                    role=f"{weight.module_role}.{d.kind}",
+                    stage=weight.stage,
+                    num_stages=weight.num_stages,
+                    depth_in_stage=weight.depth_in_stage,
+                    depth=weight.depth,
+                )
+            )
+        return tuple(out)
 
     def ignored_keys(self, spec: ArchSpec, state_dict: Mapping[str, torch.Tensor]) -> frozenset[str]:
         """Base weights in a full adapted state dict: dropped, never stored with the adapter."""

@@ -19,10 +19,21 @@ parses too). Detection tells them apart by the classifier: ``linear.weight`` is 
 Layout (both styles): every parameter and the BatchNorm running statistics (``running_mean``,
 ``running_var``: a network needs them to work), in module order; ``num_batches_tracked`` is not generated and
 is set to zero on rebuild (it only matters for BatchNorm with ``momentum=None``, which these do not use).
+
+Descriptors (:meth:`ResNetFamily.compute_descriptors`, both styles): module roles ``stem.conv`` / ``stem.bn``
+(stage 0), ``block.conv{1,2,3}`` / ``block.bn{1,2,3}`` and ``block.shortcut.conv`` / ``block.shortcut.bn``
+(the 1x1 projection, ImageNet only) in stages 1..3 (CIFAR) or 1..4 (ImageNet), ``classifier`` (the head,
+stage ``num_stages + 1``). Block ``j`` of a stage of ``n`` blocks has ``depth_in_stage`` ``j / (n - 1)``
+(0.0 for a single block, as in resnet8). ``depth`` counts the weighted layers (``resnet20``: 19 convolutions
+and the classifier, 0/19 .. 19/19): a BatchNorm sits with its convolution, a projection shortcut with its
+block's last convolution. So ``layer2.0.conv1.weight`` is ``block.conv1.weight``, stage 2, depth_in_stage
+0.0 in a resnet8 and a resnet110 alike, at any width, and every tensor of stage s of a CIFAR ResNet has its
+depth in the s-th third of [0, 1].
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -55,6 +66,15 @@ IMAGENET_DEFAULTS: dict[str, Any] = {  # settings of the ImageNet ResNets
     "input_size": 224,  # square input side in pixels (fully convolutional; used in the description)
 }
 _DERIVED = ("depth", "style")  # config keys that parse accepts back (they must agree with the name)
+_STEM_KEY = re.compile(r"(?P<module>conv1|bn1)\.\w+")  # the stem's tensors
+_BLOCK_KEY = re.compile(  # a block's tensors: layer{stage}.{block}.{conv|bn}{k} or .downsample.{0|1}
+    r"layer(?P<stage>\d+)\.(?P<block>\d+)\.(?P<module>(?:conv|bn)\d|downsample\.[01])\.\w+"
+)
+_HEAD_KEY = re.compile(r"(?:linear|fc)\.\w+")  # the classifier's tensors (CIFAR: linear, ImageNet: fc)
+_SHORTCUT_ROLES = {"downsample.0": "block.shortcut.conv", "downsample.1": "block.shortcut.bn"}  # module roles
+_LAYER_ROLES = frozenset(  # module roles that count as a layer for depth (BatchNorms and shortcuts do not)
+    {"stem.conv", "block.conv1", "block.conv2", "block.conv3", "classifier"}
+)
 
 
 class _OptionAShortcut(nn.Module):
@@ -215,6 +235,55 @@ class ResNetFamily(ArchitectureFamily):
     def input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
         c = spec.config
         return (c["in_chans"], c["input_size"], c["input_size"])
+
+    def blocks_per_stage(self, spec: ArchSpec) -> tuple[int, ...]:
+        """Number of residual blocks in each stage: ``(n, n, n)`` for CIFAR depth 6n+2, ``(2, 2, 2, 2)`` for
+        ResNet-18."""
+        c = spec.config
+        if c["style"] == "imagenet":
+            return IMAGENET_STAGES[c["depth"]][1]
+        return ((c["depth"] - 2) // 6,) * 3
+
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+        """The ``SlotDescriptor`` of each generated tensor: stem, blocks of stages 1..k, classifier.
+
+        Roles, stages and depths as in the module docstring; names, shapes and fans are the default's.
+        """
+        counts = self.blocks_per_stage(spec)
+        layers: dict[str, int] = {}  # module path of each weighted layer (conv, linear) -> its index
+        placed: list[tuple[Any, str, int, float, int]] = []  # (default, module role, stage, in stage, layer)
+        for d in super().compute_descriptors(spec):
+            module = d.name.rpartition(".")[0]
+            role, stage, in_stage, owner = d.module_role, 0, 0.0, module
+            if m := _STEM_KEY.fullmatch(d.name):
+                role, owner = ("stem.conv" if m["module"] == "conv1" else "stem.bn"), "conv1"
+            elif m := _BLOCK_KEY.fullmatch(d.name):
+                stage, block, sub = int(m["stage"]), int(m["block"]), m["module"]
+                n = counts[stage - 1]
+                in_stage = block / (n - 1) if n > 1 else 0.0
+                role = _SHORTCUT_ROLES.get(sub, f"block.{sub}")
+                if sub.startswith("bn"):  # bn{k} sits with conv{k}
+                    owner = f"layer{stage}.{block}.conv{sub[2:]}"
+            elif _HEAD_KEY.fullmatch(d.name):
+                role, stage = "classifier", len(counts) + 1
+            elif placed:  # a key these networks do not have: the default role, where the last tensor is
+                stage = placed[-1][2]
+            if role in _LAYER_ROLES:
+                layers.setdefault(module, len(layers))
+            # a shortcut (or an unknown tensor) sits with the last layer so far: its block's last conv
+            placed.append((d, role, stage, in_stage, layers.get(owner, max(len(layers) - 1, 0))))
+        last = max(len(layers) - 1, 1)
+        return tuple(
+            dataclasses.replace(
+                d,
+                role=f"{role}.{d.kind}",
+                stage=stage,
+                num_stages=len(counts),
+                depth_in_stage=in_stage,
+                depth=index / last,
+            )
+            for d, role, stage, in_stage, index in placed
+        )
 
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config

@@ -14,10 +14,20 @@ shape, so it is timm's default for the width (192: 3, 384: 6, 768: 12, 1024: 16,
 
 Layout: every parameter, in module order (``cls_token``, ``pos_embed``, patch embedding, blocks, final
 norm, head). A ViT has no buffers, so nothing is fixed.
+
+Descriptors (:meth:`ViTFamily.compute_descriptors`): the stem is the embedding (module roles ``embed`` for
+``cls_token`` and ``pos_embed``, ``embed.patch`` for the patch projection: stage 0), the blocks are one stage
+(``block.norm1``, ``block.attn.qkv``, ``block.attn.proj``, ``block.norm2``, ``block.mlp.fc1``,
+``block.mlp.fc2``; block ``i`` of ``D`` has ``depth_in_stage`` ``i / (D - 1)``), the head is ``head.norm`` and
+``classifier`` (stage 2). ``depth`` counts the linear maps: the patch projection 0 (the tokens sit with it),
+then four per block (qkv, proj, fc1, fc2), then the classifier, ``4 * D + 1`` in all; a pre-norm LayerNorm
+sits with the linear map after it. So the same block tensor of a ViT of depth 6 and of depth 12 has the same
+role, and a ViT-Tiny and a ViT-Small the same roles at every key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -58,6 +68,10 @@ VARIANTS = (  # listed variants (any vit_{size}_patch{P}_{S} parses)
 SETTINGS = ("img_size", "patch_size", "num_classes", "in_chans", "depth")  # what a user may override
 _DERIVED = ("size", "embed_dim", "num_heads", "mlp_ratio")  # config keys parse accepts back if they agree
 MLP_RATIO = 4.0  # hidden width of every block's MLP, as a multiple of the token width
+_BLOCK_KEY = re.compile(r"blocks\.(?P<block>\d+)\.(?P<module>.+)\.\w+")  # a block's tensors
+_BLOCK_LINEARS = frozenset({"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"})  # a block's layers, for depth
+_BLOCK_NORMS = frozenset({"norm1", "norm2"})  # pre-norms: they sit with the linear map after them
+_EMBED_ROLES = {"": "embed", "patch_embed.proj": "embed.patch"}  # module path -> role, before the blocks
 _NAME = re.compile(  # vit_{size}_patch{P}_{S}, optionally with a timm tag (".augreg_in21k")
     r"^vit[-_](?P<size>tiny|small|base|large|huge)[-_]patch(?P<patch>\d+)[-_](?P<img>\d+)(?:\..*)?$"
 )
@@ -144,6 +158,44 @@ class ViTFamily(ArchitectureFamily):
     def input_shape(self, spec: ArchSpec) -> tuple[int, ...]:
         c = spec.config
         return (c["in_chans"], c["img_size"], c["img_size"])
+
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+        """The ``SlotDescriptor`` of each generated tensor: embedding (stem), blocks (one stage), head.
+
+        Roles, stages and depths as in the module docstring; names, shapes and fans are the default's.
+        """
+        blocks = spec.config["depth"]
+        layer = 0  # index of the last linear map seen: the patch projection is 0
+        layers: dict[str, int] = {}  # module path of each linear map after the patch projection -> its index
+        placed: list[tuple[Any, str, int, float, int]] = []  # (default, module role, stage, in stage, layer)
+        for d in super().compute_descriptors(spec):
+            module = d.name.rpartition(".")[0]
+            if m := _BLOCK_KEY.fullmatch(d.name):
+                block, sub = int(m["block"]), m["module"]
+                role, stage, in_stage = f"block.{sub}", 1, (block / (blocks - 1) if blocks > 1 else 0.0)
+                if sub in _BLOCK_LINEARS:
+                    layer = layers.setdefault(module, layer + 1)
+                index = layer + 1 if sub in _BLOCK_NORMS else layer
+            elif module == "head":
+                layer = layers.setdefault(module, layer + 1)
+                role, stage, in_stage, index = "classifier", 2, 0.0, layer
+            elif placed and placed[-1][2] > 0:  # after the blocks: the final norm(s), before the classifier
+                role, stage, in_stage, index = f"head.{module}", 2, 0.0, layer + 1
+            else:  # before the blocks: tokens, position embedding and patch projection
+                role, stage, in_stage, index = _EMBED_ROLES.get(module, f"embed.{module}"), 0, 0.0, 0
+            placed.append((d, role, stage, in_stage, index))
+        last = max(max((p[4] for p in placed), default=0), 1)
+        return tuple(
+            dataclasses.replace(
+                d,
+                role=f"{role}.{d.kind}",
+                stage=stage,
+                num_stages=1,
+                depth_in_stage=in_stage,
+                depth=index / last,
+            )
+            for d, role, stage, in_stage, index in placed
+        )
 
     def build(self, spec: ArchSpec) -> nn.Module:
         import timm  # lazy: importing timm takes a while

@@ -1,7 +1,9 @@
-"""The defaults of zoo.ArchitectureFamily: canonical state dicts, fast loading, flatten/unflatten."""
+"""The defaults of zoo.ArchitectureFamily: canonical state dicts, fast loading, flatten/unflatten,
+descriptors."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 from torch import nn
 
 import zoo
+from zoo.family import SlotDescriptor
 
 
 class Toy(nn.Module):
@@ -193,3 +196,152 @@ def test_custom_loading_logic_still_runs() -> None:
     assert (
         torch.equal(module.weight, state["weight"]) and module.weight.data_ptr() != state["weight"].data_ptr()
     )
+
+
+# -- default descriptors ---------------------------------------------------------------------------------
+
+
+def test_default_descriptors_read_kinds_roles_depths_and_fans() -> None:
+    fam = ToyFamily()
+    spec = fam.parse("toy-4")
+    descs = fam.descriptors(spec)
+    assert [d.name for d in descs] == list(fam.layout(spec).names)
+    assert [(d.role, d.kind) for d in descs] == [
+        ("fc.weight", "weight"),
+        ("fc.bias", "bias"),
+        ("bn.weight", "weight"),
+        ("bn.bias", "bias"),
+        ("bn.running_mean", "running_mean"),
+        ("bn.running_var", "running_var"),
+    ]
+    assert {(d.stage, d.num_stages) for d in descs} == {(1, 1)}, "without stage keys: one stage"
+    assert [d.depth for d in descs] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]  # each module is a layer
+    assert [d.depth_in_stage for d in descs] == [d.depth for d in descs]
+    assert [(d.fan_in, d.fan_out) for d in descs] == [(3, 4), (3, 4)] + [(4, 4)] * 4  # a bias: its layer's
+    assert [d.shape for d in descs] == [s.shape for s in fam.layout(spec).generated]
+    assert descs[4].module_role == "bn" and descs[0].numel == 12
+
+
+class Staged(nn.Module):
+    """A stem, stages ``layer1`` (2 blocks) and ``layer2`` (1 block), a transition between them, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.layer1 = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3))
+        self.transition = nn.Conv2d(4, 4, 1)
+        self.layer2 = nn.Sequential(nn.Sequential(nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8)))
+        self.fc = nn.Linear(8, 2)
+
+
+class Blocks(nn.Module):
+    """A transformer-like stack: an embedding, ``blocks.{i}`` and a norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 6)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(6), nn.Linear(6, 6)) for _ in range(3))
+        self.norm = nn.LayerNorm(6)
+
+
+class TimmStages(nn.Module):
+    """``stages.{N}.blocks.{M}`` keys (timm's ConvNeXt and friends), a per-stage downsample first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.ModuleDict(
+                {"downsample": nn.Linear(3, 3), "blocks": nn.ModuleList(nn.Linear(3, 3) for _ in range(n))}
+            )
+            for n in (2, 3)
+        )
+
+
+def _by_name(factory: Any) -> dict[str, SlotDescriptor]:
+    fam = ModuleFamily(factory)
+    return {d.name: d for d in fam.descriptors(fam.parse("toy-4"))}
+
+
+def test_default_descriptors_of_a_top_level_layer() -> None:
+    d = _by_name(lambda: nn.Linear(3, 2))
+    assert (d["weight"].role, d["weight"].module_role, d["bias"].kind) == ("weight", "", "bias")
+    assert (d["bias"].fan_in, d["bias"].fan_out) == (3, 2) and d["bias"].depth == 0.0
+
+
+def test_default_descriptors_find_layer_stages_and_blocks() -> None:
+    d = _by_name(Staged)
+    assert {x.num_stages for x in d.values()} == {2}
+    assert [
+        d[k].stage
+        for k in ("stem.weight", "layer1.0.weight", "layer1.1.bias", "layer2.0.0.weight", "fc.weight")
+    ] == [0, 1, 1, 2, 3]
+    assert (
+        d["layer1.0.weight"].role == "layer.weight"
+        and d["layer2.0.1.running_var"].role == "layer.running_var"
+    )
+    # a module between two stages is the last block of the stage before
+    assert [d[k].depth_in_stage for k in ("layer1.0.weight", "layer1.1.weight", "transition.weight")] == [
+        0,
+        0.5,
+        1,
+    ]
+    assert d["transition.bias"].stage == 1 and d["transition.bias"].role == "transition.bias"
+    assert d["layer2.0.1.weight"].depth_in_stage == 0.0, "one block: 0.0"
+    assert d["stem.weight"].depth == 0.0 and d["fc.bias"].depth == 1.0
+    assert (d["layer1.0.weight"].fan_in, d["layer1.0.weight"].fan_out) == (4 * 9, 4 * 9)
+
+
+def test_default_descriptors_find_a_stage_of_blocks() -> None:
+    d = _by_name(Blocks)
+    assert {x.num_stages for x in d.values()} == {1}
+    assert (d["embed.weight"].stage, d["blocks.1.0.weight"].stage, d["norm.bias"].stage) == (0, 1, 2)
+    assert [d[f"blocks.{i}.1.weight"].depth_in_stage for i in range(3)] == [0.0, 0.5, 1.0]
+    assert d["blocks.2.0.bias"].role == "blocks.bias" and d["norm.weight"].depth_in_stage == 0.0
+
+
+def test_default_descriptors_read_timm_stages() -> None:
+    d = _by_name(TimmStages)
+    assert {x.num_stages for x in d.values()} == {2}
+    assert (d["stages.0.downsample.weight"].stage, d["stages.1.blocks.2.weight"].stage) == (1, 2)
+    assert d["stages.1.blocks.2.bias"].role == "stages.blocks.bias"
+    # the downsample, outside the indexed blocks, is a block of its own: the stage's first
+    assert d["stages.1.downsample.weight"].depth_in_stage == 0.0
+    assert [d[f"stages.1.blocks.{i}.weight"].depth_in_stage for i in range(3)] == [1 / 3, 2 / 3, 1.0]
+
+
+class CountingFamily(ToyFamily):
+    def __init__(self, broken: str = "") -> None:
+        super().__init__()
+        self.broken = broken
+        self.computed = 0
+
+    def compute_descriptors(self, spec: zoo.ArchSpec) -> tuple[Any, ...]:
+        self.computed += 1
+        descs = list(super().compute_descriptors(spec))
+        if self.broken == "depth":
+            descs[1] = dataclasses.replace(descs[1], depth=1.5)
+        elif self.broken == "missing":
+            descs.pop()
+        elif self.broken == "order":
+            descs[0], descs[1] = descs[1], descs[0]
+        return tuple(descs)
+
+
+def test_descriptors_are_cached_per_family_and_spec() -> None:
+    fam = CountingFamily()
+    first = fam.descriptors(fam.parse("toy-4"))
+    assert fam.descriptors(fam.parse("toy-4")) is first and fam.computed == 1
+    wider = fam.descriptors(fam.parse("toy-6"))
+    assert fam.computed == 2 and wider[0].shape == (6, 3) and first[0].shape == (4, 3)
+    assert [d.role for d in wider] == [d.role for d in first], "the same roles at another width"
+
+
+@pytest.mark.parametrize(
+    ("broken", "match"),
+    [("depth", "'fc.bias' has depth 1.5"), ("missing", "5 descriptors for 6 slots"), ("order", "'fc.bias'")],
+)
+def test_a_broken_override_is_refused_with_the_slot_named(broken: str, match: str) -> None:
+    fam = CountingFamily(broken)
+    with pytest.raises(zoo.ZooError, match=match) as info:
+        fam.descriptors(fam.parse("toy-4"))
+    assert "compute_descriptors" in str(info.value) and "'toy'" in str(info.value)
