@@ -106,6 +106,23 @@ def test_a_far_dataset_generates_with_the_promoted_generator(served) -> None:  #
         zoo.retrieve("cnn-tiny", _noise(), registry=served.reg)
 
 
+def test_a_request_parses_its_architecture_once_at_the_door(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Resolved once (plus once to name it in messages) and passed down: retrieval, scoring, the generator
+    and rebuilding never parse the name again."""
+    family = zoo.get_family("cnn")
+    calls: list[str] = []
+    parse = family.parse
+
+    def counted(name, **overrides):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return parse(name, **overrides)
+
+    monkeypatch.setattr(family, "parse", counted)
+    p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=served.reg, labelled=served.digits, samples=2)
+    assert {c.source for c in p.candidates} == {"retrieved", "generated"}  # every stage ran
+    assert calls == ["cnn-tiny", "cnn-tiny"]  # the door, and the label
+
+
 def test_another_architecture_never_gets_a_cnn_tiny_checkpoint(served) -> None:  # type: ignore[no-untyped-def]
     for fn in (zoo.retrieve_or_generate, zoo.retrieve, zoo.generate):
         with pytest.raises(zoo.NoWeightsError, match=r"zoo train --arch cnn-small") as info:

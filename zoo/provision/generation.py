@@ -70,10 +70,15 @@ def load_generator(registry: Registry, rec: GeneratorRecord, device: str | torch
     return LoadedGenerator(rec, kind, hit)
 
 
-def trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, str], bool]:
-    """(arch key -> name of the checkpoints it was trained on, whether all of them are still registered)."""
+def trained_archs(registry: Registry, rec: GeneratorRecord) -> tuple[dict[str, ArchSpec], bool]:
+    """(arch key -> spec of the checkpoints it was trained on, whether all of them are still registered)."""
     recs = registry.get_many(rec.trained_on)
-    return {r.arch.key: arch_label(r.arch) for r in recs}, len(recs) == len(set(rec.trained_on))
+    return {r.arch.key: r.arch for r in recs}, len(recs) == len(set(rec.trained_on))
+
+
+def _labels(archs: dict[str, ArchSpec]) -> list[str]:
+    """The architectures' names for a message (computed only when one is written), sorted."""
+    return sorted({arch_label(spec) for spec in archs.values()})
 
 
 def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord, LoadedGenerator]:
@@ -83,7 +88,7 @@ def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord,
         rec = registry.get_generator(ref)
         gen = load_generator(registry, rec, device)
         if not gen.knows(spec):
-            known = sorted(trained_archs(registry, rec)[0].values()) or ["(unknown)"]
+            known = _labels(trained_archs(registry, rec)[0]) or ["(unknown)"]
             raise GeneratorError(
                 f"generator {rec.ref} was not trained on {req.label} (it knows "
                 f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
@@ -104,7 +109,7 @@ def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord,
             gen = load_generator(registry, rec, device)
             if gen.knows(spec):
                 return rec, gen
-        knows = ", ".join(sorted(set(archs.values()))) or "other architectures"
+        knows = ", ".join(_labels(archs)) or "other architectures"
         seen.append(f"{rec.ref} ({rec.status}) knows {knows}")
     if seen:
         raise NoGenerator(f"no generator was trained on {req.label} ({'; '.join(seen)})")
