@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import ArchitectureFamily, ArchSpec, hookimpl
+from zoo import ArchitectureFamily, ArchSpec, SlotDescriptor, hookimpl
 from zoo.errors import ZooError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {  # name -> module class
@@ -160,7 +160,7 @@ class CNNFamily(ArchitectureFamily):
         c = spec.config
         return (c["in_chans"], c["input_size"], c["input_size"])
 
-    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[SlotDescriptor, ...]:
         """The ``SlotDescriptor`` of each generated tensor: convs of stage 1, the hidden fc and classifier.
 
         Roles, stages and depths as in the module docstring; names, shapes and fans are the default's.

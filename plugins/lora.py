@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import ArchitectureFamily, ArchSpec, Layout, TensorSlot, hookimpl
+from zoo import ArchitectureFamily, ArchSpec, Layout, SlotDescriptor, TensorSlot, hookimpl
 from zoo.errors import ArchitectureMismatchError, UnknownFamilyError, ZooError
 
 DEFAULT_RANK = 8  # rank of A and B
@@ -292,7 +292,7 @@ class LoRAFamily(ArchitectureFamily):
     def optional_keys(self, spec: ArchSpec) -> frozenset[str]:
         return frozenset()
 
-    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[SlotDescriptor, ...]:
         """The ``SlotDescriptor`` of each adapter factor: the adapted module's role, stage and depths."""
         base = self.base_spec(spec)
         adapted = {d.name: d for d in get_family_of(base).descriptors(base)}

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import ArchitectureFamily, ArchSpec, hookimpl
+from zoo import ArchitectureFamily, ArchSpec, SlotDescriptor, hookimpl
 from zoo.errors import ZooError
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the named CIFAR depths; any 6n+2 parses
@@ -244,7 +244,7 @@ class ResNetFamily(ArchitectureFamily):
             return IMAGENET_STAGES[c["depth"]][1]
         return ((c["depth"] - 2) // 6,) * 3
 
-    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[SlotDescriptor, ...]:
         """The ``SlotDescriptor`` of each generated tensor: stem, blocks of stages 1..k, classifier.
 
         Roles, stages and depths as in the module docstring; names, shapes and fans are the default's.

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import ArchitectureFamily, ArchSpec, hookimpl
+from zoo import ArchitectureFamily, ArchSpec, SlotDescriptor, hookimpl
 from zoo.errors import ZooError
 
 
@@ -159,7 +159,7 @@ class ViTFamily(ArchitectureFamily):
         c = spec.config
         return (c["in_chans"], c["img_size"], c["img_size"])
 
-    def compute_descriptors(self, spec: ArchSpec) -> tuple[Any, ...]:
+    def compute_descriptors(self, spec: ArchSpec) -> tuple[SlotDescriptor, ...]:
         """The ``SlotDescriptor`` of each generated tensor: embedding (stem), blocks (one stage), head.
 
         Roles, stages and depths as in the module docstring; names, shapes and fans are the default's.

@@ -32,7 +32,7 @@ from zoo.errors import (
     UnsafeCheckpointError,
     ZooError,
 )
-from zoo.family import ArchitectureFamily, Layout, TensorSlot
+from zoo.family import ArchitectureFamily, Layout, SlotDescriptor, TensorSlot, default_descriptors
 from zoo.generators import (
     GeneratorKind,
     generator_kinds,
@@ -126,6 +126,7 @@ __all__ = [
     "ReindexConfig",
     "ReindexReport",
     "RetrievalPolicy",
+    "SlotDescriptor",
     "TensorSlot",
     "TextEncoder",
     "UnknownFamilyError",
@@ -139,6 +140,7 @@ __all__ = [
     "atomic_write",
     "chunk",
     "chunk_index",
+    "default_descriptors",
     "detect_arch",
     "embed_arch",
     "families",
