@@ -9,6 +9,9 @@ model. Each round adds distinct weights (so no de-duplication shortcut) and time
   load       Registry.load(ref)                                (the same plus building the nn.Module)
   raw_module safetensors load_file + build + load_state_dict   (what `load` is compared with)
   sha256     hashlib.sha256 of the same bytes: the cost of content addressing and of verifying every load
+and, on the registry those rounds filled:
+  open       Registry(path) then close(): what every CLI command and script pays before its first query
+  raw_open   sqlite3.connect + one query + close of the same file (the floor)
 Prints JSON; `--out FILE` also writes it.
 
     python bench/bench_registry.py [--rounds 30] [--out bench/results/registry.json]
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -78,6 +82,19 @@ def main() -> None:
                 for k, v in zip(times, (t_save, t_add, t_rload, t_lsd, t_load, t_rmod, t_sha)):
                     times[k].append(v * 1e3)
         reg.close()
+        db_path = Path(tmp) / "registry.db"
+
+        def raw_open() -> None:
+            con = sqlite3.connect(db_path)
+            con.execute("SELECT count(*) FROM checkpoints").fetchone()
+            con.close()
+
+        for i in range(args.rounds + 3):
+            t_open, _ = timed(lambda: zoo.Registry(db_path).close())
+            t_raw_open, _ = timed(raw_open)
+            if i >= 3:
+                times.setdefault("open", []).append(t_open * 1e3)
+                times.setdefault("raw_open", []).append(t_raw_open * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "benchmark": "registry_add_load",
@@ -96,7 +113,9 @@ def main() -> None:
             ),
         },
         "targets": {"add_vs_raw_save": 1.3, "load_vs_raw_load": 1.1},
-        "throughput_MBps": {k: round(n_params * 4 / 1e6 / (v / 1e3), 1) for k, v in med.items()},
+        "throughput_MBps": {
+            k: round(n_params * 4 / 1e6 / (v / 1e3), 1) for k, v in med.items() if "open" not in k
+        },
     }
     emit(result, args.out)
 
