@@ -17,6 +17,7 @@ from zoo import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from zoo_demo.job import DemoConfig, fast_generator_config, run_demo
+    from zoo_demo.resnet_zoo import build_resnet_zoo
     from zoo_demo.tinyzoo import (
         TASKS,
         Task,
@@ -31,6 +32,7 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (impor
     "DemoConfig": "zoo_demo.job",
     "TASKS": "zoo_demo.tinyzoo",
     "Task": "zoo_demo.tinyzoo",
+    "build_resnet_zoo": "zoo_demo.resnet_zoo",
     "build_tiny_zoo": "zoo_demo.tinyzoo",
     "default_tasks": "zoo_demo.tinyzoo",
     "evaluate": "zoo_demo.tinyzoo",
@@ -44,6 +46,7 @@ __all__ = [
     "TASKS",
     "DemoConfig",
     "Task",
+    "build_resnet_zoo",
     "build_tiny_zoo",
     "default_tasks",
     "evaluate",
