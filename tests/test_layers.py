@@ -31,7 +31,7 @@ def test_every_zoo_module_is_either_public_or_forbidden_to_plugins() -> None:
 
 
 def test_the_contract_binds_every_package_above_zoo() -> None:
-    assert set(_plugin_contract()["source_modules"]) == {"igpg", "zoo_plugins", "zoo_demo"}
+    assert set(_plugin_contract()["source_modules"]) == {"igpg", "zoo_families", "zoo_demo"}
 
 
 def test_zoo_exports_what_the_plugins_need() -> None:

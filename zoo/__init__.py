@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from zoo.atomic import atomic_write
 from zoo.chunking import Chunks, chunk, chunk_index, unchunk
 from zoo.datasets import ImageDataset, as_dataset
+from zoo.descriptors import SlotDescriptor, default_descriptors
 from zoo.encoders import (
     ClassPooledEncoder,
     DatasetEncoder,
@@ -32,7 +33,7 @@ from zoo.errors import (
     UnsafeCheckpointError,
     ZooError,
 )
-from zoo.family import ArchitectureFamily, Layout, SlotDescriptor, TensorSlot, default_descriptors
+from zoo.family import ArchitectureFamily
 from zoo.generators import (
     GeneratorKind,
     generator_kinds,
@@ -79,6 +80,7 @@ from zoo.registry import Registry
 from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, accuracy_evaluator, reindex
 from zoo.retrieval import Neighbor, embed_arch, get_embedding, nearest
 from zoo.shared_data import shared_data_candidates, shared_data_dir
+from zoo.slots import Layout, TensorSlot
 from zoo.training import Curve, fine_tune_module
 
 try:

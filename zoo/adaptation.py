@@ -257,7 +257,8 @@ def _copy_bn(
 
 def _padded_stream(prev: torch.Tensor, n_src: int, gen: torch.Generator) -> torch.Tensor:
     """The mapping of a stage's residual stream (width ``2 n``) from the previous stage's (``prev``: width
-    ``n'`` of the target onto ``n_src`` of the source), following the option-A shortcut of plugins/resnet.py:
+    ``n'`` of the target onto ``n_src`` of the source), following the option-A shortcut of
+    zoo_families/resnet.py:
     ``[planes // 4 zero channels | previous stream | zero channels up to planes]``."""
     n_tgt = len(prev)
     p_src, p_tgt = (2 * n_src) // 4, (2 * n_tgt) // 4

@@ -37,10 +37,10 @@ ENTRY_POINT_GROUP = "zoo.plugins"
 ENV_DISABLE_AUTOLOAD = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ONLY = "ZOO_PLUGINS"
 BUILTIN_PLUGINS: dict[str, str] = {  # entry-point name -> module, loaded even when autoload is disabled
-    "cnn": "zoo_plugins.cnn",  # small zoo CNNs
-    "resnet": "zoo_plugins.resnet",  # CIFAR ResNets (6n+2) and ImageNet ResNets
-    "vit": "zoo_plugins.vit",  # timm Vision Transformers
-    "lora": "zoo_plugins.lora",  # LoRA adapters on a ViT base
+    "cnn": "zoo_families.cnn",  # small zoo CNNs
+    "resnet": "zoo_families.resnet",  # CIFAR ResNets (6n+2) and ImageNet ResNets
+    "vit": "zoo_families.vit",  # timm Vision Transformers
+    "lora": "zoo_families.lora",  # LoRA adapters on a ViT base
     "encoders": "zoo.encoders.builtin",  # dataset encoders (pixels, clip) and text encoders (minilm)
 }
 

@@ -50,7 +50,7 @@ def test_rm_without_yes_refuses_when_it_cannot_ask(registry: zoo.Registry, regis
 
 def test_rm_of_a_base_says_why_before_it_asks(registry: zoo.Registry, registry_url: str) -> None:
     """A removal that would be refused (LoRA adapters apply on top of it) says so, and never advises --yes."""
-    from tests.plugins.helpers import random_state
+    from tests.zoo_families.helpers import random_state
 
     base_spec = zoo.resolve_arch("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10)
     base = registry.add(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.family import SlotDescriptor
+from zoo import SlotDescriptor
 
 
 class Toy(nn.Module):

@@ -33,7 +33,7 @@ def test_loading_is_idempotent() -> None:
     assert zoo.families() is first
 
 
-def test_zoo_plugins_env_restricts_what_loads(fresh_plugins, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zoo_families_env_restricts_what_loads(fresh_plugins, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZOO_PLUGINS", "cnn")
     assert zoo.list_families() == ["cnn"]
     with pytest.raises(zoo.UnknownPluginError, match="resnet"):

@@ -14,7 +14,7 @@ import pytest
 from torch import nn
 
 import zoo
-from zoo.family import SlotDescriptor
+from zoo import SlotDescriptor
 
 ARCHS = zoo.list_architectures()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from tests.plugins.helpers import random_state, same_bits
+from tests.zoo_families.helpers import random_state, same_bits
 
 
 def _checkpoint(path: Path) -> dict[str, torch.Tensor]:

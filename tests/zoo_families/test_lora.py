@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_plugins.lora import LoRALinear, lora_state_dict, merge
 
 import zoo
-from tests.plugins.helpers import random_state, same_bits
+from tests.zoo_families.helpers import random_state, same_bits
+from zoo_families.lora import LoRALinear, lora_state_dict, merge
 
 BASE = {"img_size": 32, "patch_size": 8, "num_classes": 10}  # a small ViT-Tiny: quick to run
 

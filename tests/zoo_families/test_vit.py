@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from tests.plugins.helpers import random_state
+from tests.zoo_families.helpers import random_state
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import zoo
-from tests.plugins.helpers import same_bits
+from tests.zoo_families.helpers import same_bits
 from zoo import hookspecs
 from zoo.plugins import ENV_DISABLE_AUTOLOAD, ENV_ONLY, reset_plugins
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.plugins.helpers import base_module, random_state, same_bits
+from tests.zoo_families.helpers import base_module, random_state, same_bits
 
 ARCHS = zoo.list_architectures()
 SMALL = (
@@ -27,7 +27,7 @@ def test_every_builtin_family_is_installed() -> None:
     assert {"cnn", "resnet", "vit", "lora"} <= set(zoo.list_families())
     infos = {p.name: p for p in zoo.list_plugins()}
     for name in ("cnn", "resnet", "vit", "lora"):
-        assert infos[name].module == f"zoo_plugins.{name}" and not infos[name].error
+        assert infos[name].module == f"zoo_families.{name}" and not infos[name].error
 
 
 @pytest.mark.parametrize("arch", ARCHS)

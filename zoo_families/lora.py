@@ -430,7 +430,7 @@ def _detect_base(
         if m.endswith(("attn.qkv", "attn.proj", "mlp.fc1")):
             width = int(adapters[f"{m}.lora_A"].shape[1])
             break
-    from zoo_plugins.vit import SIZES  # the built-in ViT family's size table
+    from zoo_families.vit import SIZES  # the built-in ViT family's size table
 
     size = next((n for n, s in SIZES.items() if s.embed_dim == width), None)
     if size is None:
