@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from zoo.adaptation import Adapted, adapt
 from zoo.atomic import atomic_write
 from zoo.chunking import Chunks, chunk, chunk_index, unchunk
 from zoo.datasets import ImageDataset, as_dataset
@@ -14,6 +15,7 @@ from zoo.encoders import (
     get_text_encoder,
 )
 from zoo.errors import (
+    AdaptationError,
     ArchitectureMismatchError,
     CheckpointError,
     ConfigError,
@@ -90,6 +92,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DEFAULT_MIN_SIMILARITY",
+    "AdaptationError",
+    "Adapted",
     "AliasRecord",
     "ArchSpec",
     "ArchitectureFamily",
@@ -138,6 +142,7 @@ __all__ = [
     "ZooError",
     "__version__",
     "accuracy_evaluator",
+    "adapt",
     "as_dataset",
     "atomic_write",
     "chunk",

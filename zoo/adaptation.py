@@ -53,7 +53,7 @@ from typing import Literal
 
 import torch
 
-from zoo.errors import ArchitectureMismatchError, ConfigError
+from zoo.errors import AdaptationError, ConfigError
 from zoo.family import ArchitectureFamily, StateDict
 from zoo.plugins import get_family
 from zoo.records import ArchSpec
@@ -106,10 +106,11 @@ def adapt(
         tensors keep the source's floating dtype.
 
     Raises:
-        ArchitectureMismatchError: the pair is not supported (another family, other classes or input
-            channels, an ImageNet ResNet, an odd ResNet width, narrower, shallower without
-            ``allow_shallower``, a cnn with other depth, kernels, input size or activation), naming both
-            specs and the fix; or ``state_dict`` does not fit ``source``.
+        AdaptationError: the pair is not supported (another family, other classes or input channels, an
+            ImageNet ResNet, an odd ResNet width, narrower, shallower without ``allow_shallower``, a cnn with
+            other depth, kernels, input size or activation), naming both specs and the fix; raised before
+            the weights are read.
+        ArchitectureMismatchError: ``state_dict`` does not fit ``source``.
         ConfigError: ``noise`` is negative or ``placement`` unknown.
     """
     if noise < 0:
@@ -185,10 +186,8 @@ def _normalized(family: ArchitectureFamily, spec: ArchSpec) -> ArchSpec:
     return family.parse(spec.name, **dict(spec.config)) or spec
 
 
-def _refuse(source: ArchSpec, target: ArchSpec, reason: str, fix: str) -> ArchitectureMismatchError:
-    return ArchitectureMismatchError(
-        str(target), detail=f"cannot adapt {source} to {target}: {reason}. Fix: {fix}"
-    )
+def _refuse(source: ArchSpec, target: ArchSpec, reason: str, fix: str) -> AdaptationError:
+    return AdaptationError(source, target, reason, fix)
 
 
 def _widen_map(n_src: int, n_tgt: int, gen: torch.Generator) -> torch.Tensor:

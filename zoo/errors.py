@@ -10,7 +10,10 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from zoo.records import ArchSpec
 
 SHOW_LIMIT = 80  # characters of a user-supplied value quoted in a message
 
@@ -216,6 +219,18 @@ class ArchitectureMismatchError(ZooError):
             f"weights do not fit architecture {arch}: {'; '.join(parts)}. "
             "Check the architecture you passed (arch=) or let zoo detect it"
         )
+
+
+class AdaptationError(ZooError):
+    """Weights of one architecture cannot be adapted (Net2Net, :func:`zoo.adapt`) to another: the pair is not
+    supported (another family, other classes or input channels, narrower, shallower unless allowed, ...)."""
+
+    def __init__(self, source: ArchSpec | str, target: ArchSpec | str, reason: str, fix: str) -> None:
+        self.source = source  # the architecture the weights are of
+        self.target = target  # the architecture asked for
+        self.reason = reason  # why the pair is refused, in words
+        self.fix = fix  # what to do instead
+        super().__init__(f"cannot adapt {source} to {target}: {reason}. Fix: {fix}")
 
 
 class InvalidWeightsError(ZooError):

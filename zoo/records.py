@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-ORIGINS = ("imported", "trained", "fine-tuned", "generated")  # how a checkpoint came to be
+ORIGINS = ("imported", "trained", "fine-tuned", "generated", "adapted")  # how a checkpoint came to be
 
 
 def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:

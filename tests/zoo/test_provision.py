@@ -124,12 +124,17 @@ def test_a_request_parses_its_architecture_once_at_the_door(served, monkeypatch)
 
 
 def test_another_architecture_never_gets_a_cnn_tiny_checkpoint(served) -> None:  # type: ignore[no-untyped-def]
-    for fn in (zoo.retrieve_or_generate, zoo.retrieve, zoo.generate):
+    for fn in (zoo.retrieve_or_generate, zoo.retrieve, zoo.generate):  # adapt=False: no Net2Net widening
         with pytest.raises(zoo.NoWeightsError, match=r"zoo train --arch cnn-small") as info:
-            fn("cnn-small", "digits", registry=served.reg, min_similarity=-1.0)
+            fn("cnn-small", "digits", registry=served.reg, min_similarity=-1.0, adapt=False)
         assert isinstance(info.value, zoo.GeneratorError) and isinstance(info.value, zoo.NotFoundError)
     with pytest.raises(zoo.NoWeightsError, match="igpg:v1 \\(promoted\\) knows cnn-tiny"):
-        zoo.retrieve_or_generate("cnn-small", "digits", registry=served.reg)
+        zoo.retrieve_or_generate("cnn-small", "digits", registry=served.reg, adapt=False)
+    # by default a cnn-tiny checkpoint is widened to cnn-small (the adapted source), never served as it is
+    p = zoo.retrieve_or_generate("cnn-small", "digits", registry=served.reg)
+    assert (
+        p.source == "adapted" and p.checkpoint.arch == served.spec and p.arch == zoo.resolve_arch("cnn-small")
+    )
     with pytest.raises(zoo.GeneratorError, match="not trained on cnn-small"):
         zoo.generate("cnn-small", "digits", registry=served.reg, generator="igpg:v1")
     with pytest.raises(zoo.UnknownFamilyError):
@@ -444,9 +449,8 @@ def test_cli_get_prints_provenance_and_saves_the_weights(served, tmp_path: Path)
 def test_cli_get_errors_are_one_line_with_exit_code_1(served, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     from zoo.cli import main
 
-    monkeypatch.setattr(
-        sys, "argv", ["zoo", "--registry", str(served.path), "get", "cnn-small", "--dataset", "digits"]
-    )
+    argv = ["zoo", "--registry", str(served.path), "get", "cnn-small", "--dataset", "digits", "--no-adapt"]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as info:
         main()
     err = capsys.readouterr().err

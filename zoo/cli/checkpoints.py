@@ -19,6 +19,7 @@ from zoo.cli.app import (
     table,
 )
 from zoo.errors import ZooError
+from zoo.records import ORIGINS
 
 
 @cli.command()
@@ -29,7 +30,7 @@ from zoo.errors import ZooError
 @click.option("--metric", "metrics", multiple=True, metavar="KEY=VALUE", help="A metric, e.g. accuracy=0.93.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option(
-    "--origin", default="imported", type=click.Choice(["imported", "trained", "fine-tuned", "generated"])
+    "--origin", default="imported", type=click.Choice(ORIGINS), help="How the weights came to be (lineage)."
 )
 @click.option("--parent", help="Checkpoint this one came from (lineage).")
 @click.option(
@@ -181,7 +182,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.option("--tag", "tags", multiple=True, help="Required tag (repeatable).")
 @click.option("--metric", "metrics", multiple=True, metavar="EXPR", help="Threshold, e.g. 'accuracy>=0.9'.")
 @click.option("--name", help="Name or glob.")
-@click.option("--origin", type=click.Choice(["imported", "trained", "fine-tuned", "generated"]))
+@click.option("--origin", type=click.Choice(ORIGINS))
 @click.option("--latest", is_flag=True, help="Only the newest version of each name.")
 @click.option("--limit", type=int, default=None)
 @json_option

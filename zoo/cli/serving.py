@@ -91,7 +91,8 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     "--out",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Where to save the weights (.safetensors). Default: ARCH.safetensors here.",
+    help="Where to save the weights (.safetensors). Default: <variant name>.safetensors here "
+    "(e.g. resnet20.safetensors, also for a spec given as JSON).",
 )
 @click.option(
     "--min-similarity",
@@ -124,9 +125,23 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
 @click.option("--temperature", type=float, default=None, help="Sampling temperature (0: greedy).")
 @click.option("--seed", type=int, default=None, help="Sampling seed (default 0: reproducible).")
 @click.option(
-    "--register", is_flag=True, help="Register generated weights (origin 'generated', with the generator)."
+    "--adapt/--no-adapt",
+    default=None,
+    help="When no checkpoint of ARCH is similar enough, adapt same-family checkpoints to it (Net2Net: "
+    "deeper/wider, function-preserving). Default: on.",
 )
-@click.option("--name", default=None, help="Name to register generated weights under.")
+@click.option(
+    "--adapt-shallower",
+    is_flag=True,
+    help="Also adapt deeper checkpoints by dropping blocks (approximate).",
+)
+@click.option(
+    "--register",
+    is_flag=True,
+    help="Register generated weights (origin 'generated', with the generator) or adapted ones (origin "
+    "'adapted', the source checkpoint as parent).",
+)
+@click.option("--name", default=None, help="Name to register generated or adapted weights under.")
 @json_option
 @click.pass_context
 def get(
@@ -142,11 +157,14 @@ def get(
     generator_ref: str | None,
     temperature: float | None,
     seed: int | None,
+    adapt: bool | None,
+    adapt_shallower: bool,
     register: bool,
     name: str | None,
     as_json: bool,
 ) -> None:
-    """Weights of ARCH for a dataset: the nearest similar-enough checkpoint, or generated ones.
+    """Weights of ARCH for a dataset: the nearest similar-enough checkpoint, one of another architecture of
+    its family adapted to ARCH, or generated ones.
 
     Prints where they came from and why, and saves them as safetensors (`zoo add` reads the file back).
     """
@@ -162,6 +180,8 @@ def get(
             "generator": generator_ref,
             "temperature": temperature,
             "seed": seed,
+            "adapt": adapt,
+            "adapt_shallower": adapt_shallower or None,
         }.items()
         if v is not None
     }
@@ -176,7 +196,7 @@ def get(
         prov = retrieve_or_generate(
             arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options
         )
-    path = prov.save(out or f"{arch}.safetensors")
+    path = prov.save(out or f"{prov.arch.name}.safetensors")
     data = {**prov.to_dict(), "saved": str(path)}
 
     def human() -> None:
@@ -188,6 +208,9 @@ def get(
             ("dataset", str(dataset)),
             ("similarity", f"{sim} (threshold {prov.min_similarity:g})"),
         ]
+        if prov.source == "adapted" and prov.checkpoint is not None:
+            rows.append(("from", f"{prov.checkpoint.ref} ({prov.checkpoint.arch})"))
+            rows.append(("adaptation", prov.adaptation or "-"))
         if prov.score is not None:
             rows.append(("score", f"{prov.score:.4f} (best of {len(prov.scores)} scored)"))
         rows += [("reason", prov.reason), ("seconds", f"{prov.seconds:.2f}"), ("saved", str(path))]

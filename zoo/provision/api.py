@@ -52,14 +52,17 @@ def retrieve_or_generate(
     device: str | torch.device = "cpu",
     **options: Any,
 ) -> Provision:
-    """A ready module of ``arch`` for ``dataset``: the nearest compatible checkpoint or generated weights.
+    """A ready module of ``arch`` for ``dataset``: the nearest compatible checkpoint, a checkpoint of another
+    architecture of its family adapted to ``arch`` (Net2Net), or generated weights.
 
     ``dataset`` is a registered dataset's name or anything :func:`zoo.as_dataset` reads. ``registry``
     defaults to ``Registry()`` (``$ZOO_REGISTRY_URL`` or ``registry.db``). ``labelled`` (``(images, labels)``,
     an :class:`~zoo.ImageDataset`, or anything ``as_dataset`` reads) scores every compatible checkpoint (up to
-    ``score_pool``; above, a pool drawn from several rankings) and the generated samples, and picks the best.
-    ``register=True`` stores generated weights (origin ``"generated"``, under ``name`` or
-    ``<arch>-<dataset>-generated``) with the generator version in their metadata and tags. ``policy`` (or
+    ``score_pool``; above, a pool drawn from several rankings), the adapted ones and the generated samples,
+    and picks the best. ``register=True`` stores generated weights (origin ``"generated"``, under ``name`` or
+    ``<arch>-<dataset>-generated``) with the generator version in their metadata and tags, or adapted weights
+    (origin ``"adapted"``, under ``name`` or ``<arch>-<dataset>-adapted``, the source checkpoint as their
+    ``parent`` and its dataset, the adaptation in their metadata). ``policy`` (or
     its fields as keywords, e.g. ``min_similarity=0.95``) sets the rules; see :class:`RetrievalPolicy` and
     the module docs. Raises :class:`~zoo.errors.NoWeightsError` when nothing can serve the request.
 
@@ -85,7 +88,7 @@ def retrieve(
     """The nearest checkpoint of exactly ``arch`` whose dataset is at least ``min_similarity`` similar.
 
     With ``labelled`` samples, the best-scoring of the similar-enough checkpoints (all of them up to
-    ``score_pool``, see the module docs). Never generates:
+    ``score_pool``, see the module docs). Never generates nor adapts:
     raises :class:`~zoo.errors.NoWeightsError` when no compatible checkpoint is similar enough (lower
     ``min_similarity`` to accept a less similar one). Arguments as in :func:`retrieve_or_generate`.
     """
@@ -106,7 +109,7 @@ def generate(
 ) -> Provision:
     """Weights of ``arch`` for ``dataset`` sampled from the generator, whatever the registry holds.
 
-    One sample; with ``labelled`` samples, the best of ``samples``. Raises
+    One sample; with ``labelled`` samples, the best of ``samples``. Never retrieves nor adapts. Raises
     :class:`~zoo.errors.NoWeightsError` when no generator knows the architecture. Arguments as in
     :func:`retrieve_or_generate`.
     """

@@ -1,5 +1,6 @@
 """Gathering a request's candidates: the nearest compatible checkpoints (or, with labelled samples, the pool
-to score), generated samples when needed, and their scores.
+to score), same-family checkpoints adapted to the architecture and generated samples when needed, and their
+scores.
 """
 
 from __future__ import annotations
@@ -26,18 +27,22 @@ from zoo.encoders import get_dataset_encoder
 from zoo.errors import (
     IntegrityError,
     NoWeightsError,
+    ZooError,
 )
 from zoo.provision import generation
+from zoo.provision.adapted import AdaptPlan, adapt_module, adaptable_sources, refusals_text
 from zoo.provision.generation import (
     NoGenerator,
     select_generator,
 )
 from zoo.provision.request import (
     Request,
+    arch_label,
     fix_hint,
 )
 from zoo.provision.results import (
     Candidate,
+    adapted_ref,
 )
 from zoo.records import CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry
@@ -63,24 +68,39 @@ def why_not(req: Request, neighbours: Sequence[Neighbor]) -> str:
 
 @dataclass
 class Pick:
-    """A candidate while the request runs: its record and, once loaded or sampled, its module."""
+    """A candidate while the request runs: its record and, once loaded, adapted or sampled, its module."""
 
     cand: Candidate
     module: nn.Module | None = None
-    record: CheckpointRecord | None = None  # a retrieved checkpoint's record
-    dataset: str | None = None  # a retrieved checkpoint's training dataset
+    record: CheckpointRecord | None = None  # a retrieved checkpoint's record; adapted: the source's
+    dataset: str | None = None  # a retrieved (or the source) checkpoint's training dataset
     sample: int | None = None
+    plan: AdaptPlan | None = None  # adapted: how the source is adapted (done when the module is needed)
+    adaptation: str | None = None  # adapted, once done: what was done (Adapted.provenance)
+    exact: bool | None = None  # adapted: whether the module computes the source's function
 
 
 def ensure_loaded(reg: Registry, p: Pick, device: str | torch.device, notes: list[str]) -> bool:
-    """Load ``p``'s module unless it has one; a damaged blob marks the candidate and is skipped, not fatal."""
+    """Load (or adapt) ``p``'s module unless it has one; a damaged blob, or a source that cannot be adapted
+    after all, marks the candidate and is skipped, not fatal."""
     if p.module is not None:
         return True
     try:
-        p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
+        if p.plan is not None:
+            p.module, done = adapt_module(reg, p.record, p.plan, device)  # type: ignore[arg-type]
+            p.adaptation, p.exact = done.provenance, done.exact
+        else:
+            p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
     except IntegrityError as exc:
         p.cand = dataclasses.replace(p.cand, error=str(exc))
         notes.append(f"skipped {p.cand.ref}: its weights are damaged (`zoo verify` reports it)")
+        log.warning("skipping %s: %s", p.cand.ref, exc)
+        return False
+    except ZooError as exc:
+        if p.plan is None:
+            raise
+        p.cand = dataclasses.replace(p.cand, error=str(exc))
+        notes.append(f"skipped {p.cand.ref}: it could not be adapted ({exc})")
         log.warning("skipping %s: %s", p.cand.ref, exc)
         return False
     return True
@@ -164,10 +184,14 @@ def scoring_pool(reg: Registry, req: Request, query: np.ndarray, floor: float | 
 
 @dataclass
 class Gathered:
-    """What a request gathered: retrieval's neighbours and candidates, generated samples, their scores."""
+    """What a request gathered: retrieval's neighbours and candidates, adapted checkpoints, generated samples,
+    their scores."""
 
     neighbours: list[Neighbor] = field(default_factory=list)  # the `candidates` nearest compatible ones
     retrieved: list[Pick] = field(default_factory=list)  # those, or (with labelled samples) the scoring pool
+    adapt_tried: bool = False  # adaptable checkpoints were looked for
+    adapted: list[Pick] = field(default_factory=list)  # same-family checkpoints to adapt, nearest first
+    unadaptable: list[str] = field(default_factory=list)  # "<arch>: <reason>" per family architecture refused
     generator: GeneratorRecord | None = None  # the generator version sampled
     generated: list[Pick] = field(default_factory=list)  # its samples
     notes: list[str] = field(default_factory=list)  # what went wrong (no generator, damaged weights)
@@ -175,13 +199,41 @@ class Gathered:
 
     @property
     def picks(self) -> list[Pick]:
-        """Everything considered: the retrieved checkpoints, then the generated samples."""
-        return self.retrieved + self.generated
+        """Everything considered: the retrieved checkpoints, the adapted ones, then the generated samples (the
+        order in which ties are broken)."""
+        return self.retrieved + self.adapted + self.generated
 
 
 def similar_enough(req: Request, neighbours: Sequence[Neighbor]) -> list[Neighbor]:
     """The neighbours similar enough to be served as they are."""
     return [n for n in neighbours if n.similarity >= req.threshold]
+
+
+def similar_adapted(req: Request, found: Gathered) -> list[Pick]:
+    """The adapted candidates whose source's dataset is similar enough (served as retrieved ones would be)."""
+    return [p for p in found.adapted if p.cand.similarity is not None and p.cand.similarity >= req.threshold]
+
+
+def why_not_adapted(req: Request, found: Gathered) -> str:
+    """Why no adapted checkpoint is served as is ("" when adaptation was not tried, had nothing to try, or one
+    is similar enough)."""
+    if not found.adapt_tried or similar_adapted(req, found):
+        return ""
+    if not found.adapted:
+        return refusals_text(req, found.unadaptable)
+    p = found.adapted[0]
+    src = p.record
+    assert src is not None and p.cand.similarity is not None, "an adapted candidate names its source"
+    return (
+        f"the nearest adaptable checkpoint {src.ref} ({arch_label(src.arch)}, dataset {p.dataset!r}) has "
+        f"similarity {p.cand.similarity:.4f} < {req.threshold:g}"
+    )
+
+
+def why_nothing(req: Request, found: Gathered) -> str:
+    """Why neither a retrieved nor an adapted checkpoint is served as is."""
+    adapted = why_not_adapted(req, found)
+    return f"{why_not(req, found.neighbours)}; {adapted}" if adapted else why_not(req, found.neighbours)
 
 
 def gather(reg: Registry, req: Request) -> Gathered:
@@ -204,10 +256,13 @@ def gather(reg: Registry, req: Request) -> Gathered:
             else fix_hint(req.spec)
         )
         raise NoWeightsError(req.label, str(req.query), why_not(req, found.neighbours), fix)
+    if req.mode == "auto" and req.policy.adapt and not similar:
+        _gather_adapted(reg, req, found)
+    good = bool(similar) or bool(similar_adapted(req, found))  # something is served as is (without labels)
     if req.mode == "generate" or (
-        req.mode == "auto" and (not similar or (req.labelled is not None and req.policy.challenge))
+        req.mode == "auto" and (not good or (req.labelled is not None and req.policy.challenge))
     ):
-        _gather_generated(reg, req, found, similar)
+        _gather_generated(reg, req, found, good)
     if req.labelled is not None:
         _gather_scores(reg, req, found)
     return found
@@ -228,25 +283,46 @@ def _gather_retrieved(reg: Registry, req: Request, found: Gathered) -> None:
     found.timings["retrieve"] = time.perf_counter() - t
 
 
-def _gather_generated(reg: Registry, req: Request, found: Gathered, similar: Sequence[Neighbor]) -> None:
+def _gather_adapted(reg: Registry, req: Request, found: Gathered) -> None:
+    """Same-family checkpoints that can be adapted to the architecture, nearest first (adapted only when
+    served or scored)."""
+    t = time.perf_counter()
+    sources = adaptable_sources(reg, req, req.query.vector(req.policy.encoder))
+    found.adapt_tried = True
+    found.unadaptable = sources.refused
+    found.adapted = [
+        Pick(
+            Candidate("adapted", adapted_ref(s.record.ref, req.spec), s.similarity, None),
+            record=s.record,
+            dataset=s.dataset,
+            plan=s.plan,
+        )
+        for s in sources.found
+    ]
+    found.timings["adapt"] = time.perf_counter() - t
+
+
+def _gather_generated(reg: Registry, req: Request, found: Gathered, good: bool) -> None:
     """Samples from the generator (best-of-n with labelled samples, else one); without one, a note or an
-    error."""
+    error. ``good``: a retrieved or adapted checkpoint is similar enough to be served as is."""
     t = time.perf_counter()
     try:
         gen_rec, gen = select_generator(reg, req)
     except NoGenerator as exc:
         no_gen = str(exc)
-        no_match = why_not(req, found.neighbours)
+        no_match = why_nothing(req, found)
         policy = req.policy
-        if req.mode == "generate" or not found.retrieved or (not similar and not policy.fallback_to_nearest):
+        servable = found.retrieved or found.adapted
+        if req.mode == "generate" or not servable or (not good and not policy.fallback_to_nearest):
             reason = no_gen if req.mode == "generate" else f"{no_match}, and {no_gen}"
             raise NoWeightsError(req.label, str(req.query), reason, fix_hint(req.spec)) from None
-        if similar:
+        if good:
             found.notes.append(f"no generator to compare with ({no_gen})")
         else:
             served = "the best-scoring" if req.labelled is not None else "the nearest"
+            what = "compatible or adapted checkpoint" if found.adapted else "compatible checkpoint"
             found.notes.append(
-                f"{no_match}, and {no_gen}; served {served} compatible checkpoint anyway "
+                f"{no_match}, and {no_gen}; served {served} {what} anyway "
                 f"(fallback_to_nearest). {fix_hint(req.spec)}"
             )
             log.warning("%s: %s", req.label, found.notes[-1])

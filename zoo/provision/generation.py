@@ -82,7 +82,15 @@ def _labels(archs: dict[str, ArchSpec]) -> list[str]:
 
 
 def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord, LoadedGenerator]:
-    """The generator version to sample ``req.spec`` from, loaded; :class:`NoGenerator` (with why) if none."""
+    """The generator version to sample ``req.spec`` from, loaded; :class:`NoGenerator` (with why) if none.
+
+    ``policy.generator`` when given. Else the family's versions (not retired), promoted before candidates and
+    the newest first within each, in two passes: first those trained on exactly ``req.spec`` (or whose
+    training checkpoints are no longer all registered, so that only the kind can tell), then the others of
+    the family, each asked through :meth:`GeneratorKind.knows` whether it can make the architecture (a kind
+    may generalise to depths and widths it never saw). Versions are loaded one at a time and the first that
+    knows the architecture serves: no more are loaded than needed.
+    """
     spec, ref, device = req.spec, req.policy.generator, req.device
     if ref is not None:
         rec = registry.get_generator(ref)
@@ -90,29 +98,34 @@ def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord,
         if not gen.knows(spec):
             known = _labels(trained_archs(registry, rec)[0]) or ["(unknown)"]
             raise GeneratorError(
-                f"generator {rec.ref} was not trained on {req.label} (it knows "
+                f"generator {rec.ref} was not trained on {req.label} and cannot make it (it knows "
                 f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
-                f"`zoo train --arch {spec.name}`"
+                f"`zoo train --arch {spec.name}` (or `zoo train --family {spec.family}`)"
             )
         return rec, gen
     recs = [g for g in registry.generators(family=spec.family) if g.status != "retired"]
     recs.sort(key=lambda g: g.status != "promoted")  # stable: promoted first, newest first within each
-    seen: list[str] = []
-    for rec in recs:
-        archs, complete = trained_archs(registry, rec)
-        if spec.key in archs or not complete:  # trained on it, or cannot tell without loading it
-            try:
-                kind_of(rec)
-            except UnknownPluginError as exc:  # made by a generator plugin that is not installed here
-                seen.append(f"{rec.ref} ({rec.status}) cannot be used: {exc}")
-                continue
-            gen = load_generator(registry, rec, device)
-            if gen.knows(spec):
-                return rec, gen
-        knows = ", ".join(_labels(archs)) or "other architectures"
-        seen.append(f"{rec.ref} ({rec.status}) knows {knows}")
-    if seen:
-        raise NoGenerator(f"no generator was trained on {req.label} ({'; '.join(seen)})")
+    trained = {rec.id: trained_archs(registry, rec) for rec in recs}
+    first = [r for r in recs if spec.key in trained[r.id][0] or not trained[r.id][1]]
+    first_ids = {r.id for r in first}
+    then = [r for r in recs if r.id not in first_ids]
+    why: dict[int, str] = {}  # version id -> why it does not serve
+    for rec in first + then:
+        try:
+            kind_of(rec)
+        except UnknownPluginError as exc:  # made by a generator plugin that is not installed here
+            why[rec.id] = f"{rec.ref} ({rec.status}) cannot be used: {exc}"
+            continue
+        gen = load_generator(registry, rec, device)
+        if gen.knows(spec):
+            if rec.id not in first_ids:
+                log.info("%s was not trained on %s but knows it", rec.ref, req.label)
+            return rec, gen
+        knows = ", ".join(_labels(trained[rec.id][0])) or "other architectures"
+        why[rec.id] = f"{rec.ref} ({rec.status}) knows {knows}"
+    if why:
+        seen = "; ".join(why[r.id] for r in recs)
+        raise NoGenerator(f"no generator knows {req.label} ({seen})")
     raise NoGenerator(f"no generator is trained for family {spec.family!r}")
 
 

@@ -1,4 +1,4 @@
-"""Registering chosen generated weights (``register=True``) and assembling the :class:`Provision`."""
+"""Registering chosen generated or adapted weights (``register=True``); assembling the :class:`Provision`."""
 
 from __future__ import annotations
 
@@ -24,13 +24,17 @@ log = logging.getLogger(__name__)
 def registration(
     reg: Registry, req: Request, found: Gathered, chosen: Pick, reason: str
 ) -> tuple[CheckpointRecord | None, str]:
-    """With ``register=True``, store chosen generated weights: the record (or None) and the amended reason."""
+    """With ``register=True``, store chosen generated or adapted weights: the record (or None) and the amended
+    reason."""
     if not req.register:
         return None, reason
-    if chosen.cand.source != "generated":
+    if chosen.cand.source == "retrieved":
         return None, reason + "; not registered again (it is a registered checkpoint)"
     t = time.perf_counter()
-    registered = _register(reg, req, chosen, found, reason)
+    if chosen.cand.source == "adapted":
+        registered = _register_adapted(reg, req, chosen, reason)
+    else:
+        registered = _register(reg, req, chosen, found, reason)
     found.timings["register"] = time.perf_counter() - t
     return registered, reason + f"; registered as {registered.ref}"
 
@@ -76,6 +80,40 @@ def _register(reg: Registry, req: Request, chosen: Pick, found: Gathered, reason
     )
 
 
+def _register_adapted(reg: Registry, req: Request, chosen: Pick, reason: str) -> CheckpointRecord:
+    """Store adapted weights: origin "adapted", parent the source checkpoint, its dataset (the adapted network
+    computes what the source learnt on it), the adaptation in meta, the tag ``adapted``. The same weights
+    already registered under the name (the same source and seed) give that record back."""
+    src, query = chosen.record, req.query
+    assert src is not None and chosen.module is not None, "adapted weights name their source"
+    name = req.name or f"{req.spec.name}-{query.name or 'query'}-adapted"
+    meta = {
+        "adapted_from": src.ref,
+        "adapted_from_id": src.id,
+        "adapted_from_sha256": src.sha256,
+        "adapted_from_arch": src.arch.to_json(),
+        "adaptation": chosen.adaptation,
+        "exact": chosen.exact,
+        "source_metrics": dict(src.metrics),
+        "similarity": chosen.cand.similarity,
+        "reason": reason,
+        "query": query.name or {"fingerprint": query.data.fingerprint if query.data is not None else None},
+    }
+    metrics = {"labelled_accuracy": chosen.cand.score} if chosen.cand.score is not None else {}
+    return reg.add(
+        chosen.module,
+        name=name,
+        arch=req.spec,
+        dataset=chosen.dataset,
+        origin="adapted",
+        parent=src.id,
+        metrics=metrics,
+        tags=["adapted"],
+        meta=meta,
+        exist_ok=True,
+    )
+
+
 def answer(
     req: Request, found: Gathered, chosen: Pick, reason: str, registered: CheckpointRecord | None
 ) -> Provision:
@@ -90,7 +128,7 @@ def answer(
         seconds=seconds,  # type: ignore[union-attr]
         min_similarity=req.threshold,
         similarity=c.similarity
-        if c.source == "retrieved"
+        if c.source in ("retrieved", "adapted")
         else (found.neighbours[0].similarity if found.neighbours else None),
         checkpoint=chosen.record,
         generator=found.generator if c.source == "generated" else None,
@@ -100,6 +138,7 @@ def answer(
         dataset=req.query.name,
         registered=registered,
         timings=found.timings,
+        adaptation=chosen.adaptation if c.source == "adapted" else None,
     )
     log.info("%s for %s on %s: %s (%.2f s)", prov.source, req.label, req.query, prov.reason, seconds)
     return prov

@@ -30,7 +30,12 @@ DEFAULT_MIN_SIMILARITY = (
     0.99  # dataset cosine similarity a checkpoint needs to be served as is (see module docs)
 )
 SCORE_POOL = 64  # with labelled samples: score every compatible checkpoint up to this many (see module docs)
-Source = Literal["retrieved", "generated"]
+Source = Literal["retrieved", "adapted", "generated"]
+
+
+def adapted_ref(source_ref: str, target: ArchSpec) -> str:
+    """How a candidate adapted from checkpoint ``source_ref`` to ``target`` is named: ``name:vN->arch``."""
+    return f"{source_ref}->{target.name}"
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,13 @@ class RetrievalPolicy:
         True  # with labelled samples, generate even when a checkpoint is similar enough; scores decide
     )
     fallback_to_nearest: bool = (
-        True  # no generator for the arch: serve the nearest compatible checkpoint anyway
+        True  # no generator for the arch: serve the nearest compatible (or adapted) checkpoint anyway
     )
+    adapt: bool = True  # nothing of the arch similar enough: adapt same-family checkpoints to it (Net2Net)
+    adapt_candidates: int = (
+        3  # same-family checkpoints adapted: listed (the first served) or, with labels, scored
+    )
+    adapt_shallower: bool = False  # also adapt deeper ones by dropping blocks (approximate, not exact)
     generator: str | int | None = (
         None  # a generator ref ("igpg:v3", "igpg@promoted", id); None: see the module docs
     )
@@ -73,10 +83,10 @@ class RetrievalPolicy:
             raise ConfigError(
                 f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}"
             )
-        if self.candidates < 1 or self.samples < 1 or self.score_pool < 1:
+        if self.candidates < 1 or self.samples < 1 or self.score_pool < 1 or self.adapt_candidates < 1:
             raise ConfigError(
-                f"candidates, samples and score_pool must be at least 1; got {self.candidates}, "
-                f"{self.samples}, {self.score_pool}"
+                f"candidates, samples, score_pool and adapt_candidates must be at least 1; got "
+                f"{self.candidates}, {self.samples}, {self.score_pool}, {self.adapt_candidates}"
             )
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
@@ -95,13 +105,13 @@ class RetrievalPolicy:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One network that was considered: a retrieved checkpoint or a generated sample."""
+    """One network that was considered: a retrieved checkpoint, an adapted one or a generated sample."""
 
     source: Source
-    ref: str  # the checkpoint's ``name:vN``, or ``generator:vN#i`` for generated sample i
+    ref: str  # the checkpoint's ``name:vN``, ``name:vN->arch`` when adapted, ``generator:vN#i`` for sample i
     similarity: (
         float | None
-    )  # a retrieved checkpoint's dataset similarity (None: generated, or no dataset vector)
+    )  # a (source) checkpoint's dataset similarity (None: generated, or no dataset vector)
     score: float | None  # top-1 accuracy on the labelled samples (None when none were given)
     chosen: bool = False
     error: str | None = (
@@ -117,15 +127,15 @@ class Provision:
     """Weights for an (architecture, dataset) request, with where they came from and why."""
 
     module: nn.Module  # ready to use, eval mode
-    source: Source  # "retrieved" or "generated"
+    source: Source  # "retrieved", "adapted" or "generated"
     arch: ArchSpec
     reason: str  # one human-readable sentence or two: what was chosen and why
     seconds: float  # wall time of the whole request
     min_similarity: float  # the threshold the policy used
     similarity: (
         float | None
-    )  # retrieved: its dataset similarity; generated: the nearest compatible checkpoint's
-    checkpoint: CheckpointRecord | None = None  # the retrieved checkpoint
+    )  # retrieved/adapted: its (source's) dataset similarity; generated: the nearest compatible checkpoint's
+    checkpoint: CheckpointRecord | None = None  # the retrieved checkpoint; adapted: the source checkpoint
     generator: GeneratorRecord | None = None  # the generator version that made the weights
     sample: int | None = None  # which generated sample was chosen
     score: float | None = None  # the chosen network's accuracy on the labelled samples
@@ -133,16 +143,22 @@ class Provision:
         Candidate, ...
     ] = ()  # every checkpoint considered or scored, most similar first; then samples
     dataset: str | None = None  # the registered dataset's name, when the request named one
-    registered: CheckpointRecord | None = None  # generated weights stored by ``register=True``
+    registered: CheckpointRecord | None = None  # generated or adapted weights stored by ``register=True``
     timings: Mapping[str, float] = field(
         default_factory=dict
-    )  # seconds per stage (retrieve, generate, score, ...)
+    )  # seconds per stage (retrieve, adapt, generate, score, ...)
+    adaptation: str | None = None  # adapted: what was done to the source, in words (Adapted.provenance)
 
     @property
     def ref(self) -> str:
-        """The checkpoint's ``name:vN``, or ``generator:vN#sample`` for generated weights."""
+        """The checkpoint's ``name:vN``; ``name:vN->arch`` for weights adapted from checkpoint ``name:vN``;
+        ``generator:vN#sample`` for generated weights."""
         if self.checkpoint is not None:
-            return self.checkpoint.ref
+            return (
+                adapted_ref(self.checkpoint.ref, self.arch)
+                if self.source == "adapted"
+                else self.checkpoint.ref
+            )
         assert self.generator is not None, "a generated provision names its generator"
         return f"{self.generator.ref}#{self.sample}"
 
@@ -166,6 +182,7 @@ class Provision:
             "min_similarity": self.min_similarity,
             "checkpoint": self.checkpoint.ref if self.checkpoint else None,
             "checkpoint_id": self.checkpoint.id if self.checkpoint else None,
+            "adaptation": self.adaptation,
             "generator": self.generator.ref if self.generator else None,
             "generator_id": self.generator.id if self.generator else None,
             "sample": self.sample,
