@@ -41,16 +41,21 @@ Evaluator = Callable[[Any, Any, Sequence[CheckpointRecord], int], float]
 """Scores a loaded generator: ``(registry, generator, checkpoints, seed) -> score``, higher is better."""
 
 
+_MADE_BY_ZOO = ("generated", "adapted")  # origins a generator never trains on
+
+
 def training_checkpoints(
     registry: Any, *, family: str | None = None, arch: str | ArchSpec | None = None, after: int | None = None
 ) -> list[CheckpointRecord]:
     """What a generator trains on: every checkpoint of ``family`` (or exactly ``arch``) that names a dataset
-    and was not itself generated, oldest first (``after``: only those with a larger id)."""
+    and was not made from other weights by zoo (origin ``generated``, or ``adapted``: a Net2Net copy would
+    teach the generator identity blocks and make an unseen architecture seen), oldest first (``after``: only
+    those with a larger id)."""
     spec = plugins.resolve_arch(arch) if arch else None
     recs = [
         r
         for r in registry.search(family=family, arch=spec, after=after)
-        if r.dataset and r.origin != "generated"
+        if r.dataset and r.origin not in _MADE_BY_ZOO
     ]
     recs.sort(key=lambda r: r.id)
     return recs

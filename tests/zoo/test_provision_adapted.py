@@ -163,6 +163,8 @@ def test_register_stores_adapted_weights_with_their_source_as_parent(reg: zoo.Re
     q = zoo.retrieve_or_generate(resnet(14), "digits", registry=reg)
     assert q.source == "retrieved" and q.checkpoint.id == rec.id
     assert [r.id for r in reg.search(origin="adapted")] == [rec.id]
+    # a generator never trains on weights zoo made from other weights
+    assert [r.id for r in zoo.training_checkpoints(reg, family="resnet")] == [src.id]
 
 
 def test_without_adaptation_the_old_error_is_raised_unchanged(reg: zoo.Registry) -> None:
