@@ -4,7 +4,9 @@ Each checkpoint is flattened through its family plugin, chunked (per-layer paddi
 its dataset's embedding and its architecture's text embedding, both read from the registry (computed and
 stored there if missing). Layers are normalised with statistics pooled over every training checkpoint of
 the same architecture (not per checkpoint): all chunks share units, and a generated network is
-un-normalised with exactly the statistics its tokens were learnt in.
+un-normalised with exactly the statistics its tokens were learnt in. Each example's chunks also carry their
+slots' descriptor coordinates (:class:`igpg.structure.SlotChunks`) under a vocabulary of the roles and kinds
+of every training architecture (:class:`igpg.structure.SlotVocab`), for descriptor-mode models.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from igpg.structure import SlotChunks, SlotInputs, SlotTable, SlotVocab, chunk_slots, slot_table
 from igpg.tokenizer import chunk_coords
 from zoo import (
     CheckpointRecord,
@@ -52,6 +55,7 @@ class ZooData:
     k: int
     dataset_encoder: str
     text_encoder: str
+    vocab: SlotVocab | None = None  # roles and kinds of the examples' architectures (their chunks' slots)
 
     @property
     def ds_dim(self) -> int:
@@ -65,6 +69,13 @@ class ZooData:
         """(data, mask, layer, position, count) of every chunk of every example, concatenated."""
         parts = [(e.chunks.data, e.chunks.mask, *chunk_coords(e.chunks)) for e in self.examples]
         return tuple(torch.cat(p) for p in zip(*parts))
+
+    def all_slots(self) -> SlotInputs | None:
+        """The slot coordinates of every chunk of every example, concatenated (None without a vocabulary)."""
+        parts = [chunk_slots(e.chunks) for e in self.examples]
+        if any(p is None for p in parts):
+            return None
+        return SlotInputs(*(torch.cat(t) for t in zip(*parts)))  # type: ignore[misc]
 
 
 def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
@@ -131,9 +142,12 @@ class ZooStream(torch.utils.data.IterableDataset):
         text_encoder: str | None = None,
         stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         shard: bool = True,
+        vocab: SlotVocab | None = None,
     ) -> None:
         _check(checkpoints)
         self.registry, self.checkpoints, self.k, self.shard = registry, list(checkpoints), k, shard
+        self.vocab = vocab if vocab is not None else SlotVocab.build(r.arch for r in self.checkpoints)
+        self._tables: dict[str, SlotTable] = {}
         self.dataset_encoder = get_dataset_encoder(dataset_encoder)
         self.text_encoder = get_text_encoder(text_encoder)
         self.stats = stats if stats is not None else streaming_stats(registry, self.checkpoints)
@@ -173,9 +187,11 @@ class ZooStream(torch.utils.data.IterableDataset):
             )
         if tensors is None:
             tensors = _flatten(self.registry, rec)
+        if rec.arch.key not in self._tables:
+            self._tables[rec.arch.key] = slot_table(rec.arch, self.vocab)
         return ZooExample(
             rec,
-            chunk_with(tensors, self.k, *self.stats[rec.arch.key]),
+            chunk_with(tensors, self.k, *self.stats[rec.arch.key], slots=self._tables[rec.arch.key]),
             self._ds[rec.dataset],
             self._arch[rec.arch.key],
         )  # type: ignore[index]
@@ -214,7 +230,7 @@ def load_zoo(
         shard=False,
     )
     examples = [stream.example(rec, tensors) for rec, tensors in zip(checkpoints, flat)]
-    return ZooData(tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id)
+    return ZooData(tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id, stream.vocab)
 
 
 def pooled_stats(
@@ -229,10 +245,18 @@ def pooled_stats(
     return mean, std
 
 
-def chunk_with(tensors: Sequence[torch.Tensor], k: int, mean: torch.Tensor, std: torch.Tensor) -> Chunks:
-    """Chunks of ``tensors`` normalised with the given per-layer statistics (``unchunk`` undoes it)."""
+def chunk_with(
+    tensors: Sequence[torch.Tensor],
+    k: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    slots: SlotTable | None = None,
+) -> SlotChunks:
+    """Chunks of ``tensors`` normalised with the given per-layer statistics (``unchunk`` undoes it), carrying
+    the network's slot coordinates ``slots`` when given."""
     normed = [((t.double() - mean[i]) / std[i]).float() for i, t in enumerate(tensors)]
     raw = chunk(normed, k, normalize=False)
-    return dataclasses.replace(
-        raw, mean=mean.clone(), std=std.clone(), dtypes=tuple(t.dtype for t in tensors), normalized=True
-    )
+    fields = {f.name: getattr(raw, f.name) for f in dataclasses.fields(raw)}
+    fields.update(mean=mean.clone(), std=std.clone(), dtypes=tuple(t.dtype for t in tensors), normalized=True)
+    return SlotChunks(**fields, slots=slots)

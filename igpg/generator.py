@@ -2,6 +2,15 @@
 
 Chunks are normalised per layer with statistics pooled over the training checkpoints of each
 architecture; the generator keeps those statistics and un-normalises a generated network with them.
+
+A generator in descriptor mode (``tokenizer.config.coords == "descriptor"``, what training makes by
+default) also serves architectures it was not trained on: any spec of a family it was trained on across at
+least two architectures (distinct layouts), provided every slot can be normalised (:meth:`normalisation`:
+the exact statistics of a trained architecture, else statistics pooled over same-role slots of the trained
+architectures, see :mod:`igpg.structure`). With one architecture of a family, nothing in training shows
+what changes with depth or width, so such a generator serves that architecture alone (and specs with
+exactly its layout). A layer-index generator (stored before descriptor coordinates) serves exactly the
+architectures it was trained on.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from igpg.data import ZooData
-from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
+from igpg.prior import PriorConfig, WeightPrior
+from igpg.structure import ChunkCoords, SlotStats, SlotVocab, slot_table
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
 from zoo import ArchSpec, chunk_index, get_family
 from zoo.errors import GeneratorError
+
+FORMAT = 2  # stored layout: 1 (no "format" key) layer-index generators; 2 adds vocab and slot statistics
 
 
 @dataclass
@@ -28,6 +40,15 @@ class ArchStats:
 
     mean: torch.Tensor  # (L,) float64
     std: torch.Tensor  # (L,) float64
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """The statistics a spec's generated values are un-normalised with, and where each slot's came from."""
+
+    mean: torch.Tensor  # (L,) float64
+    std: torch.Tensor  # (L,) float64
+    levels: tuple[str, ...]  # per slot, one of igpg.structure.LEVELS ("arch": exact per-architecture)
 
 
 @dataclass
@@ -39,6 +60,8 @@ class Generator:
     text_encoder: str
     stats: dict[str, ArchStats] = field(default_factory=dict)  # arch key -> statistics
     info: dict[str, Any] = field(default_factory=dict)  # training facts (steps, losses, checkpoints)
+    vocab: SlotVocab | None = None  # roles and kinds the descriptor-mode models embed
+    slot_stats: SlotStats | None = None  # per-slot statistics of the trained architectures, for pooling
 
     # -- building from data -------------------------------------------------------------------------
     @staticmethod
@@ -48,28 +71,97 @@ class Generator:
             groups.setdefault(e.checkpoint.arch.key, []).append(e)
         return {key: ArchStats(ex[0].chunks.mean, ex[0].chunks.std) for key, ex in groups.items()}
 
+    @staticmethod
+    def collect_slot_stats(data: ZooData) -> SlotStats:
+        """Every training architecture's per-slot statistics, with their descriptors, for pooling."""
+        groups: dict[str, list] = {}
+        for e in data.examples:
+            groups.setdefault(e.checkpoint.arch.key, []).append(e)
+        return SlotStats.build(
+            (ex[0].checkpoint.arch, ex[0].chunks.mean, ex[0].chunks.std, len(ex)) for ex in groups.values()
+        )
+
+    @property
+    def coords(self) -> str:
+        """How the models locate a chunk: ``"layer"`` (absolute index) or ``"descriptor"``."""
+        return self.tokenizer.config.coords
+
+    # -- what it serves -----------------------------------------------------------------------------
+    def _refuse(self, spec: ArchSpec, why: str) -> GeneratorError:
+        return GeneratorError(f"this generator was not trained on architecture {spec}: {why}")
+
+    def normalisation(self, spec: ArchSpec) -> Normalisation:
+        """The per-slot statistics for ``spec``; raises :class:`~zoo.errors.GeneratorError` naming what
+        to train when this generator cannot serve it."""
+        n = len(get_family(spec.family).layout(spec).generated)
+        st = self.stats.get(spec.key)
+        if st is None and self.slot_stats is not None:
+            twin = self.slot_stats.same_layout(spec)
+            st = self.stats.get(twin) if twin is not None else None
+        if st is not None:
+            return Normalisation(st.mean, st.std, ("arch",) * n)
+        fix = f"`zoo train --family {spec.family}`"
+        if self.coords == "layer" or self.slot_stats is None or self.vocab is None:
+            known = ", ".join(sorted(self.stats)) or "(none)"
+            raise self._refuse(
+                spec,
+                f"it knows {known}, and it locates chunks by absolute layer index, which does not carry "
+                f"over to other architectures. Train a generator on checkpoints of that architecture or "
+                f"family ({fix})",
+            )
+        families = self.slot_stats.families
+        if spec.family not in families:
+            raise self._refuse(
+                spec,
+                f"it knows no architecture of family {spec.family!r} (it was trained on "
+                f"{', '.join(sorted(families))}). Train one on that family: {fix}",
+            )
+        archs = self.slot_stats.architectures(spec.family)
+        if len(archs) < 2:
+            raise self._refuse(
+                spec,
+                f"of family {spec.family!r} it was trained on {', '.join(sorted(archs))} alone, and a "
+                "generator serves other architectures of a family only when trained across two or more "
+                f"(depths or widths). Train it on checkpoints of several architectures of the family ({fix})",
+            )
+        pooled = self.slot_stats.lookup(spec)
+        if pooled is None:
+            raise self._refuse(
+                spec,
+                f"some of its tensors are of a kind no {spec.family} architecture it was trained on has, so "
+                f"they cannot be normalised. Train it on checkpoints that have them ({fix})",
+            )
+        mean, std, levels = pooled
+        return Normalisation(mean, std, tuple(levels))
+
+    def knows(self, spec: ArchSpec) -> bool:
+        """Whether :meth:`sample` serves ``spec`` (see the module docstring)."""
+        try:
+            self.normalisation(spec)
+        except GeneratorError:
+            return False
+        return True
+
     # -- sampling -----------------------------------------------------------------------------------
     def _coords(self, spec: ArchSpec) -> tuple[list[Any], ChunkCoords]:
         """The layout's generated slots and every chunk's coordinates, computed from sizes (no template)."""
         slots = list(get_family(spec.family).layout(spec).generated)
+        layer, position, counts = chunk_index([s.numel for s in slots], self.k)
+        if self.coords == "descriptor":
+            assert self.vocab is not None, "a descriptor-mode generator has a vocabulary"
+            table = slot_table(spec, self.vocab)
+            return slots, ChunkCoords(layer, position, counts[layer], table.per_chunk(layer))
         limit = min(self.tokenizer.config.max_layers, self.prior.config.max_layers)
         if len(slots) > limit:
             raise GeneratorError(
                 f"{spec} has {len(slots)} generated tensors but this generator tells apart only "
                 f"{limit} layers (max_layers); train one with a larger max_layers"
             )
-        layer, position, counts = chunk_index([s.numel for s in slots], self.k)
         return slots, ChunkCoords(layer, position, counts[layer])
 
     def _stats_for(self, spec: ArchSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        st = self.stats.get(spec.key)
-        if st is None:
-            known = ", ".join(sorted(self.stats)) or "(none)"
-            raise GeneratorError(
-                f"this generator was not trained on architecture {spec}; it knows {known}. "
-                "Train a generator on checkpoints of that architecture (`zoo train`)"
-            )
-        return st.mean, st.std
+        norm = self.normalisation(spec)
+        return norm.mean, norm.std
 
     @torch.no_grad()
     def decode(self, spec: ArchSpec, codes: torch.Tensor, *, batch: int = 8192) -> nn.Module:
@@ -88,7 +180,7 @@ class Generator:
                 b = min(n, a + batch)
                 part = coords.slice(row + a, row + b)
                 values = self.tokenizer.decode_indices(
-                    codes[row + a : row + b], part.layer, part.position, part.count
+                    codes[row + a : row + b], part.layer, part.position, part.count, part.slots
                 )
                 flat[a * self.k : b * self.k] = values.reshape(-1)
             values = flat[: slot.numel].mul_(float(std[i])).add_(float(mean[i]))
@@ -148,31 +240,49 @@ class Generator:
         for i, key in enumerate(keys):
             st = self.stats[key]
             tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"] = st.mean.contiguous(), st.std.contiguous()
-        meta = {
-            "igpg": json.dumps(
-                {
-                    "tokenizer": self.tokenizer.config.to_dict(),
-                    "prior": self.prior.config.to_dict(),
-                    "k": self.k,
-                    "dataset_encoder": self.dataset_encoder,
-                    "text_encoder": self.text_encoder,
-                    "arch_keys": keys,
-                    "info": self.info,
-                },
-                sort_keys=True,
-            )
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "tokenizer": self.tokenizer.config.to_dict(),
+            "prior": self.prior.config.to_dict(),
+            "k": self.k,
+            "dataset_encoder": self.dataset_encoder,
+            "text_encoder": self.text_encoder,
+            "arch_keys": keys,
+            "info": self.info,
         }
-        return st_save(tensors, metadata=meta)
+        if self.vocab is not None:
+            meta["vocab"] = self.vocab.to_dict()
+        if self.slot_stats is not None:
+            meta["slot_stats"] = self.slot_stats.to_dict()
+        return st_save(tensors, metadata={"igpg": json.dumps(meta, sort_keys=True)})
 
     @classmethod
     def from_bytes(cls, data: bytes, device: str | torch.device = "cpu") -> Generator:
+        """A generator from :meth:`to_bytes` output (this version's, or a layer-index one stored before
+        descriptor coordinates); raises :class:`~zoo.errors.GeneratorError` for what it cannot read."""
         header_len = int.from_bytes(data[:8], "little")
         meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["igpg"])
+        fix = "; train a new one with this version (`zoo train`)"
+        if int(meta.get("format", 1)) > FORMAT:
+            raise GeneratorError(
+                f"this generator was stored in format {meta['format']}, newer than this igpg reads "
+                f"({FORMAT}): upgrade igpg{fix}"
+            )
         tensors = st_load(data)
-        tok = WeightTokenizer(TokenizerConfig(**meta["tokenizer"]))
-        prior = WeightPrior(PriorConfig(**meta["prior"]))
-        tok.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("tokenizer.")})
-        prior.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
+        try:
+            tok = WeightTokenizer(TokenizerConfig(**meta["tokenizer"]))
+            prior = WeightPrior(PriorConfig(**meta["prior"]))
+            tok.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("tokenizer.")})
+            prior.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
+        except (TypeError, ValueError, RuntimeError) as e:
+            why = " ".join(str(e).split())  # one line
+            raise GeneratorError(
+                f"this stored generator does not fit this version of igpg ({why}){fix}"
+            ) from e
+        vocab = SlotVocab.from_dict(meta["vocab"]) if "vocab" in meta else None
+        slot_stats = SlotStats.from_dict(meta["slot_stats"]) if "slot_stats" in meta else None
+        if tok.config.coords == "descriptor" and (vocab is None or slot_stats is None):
+            raise GeneratorError(f"this stored descriptor-mode generator lacks its role vocabulary{fix}")
         stats = {
             key: ArchStats(tensors[f"stats.{i}.mean"], tensors[f"stats.{i}.std"])
             for i, key in enumerate(meta["arch_keys"])
@@ -185,7 +295,9 @@ class Generator:
             meta["text_encoder"],
             stats,
             meta.get("info", {}),
+            vocab,
+            slot_stats,
         )
 
 
-__all__ = ["ArchStats", "Generator"]
+__all__ = ["FORMAT", "ArchStats", "Generator", "Normalisation"]

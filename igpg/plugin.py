@@ -42,7 +42,10 @@ class IGPGKind(GeneratorKind):
         return generator.to_bytes()
 
     def knows(self, generator: Generator, spec: ArchSpec) -> bool:
-        return spec.key in generator.stats
+        """True for an architecture ``generator`` was trained on, and (descriptor-mode generators) for any
+        architecture of a family it was trained on across two or more architectures whose tensors it can
+        normalise (:meth:`igpg.Generator.normalisation`, which says why not)."""
+        return generator.knows(spec)
 
     def encoders(self, generator: Generator) -> tuple[str, str]:
         return generator.dataset_encoder, generator.text_encoder

@@ -3,12 +3,13 @@
 One position per chunk. A window holds two conditioning positions (the projected dataset and architecture
 embeddings) followed by up to ``block_size`` chunk positions. Each position's input is the sum of the previous
 chunk's code embeddings (its ``input_levels`` coarsest residual levels) plus the coordinates of the chunk it
-predicts (layer, position in layer), which the architecture's layout fixes in advance; so a window that starts
-in the middle of a network knows where it is, and networks longer than a window are generated window by
-window, each seeded with the tail of the previous one. A small depth head then predicts the chunk's residual
-levels one after another (as in the RQ-Transformer): level ``l`` sees the trunk's output plus the codes
-already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k, nucleus (top-p) and optional
-classifier-free guidance.
+predicts (its slot: absolute layer index, or in ``coords="descriptor"`` mode the slot's descriptor features
+of :mod:`igpg.structure`; and its position in that tensor), which the architecture's layout fixes in
+advance; so a window that starts in the middle of a network knows where it is, and networks longer than a
+window are generated window by window, each seeded with the tail of the previous one. A small depth head then
+predicts the chunk's residual levels one after another (as in the RQ-Transformer): level ``l`` sees the
+trunk's output plus the codes already chosen at levels ``< l``. Sampling uses a KV cache, temperature, top-k,
+nucleus (top-p) and optional classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igpg.tokenizer import position_features
+from igpg.structure import ChunkCoords, SlotEncoder
+from igpg.tokenizer import COORDS, position_features
 
 
 @dataclass
@@ -35,6 +37,11 @@ class PriorConfig:
     ds_dim: int = 64  # dataset embedding size (input)
     arch_dim: int = 384  # architecture embedding size (input)
     max_layers: int = 1024  # layer-index embedding size (networks with more generated tensors are refused)
+    coords: str = "layer"  # "layer": absolute layer index; "descriptor": slot descriptors (training sets it
+    # from TrainConfig.coords; a stored config without this key is a layer-index one)
+    num_roles: int = 0  # rows of the role embedding, descriptor mode (vocabulary size + the unknown row)
+    num_kinds: int = 0  # rows of the kind embedding, descriptor mode (vocabulary size + the unknown row)
+    role_dropout: float = 0.05  # share of training positions whose role is replaced by the unknown row
     pos_features: int = 16  # sinusoidal features of a chunk's position within its layer
     cond_dropout: float = 0.1  # probability of replacing a condition by its null embedding (for guidance)
     input_levels: int = 3  # residual levels of the previous chunk fed to the trunk (coarse codes carry the
@@ -42,22 +49,6 @@ class PriorConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-class ChunkCoords:
-    """Where each chunk of a network sits: layer, position in layer, chunks in that layer. All (N,) long."""
-
-    def __init__(self, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> None:
-        self.layer, self.position, self.count = layer, position, count
-
-    def __len__(self) -> int:
-        return int(self.layer.shape[0])
-
-    def to(self, device: torch.device | str) -> ChunkCoords:
-        return ChunkCoords(self.layer.to(device), self.position.to(device), self.count.to(device))
-
-    def slice(self, start: int, end: int) -> ChunkCoords:
-        return ChunkCoords(self.layer[start:end], self.position[start:end], self.count[start:end])
 
 
 class CausalSelfAttention(nn.Module):
@@ -151,7 +142,12 @@ class WeightPrior(nn.Module):
                 for _ in range(max(1, min(c.input_levels, c.levels)))
             ]
         )
-        self.layer_emb = nn.Embedding(c.max_layers, c.n_embd)
+        if c.coords not in COORDS:
+            raise ValueError(f"coords must be one of {COORDS}, got {c.coords!r}")
+        if c.coords == "layer":
+            self.layer_emb = nn.Embedding(c.max_layers, c.n_embd)
+        else:
+            self.slot_enc = SlotEncoder(c.num_roles, c.num_kinds, c.n_embd, c.role_dropout)
         self.pos_proj = nn.Linear(c.pos_features, c.n_embd)
         self.win_emb = nn.Embedding(c.block_size + 2, c.n_embd)
         self.ds_proj = nn.Linear(c.ds_dim, c.n_embd)
@@ -194,18 +190,28 @@ class WeightPrior(nn.Module):
             a = torch.where(drop_arch[:, None], self.null_arch.expand_as(a), a)
         return torch.stack([d, a], 1) + self.win_emb.weight[:2]  # (B, 2, C)
 
+    def _where(self, coords: ChunkCoords) -> torch.Tensor:
+        """Embeddings of the chunks' coordinates: (T, C), or (B, T, C) for batched coordinates."""
+        c = self.config
+        if c.coords == "layer":
+            slot = self.layer_emb(coords.layer % c.max_layers)
+        else:
+            if coords.slots is None:
+                raise ValueError("this prior locates chunks by slot descriptors; the coordinates carry none")
+            slot = self.slot_enc(coords.slots)
+        pos = position_features(coords.position.reshape(-1), coords.count.reshape(-1), c.pos_features)
+        return slot + self.pos_proj(pos).reshape(*coords.position.shape, -1)
+
     def _inputs(self, prev: torch.Tensor, coords: ChunkCoords, offset: int) -> torch.Tensor:
         """Embeddings of positions whose previous chunk has codes ``prev`` (B, T, L) and targets at
-        ``coords``."""
+        ``coords`` ((T,) for every row alike, or (B, T) per row)."""
         c = self.config
         t = prev.shape[1]
         used = self.code_emb[: max(1, min(c.input_levels, c.levels))]
         codes = sum(emb(prev[..., level]) for level, emb in enumerate(used))  # (B, T, C)
-        where = self.layer_emb(coords.layer % c.max_layers) + self.pos_proj(
-            position_features(coords.position, coords.count, c.pos_features)
-        )  # (T, C)
+        where = self._where(coords)  # (T, C) or (B, T, C)
         win = self.win_emb(torch.arange(2 + offset, 2 + offset + t, device=prev.device))  # (T, C)
-        return codes + (where + win)[None]  # (B, T, C)
+        return codes + where + win  # (B, T, C)
 
     def _begin(self, b: int, device: torch.device) -> torch.Tensor:
         return torch.full((b, 1, self.config.levels), self.bos, dtype=torch.long, device=device)
@@ -221,7 +227,8 @@ class WeightPrior(nn.Module):
         """Logits and loss for one window.
 
         prev, targets: (B, T, L) codes with T <= block_size (``prev[:, j]`` is the chunk before target j:
-        the begin codes at the start of a network); ds: (B, ds_dim); arch: (B, arch_dim). In training each
+        the begin codes at the start of a network); coords: the targets' coordinates, (T,) shared or (B, T)
+        per window; ds: (B, ds_dim); arch: (B, arch_dim). In training each
         condition is dropped with probability ``cond_dropout`` (classifier-free guidance).
         """
         b = prev.shape[0]

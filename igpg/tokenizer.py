@@ -1,7 +1,10 @@
 """The weight tokenizer: a VQ-VAE that maps each chunk of K weights to ``levels`` codebook indices.
 
-The encoder and decoder see, besides the chunk's values, which layer it belongs to and where it sits in
-that layer, so one codebook serves all layers. Reconstruction loss is masked: padding never counts.
+The encoder and decoder see, besides the chunk's values, which tensor ("slot") it belongs to and where it
+sits in that tensor, so one codebook serves all layers. The slot is given either by its absolute layer index
+(``coords="layer"``, what generators stored before descriptor coordinates use) or by its slot descriptor
+(``coords="descriptor"``: role and kind embeddings, relative depths, fans; :mod:`igpg.structure`), which
+carries over to architectures the tokenizer never saw. Reconstruction loss is masked: padding never counts.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import torch
 from torch import nn
 
 from igpg.quantizers import make_quantizer
+from igpg.structure import SlotEncoder, SlotInputs, chunk_slots
 from zoo import Chunks
+from zoo.errors import GeneratorError
+
+COORDS = ("layer", "descriptor")  # how the models locate a chunk (TokenizerConfig.coords, PriorConfig.coords)
 
 
 @dataclass
@@ -26,6 +33,11 @@ class TokenizerConfig:
     levels: int = 10  # residual levels (codes per chunk); 80 cnn-tiny: 6 keep 92% of accuracy, 10 keep 99%
     quantizer: str = "ema"  # "ema" (k-means with dead-code replacement) or "gumbel"
     max_layers: int = 1024  # size of the layer-index embedding (ResNet-152 has 777 generated tensors)
+    coords: str = "layer"  # "layer": absolute layer index; "descriptor": slot descriptors (training sets it
+    # from TrainConfig.coords; a stored config without this key is a layer-index one)
+    num_roles: int = 0  # rows of the role embedding, descriptor mode (vocabulary size + the unknown row)
+    num_kinds: int = 0  # rows of the kind embedding, descriptor mode (vocabulary size + the unknown row)
+    role_dropout: float = 0.05  # share of training chunks whose role is replaced by the unknown row
     pos_features: int = 16  # sinusoidal features of the chunk's position within its layer
     commitment: float = 0.25  # weight of the commitment loss (EMA)
     ema_decay: float = 0.95  # EMA decay of the codebook statistics
@@ -63,7 +75,12 @@ class WeightTokenizer(nn.Module):
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.layer_emb = nn.Embedding(c.max_layers, c.hidden)
+        if c.coords not in COORDS:
+            raise ValueError(f"coords must be one of {COORDS}, got {c.coords!r}")
+        if c.coords == "layer":
+            self.layer_emb = nn.Embedding(c.max_layers, c.hidden)
+        else:
+            self.slot_enc = SlotEncoder(c.num_roles, c.num_kinds, c.hidden, c.role_dropout)
         cond = c.hidden + c.pos_features
         self.enc_in = nn.Linear(2 * c.k, c.hidden)
         self.encoder = _mlp(c.hidden + cond, c.hidden, c.latent_dim, c.depth)
@@ -71,14 +88,28 @@ class WeightTokenizer(nn.Module):
         kw = {"decay": c.ema_decay, "commitment": c.commitment} if c.quantizer == "ema" else {}
         self.quantizer = make_quantizer(c.quantizer, c.levels, c.codebook_size, c.latent_dim, **kw)
 
-    def _cond(self, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [
-                self.layer_emb(layer % self.config.max_layers),
-                position_features(position, count, self.config.pos_features),
-            ],
-            -1,
-        )  # (N, H+P)
+    @property
+    def device(self) -> torch.device:
+        return self.enc_in.weight.device
+
+    def _cond(
+        self,
+        layer: torch.Tensor,
+        position: torch.Tensor,
+        count: torch.Tensor,
+        slots: SlotInputs | None = None,
+    ) -> torch.Tensor:
+        if self.config.coords == "layer":
+            where = self.layer_emb(layer % self.config.max_layers)  # (N, H)
+        elif slots is None:
+            raise GeneratorError(
+                "this tokenizer locates chunks by slot descriptors, but the chunks carry none: make them "
+                "with igpg.data.chunk_with(..., slots=igpg.structure.slot_table(spec, vocab))"
+            )
+        else:
+            where = self.slot_enc(slots)  # (N, H)
+        pos = position_features(position, count, self.config.pos_features)  # (N, P)
+        return torch.cat([where, pos], -1)  # (N, H+P)
 
     def _encode_latent(self, data: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = torch.cat([data * mask, mask.float()], -1)  # (N, 2K)
@@ -91,12 +122,14 @@ class WeightTokenizer(nn.Module):
         layer: torch.Tensor,
         position: torch.Tensor,
         count: torch.Tensor,
+        slots: SlotInputs | None = None,
     ) -> dict[str, torch.Tensor]:
         """Reconstruct a batch of chunks; returns the losses and the codes.
 
-        data, mask: (N, K); layer, position, count: (N,) (count = chunks in the chunk's layer).
+        data, mask: (N, K); layer, position, count: (N,) (count = chunks in the chunk's layer); slots: the
+        chunks' slot coordinates (descriptor mode).
         """
-        cond = self._cond(layer, position, count)
+        cond = self._cond(layer, position, count, slots)
         q = self.quantizer(self._encode_latent(data, mask, cond))
         recon = self.decoder(torch.cat([q.quantized, cond], -1))  # (N, K)
         m = mask.float()
@@ -112,28 +145,39 @@ class WeightTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, chunks: Chunks) -> torch.Tensor:
-        """Codes of every chunk: (N, levels) long."""
+        """Codes of every chunk: (N, levels) long (descriptor mode: ``chunks`` carry their slots,
+        :class:`igpg.structure.SlotChunks`)."""
         layer, position, count = chunk_coords(chunks)
-        dev = self.layer_emb.weight.device
-        cond = self._cond(layer.to(dev), position.to(dev), count.to(dev))
+        slots = chunk_slots(chunks)
+        dev = self.device
+        cond = self._cond(
+            layer.to(dev), position.to(dev), count.to(dev), slots.to(dev) if slots is not None else None
+        )
         z = self._encode_latent(chunks.data.to(dev), chunks.mask.to(dev), cond)
         return self.quantizer(z).indices.reshape(chunks.num_chunks, -1).cpu()
 
     @torch.no_grad()
     def decode_indices(
-        self, indices: torch.Tensor, layer: torch.Tensor, position: torch.Tensor, count: torch.Tensor
+        self,
+        indices: torch.Tensor,
+        layer: torch.Tensor,
+        position: torch.Tensor,
+        count: torch.Tensor,
+        slots: SlotInputs | None = None,
     ) -> torch.Tensor:
         """Chunk values (N, K) from codes (N, levels) and the chunks' coordinates."""
-        dev = self.layer_emb.weight.device
+        dev = self.device
         q = self.quantizer.lookup(indices.to(dev))  # (N, D)
-        cond = self._cond(layer.to(dev), position.to(dev), count.to(dev))
+        cond = self._cond(
+            layer.to(dev), position.to(dev), count.to(dev), slots.to(dev) if slots is not None else None
+        )
         return self.decoder(torch.cat([q, cond], -1)).float().cpu()
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor, like: Chunks) -> Chunks:
         """``like`` with its values replaced by the decoding of ``indices``; padding is zeroed."""
         layer, position, count = chunk_coords(like)
-        values = self.decode_indices(indices, layer, position, count) * like.mask
+        values = self.decode_indices(indices, layer, position, count, chunk_slots(like)) * like.mask
         return like.with_data(values)
 
 

@@ -9,7 +9,15 @@ over ranks, so the optimisation sees the same batch size as one process), from a
 parameters and buffers); DDP averages gradients, the EMA quantizer sums its codebook statistics over ranks.
 Rank 0 alone shows progress, logs and saves the training state; every rank resumes from the same file
 (``checkpoint_dir`` must be visible to all of them). Reported losses are means over ranks. Single-process
-training does none of this and gives exactly the results it always gave.
+training does none of this.
+
+Across architectures (mixed depths, widths and families), the tokenizer draws chunks uniformly from all
+networks, and the prior's batches are length-bucketed windows: each step draws one network with probability
+proportional to its length (so every chunk of the zoo is equally likely to be a target), fills the batch from
+networks of the same length bucket (``floor(log2(min(length, block_size)))``), and crops every member's own
+random window to the shortest member's ``min(length, block_size)``: nothing is padded, and networks longer
+than a window (all but the smallest) always give full windows. Each window keeps its network's own dataset
+and architecture embeddings as conditions.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from tqdm.auto import tqdm
 from igpg import distributed
 from igpg.data import ZooData
 from igpg.generator import Generator
-from igpg.prior import ChunkCoords, PriorConfig, WeightPrior
-from igpg.tokenizer import TokenizerConfig, WeightTokenizer, chunk_coords
+from igpg.prior import PriorConfig, WeightPrior
+from igpg.structure import ChunkCoords, chunk_slots
+from igpg.tokenizer import COORDS, TokenizerConfig, WeightTokenizer, chunk_coords
 from zoo import atomic_write
 from zoo.errors import GeneratorError
 
@@ -52,6 +61,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     checkpoint_dir: str | None = None  # where training state is saved; a rerun resumes from it
     checkpoint_every: int = 200  # steps between saves of the training state
+    coords: str = "descriptor"  # how tokenizer and prior locate a chunk: "descriptor" (slot descriptors:
+    # serves unseen architectures of trained families) or "layer" (absolute layer index, the old mode)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -161,6 +172,45 @@ class _Resume:
         distributed.main_first(write)  # the others wait until the file is complete
 
 
+def _coords_settings(data: ZooData, cfg: TrainConfig) -> dict[str, Any]:
+    """The model-config entries of ``cfg.coords``: the mode, and in descriptor mode the vocabulary sizes."""
+    if cfg.coords not in COORDS:
+        raise GeneratorError(f"TrainConfig.coords must be one of {COORDS}, got {cfg.coords!r}")
+    if cfg.coords == "layer":
+        return {"coords": "layer"}
+    if data.vocab is None:
+        raise GeneratorError("descriptor coordinates need the data's role vocabulary: load it with load_zoo")
+    return {"coords": "descriptor", "num_roles": data.vocab.num_roles, "num_kinds": data.vocab.num_kinds}
+
+
+class _Windows:
+    """Draws the prior's training windows from token sequences of different lengths, without padding.
+
+    One network is drawn with probability proportional to its length, the rest of the batch from the same
+    length bucket (``floor(log2(min(length, block)))``), likewise; the window length is the shortest
+    member's ``min(length, block)`` and each member's window starts uniformly within its own sequence.
+    """
+
+    def __init__(self, lengths: list[int], block: int) -> None:
+        self.lengths, self.block = lengths, block
+        self.weights = torch.tensor(lengths, dtype=torch.float64)
+        bucket = [min(n, block).bit_length() for n in lengths]
+        self.members = {b: torch.tensor([i for i, x in enumerate(bucket) if x == b]) for b in set(bucket)}
+        self.bucket = bucket
+
+    def draw(self, n: int, g: torch.Generator) -> tuple[list[int], list[int], int]:
+        """(networks, window starts, window length) of a batch of ``n`` windows."""
+        first = int(torch.multinomial(self.weights, 1, generator=g))
+        members = self.members[self.bucket[first]]
+        ex = [first]
+        if n > 1:
+            pick = torch.multinomial(self.weights[members], n - 1, replacement=True, generator=g)
+            ex += members[pick].tolist()
+        t = min(self.block, *(self.lengths[i] for i in ex))
+        starts = [int(torch.randint(0, self.lengths[i] - t + 1, (1,), generator=g)) for i in ex]
+        return ex, starts, t
+
+
 def train_tokenizer(
     data: ZooData, cfg: TrainConfig, device: torch.device, progress: bool = True
 ) -> tuple[WeightTokenizer, dict[str, float]]:
@@ -172,11 +222,13 @@ def train_tokenizer(
     rank, world = distributed.rank(), distributed.world_size()
     g = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))
     torch.manual_seed(cfg.seed)
-    tcfg = TokenizerConfig(**{**asdict(cfg.tokenizer), "k": data.k})
+    tcfg = TokenizerConfig(**{**asdict(cfg.tokenizer), "k": data.k, **_coords_settings(data, cfg)})
     tok = WeightTokenizer(tcfg).to(device)
     if rank:  # own stream for what the model draws in training (Gumbel noise); rank 0 keeps cfg.seed's
         torch.manual_seed(distributed.rank_seed(cfg.seed))
     data_t, mask, layer, position, count = (t.to(device) for t in data.all_chunks())
+    every = data.all_slots() if tcfg.coords == "descriptor" else None
+    slots = every.to(device) if every is not None else None
     n = data_t.shape[0]
     batch = min(cfg.tokenizer_batch, n)  # the global batch
     local = distributed.shard(batch)  # this rank's share of it
@@ -203,7 +255,14 @@ def train_tokenizer(
     for step in bar:
         idx = torch.randint(0, n, (local,), generator=g).to(device)
         with _autocast(device):
-            out = model(data_t[idx], mask[idx], layer[idx], position[idx], count[idx])
+            out = model(
+                data_t[idx],
+                mask[idx],
+                layer[idx],
+                position[idx],
+                count[idx],
+                slots.index(idx) if slots is not None else None,
+            )
         opt.zero_grad(set_to_none=True)
         (out["loss"] if weight == 1 else out["loss"] * weight).backward()
         opt.step()
@@ -215,7 +274,7 @@ def train_tokenizer(
         resume.save(step + 1, tok, opt, sched, g, force=step + 1 == cfg.tokenizer_steps)
     tok.eval()
     with torch.no_grad():
-        full = tok(data_t, mask, layer, position, count)
+        full = tok(data_t, mask, layer, position, count, slots)
     metrics = {
         "tokenizer_recon_mse": float(full["recon_loss"]),
         "tokenizer_perplexity": float(full["perplexity"]),
@@ -242,7 +301,7 @@ def train_prior(
     g = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 1))
     torch.manual_seed(cfg.seed + 1)
     levels = cfg.tokenizer.levels
-    longest = max(len(t) for t in tokens)
+    lengths = [len(t) for t in tokens]
     pcfg = PriorConfig(
         **{
             **asdict(cfg.prior),
@@ -250,13 +309,18 @@ def train_prior(
             "levels": levels,
             "ds_dim": data.ds_dim,
             "arch_dim": data.arch_dim,
-            "block_size": min(cfg.prior.block_size, longest),
+            "block_size": min(cfg.prior.block_size, max(lengths)),
+            **_coords_settings(data, cfg),
         }
     )
     prior = WeightPrior(pcfg).to(device)
     if rank:  # own stream for condition dropout; rank 0 keeps cfg.seed + 1's
         torch.manual_seed(distributed.rank_seed(cfg.seed + 1))
-    coords = [ChunkCoords(*chunk_coords(e.chunks)).to(device) for e in data.examples]
+    descriptor = pcfg.coords == "descriptor"
+    coords = [
+        ChunkCoords(*chunk_coords(e.chunks), chunk_slots(e.chunks) if descriptor else None).to(device)
+        for e in data.examples
+    ]
     seqs = [t.to(device) for t in tokens]
     ds = torch.stack([e.ds_emb for e in data.examples]).to(device)
     arch = torch.stack([e.arch_emb for e in data.examples]).to(device)
@@ -270,7 +334,7 @@ def train_prior(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, max(1, cfg.prior_steps), eta_min=cfg.prior_lr / 20
     )
-    t_win = pcfg.block_size
+    windows = _Windows(lengths, pcfg.block_size)
     resume = _Resume(cfg, "stage2-prior", cfg.seed + 1)
     start = resume.restore(prior, opt, sched, g)
     # without condition dropout the null embeddings get no gradient, which DDP must be told about
@@ -289,29 +353,19 @@ def train_prior(
         initial=start,
         total=cfg.prior_steps,
     )
+    begin = torch.full((1, levels), prior.bos, device=device)
     for step in bar:
-        ex = torch.randint(0, len(seqs), (local,), generator=g).tolist()
-        # one window start per step (all sequences of one architecture have one length); crops differ by
-        # example
-        total = len(seqs[ex[0]])
-        start = int(torch.randint(0, max(1, total - t_win + 1), (1,), generator=g))
-        same = [i for i in ex if len(seqs[i]) == total]
-        tgt = torch.stack([seqs[i][start : start + t_win] for i in same])  # (B, T, L)
-        first = torch.stack(
-            [
-                seqs[i][start - 1] if start > 0 else torch.full((levels,), prior.bos, device=device)
-                for i in same
-            ]
-        )[:, None]  # (B, 1, L)
+        ex, starts, t = windows.draw(local, g)
+        tgt = torch.stack([seqs[i][s : s + t] for i, s in zip(ex, starts)])  # (B, T, L)
+        first = torch.stack([seqs[i][s - 1 : s] if s > 0 else begin for i, s in zip(ex, starts)])  # (B, 1, L)
         prev = torch.cat([first, tgt[:, :-1]], 1)
         if cfg.prior_input_noise > 0:  # a sampled chunk that strays must not derail what follows
             flip = torch.rand(prev.shape, generator=g).to(device) < cfg.prior_input_noise
             noise = torch.randint(0, prior.bos, prev.shape, generator=g).to(device)
             prev = torch.where(flip & (prev != prior.bos), noise, prev)
+        where = ChunkCoords.stack([coords[i].slice(s, s + t) for i, s in zip(ex, starts)])  # (B, T)
         with _autocast(device):
-            _, loss = model(
-                prev, coords[same[0]].slice(start, start + tgt.shape[1]), ds[same], arch[same], tgt
-            )
+            _, loss = model(prev, where, ds[ex], arch[ex], tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -336,7 +390,7 @@ def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: 
     cfg = cfg or TrainConfig()
     layers = max(e.chunks.num_layers for e in data.examples)
     limit = min(cfg.tokenizer.max_layers, cfg.prior.max_layers)
-    if layers > limit:
+    if cfg.coords == "layer" and layers > limit:
         raise GeneratorError(
             f"checkpoints with {layers} generated tensors exceed max_layers={limit}; "
             "raise TrainConfig.tokenizer.max_layers and TrainConfig.prior.max_layers"
@@ -364,5 +418,13 @@ def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: 
     if distributed.is_main():
         log.info("generator trained: %s", {k: v for k, v in info.items() if k != "checkpoints"})
     return Generator(
-        tok, prior, data.k, data.dataset_encoder, data.text_encoder, Generator.collect_stats(data), info
+        tok,
+        prior,
+        data.k,
+        data.dataset_encoder,
+        data.text_encoder,
+        Generator.collect_stats(data),
+        info,
+        data.vocab if cfg.coords == "descriptor" else None,
+        Generator.collect_slot_stats(data),
     )

@@ -76,10 +76,13 @@ def test_both_ranks_end_with_the_same_trained_models(launched) -> None:  # type:
 
     # training moved everything away from the initialisation (the same on every rank: the config's seed)
     cfg = worker.config()
-    torch.manual_seed(cfg.seed)
-    tok0 = WeightTokenizer(TokenizerConfig(**{**cfg.tokenizer.to_dict(), "k": worker.K})).state_dict()
-    assert all(not torch.equal(tok0[k], r0["tokenizer"][k]) for k in tok0 if not k.endswith("initted"))
     gen = load_generator(launched[0], r0["ref"])
+    vocab = {"num_roles": gen.vocab.num_roles, "num_kinds": gen.vocab.num_kinds}  # the zoo's roles and kinds
+    expected = {**cfg.tokenizer.to_dict(), "k": worker.K, "coords": cfg.coords, **vocab}
+    assert gen.tokenizer.config == TokenizerConfig(**expected)  # what training built (its seed's init below)
+    torch.manual_seed(cfg.seed)
+    tok0 = WeightTokenizer(gen.tokenizer.config).state_dict()
+    assert all(not torch.equal(tok0[k], r0["tokenizer"][k]) for k in tok0 if not k.endswith("initted"))
     torch.manual_seed(cfg.seed + 1)
     prior0 = WeightPrior(gen.prior.config).state_dict()
     changed = [k for k in prior0 if not torch.equal(prior0[k], r0["prior"][k])]
