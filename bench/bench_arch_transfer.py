@@ -150,7 +150,10 @@ def measured(fn: Callable[[], Any]) -> tuple[Any, Measured]:
 
 
 def arch_label(spec: ArchSpec) -> str:
-    return f"resnet{spec.config['depth']}-w{spec.config['width']}"
+    """``resnet20-w8`` for a CIFAR ResNet, the spec's name otherwise."""
+    if spec.family == "resnet" and "width" in spec.config:
+        return f"resnet{spec.config['depth']}-w{spec.config['width']}"
+    return spec.name
 
 
 def n_params(spec: ArchSpec) -> int:
@@ -400,6 +403,7 @@ def generator_cost(m: Measured, n: int, spec: ArchSpec) -> dict[str, Any]:
 
 
 def parse_unseen(text: str) -> list[tuple[str, int, int]]:
+    """``"20x8:interpolation,44x8:extrapolation"`` -> ``[(kind, depth, width), ...]``."""
     out = []
     for part in text.split(","):
         shape, _, kind = part.partition(":")
@@ -408,7 +412,233 @@ def parse_unseen(text: str) -> list[tuple[str, int, int]]:
     return out
 
 
-def main() -> None:  # noqa: C901  (one straight protocol, in order)
+@dataclass
+class Bench:
+    """The zoo, the tasks and what every stage needs from the earlier ones."""
+
+    args: argparse.Namespace
+    reg: Registry
+    records: list[CheckpointRecord]  # the ResNet zoo
+    unseen: list[tuple[str, ArchSpec]]  # (kind, spec), held out
+    data: dict[str, TaskData]
+    sampling: dict[str, float]
+
+    def __post_init__(self) -> None:
+        self.seen_specs = list({r.arch.key: r.arch for r in self.records}.values())
+        self.tasks = list(dict.fromkeys(str(r.dataset) for r in self.records))
+        self.by_group: dict[tuple[str, str], list[CheckpointRecord]] = {}
+        for r in self.records:
+            self.by_group.setdefault((r.arch.key, str(r.dataset)), []).append(r)
+        self.adapted_pool: dict[str, list[nn.Module]] = {}  # unseen label -> every source ckpt adapted
+        self.chosen_adapted: dict[tuple[str, str], nn.Module] = {}  # (label, task) -> the chosen one
+        self.targets: dict[tuple[str, str], float] = {}  # (label, task) -> target curve accuracy
+        self.baseline: dict[str, dict[str, Any]] = {}  # label -> task -> row
+
+    def tune(self, net: nn.Module, d: TaskData, stop_at: float | None) -> Curve:
+        a = self.args
+        return tune_curve(net, d, steps=a.ft_steps, eval_every=a.eval_every, lr=a.ft_lr, stop_at=stop_at)
+
+    # -- 2. unseen architectures without a generator -------------------------------------------------------
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        """Per unseen (architecture, task): trained (recipe curves), random init, adapted nearest."""
+        args, fam = self.args, get_family("resnet")
+        jobs = [(kind, spec, t) for kind, spec in self.unseen for t in self.tasks]
+        for kind, spec, task in tqdm(jobs, desc="unseen: trained / random / adapted", unit="group"):
+            label, d = arch_label(spec), self.data[task]
+            row: dict[str, Any] = {"kind": kind}
+            t = time.perf_counter()
+            trained, recipe = [], []
+            for s in range(args.ref_seeds):
+                net, c = recipe_curve(spec, d, s, args.eval_every)
+                trained.append(accuracy(net, d.test_x, d.test_y))
+                recipe.append(c)
+            target = args.target_frac * statistics.mean(c.accuracy[-1] for c in recipe)  # curve set
+            self.targets[(label, task)] = target
+            row["trained"] = [_r(a) for a in trained]
+            row["trained_mean"] = _r(statistics.mean(trained))
+            row["trained_seconds_per_network"] = _r((time.perf_counter() - t) / args.ref_seeds, 1)
+            row["target_curve_accuracy"] = _r(target)
+            row["recipe_steps_to_target"] = [c.steps_to(target) for c in recipe]
+            row["recipe_total_steps"] = recipe[0].steps[-1]
+            row["curves"] = {"recipe_seed0": curve_dict(recipe[0], target)}
+            torch.manual_seed(0)
+            rnd = fam.build(spec).eval()
+            row["random"] = _r(accuracy(rnd, d.test_x, d.test_y))
+            row["curves"]["random"] = curve_dict(self.tune(rnd, d, None), target)
+            src = nearest_source(spec, self.seen_specs)
+            if src is not None:
+                self._adapted(row, label, spec, src, task, d, target)
+            self.baseline.setdefault(label, {})[task] = row
+        return self.baseline
+
+    def _adapted(
+        self,
+        row: dict[str, Any],
+        label: str,
+        spec: ArchSpec,
+        src: ArchSpec,
+        task: str,
+        d: TaskData,
+        target: float,
+    ) -> None:
+        def adapted(r: CheckpointRecord) -> nn.Module:
+            return build(spec, adapt(self.reg.load_state_dict(r), src, spec, seed=0).state_dict)
+
+        if label not in self.adapted_pool:
+            self.adapted_pool[label] = [adapted(r) for r in self.records if r.arch.key == src.key]
+        cands = sorted(self.by_group[(src.key, task)], key=lambda r: r.id)
+        nets = [adapted(r) for r in cands]
+        sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
+        best = max(range(len(nets)), key=sup.__getitem__)
+        self.chosen_adapted[(label, task)] = nets[best]
+        row["adapted_from"] = arch_label(src)
+        row["adapted_source"] = cands[best].ref
+        row["adapted_all"] = [_r(accuracy(n, d.test_x, d.test_y)) for n in nets]
+        row["adapted"] = row["adapted_all"][best]
+        row["adapted_vs_trained"] = _r(row["adapted"] / row["trained_mean"])
+        row["curves"]["adapted"] = curve_dict(self.tune(nets[best], d, target), target)
+
+    # -- 3. a generator ------------------------------------------------------------------------------------
+    def generator(self, gseed: int, family: str | None, name: str) -> tuple[dict[str, Any], Any]:
+        """Train one generator; its fidelity, training time and config (the generator itself, or None)."""
+        g: dict[str, Any] = {"seed": gseed, "family": family or "all"}
+        try:
+            gen, grec, secs = train_gen(self.reg, self.args, gseed, family, name)
+        except Exception as e:  # noqa: BLE001  (the benchmark reports what failed and goes on)
+            g["error"] = f"training failed: {type(e).__name__}: {e}"
+            log.error("%s\n%s", g["error"], traceback.format_exc())
+            return g, None
+        trained_on = set(grec.trained_on)
+        train_recs = [r for r in self.reg.search(family=family) if r.id in trained_on]
+        held = {s.key for _, s in self.unseen}
+        if any(r.arch.key in held for r in train_recs):  # the held-out architectures must stay out
+            raise SystemExit(f"generator {grec.ref} was trained on a held-out architecture")
+        g["generator"] = grec.ref
+        g["trained_on_checkpoints"] = len(trained_on)
+        g["train_seconds"] = _r(secs, 1)
+        g["info"] = {k: v for k, v in gen.info.items() if k not in ("checkpoints", "train_config")}
+        g["config"] = gen.info.get("train_config")
+        t = time.perf_counter()
+        try:
+            g["tokenizer_fidelity"] = fidelity(self.reg, gen, train_recs, self.args.k)
+        except Exception as e:  # noqa: BLE001
+            g["tokenizer_fidelity"] = {"error": f"{type(e).__name__}: {e}"}
+            log.error("fidelity failed\n%s", traceback.format_exc())
+        g["fidelity_seconds"] = _r(time.perf_counter() - t, 1)
+        return g, gen
+
+    def seen(self, gen, gseed: int, cost: dict[str, Any]) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+        """Best-of-n per seen (architecture, task), distances, checkpoint plus noise at that distance."""
+        args = self.args
+        tasks = args.seen_tasks.split(",") if args.seen_tasks else self.tasks
+        out: dict[str, dict[str, Any]] = {}
+        jobs = [(s, t) for s in self.seen_specs for t in tasks]
+        for spec, task in tqdm(jobs, desc=f"generator {gseed}: seen archs", unit="group"):
+            label, d = arch_label(spec), self.data[task]
+            group = self.by_group[(spec.key, task)]
+            pre = [float(r.metrics["accuracy"]) for r in group]
+            row: dict[str, Any] = {"pretrained_mean": _r(statistics.mean(pre))}
+            out.setdefault(label, {})[task] = row
+            nets, m, err = generate(self.reg, gen, spec, task, args.samples, gseed, self.sampling)
+            if err:
+                row["refused"] = err
+                continue
+            assert nets is not None and m is not None
+            cost.setdefault(label, generator_cost(m, args.samples, spec))
+            accs = [accuracy(n, d.test_x, d.test_y) for n in nets]
+            sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
+            flats = torch.stack(
+                [flat_weights(self.reg.load(r)) for r in self.records if r.arch.key == spec.key]
+            )
+            dist = distances(nets, flats)
+            row.update(
+                {
+                    "generated": [_r(a) for a in accs],
+                    "best_of_n": _r(max(accs)),
+                    "best_vs_pretrained_mean": _r(max(accs) / statistics.mean(pre)),
+                    "support_chosen": _r(accs[max(range(len(nets)), key=sup.__getitem__)]),
+                    "rel_l2_to_nearest_training_checkpoint": [_r(x) for x in dist],
+                }
+            )
+            base = self.reg.load(max(group, key=lambda r: r.metrics["accuracy"]))  # best same-task ckpt
+            row["noise"] = self._noise(base, spec, statistics.median(dist), d, by_support=False)
+        return out
+
+    def _noise(
+        self, base: nn.Module, spec: ArchSpec, distance: float, d: TaskData, *, by_support: bool
+    ) -> dict[str, Any]:
+        """``--samples`` draws of ``base`` plus noise at relative L2 ``distance``; best chosen on the support
+        split (``by_support``) or the test split."""
+        level = noise_for_distance(base, spec, distance)
+        nets = [with_noise(base, spec, level, seed=1 + i) for i in range(self.args.samples)]
+        accs = [accuracy(n, d.test_x, d.test_y) for n in nets]
+        pick = accs.index(max(accs))
+        if by_support:
+            sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
+            pick = max(range(len(nets)), key=sup.__getitem__)
+        return {
+            "distance": _r(distance),
+            "level": _r(level),
+            "accuracy": [_r(a) for a in accs],
+            "best_of_n": _r(accs[pick]),
+        }
+
+    def unseen_generated(self, gen, gseed: int, cost: dict[str, Any]) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+        """Per unseen (architecture, task): generated best-of-n (support), distances to the adapted
+        checkpoints, adapted plus noise at that distance, fine-tuning from the chosen sample."""
+        args = self.args
+        out: dict[str, dict[str, Any]] = {}
+        jobs = [(spec, t) for _, spec in self.unseen for t in self.tasks]
+        for spec, task in tqdm(jobs, desc=f"generator {gseed}: unseen archs", unit="group"):
+            label, d = arch_label(spec), self.data[task]
+            ref, target = self.baseline[label][task], self.targets[(label, task)]
+            row: dict[str, Any] = {}
+            out.setdefault(label, {})[task] = row
+            nets, m, err = generate(self.reg, gen, spec, task, args.samples, gseed, self.sampling)
+            if err:
+                row["refused"] = err
+                continue
+            assert nets is not None and m is not None
+            cost.setdefault(label, generator_cost(m, args.samples, spec))
+            accs = [accuracy(n, d.test_x, d.test_y) for n in nets]
+            sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
+            pick = max(range(len(nets)), key=sup.__getitem__)
+            row["generated"] = [_r(a) for a in accs]
+            row["best_of_n"] = _r(accs[pick])  # chosen on the support split
+            row["best_of_n_oracle"] = _r(max(accs))  # chosen on the test split (optimistic)
+            row["best_vs_trained"] = _r(accs[pick] / ref["trained_mean"])
+            if ref.get("adapted"):
+                row["best_vs_adapted"] = _r(accs[pick] / ref["adapted"])
+            pool = self.adapted_pool.get(label)
+            if pool:
+                dist = distances(nets, torch.stack([flat_weights(n) for n in pool]))
+                row["rel_l2_to_nearest_adapted_checkpoint"] = [_r(x) for x in dist]
+                base = self.chosen_adapted[(label, task)]
+                row["noise"] = self._noise(base, spec, statistics.median(dist), d, by_support=True)
+            c = self.tune(nets[pick], d, target)
+            row["curve"] = curve_dict(c, target)
+        return out
+
+    def joint(self, gseed: int) -> dict[str, Any]:
+        """One generator on the cnn tiny zoo and the ResNet zoo together: seen targets on both."""
+        from zoo_demo.evaluation import seen_tasks
+        from zoo_demo.tinyzoo import build_tiny_zoo
+
+        t = time.perf_counter()
+        tiny = build_tiny_zoo(self.reg, per_task=self.args.joint_per_task)
+        g, gen = self.generator(gseed, None, f"arch-bench-joint-s{gseed}")
+        g["tiny_zoo"] = {"checkpoints": len(tiny), "build_seconds": _r(time.perf_counter() - t, 1)}
+        if gen is None:
+            return g
+        cost: dict[str, Any] = {}
+        g["seen"] = self.seen(gen, gseed, cost)
+        tiny_seen = seen_tasks(self.reg, gen, tiny, n=self.args.samples, seed=gseed, sampling=self.sampling)
+        g["seen_cnn_tiny"] = {s.task: s.to_dict() for s in tiny_seen}
+        g["generation_cost"] = cost
+        return g
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--registry", type=Path, default=None, help="a registry holding the ResNet zoo")
     ap.add_argument("--blob-root", type=Path, default=None, help="its blob folder (default: the registry's)")
@@ -435,6 +665,7 @@ def main() -> None:  # noqa: C901  (one straight protocol, in order)
     ap.add_argument("--seen-tasks", default=None, help="comma list: seen-arch sampling on these tasks only")
     ap.add_argument("--no-generator", action="store_true", help="baselines only")
     ap.add_argument("--joint", action="store_true", help="also a generator on the cnn tiny zoo + ResNets")
+    ap.add_argument("--joint-per-task", type=int, default=6, help="tiny-zoo seeds per task for --joint")
     ap.add_argument("--check-recipe", action="store_true", help="assert recipe_curve == train_resnet")
     ap.add_argument("--quick", action="store_true", help="a tiny smoke configuration (minutes)")
     ap.add_argument("--out", type=Path, default=None)
@@ -448,7 +679,7 @@ def main() -> None:  # noqa: C901  (one straight protocol, in order)
         zoo_kw = {"depths": (8, 14), "extra_widths": ((8, (4,)),), "tasks": ("digits",), "seeds": (0, 1)}
         args.unseen = "20x8:extrapolation,8x12:width"
         args.ref_seeds, args.samples, args.support, args.curve_eval = 2, 2, 100, 200
-        args.ft_steps, args.eval_every = 40, 20
+        args.ft_steps, args.eval_every, args.joint_per_task = 40, 20, 2
         args.tokenizer_steps, args.prior_steps, args.prior_batch = 60, 20, 4
         args.prior_width, args.prior_layers, args.levels = 64, 1, 4
         args.check_recipe = True
@@ -458,27 +689,26 @@ def main() -> None:  # noqa: C901  (one straight protocol, in order)
         args.workdir.mkdir(parents=True, exist_ok=True)
         args.registry = args.workdir / "registry.db"
     reg = Registry(args.registry, blob_root=args.blob_root)
-    sampling = {"temperature": args.temperature, "top_p": args.top_p}
 
     # 1. the zoo --------------------------------------------------------------------------------------------
     zb = build_resnet_zoo(reg, **zoo_kw)
     records = list(zb.records)
-    seen_specs = list({r.arch.key: r.arch for r in records}.values())
-    tasks = list(dict.fromkeys(str(r.dataset) for r in records))
     unseen = [(kind, resnet_spec(d, w)) for kind, d, w in parse_unseen(args.unseen)]
-    seen_keys = {s.key for s in seen_specs}
-    leaked = [arch_label(s) for _, s in unseen if s.key in seen_keys]
+    leaked = [arch_label(s) for _, s in unseen if s.key in {r.arch.key for r in records}]
     if leaked:
         raise SystemExit(f"unseen architectures {leaked} have checkpoints in the zoo: choose others")
+    tasks = list(dict.fromkeys(str(r.dataset) for r in records))
+    data = {t: load_task(t, args.support, args.curve_eval) for t in tasks}
+    b = Bench(args, reg, records, unseen, data, {"temperature": args.temperature, "top_p": args.top_p})
     result: dict[str, Any] = {
         "benchmark": "arch_transfer",
         "machine": machine(torch_threads_set=1),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(["python", "bench/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
         "targets": {k: _r(v) for k, v in TARGETS.items()},
         "zoo": {
             "registry": str(args.registry),
             "checkpoints": len(records),
-            "architectures": {arch_label(s): n_params(s) for s in seen_specs},
+            "architectures": {arch_label(s): n_params(s) for s in b.seen_specs},
             "tasks": tasks,
             "seeds_per_task": len({r.meta.get("seed") for r in records}),
             "trained_now": len(zb.added),
@@ -498,216 +728,42 @@ def main() -> None:  # noqa: C901  (one straight protocol, in order)
             "target": f"{args.target_frac} x trained mean (curve set)",
             "recipe": f"SGD Nesterov one-cycle lr {LR}, batch {BATCH_SIZE}, {EPOCHS} epochs, "
             f"<= {TRAIN_LIMIT} images",
-            "sampling": sampling,
+            "sampling": b.sampling,
             "k": args.k,
+            "memory": "peak RSS above the RSS at the start of a generation call (a batch of --samples nets)",
         },
     }
-    data = {t: load_task(t, args.support, args.curve_eval) for t in tasks}
-    fam = get_family("resnet")
-    by_group: dict[tuple[str, str], list[CheckpointRecord]] = {}
-    for r in records:
-        by_group.setdefault((r.arch.key, str(r.dataset)), []).append(r)
-
-    # 2. unseen architectures: trained, random, adapted ------------------------------------------------------
     if args.check_recipe:
         spec, d = unseen[0][1], data[tasks[0]]
-        a = recipe_curve(spec, d, 0, args.eval_every)[0].state_dict()
-        b = train_resnet(spec, d.fit, 0).state_dict()
-        same = all(torch.equal(a[k], b[k]) for k in a)
+        one = recipe_curve(spec, d, 0, args.eval_every)[0].state_dict()
+        two = train_resnet(spec, d.fit, 0).state_dict()
+        same = all(torch.equal(one[k], two[k]) for k in one)
         result["protocol"]["recipe_curve_equals_train_resnet"] = same
         if not same:
             raise SystemExit("recipe_curve diverged from zoo_demo.resnet_zoo.train_resnet: fix the copy")
-    unseen_out: dict[str, dict[str, Any]] = {}
-    adapted_pool: dict[str, list[nn.Module]] = {}  # unseen label -> every source checkpoint adapted
-    chosen_adapted: dict[tuple[str, str], nn.Module] = {}
-    targets: dict[tuple[str, str], float] = {}
-    jobs = [(kind, spec, t) for kind, spec in unseen for t in tasks]
-    t_base = time.perf_counter()
-    for kind, spec, task in tqdm(jobs, desc="unseen: trained / random / adapted", unit="group"):
-        label, d = arch_label(spec), data[task]
-        row: dict[str, Any] = {"kind": kind}
-        t = time.perf_counter()
-        trained, recipe = [], []
-        for s in range(args.ref_seeds):
-            net, c = recipe_curve(spec, d, s, args.eval_every)
-            trained.append(accuracy(net, d.test_x, d.test_y))
-            recipe.append(c)
-        curve_trained = statistics.mean(c.accuracy[-1] for c in recipe)  # on the curve set
-        target = args.target_frac * curve_trained
-        targets[(label, task)] = target
-        row["trained"] = [_r(a) for a in trained]
-        row["trained_mean"] = _r(statistics.mean(trained))
-        row["trained_seconds_per_network"] = _r((time.perf_counter() - t) / args.ref_seeds, 1)
-        row["target_curve_accuracy"] = _r(target)
-        row["recipe_steps_to_target"] = [c.steps_to(target) for c in recipe]
-        row["recipe_total_steps"] = recipe[0].steps[-1]
-        row["curves"] = {"recipe_seed0": curve_dict(recipe[0], target)}
-        torch.manual_seed(0)
-        rnd = fam.build(spec).eval()
-        row["random"] = _r(accuracy(rnd, d.test_x, d.test_y))
-        row["curves"]["random"] = curve_dict(
-            tune_curve(rnd, d, steps=args.ft_steps, eval_every=args.eval_every, lr=args.ft_lr, stop_at=None),
-            target,
-        )
-        src = nearest_source(spec, seen_specs)
-        if src is not None:
-            if label not in adapted_pool:
-                adapted_pool[label] = [
-                    build(spec, adapt(reg.load_state_dict(r), src, spec, seed=0).state_dict)
-                    for r in records
-                    if r.arch.key == src.key
-                ]
-            cands = sorted(by_group[(src.key, task)], key=lambda r: r.id)
-            nets = [build(spec, adapt(reg.load_state_dict(r), src, spec, seed=0).state_dict) for r in cands]
-            sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
-            best = max(range(len(nets)), key=sup.__getitem__)
-            chosen_adapted[(label, task)] = nets[best]
-            row["adapted_from"] = arch_label(src)
-            row["adapted_source"] = cands[best].ref
-            row["adapted_all"] = [_r(accuracy(n, d.test_x, d.test_y)) for n in nets]
-            row["adapted"] = row["adapted_all"][best]
-            row["adapted_vs_trained"] = _r(row["adapted"] / row["trained_mean"])
-            row["curves"]["adapted"] = curve_dict(
-                tune_curve(
-                    nets[best],
-                    d,
-                    steps=args.ft_steps,
-                    eval_every=args.eval_every,
-                    lr=args.ft_lr,
-                    stop_at=target,
-                ),
-                target,
-            )
-        unseen_out.setdefault(label, {})[task] = row
-    result["unseen"] = unseen_out
-    result["baseline_seconds"] = _r(time.perf_counter() - t_base, 1)
 
-    # 3. generators -----------------------------------------------------------------------------------------
-    runs = [] if args.no_generator else list(range(args.generator_seeds))
-    seen_tasks = args.seen_tasks.split(",") if args.seen_tasks else tasks
-    gen_out: list[dict[str, Any]] = []
-    flats = {
-        key: torch.stack([flat_weights(reg.load(r)) for r in records if r.arch.key == key])
-        for key in seen_keys
-    }
-    for gseed in runs:
-        g: dict[str, Any] = {"seed": gseed}
-        gen_out.append(g)
-        try:
-            gen, grec, secs = train_gen(reg, args, gseed, "resnet", f"arch-bench-s{gseed}")
-        except Exception as e:  # noqa: BLE001  (the benchmark reports what failed and goes on)
-            g["error"] = f"training failed: {type(e).__name__}: {e}"
-            log.error("%s\n%s", g["error"], traceback.format_exc())
+    # 2. unseen architectures: trained, random, adapted ------------------------------------------------------
+    t = time.perf_counter()
+    result["unseen"] = b.baselines()
+    result["baseline_seconds"] = _r(time.perf_counter() - t, 1)
+
+    # 3. generators on the seen ResNets; 4. one on the cnn and ResNet zoos together ------------------------
+    result["generators"] = []
+    for gseed in [] if args.no_generator else range(args.generator_seeds):
+        g, gen = b.generator(gseed, "resnet", f"arch-bench-s{gseed}")
+        result["generators"].append(g)
+        if gen is None:
             continue
-        trained_on = set(grec.trained_on)
-        train_recs = [r for r in reg.search(family="resnet") if r.id in trained_on]
-        g["trained_on_checkpoints"] = len(trained_on)
-        held = {s.key for _, s in unseen}
-        if any(r.arch.key in held for r in train_recs):  # the held-out architectures must stay out
-            raise SystemExit(f"generator {grec.ref} was trained on a held-out architecture")
-        g["train_seconds"] = _r(secs, 1)
-        g["info"] = {k: v for k, v in gen.info.items() if k not in ("checkpoints", "train_config")}
-        g["config"] = gen.info.get("train_config")
-        try:
-            g["tokenizer_fidelity"] = fidelity(reg, gen, train_recs, args.k)
-        except Exception as e:  # noqa: BLE001
-            g["tokenizer_fidelity"] = {"error": f"{type(e).__name__}: {e}"}
-        # seen architectures
-        seen_rows: dict[str, dict[str, Any]] = {}
-        cost: dict[str, dict[str, Any]] = {}
-        sjobs = [(s, t) for s in seen_specs for t in seen_tasks]
-        for spec, task in tqdm(sjobs, desc=f"generator {gseed}: seen archs", unit="group"):
-            label, d = arch_label(spec), data[task]
-            nets, m, err = generate(reg, gen, spec, task, args.samples, gseed, sampling)
-            pre = [float(r.metrics["accuracy"]) for r in by_group[(spec.key, task)]]
-            row = {"pretrained_mean": _r(statistics.mean(pre))}
-            if err:
-                row["refused"] = err
-                seen_rows.setdefault(label, {})[task] = row
-                continue
-            assert nets is not None and m is not None
-            cost.setdefault(label, generator_cost(m, args.samples, spec))
-            accs = [accuracy(n, d.test_x, d.test_y) for n in nets]
-            sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
-            dist = distances(nets, flats[spec.key])
-            row.update(
-                {
-                    "generated": [_r(a) for a in accs],
-                    "best_of_n": _r(max(accs)),
-                    "best_vs_pretrained_mean": _r(max(accs) / statistics.mean(pre)),
-                    "support_chosen": _r(accs[max(range(len(nets)), key=sup.__getitem__)]),
-                    "rel_l2_to_nearest_training_checkpoint": [_r(x) for x in dist],
-                }
-            )
-            # checkpoint plus noise at the samples' median distance, from the best same-task checkpoint
-            best_rec = max(by_group[(spec.key, task)], key=lambda r: r.metrics["accuracy"])
-            base = reg.load(best_rec)
-            level = noise_for_distance(base, spec, statistics.median(dist))
-            noisy = [with_noise(base, spec, level, seed=1 + i) for i in range(args.samples)]
-            naccs = [accuracy(n, d.test_x, d.test_y) for n in noisy]
-            row["noise"] = {
-                "level": _r(level),
-                "accuracy": [_r(a) for a in naccs],
-                "best_of_n": _r(max(naccs)),
-            }
-            seen_rows.setdefault(label, {})[task] = row
-        g["seen"] = seen_rows
-        ratios = [
-            t["best_vs_pretrained_mean"] for a in seen_rows.values() for t in a.values() if "generated" in t
-        ]
-        g["seen_meeting_target"] = (
-            f"{sum(r >= TARGETS['seen_best_of_n_vs_pretrained'] for r in ratios)} of {len(ratios)}"
-        )
-        # unseen architectures
-        ujobs = [(kind, spec, t) for kind, spec in unseen for t in tasks]
-        un: dict[str, dict[str, Any]] = {}
-        for kind, spec, task in tqdm(ujobs, desc=f"generator {gseed}: unseen archs", unit="group"):
-            label, d = arch_label(spec), data[task]
-            ref = unseen_out[label][task]
-            target = targets[(label, task)]
-            nets, m, err = generate(reg, gen, spec, task, args.samples, gseed, sampling)
-            row: dict[str, Any] = {}
-            if err:
-                row["refused"] = err
-                un.setdefault(label, {})[task] = row
-                continue
-            assert nets is not None and m is not None
-            cost.setdefault(label, generator_cost(m, args.samples, spec))
-            accs = [accuracy(n, d.test_x, d.test_y) for n in nets]
-            sup = [accuracy(n, d.support_x, d.support_y) for n in nets]
-            pick = max(range(len(nets)), key=sup.__getitem__)
-            row["generated"] = [_r(a) for a in accs]
-            row["best_of_n"] = _r(accs[pick])  # chosen on the support split
-            row["best_of_n_oracle"] = _r(max(accs))  # chosen on the test split (optimistic)
-            row["best_vs_trained"] = _r(accs[pick] / ref["trained_mean"])
-            if "adapted" in ref:
-                row["best_vs_adapted"] = _r(accs[pick] / ref["adapted"]) if ref["adapted"] else None
-            pool = adapted_pool.get(label)
-            if pool:
-                dist = distances(nets, torch.stack([flat_weights(n) for n in pool]))
-                row["rel_l2_to_nearest_adapted_checkpoint"] = [_r(x) for x in dist]
-                base = chosen_adapted[(label, task)]
-                level = noise_for_distance(base, spec, statistics.median(dist))
-                noisy = [with_noise(base, spec, level, seed=1 + i) for i in range(args.samples)]
-                nsup = [accuracy(n, d.support_x, d.support_y) for n in noisy]
-                naccs = [accuracy(n, d.test_x, d.test_y) for n in noisy]
-                row["noise"] = {
-                    "level": _r(level),
-                    "accuracy": [_r(a) for a in naccs],
-                    "best_of_n": _r(naccs[max(range(len(noisy)), key=nsup.__getitem__)]),
-                }
-            c = tune_curve(
-                nets[pick], d, steps=args.ft_steps, eval_every=args.eval_every, lr=args.ft_lr, stop_at=target
-            )
-            row["curve"] = curve_dict(c, target)
-            rnd_steps = ref["curves"]["random"]["steps_to_target"]
-            row["steps_vs_random"] = (
-                _r(c.steps_to(target) / rnd_steps) if rnd_steps and c.steps_to(target) is not None else None
-            )
-            un.setdefault(label, {})[task] = row
-        g["unseen"] = un
+        cost: dict[str, Any] = {}
+        t = time.perf_counter()
+        g["seen"] = b.seen(gen, gseed, cost)
+        g["seen_seconds"] = _r(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        g["unseen"] = b.unseen_generated(gen, gseed, cost)
+        g["unseen_seconds"] = _r(time.perf_counter() - t, 1)
         g["generation_cost"] = cost
-    result["generators"] = gen_out
+    if args.joint and not args.no_generator:
+        result["joint"] = b.joint(0)
     result["summary"] = summarize(result)
     result["total_seconds"] = _r(time.perf_counter() - started, 1)
     emit(result, args.out)
@@ -801,6 +857,17 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             r >= TARGETS["seen_best_of_n_vs_pretrained"] for r in ratios
         ] or [False]
         met["tokenizer fidelity >= 0.99"] = [fid[0] >= TARGETS["tokenizer_fidelity"]] if fid else [False]
+    joint = result.get("joint") or {}
+    if joint.get("seen") is not None:
+        r = [
+            t["best_vs_pretrained_mean"]
+            for a in joint["seen"].values()
+            for t in a.values()
+            if "generated" in t
+        ]
+        met["joint generator: ResNet best-of-n >= 0.98 x pretrained"] = [x >= 0.98 for x in r] or [False]
+        c = [t["best_vs_pretrained_mean"] for t in joint.get("seen_cnn_tiny", {}).values()]
+        met["joint generator: cnn-tiny best-of-n >= 0.98 x pretrained"] = [x >= 0.98 for x in c] or [False]
     targets = {
         name: {"met": sum(bool(v) for v in vals), "of": len(vals), "all_met": all(bool(v) for v in vals)}
         for name, vals in met.items()
