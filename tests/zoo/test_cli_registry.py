@@ -174,3 +174,43 @@ def test_cli_removed_version_is_never_reissued(
             zoo_cli(registry_url, registry.blobs.root, "rm", "clf:v2", "--yes")
     assert "added clf:v3" in out
     assert "clf:v2 was removed" in zoo_cli(registry_url, registry.blobs.root, "show", "clf:v2", code=1)
+
+
+def test_a_blob_root_that_is_a_file_is_refused_before_anything_changes(
+    registry: zoo.Registry, registry_url: str, tmp_path: Path
+) -> None:
+    """Replayed: `zoo --blob-root some-file rm x:v1 --yes` printed a traceback after deleting the row."""
+    rec = registry.add(tiny_cnn(0), name="kept")
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("hi")
+    for where in (afile, afile / "below"):
+        for args in (("rm", rec.ref, "--yes"), ("list",), ("add", str(afile))):
+            out = zoo_cli(registry_url, where, *args, code=1)
+            assert out.startswith("Error: the blob store folder") and out.count("\n") == 1
+            assert "is a file, not a folder; point --blob-root (or $ZOO_BLOB_ROOT) at a folder" in out
+    assert registry.get(rec.ref).id == rec.id and registry.verify().ok
+    with pytest.raises(zoo.ConfigError, match="point blob_root= "):
+        zoo.Registry(registry_url, blob_root=afile)
+
+
+@pytest.mark.backends("sqlite")
+def test_a_refused_first_add_leaves_no_registry_behind(tmp_path: Path) -> None:
+    """Replayed: `zoo --registry typo.db add missing.safetensors` refused the file, left an empty typo.db."""
+    new = tmp_path / "typo.db"
+    refusals = [
+        ("add", str(tmp_path / "missing.safetensors")),
+        ("add", str(tmp_path)),
+        ("datasets", "register", "x", str(tmp_path / "nowhere")),
+    ]
+    for args in refusals:
+        res = CliRunner().invoke(cli, ["--registry", str(new), *args])
+        assert res.exit_code == 1 and res.output.startswith("Error: ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], res.output
+    path = tmp_path / "good.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(tiny_cnn(0).state_dict(), path)
+    assert CliRunner().invoke(cli, ["--registry", str(new), "add", str(path)]).exit_code == 0
+    res = CliRunner().invoke(cli, ["--registry", str(new), "add", str(tmp_path / "missing.safetensors")])
+    assert res.exit_code == 1 and new.exists()  # a registry that holds something is never removed
+    assert [r.name for r in zoo.Registry(new, create=False).list()] == ["good"]

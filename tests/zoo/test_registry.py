@@ -631,3 +631,16 @@ def test_store_repositories_answer_the_reads_of_reindexing_and_provision(registr
     assert sorted(found.checkpoints) == [(a.id, "a", "d"), (b.id, "b", None)]
     assert found.metrics == {a.id: {"accuracy": 0.5}, b.id: {}}
     assert found.vectors == {}  # "d" is known by name only: no vector
+
+
+def test_a_registry_file_deleted_and_made_again_in_one_process_works(tmp_path: Path) -> None:
+    """Replayed: after `rm registry.db` a new Registry at the same path in the same process had no tables
+    (the schema check was remembered per path)."""
+    path = tmp_path / "registry.db"
+    with Registry(path) as reg:
+        reg.add(tiny_cnn(0), name="first")
+    for p in tmp_path.glob("registry.db*"):
+        p.unlink()
+    with Registry(path) as again:
+        assert again.list() == []
+        assert again.add(tiny_cnn(1), name="second").ref == "second:v1"

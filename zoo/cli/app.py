@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,14 +23,45 @@ log = logging.getLogger("zoo")
 def registry_of(ctx: click.Context, *, create: bool = False):  # type: ignore[no-untyped-def]
     """The registry the command works on (for plugin commands too). Only commands that add (``create=True``)
     may create one: the others fail naming the path, so that a mistyped ``--registry`` is not a new, empty
-    registry."""
+    registry. A SQLite registry created by a command that then fails is removed again
+    (:func:`discard_new_registry`): a refused first add leaves nothing behind."""
     from zoo.registry import Registry
+    from zoo.store.db import default_url, sqlite_path
 
     obj = ctx.ensure_object(dict)
     if "registry" not in obj:
-        obj["registry"] = Registry(obj.get("url"), blob_root=obj.get("blob_root"), create=create)
+        url = str(obj.get("url") or default_url())
+        path = sqlite_path(url if "://" in url else f"sqlite:///{url}")
+        fresh = create and path is not None and not path.exists()
+        try:
+            obj["registry"] = Registry(url, blob_root=obj.get("blob_root"), create=create)
+        except ZooError as exc:
+            raise exc.spelled(as_flag) from None
+        obj["new_registry"] = (path, obj["registry"].blobs.root) if fresh else None
         ctx.call_on_close(obj["registry"].close)
     return obj["registry"]
+
+
+def discard_new_registry(ctx: click.Context) -> None:
+    """After a failed command: remove the SQLite registry it created, if it still holds nothing (no
+    checkpoint, no dataset), with its blob folder when that holds no file."""
+    obj = ctx.find_root().ensure_object(dict)
+    new = obj.get("new_registry")
+    if not new:
+        return
+    path, blob_root = new
+    reg = obj.pop("registry")
+    try:
+        empty = not reg.list(limit=1) and not reg.datasets()
+    finally:
+        reg.close()
+    if not empty:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if blob_root.is_dir() and not any(p.is_file() for p in blob_root.rglob("*")):
+        shutil.rmtree(blob_root, ignore_errors=True)
+    log.info("removed the registry %s this failed command had created", path)
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -102,6 +135,7 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
+            discard_new_registry(ctx)
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
 

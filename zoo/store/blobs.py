@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 from safetensors.torch import save_file as st_save_file
 
 from zoo.atomic import StagedFile, staged_file
-from zoo.errors import IntegrityError
+from zoo.errors import ConfigError, IntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,28 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _check_folder(root: Path) -> None:
+    """Refuse a blob root that is, or lies under, something other than a folder (before anything is written:
+    a file there would fail every add and remove half-way)."""
+    for where in (root, *root.parents):
+        if where.exists():
+            if where.is_dir():
+                return
+            err = ConfigError(
+                f"the blob store folder {root} cannot be used: {where} is a file, not a folder; point "
+                "blob_root= (or $ZOO_BLOB_ROOT) at a folder, or leave it out to use the one beside the "
+                "registry file"
+            )
+            err.keywords = ("blob_root",)
+            raise err
+
+
 class BlobStore:
     """Files under ``root/ab/abcdef....safetensors``; temp files under ``root/tmp``."""
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.root = Path(root)
+        _check_folder(self.root)
         self.fsync = fsync  # fsync before rename: survives power loss, not just process kills
         self.tmp = self.root / "tmp"
 

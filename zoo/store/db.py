@@ -141,12 +141,15 @@ class Database:
         return self.write_engine.dialect.name
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (once per process and URL; safe under concurrency)."""
+        """Bring the schema to the newest migration (safe under concurrency). A server database is checked
+        once per process and URL; a SQLite file on every open (one cheap query), since the file under a
+        path can be deleted and made anew while the process runs."""
         with _migrate_lock:
             if self.url in _migrated:
                 return
             retry(lambda: _upgrade(self.write_engine))
-            _migrated.add(self.url)
+            if self.dialect != "sqlite":
+                _migrated.add(self.url)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
