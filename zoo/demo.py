@@ -12,4 +12,5 @@ _MOVED_TO = "zoo_demo.job"
 _NAMES = frozenset(["DemoConfig", "fast_generator_config", "run_demo"])
 
 
+__all__ = sorted(_NAMES)  # so that `from zoo.tinyzoo import *` brings the moved names (each warns)
 __getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_NAMES, _MOVED_TO), moved=True)

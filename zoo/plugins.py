@@ -1,10 +1,12 @@
 """The plugin manager: lazy, idempotent loading of built-in and third-party plugins, and family lookup.
 
-Built-in families are plugins like any other: declared in the ``zoo.plugins`` entry-point group and loaded
-through the same manager. Nothing loads at import time; the first lookup calls :func:`load_plugins`.
+Built-in families are plugins like any other: declared in the ``zoo.plugins`` entry-point group of zoo's
+own distribution and loaded through the same door and manager (zoo names them, :data:`BUILTIN_PLUGINS`, but
+never imports them). Nothing loads at import time; the first lookup calls :func:`load_plugins`.
 
 Environment:
-- ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` loads the built-in plugins only, no third-party entry points.
+- ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` loads the built-in plugins only (the families and encoders), no other
+  entry points (not the generator, the main job or third-party plugins).
 - ``ZOO_PLUGINS=cnn,resnet,myplugin`` loads only the named plugins (built-in or entry-point names).
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import importlib
 import logging
 import os
 import threading
@@ -36,13 +37,14 @@ T = TypeVar("T")
 ENTRY_POINT_GROUP = "zoo.plugins"
 ENV_DISABLE_AUTOLOAD = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ONLY = "ZOO_PLUGINS"
-BUILTIN_PLUGINS: dict[str, str] = {  # entry-point name -> module, loaded even when autoload is disabled
-    "cnn": "zoo_families.cnn",  # small zoo CNNs
-    "resnet": "zoo_families.resnet",  # CIFAR ResNets (6n+2) and ImageNet ResNets
-    "vit": "zoo_families.vit",  # timm Vision Transformers
-    "lora": "zoo_families.lora",  # LoRA adapters on a ViT base
-    "encoders": "zoo.encoders.builtin",  # dataset encoders (pixels, clip) and text encoders (minilm)
-}
+OWN_DISTRIBUTION = "zoo"  # the distribution whose entry points named in BUILTIN_PLUGINS are built-in
+BUILTIN_PLUGINS: tuple[str, ...] = (  # entry-point names loaded even when autoload is disabled
+    "cnn",  # small zoo CNNs (zoo_families.cnn)
+    "resnet",  # CIFAR ResNets (6n+2) and ImageNet ResNets
+    "vit",  # timm Vision Transformers
+    "lora",  # LoRA adapters on a ViT base
+    "encoders",  # dataset encoders (pixels, clip) and text encoders (minilm), zoo.encoders.builtin
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ def _wanted() -> set[str] | None:
     return {p.strip() for p in raw.split(",") if p.strip()} if raw else None
 
 
+def _builtin(ep: Any) -> bool:
+    """An entry point of zoo's own distribution named in :data:`BUILTIN_PLUGINS`."""
+    dist = getattr(ep, "dist", None)
+    return ep.name in BUILTIN_PLUGINS and dist is not None and (dist.name or "").lower() == OWN_DISTRIBUTION
+
+
 def _hooks_of(plugin: object) -> tuple[str, ...]:
     return tuple(sorted(n for n in dir(plugin) if n.startswith("zoo_") and callable(getattr(plugin, n))))
 
@@ -136,34 +144,33 @@ def load_plugins() -> None:
             return
         pm = _new_manager()
         wanted = _wanted()
+        autoload = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip() not in ("1", "true", "yes")
         seen: set[str] = set()
-        for name, modname in BUILTIN_PLUGINS.items():
-            if wanted is not None and name not in wanted:
+        available = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _builtin(ep))
+        for ep in available:  # the built-in ones first; every plugin comes through the entry-point door
+            builtin = _builtin(ep)
+            if ep.name in seen or (wanted is not None and ep.name not in wanted) or not (builtin or autoload):
                 continue
+            source = "builtin" if builtin else "entry-point"
             try:
-                module = importlib.import_module(modname)
-            except ModuleNotFoundError as exc:
-                if exc.name != modname:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+                _infos[ep.name] = PluginInfo(ep.name, source, ep.value, _hooks_of(plugin))
+            except Exception as exc:  # a broken plugin must not take zoo down
+                if builtin:
                     raise
-                continue  # a built-in that is not part of this build yet
-            pm.register(module, name=name)
-            _infos[name] = PluginInfo(name, "builtin", modname, _hooks_of(module))
-            seen.add(name)
-        if os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip() not in ("1", "true", "yes"):
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                if ep.name in seen or (wanted is not None and ep.name not in wanted):
-                    continue
-                try:
-                    plugin = ep.load()
-                    pm.register(plugin, name=ep.name)
-                    _infos[ep.name] = PluginInfo(ep.name, "entry-point", ep.value, _hooks_of(plugin))
-                except Exception as exc:  # a broken third-party plugin must not take zoo down
-                    log.error("plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
-                    _infos[ep.name] = PluginInfo(ep.name, "entry-point", ep.value, (), error=str(exc))
-                seen.add(ep.name)
+                log.error(
+                    "plugin %r (%s) failed to load: %s; uninstall it, or leave it out with %s=...",
+                    ep.name,
+                    ep.value,
+                    exc,
+                    ENV_ONLY,
+                )
+                _infos[ep.name] = PluginInfo(ep.name, source, ep.value, (), error=str(exc))
+            seen.add(ep.name)
         if wanted is not None and (unknown := wanted - seen):
             raise UnknownPluginError(
-                "plugin", ", ".join(sorted(unknown)), list(BUILTIN_PLUGINS) + sorted(seen)
+                "plugin", ", ".join(sorted(unknown)), sorted({ep.name for ep in available})
             )
         _pm = pm
         _generation += 1

@@ -29,4 +29,5 @@ _NAMES = frozenset(
 )
 
 
+__all__ = sorted(_NAMES)  # so that `from zoo.tinyzoo import *` brings the moved names (each warns)
 __getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_NAMES, _MOVED_TO), moved=True)
