@@ -79,12 +79,13 @@ def test_cli_errors_are_one_line_with_exit_code_1(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: cannot read checkpoint") and "Traceback" not in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo", "--registry", str(env_db), "show", "nothing"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    show = [sys.executable, "-m", "zoo", "--registry", str(env_db), "show", "nothing"]
+    # the refused first add left no registry behind: a read names the missing registry
+    assert not env_db.exists()
+    proc = subprocess.run(show, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"Error: no registry at {env_db}")
+    zoo.Registry(env_db).close()
+    proc = subprocess.run(show, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no checkpoint named 'nothing'" in proc.stderr
 
 
