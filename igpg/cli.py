@@ -18,6 +18,14 @@ from zoo.cli import emit, json_option, registry_of
 @click.option(
     "--levels", default=6, show_default=True, help="Residual quantization levels (tokens per chunk)."
 )
+@click.option(
+    "--coords",
+    type=click.Choice(["descriptor", "layer"]),
+    default="descriptor",
+    show_default=True,
+    help="How chunks are located: slot descriptors (serves unseen depths/widths of trained families) "
+    "or the absolute layer index (the old mode).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option("--name", default="igpg", show_default=True, help="Generator name; each run adds a version.")
 @click.option("--promote", is_flag=True, help="Mark the new version as the one to serve.")
@@ -31,12 +39,17 @@ def train(
     tokenizer_steps: int,
     prior_steps: int,
     levels: int,
+    coords: str,
     device: str,
     name: str,
     promote: bool,
     as_json: bool,
 ) -> None:
     """Train the generator (stage 1 tokenizer, stage 2 prior) on registered checkpoints and store it.
+
+    With --family, on every checkpoint of that family (mixed depths and widths: trained across two or more
+    architectures, it also serves the family's other architectures); with --arch, on exactly one
+    architecture; with neither, on every checkpoint of every family (one generator across families).
 
     Under torchrun (`torchrun --standalone --nproc_per_node N -m zoo train ...`) every process trains in
     DDP; rank 0 alone stores the generator and prints the result.
@@ -51,6 +64,7 @@ def train(
         tokenizer_steps=tokenizer_steps,
         prior_steps=prior_steps,
         device=device,
+        coords=coords,
     )
     _, rec = train_on_registry(
         registry_of(ctx), family=family, arch=arch, k=k, config=cfg, name=name, promote=promote

@@ -6,7 +6,9 @@ stored there if missing). Layers are normalised with statistics pooled over ever
 the same architecture (not per checkpoint): all chunks share units, and a generated network is
 un-normalised with exactly the statistics its tokens were learnt in. Each example's chunks also carry their
 slots' descriptor coordinates (:class:`igpg.structure.SlotChunks`) under a vocabulary of the roles and kinds
-of every training architecture (:class:`igpg.structure.SlotVocab`), for descriptor-mode models.
+of every training architecture (:class:`igpg.structure.SlotVocab`), for descriptor-mode models. Tensors of
+the kinds in ``log_kinds`` (BatchNorm running variances) are modelled as their logarithm
+(:func:`igpg.structure.to_model_space`): statistics and chunks are of those values.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from igpg.structure import SlotChunks, SlotInputs, SlotTable, SlotVocab, chunk_slots, slot_table
+from igpg.structure import (
+    LOG_KINDS,
+    SlotChunks,
+    SlotInputs,
+    SlotTable,
+    SlotVocab,
+    chunk_slots,
+    slot_table,
+    to_model_space,
+)
 from igpg.tokenizer import chunk_coords
 from zoo import (
     CheckpointRecord,
@@ -56,6 +67,7 @@ class ZooData:
     dataset_encoder: str
     text_encoder: str
     vocab: SlotVocab | None = None  # roles and kinds of the examples' architectures (their chunks' slots)
+    log_kinds: tuple[str, ...] = ()  # kinds of tensor modelled as their logarithm
 
     @property
     def ds_dim(self) -> int:
@@ -91,8 +103,10 @@ def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
         )
 
 
-def _flatten(registry, rec: CheckpointRecord) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
-    return get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
+def _flatten(registry, rec: CheckpointRecord, log_kinds: Sequence[str] = LOG_KINDS) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    """The checkpoint's generated tensors in layout order, in model space (``log_kinds`` as logarithms)."""
+    tensors = get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
+    return to_model_space(rec.arch, tensors, log_kinds)
 
 
 def _layer_stats(
@@ -118,9 +132,13 @@ def streaming_stats(
     registry,
     checkpoints: Sequence[CheckpointRecord],  # type: ignore[no-untyped-def]
     std_floor: float = 1e-8,
+    log_kinds: Sequence[str] = LOG_KINDS,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-architecture pooled per-layer (mean, std), reading one checkpoint at a time (float64 sums)."""
-    return _layer_stats(((rec.arch.key, _flatten(registry, rec)) for rec in checkpoints), std_floor)
+    """Per-architecture pooled per-layer (mean, std) of the model-space values, reading one checkpoint at a
+    time (float64 sums)."""
+    return _layer_stats(
+        ((rec.arch.key, _flatten(registry, rec, log_kinds)) for rec in checkpoints), std_floor
+    )
 
 
 class ZooStream(torch.utils.data.IterableDataset):
@@ -143,14 +161,20 @@ class ZooStream(torch.utils.data.IterableDataset):
         stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         shard: bool = True,
         vocab: SlotVocab | None = None,
+        log_kinds: Sequence[str] = LOG_KINDS,
     ) -> None:
         _check(checkpoints)
         self.registry, self.checkpoints, self.k, self.shard = registry, list(checkpoints), k, shard
+        self.log_kinds = tuple(log_kinds)
         self.vocab = vocab if vocab is not None else SlotVocab.build(r.arch for r in self.checkpoints)
         self._tables: dict[str, SlotTable] = {}
         self.dataset_encoder = get_dataset_encoder(dataset_encoder)
         self.text_encoder = get_text_encoder(text_encoder)
-        self.stats = stats if stats is not None else streaming_stats(registry, self.checkpoints)
+        self.stats = (
+            stats
+            if stats is not None
+            else streaming_stats(registry, self.checkpoints, log_kinds=self.log_kinds)
+        )
         self._ds: dict[str, torch.Tensor] = {}
         self._arch: dict[str, torch.Tensor] = {}
 
@@ -169,7 +193,8 @@ class ZooStream(torch.utils.data.IterableDataset):
         return self.checkpoints[part::parts]
 
     def example(self, rec: CheckpointRecord, tensors: Sequence[torch.Tensor] | None = None) -> ZooExample:
-        """One checkpoint as training data (``tensors``: its flattened layers, when already read)."""
+        """One checkpoint as training data (``tensors``: its flattened layers in model space, when already
+        read)."""
         if rec.dataset not in self._ds:
             self._ds[rec.dataset] = torch.from_numpy(
                 np.asarray(
@@ -186,7 +211,7 @@ class ZooStream(torch.utils.data.IterableDataset):
                 )
             )
         if tensors is None:
-            tensors = _flatten(self.registry, rec)
+            tensors = _flatten(self.registry, rec, self.log_kinds)
         if rec.arch.key not in self._tables:
             self._tables[rec.arch.key] = slot_table(rec.arch, self.vocab)
         return ZooExample(
@@ -209,14 +234,16 @@ def load_zoo(
     dataset_encoder: str | None = None,
     text_encoder: str | None = None,
     progress: bool = True,
+    log_kinds: Sequence[str] = LOG_KINDS,
 ) -> ZooData:  # type: ignore[no-untyped-def]
     """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset), in memory.
 
     Each checkpoint is read once: the pooled statistics come from the flattened layers held for chunking.
+    ``log_kinds``: kinds of tensor modelled as their logarithm (``()``: none, as generators before them).
     """
     _check(checkpoints)
     flat = [
-        _flatten(registry, rec)
+        _flatten(registry, rec, log_kinds)
         for rec in tqdm(checkpoints, desc="load zoo", unit="ckpt", disable=not progress, leave=False)
     ]
     stats = _layer_stats(zip((rec.arch.key for rec in checkpoints), flat))
@@ -228,9 +255,12 @@ def load_zoo(
         text_encoder=text_encoder,
         stats=stats,
         shard=False,
+        log_kinds=log_kinds,
     )
     examples = [stream.example(rec, tensors) for rec, tensors in zip(checkpoints, flat)]
-    return ZooData(tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id, stream.vocab)
+    return ZooData(
+        tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id, stream.vocab, tuple(log_kinds)
+    )
 
 
 def pooled_stats(

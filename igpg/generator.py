@@ -26,9 +26,17 @@ from torch import nn
 
 from igpg.data import ZooData
 from igpg.prior import PriorConfig, WeightPrior
-from igpg.structure import ChunkCoords, SlotStats, SlotVocab, slot_table
+from igpg.structure import (
+    ChunkCoords,
+    SlotStats,
+    SlotVocab,
+    arch_label,
+    from_model_space,
+    log_slots,
+    slot_table,
+)
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
-from zoo import ArchSpec, chunk_index, get_family
+from zoo import ArchSpec, Chunks, chunk_index, get_family, unchunk
 from zoo.errors import GeneratorError
 
 FORMAT = 2  # stored layout: 1 (no "format" key) layer-index generators; 2 adds vocab and slot statistics
@@ -62,6 +70,7 @@ class Generator:
     info: dict[str, Any] = field(default_factory=dict)  # training facts (steps, losses, checkpoints)
     vocab: SlotVocab | None = None  # roles and kinds the descriptor-mode models embed
     slot_stats: SlotStats | None = None  # per-slot statistics of the trained architectures, for pooling
+    log_kinds: tuple[str, ...] = ()  # kinds of tensor modelled as their logarithm (igpg.structure.LOG_KINDS)
 
     # -- building from data -------------------------------------------------------------------------
     @staticmethod
@@ -102,7 +111,7 @@ class Generator:
             return Normalisation(st.mean, st.std, ("arch",) * n)
         fix = f"`zoo train --family {spec.family}`"
         if self.coords == "layer" or self.slot_stats is None or self.vocab is None:
-            known = ", ".join(sorted(self.stats)) or "(none)"
+            known = "; ".join(sorted(arch_label(k) for k in self.stats)) or "(none)"
             raise self._refuse(
                 spec,
                 f"it knows {known}, and it locates chunks by absolute layer index, which does not carry "
@@ -118,9 +127,10 @@ class Generator:
             )
         archs = self.slot_stats.architectures(spec.family)
         if len(archs) < 2:
+            trained = "; ".join(sorted(map(arch_label, archs)))
             raise self._refuse(
                 spec,
-                f"of family {spec.family!r} it was trained on {', '.join(sorted(archs))} alone, and a "
+                f"of family {spec.family!r} it was trained on {trained} alone, and a "
                 "generator serves other architectures of a family only when trained across two or more "
                 f"(depths or widths). Train it on checkpoints of several architectures of the family ({fix})",
             )
@@ -171,6 +181,7 @@ class Generator:
         """
         mean, std = self._stats_for(spec)
         slots, coords = self._coords(spec)
+        logs = log_slots(spec, self.log_kinds)
         tensors = []
         row = 0
         for i, slot in enumerate(slots):
@@ -184,10 +195,20 @@ class Generator:
                 )
                 flat[a * self.k : b * self.k] = values.reshape(-1)
             values = flat[: slot.numel].mul_(float(std[i])).add_(float(mean[i]))
+            if logs[i]:
+                values = values.exp_()
             if not slot.dtype.is_floating_point:
                 values = values.round()
             tensors.append(values.to(slot.dtype).reshape(slot.shape))
             row += n
+        return get_family(spec.family).rebuild(spec, tensors)
+
+    @torch.no_grad()
+    def reconstruct(self, spec: ArchSpec, chunks: Chunks) -> nn.Module:
+        """A network of ``spec`` from its own chunks through the tokenizer (encode, decode): what survives
+        tokenization (``chunks`` as training made them, e.g. ``ZooExample.chunks``)."""
+        decoded = self.tokenizer.decode(self.tokenizer.encode(chunks), chunks)
+        tensors = from_model_space(spec, unchunk(decoded), self.log_kinds)
         return get_family(spec.family).rebuild(spec, tensors)
 
     @torch.no_grad()
@@ -254,6 +275,8 @@ class Generator:
             meta["vocab"] = self.vocab.to_dict()
         if self.slot_stats is not None:
             meta["slot_stats"] = self.slot_stats.to_dict()
+        if self.log_kinds:
+            meta["log_kinds"] = list(self.log_kinds)
         return st_save(tensors, metadata={"igpg": json.dumps(meta, sort_keys=True)})
 
     @classmethod
@@ -297,6 +320,7 @@ class Generator:
             meta.get("info", {}),
             vocab,
             slot_stats,
+            tuple(meta.get("log_kinds", ())),
         )
 
 

@@ -34,8 +34,14 @@ def train_on_registry(
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
 ) -> tuple[Generator, GeneratorRecord]:
-    """Train a generator on every registered checkpoint of ``family`` (or exactly ``arch``) that names a
-    dataset, and store it as the next version of ``name`` (promoted when ``promote``).
+    """Train a generator on every registered checkpoint of ``family`` (or exactly ``arch``; neither: of every
+    family) that names a dataset, and store it as the next version of ``name`` (promoted when ``promote``).
+
+    One generator covers every depth, width and family it is given: sequences of all lengths train together
+    (:mod:`igpg.train`), each conditioned on its own dataset and architecture embeddings. With descriptor
+    coordinates (``config.coords``, the default) it also serves the unseen architectures of every family it
+    saw in two or more layouts (:class:`igpg.Generator`); ``family=None`` is the across-families generator
+    (its stored scope, ``{"family": None, ...}``, retrains on every family's checkpoints again).
 
     The stored config holds the training settings, the scope (``{"family": ..., "arch": spec JSON}``, what
     a retraining selects again) and ``meta`` (JSON-serialisable notes, e.g. which job trained it).

@@ -39,6 +39,7 @@ from zoo import ArchSpec, Chunks, SlotDescriptor, get_family
 NUM_FEATURES = 7  # numeric slot features (see slot_features)
 FOURIER = 4  # sinusoid octaves per numeric feature in SlotEncoder
 LEVELS = ("arch", "shape", "stage", "role", "kind")  # normalisation sources, most specific first
+LOG_KINDS = ("running_var",)  # positive tensors modelled as their logarithm (see to_model_space)
 
 
 # -- coordinates ------------------------------------------------------------------------------------------
@@ -240,7 +241,45 @@ class SlotEncoder(nn.Module):
         return self.role_emb(role) + self.kind_emb(kind) + self.feat_mlp(fourier)
 
 
+# -- model space ---------------------------------------------------------------------------------------------
+def log_slots(spec: ArchSpec, log_kinds: Sequence[str]) -> list[bool]:
+    """Per generated tensor of ``spec``: whether it is modelled as its logarithm (its kind is in
+    ``log_kinds``)."""
+    if not log_kinds:
+        return [False] * len(get_family(spec.family).layout(spec).generated)
+    return [d.kind in log_kinds for d in descriptors(spec)]
+
+
+def to_model_space(
+    spec: ArchSpec, tensors: Sequence[torch.Tensor], log_kinds: Sequence[str]
+) -> list[torch.Tensor]:
+    """The values the generator models: tensors of kinds in ``log_kinds`` (BatchNorm running variances) as
+    their natural logarithm (floored at 1e-12), the others as they are.
+
+    A running variance must stay positive: modelled as it is, quantisation error of a few percent of the
+    layer's spread turns small variances negative and the network's outputs into NaN; in log space an error
+    is a relative one and the inverse (:func:`from_model_space`) is always positive.
+    """
+    return [t.clamp_min(1e-12).log() if log else t for t, log in zip(tensors, log_slots(spec, log_kinds))]
+
+
+def from_model_space(
+    spec: ArchSpec, tensors: Sequence[torch.Tensor], log_kinds: Sequence[str]
+) -> list[torch.Tensor]:
+    """The inverse of :func:`to_model_space`."""
+    return [t.exp() if log else t for t, log in zip(tensors, log_slots(spec, log_kinds))]
+
+
 # -- normalisation -----------------------------------------------------------------------------------------
+def arch_label(key: str) -> str:
+    """An architecture key (``family:name:config JSON``) as :class:`zoo.ArchSpec` prints it."""
+    try:
+        family, name, config = key.split(":", 2)
+        return str(ArchSpec(family, name, json.loads(config)))
+    except ValueError:  # not a key of that form: as it is
+        return key
+
+
 def layout_signature(spec: ArchSpec) -> str:
     """A hash of the family and the generated tensors' names and shapes: specs with equal signatures have
     the same layout (e.g. two specs that differ only in ``input_size``)."""
@@ -399,6 +438,7 @@ def _line(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
 
 __all__ = [
     "LEVELS",
+    "LOG_KINDS",
     "NUM_FEATURES",
     "ChunkCoords",
     "SlotChunks",
@@ -409,9 +449,13 @@ __all__ = [
     "SlotTable",
     "SlotVocab",
     "descriptors",
+    "from_model_space",
+    "arch_label",
     "chunk_slots",
     "layout_signature",
+    "log_slots",
     "role_key",
     "slot_features",
     "slot_table",
+    "to_model_space",
 ]

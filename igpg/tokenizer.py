@@ -38,6 +38,8 @@ class TokenizerConfig:
     num_roles: int = 0  # rows of the role embedding, descriptor mode (vocabulary size + the unknown row)
     num_kinds: int = 0  # rows of the kind embedding, descriptor mode (vocabulary size + the unknown row)
     role_dropout: float = 0.05  # share of training chunks whose role is replaced by the unknown row
+    skip: bool = False  # residual encoder and decoder around an identity path (latent_dim must equal k): the
+    # codes quantize the chunk's values themselves from the start, the MLPs learn corrections (starting at 0)
     pos_features: int = 16  # sinusoidal features of the chunk's position within its layer
     commitment: float = 0.25  # weight of the commitment loss (EMA)
     ema_decay: float = 0.95  # EMA decay of the codebook statistics
@@ -82,9 +84,15 @@ class WeightTokenizer(nn.Module):
         else:
             self.slot_enc = SlotEncoder(c.num_roles, c.num_kinds, c.hidden, c.role_dropout)
         cond = c.hidden + c.pos_features
+        if c.skip and c.latent_dim != c.k:
+            raise ValueError(f"a skip tokenizer's latent_dim must equal k ({c.k}), got {c.latent_dim}")
         self.enc_in = nn.Linear(2 * c.k, c.hidden)
         self.encoder = _mlp(c.hidden + cond, c.hidden, c.latent_dim, c.depth)
         self.decoder = _mlp(c.latent_dim + cond, c.hidden, c.k, c.depth)
+        if c.skip:  # the corrections start at zero: at first the codes quantize the values themselves
+            for mlp in (self.encoder, self.decoder):
+                nn.init.zeros_(mlp[-1].weight)
+                nn.init.zeros_(mlp[-1].bias)
         kw = {"decay": c.ema_decay, "commitment": c.commitment} if c.quantizer == "ema" else {}
         self.quantizer = make_quantizer(c.quantizer, c.levels, c.codebook_size, c.latent_dim, **kw)
 
@@ -111,9 +119,15 @@ class WeightTokenizer(nn.Module):
         pos = position_features(position, count, self.config.pos_features)  # (N, P)
         return torch.cat([where, pos], -1)  # (N, H+P)
 
+    def _decode(self, q: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Chunk values (N, K) from quantized vectors (N, D) and conditions."""
+        out = self.decoder(torch.cat([q, cond], -1))
+        return out + q if self.config.skip else out
+
     def _encode_latent(self, data: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = torch.cat([data * mask, mask.float()], -1)  # (N, 2K)
-        return self.encoder(torch.cat([self.enc_in(x), cond], -1))  # (N, D)
+        z = self.encoder(torch.cat([self.enc_in(x), cond], -1))  # (N, D)
+        return z + data * mask if self.config.skip else z
 
     def forward(
         self,
@@ -131,7 +145,7 @@ class WeightTokenizer(nn.Module):
         """
         cond = self._cond(layer, position, count, slots)
         q = self.quantizer(self._encode_latent(data, mask, cond))
-        recon = self.decoder(torch.cat([q.quantized, cond], -1))  # (N, K)
+        recon = self._decode(q.quantized, cond)  # (N, K)
         m = mask.float()
         rec_loss = ((recon - data) ** 2 * m).sum() / m.sum().clamp_min(1)
         return {
@@ -171,7 +185,7 @@ class WeightTokenizer(nn.Module):
         cond = self._cond(
             layer.to(dev), position.to(dev), count.to(dev), slots.to(dev) if slots is not None else None
         )
-        return self.decoder(torch.cat([q, cond], -1)).float().cpu()
+        return self._decode(q, cond).float().cpu()
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor, like: Chunks) -> Chunks:

@@ -13,11 +13,11 @@ training does none of this.
 
 Across architectures (mixed depths, widths and families), the tokenizer draws chunks uniformly from all
 networks, and the prior's batches are length-bucketed windows: each step draws one network with probability
-proportional to its length (so every chunk of the zoo is equally likely to be a target), fills the batch from
-networks of the same length bucket (``floor(log2(min(length, block_size)))``), and crops every member's own
-random window to the shortest member's ``min(length, block_size)``: nothing is padded, and networks longer
-than a window (all but the smallest) always give full windows. Each window keeps its network's own dataset
-and architecture embeddings as conditions.
+proportional to its length (so every chunk of the zoo is equally likely to be a target), fills the batch
+from networks of the same length bucket (the bit length of ``min(length, block_size)``), and crops every
+member's own random window to the shortest member's ``min(length, block_size)``: nothing is padded, and
+networks longer than a window (all but the smallest) always give full windows. Each window keeps its
+network's own dataset and architecture embeddings as conditions.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class _Windows:
     """Draws the prior's training windows from token sequences of different lengths, without padding.
 
     One network is drawn with probability proportional to its length, the rest of the batch from the same
-    length bucket (``floor(log2(min(length, block)))``), likewise; the window length is the shortest
+    length bucket (the bit length of ``min(length, block)``), likewise; the window length is the shortest
     member's ``min(length, block)`` and each member's window starts uniformly within its own sequence.
     """
 
@@ -427,4 +427,5 @@ def train_generator(data: ZooData, cfg: TrainConfig | None = None, *, progress: 
         info,
         data.vocab if cfg.coords == "descriptor" else None,
         Generator.collect_slot_stats(data),
+        data.log_kinds,
     )

@@ -20,6 +20,7 @@ from igpg.data import load_zoo, pooled_stats
 from igpg.evaluation import sample_for
 from igpg.generator import Generator
 from igpg.plugin import IGPGKind
+from igpg.structure import LOG_KINDS, to_model_space
 from igpg.train import TrainConfig, _Windows
 from zoo.datasets import load_digits
 
@@ -73,6 +74,7 @@ def _is_network_of(net: torch.nn.Module, spec: zoo.ArchSpec, images: torch.Tenso
     layout = zoo.get_family(spec.family).layout(spec).generated
     state = net.state_dict()
     assert [tuple(state[s.name].shape) for s in layout] == [s.shape for s in layout]
+    assert all((v > 0).all() for k, v in state.items() if k.endswith("running_var"))  # generated in log space
     out = net.eval()(images)
     assert out.shape == (len(images), 10) and torch.isfinite(out).all()
 
@@ -121,7 +123,8 @@ def test_a_trained_architecture_keeps_its_exact_statistics(zoo_of_two_depths) ->
             norm.std, gen.stats[spec.key].std
         )
         recs = [r for r in z.reg.search(arch=spec) if r.dataset]
-        mean, std = pooled_stats([family.flatten(spec, z.reg.load_state_dict(r)) for r in recs])
+        flat = [family.flatten(spec, z.reg.load_state_dict(r)) for r in recs]
+        mean, std = pooled_stats([to_model_space(spec, f, LOG_KINDS) for f in flat])  # log running_var
         assert torch.allclose(norm.mean, mean, atol=1e-9) and torch.allclose(norm.std, std, rtol=1e-6)
     # a spec with the same layout (only input_size differs) is served with the same exact statistics
     twin = resnet(8, input_size=32)
@@ -276,3 +279,19 @@ def test_each_window_is_conditioned_on_its_own_architecture(zoo_of_two_depths, m
     assert len(seen) == cfg.prior_steps
     for ex, arch in seen:
         assert torch.equal(arch, torch.stack([data.examples[i].arch_emb for i in ex]))
+
+
+def test_running_variances_are_modelled_in_log_space(zoo_of_two_depths) -> None:  # type: ignore[no-untyped-def]
+    z = zoo_of_two_depths
+    gen = z.resnets
+    assert gen.log_kinds == LOG_KINDS == ("running_var",)
+    recs = [r for r in z.reg.search(arch=resnet(14)) if r.dataset]
+    data = load_zoo(z.reg, recs, k=32, progress=False)
+    e = data.examples[0]
+    names = [s.name for s in zoo.get_family("resnet").layout(resnet(14)).generated]
+    true = z.reg.load_state_dict(e.checkpoint)
+    raw = zoo.unchunk(e.chunks)
+    var = names.index("layer2.1.bn1.running_var")
+    assert torch.allclose(raw[var].double().exp(), true["layer2.1.bn1.running_var"].double(), rtol=1e-5)
+    net = gen.reconstruct(resnet(14), e.chunks)  # through the tokenizer and back to a network
+    _is_network_of(net, resnet(14), z.digits.images[:3])

@@ -173,3 +173,23 @@ def test_nucleus_sampling_keeps_only_the_likeliest_mass() -> None:
     confident = torch.log(torch.tensor([[0.95, 0.03, 0.02]])).expand(500, -1)
     assert set(_sample(confident, 1.0, None, g, top_p=0.9).tolist()) == {0}  # a confident step is greedy
     assert len(set(_sample(confident, 1.0, None, g).tolist())) > 1  # plain sampling strays now and then
+
+
+def test_a_skip_tokenizer_starts_as_a_residual_quantizer_of_the_values() -> None:
+    torch.manual_seed(0)
+    ch = cnn_chunks(k=16)
+    tok = WeightTokenizer(
+        TokenizerConfig(k=16, latent_dim=16, codebook_size=64, levels=3, hidden=32, skip=True)
+    )
+    layer, pos, cnt = chunk_coords(ch)
+    tok.train()
+    tok(ch.data, ch.mask, layer, pos, cnt)  # the codebooks start from the data
+    tok.eval()
+    idx = tok.encode(ch)
+    q = tok.quantizer.lookup(idx)  # what the codes say, before any learnt correction
+    assert torch.allclose(tok.decode(idx, ch).data, q * ch.mask)
+    assert ((q - ch.data)[ch.mask] ** 2).mean() < (
+        ch.data[ch.mask] ** 2
+    ).mean()  # codes of the values themselves
+    with pytest.raises(ValueError, match="latent_dim must equal k"):
+        WeightTokenizer(TokenizerConfig(k=16, latent_dim=8, skip=True))
