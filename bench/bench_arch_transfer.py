@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 
 import igpg
 from igpg.evaluation import distances, flat_weights, sample_for
-from zoo import ArchSpec, CheckpointRecord, Registry, embed_arch, get_embedding, get_family, unchunk
+from zoo import ArchSpec, CheckpointRecord, Registry, embed_arch, get_embedding, get_family
 from zoo.adaptation import adapt
 from zoo.datasets import ImageDataset
 from zoo.errors import ZooError
@@ -374,9 +374,9 @@ def recalibrated(net: nn.Module, images: torch.Tensor, batch: int = 64) -> nn.Mo
 def fidelity(
     reg: Registry, gen, records: Sequence[CheckpointRecord], k: int, data: dict[str, TaskData], recal: int
 ):  # type: ignore[no-untyped-def]
-    """Every training checkpoint through encode -> decode (:func:`zoo_demo.evaluation.tokenizer_fidelity`'s
-    measure): test accuracy relative to its own, per architecture; and the same after BN recalibration on
-    ``recal`` unlabelled training images (0: not measured)."""
+    """Every training checkpoint through encode -> decode (:meth:`igpg.Generator.reconstruct`, the measure
+    of :func:`zoo_demo.evaluation.tokenizer_fidelity`): test accuracy relative to its own, per architecture;
+    and the same after BN recalibration on ``recal`` unlabelled training images (0: not measured)."""
     zd = igpg.load_zoo(
         reg, records, k=k, dataset_encoder=gen.dataset_encoder, text_encoder=gen.text_encoder, progress=False
     )
@@ -384,8 +384,7 @@ def fidelity(
     per_recal: dict[str, list[float]] = {}
     for e in tqdm(zd.examples, desc="tokenizer fidelity", unit="ckpt", leave=False):
         rec, d = e.checkpoint, data[str(e.checkpoint.dataset)]
-        decoded = gen.tokenizer.decode(gen.tokenizer.encode(e.chunks), e.chunks)
-        net = get_family(rec.family).rebuild(rec.arch, unchunk(decoded))
+        net = gen.reconstruct(rec.arch, e.chunks)  # the tokenizer round trip, back from model space
         own = float(rec.metrics["accuracy"])
         per.setdefault(arch_label(rec.arch), []).append(accuracy(net, d.test_x, d.test_y) / own)
         if recal:
