@@ -20,6 +20,8 @@ relative depths, shape, fans). The generator reads them in two places:
   stage), (family, role) and (family, kind), where mean and log std are fitted as lines in log fan-in over
   the group's architectures (the scale of a trained weight follows its fan-in, so an unseen width is
   interpolated, or extrapolated, rather than averaged).
+- **model space** (:func:`to_model_space`): tensors of the kinds in :data:`LOG_KINDS` (BatchNorm running
+  variances) are modelled, normalised and pooled as their logarithm, so a generated variance is positive.
 """
 
 from __future__ import annotations
@@ -162,11 +164,6 @@ class SlotVocab:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SlotVocab:
         return cls(tuple(d["roles"]), tuple(d["kinds"]))
-
-    def unknown_roles(self, spec: ArchSpec) -> list[str]:
-        """Roles of ``spec`` that the vocabulary lacks (they fall back to their kind's embedding)."""
-        known = set(self.roles)
-        return sorted({d.role for d in descriptors(spec) if role_key(spec.family, d.role) not in known})
 
 
 def role_key(family: str, role: str) -> str:

@@ -16,8 +16,9 @@ networks, and the prior's batches are length-bucketed windows: each step draws o
 proportional to its length (so every chunk of the zoo is equally likely to be a target), fills the batch
 from networks of the same length bucket (the bit length of ``min(length, block_size)``), and crops every
 member's own random window to the shortest member's ``min(length, block_size)``: nothing is padded, and
-networks longer than a window (all but the smallest) always give full windows. Each window keeps its
-network's own dataset and architecture embeddings as conditions.
+networks longer than a window (all but the smallest) always give full windows. Windows are placed so that
+every chunk is equally often a target, the first chunks of a network (where sampling begins) included.
+Each window keeps its network's own dataset and architecture embeddings as conditions.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class _Windows:
 
     One network is drawn with probability proportional to its length, the rest of the batch from the same
     length bucket (the bit length of ``min(length, block)``), likewise; the window length is the shortest
-    member's ``min(length, block)`` and each member's window starts uniformly within its own sequence.
+    member's ``min(length, block)`` and each member's window is placed so that every chunk of its sequence is
+    equally likely to be in it (starts uniform over ``[1 - t, length - 1]``, clipped into the sequence).
     """
 
     def __init__(self, lengths: list[int], block: int) -> None:
@@ -207,7 +209,14 @@ class _Windows:
             pick = torch.multinomial(self.weights[members], n - 1, replacement=True, generator=g)
             ex += members[pick].tolist()
         t = min(self.block, *(self.lengths[i] for i in ex))
-        starts = [int(torch.randint(0, self.lengths[i] - t + 1, (1,), generator=g)) for i in ex]
+        # a start drawn uniformly from [1 - t, length - 1], then clipped into the sequence, covers every
+        # chunk equally often, the first ones included (a start uniform in [0, length - t] leaves the first
+        # t chunks, where sampling begins, nearly untrained: chunk p < t is only in the p + 1 windows that
+        # start at or before it)
+        starts = [
+            min(max(int(torch.randint(1 - t, self.lengths[i], (1,), generator=g)), 0), self.lengths[i] - t)
+            for i in ex
+        ]
         return ex, starts, t
 
 

@@ -246,6 +246,12 @@ def test_prior_windows_of_mixed_lengths_are_bucketed_without_padding() -> None:
         assert all(0 <= s and s + t <= lengths[i] for i, s in zip(ex, starts))
         drawn.update(ex)
     share = {i: drawn[i] / sum(drawn.values()) for i in range(len(lengths))}
+    # every chunk of a sequence is equally often in a window, the first ones (where sampling starts) too
+    covered = torch.zeros(1000)
+    for _ in range(4000):
+        (i,), (s,), t = _Windows([1000], block=64).draw(1, g)
+        covered[s : s + t] += 1
+    assert float(covered[:8].mean()) == pytest.approx(float(covered[400:600].mean()), rel=0.15)
     assert share[5] > share[3] > share[0]  # networks are drawn in proportion to their length
     assert share[5] == pytest.approx(3000 / sum(lengths), abs=0.05)
 
