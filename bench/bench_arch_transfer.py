@@ -792,6 +792,12 @@ def main() -> None:
     ap.add_argument("--joint-per-task", type=int, default=6, help="tiny-zoo seeds per task for --joint")
     ap.add_argument("--check-recipe", action="store_true", help="assert recipe_curve == train_resnet")
     ap.add_argument("--reuse-baselines", type=Path, default=None, help="unseen rows of an earlier JSON (dev)")
+    ap.add_argument(
+        "--fidelity-of",
+        default=None,
+        metavar="GENERATOR",
+        help="only measure this stored generator's tokenizer fidelity on the zoo (with BN recalibration)",
+    )
     ap.add_argument("--quick", action="store_true", help="a tiny smoke configuration (minutes)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="PNG (default: --out with .png)")
@@ -824,6 +830,22 @@ def main() -> None:
         raise SystemExit(f"unseen architectures {leaked} have checkpoints in the zoo: choose others")
     tasks = list(dict.fromkeys(str(r.dataset) for r in records))
     data = {t: load_task(t, args.support, args.curve_eval) for t in tasks}
+    if args.fidelity_of:  # a stored generator's tokenizer round trip on every zoo member, nothing else
+        t = time.perf_counter()
+        gen = igpg.load_generator(reg, args.fidelity_of)
+        recs = [r for r in records if r.family == "resnet"]
+        out = {
+            "benchmark": "arch_transfer_fidelity",
+            "machine": machine(torch_threads_set=1),
+            "command": " ".join(["python", "bench/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "generator": args.fidelity_of,
+            "generator_info": {k: v for k, v in gen.info.items() if k != "checkpoints"},
+            "checkpoints": len(recs),
+            "tokenizer_fidelity": fidelity(reg, gen, recs, args.k, data, args.recalibrate),
+            "seconds": _r(time.perf_counter() - t, 1),
+        }
+        emit(out, args.out)
+        return
     b = Bench(args, reg, records, unseen, data, {"temperature": args.temperature, "top_p": args.top_p})
     result: dict[str, Any] = {
         "benchmark": "arch_transfer",
