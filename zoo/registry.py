@@ -306,10 +306,17 @@ class Registry:
         changes (:class:`ZooError`, naming its tags)."""
         return self.repos.checkpoints.edit(ref, remove_tags=list(tags), actor=_actor())
 
-    def set_metrics(self, ref: str | int, metrics: Mapping[str, float]) -> CheckpointRecord:
-        """Set (add or change) metrics of the one version ``ref`` names; the old and new values are recorded
-        in its history. Raises :class:`ZooError` for a metric that is not a finite number."""
-        return self.repos.checkpoints.edit(ref, set_metrics=check_metrics(metrics), actor=_actor())
+    def set_metrics(
+        self, ref: str | int, metrics: Mapping[str, float], *, remove: Iterable[str] = ()
+    ) -> CheckpointRecord:
+        """Set (add or change) metrics of the one version ``ref`` names, and remove those named in ``remove``,
+        in one step; old and new values are recorded in its history. Raises :class:`ZooError` for a metric
+        that is not a finite number, or one to remove that it does not have (nothing changes then)."""
+        if isinstance(remove, str):
+            remove = [remove]
+        return self.repos.checkpoints.edit(
+            ref, set_metrics=check_metrics(metrics), remove_metrics=list(remove), actor=_actor()
+        )
 
     def remove_metrics(self, ref: str | int, *keys: str) -> CheckpointRecord:
         """Remove metrics ``keys`` of the one version ``ref`` names (their last values are recorded in its

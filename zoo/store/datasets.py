@@ -39,7 +39,9 @@ class DatasetRepository:
         with self.db.read() as s:
             row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
             if row is None:
-                raise NotFoundError("dataset", name, "register it first")
+                raise NotFoundError(
+                    "dataset", name, "see `zoo datasets list` for what is registered; register it first"
+                )
             return dataset_record(row)
 
     def row_for(self, s: Session, name: str) -> m.Dataset:
