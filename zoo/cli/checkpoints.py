@@ -568,3 +568,91 @@ def export(ctx: click.Context, ref: str, file: str, fmt: str | None, force: bool
             f"exported {rec.ref} to {path} ({fmt_params(rec.num_params)} params, {size} bytes)"
         ),
     )
+
+
+def names_a_checkpoint(text: str) -> bool:
+    """Whether ``text`` is a checkpoint reference that no architecture name can be: ``name:vN``,
+    ``name@alias`` or ``id:N`` (a bare name stays an architecture name)."""
+    from zoo.refs import parse_ref
+
+    try:
+        r = parse_ref(text)
+    except ZooError:
+        return False
+    return r.id is not None or r.version is not None or r.alias is not None
+
+
+def serve_reference(
+    ctx: click.Context,
+    ref: str,
+    dataset: str | None,
+    out: str | None,
+    as_json: bool,
+    others: dict[str, object],
+) -> None:
+    """``zoo get REF``: the one checkpoint REF names, saved as is (what a user who names a version expects),
+    or a refusal saying why, before anything is written."""
+    given = sorted(flag for flag, value in others.items() if value not in (None, False))
+    if given:
+        raise ZooError(
+            f"{ref} names one registered checkpoint, which is served as it is; {', '.join(given)} "
+            f"{'does' if len(given) == 1 else 'do'} not apply to it. Leave "
+            f"{'it' if len(given) == 1 else 'them'} out, or ask for an architecture instead (`zoo get ARCH "
+            f"--dataset NAME {given[0]} ...`)"
+        )
+    reg = registry_of(ctx)
+    rec = reg.get(ref)
+    if dataset is not None and rec.dataset is not None and dataset != rec.dataset:
+        raise ZooError(
+            f"{rec.ref} is registered with dataset {rec.dataset}, not {dataset}; leave out --dataset to get "
+            f"it as it is, or run `zoo get {rec.arch.name} --dataset {dataset}` for weights for {dataset}"
+        )
+    path = reg.export(
+        rec, out or f"{rec.name}-v{rec.version}.safetensors", format="safetensors", overwrite=True
+    )
+    data = {
+        "source": "registry",
+        "ref": rec.ref,
+        "arch": rec.arch.name,
+        "dataset": rec.dataset,
+        "reason": "named by reference",
+        "saved": str(path),
+        "sha256": rec.sha256,
+        "checkpoint": rec.to_dict(),
+    }
+
+    def human() -> None:
+        rows = [
+            ("source", "registry"),
+            ("ref", rec.ref),
+            ("arch", str(rec.arch)),
+            ("dataset", rec.dataset or "-"),
+            ("reason", f"{ref} names this checkpoint; served as it is (hash checked)"),
+            ("saved", str(path)),
+        ]
+        for key, value in rows:
+            click.echo(f"{key:>10}: {value}")
+
+    emit(data, as_json, human)
+
+
+def refuse_checkpoint_name(ctx: click.Context, arch: str) -> None:
+    """``zoo get NAME`` where NAME is a registered checkpoint's name and no architecture: say how to get that
+    checkpoint instead of failing to find an architecture of that name."""
+    from zoo.plugins import resolve_arch
+
+    try:
+        resolve_arch(arch)
+        return
+    except ZooError:
+        pass
+    try:
+        versions = registry_of(ctx).versions(arch)
+    except ZooError:
+        return  # not a checkpoint name either: the architecture error says what is installed
+    newest = versions[-1]
+    raise ZooError(
+        f"{arch} is the name of a registered checkpoint, not an architecture; run `zoo get {newest.ref}` to "
+        f"get that checkpoint as it is, or `zoo get {newest.arch.name} --dataset NAME` for weights of its "
+        f"architecture ({newest.arch.name}) for a dataset"
+    )
