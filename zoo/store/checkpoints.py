@@ -442,6 +442,31 @@ class CheckpointRepository:
             row = self.resolve(s, ref)
             rec = self.record(s, row)
             parent = s.get(m.Checkpoint, row.parent_id) if row.parent_id is not None else None
+            rows = s.scalars(
+                select(m.CheckpointEvent)
+                .where(m.CheckpointEvent.checkpoint_id == row.id)
+                .order_by(m.CheckpointEvent.id)
+            ).all()
+            events = [
+                CheckpointEvent(
+                    e.id, e.checkpoint_id, rec.ref, e.action, e.detail or {}, e.actor, m.as_utc(e.created_at)
+                )
+                for e in rows
+            ]
+            metrics, tags = dict(rec.metrics), set(rec.tags)
+            for e in reversed(events):  # undo the edits: the metrics and tags it was added with
+                d = e.detail
+                if e.action == "metrics":
+                    for key, (old, _new) in d.get("set", {}).items():
+                        if old is None:
+                            metrics.pop(key, None)
+                        else:
+                            metrics[key] = old
+                    metrics.update(d.get("removed", {}))
+                elif e.action == "tagged":
+                    tags -= set(d.get("tags", []))
+                elif e.action == "untagged":
+                    tags |= set(d.get("tags", []))
             added = CheckpointEvent(
                 None,
                 rec.id,
@@ -450,24 +475,16 @@ class CheckpointRepository:
                 {
                     "origin": rec.origin,
                     "parent": f"{parent.name}:v{parent.version}" if parent is not None else None,
-                    "dataset": rec.dataset,
-                    "metrics": dict(rec.metrics),
-                    "tags": list(rec.tags),
+                    "dataset": next(
+                        (e.detail.get("from") for e in events if e.action == "dataset"), rec.dataset
+                    ),
+                    "metrics": metrics,
+                    "tags": sorted(tags),
                 },
                 "",
                 rec.created_at,
             )
-            rows = s.scalars(
-                select(m.CheckpointEvent)
-                .where(m.CheckpointEvent.checkpoint_id == row.id)
-                .order_by(m.CheckpointEvent.id)
-            ).all()
-            return [added] + [
-                CheckpointEvent(
-                    e.id, e.checkpoint_id, rec.ref, e.action, e.detail or {}, e.actor, m.as_utc(e.created_at)
-                )
-                for e in rows
-            ]
+            return [added, *events]
 
     def lineage_tree(self, ref: str | int, max_nodes: int = 10_000) -> tuple[LineageNode, int]:
         """The tree of the oldest ancestor of ``ref`` (through ``parent``) and everything made from it
