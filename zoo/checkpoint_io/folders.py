@@ -59,7 +59,7 @@ def read_model_folder(path: Path, src: str, weights: str | None) -> ReadCheckpoi
     else:
         present = sorted(n for n in names if n.endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt")))
         hint = (
-            f"add one of its weight files instead ({', '.join(show(str(path / n)) for n in present[:3])})"
+            f"add one of the weight files in it instead ({', '.join(map(show, present[:3]))})"
             if present
             else "point at the weights file itself"
         )
