@@ -61,7 +61,7 @@ def read_model_folder(path: Path, src: str, weights: str | None) -> ReadCheckpoi
         hint = (
             f"add one of the weight files in it instead ({', '.join(map(show, present[:3]))})"
             if present
-            else "point at the weights file itself"
+            else "check the path: name a weights file, or a folder holding model.safetensors"
         )
         looked = ", ".join(n for pair in WEIGHT_FILES for n in pair)
         raise CheckpointError(src, f"it is a folder without model weights (looked for {looked})", hint)
