@@ -371,3 +371,14 @@ def test_get_a_reference_serves_that_checkpoint_as_it_is(two_versions: Path, tmp
 )
 def test_get_a_reference_refusals(two_versions: Path, args: tuple[str, ...], says: str) -> None:
     assert says in refusal_line(two_versions, *args)
+
+
+def test_refused_add_leaves_no_empty_blob_folder(two_versions: Path, tmp_path: Path) -> None:
+    blobs = two_versions.with_suffix(".blobs")
+    before = sorted(p.relative_to(blobs) for p in blobs.rglob("*") if p.name != "tmp")
+    path = tmp_path / "new.pt"
+    torch.save(cnn_state(9), path)
+    assert "no checkpoint named 'missing'" in refusal_line(
+        two_versions, "add", str(path), "--parent", "missing"
+    )
+    assert sorted(p.relative_to(blobs) for p in blobs.rglob("*") if p.name != "tmp") == before

@@ -25,7 +25,7 @@ from zoo.records import ORIGINS
 
 
 @cli.command()
-@click.argument("path", type=click.Path())  # a folder is refused by zoo (one Error: line), not click
+@click.argument("path", type=click.Path())  # folders and URLs are zoo's to read or refuse, not click's
 @click.option("--name", help="Checkpoint name (default: the file stem). An existing name gets a new version.")
 @click.option("--arch", help="Architecture name or spec JSON (default: detected from the weights).")
 @click.option("--dataset", help="Name of the dataset the weights were trained on.")
@@ -77,7 +77,8 @@ def add(
     as_json: bool,
 ) -> None:
     """Add a checkpoint file (.safetensors or a weights-only torch file: .pt, .pth, .th, .bin, Lightning's
-    .ckpt).
+    .ckpt) or a Hugging Face-style model folder (model.safetensors, or shards with their index, and
+    config.json, kept in meta as source_config). URLs are refused: download the file first.
 
     Weights nested under state_dict/model/... are found and a prefix every tensor name shares (module.,
     model.) is removed when that makes them fit; what was taken is recorded in the checkpoint's meta."""
