@@ -260,9 +260,10 @@ class Registry:
     # aliases
     # ------------------------------------------------------------------------------------------------
     def alias(self, ref: str | int, alias: str) -> AliasRecord:
-        """Point ``name@alias`` at the version ``ref`` names (moving it if it pointed elsewhere)."""
+        """Point ``name@alias`` at the version ``ref`` names (moving it if it pointed elsewhere); recorded in
+        the history of both versions."""
         check_name(alias, "alias")
-        return self.repos.checkpoints.alias(ref, alias)
+        return self.repos.checkpoints.alias(ref, alias, _actor())
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
         """Aliases (of one name, or all), sorted by name and alias."""

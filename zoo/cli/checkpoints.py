@@ -351,7 +351,7 @@ def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
     )
 
 
-@cli.command()
+@cli.command(short_help="Remove an alias: NAME ALIAS, or NAME@ALIAS.")
 @click.argument("ref")
 @click.argument("alias", required=False)
 @json_option
@@ -371,7 +371,7 @@ def _tags_line(rec) -> str:  # type: ignore[no-untyped-def]
     return f"{rec.ref} tags: {', '.join(rec.tags) or '-'}"
 
 
-@cli.command()
+@cli.command(short_help="Add tags to a checkpoint version.")
 @click.argument("ref")
 @click.argument("tags", nargs=-1, required=True)
 @json_option
@@ -382,7 +382,7 @@ def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], as_json: bool) -> N
     emit({"ref": rec.ref, "tags": list(rec.tags)}, as_json, lambda: click.echo(_tags_line(rec)))
 
 
-@cli.command()
+@cli.command(short_help="Remove tags from a checkpoint version.")
 @click.argument("ref")
 @click.argument("tags", nargs=-1, required=True)
 @json_option
@@ -393,7 +393,7 @@ def untag(ctx: click.Context, ref: str, tags: tuple[str, ...], as_json: bool) ->
     emit({"ref": rec.ref, "tags": list(rec.tags)}, as_json, lambda: click.echo(_tags_line(rec)))
 
 
-@cli.command()
+@cli.command(short_help="Show, set or remove a checkpoint's metrics.")
 @click.argument("ref")
 @click.argument("values", nargs=-1, metavar="[NAME=NUMBER]...")
 @click.option("--rm", "remove", multiple=True, metavar="NAME", help="Remove this metric (repeatable).")
@@ -420,7 +420,7 @@ def metrics(
     )
 
 
-@cli.command()
+@cli.command(short_help="What changed on a checkpoint since its add.")
 @click.argument("ref")
 @json_option
 @click.pass_context
@@ -438,7 +438,7 @@ def history(ctx: click.Context, ref: str, as_json: bool) -> None:
     )
 
 
-@cli.command()
+@cli.command(short_help="A checkpoint's lineage tree and versions.")
 @click.argument("ref")
 @json_option
 @click.pass_context
@@ -487,7 +487,7 @@ def lineage(ctx: click.Context, ref: str, as_json: bool) -> None:
     emit(data, as_json, human)
 
 
-@cli.command()
+@cli.command(short_help="Compare two checkpoints' weights, tensor by tensor.")
 @click.argument("ref_a")
 @click.argument("ref_b")
 @click.option("--all", "show_all", is_flag=True, help="List the tensors that are the same too.")
@@ -526,7 +526,7 @@ def diff(ctx: click.Context, ref_a: str, ref_b: str, show_all: bool, as_json: bo
     )
 
 
-@cli.command()
+@cli.command(short_help="Write a checkpoint's weights to a file.")
 @click.argument("ref")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(

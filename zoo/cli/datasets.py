@@ -78,7 +78,7 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
     )
 
 
-@datasets.command("rm")
+@datasets.command("rm", short_help="Remove a dataset and its vectors (never a checkpoint).")
 @click.argument("name")
 @click.option(
     "--detach",
