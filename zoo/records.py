@@ -316,7 +316,7 @@ class CheckpointEvent:
     old}}``; aliases ``{"alias": ..., "from"/"moved_to": ref}``; dataset ``{"from": name, "to": None}``).
     """
 
-    id: int | None  # None for the "added" entry, which is the checkpoint's own row
+    id: int | None  # None for the "added" entry (made from the checkpoint's own row)
     checkpoint_id: int
     ref: str
     action: str

@@ -157,7 +157,7 @@ class Registry:
             weights=weights,
             strip_prefix=strip_prefix,
         )
-        rec = self.repos.checkpoints.add(new, exist_ok=exist_ok)
+        rec = self.repos.checkpoints.add(new, exist_ok=exist_ok, actor=_actor())
         log.info("added %s (%s, %s params, blob %s)", rec.ref, rec.arch, rec.num_params, rec.sha256[:12])
         return rec
 

@@ -4,6 +4,7 @@ removed, list by dataset; and a registry from before the history table (migratio
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def test_tags_and_metrics_edited_after_add_are_recorded_with_old_values(registry
     history = registry.history("clf")
     assert [e.action for e in history] == ["added", "tagged", "untagged", "metrics", "metrics", "metrics"]
     assert history[0].detail["metrics"] == {"acc": 0.5} and history[0].id is None
+    assert history[0].actor == history[1].actor == getpass.getuser()  # who added it, who changed it
     assert history[1].detail["tags"] == ["exp", "prod"]
     assert history[3].detail["set"] == {"acc": [0.5, 0.6], "top1": [None, 91.2]}
     assert history[4].describe() == "removed acc (was 0.6)"

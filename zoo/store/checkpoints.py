@@ -64,8 +64,9 @@ class CheckpointRepository:
         self.datasets = datasets
 
     # -- adding -------------------------------------------------------------------------------------
-    def add(self, new: NewCheckpoint, *, exist_ok: bool) -> CheckpointRecord:
-        """Write the blob, then the rows in one transaction; on any error the store is left as it was."""
+    def add(self, new: NewCheckpoint, *, exist_ok: bool, actor: str = "") -> CheckpointRecord:
+        """Write the blob, then the rows in one transaction; on any error the store is left as it was.
+        ``actor`` (who adds it) is recorded in the checkpoint's history."""
         sha, created, size = self.blobs.files.put_tensors(new.tensors, new.blob_meta)
 
         def txn() -> CheckpointRecord:
@@ -73,7 +74,7 @@ class CheckpointRepository:
                 self.db.lock_key(s, sha)
                 # PostgreSQL: adds of one name pick versions in turn
                 self.db.lock_key(s, f"checkpoint:{new.name}")
-                rec = self.insert_rows(s, new, sha, size, exist_ok)
+                rec = self.insert_rows(s, new, sha, size, exist_ok, actor)
                 if not self.blobs.files.exists(sha):  # a concurrent remove took the file: write it again
                     self.blobs.files.put_tensors(new.tensors, new.blob_meta)
                 return rec
@@ -86,7 +87,7 @@ class CheckpointRepository:
             raise
 
     def insert_rows(
-        self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool
+        self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool, actor: str = ""
     ) -> CheckpointRecord:
         """The rows of ``new`` (or, with ``exist_ok``, the record of the same weights under the same name)."""
         name, spec = new.name, new.spec
@@ -149,8 +150,9 @@ class CheckpointRepository:
                 insert(m.Metric),
                 [{"checkpoint_id": cid, "key": k, "value": v} for k, v in new.metrics.items()],
             )
+        self.log_event(s, cid, "added", {}, actor)  # who added it (its row holds the rest)
         if new.alias is not None:
-            self.set_alias(s, s.get_one(m.Checkpoint, cid), new.alias)
+            self.set_alias(s, s.get_one(m.Checkpoint, cid), new.alias, actor)
         return CheckpointRecord(
             id=cid,
             name=name,
@@ -453,6 +455,8 @@ class CheckpointRepository:
                 )
                 for e in rows
             ]
+            stored_add = next((e for e in events if e.action == "added"), None)  # none before migration 0006
+            events = [e for e in events if e.action != "added"]
             metrics, tags = dict(rec.metrics), set(rec.tags)
             for e in reversed(events):  # undo the edits: the metrics and tags it was added with
                 d = e.detail
@@ -481,7 +485,7 @@ class CheckpointRepository:
                     "metrics": metrics,
                     "tags": sorted(tags),
                 },
-                "",
+                stored_add.actor if stored_add is not None else "",
                 rec.created_at,
             )
             return [added, *events]

@@ -4,9 +4,10 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-29 17:00:00.000000
 
-``checkpoint_events``: one row per change made to a checkpoint after it was added (tags added or removed,
-metrics set or removed, aliases set or removed, its dataset cleared when the dataset was removed), with who
-made it and when. Checkpoints from before have no events; their history starts with their add.
+``checkpoint_events``: a row for each add (who added it) and one per change made to a checkpoint after it
+(tags added or removed, metrics set or removed, aliases set or removed, its dataset cleared when the dataset
+was removed), with who made it and when. Checkpoints from before have no rows: their history starts with
+their add, by someone unknown.
 """
 from collections.abc import Sequence
 
