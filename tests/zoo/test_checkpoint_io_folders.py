@@ -114,3 +114,14 @@ def test_urls_are_refused_as_unsupported_saying_to_download_first(tmp_path: Path
     assert "no such file" not in line
     with pytest.raises(zoo.CheckpointError, match="it is a URL"):
         zoo.Registry(tmp_path / "r.db").add(Path(url))  # a path mangles it to https:/...: still a URL
+
+
+def test_special_files_in_a_folder_are_refused_not_read(tmp_path: Path) -> None:
+    folder = hf_folder(tmp_path / "model", cnn_state())
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to("/dev/zero")  # reading it would never end
+    assert "config.json: not a regular file" in refusal(tmp_path / "registry.db", "add", str(folder))
+    (folder / "config.json").unlink()
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to("/dev/zero")
+    assert "model.safetensors: not a regular file" in refusal(tmp_path / "registry.db", "add", str(folder))

@@ -88,6 +88,8 @@ def _read_one(file: Path, src: str, weights: str | None) -> ReadCheckpoint:
 
 def _read_json(file: Path, src: str) -> Any:
     try:
+        if not file.is_file():  # a FIFO or /dev/zero under that name would block or never end
+            raise CheckpointError(src, "not a regular file", "check the folder")
         if file.stat().st_size > MAX_JSON_BYTES:
             raise CheckpointError(src, f"larger than {MAX_JSON_BYTES} bytes", "check the file")
         return json.loads(file.read_bytes())
