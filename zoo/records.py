@@ -305,3 +305,112 @@ class RemovalImpact:
             "generators": list(self.generators),
             "base_of": list(self.base_of),
         }
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    """One entry of a checkpoint's history (:meth:`Registry.history`): its add, or a change made after it.
+
+    ``action`` is "added", "tagged", "untagged", "metrics", "aliased", "unaliased" or "dataset"; ``detail``
+    says what changed (tags ``{"tags": [...]}``; metrics ``{"set": {key: [old, new]}, "removed": {key:
+    old}}``; aliases ``{"alias": ..., "from"/"moved_to": ref}``; dataset ``{"from": name, "to": None}``).
+    """
+
+    id: int | None  # None for the "added" entry (made from the checkpoint's own row)
+    checkpoint_id: int
+    ref: str
+    action: str
+    detail: Mapping[str, Any]
+    actor: str  # the user who made the change ("" when unknown)
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", _freeze(self.detail))
+
+    def describe(self) -> str:
+        """The change in a few words, e.g. ``set top1 90.1 -> 91.2`` or ``tagged prod``."""
+        d = self.detail
+        if self.action == "added":
+            parts = [f"added ({d.get('origin')})"]
+            if d.get("parent"):
+                parts.append(f"from {d['parent']}")
+            if d.get("dataset"):
+                parts.append(f"on {d['dataset']}")
+            return " ".join(parts)
+        if self.action in ("tagged", "untagged"):
+            return f"{self.action} {', '.join(d.get('tags', []))}"
+        if self.action == "metrics":
+            parts = [
+                f"set {k} {'-' if old is None else f'{old:g}'} -> {new:g}"
+                for k, (old, new) in sorted(d.get("set", {}).items())
+            ]
+            parts += [f"removed {k} (was {old:g})" for k, old in sorted(d.get("removed", {}).items())]
+            return "; ".join(parts)
+        if self.action == "aliased":
+            moved = f" (moved from {d['from']})" if d.get("from") else ""
+            return f"alias @{d.get('alias')} set{moved}"
+        if self.action == "unaliased":
+            moved = f" (moved to {d['moved_to']})" if d.get("moved_to") else ""
+            return f"alias @{d.get('alias')} removed{moved}"
+        if self.action == "dataset":
+            why = f" ({d['why']})" if d.get("why") else ""
+            return f"dataset {d.get('from') or '-'} -> {d.get('to') or '-'}{why}"
+        return f"{self.action} {json.dumps(dict(d), sort_keys=True)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "checkpoint_id": self.checkpoint_id,
+            "ref": self.ref,
+            "action": self.action,
+            "detail": json.loads(json.dumps(dict(self.detail))),
+            "actor": self.actor,
+            "created_at": self.created_at.isoformat(),
+            "summary": self.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """A checkpoint in a lineage tree (:meth:`Registry.lineage_tree`) with the checkpoints made from it."""
+
+    checkpoint: CheckpointRecord
+    relation: str  # how it hangs off its parent node: "root", "parent" (lineage) or "base" (applied on top)
+    children: tuple[LineageNode, ...] = ()
+
+    def walk(self) -> list[LineageNode]:
+        """This node and every node below it, depth first."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.checkpoint
+        return {
+            "ref": c.ref,
+            "id": c.id,
+            "arch": c.arch.name,
+            "origin": c.origin,
+            "dataset": c.dataset,
+            "relation": self.relation,
+            "children": [child.to_dict() for child in self.children],
+        }
+
+
+@dataclass(frozen=True)
+class DatasetRemoval:
+    """What removing a dataset touches (:meth:`Registry.remove_dataset`,
+    :meth:`Registry.dataset_removal_impact`)."""
+
+    dataset: DatasetRecord  # the dataset that goes
+    checkpoints: tuple[str, ...]  # refs registered with it: they stay, with their dataset cleared (detached)
+    vectors: int  # its stored vectors (one per encoder), removed with it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "removed": self.dataset.name,
+            "id": self.dataset.id,
+            "detached": list(self.checkpoints),
+            "vectors": self.vectors,
+        }

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,12 +28,16 @@ from zoo.plugins import get_family
 from zoo.records import (
     AliasRecord,
     ArchSpec,
+    CheckpointEvent,
     CheckpointRecord,
     DatasetRecord,
+    DatasetRemoval,
     GeneratorRecord,
+    LineageNode,
     RemovalImpact,
     VerifyReport,
 )
+from zoo.refs import parse_ref
 from zoo.retrieval import DataLike, EncoderChoice, Neighbor, RetrievalCache
 from zoo.store.blobrows import ORPHAN_GRACE_S
 from zoo.store.blobs import BlobStore
@@ -41,6 +45,9 @@ from zoo.store.db import Database, default_url, sqlite_path
 from zoo.store.generators import GENERATOR_STATUSES
 from zoo.store.repositories import Repositories
 from zoo.validation import check_json, check_metrics, check_name
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from zoo.diffing import WeightsDiff
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +157,7 @@ class Registry:
             weights=weights,
             strip_prefix=strip_prefix,
         )
-        rec = self.repos.checkpoints.add(new, exist_ok=exist_ok)
+        rec = self.repos.checkpoints.add(new, exist_ok=exist_ok, actor=_actor())
         log.info("added %s (%s, %s params, blob %s)", rec.ref, rec.arch, rec.num_params, rec.sha256[:12])
         return rec
 
@@ -166,11 +173,18 @@ class Registry:
         *,
         family: str | None = None,
         name: str | None = None,
+        dataset: str | None = None,
         latest_only: bool = False,
         limit: int | None = None,
     ) -> list[CheckpointRecord]:
-        """Checkpoints, newest first, optionally filtered by family or name glob."""
-        return self.search(family=family, name=name, latest_only=latest_only, limit=limit)
+        """Checkpoints, newest first, optionally filtered by family, name glob or dataset.
+
+        Raises :class:`~zoo.NotFoundError` for a ``dataset`` that is not registered (an empty list would
+        not tell a typo from a dataset nothing was trained on).
+        """
+        if dataset is not None:
+            self.get_dataset(dataset)
+        return self.search(family=family, name=name, dataset=dataset, latest_only=latest_only, limit=limit)
 
     def search(
         self,
@@ -246,17 +260,113 @@ class Registry:
     # aliases
     # ------------------------------------------------------------------------------------------------
     def alias(self, ref: str | int, alias: str) -> AliasRecord:
-        """Point ``name@alias`` at the version ``ref`` names (moving it if it pointed elsewhere)."""
+        """Point ``name@alias`` at the version ``ref`` names (moving it if it pointed elsewhere); recorded in
+        the history of both versions."""
         check_name(alias, "alias")
-        return self.repos.checkpoints.alias(ref, alias)
+        return self.repos.checkpoints.alias(ref, alias, _actor())
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
         """Aliases (of one name, or all), sorted by name and alias."""
         return self.repos.checkpoints.aliases(name)
 
-    def unalias(self, name: str, alias: str) -> None:
-        """Remove alias ``name@alias``."""
-        self.repos.checkpoints.unalias(name, alias)
+    def unalias(self, name: str, alias: str | None = None) -> AliasRecord:
+        """Remove alias ``name@alias`` (also written ``unalias("name@alias")``) and return what it pointed at.
+
+        ``name`` may be ``name:vN``: the alias is then removed only if it points at that version. The removal
+        is recorded in the history of the checkpoint it pointed at. Raises :class:`~zoo.NotFoundError` when
+        there is no such alias (naming the aliases ``name`` has).
+        """
+        r = parse_ref(name)
+        if alias is None:
+            if r.alias is None:
+                raise ZooError(
+                    f"name the alias to remove: unalias('{r.name or name}', 'ALIAS') or 'NAME@ALIAS'"
+                )
+            alias = r.alias
+        elif r.alias is not None:
+            raise ZooError(f"{name} already names an alias; pass either 'NAME@ALIAS' or NAME and ALIAS")
+        if r.id is not None:
+            rec = self.get(r.id)
+            base, version = rec.name, rec.version
+        else:
+            base, version = str(r.name), r.version
+        check_name(alias, "alias")
+        return self.repos.checkpoints.unalias(base, alias, _actor(), version)
+
+    # ------------------------------------------------------------------------------------------------
+    # editing after add (recorded in each checkpoint's history)
+    # ------------------------------------------------------------------------------------------------
+    def tag(self, ref: str | int, *tags: str) -> CheckpointRecord:
+        """Add ``tags`` to the one version ``ref`` names (a bare name must have one version); tags it already
+        has are left as they are. Returns the updated record; the change is recorded (:meth:`history`)."""
+        checked = [check_name(t, "tag") for t in tags]
+        return self.repos.checkpoints.edit(ref, add_tags=checked, actor=_actor())
+
+    def untag(self, ref: str | int, *tags: str) -> CheckpointRecord:
+        """Remove ``tags`` from the one version ``ref`` names. A tag it does not have is refused and nothing
+        changes (:class:`ZooError`, naming its tags)."""
+        return self.repos.checkpoints.edit(ref, remove_tags=list(tags), actor=_actor())
+
+    def set_metrics(
+        self, ref: str | int, metrics: Mapping[str, float], *, remove: Iterable[str] = ()
+    ) -> CheckpointRecord:
+        """Set (add or change) metrics of the one version ``ref`` names, and remove those named in ``remove``,
+        in one step; old and new values are recorded in its history. Raises :class:`ZooError` for a metric
+        that is not a finite number, or one to remove that it does not have (nothing changes then)."""
+        if isinstance(remove, str):
+            remove = [remove]
+        return self.repos.checkpoints.edit(
+            ref, set_metrics=check_metrics(metrics), remove_metrics=list(remove), actor=_actor()
+        )
+
+    def remove_metrics(self, ref: str | int, *keys: str) -> CheckpointRecord:
+        """Remove metrics ``keys`` of the one version ``ref`` names (their last values are recorded in its
+        history). A metric it does not have is refused and nothing changes."""
+        return self.repos.checkpoints.edit(ref, remove_metrics=list(keys), actor=_actor())
+
+    def history(self, ref: str | int) -> list[CheckpointEvent]:
+        """The version ``ref`` names: its add, then every change made to it since (tags, metrics, aliases,
+        its dataset), oldest first, with who made it and when."""
+        return self.repos.checkpoints.history(ref)
+
+    def lineage_tree(self, ref: str | int) -> LineageNode:
+        """The lineage tree ``ref`` belongs to: from its oldest ancestor (through ``parent``) down to every
+        checkpoint made from it (children through ``parent``, adapters through ``base``)."""
+        return self.repos.checkpoints.lineage_tree(ref)[0]
+
+    # ------------------------------------------------------------------------------------------------
+    # weights out: export and diff
+    # ------------------------------------------------------------------------------------------------
+    def export(
+        self,
+        ref: str | int | CheckpointRecord,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write the weights of ``ref`` to ``path`` and return it, checked against their hash first.
+
+        ``format`` is "safetensors" (the stored file as is: its sha256 is the checkpoint's) or "pt" (a plain
+        state dict for ``torch.load(weights_only=True)``); by default the suffix of ``path`` decides. Raises
+        :class:`ZooError` when ``path`` exists (unless ``overwrite``) or its suffix names no format, and
+        :class:`~zoo.IntegrityError` when the stored weights are damaged (nothing is written then).
+        """
+        from zoo.exporting import export_checkpoint
+
+        rec = ref if isinstance(ref, CheckpointRecord) else self.get(ref)
+        return export_checkpoint(self.blobs, rec, path, fmt=format, overwrite=overwrite)
+
+    def diff(self, ref_a: str | int, ref_b: str | int) -> WeightsDiff:
+        """How the weights of ``ref_b`` differ from those of ``ref_a``, tensor by tensor: a
+        :class:`zoo.diffing.WeightsDiff` (tensors changed with their relative L2 and largest absolute
+        difference, reshaped, added and removed; both checked against their hash)."""
+        from zoo.diffing import diff_state_dicts
+
+        a, b = self.get(ref_a), self.get(ref_b)
+        tensors_a = self.load_state_dict(a)
+        tensors_b = tensors_a if b.sha256 == a.sha256 else self.load_state_dict(b)
+        return diff_state_dicts(tensors_a, tensors_b, names=(a.ref, b.ref))
 
     # ------------------------------------------------------------------------------------------------
     # removing and verifying
@@ -328,6 +438,24 @@ class Registry:
         """The record of dataset ``name``."""
         return self.repos.datasets.get(name)
 
+    def dataset_removal_impact(self, name: str) -> DatasetRemoval:
+        """What removing dataset ``name`` would touch: the checkpoints registered with it, its vectors."""
+        return self.repos.datasets.removal_impact(name)
+
+    def remove_dataset(self, name: str, *, detach: bool = False) -> DatasetRemoval:
+        """Remove dataset ``name`` (its record and vectors; never another dataset, never a checkpoint).
+
+        While checkpoints are registered with it the removal is refused and nothing changes, unless
+        ``detach``: then those checkpoints stay, with their dataset cleared (recorded in their history).
+        Raises :class:`~zoo.NotFoundError` when there is no such dataset.
+        """
+        from zoo.retrieval.base import invalidate
+
+        removal = self.repos.datasets.remove(name, detach=detach, actor=_actor())
+        invalidate(self)  # cached vector tables and indexes of this registry
+        log.info("removed dataset %s (%d vectors; detached %s)", name, removal.vectors, removal.checkpoints)
+        return removal
+
     # ------------------------------------------------------------------------------------------------
     # generator versions
     # ------------------------------------------------------------------------------------------------
@@ -373,6 +501,16 @@ class Registry:
         """The generator's stored bytes, verified against their hash."""
         rec = ref if isinstance(ref, GeneratorRecord) else self.get_generator(ref)
         return self.blobs.read(rec.sha256)
+
+
+def _actor() -> str:
+    """Who makes a change (for checkpoint histories): the login name, or "" when it cannot be told."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        return ""
 
 
 def _check_status(status: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Union
 
 from torch import nn
 
+from zoo.checkpoint_io.folders import is_url, read_model_folder, refuse_url
 from zoo.checkpoint_io.formats import (
     PICKLE_MAGIC,
     ZIP_MAGIC,
@@ -48,8 +49,11 @@ def read_checkpoint(
     if strip_prefix is not None and not isinstance(strip_prefix, str):
         raise ZooError(f"strip_prefix must be a string such as 'model.', not {show(strip_prefix)}")
     if isinstance(obj, (str, os.PathLike)):
+        text = os.fspath(obj)
+        if isinstance(text, str) and is_url(text) and not os.path.exists(text):
+            raise refuse_url(text)
         path = Path(obj)
-        read = _read_file(path, weights)
+        read = _read_folder(path, weights) if path.is_dir() else _read_file(path, weights)
     elif isinstance(obj, nn.Module):
         read = unwrap(dict(obj.state_dict()), f"module {type(obj).__name__}", weights=weights)
     elif isinstance(obj, Mapping):
@@ -58,7 +62,8 @@ def read_checkpoint(
         raise CheckpointError(
             repr(type(obj).__name__),
             "unsupported checkpoint type",
-            "pass a .safetensors/.pt/.pth/.th/.ckpt path, an nn.Module or a state dict",
+            "pass a .safetensors/.pt/.pth/.th/.ckpt path, a model folder (model.safetensors), an nn.Module "
+            "or a state dict",
         )
     check_names(read.state_dict, read.source)
     if strip_prefix is not None:
@@ -68,8 +73,20 @@ def read_checkpoint(
     return read
 
 
+def _source(path: Path) -> str:
+    return str(path) if str(path).isprintable() else repr(str(path))[1:-1]  # control characters escaped
+
+
+def _read_folder(path: Path, weights: str | None = None) -> ReadCheckpoint:
+    src = _source(path)
+    try:
+        return read_model_folder(path, src, weights)
+    except OSError as exc:
+        raise CheckpointError(src, f"cannot read the folder ({exc})", "check its permissions") from None
+
+
 def _read_file(path: Path, weights: str | None = None) -> ReadCheckpoint:
-    src = str(path) if str(path).isprintable() else repr(str(path))[1:-1]  # control characters escaped
+    src = _source(path)
     try:
         if not path.is_file():
             raise CheckpointError(src, "no such file (or not a regular file)", "check the path")

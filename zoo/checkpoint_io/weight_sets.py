@@ -55,6 +55,8 @@ class ReadCheckpoint:
     stripped_prefix: str = ""  # removed from the front of every tensor name ('module.', 'model.')
     prefix_given: bool = False  # the user chose the prefix (strip_prefix=): no other is tried
     left_out: list[str] = field(default_factory=list)  # what the source held besides the weights and scalars
+    config: dict[str, Any] | None = None  # a model folder's config.json
+    files: list[str] = field(default_factory=list)  # the weight files read from a model folder
 
     def notes(self) -> dict[str, Any]:
         """What was found and chosen, for the checkpoint's metadata (JSON values; empty for a plain state
@@ -68,6 +70,10 @@ class ReadCheckpoint:
             out["source_weight_sets"] = list(self.weight_sets)
         if self.stripped_prefix:
             out["stripped_prefix"] = self.stripped_prefix
+        if self.files:
+            out["source_files"] = list(self.files)
+        if self.config is not None:
+            out["source_config"] = self.config
         if self.left_out:
             more = len(self.left_out) - MAX_LEFT_OUT
             out["source_left_out"] = self.left_out[:MAX_LEFT_OUT] + (

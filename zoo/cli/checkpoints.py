@@ -1,4 +1,6 @@
-"""Checkpoint commands: ``add``, ``list``, ``show``, ``search``, ``load-check``, ``alias``, ``rm``."""
+"""Checkpoint commands: ``add``, ``list``, ``show``, ``search``, ``load-check``, ``alias``, ``unalias``,
+``rm``, and the everyday verbs on registered checkpoints: ``tag``/``untag``, ``metrics``, ``history``,
+``lineage``, ``diff`` and ``export``."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from zoo.records import ORIGINS
 
 
 @cli.command()
-@click.argument("path", type=click.Path())  # a folder is refused by zoo (one Error: line), not click
+@click.argument("path", type=click.Path())  # folders and URLs are zoo's to read or refuse, not click's
 @click.option("--name", help="Checkpoint name (default: the file stem). An existing name gets a new version.")
 @click.option("--arch", help="Architecture name or spec JSON (default: detected from the weights).")
 @click.option("--dataset", help="Name of the dataset the weights were trained on.")
@@ -75,32 +77,16 @@ def add(
     as_json: bool,
 ) -> None:
     """Add a checkpoint file (.safetensors or a weights-only torch file: .pt, .pth, .th, .bin, Lightning's
-    .ckpt).
+    .ckpt) or a Hugging Face-style model folder (model.safetensors, or shards with their index, and
+    config.json, kept in meta as source_config). URLs are refused: download the file first.
 
     Weights nested under state_dict/model/... are found and a prefix every tensor name shares (module.,
     model.) is removed when that makes them fit; what was taken is recorded in the checkpoint's meta."""
-    import math
-
-    from zoo.errors import show
-
-    parsed: dict[str, float] = {}
-    for item in metrics:  # refused as zoo refuses: one 'Error:' line saying the fix in this command's words
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        try:
-            number = float(value) if sep else math.nan
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            raise ZooError(
-                f"cannot read --metric {show(item)}: write --metric NAME=NUMBER with a finite number, "
-                "e.g. --metric accuracy=0.93"
-            )
-        if key in parsed:
-            raise ZooError(f"--metric {show(key)} is given twice; give each metric once")
-        parsed[key] = number
+    parsed = parse_metrics(metrics, "--metric ")
+    reg = registry_of(ctx, create=True)
+    newest = reg.search(limit=1)  # ids grow with every add: a record at or below this one was there before
     try:
-        rec = registry_of(ctx, create=True).add(
+        rec = reg.add(
             path,
             name=name,
             arch=arch,
@@ -117,27 +103,79 @@ def add(
         )
     except ZooError as exc:  # say the fix with this command's flags (--weights, --strip-prefix, --arch)
         raise exc.spelled(as_flag) from None
+    existed = bool(newest) and rec.id <= newest[0].id
     emit(
-        rec.to_dict(),
+        {**rec.to_dict(), "added": not existed},
         as_json,
         lambda: click.echo(
-            f"added {rec.ref}: {rec.arch} ({fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"
+            f"{rec.ref} already holds these weights (not added again): {rec.arch}, blob {rec.sha256[:12]}"
+            if existed
+            else f"added {rec.ref}: {rec.arch} ({fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"
         ),
     )
+
+
+def parse_metrics(items: tuple[str, ...] | list[str], flag: str = "") -> dict[str, float]:
+    """``NAME=NUMBER`` items as a dict, refused as zoo refuses: one 'Error:' line saying the fix in the words
+    of the command (``flag``: how the command line writes one, e.g. ``"--metric "``)."""
+    import math
+
+    from zoo.errors import show
+
+    parsed: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        try:
+            number = float(value) if sep else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ZooError(
+                f"cannot read {flag}{show(item)}: write {flag}NAME=NUMBER with a finite number, "
+                f"e.g. {flag}accuracy=0.93"
+            )
+        if key in parsed:
+            raise ZooError(f"{flag}{show(key)} is given twice; give each metric once")
+        parsed[key] = number
+    return parsed
+
+
+LIMIT = click.IntRange(min=1)  # --limit: a positive number of rows
+
+
+def check_family(reg, family: str | None) -> None:  # type: ignore[no-untyped-def]
+    """Refuse a family that is neither installed nor in the registry (an empty table would hide the typo)."""
+    if family is None:
+        return
+    from zoo.plugins import list_families
+
+    known = set(list_families()) | set(reg.stats()["families"])
+    if family not in known:
+        raise ZooError(f"unknown family {family!r}; known families: {', '.join(sorted(known)) or '(none)'}")
 
 
 @cli.command("list")
 @click.option("--family", help="Only this family.")
 @click.option("--name", help="Name or glob, e.g. 'resnet*'.")
+@click.option("--dataset", help="Only checkpoints registered with this dataset (see `zoo datasets list`).")
 @click.option("--latest", is_flag=True, help="Only the newest version of each name.")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=LIMIT, default=None, help="At most this many rows.")
 @json_option
 @click.pass_context
 def list_(
-    ctx: click.Context, family: str | None, name: str | None, latest: bool, limit: int | None, as_json: bool
+    ctx: click.Context,
+    family: str | None,
+    name: str | None,
+    dataset: str | None,
+    latest: bool,
+    limit: int | None,
+    as_json: bool,
 ) -> None:
     """List checkpoints, newest first."""
-    recs = registry_of(ctx).list(family=family, name=name, latest_only=latest, limit=limit)
+    reg = registry_of(ctx)
+    check_family(reg, family)
+    recs = reg.list(family=family, name=name, dataset=dataset, latest_only=latest, limit=limit)
     emit([r.to_dict() for r in recs], as_json, lambda: table(checkpoint_rows(recs), CHECKPOINT_HEADERS))
 
 
@@ -176,15 +214,15 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--family")
+@click.option("--family", help="Only this family (`zoo plugins` lists the installed ones).")
 @click.option("--arch", help="Architecture variant name, e.g. resnet20.")
-@click.option("--dataset")
+@click.option("--dataset", help="Only checkpoints registered with this dataset.")
 @click.option("--tag", "tags", multiple=True, help="Required tag (repeatable).")
 @click.option("--metric", "metrics", multiple=True, metavar="EXPR", help="Threshold, e.g. 'accuracy>=0.9'.")
 @click.option("--name", help="Name or glob.")
-@click.option("--origin", type=click.Choice(ORIGINS))
+@click.option("--origin", type=click.Choice(ORIGINS), help="Only checkpoints that came to be this way.")
 @click.option("--latest", is_flag=True, help="Only the newest version of each name.")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=LIMIT, default=None, help="At most this many rows.")
 @json_option
 @click.pass_context
 def search(
@@ -201,7 +239,9 @@ def search(
     as_json: bool,
 ) -> None:
     """Search checkpoints by family, architecture, dataset, tags and metric thresholds."""
-    recs = registry_of(ctx).search(
+    reg = registry_of(ctx)
+    check_family(reg, family)
+    recs = reg.search(
         family=family,
         arch=arch,
         dataset=dataset,
@@ -308,4 +348,312 @@ def rm(ctx: click.Context, ref: str, yes: bool, as_json: bool) -> None:
             f"removed {impact.checkpoint.ref} (id:{impact.checkpoint.id})"
             + "".join(f"\n  {line}" for line in impact.describe())
         ),
+    )
+
+
+@cli.command(short_help="Remove an alias: NAME ALIAS, or NAME@ALIAS.")
+@click.argument("ref")
+@click.argument("alias", required=False)
+@json_option
+@click.pass_context
+def unalias(ctx: click.Context, ref: str, alias: str | None, as_json: bool) -> None:
+    """Remove an alias: `zoo unalias resnet20 best` or `zoo unalias resnet20@best`. With REF name:vN the
+    alias is removed only if it points at that version."""
+    a = registry_of(ctx).unalias(ref, alias)
+    emit(
+        {"name": a.name, "alias": a.alias, "version": a.version, "checkpoint_id": a.checkpoint_id},
+        as_json,
+        lambda: click.echo(f"removed {a.name}@{a.alias} (pointed at {a.name}:v{a.version})"),
+    )
+
+
+def _tags_line(rec) -> str:  # type: ignore[no-untyped-def]
+    return f"{rec.ref} tags: {', '.join(rec.tags) or '-'}"
+
+
+@cli.command(short_help="Add tags to a checkpoint version.")
+@click.argument("ref")
+@click.argument("tags", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """Add TAGS to the checkpoint version REF (recorded in `zoo history REF`)."""
+    rec = registry_of(ctx).tag(ref, *tags)
+    emit({"ref": rec.ref, "tags": list(rec.tags)}, as_json, lambda: click.echo(_tags_line(rec)))
+
+
+@cli.command(short_help="Remove tags from a checkpoint version.")
+@click.argument("ref")
+@click.argument("tags", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def untag(ctx: click.Context, ref: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """Remove TAGS from the checkpoint version REF (a tag it does not have is refused; nothing changes)."""
+    rec = registry_of(ctx).untag(ref, *tags)
+    emit({"ref": rec.ref, "tags": list(rec.tags)}, as_json, lambda: click.echo(_tags_line(rec)))
+
+
+@cli.command(short_help="Show, set or remove a checkpoint's metrics.")
+@click.argument("ref")
+@click.argument("values", nargs=-1, metavar="[NAME=NUMBER]...")
+@click.option("--rm", "remove", multiple=True, metavar="NAME", help="Remove this metric (repeatable).")
+@json_option
+@click.pass_context
+def metrics(
+    ctx: click.Context, ref: str, values: tuple[str, ...], remove: tuple[str, ...], as_json: bool
+) -> None:
+    """Show, set or remove the metrics of the checkpoint version REF, e.g. `zoo metrics resnet20:v2
+    top1=91.2 --rm loss`. Changes are recorded with their old values in `zoo history REF`."""
+    parsed = parse_metrics(values)
+    both = sorted(set(parsed) & set(remove))
+    if both:
+        raise ZooError(f"{', '.join(both)} is both set and removed; do one or the other")
+    reg = registry_of(ctx)
+    # one transaction: a metric REF lacks refuses the whole command before anything is set
+    rec = reg.set_metrics(ref, parsed, remove=remove) if parsed or remove else reg.get(ref)
+    emit(
+        {"ref": rec.ref, "metrics": dict(rec.metrics)},
+        as_json,
+        lambda: click.echo(
+            f"{rec.ref} metrics: " + (", ".join(f"{k}={v:g}" for k, v in sorted(rec.metrics.items())) or "-")
+        ),
+    )
+
+
+@cli.command(short_help="What changed on a checkpoint since its add.")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def history(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """What happened to the checkpoint version REF: its add, then every change to its tags, metrics, aliases
+    and dataset, oldest first, with who made it and when."""
+    events = registry_of(ctx).history(ref)
+    emit(
+        [e.to_dict() for e in events],
+        as_json,
+        lambda: table(
+            [[e.created_at.isoformat(timespec="seconds"), e.actor or "-", e.describe()] for e in events],
+            ["WHEN", "WHO", "WHAT"],
+        ),
+    )
+
+
+@cli.command(short_help="A checkpoint's lineage tree and versions.")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def lineage(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """The lineage tree REF belongs to: from its oldest ancestor down to everything made from it (fine-tuned,
+    adapted, generated, adapters on it), REF marked with '*', then the versions of its name."""
+    reg = registry_of(ctx)
+    target = reg.get(ref)
+    root = reg.lineage_tree(target.id)
+    versions = reg.versions(target.name)
+    data = {
+        "ref": target.ref,
+        "tree": root.to_dict(),
+        "versions": [v.ref for v in versions],
+        "ancestors": [r.ref for r in reg.lineage(target.id)[1:]],
+    }
+
+    def label(node) -> str:  # type: ignore[no-untyped-def]
+        c = node.checkpoint
+        parts = [c.ref, c.arch.name, c.origin]
+        if c.dataset:
+            parts.append(f"on {c.dataset}")
+        if node.relation == "base":
+            parts.append("(applied on top of it)")
+        return "  ".join(parts) + ("  *" if c.id == target.id else "")
+
+    def human() -> None:
+        stack = [(root, "", "", True)]  # (node, prefix of its line, prefix of its children's lines, is root)
+        while stack:
+            node, lead, below, is_root = stack.pop()
+            click.echo(label(node) if is_root else f"{lead}{label(node)}")
+            kids = node.children
+            for i in reversed(range(len(kids))):
+                last = i == len(kids) - 1
+                stack.append(
+                    (
+                        kids[i],
+                        below + ("└── " if last else "├── "),
+                        below + ("    " if last else "│   "),
+                        False,
+                    )
+                )
+        mark = ", ".join(f"v{v.version}" + (" *" if v.id == target.id else "") for v in versions)
+        click.echo(f"versions of {target.name}: {mark}")
+
+    emit(data, as_json, human)
+
+
+@cli.command(short_help="Compare two checkpoints' weights, tensor by tensor.")
+@click.argument("ref_a")
+@click.argument("ref_b")
+@click.option("--all", "show_all", is_flag=True, help="List the tensors that are the same too.")
+@json_option
+@click.pass_context
+def diff(ctx: click.Context, ref_a: str, ref_b: str, show_all: bool, as_json: bool) -> None:
+    """How the weights of REF_B differ from those of REF_A, tensor by tensor: relative L2 distance
+    (||b - a|| / ||a||) and largest absolute difference of each changed tensor, shape changes, tensors added
+    and removed. Exits 0 whether or not they differ."""
+    d = registry_of(ctx).diff(ref_a, ref_b)
+
+    def shape(t) -> str:  # type: ignore[no-untyped-def]
+        fmt = lambda s: "x".join(map(str, s)) if s else "scalar"  # noqa: E731
+        if t.shape_a is None:
+            return fmt(t.shape_b)
+        if t.shape_b is None or t.shape_a == t.shape_b:
+            return fmt(t.shape_a)
+        return f"{fmt(t.shape_a)} -> {fmt(t.shape_b)}"
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    def human() -> None:
+        click.echo(f"{d.a} -> {d.b}: {d.summary()}")
+        rows = [
+            [t.name, t.change, shape(t), num(t.rel_l2), num(t.max_abs)]
+            for t in (d.tensors if show_all else d.differing)
+        ]
+        if rows:
+            table(rows, ["TENSOR", "CHANGE", "SHAPE", "REL_L2", "MAX_ABS"])
+
+    emit(
+        d.to_dict() if not show_all else {**d.to_dict(), "tensors": [t.to_dict() for t in d.tensors]},
+        as_json,
+        human,
+    )
+
+
+@cli.command(short_help="Write a checkpoint's weights to a file.")
+@click.argument("ref")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["safetensors", "pt"]),
+    default=None,
+    help="safetensors (the stored file as is: its sha256 is the checkpoint's) or pt (a state dict for "
+    "torch.load(..., weights_only=True)). Default: from FILE's suffix.",
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@json_option
+@click.pass_context
+def export(ctx: click.Context, ref: str, file: str, fmt: str | None, force: bool, as_json: bool) -> None:
+    """Write the weights of the checkpoint REF to FILE (checked against their hash first), e.g. `zoo export
+    resnet20@best resnet20.safetensors`. An existing FILE is refused unless --force."""
+    from pathlib import Path
+
+    from zoo.exporting import export_format
+
+    reg = registry_of(ctx)
+    rec = reg.get(ref)
+    if Path(file).exists() and not Path(file).is_dir() and not force:
+        raise ZooError(f"{file} already exists; choose another file, or add --force to replace it")
+    try:
+        path = reg.export(rec, file, format=fmt, overwrite=force)
+    except ZooError as exc:
+        raise exc.spelled(as_flag) from None
+    size = path.stat().st_size
+    emit(
+        {
+            "ref": rec.ref,
+            "path": str(path),
+            "format": export_format(path, fmt),
+            "bytes": size,
+            "sha256": rec.sha256,
+        },
+        as_json,
+        lambda: click.echo(
+            f"exported {rec.ref} to {path} ({fmt_params(rec.num_params)} params, {size} bytes)"
+        ),
+    )
+
+
+def names_a_checkpoint(text: str) -> bool:
+    """Whether ``text`` is a checkpoint reference that no architecture name can be: ``name:vN``,
+    ``name@alias`` or ``id:N`` (a bare name stays an architecture name)."""
+    from zoo.refs import parse_ref
+
+    try:
+        r = parse_ref(text)
+    except ZooError:
+        return False
+    return r.id is not None or r.version is not None or r.alias is not None
+
+
+def serve_reference(
+    ctx: click.Context,
+    ref: str,
+    dataset: str | None,
+    out: str | None,
+    as_json: bool,
+    others: dict[str, object],
+) -> None:
+    """``zoo get REF``: the one checkpoint REF names, saved as is (what a user who names a version expects),
+    or a refusal saying why, before anything is written."""
+    given = sorted(flag for flag, value in others.items() if value not in (None, False))
+    if given:
+        raise ZooError(
+            f"{ref} names one registered checkpoint, which is served as it is; {', '.join(given)} "
+            f"{'does' if len(given) == 1 else 'do'} not apply to it. Leave "
+            f"{'it' if len(given) == 1 else 'them'} out, or ask for an architecture instead (`zoo get ARCH "
+            f"--dataset NAME {given[0]} ...`)"
+        )
+    reg = registry_of(ctx)
+    rec = reg.get(ref)
+    if dataset is not None and rec.dataset is not None and dataset != rec.dataset:
+        raise ZooError(
+            f"{rec.ref} is registered with dataset {rec.dataset}, not {dataset}; leave out --dataset to get "
+            f"it as it is, or run `zoo get {rec.arch.name} --dataset {dataset}` for weights for {dataset}"
+        )
+    path = reg.export(
+        rec, out or f"{rec.name}-v{rec.version}.safetensors", format="safetensors", overwrite=True
+    )
+    data = {
+        "source": "registry",
+        "ref": rec.ref,
+        "arch": rec.arch.name,
+        "dataset": rec.dataset,
+        "reason": "named by reference",
+        "saved": str(path),
+        "sha256": rec.sha256,
+        "checkpoint": rec.to_dict(),
+    }
+
+    def human() -> None:
+        rows = [
+            ("source", "registry"),
+            ("ref", rec.ref),
+            ("arch", str(rec.arch)),
+            ("dataset", rec.dataset or "-"),
+            ("reason", f"{ref} names this checkpoint; served as it is (hash checked)"),
+            ("saved", str(path)),
+        ]
+        for key, value in rows:
+            click.echo(f"{key:>10}: {value}")
+
+    emit(data, as_json, human)
+
+
+def refuse_checkpoint_name(ctx: click.Context, arch: str) -> None:
+    """``zoo get NAME`` where NAME is a registered checkpoint's name and no architecture: say how to get that
+    checkpoint instead of failing to find an architecture of that name."""
+    from zoo.plugins import resolve_arch
+
+    try:
+        resolve_arch(arch)
+        return
+    except ZooError:
+        pass
+    try:
+        versions = registry_of(ctx).versions(arch)
+    except ZooError:
+        return  # not a checkpoint name either: the architecture error says what is installed
+    newest = versions[-1]
+    raise ZooError(
+        f"{arch} is the name of a registered checkpoint, not an architecture; run `zoo get {newest.ref}` to "
+        f"get that checkpoint as it is, or `zoo get {newest.arch.name} --dataset NAME` for weights of its "
+        f"architecture ({newest.arch.name}) for a dataset"
     )

@@ -1,21 +1,25 @@
-"""Dataset commands: ``datasets register`` and ``datasets list``."""
+"""Dataset commands: ``datasets register``, ``datasets list`` and ``datasets rm``."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
 from zoo.cli.app import (
+    as_flag,
     cli,
     emit,
     json_option,
     registry_of,
     table,
 )
+from zoo.errors import ZooError
 
 
 @cli.group()
 def datasets() -> None:
-    """Register and list datasets (with their embeddings)."""
+    """Register, list and remove datasets (with their embeddings)."""
 
 
 @datasets.command("register")
@@ -70,5 +74,52 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
                 for r in recs
             ],
             ["NAME", "SAMPLES", "CLASSES", "FINGERPRINT", "DESCRIPTION"],
+        ),
+    )
+
+
+@datasets.command("rm", short_help="Remove a dataset and its vectors (never a checkpoint).")
+@click.argument("name")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Also when checkpoints are registered with NAME: they stay, with their dataset cleared "
+    "(recorded in `zoo history`). Without it such a removal is refused.",
+)
+@click.option("--yes", is_flag=True, help="Remove without asking (needed when stdin is not a terminal).")
+@json_option
+@click.pass_context
+def datasets_rm(ctx: click.Context, name: str, detach: bool, yes: bool, as_json: bool) -> None:
+    """Remove dataset NAME and its vectors; never a checkpoint, never another dataset. Refused while
+    checkpoints are registered with it, unless --detach. Without --yes it asks, and refuses when it cannot
+    ask."""
+    reg = registry_of(ctx)
+    impact = reg.dataset_removal_impact(name)
+    touches = f"; clears the dataset of {', '.join(impact.checkpoints)}" if impact.checkpoints else ""
+    if impact.checkpoints and not detach:  # refused anyway: say so before asking
+        n = len(impact.checkpoints)
+        shown = ", ".join(impact.checkpoints[:5]) + (f" and {n - 5} more" if n > 5 else "")
+        raise ZooError(
+            f"dataset {name} is the dataset of {n} checkpoint(s) ({shown}); nothing was removed. Run `zoo "
+            f"datasets rm {name} --detach` to remove it and clear their dataset (the checkpoints stay), or "
+            f"remove those checkpoints first (`zoo rm {impact.checkpoints[0]}`)"
+        )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ZooError(
+                f"not removing dataset {name} ({impact.vectors} vectors{touches}): confirmation needed and "
+                f"stdin is not a terminal; run `zoo datasets rm {name}{' --detach' if detach else ''} --yes`"
+            )
+        click.confirm(f"remove dataset {name} ({impact.vectors} vectors{touches})?", abort=True)
+    try:
+        removal = reg.remove_dataset(name, detach=detach)
+    except ZooError as exc:  # checkpoints were registered with it meanwhile
+        raise exc.spelled(as_flag) from None
+    emit(
+        removal.to_dict(),
+        as_json,
+        lambda: click.echo(
+            f"removed dataset {name} ({removal.vectors} vectors)"
+            + (f"; cleared the dataset of {', '.join(removal.checkpoints)}" if removal.checkpoints else "")
         ),
     )

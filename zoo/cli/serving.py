@@ -83,9 +83,10 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
 @click.argument("arch")
 @click.option(
     "--dataset",
-    required=True,
+    default=None,
     metavar="NAME_OR_PATH",
-    help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder.",
+    help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder (required "
+    "unless ARCH is a checkpoint reference).",
 )
 @click.option(
     "--out",
@@ -167,7 +168,29 @@ def get(
     its family adapted to ARCH, or generated ones.
 
     Prints where they came from and why, and saves them as safetensors (`zoo add` reads the file back).
+    ARCH may also be a checkpoint reference (name:vN, name@alias, id:N): that checkpoint is saved as it is.
     """
+    from zoo.cli.checkpoints import names_a_checkpoint, refuse_checkpoint_name, serve_reference
+
+    if names_a_checkpoint(arch):  # `zoo get digits-s5:v1`: that very checkpoint, or a clear refusal
+        others = {
+            "--min-similarity": min_similarity,
+            "--generate": force_generate,
+            "--retrieve-only": retrieve_only,
+            "--labelled": labelled,
+            "--samples": samples,
+            "--generator": generator_ref,
+            "--temperature": temperature,
+            "--seed": seed,
+            "--adapt/--no-adapt": adapt,
+            "--adapt-shallower": adapt_shallower,
+            "--register": register,
+            "--name": name,
+        }
+        return serve_reference(ctx, arch, dataset, out, as_json, others)
+    refuse_checkpoint_name(ctx, arch)  # `zoo get digits-s5`: a checkpoint's name, no architecture
+    if dataset is None:
+        raise click.UsageError("Missing option '--dataset' (required unless ARCH is a checkpoint reference).")
     from zoo.provision import generate, retrieve, retrieve_or_generate
 
     if force_generate and retrieve_only:

@@ -117,7 +117,10 @@ class BlobStore:
         if dest.is_file() and dest.stat().st_size == staged.path.stat().st_size and self._matches(dest, sha):
             os.utime(dest)  # a fresh mtime keeps the garbage collector's grace period for in-flight adds
             return sha, False
-        staged.publish(dest)
+        try:
+            staged.publish(dest)
+        except FileNotFoundError:  # a delete removed the (empty) folder between mkdir and rename: again
+            staged.publish(dest)
         return sha, True
 
     # -- reading ------------------------------------------------------------------------------------
@@ -168,13 +171,18 @@ class BlobStore:
 
     # -- housekeeping -------------------------------------------------------------------------------
     def delete(self, sha256: str) -> bool:
-        """Remove a blob file; returns whether one was there."""
+        """Remove a blob file, and its two-character folder when that is left empty (a refused first add
+        leaves no trace); returns whether a file was there."""
         path = self.path(sha256)
         try:
             path.unlink()
-            return True
         except FileNotFoundError:
             return False
+        try:
+            path.parent.rmdir()  # only when empty; a writer that loses its folder here makes it again
+        except OSError:
+            pass
+        return True
 
     def iter_shas(self) -> Iterator[str]:
         """Every blob file's sha256 (by name), in no particular order."""

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from zoo.errors import DuplicateError, NotFoundError, ZooError
-from zoo.records import AliasRecord, ArchSpec, CheckpointRecord, RemovalImpact
+from zoo.records import AliasRecord, ArchSpec, CheckpointEvent, CheckpointRecord, LineageNode, RemovalImpact
 from zoo.refs import parse_ref
 from zoo.store import models as m
 from zoo.store.blobrows import BlobRepository
@@ -64,8 +64,9 @@ class CheckpointRepository:
         self.datasets = datasets
 
     # -- adding -------------------------------------------------------------------------------------
-    def add(self, new: NewCheckpoint, *, exist_ok: bool) -> CheckpointRecord:
-        """Write the blob, then the rows in one transaction; on any error the store is left as it was."""
+    def add(self, new: NewCheckpoint, *, exist_ok: bool, actor: str = "") -> CheckpointRecord:
+        """Write the blob, then the rows in one transaction; on any error the store is left as it was.
+        ``actor`` (who adds it) is recorded in the checkpoint's history."""
         sha, created, size = self.blobs.files.put_tensors(new.tensors, new.blob_meta)
 
         def txn() -> CheckpointRecord:
@@ -73,7 +74,7 @@ class CheckpointRepository:
                 self.db.lock_key(s, sha)
                 # PostgreSQL: adds of one name pick versions in turn
                 self.db.lock_key(s, f"checkpoint:{new.name}")
-                rec = self.insert_rows(s, new, sha, size, exist_ok)
+                rec = self.insert_rows(s, new, sha, size, exist_ok, actor)
                 if not self.blobs.files.exists(sha):  # a concurrent remove took the file: write it again
                     self.blobs.files.put_tensors(new.tensors, new.blob_meta)
                 return rec
@@ -86,7 +87,7 @@ class CheckpointRepository:
             raise
 
     def insert_rows(
-        self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool
+        self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool, actor: str = ""
     ) -> CheckpointRecord:
         """The rows of ``new`` (or, with ``exist_ok``, the record of the same weights under the same name)."""
         name, spec = new.name, new.spec
@@ -149,8 +150,9 @@ class CheckpointRepository:
                 insert(m.Metric),
                 [{"checkpoint_id": cid, "key": k, "value": v} for k, v in new.metrics.items()],
             )
+        self.log_event(s, cid, "added", {}, actor)  # who added it (its row holds the rest)
         if new.alias is not None:
-            self.set_alias(s, s.get_one(m.Checkpoint, cid), new.alias)
+            self.set_alias(s, s.get_one(m.Checkpoint, cid), new.alias, actor)
         return CheckpointRecord(
             id=cid,
             name=name,
@@ -280,16 +282,27 @@ class CheckpointRepository:
             }
 
     # -- aliases ------------------------------------------------------------------------------------
-    def alias(self, ref: str | int, alias: str) -> AliasRecord:
+    def alias(self, ref: str | int, alias: str, actor: str = "") -> AliasRecord:
         def txn() -> AliasRecord:
             with self.db.write() as s:
-                return self.set_alias(s, self.resolve(s, ref), alias)
+                return self.set_alias(s, self.resolve(s, ref), alias, actor)
 
         return retry(txn)
 
-    def set_alias(self, s: Session, row: m.Checkpoint, alias: str) -> AliasRecord:
-        """Create or move the alias in one statement (an upsert: concurrent writers cannot collide)."""
+    def set_alias(self, s: Session, row: m.Checkpoint, alias: str, actor: str = "") -> AliasRecord:
+        """Create or move the alias in one statement (an upsert: concurrent writers cannot collide); the move
+        is recorded in the history of both checkpoints."""
         now = m.utcnow()
+        before = s.get(m.Alias, (row.name, alias))
+        before_id = before.checkpoint_id if before is not None else None
+        if before_id != row.id:
+            old = s.get(m.Checkpoint, before_id) if before_id is not None else None
+            old_ref = f"{old.name}:v{old.version}" if old is not None else None
+            self.log_event(s, row.id, "aliased", {"alias": alias, "from": old_ref}, actor)
+            if old is not None:
+                self.log_event(
+                    s, old.id, "unaliased", {"alias": alias, "moved_to": f"{row.name}:v{row.version}"}, actor
+                )
         s.execute(
             self.db.upsert(
                 m.Alias,
@@ -310,11 +323,212 @@ class CheckpointRepository:
                 for a, v in s.execute(q.order_by(m.Alias.name, m.Alias.alias)).all()
             ]
 
-    def unalias(self, name: str, alias: str) -> None:
-        with self.db.write() as s:
-            if s.get(m.Alias, (name, alias)) is None:
-                raise NotFoundError("alias", f"{name}@{alias}")
-            s.execute(delete(m.Alias).where(m.Alias.name == name, m.Alias.alias == alias))
+    def unalias(self, name: str, alias: str, actor: str = "", version: int | None = None) -> AliasRecord:
+        """Remove ``name@alias`` and return what it was; with ``version``, only if it points at that
+        version."""
+
+        def txn() -> AliasRecord:
+            with self.db.write() as s:
+                a = s.get(m.Alias, (name, alias))
+                if a is None:
+                    have = s.scalars(
+                        select(m.Alias.alias).where(m.Alias.name == name).order_by(m.Alias.alias)
+                    ).all()
+                    hint = (
+                        f"{name} has aliases {', '.join('@' + x for x in have)}"
+                        if have
+                        else f"{name} has no aliases"
+                    )
+                    raise NotFoundError("alias", f"{name}@{alias}", f"{hint}; see `zoo show {name}`")
+                row = s.get_one(m.Checkpoint, a.checkpoint_id)
+                if version is not None and row.version != version:
+                    raise ZooError(
+                        f"{name}@{alias} points at {name}:v{row.version}, not {name}:v{version}; nothing was "
+                        f"removed (to remove it, name it as {name}@{alias})"
+                    )
+                rec = AliasRecord(name, alias, row.id, row.version, m.as_utc(a.updated_at))
+                s.execute(delete(m.Alias).where(m.Alias.name == name, m.Alias.alias == alias))
+                self.log_event(s, row.id, "unaliased", {"alias": alias}, actor)
+                return rec
+
+        return retry(txn)
+
+    # -- editing after add, and the history of edits --------------------------------------------------
+    def log_event(
+        self, s: Session, checkpoint_id: int, action: str, detail: dict[str, Any], actor: str
+    ) -> None:
+        s.add(
+            m.CheckpointEvent(
+                checkpoint_id=checkpoint_id, action=action, detail=detail, actor=actor, created_at=m.utcnow()
+            )
+        )
+
+    def edit(
+        self,
+        ref: str | int,
+        *,
+        add_tags: Sequence[str] = (),
+        remove_tags: Sequence[str] = (),
+        set_metrics: Mapping[str, float] | None = None,
+        remove_metrics: Sequence[str] = (),
+        actor: str = "",
+    ) -> CheckpointRecord:
+        """Change the tags or metrics of the one version ``ref`` names, in one transaction recorded as events.
+
+        Removing a tag or metric the checkpoint does not have is refused and nothing changes."""
+
+        def txn() -> CheckpointRecord:
+            with self.db.write() as s:
+                row = self.resolve_one(s, ref)
+                ref_s = f"{row.name}:v{row.version}"
+                tags = set(s.scalars(select(m.Tag.tag).where(m.Tag.checkpoint_id == row.id)).all())
+                metrics = {
+                    k: v
+                    for k, v in s.execute(
+                        select(m.Metric.key, m.Metric.value).where(m.Metric.checkpoint_id == row.id)
+                    ).all()
+                }
+                missing_tags = sorted(set(remove_tags) - tags)
+                if missing_tags:
+                    raise ZooError(
+                        f"{ref_s} has no tag {', '.join(map(repr, missing_tags))} (its tags: "
+                        f"{', '.join(sorted(tags)) or 'none'}); nothing was changed"
+                    )
+                missing_metrics = sorted(set(remove_metrics) - set(metrics))
+                if missing_metrics:
+                    raise ZooError(
+                        f"{ref_s} has no metric {', '.join(map(repr, missing_metrics))} (its metrics: "
+                        f"{', '.join(sorted(metrics)) or 'none'}); nothing was changed"
+                    )
+                added = sorted(set(add_tags) - tags)
+                if added:
+                    s.execute(insert(m.Tag), [{"checkpoint_id": row.id, "tag": t} for t in added])
+                    self.log_event(s, row.id, "tagged", {"tags": added}, actor)
+                if remove_tags:
+                    s.execute(delete(m.Tag).where(m.Tag.checkpoint_id == row.id, m.Tag.tag.in_(remove_tags)))
+                    self.log_event(s, row.id, "untagged", {"tags": sorted(set(remove_tags))}, actor)
+                changed = {
+                    k: [metrics.get(k), v] for k, v in (set_metrics or {}).items() if metrics.get(k) != v
+                }
+                for key, (old, new) in changed.items():
+                    s.execute(
+                        self.db.upsert(
+                            m.Metric,
+                            {"checkpoint_id": row.id, "key": key, "value": new},
+                            [m.Metric.checkpoint_id, m.Metric.key],
+                            {"value": new},
+                        )
+                    )
+                removed = {k: metrics[k] for k in sorted(set(remove_metrics))}
+                if removed:
+                    s.execute(
+                        delete(m.Metric).where(
+                            m.Metric.checkpoint_id == row.id, m.Metric.key.in_(list(removed))
+                        )
+                    )
+                if changed or removed:
+                    detail: dict[str, Any] = {}
+                    if changed:
+                        detail["set"] = changed
+                    if removed:
+                        detail["removed"] = removed
+                    self.log_event(s, row.id, "metrics", detail, actor)
+                s.flush()
+                return self.record(s, row)
+
+        return retry(txn)
+
+    def history(self, ref: str | int) -> list[CheckpointEvent]:
+        """The add of the version ``ref`` names, then every change made to it since, oldest first."""
+        with self.db.read() as s:
+            row = self.resolve(s, ref)
+            rec = self.record(s, row)
+            parent = s.get(m.Checkpoint, row.parent_id) if row.parent_id is not None else None
+            rows = s.scalars(
+                select(m.CheckpointEvent)
+                .where(m.CheckpointEvent.checkpoint_id == row.id)
+                .order_by(m.CheckpointEvent.id)
+            ).all()
+            events = [
+                CheckpointEvent(
+                    e.id, e.checkpoint_id, rec.ref, e.action, e.detail or {}, e.actor, m.as_utc(e.created_at)
+                )
+                for e in rows
+            ]
+            stored_add = next((e for e in events if e.action == "added"), None)  # none before migration 0006
+            events = [e for e in events if e.action != "added"]
+            metrics, tags = dict(rec.metrics), set(rec.tags)
+            for e in reversed(events):  # undo the edits: the metrics and tags it was added with
+                d = e.detail
+                if e.action == "metrics":
+                    for key, (old, _new) in d.get("set", {}).items():
+                        if old is None:
+                            metrics.pop(key, None)
+                        else:
+                            metrics[key] = old
+                    metrics.update(d.get("removed", {}))
+                elif e.action == "tagged":
+                    tags -= set(d.get("tags", []))
+                elif e.action == "untagged":
+                    tags |= set(d.get("tags", []))
+            added = CheckpointEvent(
+                None,
+                rec.id,
+                rec.ref,
+                "added",
+                {
+                    "origin": rec.origin,
+                    "parent": f"{parent.name}:v{parent.version}" if parent is not None else None,
+                    "dataset": next(
+                        (e.detail.get("from") for e in events if e.action == "dataset"), rec.dataset
+                    ),
+                    "metrics": metrics,
+                    "tags": sorted(tags),
+                },
+                stored_add.actor if stored_add is not None else "",
+                rec.created_at,
+            )
+            return [added, *events]
+
+    def lineage_tree(self, ref: str | int, max_nodes: int = 10_000) -> tuple[LineageNode, int]:
+        """The tree of the oldest ancestor of ``ref`` (through ``parent``) and everything made from it
+        (through ``parent`` or ``base``), and the id ``ref`` names."""
+        with self.db.read() as s:
+            row = self.resolve(s, ref)
+            target = row.id
+            seen = {row.id}
+            while row.parent_id is not None and row.parent_id not in seen:
+                up = s.get(m.Checkpoint, row.parent_id)
+                if up is None:
+                    break
+                row, _ = up, seen.add(up.id)
+            rows: dict[int, m.Checkpoint] = {row.id: row}
+            edges: dict[int, list[tuple[int, str]]] = {}
+            frontier = [row.id]
+            while frontier and len(rows) < max_nodes:
+                found = s.scalars(
+                    select(m.Checkpoint)
+                    .where((m.Checkpoint.parent_id.in_(frontier)) | (m.Checkpoint.base_id.in_(frontier)))
+                    .order_by(m.Checkpoint.id)
+                ).all()
+                frontier = []
+                for child in found:
+                    if child.id in rows:
+                        continue
+                    via = child.parent_id if child.parent_id in rows else child.base_id
+                    relation = "parent" if via == child.parent_id else "base"
+                    rows[child.id] = child
+                    edges.setdefault(int(via), []).append((child.id, relation))  # type: ignore[arg-type]
+                    frontier.append(child.id)
+            records = {r.id: r for r in self.records(s, list(rows.values()))}
+            root = row.id
+
+        relations = {c: rel for kids in edges.values() for c, rel in kids} | {root: "root"}
+        nodes: dict[int, LineageNode] = {}
+        for cid in reversed(list(rows)):  # children were found after their parents: build from the leaves up
+            kids = tuple(nodes[c] for c, _ in edges.get(cid, []))
+            nodes[cid] = LineageNode(records[cid], relations[cid], kids)
+        return nodes[root], target
 
     # -- removing -----------------------------------------------------------------------------------
     def removal_impact(self, ref: str | int) -> RemovalImpact:

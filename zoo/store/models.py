@@ -126,6 +126,21 @@ class Metric(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
+class CheckpointEvent(Base):
+    """A change made to a checkpoint after it was added (tags, metrics, aliases, its dataset): who, when,
+    what. ``detail`` holds what changed as JSON (e.g. ``{"set": {"top1": [null, 91.2]}}``); the events go
+    with the checkpoint when it is removed."""
+
+    __tablename__ = "checkpoint_events"
+    __table_args__ = NEVER_REUSE_IDS
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32))  # "tagged", "untagged", "metrics", "aliased", ...
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    actor: Mapped[str] = mapped_column(String(256), default="")  # the user who made the change
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Alias(Base):
     __tablename__ = "aliases"
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -251,6 +266,7 @@ __all__ = [
     "Base",
     "Blob",
     "Checkpoint",
+    "CheckpointEvent",
     "Dataset",
     "Embedding",
     "Generator",
