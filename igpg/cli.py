@@ -19,7 +19,7 @@ from zoo.cli import emit, json_option, registry_of
     default="default",
     show_default=True,
     help="Training budget; times measured on 2 shared, busy CPU cores with the 24-checkpoint sample zoo: "
-    "quick (200 + 200 steps, a small prior; a smoke run, samples are poor) about 1-2 min; small (the "
+    "quick (200 + 200 steps, a small prior; a smoke run, samples at chance level) about 1-2 min; small (the "
     "`zoo demo` generator: 2,000 + 1,500 steps, a 3-layer prior of width 128) about 8 min; default "
     "(2,000 + 1,500 steps, the full-size prior) 30-50 min.",
 )

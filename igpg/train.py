@@ -70,8 +70,8 @@ class TrainConfig:
 
     @classmethod
     def preset(cls, name: str) -> TrainConfig:
-        """A named training budget (:data:`PRESETS`): ``"quick"`` (a smoke run, about a minute on 2 CPU
-        cores; its samples are poor), ``"small"`` (the ``zoo demo`` generator, about 8 minutes on 2 CPU
+        """A named training budget (:data:`PRESETS`): ``"quick"`` (a smoke run, 1-2 minutes on 2 CPU cores;
+        its samples are at chance level), ``"small"`` (the ``zoo demo`` generator, about 8 minutes on 2 CPU
         cores) or ``"default"`` (``zoo train``'s default: 2,000 + 1,500 steps and 6 quantization levels,
         most of an hour on 2 CPU cores). Every field can still be changed on the returned config.
 
@@ -96,7 +96,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, str] = {  # preset name -> what it is for (TrainConfig.preset builds it)
-    "quick": "200 + 200 steps, a small prior: a smoke run; samples are poor",
+    "quick": "200 + 200 steps, a small prior: a smoke run; samples at chance level",
     "small": "2,000 + 1,500 steps, a 3-layer prior of width 128: the zoo demo generator",
     "default": "2,000 + 1,500 steps, the full-size prior",
 }
