@@ -17,10 +17,11 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from igpg.prior import PriorConfig, WeightPrior
     from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
     from igpg.tokenizer import TokenizerConfig, WeightTokenizer
-    from igpg.train import TrainConfig, train_generator
+    from igpg.train import PRESETS, TrainConfig, train_generator
 
 _EXPORTS: dict[str, str] = {  # public name -> the module that defines it
     "Generator": "igpg.generator",
+    "PRESETS": "igpg.train",
     "PriorConfig": "igpg.prior",
     "TokenizerConfig": "igpg.tokenizer",
     "TrainConfig": "igpg.train",
@@ -35,6 +36,7 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it
 }
 
 __all__ = [
+    "PRESETS",
     "Generator",
     "PriorConfig",
     "TokenizerConfig",

@@ -13,10 +13,20 @@ from zoo.cli import emit, json_option, registry_of
 @click.option("--family", help="Train on every checkpoint of this family that names a dataset.")
 @click.option("--arch", help="Train on checkpoints of exactly this architecture.")
 @click.option("--k", default=16, show_default=True, help="Chunk size (values per chunk).")
-@click.option("--tokenizer-steps", default=2000, show_default=True, help="Stage 1 optimizer steps.")
-@click.option("--prior-steps", default=1500, show_default=True, help="Stage 2 optimizer steps.")
 @click.option(
-    "--levels", default=6, show_default=True, help="Residual quantization levels (tokens per chunk)."
+    "--preset",
+    type=click.Choice(["quick", "small", "default"]),
+    default="default",
+    show_default=True,
+    help="Training budget; times measured on 2 shared, busy CPU cores with the 24-checkpoint sample zoo: "
+    "quick (200 + 200 steps, a small prior; a smoke run, samples at chance level) about 1-2 min; small (the "
+    "`zoo demo` generator: 2,000 + 1,500 steps, a 3-layer prior of width 128) about 8 min; default "
+    "(2,000 + 1,500 steps, the full-size prior) 30-50 min.",
+)
+@click.option("--tokenizer-steps", type=int, help="Stage 1 optimizer steps (default: the preset's).")
+@click.option("--prior-steps", type=int, help="Stage 2 optimizer steps (default: the preset's).")
+@click.option(
+    "--levels", type=int, help="Residual quantization levels, tokens per chunk (default: the preset's)."
 )
 @click.option(
     "--coords",
@@ -36,9 +46,10 @@ def train(
     family: str | None,
     arch: str | None,
     k: int,
-    tokenizer_steps: int,
-    prior_steps: int,
-    levels: int,
+    preset: str,
+    tokenizer_steps: int | None,
+    prior_steps: int | None,
+    levels: int | None,
     coords: str,
     device: str,
     name: str,
@@ -50,25 +61,32 @@ def train(
     With --family, on every checkpoint of that family (mixed depths and widths: trained across two or more
     architectures, it also serves the family's other architectures); with --arch, on exactly one
     architecture; with neither, on every checkpoint of every family (one generator across families).
+    `zoo sample-zoo` builds a small zoo to train on in about a minute.
 
     Under torchrun (`torchrun --standalone --nproc_per_node N -m zoo train ...`) every process trains in
     DDP; rank 0 alone stores the generator and prints the result.
     """
     from igpg import distributed
     from igpg.registry_io import train_on_registry
-    from igpg.tokenizer import TokenizerConfig
     from igpg.train import TrainConfig
+    from zoo import resolve_arch, training_checkpoints
+    from zoo.errors import GeneratorError
 
-    cfg = TrainConfig(
-        tokenizer=TokenizerConfig(levels=levels),
-        tokenizer_steps=tokenizer_steps,
-        prior_steps=prior_steps,
-        device=device,
-        coords=coords,
-    )
-    _, rec = train_on_registry(
-        registry_of(ctx), family=family, arch=arch, k=k, config=cfg, name=name, promote=promote
-    )
+    cfg = TrainConfig.preset(preset)
+    if levels is not None:
+        cfg.tokenizer.levels = levels
+    cfg.tokenizer_steps = cfg.tokenizer_steps if tokenizer_steps is None else tokenizer_steps
+    cfg.prior_steps = cfg.prior_steps if prior_steps is None else prior_steps
+    cfg.device, cfg.coords = device, coords
+    reg = registry_of(ctx)
+    if not training_checkpoints(reg, family=family, arch=resolve_arch(arch) if arch else None):
+        what = f"architecture {arch}" if arch else f"family {family}" if family else "the registry"
+        raise GeneratorError(
+            f"no checkpoints with a dataset in {what} to train on: add some with "
+            "`zoo add FILE --dataset NAME`, or build a small real zoo of cnn-tiny with `zoo sample-zoo` "
+            "(about a minute)"
+        )
+    _, rec = train_on_registry(reg, family=family, arch=arch, k=k, config=cfg, name=name, promote=promote)
     if not distributed.is_main():
         return
     data = {

@@ -57,7 +57,9 @@ def train_on_registry(
         if not recs:
             what = f"architecture {spec}" if spec else f"family {family!r}" if family else "the registry"
             raise GeneratorError(
-                f"no checkpoints with a dataset in {what} to train on; add some with dataset="
+                f"no checkpoints with a dataset in {what} to train on; add some with "
+                "registry.add(weights, dataset='NAME'), or a small real zoo of cnn-tiny with "
+                "zoo_demo.build_tiny_zoo(registry)"
             )
 
         def load() -> ZooData:

@@ -68,6 +68,39 @@ class TrainConfig:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def preset(cls, name: str) -> TrainConfig:
+        """A named training budget (:data:`PRESETS`): ``"quick"`` (a smoke run, 1-2 minutes on 2 CPU cores;
+        its samples are at chance level), ``"small"`` (the ``zoo demo`` generator, about 8 minutes on 2 CPU
+        cores) or ``"default"`` (``zoo train``'s default: 2,000 + 1,500 steps and 6 quantization levels,
+        most of an hour on 2 CPU cores). Every field can still be changed on the returned config.
+
+        Raises:
+            zoo.errors.GeneratorError: for an unknown name (the message lists the known ones).
+        """
+        if name not in PRESETS:
+            raise GeneratorError(f"unknown training preset {name!r}; choose one of {', '.join(PRESETS)}")
+        cfg = cls()
+        cfg.tokenizer_steps = 2000
+        if name != "small":  # the zoo demo generator keeps 10 levels
+            cfg.tokenizer.levels = 6
+        if name == "quick":
+            cfg.tokenizer_steps, cfg.prior_steps = 200, 200
+            cfg.prior.n_embd, cfg.prior.n_layer = 64, 2
+            cfg.prior_batch, cfg.prior_lr = 8, 4e-3
+        elif name == "small":
+            cfg.prior.n_embd, cfg.prior.n_layer = 128, 3
+            cfg.prior_steps, cfg.prior_batch = 1500, 8
+            cfg.prior_lr = 4e-3  # 1.5e-3: loss 0.11, nothing works
+        return cfg
+
+
+PRESETS: dict[str, str] = {  # preset name -> what it is for (TrainConfig.preset builds it)
+    "quick": "200 + 200 steps, a small prior: a smoke run; samples at chance level",
+    "small": "2,000 + 1,500 steps, a 3-layer prior of width 128: the zoo demo generator",
+    "default": "2,000 + 1,500 steps, the full-size prior",
+}
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """The training device: ``"auto"`` is CUDA when present; distributed, each rank's own GPU (its local
