@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -30,15 +31,47 @@ def _plain(name: str) -> str:
     return name if name.isprintable() and 0 < len(name) <= SHOW_LIMIT else show(name)
 
 
+@dataclass(frozen=True)
+class Hint:
+    """A fix said in both interfaces: as a Python call (what ``str()`` gives, so a message built with an
+    f-string says it in Python) and as a command to paste on the command line. An error that names one
+    carries it in :attr:`ZooError.hints`, and the CLI says the command instead (:meth:`ZooError.for_cli`)."""
+
+    python: str  # e.g. "registry.register_dataset('cifar10', data)"
+    cli: str  # e.g. "`zoo datasets register cifar10 SOURCE`"
+
+    def __str__(self) -> str:
+        return self.python
+
+
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose.
 
     A message says its fix in Python's words (``pass weights='state_dict_ema'``); :attr:`keywords` names the
     keyword arguments it spells that way, so that another interface can say the same fix in its own words
     (:meth:`spelled`: ``--weights state_dict_ema`` on the command line, a sidecar key in the nightly import).
+    A fix that is a whole call rather than one keyword is a :class:`Hint` in :attr:`hints`: the command line
+    says its command instead (:meth:`for_cli`).
     """
 
     keywords: tuple[str, ...] = ()  # keyword arguments the message names as a fix, written kw='value' or kw=
+    hints: tuple[Hint, ...] = ()  # calls the message names as fixes, each with its command-line spelling
+
+    def hinting(self, *hints: Hint) -> ZooError:
+        """Record ``hints`` (named in the message as their Python text). Returns self, so that
+        ``raise ZooError(f"... {hint}").hinting(hint)`` reads well."""
+        self.hints = (*self.hints, *hints)
+        return self
+
+    def for_cli(self) -> ZooError:
+        """Say every :class:`Hint` of the message as its command (``zoo ...``) rather than as a Python call.
+        Idempotent; returns self."""
+        if self.hints and self.args and isinstance(self.args[0], str):
+            text = self.args[0]
+            for hint in sorted(self.hints, key=lambda h: -len(h.python)):  # longer first: no partial swaps
+                text = text.replace(hint.python, hint.cli)
+            self.args = (text, *self.args[1:])
+        return self
 
     def spelled(self, spell: Callable[[str, Any], str | None]) -> ZooError:
         """Say the fix in another interface's words: each ``kw='value'`` (or bare ``kw=``) in the message, for

@@ -73,7 +73,7 @@ def explain(req: Request, found: Gathered, chosen: Pick) -> str:
         elif c.source == "adapted":
             reason = _adapted_text(req, chosen)
             if c.similarity is not None and c.similarity >= thr:
-                reason = f"{why_not(req, found.neighbours)}; {reason}"
+                reason = f"{why_not(req, found)}; {reason}"
         elif c.similarity is not None and c.similarity >= thr:
             reason = (
                 f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
@@ -102,7 +102,7 @@ def explain(req: Request, found: Gathered, chosen: Pick) -> str:
         elif c.source == "generated":
             reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
             if req.mode == "auto":
-                reason += f" ({why_not(req, found.neighbours)})"
+                reason += f" ({why_not(req, found)})"
         elif c.source == "adapted":
             reason = head + f"adapted {c.ref} scored best ({c.score:.4f}, {similarity_text(c)}): "
             reason += _adapted_text(req, chosen)

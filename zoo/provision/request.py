@@ -22,6 +22,7 @@ from zoo.embeddings import (
 from zoo.encoders import get_dataset_encoder
 from zoo.errors import (
     DatasetError,
+    Hint,
     NotFoundError,
     ZooError,
 )
@@ -60,19 +61,39 @@ class Query:
             except DatasetError as exc:
                 if not isinstance(dataset, str):
                     raise
+                hint = Hint("registry.datasets()", "`zoo datasets list`")
                 raise DatasetError(
-                    f"{dataset!r} is not a registered dataset (`zoo datasets list`); as data: {exc}"
-                ) from None
+                    f"{dataset!r} is not a registered dataset (list them: {hint}); as data: {exc}"
+                ).hinting(hint) from None
         self._vectors: dict[str, np.ndarray] = {}
 
     def __str__(self) -> str:
         return f"dataset {self.name!r}" if self.name else repr(self.data)
 
-    def vector(self, encoder: str | None) -> np.ndarray:
+    def vector_or_none(self, encoder: str | None) -> np.ndarray | None:
+        """The query's vector by ``encoder``; None for a registered name that has no vector by it yet (then
+        only checkpoints registered with exactly that name match: :func:`zoo.retrieval.by_name`)."""
         enc = get_dataset_encoder(encoder)
         if enc.id not in self._vectors:
             self._vectors[enc.id] = _query_vector(self.registry, self.name or self.data, enc, enc.version)[0]
         return self._vectors[enc.id]
+
+    def vector(self, encoder: str | None) -> np.ndarray:
+        """The query's vector by ``encoder``; :class:`~zoo.errors.DatasetError` (with the fix) when the
+        dataset is a registered name that has none."""
+        vec = self.vector_or_none(encoder)
+        if vec is None:
+            enc_id = get_dataset_encoder(encoder).id
+            hint = Hint(
+                f"registry.register_dataset({self.name!r}, data)",
+                f"`zoo datasets register {self.name} SOURCE`",
+            )
+            raise DatasetError(
+                f"dataset {self.name!r} has no {enc_id} vector (zoo does not hold its data: it is known by "
+                f"name only, or was not embedded with {enc_id}); register its data, which computes the "
+                f"vector: {hint}"
+            ).hinting(hint)
+        return vec
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,12 +129,27 @@ def arch_label(spec: ArchSpec, family: ArchitectureFamily | None = None) -> str:
     return (family if family is not None else get_family(spec.family)).label(spec)
 
 
-def fix_hint(spec: ArchSpec) -> str:
+def fix_hints(spec: ArchSpec) -> tuple[Hint, Hint]:
+    """How to add a checkpoint of ``spec``, and how to train a generator that knows it."""
     return (
-        f"Add a checkpoint of {spec.name} trained on a similar dataset (`zoo add FILE --arch {spec.name} "
-        f"--dataset NAME`), or train a generator that knows {spec.name}: `zoo train --arch {spec.name}` "
-        f"(or `zoo train --family {spec.family}`), which needs registered {spec.name} checkpoints "
-        "with a dataset"
+        Hint(
+            f"registry.add(FILE, arch={spec.name!r}, dataset=NAME)",
+            f"`zoo add FILE --arch {spec.name} --dataset NAME`",
+        ),
+        Hint(
+            f"igpg.train_on_registry(registry, arch={spec.name!r}, promote=True)",
+            f"`zoo train --arch {spec.name} --promote`",
+        ),
+    )
+
+
+def fix_hint(spec: ArchSpec) -> str:
+    """What to do when nothing can serve ``spec``, in Python's words (its :func:`fix_hints` name the
+    commands the CLI says instead)."""
+    add, train = fix_hints(spec)
+    return (
+        f"Add a checkpoint of {spec.name} trained on a similar dataset ({add}), or train a generator that "
+        f"knows {spec.name} ({train}), which needs registered {spec.name} checkpoints with a dataset"
     )
 
 
