@@ -11,11 +11,12 @@ import ast
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from zoo.records import ArchSpec
 
+E = TypeVar("E", bound="ZooError")
 SHOW_LIMIT = 80  # characters of a user-supplied value quoted in a message
 
 
@@ -57,13 +58,13 @@ class ZooError(Exception):
     keywords: tuple[str, ...] = ()  # keyword arguments the message names as a fix, written kw='value' or kw=
     hints: tuple[Hint, ...] = ()  # calls the message names as fixes, each with its command-line spelling
 
-    def hinting(self, *hints: Hint) -> ZooError:
+    def hinting(self: E, *hints: Hint) -> E:
         """Record ``hints`` (named in the message as their Python text). Returns self, so that
         ``raise ZooError(f"... {hint}").hinting(hint)`` reads well."""
         self.hints = (*self.hints, *hints)
         return self
 
-    def for_cli(self) -> ZooError:
+    def for_cli(self: E) -> E:
         """Say every :class:`Hint` of the message as its command (``zoo ...``) rather than as a Python call.
         Idempotent; returns self."""
         if self.hints and self.args and isinstance(self.args[0], str):
@@ -183,13 +184,13 @@ class UnknownFamilyError(ZooError, LookupError):
 
     keywords = ("arch",)
 
-    def __init__(self, what: str, installed: Iterable[str]) -> None:
+    def __init__(self, what: str, installed: Iterable[str], fix: str = "") -> None:
         self.what = what
         self.installed = sorted(installed)
+        fix = fix or "Pass arch= explicitly, or install the plugin for it (see docs/writing-a-plugin.md)"
         super().__init__(
             f"no installed architecture family recognises {what}; installed families: "
-            f"{', '.join(self.installed) or '(none)'}. Pass arch= explicitly, or install the plugin for it "
-            "(see docs/writing-a-plugin.md)"
+            f"{', '.join(self.installed) or '(none)'}. {fix}"
         )
 
 
@@ -200,13 +201,15 @@ class UnknownPluginError(ZooError, LookupError):
         self.kind = kind
         self.name = name
         self.installed = sorted(installed)
+        listing = Hint("zoo.list_plugins()", "`zoo plugins`")
         hint = hint or (
-            "check the spelling, or install the plugin that provides it (`zoo plugins` lists what "
+            f"check the spelling, or install the plugin that provides it ({listing} lists what "
             "is loaded; ZOO_PLUGINS / ZOO_DISABLE_PLUGIN_AUTOLOAD may have left it out)"
         )
         super().__init__(
             f"unknown {kind} {name!r}; installed: {', '.join(self.installed) or '(none)'}; {hint}"
         )
+        self.hinting(listing)
 
 
 class ArchitectureMismatchError(ZooError):
@@ -280,10 +283,12 @@ class IntegrityError(ZooError):
     def __init__(self, sha256: str, path: str, reason: str) -> None:
         self.sha256 = sha256
         self.path = path
+        verify = Hint("registry.verify()", "`zoo verify`")
         super().__init__(
-            f"blob {sha256[:16]}… at {path} {reason}; it is not served. Run `zoo verify` to list damaged "
+            f"blob {sha256[:16]}… at {path} {reason}; it is not served. Run {verify} to list damaged "
             "blobs and re-add the checkpoint from its source"
         )
+        self.hinting(verify)
 
 
 class DatasetError(ZooError, ValueError):

@@ -123,8 +123,9 @@ class Registry:
         weights. The weights are checked against the architecture (every key, every shape) before
         anything is stored. Adding under an existing ``name`` makes a new version; adding the very same
         weights under the same name again raises :class:`DuplicateError` (or, with ``exist_ok``, returns
-        the existing record). ``parent``/``origin`` record lineage; ``base`` names the checkpoint that
-        weights apply on top of (LoRA). On any error nothing is stored.
+        the existing record). ``parent``/``origin`` record lineage (a version added with a ``parent`` and no
+        ``dataset`` inherits the parent's dataset); ``base`` names the checkpoint that weights apply on top
+        of (LoRA). On any error nothing is stored.
 
         Foreign checkpoints (PyTorch Lightning ``.ckpt``, timm, DDP, torch.compile; see
         :mod:`zoo.checkpoint_io`): the weights are taken from under ``state_dict``/``model``/... and a prefix
@@ -137,6 +138,7 @@ class Registry:
         new = prepare_checkpoint(
             checkpoint,
             base_arch=lambda ref: self.get(ref).arch,
+            parent_record=self.get,
             name=name,
             arch=arch,
             dataset=dataset,
