@@ -9,13 +9,12 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from zoo.datasets import BUILTIN_SOURCES, ImageDataset, as_dataset, load_source
+from zoo.datasets import ImageDataset, as_dataset, load_source
 from zoo.embeddings import (
     _query_vector,
 )
@@ -164,28 +163,44 @@ def labelled_samples(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Images and labels to score on: data, or a registered dataset's name whose source zoo can read again.
 
-    ``shape`` is the input shape the architecture (``label`` in messages) takes, when its family knows it.
+    A registered name always means that dataset's data (never a built-in source or a folder of the same
+    name); one whose data zoo cannot read again is refused. ``shape`` is the input shape the architecture
+    (``label`` in messages) takes, when its family knows it: samples of another shape are refused naming the
+    registered datasets that fit. Raises :class:`~zoo.errors.DatasetError`.
     """
     if labelled is None:
         return None
     ds: ImageDataset | None = None
     if isinstance(labelled, str):
         try:
-            source = registry.get_dataset(labelled).meta.get("source")
+            rec = registry.get_dataset(labelled)
         except NotFoundError:
-            source = False  # not registered: as_dataset reads it (a built-in name or a folder)
-        if source:
+            rec = None  # not registered: as_dataset reads it (a built-in name or a folder)
+        if rec is not None:
+            source = rec.meta.get("source")
+            if not source:
+                own = Hint("labelled=(images, labels)", "--labelled DIR (an image folder or an MNIST folder)")
+                raise DatasetError(
+                    f"zoo cannot read the data of dataset {labelled!r} again (registered from memory or by "
+                    f"name only); pass the labelled samples themselves: {own}"
+                ).hinting(own)
             ds = load_source(source)
-        elif source is None and labelled not in BUILTIN_SOURCES and not Path(labelled).is_dir():
-            raise DatasetError(
-                f"zoo cannot read the data of dataset {labelled!r} again (registered from memory "
-                "or by name only); pass the labelled images and labels themselves"
-            )
     ds = ds if ds is not None else as_dataset(labelled)
     if shape is not None and tuple(ds.image_shape) != tuple(shape):
         got, want = "x".join(map(str, ds.image_shape)), "x".join(map(str, shape))
+        fitting = [
+            d.name
+            for d in registry.datasets()
+            if d.meta.get("source") and tuple(d.meta.get("image_shape") or ()) == tuple(shape)
+        ]
+        resize = Hint(f"ImageDataset.resize({tuple(shape[-2:])})", "an image folder of that size")
+        fix = f"pass {want} images ({resize})"
+        hints = [resize]
+        if fitting:
+            use = Hint(f"labelled={fitting[0]!r}", f"--labelled {fitting[0]}")
+            fix += f", or a registered dataset of {want} images ({', '.join(fitting[:8])}): {use}"
+            hints.append(use)
         raise DatasetError(
-            f"the labelled samples are {got} images but {label} takes {want} inputs; resize "
-            "them (ImageDataset.map_images) first"
-        )
+            f"the labelled samples are {got} images but {label} takes {want} inputs; {fix}"
+        ).hinting(*hints)
     return ds.images, ds.labels

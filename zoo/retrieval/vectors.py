@@ -76,8 +76,11 @@ def register_dataset(
         vectors[enc.id] = (version, check_vector(enc.embed(ds), enc, f"dataset {name!r}"))
         log.info("embedded dataset %s with %s@%s", name, enc.id, version)
 
+    source = dict(ds.source) if ds.source is not None else None
+    if source is None and row is not None and row.fingerprint == fp:  # the same data, handed in from memory:
+        source = row.meta.get("source")  # keep how zoo can read them again
     meta = {
-        "source": dict(ds.source) if ds.source is not None else None,
+        "source": source,
         "image_shape": list(ds.image_shape),
         "class_names": list(ds.class_names),
         "class_counts": [int(c) for c in ds.class_counts],
