@@ -304,7 +304,12 @@ def _gather_retrieved(reg: Registry, req: Request, found: Gathered) -> None:
         )
     if not found.neighbours:
         found.none_reason, hints = why_none(
-            reg, req.spec, req.query.name or "NAME", encoder=policy.encoder, label=req.label
+            reg,
+            req.spec,
+            req.query.name or "NAME",
+            encoder=policy.encoder,
+            label=req.label,
+            suggest_add=False,
         )
         found.hints += hints
     if req.labelled is not None:  # labels decide: score a pool that holds the best, not just the nearest few

@@ -100,11 +100,11 @@ def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord,
         if not gen.knows(spec):
             known = _labels(trained_archs(registry, rec)[0]) or ["(unknown)"]
             see = Hint("registry.generators()", "`zoo generators`")
-            train = fix_hints(spec)[1]
+            _, train, family = fix_hints(spec)
             raise GeneratorError(
                 f"generator {rec.ref} was not trained on {req.label} and cannot make it (it knows "
-                f"{', '.join(known)}); pick another ({see}) or train one: {train}"
-            ).hinting(see, train)
+                f"{', '.join(known)}); pick another ({see}) or train one: {train} (or {family})"
+            ).hinting(see, train, family)
         return rec, gen
     recs = [g for g in registry.generators(family=spec.family) if g.status != "retired"]
     recs.sort(key=lambda g: g.status != "promoted")  # stable: promoted first, newest first within each

@@ -128,8 +128,9 @@ def arch_label(spec: ArchSpec, family: ArchitectureFamily | None = None) -> str:
     return (family if family is not None else get_family(spec.family)).label(spec)
 
 
-def fix_hints(spec: ArchSpec) -> tuple[Hint, Hint]:
-    """How to add a checkpoint of ``spec``, and how to train a generator that knows it."""
+def fix_hints(spec: ArchSpec) -> tuple[Hint, Hint, Hint]:
+    """How to add a checkpoint of ``spec``, and how to train a generator that knows it (on the architecture,
+    or on its family)."""
     return (
         Hint(
             f"registry.add(FILE, arch={spec.name!r}, dataset=NAME)",
@@ -139,16 +140,21 @@ def fix_hints(spec: ArchSpec) -> tuple[Hint, Hint]:
             f"igpg.train_on_registry(registry, arch={spec.name!r}, promote=True)",
             f"`zoo train --arch {spec.name} --promote`",
         ),
+        Hint(
+            f"igpg.train_on_registry(registry, family={spec.family!r}, promote=True)",
+            f"`zoo train --family {spec.family} --promote`",
+        ),
     )
 
 
 def fix_hint(spec: ArchSpec) -> str:
     """What to do when nothing can serve ``spec``, in Python's words (its :func:`fix_hints` name the
     commands the CLI says instead)."""
-    add, train = fix_hints(spec)
+    add, train, family = fix_hints(spec)
     return (
         f"Add a checkpoint of {spec.name} trained on a similar dataset ({add}), or train a generator that "
-        f"knows {spec.name} ({train}), which needs registered {spec.name} checkpoints with a dataset"
+        f"knows {spec.name} ({train}, or {family}), which needs registered {spec.family} checkpoints "
+        "with a dataset"
     )
 
 

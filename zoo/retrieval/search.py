@@ -108,10 +108,12 @@ def why_none(
     match: Match = "exact",
     min_similarity: float | None = None,
     label: str | None = None,
+    suggest_add: bool = True,
 ) -> tuple[str, tuple[Hint, ...]]:
     """Why :func:`nearest` found no checkpoint, as it is (the reason, and the fixes it names as
     :class:`~zoo.errors.Hint`): none of the architecture is registered; none with a dataset; their datasets
-    have no vector by the encoder (zoo does not hold their data); or none is similar enough."""
+    have no vector by the encoder (zoo does not hold their data); or none is similar enough. Without
+    ``suggest_add`` the first two leave out "add one" (a caller that says it anyway)."""
     enc = get_dataset_encoder(encoder)
     what = label or (spec.name if spec is not None else "any architecture")
     if spec is not None and match == "family":
@@ -130,8 +132,12 @@ def why_none(
     else:
         some = repo.search(arch=spec, limit=1)
     if not some:
+        if not suggest_add:
+            return f"no checkpoint of {what} is registered", ()
         return f"no checkpoint of {what} is registered; add one: {add}", (add,)
     compatible = _all_compatible(registry, spec if match != "any" else None, match, False)
+    if not compatible and not suggest_add:
+        return f"checkpoints of {what} are registered, but none with a dataset", ()
     if not compatible:
         return (
             f"checkpoints of {what} are registered, but none with a dataset (nearest ranks checkpoints by "
