@@ -24,7 +24,7 @@ from zoo import retrieval
 from zoo.checkpoint_io import CheckpointLike
 from zoo.errors import ZooError
 from zoo.intake import prepare_checkpoint
-from zoo.plugins import get_family
+from zoo.plugins import families, get_family
 from zoo.records import (
     AliasRecord,
     ArchSpec,
@@ -40,7 +40,7 @@ from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, sqlite_path
 from zoo.store.generators import GENERATOR_STATUSES
 from zoo.store.repositories import Repositories
-from zoo.validation import check_json, check_metrics, check_name
+from zoo.validation import check_family, check_json, check_limit, check_metrics, check_name
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,12 @@ class Registry:
         ``tags`` must all be present; ``metrics`` are thresholds such as ``["accuracy>=0.9"]`` or
         ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``); ``after`` keeps checkpoints
         registered after the one with that id (ids grow with every add, follow commit order and are never
-        reused, so a watermark such as a generator's sees every later add exactly once).
+        reused, so a watermark such as a generator's sees every later add exactly once). A ``family`` that is
+        neither installed nor registered, or a ``limit`` that is not a positive integer, raises
+        :class:`ZooError` (never an empty or unlimited answer).
         """
+        check_family(family, families(), lambda: self.stats()["families"])
+        check_limit(limit)
         return self.repos.checkpoints.search(
             family=family,
             arch=arch,
@@ -356,7 +360,13 @@ class Registry:
         )
 
     def generators(self, *, family: str | None = None, status: str | None = None) -> list[GeneratorRecord]:
-        """Generator versions, newest first, optionally only those covering ``family`` or with ``status``."""
+        """Generator versions, newest first, optionally only those covering ``family`` or with ``status`` (an
+        unknown family or status raises :class:`ZooError` naming the known ones)."""
+        check_family(
+            family, families(), lambda: {f for g in self.repos.generators.list() for f in g.families}
+        )
+        if status is not None:
+            _check_status(status)
         return self.repos.generators.list(family=family, status=status)
 
     def get_generator(self, ref: str | int) -> GeneratorRecord:

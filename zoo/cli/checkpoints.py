@@ -99,8 +99,10 @@ def add(
         if key in parsed:
             raise ZooError(f"--metric {show(key)} is given twice; give each metric once")
         parsed[key] = number
+    reg = registry_of(ctx, create=True)
+    newest = reg.list(limit=1)  # ids grow with every add: an id at or below this one was there before
     try:
-        rec = registry_of(ctx, create=True).add(
+        rec = reg.add(
             path,
             name=name,
             arch=arch,
@@ -117,20 +119,22 @@ def add(
         )
     except ZooError as exc:  # say the fix with this command's flags (--weights, --strip-prefix, --arch)
         raise exc.spelled(as_flag) from None
+    existed = bool(newest) and rec.id <= newest[0].id  # --exist-ok found the same weights under the name
+    verb = "already registered as" if existed else "added"
     emit(
-        rec.to_dict(),
+        {**rec.to_dict(), "added": not existed},
         as_json,
         lambda: click.echo(
-            f"added {rec.ref}: {rec.arch} ({fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"
+            f"{verb} {rec.ref}: {rec.arch} ({fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"
         ),
     )
 
 
 @cli.command("list")
-@click.option("--family", help="Only this family.")
+@click.option("--family", help="Only this family (`zoo plugins` lists them), e.g. resnet.")
 @click.option("--name", help="Name or glob, e.g. 'resnet*'.")
 @click.option("--latest", is_flag=True, help="Only the newest version of each name.")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many (newest first).")
 @json_option
 @click.pass_context
 def list_(
@@ -176,15 +180,17 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--family")
+@click.option("--family", help="Architecture family (`zoo plugins` lists them), e.g. resnet.")
 @click.option("--arch", help="Architecture variant name, e.g. resnet20.")
-@click.option("--dataset")
+@click.option("--dataset", help="Name of the dataset the checkpoints were trained on (`zoo datasets list`).")
 @click.option("--tag", "tags", multiple=True, help="Required tag (repeatable).")
-@click.option("--metric", "metrics", multiple=True, metavar="EXPR", help="Threshold, e.g. 'accuracy>=0.9'.")
-@click.option("--name", help="Name or glob.")
-@click.option("--origin", type=click.Choice(ORIGINS))
+@click.option(
+    "--metric", "metrics", multiple=True, metavar="EXPR", help="Threshold, e.g. 'accuracy>=0.9' (repeatable)."
+)
+@click.option("--name", help="Name or glob, e.g. 'resnet*'.")
+@click.option("--origin", type=click.Choice(ORIGINS), help="How the weights came to be (lineage).")
 @click.option("--latest", is_flag=True, help="Only the newest version of each name.")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many (newest first).")
 @json_option
 @click.pass_context
 def search(
@@ -241,7 +247,7 @@ def load_check(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None
             results.append({"ref": rec.ref, "ok": True, "params": n, "output_shape": out_shape})
         except ZooError as exc:
             failed = True
-            results.append({"ref": ref, "ok": False, "error": str(exc)})
+            results.append({"ref": ref, "ok": False, "error": str(exc.for_cli())})
     emit(
         results,
         as_json,
