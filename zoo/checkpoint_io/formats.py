@@ -224,10 +224,14 @@ def check_zip(path: Path, src: str) -> None:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except Exception as exc:  # zipfile is a parser: whatever it refuses is a broken file
+        with open(path, "rb") as fh:
+            starts_well = fh.read(4) == b"PK\x03\x04"
+        if starts_well and "not a zip file" in str(exc):  # the archive's directory, at its end, is missing
+            raise _broken(src, path, EOFError("the zip directory at the end is missing")) from None
         raise CheckpointError(
             src,
-            f"truncated or corrupt torch file (bad zip archive: {str(exc)[:200]})",
-            "re-download or re-save the file",
+            f"corrupt torch file (bad zip archive: {str(exc)[:200]})",
+            "copy or download it again, or re-save it",
         ) from None
     packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     if packed:

@@ -52,7 +52,7 @@ def nearest(
             ["REF", "SIMILARITY", "DATASET"],
         ),
     )
-    if not hits:  # say why, on stderr (stdout stays the table or the JSON)
+    if not hits and not as_json:  # say why, on stderr (stdout stays the table; --json stays [] alone)
         reason, hints = why_none(reg, resolve(arch), dataset, encoder=encoder, match=match)
         for hint in hints:
             reason = reason.replace(hint.python, hint.cli)
