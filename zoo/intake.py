@@ -102,7 +102,11 @@ def prepare_checkpoint(
         name = stem or spec.name
     name = check_name(name)
     if family.requires_base(spec) and base is None:
-        raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
+        refusal = ZooError(
+            f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)"
+        )
+        refusal.keywords = ("base",)  # --base on the command line, a sidecar key in the nightly import
+        raise refusal
     meta_all = {
         **({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
         **read.notes(),

@@ -3,6 +3,7 @@ data, a new version keeps its parent's dataset, and an exact name is served befo
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,3 +110,25 @@ def test_registering_the_same_data_from_memory_keeps_the_readable_source(registr
     registry.register_dataset("d", data, encoders=["pixels"])
     registry.register_dataset("d", zoo.datasets.from_arrays(data.images, data.labels), encoders=["pixels"])
     assert registry.get_dataset("d").meta["source"] == data.source
+
+
+class _Mean(zoo.DatasetEncoder):
+    """A cheap second encoder: the vectors it makes exist only where zoo can read the data."""
+
+    id = "mean"
+    version = "1"
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def embed(self, dataset: zoo.ImageDataset) -> np.ndarray:
+        return np.array([float(dataset.images.mean()), 1.0], dtype=np.float32)
+
+
+def test_vectors_are_computed_where_the_data_can_be_read_again(registry: zoo.Registry) -> None:
+    registry.register_dataset("readable", rotate(digits28(), 15), encoders=["pixels"])  # a derived source
+    data = digits28()
+    registry.register_dataset("memory", (data.images, data.labels), encoders=["pixels"])
+    report = zoo.retrieval.refresh_stale(registry, encoders=[_Mean()], archs=False)
+    assert report.datasets_embedded == ("readable/mean",) and report.datasets_need_data == ("memory",)

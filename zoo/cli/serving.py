@@ -102,7 +102,9 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     "--dataset",
     required=True,
     metavar="NAME_OR_PATH",
-    help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder.",
+    help="A registered dataset name (`zoo datasets list`; a name without a vector yet matches the "
+    "checkpoints registered with exactly it), a built-in (digits: scikit-learn's raw 8x8 images), an image "
+    "folder or an MNIST folder.",
 )
 @click.option(
     "--out",
@@ -113,7 +115,7 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
 )
 @click.option(
     "--min-similarity",
-    type=float,
+    type=click.FloatRange(-1.0, 1.0),
     default=None,
     help="Dataset similarity a checkpoint needs to be served as is (default: 0.99, calibrated for the "
     "pixels encoder).",
@@ -128,7 +130,9 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     "--labelled",
     metavar="PATH",
     default=None,
-    help="Labelled samples (image folder, MNIST folder, digits) to score candidates on and pick the best.",
+    help="Labelled samples to score candidates on and pick the best: a registered dataset whose data zoo "
+    "can read again (its name always means its own data; `zoo datasets list`), an image folder, an MNIST "
+    "folder, or digits (scikit-learn's raw 8x8 images). Their image size must be what ARCH takes.",
 )
 @click.option(
     "--samples", type=int, default=None, help="Generated samples to score with --labelled (best-of-n)."
