@@ -174,16 +174,14 @@ def build_tiny_zoo(
     existing = {r.name: r for r in registry.search(arch=spec)}
     out: list[CheckpointRecord] = []
     registered = {d.name: d for d in registry.datasets()}
-    datasets: set[str] = set()  # tasks whose dataset record holds their training split, with its source
     for task in dict.fromkeys(names):  # refuse a name bound to other data before training anything
-        _check_task_name(registered.get(task), task, task_data(task, mnist_limit=mnist_limit)[0])
+        check_task_name(registered.get(task), task, task_data(task, mnist_limit=mnist_limit)[0])
+    datasets: set[str] = set()  # tasks whose dataset record holds their training split, with its source
     for task, seed in tqdm(jobs, desc="build tiny zoo", unit="net", disable=not progress):
         name = f"{task}-s{seed}"
         train_set, test_set = task_data(task, mnist_limit=mnist_limit)
-        rec = registered.get(task)
-        current = rec is not None and rec.fingerprint == train_set.fingerprint and rec.meta.get("source")
-        if register_datasets and task not in datasets and not current:
-            registry.register_dataset(task, train_set, description=TASKS[task].description)
+        if register_datasets and task not in datasets:
+            register_task(registry, task, train_set, registered.get(task))
         datasets.add(task)
         if name in existing:
             out.append(existing[name])
@@ -205,8 +203,22 @@ def build_tiny_zoo(
     return out
 
 
-def _check_task_name(rec: DatasetRecord | None, task: str, train_set: ImageDataset) -> None:
-    """Refuse a task whose name is registered with other data (one meaning per dataset name)."""
+def register_task(
+    registry: Registry, task: str, train_set: ImageDataset, known: DatasetRecord | None = None
+) -> DatasetRecord:
+    """Register ``task``'s training split as dataset ``task``, with a source zoo can read again; idempotent
+    (``known``: its record, when the caller has it). A name registered with other data is refused
+    (:func:`check_task_name`): a checkpoint is filed only under the data it was trained on."""
+    rec = known if known is not None else next((d for d in registry.datasets() if d.name == task), None)
+    check_task_name(rec, task, train_set)
+    if rec is not None and rec.fingerprint == train_set.fingerprint and rec.meta.get("source"):
+        return rec  # already there, readable again
+    return registry.register_dataset(task, train_set, description=TASKS[task].description)
+
+
+def check_task_name(rec: DatasetRecord | None, task: str, train_set: ImageDataset) -> None:
+    """Refuse a task whose name is registered with other data (one meaning per dataset name): raises
+    :class:`~zoo.errors.DatasetError` naming both and the fix."""
     if rec is None or not rec.fingerprint or rec.fingerprint == train_set.fingerprint:
         return  # not registered, known by name only, or the very data
     shape = "x".join(map(str, rec.meta.get("image_shape") or ())) or "?"
@@ -258,7 +270,9 @@ __all__ = [
     "default_tasks",
     "evaluate",
     "held_out_tasks",
+    "check_task_name",
     "mnist_dir",
+    "register_task",
     "task_data",
     "train_member",
 ]

@@ -231,7 +231,7 @@ def check_zip(path: Path, src: str) -> None:
         raise CheckpointError(
             src,
             f"corrupt torch file (bad zip archive: {str(exc)[:200]})",
-            "copy or download it again, or re-save it",
+            "re-download or re-save it",
         ) from None
     packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     if packed:
@@ -285,7 +285,7 @@ def _broken(src: str, path: Path, exc: BaseException) -> CheckpointError:
         return CheckpointError(
             src,
             f"the torch file is truncated: it ends ({size}) before its data do",
-            "copy or download it again (compare its size with the original)",
+            "re-download or re-copy it (compare its size with the original)",
         )
     return CheckpointError(
         src,
