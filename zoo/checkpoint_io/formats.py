@@ -290,7 +290,7 @@ def _broken(src: str, path: Path, exc: BaseException) -> CheckpointError:
     return CheckpointError(
         src,
         f"corrupt torch file ({type(exc).__name__}: {_detail(exc)})",
-        "copy or download it again, or re-save it",
+        "re-download or re-save it",
     )
 
 
