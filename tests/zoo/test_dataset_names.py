@@ -69,6 +69,7 @@ def test_an_exact_name_is_served_before_it_has_vectors(registry: zoo.Registry) -
     assert hit.checkpoint.id == named.id and hit.similarity == 1.0 and hit.method == "name"
     p = zoo.retrieve_or_generate("cnn-tiny", "cifar10", registry=registry)
     assert p.source == "retrieved" and p.checkpoint.id == named.id and p.similarity == 1.0
+    assert "registered with exactly dataset 'cifar10', which has no vector yet" in p.reason
     # once its data are registered, the vector is computed and the same checkpoint is the nearest
     registry.register_dataset("cifar10", digits28(), encoders=["pixels"])
     assert registry.nearest("cnn-tiny", "cifar10")[0].method == "exact"
