@@ -43,7 +43,7 @@ from zoo import (
     get_family,
     get_text_encoder,
 )
-from zoo.errors import GeneratorError
+from zoo.errors import GeneratorError, Hint
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,17 @@ class ZooData:
 
 
 def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
+    add = Hint("registry.add(FILE, dataset=NAME)", "`zoo add FILE --dataset NAME`")
     if not checkpoints:
         raise GeneratorError(
-            "no checkpoints to train on; add checkpoints with dataset= to the registry first"
-        )
+            f"no checkpoints to train on; add checkpoints with their dataset to the registry first: {add}"
+        ).hinting(add)
     missing = sorted({c.ref for c in checkpoints if not c.dataset})
     if missing:
         raise GeneratorError(
-            f"checkpoints without a dataset cannot condition the generator: {', '.join(missing[:5])}"
-            "; add them with dataset= (and register the dataset)"
-        )
+            f"checkpoints without a dataset cannot condition the generator: {', '.join(missing[:5])}; "
+            f"add them with their dataset ({add}) and register its data"
+        ).hinting(add)
 
 
 def _flatten(registry, rec: CheckpointRecord, log_kinds: Sequence[str] = LOG_KINDS) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]

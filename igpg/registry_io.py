@@ -15,7 +15,7 @@ from igpg.generator import Generator
 from igpg.plugin import IGPGKind
 from igpg.train import TrainConfig, train_generator
 from zoo import ArchSpec, GeneratorRecord, Registry, resolve_arch, training_checkpoints
-from zoo.errors import GeneratorError
+from zoo.errors import GeneratorError, Hint
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,14 @@ def train_on_registry(
         spec = resolve_arch(arch) if arch else None
         recs = training_checkpoints(registry, family=family, arch=spec)
         if not recs:
-            what = f"architecture {spec}" if spec else f"family {family!r}" if family else "the registry"
-            raise GeneratorError(
-                f"no checkpoints with a dataset in {what} to train on; add some with "
-                "registry.add(weights, dataset='NAME'), or a small real zoo of cnn-tiny with "
-                "zoo_demo.build_tiny_zoo(registry)"
+            what = f"architecture {spec.name}" if spec else f"family {family!r}" if family else "the registry"
+            arch_kw, arch_flag = (f"arch={spec.name!r}, ", f"--arch {spec.name} ") if spec else ("", "")
+            add = Hint(
+                f"registry.add(FILE, {arch_kw}dataset=NAME)", f"`zoo add FILE {arch_flag}--dataset NAME`"
             )
+            raise GeneratorError(
+                f"no checkpoints with a dataset in {what} to train on; add some with their dataset: {add}"
+            ).hinting(add)
 
         def load() -> ZooData:
             return load_zoo(

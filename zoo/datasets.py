@@ -97,7 +97,8 @@ class ImageDataset:
 
     # -- derived datasets ---------------------------------------------------------------------------
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageDataset":
-        """The images at ``indices`` (every class must keep at least one image)."""
+        """The images at ``indices`` (every class must keep at least one image). The subset is held in memory
+        (``source`` None); :meth:`split` and :meth:`select_classes` keep a readable source."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return ImageDataset(self.images[idx], self.labels[idx], self.num_classes, self.class_names)
 
@@ -113,10 +114,18 @@ class ImageDataset:
         remap[torch.tensor(classes)] = torch.arange(len(classes))
         keep = remap[self.labels] >= 0
         names = tuple(self.class_names[c] for c in classes) if self.class_names else ()
-        return ImageDataset(self.images[keep], remap[self.labels[keep]], len(classes), names)
+        return ImageDataset(
+            self.images[keep],
+            remap[self.labels[keep]],
+            len(classes),
+            names,
+            derived(self.source, "select_classes", classes),
+        )
 
     def split(self, fraction: float, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
-        """A stratified split: ``fraction`` of every class in the first part, the rest in the second."""
+        """A stratified split: ``fraction`` of every class in the first part, the rest in the second.
+
+        Deterministic: both parts keep a readable ``source`` when this dataset has one."""
         if not 0.0 < fraction < 1.0:
             raise DatasetError(f"split fraction {fraction} must lie strictly between 0 and 1")
         gen = torch.Generator().manual_seed(seed)
@@ -130,11 +139,30 @@ class ImageDataset:
                 raise DatasetError(f"class {c} has {len(idx)} image(s); a split needs at least 2 per class")
             first.append(idx[:cut])
             second.append(idx[cut:])
-        return self.subset(torch.cat(first).sort().values), self.subset(torch.cat(second).sort().values)
+        parts = []
+        for part, idx in enumerate((torch.cat(first).sort().values, torch.cat(second).sort().values)):
+            step = derived(self.source, "split", float(fraction), int(seed), part)
+            sub = self.subset(idx)
+            parts.append(ImageDataset(sub.images, sub.labels, sub.num_classes, sub.class_names, step))
+        return parts[0], parts[1]
 
     def map_images(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "ImageDataset":
-        """A dataset whose images are ``fn(images)`` (a batch ``(N, C, H, W)`` in, a batch out)."""
+        """A dataset whose images are ``fn(images)`` (a batch ``(N, C, H, W)`` in, a batch out). Held in
+        memory (``source`` None: zoo cannot replay an arbitrary function); :meth:`resize`, :func:`rotate`,
+        :func:`invert` and :func:`mirror` keep a readable source."""
         return ImageDataset(_to_nchw(fn(self.images)), self.labels, self.num_classes, self.class_names)
+
+    def resize(self, size: int | Sequence[int]) -> "ImageDataset":
+        """Every image resized (bilinear) to ``size``: ``(H, W)`` or one side, e.g. scikit-learn's 8x8 digits
+        to the 28x28 that MNIST-sized networks take. Keeps a readable ``source``."""
+        hw = [int(size), int(size)] if isinstance(size, int) else [int(x) for x in size]
+        if len(hw) != 2 or min(hw) < 1:
+            raise DatasetError(f"cannot resize to {size!r}; pass (height, width) or one side, e.g. 28")
+        out = _to_nchw(F.interpolate(self.images, size=tuple(hw), mode="bilinear", align_corners=False))
+        return self._replaced(out, derived(self.source, "resize", hw))
+
+    def _replaced(self, images: torch.Tensor, source: Mapping[str, Any] | None) -> "ImageDataset":
+        return ImageDataset(images, self.labels, self.num_classes, self.class_names, source)
 
     def sample_per_class(self, per_class: int, seed: int = 0) -> list[torch.Tensor]:
         """For every class, the indices of up to ``per_class`` of its images, drawn without replacement.
@@ -458,6 +486,11 @@ BUILTIN_SOURCES: dict[str, Callable[[], ImageDataset]] = {  # names as_dataset()
 def load_source(source: Mapping[str, Any]) -> ImageDataset:
     """Read a dataset again from the ``source`` mapping an earlier load recorded."""
     kind = source.get("kind")
+    if kind == "derived":
+        ds = load_source(source["from"])
+        for step in source.get("steps", ()):
+            ds = _replay(ds, step)
+        return ds
     if kind == "sklearn-digits":
         return load_digits()
     if kind == "mnist-idx":
@@ -518,10 +551,11 @@ def as_dataset(data: Any, labels: Any = None, **kwargs: Any) -> ImageDataset:
 # ----------------------------------------------------------------------------------------------------
 def rotate(dataset: ImageDataset, degrees: float) -> ImageDataset:
     """Every image rotated counter-clockwise by ``degrees`` (exact for multiples of 90, bilinear
-    otherwise)."""
+    otherwise). Keeps a readable ``source``."""
+    step = derived(dataset.source, "rotate", float(degrees))
     if float(degrees) % 90 == 0:
         k = int(float(degrees) // 90) % 4
-        return dataset.map_images(lambda x: torch.rot90(x, k, dims=(2, 3)).contiguous())
+        return dataset._replaced(torch.rot90(dataset.images, k, dims=(2, 3)).contiguous(), step)
     theta = math.radians(float(degrees))
     cos, sin = math.cos(theta), math.sin(theta)
 
@@ -530,17 +564,61 @@ def rotate(dataset: ImageDataset, degrees: float) -> ImageDataset:
         grid = F.affine_grid(mat, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
 
-    return dataset.map_images(fn)
+    return dataset._replaced(_to_nchw(fn(dataset.images)), step)
 
 
 def invert(dataset: ImageDataset) -> ImageDataset:
-    """Every pixel ``p`` replaced by ``1 - p``."""
-    return dataset.map_images(lambda x: 1.0 - x)
+    """Every pixel ``p`` replaced by ``1 - p``. Keeps a readable ``source``."""
+    return dataset._replaced((1.0 - dataset.images).contiguous(), derived(dataset.source, "invert"))
+
+
+def mirror(dataset: ImageDataset) -> ImageDataset:
+    """Every image flipped left to right. Keeps a readable ``source``."""
+    return dataset._replaced(
+        torch.flip(dataset.images, dims=(3,)).contiguous(), derived(dataset.source, "mirror")
+    )
+
+
+def derived(source: Mapping[str, Any] | None, op: str, *args: Any) -> dict[str, Any] | None:
+    """The ``source`` of a dataset made from one with ``source`` by the step ``op(*args)`` (one of
+    :data:`STEPS`): ``{"kind": "derived", "from": <the first source>, "steps": [[op, *args], ...]}``, which
+    :func:`load_source` replays. None when ``source`` is None (data held in memory stay so)."""
+    if source is None:
+        return None
+    if op not in STEPS:
+        raise DatasetError(f"unknown dataset step {op!r}; choose from {', '.join(STEPS)}")
+    step = [op, *(list(a) if isinstance(a, (tuple, list)) else a for a in args)]
+    if source.get("kind") == "derived":
+        return {"kind": "derived", "from": dict(source["from"]), "steps": [*source["steps"], step]}
+    return {"kind": "derived", "from": dict(source), "steps": [step]}
+
+
+def _replay(dataset: ImageDataset, step: Sequence[Any]) -> ImageDataset:
+    """``dataset`` after one recorded step (see :func:`derived`)."""
+    op, *args = step
+    if op == "resize":
+        return dataset.resize(args[0])
+    if op == "rotate":
+        return rotate(dataset, float(args[0]))
+    if op == "invert":
+        return invert(dataset)
+    if op == "mirror":
+        return mirror(dataset)
+    if op == "select_classes":
+        return dataset.select_classes(args[0])
+    if op == "split":
+        return dataset.split(float(args[0]), seed=int(args[1]))[int(args[2])]
+    raise DatasetError(f"cannot replay dataset step {op!r}; choose from {', '.join(STEPS)}")
+
+
+STEPS = ("resize", "rotate", "invert", "mirror", "select_classes", "split")  # what a derived source replays
 
 
 __all__ = [
     "BUILTIN_SOURCES",
+    "STEPS",
     "ImageDataset",
+    "derived",
     "as_dataset",
     "find_mnist",
     "from_arrays",
@@ -550,5 +628,6 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_source",
+    "mirror",
     "rotate",
 ]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from zoo.records import ArchSpec
 
+E = TypeVar("E", bound="ZooError")
 SHOW_LIMIT = 80  # characters of a user-supplied value quoted in a message
 
 
@@ -30,15 +32,47 @@ def _plain(name: str) -> str:
     return name if name.isprintable() and 0 < len(name) <= SHOW_LIMIT else show(name)
 
 
+@dataclass(frozen=True)
+class Hint:
+    """A fix said in both interfaces: as a Python call (what ``str()`` gives, so a message built with an
+    f-string says it in Python) and as a command to paste on the command line. An error that names one
+    carries it in :attr:`ZooError.hints`, and the CLI says the command instead (:meth:`ZooError.for_cli`)."""
+
+    python: str  # e.g. "registry.register_dataset('cifar10', data)"
+    cli: str  # e.g. "`zoo datasets register cifar10 SOURCE`"
+
+    def __str__(self) -> str:
+        return self.python
+
+
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose.
 
     A message says its fix in Python's words (``pass weights='state_dict_ema'``); :attr:`keywords` names the
     keyword arguments it spells that way, so that another interface can say the same fix in its own words
     (:meth:`spelled`: ``--weights state_dict_ema`` on the command line, a sidecar key in the nightly import).
+    A fix that is a whole call rather than one keyword is a :class:`Hint` in :attr:`hints`: the command line
+    says its command instead (:meth:`for_cli`).
     """
 
     keywords: tuple[str, ...] = ()  # keyword arguments the message names as a fix, written kw='value' or kw=
+    hints: tuple[Hint, ...] = ()  # calls the message names as fixes, each with its command-line spelling
+
+    def hinting(self: E, *hints: Hint) -> E:
+        """Record ``hints`` (named in the message as their Python text). Returns self, so that
+        ``raise ZooError(f"... {hint}").hinting(hint)`` reads well."""
+        self.hints = (*self.hints, *hints)
+        return self
+
+    def for_cli(self: E) -> E:
+        """Say every :class:`Hint` of the message as its command (``zoo ...``) rather than as a Python call.
+        Idempotent; returns self."""
+        if self.hints and self.args and isinstance(self.args[0], str):
+            text = self.args[0]
+            for hint in sorted(self.hints, key=lambda h: -len(h.python)):  # longer first: no partial swaps
+                text = text.replace(hint.python, hint.cli)
+            self.args = (text, *self.args[1:])
+        return self
 
     def spelled(self, spell: Callable[[str, Any], str | None]) -> ZooError:
         """Say the fix in another interface's words: each ``kw='value'`` (or bare ``kw=``) in the message, for
@@ -150,13 +184,13 @@ class UnknownFamilyError(ZooError, LookupError):
 
     keywords = ("arch",)
 
-    def __init__(self, what: str, installed: Iterable[str]) -> None:
+    def __init__(self, what: str, installed: Iterable[str], fix: str = "") -> None:
         self.what = what
         self.installed = sorted(installed)
+        fix = fix or "Pass arch= explicitly, or install the plugin for it (see docs/writing-a-plugin.md)"
         super().__init__(
             f"no installed architecture family recognises {what}; installed families: "
-            f"{', '.join(self.installed) or '(none)'}. Pass arch= explicitly, or install the plugin for it "
-            "(see docs/writing-a-plugin.md)"
+            f"{', '.join(self.installed) or '(none)'}. {fix}"
         )
 
 
@@ -167,13 +201,15 @@ class UnknownPluginError(ZooError, LookupError):
         self.kind = kind
         self.name = name
         self.installed = sorted(installed)
+        listing = Hint("zoo.list_plugins()", "`zoo plugins`")
         hint = hint or (
-            "check the spelling, or install the plugin that provides it (`zoo plugins` lists what "
+            f"check the spelling, or install the plugin that provides it ({listing} lists what "
             "is loaded; ZOO_PLUGINS / ZOO_DISABLE_PLUGIN_AUTOLOAD may have left it out)"
         )
         super().__init__(
             f"unknown {kind} {name!r}; installed: {', '.join(self.installed) or '(none)'}; {hint}"
         )
+        self.hinting(listing)
 
 
 class ArchitectureMismatchError(ZooError):
@@ -247,10 +283,12 @@ class IntegrityError(ZooError):
     def __init__(self, sha256: str, path: str, reason: str) -> None:
         self.sha256 = sha256
         self.path = path
+        verify = Hint("registry.verify()", "`zoo verify`")
         super().__init__(
-            f"blob {sha256[:16]}… at {path} {reason}; it is not served. Run `zoo verify` to list damaged "
+            f"blob {sha256[:16]}… at {path} {reason}; it is not served. Run {verify} to list damaged "
             "blobs and re-add the checkpoint from its source"
         )
+        self.hinting(verify)
 
 
 class DatasetError(ZooError, ValueError):

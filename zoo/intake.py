@@ -6,6 +6,7 @@ weights against their architecture (through the family plugin), and the metadata
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -14,17 +15,20 @@ from typing import Any
 import torch
 
 from zoo.checkpoint_io import CheckpointLike, detect_weights, fit_prefix, read_checkpoint
-from zoo.errors import ZooError, show
+from zoo.errors import NotFoundError, ZooError, show
 from zoo.plugins import get_family, resolve_arch
-from zoo.records import ORIGINS, ArchSpec
+from zoo.records import ORIGINS, ArchSpec, CheckpointRecord
 from zoo.store.checkpoints import NewCheckpoint
 from zoo.validation import check_json, check_metrics, check_name
+
+log = logging.getLogger(__name__)
 
 
 def prepare_checkpoint(
     checkpoint: CheckpointLike,
     *,
     base_arch: Callable[[str | int], ArchSpec],
+    parent_record: Callable[[str | int], CheckpointRecord] | None = None,
     name: str | None = None,
     arch: str | ArchSpec | None = None,
     dataset: str | None = None,
@@ -40,7 +44,9 @@ def prepare_checkpoint(
 ) -> NewCheckpoint:
     """The checked checkpoint that :meth:`~zoo.registry.Registry.add` stores (see it for the arguments);
     ``base_arch(ref)`` is the architecture of the registered checkpoint ``ref`` (for weights applied on a
-    base)."""
+    base); ``parent_record(ref)`` the record of the registered checkpoint ``ref``: a parent is resolved
+    before anything is written (a missing one raises :class:`~zoo.errors.NotFoundError` and leaves nothing
+    behind), and without a ``dataset`` the new version inherits the parent's."""
     if origin not in ORIGINS:
         raise ZooError(f"unknown origin {show(origin)}; choose from {', '.join(ORIGINS)}")
     checked_metrics = check_metrics(metrics)
@@ -60,6 +66,15 @@ def prepare_checkpoint(
             )
     if dataset is not None:
         check_name(dataset, "dataset")
+    if parent is not None and parent_record is not None:
+        try:
+            parent_rec = parent_record(parent)
+        except NotFoundError as exc:
+            exc.args = (f"parent {show(parent)}: {exc.args[0]}", *exc.args[1:])  # which reference failed
+            raise
+        if dataset is None and parent_rec.dataset is not None:  # a new version keeps what it was trained on
+            dataset = parent_rec.dataset
+            log.info("dataset %s inherited from parent %s", dataset, parent_rec.ref)
     read = read_checkpoint(checkpoint, weights=weights, strip_prefix=strip_prefix)
     try:
         spec = resolve_arch(arch) if arch is not None else detect_weights(read)  # may strip a shared prefix
@@ -87,7 +102,11 @@ def prepare_checkpoint(
         name = stem or spec.name
     name = check_name(name)
     if family.requires_base(spec) and base is None:
-        raise ZooError(f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)")
+        refusal = ZooError(
+            f"{spec} applies on top of a base checkpoint; pass base= (a registered checkpoint)"
+        )
+        refusal.keywords = ("base",)  # --base on the command line, a sidecar key in the nightly import
+        raise refusal
     meta_all = {
         **({"source": read.source} if isinstance(checkpoint, (str, os.PathLike)) else {}),
         **read.notes(),

@@ -27,7 +27,7 @@ import pluggy
 import torch
 
 from zoo import hookspecs
-from zoo.errors import UnknownFamilyError, UnknownPluginError, ZooError, show
+from zoo.errors import Hint, UnknownFamilyError, UnknownPluginError, ZooError, show
 from zoo.family import ArchitectureFamily, natural_key, strip_wrapper_prefixes
 from zoo.records import ArchSpec
 
@@ -311,8 +311,23 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
     else:
         spec = get_plugin_manager().hook.zoo_resolve_architecture(name=text, overrides=overrides)
     if spec is None:
-        raise UnknownFamilyError(f"architecture {arch!r}", families())
+        raise unknown_architecture(arch)
     return spec
+
+
+def unknown_architecture(name: str) -> UnknownFamilyError:
+    """The refusal of an architecture name no family knows: the closest known names and where to list them."""
+    import difflib
+
+    known = {a.split("/", 1)[1]: a for a in list_architectures()}
+    close = difflib.get_close_matches(name.strip(), list(known), n=3, cutoff=0.6)
+    listing = Hint("zoo.list_architectures()", "`zoo plugins`")
+    fix = (f"Did you mean {' or '.join(close)}? " if close else "") + (
+        f"{listing} lists the known architectures; for another family, install its plugin (see "
+        "docs/writing-a-plugin.md)"
+    )
+    err = UnknownFamilyError(f"architecture {name!r}", families(), fix)
+    return err.hinting(listing)
 
 
 def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:

@@ -24,7 +24,7 @@ from zoo import retrieval
 from zoo.checkpoint_io import CheckpointLike
 from zoo.errors import ZooError
 from zoo.intake import prepare_checkpoint
-from zoo.plugins import get_family
+from zoo.plugins import families, get_family
 from zoo.records import (
     AliasRecord,
     ArchSpec,
@@ -44,7 +44,7 @@ from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, sqlite_path
 from zoo.store.generators import GENERATOR_STATUSES
 from zoo.store.repositories import Repositories
-from zoo.validation import check_json, check_metrics, check_name
+from zoo.validation import check_family, check_json, check_limit, check_metrics, check_name
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from zoo.diffing import WeightsDiff
@@ -130,8 +130,9 @@ class Registry:
         weights. The weights are checked against the architecture (every key, every shape) before
         anything is stored. Adding under an existing ``name`` makes a new version; adding the very same
         weights under the same name again raises :class:`DuplicateError` (or, with ``exist_ok``, returns
-        the existing record). ``parent``/``origin`` record lineage; ``base`` names the checkpoint that
-        weights apply on top of (LoRA). On any error nothing is stored.
+        the existing record). ``parent``/``origin`` record lineage (a version added with a ``parent`` and no
+        ``dataset`` inherits the parent's dataset); ``base`` names the checkpoint that weights apply on top
+        of (LoRA). On any error nothing is stored.
 
         Foreign checkpoints (PyTorch Lightning ``.ckpt``, timm, DDP, torch.compile; see
         :mod:`zoo.checkpoint_io`): the weights are taken from under ``state_dict``/``model``/... and a prefix
@@ -144,6 +145,7 @@ class Registry:
         new = prepare_checkpoint(
             checkpoint,
             base_arch=lambda ref: self.get(ref).arch,
+            parent_record=self.get,
             name=name,
             arch=arch,
             dataset=dataset,
@@ -206,8 +208,12 @@ class Registry:
         ``tags`` must all be present; ``metrics`` are thresholds such as ``["accuracy>=0.9"]`` or
         ``{"accuracy": ">=0.9"}``; ``name`` may be a glob (``"resnet*"``); ``after`` keeps checkpoints
         registered after the one with that id (ids grow with every add, follow commit order and are never
-        reused, so a watermark such as a generator's sees every later add exactly once).
+        reused, so a watermark such as a generator's sees every later add exactly once). A ``family`` that is
+        neither installed nor registered, or a ``limit`` that is not a positive integer, raises
+        :class:`ZooError` (never an empty or unlimited answer).
         """
+        check_family(family, families(), lambda: self.stats()["families"])
+        check_limit(limit)
         return self.repos.checkpoints.search(
             family=family,
             arch=arch,
@@ -482,7 +488,13 @@ class Registry:
         )
 
     def generators(self, *, family: str | None = None, status: str | None = None) -> list[GeneratorRecord]:
-        """Generator versions, newest first, optionally only those covering ``family`` or with ``status``."""
+        """Generator versions, newest first, optionally only those covering ``family`` or with ``status`` (an
+        unknown family or status raises :class:`ZooError` naming the known ones)."""
+        check_family(
+            family, families(), lambda: {f for g in self.repos.generators.list() for f in g.families}
+        )
+        if status is not None:
+            _check_status(status)
         return self.repos.generators.list(family=family, status=status)
 
     def get_generator(self, ref: str | int) -> GeneratorRecord:

@@ -11,10 +11,10 @@ import math
 import numbers
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from zoo.errors import InvalidNameError, ZooError, show
+from zoo.errors import Hint, InvalidNameError, ZooError, show
 from zoo.refs import NAME_RE
 
 METRIC_OPERATOR_CHARS = "<>=!"  # a metric name holds none of them, so every stored name can be searched
@@ -142,6 +142,35 @@ def as_id(value: object, what: str) -> int:
     return int(mt[1])
 
 
+def check_limit(limit: object, what: str = "limit") -> int | None:
+    """``limit`` if it is None (no limit) or a positive integer; anything else (0, -1, 2.5) is refused rather
+    than read as "no limit"."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ZooError(f"{what} must be a positive integer, not {show(limit)}; leave it out for no limit")
+    return limit
+
+
+def check_family(
+    family: str | None, installed: Iterable[str], registered: Callable[[], Iterable[str]]
+) -> None:
+    """Refuse a family filter that names neither an installed family nor one of registered checkpoints
+    (``registered()`` is asked only then), listing the known ones: a typo is never an empty answer."""
+    if family is None:
+        return
+    installed = set(installed)
+    if family in installed:
+        return
+    known = installed | set(registered())
+    if family not in known:
+        listing = Hint("zoo.list_families()", "`zoo plugins`")
+        raise ZooError(
+            f"unknown family {show(family)}; known families: {', '.join(sorted(known)) or '(none)'} "
+            f"({listing} lists the installed ones)"
+        ).hinting(listing)
+
+
 def _finite(text: str) -> float | None:
     try:
         value = float(text)
@@ -159,7 +188,9 @@ __all__ = [
     "METRIC_OPERATOR_CHARS",
     "OPS",
     "as_id",
+    "check_family",
     "check_json",
+    "check_limit",
     "check_metrics",
     "check_name",
     "parse_metric_filters",

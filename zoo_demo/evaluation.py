@@ -31,7 +31,7 @@ from igpg.evaluation import flat_weights as _flat
 from igpg.generator import Generator
 from zoo import CheckpointRecord, embed_arch, get_embedding, get_family, resolve_arch, unchunk
 from zoo.training import Curve, accuracy, fine_tune
-from zoo_demo.tinyzoo import ARCH, TASKS, evaluate, task_data, train_member
+from zoo_demo.tinyzoo import ARCH, evaluate, register_task, task_data, train_member
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +212,7 @@ def held_out_task(
     spec = resolve_arch(ARCH)
     family = get_family(spec.family)
     train_set, test_set = task_data(task)
-    if task not in {d.name for d in registry.datasets()}:
-        registry.register_dataset(task, train_set, description=TASKS[task].description)
+    register_task(registry, task, train_set)  # refuses the name bound to other data
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(train_set.labels), generator=g)[:support]
     sx, sy = train_set.images[pick], train_set.labels[pick]

@@ -59,7 +59,16 @@ from tqdm.auto import tqdm
 from zoo import ArchSpec, CheckpointRecord, Registry, get_family, resolve_arch
 from zoo.datasets import ImageDataset
 from zoo.errors import ConfigError
-from zoo_demo.tinyzoo import HELD_OUT, TASKS, default_tasks, evaluate, mnist_dir, task_data
+from zoo_demo.tinyzoo import (
+    HELD_OUT,
+    TASKS,
+    check_task_name,
+    default_tasks,
+    evaluate,
+    mnist_dir,
+    register_task,
+    task_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +247,10 @@ def build_resnet_zoo(
     _check(task_list, seed_list, epochs, train_limit, allow_held_out)
     for d, w in shapes:
         resnet_spec(d, w)  # refuses a depth that is not 6n+2 or a bad width before anything trains
-    datasets = {d.name for d in registry.datasets() if d.num_samples}
+    registered = {d.name: d for d in registry.datasets()}
+    for task in task_list:  # refuse a task name bound to other data before anything trains
+        check_task_name(registered.get(task), task, task_data(task, mnist_limit=mnist_limit)[0])
+    datasets: set[str] = set()
     records: list[CheckpointRecord] = []
     added: set[int] = set()
     total = len(task_list) * len(shapes) * len(seed_list)
@@ -247,7 +259,7 @@ def build_resnet_zoo(
         for task in task_list:
             train_set, _ = task_data(task, mnist_limit=mnist_limit)
             if register_datasets and task not in datasets:
-                registry.register_dataset(task, train_set, description=TASKS[task].description)
+                register_task(registry, task, train_set, registered.get(task))
                 datasets.add(task)
             fit_set = limit_train_set(train_set, train_limit)
             c, size, _ = train_set.image_shape

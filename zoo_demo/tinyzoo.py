@@ -17,12 +17,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from zoo import CheckpointRecord, Registry, get_family, resolve_arch, shared_data_candidates
-from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, rotate
-from zoo.errors import DatasetError
+from zoo import CheckpointRecord, DatasetRecord, Registry, get_family, resolve_arch, shared_data_candidates
+from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, mirror, rotate
+from zoo.errors import DatasetError, Hint
 from zoo.training import accuracy, train
 
 log = logging.getLogger(__name__)
@@ -115,9 +114,7 @@ def held_out_tasks() -> tuple[str, ...]:
 @lru_cache(maxsize=4)
 def _source(name: str, mnist_limit: int) -> ImageDataset:
     if name == "digits":
-        return load_digits().map_images(
-            lambda x: F.interpolate(x, size=28, mode="bilinear", align_corners=False)
-        )
+        return load_digits().resize(28)  # 28x28, as cnn-tiny takes; the source records the resize
     path = mnist_dir()
     if path is None:
         raise DatasetError(
@@ -133,7 +130,7 @@ _TRANSFORMS: dict[str, Callable[[ImageDataset], ImageDataset]] = {  # transform 
     "rot270": lambda d: rotate(d, 270),
     "rot15": lambda d: rotate(d, 15),
     "invert": invert,
-    "mirror": lambda d: d.map_images(lambda x: torch.flip(x, dims=(3,))),
+    "mirror": mirror,
 }
 
 
@@ -165,20 +162,27 @@ def build_tiny_zoo(
     Every network gets about ``steps`` Adam steps (whole epochs), whatever the size of its task.
 
     Checkpoints are named ``{task}-s{seed}``; one that is already registered is kept, not retrained.
-    Each task's training split is registered as a dataset of the task's name (with its embeddings).
+    Each task's training split is registered as a dataset of the task's name (with its embeddings and a
+    source zoo can read again: ``zoo get cnn-tiny --dataset digits-rot15 --labelled digits`` scores on it),
+    so a checkpoint is filed under the data it was trained on. A task whose name is registered with other
+    data (``zoo datasets register digits digits`` registers scikit-learn's raw 8x8 images, not the task's
+    28x28 training split) is refused with :class:`~zoo.errors.DatasetError` before anything is trained.
     """
     spec = resolve_arch(ARCH)
     names = list(tasks or default_tasks())
     jobs = [(t, s) for t in names for s in range(per_task)]
     existing = {r.name: r for r in registry.search(arch=spec)}
     out: list[CheckpointRecord] = []
-    datasets = {d.name for d in registry.datasets() if d.num_samples}
+    registered = {d.name: d for d in registry.datasets()}
+    for task in dict.fromkeys(names):  # refuse a name bound to other data before training anything
+        check_task_name(registered.get(task), task, task_data(task, mnist_limit=mnist_limit)[0])
+    datasets: set[str] = set()  # tasks whose dataset record holds their training split, with its source
     for task, seed in tqdm(jobs, desc="build tiny zoo", unit="net", disable=not progress):
         name = f"{task}-s{seed}"
         train_set, test_set = task_data(task, mnist_limit=mnist_limit)
         if register_datasets and task not in datasets:
-            registry.register_dataset(task, train_set, description=TASKS[task].description)
-            datasets.add(task)
+            register_task(registry, task, train_set, registered.get(task))
+        datasets.add(task)
         if name in existing:
             out.append(existing[name])
             continue
@@ -197,6 +201,36 @@ def build_tiny_zoo(
             )
         )
     return out
+
+
+def register_task(
+    registry: Registry, task: str, train_set: ImageDataset, known: DatasetRecord | None = None
+) -> DatasetRecord:
+    """Register ``task``'s training split as dataset ``task``, with a source zoo can read again; idempotent
+    (``known``: its record, when the caller has it). A name registered with other data is refused
+    (:func:`check_task_name`): a checkpoint is filed only under the data it was trained on."""
+    rec = known if known is not None else next((d for d in registry.datasets() if d.name == task), None)
+    check_task_name(rec, task, train_set)
+    if rec is not None and rec.fingerprint == train_set.fingerprint and rec.meta.get("source"):
+        return rec  # already there, readable again
+    return registry.register_dataset(task, train_set, description=TASKS[task].description)
+
+
+def check_task_name(rec: DatasetRecord | None, task: str, train_set: ImageDataset) -> None:
+    """Refuse a task whose name is registered with other data (one meaning per dataset name): raises
+    :class:`~zoo.errors.DatasetError` naming both and the fix."""
+    if rec is None or not rec.fingerprint or rec.fingerprint == train_set.fingerprint:
+        return  # not registered, known by name only, or the very data
+    shape = "x".join(map(str, rec.meta.get("image_shape") or ())) or "?"
+    want = "x".join(map(str, train_set.image_shape))
+    remove = Hint(f"registry.remove_dataset({task!r})", f"`zoo datasets rm {task}`")
+    raise DatasetError(
+        f"dataset {task!r} is registered with other data ({rec.num_samples} images of {shape}, fingerprint "
+        f"{rec.fingerprint[:12]}) than the tiny zoo's task {task!r} ({train_set.num_samples} images of "
+        f"{want}: {TASKS[task].description}); its checkpoints would be filed under data they were not "
+        f"trained on. Build the tiny zoo in a registry of its own, or remove the other dataset first "
+        f"({remove})"
+    ).hinting(remove)
 
 
 def train_member(
@@ -236,7 +270,9 @@ __all__ = [
     "default_tasks",
     "evaluate",
     "held_out_tasks",
+    "check_task_name",
     "mnist_dir",
+    "register_task",
     "task_data",
     "train_member",
 ]

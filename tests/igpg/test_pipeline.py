@@ -121,8 +121,9 @@ def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  #
     loaded = igpg.load_generator(reg, "igpg:v1")
     assert loaded.to_bytes() == gen.to_bytes()
     assert reg.verify().clean
-    with pytest.raises(zoo.NotFoundError, match="zoo train"):
+    with pytest.raises(zoo.NotFoundError, match="train_on_registry") as missing:
         reg.get_generator("igpg:v9")
+    assert "`zoo train`" in str(missing.value.for_cli())  # the command line names the command
 
 
 @pytest.mark.parametrize("stage", ["tokenizer", "prior"])

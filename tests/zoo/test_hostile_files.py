@@ -279,7 +279,8 @@ def test_blob_replaced_by_other_valid_weights_of_the_same_size_is_never_served(t
     for load in (reg.load, reg.load_state_dict, lambda ref: reg.blobs.read(reg.get(ref).sha256)):
         with pytest.raises(zoo.IntegrityError, match="does not match its hash") as err:
             load("a")
-        assert err.value.sha256 == a.sha256 and "zoo verify" in str(err.value)
+        assert err.value.sha256 == a.sha256 and "registry.verify()" in str(err.value)
+        assert "`zoo verify`" in str(err.value.for_cli())
     assert torch.equal(reg.load_state_dict("b")["features.0.weight"], tiny_state(2)["features.0.weight"])
     rep = reg.verify()
     assert rep.corrupt == (a.sha256,) and rep.ok == 1

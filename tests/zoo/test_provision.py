@@ -125,9 +125,12 @@ def test_a_request_parses_its_architecture_once_at_the_door(served, monkeypatch)
 
 def test_another_architecture_never_gets_a_cnn_tiny_checkpoint(served) -> None:  # type: ignore[no-untyped-def]
     for fn in (zoo.retrieve_or_generate, zoo.retrieve, zoo.generate):  # adapt=False: no Net2Net widening
-        with pytest.raises(zoo.NoWeightsError, match=r"zoo train --arch cnn-small") as info:
+        with pytest.raises(
+            zoo.NoWeightsError, match=r"train_on_registry\(registry, arch='cnn-small'"
+        ) as info:
             fn("cnn-small", "digits", registry=served.reg, min_similarity=-1.0, adapt=False)
         assert isinstance(info.value, zoo.GeneratorError) and isinstance(info.value, zoo.NotFoundError)
+        assert "`zoo train --arch cnn-small --promote`" in str(info.value.for_cli())
     with pytest.raises(zoo.NoWeightsError, match="igpg:v1 \\(promoted\\) knows cnn-tiny"):
         zoo.retrieve_or_generate("cnn-small", "digits", registry=served.reg, adapt=False)
     # by default a cnn-tiny checkpoint is widened to cnn-small (the adapted source), never served as it is
@@ -197,7 +200,7 @@ def test_register_stores_generated_weights_with_their_generator(served) -> None:
 def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -> None:
     digits = _digits()
     registry.register_dataset("digits", digits, encoders=["pixels"])
-    with pytest.raises(zoo.NoWeightsError, match="no checkpoint of cnn-tiny.*zoo train --arch cnn-tiny"):
+    with pytest.raises(zoo.NoWeightsError, match="no checkpoint of cnn-tiny.*arch='cnn-tiny', promote=True"):
         zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
     registry.register_dataset("digits-rot90", rotate(digits, 90), encoders=["pixels"])
     torch.manual_seed(0)
@@ -210,10 +213,11 @@ def test_without_a_generator_the_error_names_zoo_train(registry: zoo.Registry) -
     # not similar enough and nothing to generate with: the nearest compatible checkpoint, saying so
     p = zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry)
     assert p.source == "retrieved" and p.checkpoint.id == far.id and p.similarity < 0.99
-    assert "fallback_to_nearest" in p.reason and "zoo train --arch cnn-tiny" in p.reason
+    assert "fallback_to_nearest" in p.reason and "train_on_registry(registry, arch='cnn-tiny'" in p.reason
+    assert "`zoo train --arch cnn-tiny --promote`" in p.reason_for_cli()
     with pytest.raises(zoo.NoWeightsError, match="no generator is trained for family 'cnn'"):
         zoo.retrieve_or_generate("cnn-tiny", "digits", registry=registry, fallback_to_nearest=False)
-    with pytest.raises(zoo.NoWeightsError, match="zoo train"):
+    with pytest.raises(zoo.NoWeightsError, match="train_on_registry"):
         zoo.generate("cnn-tiny", "digits", registry=registry)
     # a cnn-small request gets the cnn-small checkpoint, never the (identical-dataset) cnn-tiny one
     for arch, want in (("cnn-small", small.id), ("cnn-tiny", far.id)):
@@ -300,7 +304,7 @@ def test_a_compatible_checkpoint_without_a_dataset_is_scored_too(
             r.checkpoint.id == only.id and "served the best-scoring compatible checkpoint anyway" in r.reason
         )
         with pytest.raises(
-            zoo.NoWeightsError, match="no checkpoint of cnn-tiny is registered with a dataset"
+            zoo.NoWeightsError, match="checkpoints of cnn-tiny are registered, but none with a dataset"
         ):
             zoo.retrieve_or_generate("cnn-tiny", query, registry=other)  # nothing to rank without labels
 
@@ -496,7 +500,7 @@ def test_a_damaged_checkpoint_is_skipped_and_marked_not_fatal(registry: zoo.Regi
     q = zoo.retrieve("cnn-tiny", "near", registry=registry)
     assert q.checkpoint.id == fine.id and f"skipped {good.ref}" in q.reason
     registry.remove(fine.ref)
-    with pytest.raises(zoo.NoWeightsError, match="damaged.*zoo verify"):
+    with pytest.raises(zoo.NoWeightsError, match=r"damaged.*registry.verify\(\)"):
         zoo.retrieve("cnn-tiny", "near", registry=registry)
 
 

@@ -174,7 +174,7 @@ def test_without_adaptation_the_old_error_is_raised_unchanged(reg: zoo.Registry)
     with pytest.raises(zoo.NoWeightsError) as info:
         zoo.retrieve_or_generate(target, "digits", registry=reg, adapt=False)
     assert str(info.value) == (
-        f"no weights for {label} on dataset 'digits': no checkpoint of {label} is registered with a dataset, "
+        f"no weights for {label} on dataset 'digits': no checkpoint of {label} is registered, "
         f"and no generator is trained for family 'resnet'. {fix_hint(target)}"
     )
     # zoo.retrieve and zoo.generate never adapt
@@ -381,7 +381,8 @@ def test_a_family_generator_that_knows_an_unseen_depth_serves_it(reg: zoo.Regist
             zoo.generate(resnet(32), "digits", registry=reg)
     msg = str(info.value)
     assert "no generator knows" in msg and "fake:v1 (promoted) knows resnet8" in msg
-    assert "zoo train --family resnet" in msg
+    assert "train_on_registry(registry, family='resnet'" in msg
+    assert "`zoo train --family resnet --promote`" in str(info.value.for_cli())
 
 
 def test_generators_trained_on_the_spec_go_first_then_the_family_one_at_a_time(reg: zoo.Registry) -> None:

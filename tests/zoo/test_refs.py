@@ -151,8 +151,9 @@ def test_hints_say_what_is_true(registry: zoo.Registry) -> None:
         registry.get("net:v2")
     with pytest.raises(zoo.NotFoundError, match="from v1 to v2"):
         registry.get("net:v0")
-    with pytest.raises(zoo.NotFoundError, match="set it with `zoo alias net:vN best`"):
+    with pytest.raises(zoo.NotFoundError, match=r"set it with registry.alias\('net:vN', 'best'\)") as alias:
         registry.get("net@best")
+    assert "set it with `zoo alias net:vN best`" in str(alias.value.for_cli())
     with pytest.raises(zoo.NotFoundError, match="no checkpoint named 'gone'") as err:
         registry.get("gone@best")  # no such name: no advice to alias it
     assert "alias" not in str(err.value)

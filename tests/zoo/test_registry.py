@@ -237,11 +237,13 @@ def test_nan_weights_are_refused(registry: Registry) -> None:
 
 
 def test_not_found_errors_say_what_to_do(registry: Registry) -> None:
-    with pytest.raises(zoo.NotFoundError, match="zoo list"):
+    with pytest.raises(zoo.NotFoundError, match=r"registry.list\(\)") as err:  # Python: a call
         registry.get("nope")
+    assert "`zoo list`" in str(err.value.for_cli())  # the command line: a command to paste
     registry.add(tiny_cnn(), name="x")
-    with pytest.raises(zoo.NotFoundError, match="zoo alias"):
+    with pytest.raises(zoo.NotFoundError, match=r"registry.alias\(") as err:
         registry.get("x@best")
+    assert "`zoo alias x:vN best`" in str(err.value.for_cli())
 
 
 # --- removal, integrity ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import zoo.embeddings as E
 from zoo.datasets import ImageDataset, from_arrays, invert, load_digits, rotate
 from zoo.encoders import DatasetEncoder, get_dataset_encoder
 from zoo.encoders.clip import SMALL_TEST_CONFIG, ClipDatasetEncoder
-from zoo.errors import DatasetError, DuplicateError, NotFoundError, UnknownPluginError
+from zoo.errors import DatasetError, DuplicateError, UnknownPluginError
 
 
 class Counting(DatasetEncoder):
@@ -222,8 +222,9 @@ def test_placeholder_datasets_are_not_ranked(registry: zoo.Registry, tasks) -> N
     assert [n.dataset for n in got] == ["digits"]
     report = E.refresh_stale(registry, archs=False)
     assert report.datasets_need_data == ("unregistered",)
-    with pytest.raises(NotFoundError, match="register_dataset"):
-        E.nearest(registry, "cnn-tiny", "unregistered", k=1)
+    # a name known without data still matches exactly the checkpoints registered with it (issue 17)
+    (hit,) = E.nearest(registry, "cnn-tiny", "unregistered", k=5)
+    assert hit.dataset == "unregistered" and hit.similarity == 1.0 and hit.method == "name"
 
 
 def test_retrieval_caches_belong_to_each_registry(

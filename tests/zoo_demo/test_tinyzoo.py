@@ -70,3 +70,45 @@ def test_the_demo_command_comes_from_its_plugin() -> None:
     res = CliRunner().invoke(cli, ["demo", "--help"])
     assert res.exit_code == 0 and "The main job" in res.output
     assert next(p for p in zoo.list_plugins() if p.name == "demo").module == "zoo_demo.plugin"
+
+
+def test_tasks_are_registered_with_the_data_they_train_on(registry: zoo.Registry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: the tiny zoo's 'digits' is its 28x28 training split, readable again; a registry where
+    'digits' means other data (scikit-learn's raw 8x8 images) is refused, not filed under it."""
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+    from zoo.datasets import load_source
+
+    build_tiny_zoo(registry, ["digits", "digits-rot15"], per_task=1, steps=20, progress=False)
+    for task in ("digits", "digits-rot15"):
+        rec = registry.get_dataset(task)
+        assert rec.meta["image_shape"] == [1, 28, 28]
+        assert (
+            load_source(rec.meta["source"]).fingerprint == rec.fingerprint == task_data(task)[0].fingerprint
+        )
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--registry",
+            registry.url,
+            "--blob-root",
+            str(registry.blobs.root),
+            "get",
+            "cnn-tiny",
+            "--dataset",
+            "digits-rot15",
+            "--labelled",
+            "digits",
+            "--out",
+            str(tmp_path / "w.safetensors"),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    with zoo.Registry(tmp_path / "other.db") as other:
+        other.register_dataset("digits", "digits", encoders=["pixels"])  # the built-in: raw 8x8 images
+        with pytest.raises(zoo.DatasetError, match="registered with other data .*1x8x8.*1x28x28") as err:
+            build_tiny_zoo(other, ["digits"], per_task=1, steps=20, progress=False)
+        assert "`zoo datasets rm digits`" in str(err.value.for_cli())
+        assert other.stats()["checkpoints"] == 0  # refused before anything was trained or filed

@@ -10,6 +10,7 @@ import math
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -223,10 +224,14 @@ def check_zip(path: Path, src: str) -> None:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except Exception as exc:  # zipfile is a parser: whatever it refuses is a broken file
+        with open(path, "rb") as fh:
+            starts_well = fh.read(4) == b"PK\x03\x04"
+        if starts_well and "not a zip file" in str(exc):  # the archive's directory, at its end, is missing
+            raise _broken(src, path, EOFError("the zip directory at the end is missing")) from None
         raise CheckpointError(
             src,
-            f"truncated or corrupt torch file (bad zip archive: {str(exc)[:200]})",
-            "re-download or re-save the file",
+            f"corrupt torch file (bad zip archive: {str(exc)[:200]})",
+            "re-download or re-save it",
         ) from None
     packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     if packed:
@@ -239,26 +244,54 @@ def check_zip(path: Path, src: str) -> None:
 
 def torch_load(path: Path, src: str | None = None) -> Any:
     """``torch.load(weights_only=True)``: pickled code is refused before anything runs
-    (UnsafeCheckpointError), any other failure is a broken file (CheckpointError)."""
+    (UnsafeCheckpointError), any other failure is a broken file (CheckpointError): a truncated one says so.
+    torch's warnings about the pickle (protocol, ``weights_only`` defaults) are not the user's business and
+    are kept off the terminal."""
     src = src or str(path)
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # e.g. "Detected pickle protocol 4", FutureWarning on weights_only
+            return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        if _UNSAFE_RE.search(str(exc)):
+        if _UNSAFE_RE.search(str(exc)) and not _cut_short(str(exc)):
             raise UnsafeCheckpointError(src, _short_reason(str(exc))) from None
-        raise CheckpointError(
-            src,
-            f"truncated or corrupt torch file (corrupt pickle: {_detail(exc)})",
-            "re-download or re-save the file",
-        ) from None
+        raise _broken(src, path, exc) from None
     except (
         Exception
     ) as exc:  # the weights-only unpickler and torch's readers raise many kinds on broken input
-        raise CheckpointError(
+        raise _broken(src, path, exc) from None
+
+
+_TRUNCATED_RE = re.compile(r"unexpected EOF|EOF|exhausted|truncat|ran out of input", re.IGNORECASE)
+
+
+def _cut_short(message: str) -> bool:
+    """Whether a weights-only refusal names a global cut off mid-name (``GLOBAL torch.``): a truncated file,
+    not pickled code."""
+    mt = re.search(r"GLOBAL (\S*)", message)
+    return mt is not None and (not mt[1] or mt[1].endswith("."))
+
+
+def _broken(src: str, path: Path, exc: BaseException) -> CheckpointError:
+    """The refusal of a torch file that cannot be read: truncated (it ends before its data do) or corrupt."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "its size unknown"
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, EOFError) or _TRUNCATED_RE.search(text) or _cut_short(text):
+        return CheckpointError(
             src,
-            f"truncated or corrupt torch file ({type(exc).__name__}: {_detail(exc)})",
-            "re-download or re-save the file",
-        ) from None
+            f"the torch file is truncated: it ends ({size}) before its data do",
+            "re-download or re-copy it (compare its size with the original)",
+        )
+    return CheckpointError(
+        src,
+        f"corrupt torch file ({type(exc).__name__}: {_detail(exc)})",
+        "re-download or re-save it",
+    )
 
 
 def _detail(exc: BaseException) -> str:

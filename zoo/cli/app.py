@@ -136,7 +136,7 @@ class ZooGroup(click.Group):
             return super().invoke(ctx)
         except ZooError as exc:
             discard_new_registry(ctx)
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {exc.for_cli()}", err=True)  # its hints as commands to paste
             ctx.exit(1)
 
 
@@ -185,7 +185,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ZooError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {exc.for_cli()}", err=True)
         sys.exit(1)
     except SystemExit:
         raise

@@ -25,7 +25,7 @@ def datasets() -> None:
 @datasets.command("register")
 @click.argument("name")
 @click.argument("source")
-@click.option("--description", default=None)
+@click.option("--description", default=None, help="What the data are (shown by `zoo datasets list`).")
 @click.option("--encoder", "encoders", multiple=True, help="Dataset encoder id (repeatable; default: all).")
 @click.option("--replace", is_flag=True, help="Replace a dataset of that name whose content differs.")
 @json_option
@@ -69,7 +69,7 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
                     str(r.num_samples),
                     str(r.num_classes),
                     r.fingerprint[:12] or "-",
-                    r.description[:60],
+                    r.description or "-",  # whole: a cut description misleads
                 ]
                 for r in recs
             ],

@@ -39,7 +39,7 @@ def verify(ctx: click.Context, repair: bool, grace_s: float | None, as_json: boo
             f"checked {rep.checked} blobs: {rep.ok} ok, {len(rep.missing)} missing, "
             f"{len(rep.corrupt)} corrupt,"
             f" {len(rep.orphan_files)} orphan files, {len(rep.orphan_rows)} orphan rows"
-            + (" (repaired orphans)" if repair else "")
+            + (" (removed them)" if repair and (rep.orphan_files or rep.orphan_rows) else "")
         )
         for sha in rep.missing:
             click.echo(f"missing  {sha}")
@@ -196,7 +196,9 @@ def reindex(
 @click.option(
     "--status", type=click.Choice(["running", "succeeded", "failed", "skipped", "killed"]), default=None
 )
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs."
+)
 @json_option
 @click.pass_context
 def jobs(ctx: click.Context, kind: str | None, status: str | None, limit: int, as_json: bool) -> None:

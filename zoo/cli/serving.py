@@ -13,10 +13,16 @@ from zoo.cli.app import (
 )
 
 
+def resolve(arch: str):  # type: ignore[no-untyped-def]
+    from zoo.plugins import resolve_arch
+
+    return resolve_arch(arch)
+
+
 @cli.command()
 @click.argument("arch")
 @click.argument("dataset")
-@click.option("-k", default=5, show_default=True, help="How many checkpoints.")
+@click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="How many checkpoints.")
 @click.option("--encoder", default=None, help="Dataset encoder id (default: the offline default).")
 @click.option(
     "--match",
@@ -30,8 +36,14 @@ from zoo.cli.app import (
 def nearest(
     ctx: click.Context, arch: str, dataset: str, k: int, encoder: str | None, match: str, as_json: bool
 ) -> None:
-    """Checkpoints of ARCH ranked by how similar their dataset is to DATASET (a registered name)."""
-    hits = registry_of(ctx).nearest(arch, dataset, k, encoder=encoder, match=match)
+    """Checkpoints of ARCH ranked by how similar their dataset is to DATASET (a registered name, see `zoo
+    datasets list`; or data: an image folder, an MNIST folder, digits). A registered name without a vector
+    yet matches the checkpoints registered with exactly that name (similarity 1.0). When none is found it
+    says why, with the command that fixes it."""
+    from zoo.retrieval import why_none
+
+    reg = registry_of(ctx)
+    hits = reg.nearest(arch, dataset, k, encoder=encoder, match=match)
     emit(
         [{"ref": h.checkpoint.ref, "similarity": h.similarity, "dataset": h.dataset} for h in hits],
         as_json,
@@ -40,6 +52,11 @@ def nearest(
             ["REF", "SIMILARITY", "DATASET"],
         ),
     )
+    if not hits and not as_json:  # say why, on stderr (stdout stays the table; --json stays [] alone)
+        reason, hints = why_none(reg, resolve(arch), dataset, encoder=encoder, match=match)
+        for hint in hints:
+            reason = reason.replace(hint.python, hint.cli)
+        click.echo(f"nothing found: {reason}", err=True)
 
 
 @cli.command()
@@ -85,8 +102,9 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     "--dataset",
     default=None,
     metavar="NAME_OR_PATH",
-    help="A registered dataset name, a built-in (digits), an image folder or an MNIST folder (required "
-    "unless ARCH is a checkpoint reference).",
+    help="A registered dataset name (`zoo datasets list`; a name without a vector yet matches the "
+    "checkpoints registered with exactly it), a built-in (digits: scikit-learn's raw 8x8 images), an image "
+    "folder or an MNIST folder (required unless ARCH is a checkpoint reference).",
 )
 @click.option(
     "--out",
@@ -97,7 +115,7 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
 )
 @click.option(
     "--min-similarity",
-    type=float,
+    type=click.FloatRange(-1.0, 1.0),
     default=None,
     help="Dataset similarity a checkpoint needs to be served as is (default: 0.99, calibrated for the "
     "pixels encoder).",
@@ -112,7 +130,9 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     "--labelled",
     metavar="PATH",
     default=None,
-    help="Labelled samples (image folder, MNIST folder, digits) to score candidates on and pick the best.",
+    help="Labelled samples to score candidates on and pick the best: a registered dataset whose data zoo "
+    "can read again (its name always means its own data; `zoo datasets list`), an image folder, an MNIST "
+    "folder, or digits (scikit-learn's raw 8x8 images). Their image size must be what ARCH takes.",
 )
 @click.option(
     "--samples", type=int, default=None, help="Generated samples to score with --labelled (best-of-n)."
@@ -223,7 +243,7 @@ def get(
     data = {**prov.to_dict(), "saved": str(path)}
 
     def human() -> None:
-        sim = f"{prov.similarity:.4f}" if prov.similarity is not None else "-"
+        sim = f"{prov.similarity:.4f}" if prov.similarity is not None else "-"  # 1.0000001 reads 1.0000
         rows = [
             ("source", prov.source),
             ("ref", prov.ref),
@@ -236,7 +256,7 @@ def get(
             rows.append(("adaptation", prov.adaptation or "-"))
         if prov.score is not None:
             rows.append(("score", f"{prov.score:.4f} (best of {len(prov.scores)} scored)"))
-        rows += [("reason", prov.reason), ("seconds", f"{prov.seconds:.2f}"), ("saved", str(path))]
+        rows += [("reason", prov.reason_for_cli()), ("seconds", f"{prov.seconds:.2f}"), ("saved", str(path))]
         if prov.registered is not None:
             rows.append(("registered", prov.registered.ref))
         for key, value in rows:

@@ -86,12 +86,14 @@ def probe(source: ArchSpec, target: ArchSpec, allow_shallower: bool) -> tuple[bo
     raise AssertionError("adapt() accepted an empty state dict")  # pragma: no cover
 
 
-def adaptable_sources(reg: Registry, req: Request, query: np.ndarray) -> AdaptSources:
+def adaptable_sources(reg: Registry, req: Request, query: np.ndarray | None) -> AdaptSources:
     """The ``policy.adapt_candidates`` checkpoints of ``req.spec``'s family (other architectures, with a
     dataset vector by the policy's encoder) that can be adapted to it, ranked: the most similar dataset first;
     among equals exact adaptations before approximate ones, then by recorded metric (``policy.metric``, else
     the first of :data:`~zoo.embeddings.TIE_METRICS` they record: an exact adaptation keeps its source's
-    accuracy), then the larger source (fewer new channels and blocks), then the newest."""
+    accuracy), then the larger source (fewer new channels and blocks), then the newest. ``query`` is None
+    when the dataset asked for is a registered name without a vector: only checkpoints registered with
+    exactly that name match it (similarity 1.0)."""
     spec, policy = req.spec, req.policy
     out = AdaptSources()
     _, rows = reg.repos.vectors.compatible_if_changed(spec, "family", False, None)
@@ -118,7 +120,13 @@ def adaptable_sources(reg: Registry, req: Request, query: np.ndarray) -> AdaptSo
     ] = []  # (id, dataset, similarity, key, metrics)
     for key, (src_spec, _, _) in plans.items():
         found = reg.repos.vectors.scoring_candidates(src_spec, names, enc.id, enc.version)
-        sims = {n: float(v @ query) for n, v in found.vectors.items() if v.shape == query.shape}
+        sims = (
+            {n: float(v @ query) for n, v in found.vectors.items() if v.shape == query.shape}
+            if query is not None
+            else {}
+        )
+        if req.query.name is not None:  # the very dataset asked for, even before it has a vector
+            sims.setdefault(req.query.name, 1.0)
         entries += [
             (int(cid), ds, sims[ds], key, found.metrics.get(int(cid), {}))
             for cid, _, ds in found.checkpoints

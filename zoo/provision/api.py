@@ -18,6 +18,7 @@ from zoo.errors import (
 from zoo.plugins import get_family, resolve_arch
 from zoo.provision.choose import choose, explain, first_usable
 from zoo.provision.gather import (
+    VERIFY,
     gather,
 )
 from zoo.provision.register import answer, registration
@@ -155,8 +156,8 @@ def _serve(reg: Registry, req: Request) -> Provision:
     found = gather(reg, req)
     chosen = first_usable(reg, choose(req, found), req.device, found.notes)
     if chosen is None:  # every candidate was damaged
-        fix = "run `zoo verify` and re-add the damaged checkpoints from their source, or remove them"
-        raise NoWeightsError(req.label, str(req.query), "; ".join(found.notes), fix)
+        fix = f"run {VERIFY} and re-add the damaged checkpoints from their source, or remove them"
+        raise NoWeightsError(req.label, str(req.query), "; ".join(found.notes), fix).hinting(VERIFY)
     chosen.cand = dataclasses.replace(chosen.cand, chosen=True)
     reason = explain(req, found, chosen)
     registered, reason = registration(reg, req, found, chosen, reason)

@@ -73,7 +73,12 @@ def explain(req: Request, found: Gathered, chosen: Pick) -> str:
         elif c.source == "adapted":
             reason = _adapted_text(req, chosen)
             if c.similarity is not None and c.similarity >= thr:
-                reason = f"{why_not(req, found.neighbours)}; {reason}"
+                reason = f"{why_not(req, found)}; {reason}"
+        elif c.similarity is not None and c.similarity >= thr and _by_name(found):
+            reason = (
+                f"checkpoint {c.ref} is registered with exactly dataset {chosen.dataset!r}, which has no "
+                "vector yet (an exact name match counts as similarity 1); retrieved it"
+            )
         elif c.similarity is not None and c.similarity >= thr:
             reason = (
                 f"the nearest compatible checkpoint {c.ref} (dataset {chosen.dataset!r}) has "
@@ -102,7 +107,7 @@ def explain(req: Request, found: Gathered, chosen: Pick) -> str:
         elif c.source == "generated":
             reason = head + f"best generated sample {c.ref} scored {c.score:.4f}"
             if req.mode == "auto":
-                reason += f" ({why_not(req, found.neighbours)})"
+                reason += f" ({why_not(req, found)})"
         elif c.source == "adapted":
             reason = head + f"adapted {c.ref} scored best ({c.score:.4f}, {similarity_text(c)}): "
             reason += _adapted_text(req, chosen)
@@ -121,6 +126,11 @@ def explain(req: Request, found: Gathered, chosen: Pick) -> str:
         if best_g is not None and c.source != "generated":
             reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
     return "; ".join(x for x in [reason, *found.notes] if x)
+
+
+def _by_name(found: Gathered) -> bool:
+    """Whether retrieval matched the dataset's name alone (it has no vector yet: zoo.retrieval.by_name)."""
+    return bool(found.neighbours) and found.neighbours[0].method == "name"
 
 
 def _adapted_text(req: Request, chosen: Pick) -> str:

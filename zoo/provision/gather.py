@@ -25,6 +25,7 @@ from zoo.embeddings import (
 )
 from zoo.encoders import get_dataset_encoder
 from zoo.errors import (
+    Hint,
     IntegrityError,
     NoWeightsError,
     ZooError,
@@ -39,6 +40,7 @@ from zoo.provision.request import (
     Request,
     arch_label,
     fix_hint,
+    fix_hints,
 )
 from zoo.provision.results import (
     Candidate,
@@ -46,7 +48,10 @@ from zoo.provision.results import (
 )
 from zoo.records import CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry
+from zoo.retrieval.search import by_name, why_none
 from zoo.training import accuracy
+
+VERIFY = Hint("registry.verify()", "`zoo verify`")  # how a damaged blob is found
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,11 @@ def similarity_text(c: Candidate) -> str:
     return f"similarity {c.similarity:.4f}" if c.similarity is not None else "no dataset vector to compare"
 
 
-def why_not(req: Request, neighbours: Sequence[Neighbor]) -> str:
-    """Why no retrieved checkpoint is served as is (the nearest one's similarity, or that there is none)."""
-    if not neighbours:
-        return f"no checkpoint of {req.label} is registered with a dataset"
-    n = neighbours[0]
+def why_not(req: Request, found: Gathered) -> str:
+    """Why no retrieved checkpoint is served as is (the nearest one's similarity, or why there is none)."""
+    if not found.neighbours:
+        return found.none_reason or f"no checkpoint of {req.label} was looked for"
+    n = found.neighbours[0]
     return (
         f"the nearest compatible checkpoint {n.checkpoint.ref} (dataset {n.dataset!r}) has similarity "
         f"{n.similarity:.4f} < {req.threshold:g}"
@@ -93,7 +98,7 @@ def ensure_loaded(reg: Registry, p: Pick, device: str | torch.device, notes: lis
             p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
     except IntegrityError as exc:
         p.cand = dataclasses.replace(p.cand, error=str(exc))
-        notes.append(f"skipped {p.cand.ref}: its weights are damaged (`zoo verify` reports it)")
+        notes.append(f"skipped {p.cand.ref}: its weights are damaged ({VERIFY} reports it)")
         log.warning("skipping %s: %s", p.cand.ref, exc)
         return False
     except ZooError as exc:
@@ -121,7 +126,7 @@ def _ranked_by_similarity(
     return [i for _, i in break_ties(known, metrics, metric)] + order_by_metric(unknown, metric)
 
 
-def scoring_pool(reg: Registry, req: Request, query: np.ndarray, floor: float | None) -> list[Pick]:
+def scoring_pool(reg: Registry, req: Request, query: np.ndarray | None, floor: float | None) -> list[Pick]:
     """The registered checkpoints of exactly ``req.spec`` to score on labelled samples (module docs, point 4).
 
     Every one while there are at most ``policy.score_pool`` (those with a similarity of at least ``floor``
@@ -136,7 +141,13 @@ def scoring_pool(reg: Registry, req: Request, query: np.ndarray, floor: float | 
     names = sorted(set(TIE_METRICS) | ({policy.metric} if policy.metric else set()))
     found = reg.repos.vectors.scoring_candidates(spec, names, enc.id, version)
     rows, metrics, vectors = found.checkpoints, found.metrics, found.vectors
-    ds_sim = {name: float(v @ query) for name, v in vectors.items() if v.shape == query.shape}
+    ds_sim = (
+        {name: float(v @ query) for name, v in vectors.items() if v.shape == query.shape}
+        if query is not None
+        else {}
+    )
+    if req.query.name is not None:  # the very dataset asked for, even before it has a vector
+        ds_sim.setdefault(req.query.name, 1.0)
     dataset_of = {int(r[0]): r[2] for r in rows}
     sims = {cid: ds_sim.get(ds) if ds is not None else None for cid, ds in dataset_of.items()}
     if floor is not None:
@@ -195,6 +206,8 @@ class Gathered:
     generator: GeneratorRecord | None = None  # the generator version sampled
     generated: list[Pick] = field(default_factory=list)  # its samples
     notes: list[str] = field(default_factory=list)  # what went wrong (no generator, damaged weights)
+    none_reason: str = ""  # why retrieval found no neighbour (zoo.retrieval.why_none), when it found none
+    hints: list[Hint] = field(default_factory=list)  # the fixes the reasons and notes name
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     @property
@@ -233,7 +246,7 @@ def why_not_adapted(req: Request, found: Gathered) -> str:
 def why_nothing(req: Request, found: Gathered) -> str:
     """Why neither a retrieved nor an adapted checkpoint is served as is."""
     adapted = why_not_adapted(req, found)
-    return f"{why_not(req, found.neighbours)}; {adapted}" if adapted else why_not(req, found.neighbours)
+    return f"{why_not(req, found)}; {adapted}" if adapted else why_not(req, found)
 
 
 def gather(reg: Registry, req: Request) -> Gathered:
@@ -247,15 +260,15 @@ def gather(reg: Registry, req: Request) -> Gathered:
         _gather_retrieved(reg, req, found)
     similar = similar_enough(req, found.neighbours)
     if req.mode == "retrieve" and not similar:
-        fix = (
-            (
-                "Lower min_similarity (`--min-similarity`) to accept it, or let zoo generate weights "
-                "(retrieve_or_generate, or `zoo get` without --retrieve-only)"
-            )
-            if found.neighbours
-            else fix_hint(req.spec)
-        )
-        raise NoWeightsError(req.label, str(req.query), why_not(req, found.neighbours), fix)
+        if found.neighbours:
+            lower = Hint("min_similarity=", "--min-similarity")
+            generate = Hint("zoo.retrieve_or_generate(...)", "`zoo get` without --retrieve-only")
+            fix = f"Lower {lower} to accept it, or let zoo generate weights ({generate})"
+            found.hints += [lower, generate]
+        else:
+            fix = fix_hint(req.spec)
+            found.hints += fix_hints(req.spec)
+        raise NoWeightsError(req.label, str(req.query), why_not(req, found), fix).hinting(*found.hints)
     if req.mode == "auto" and req.policy.adapt and not similar:
         _gather_adapted(reg, req, found)
     good = bool(similar) or bool(similar_adapted(req, found))  # something is served as is (without labels)
@@ -272,10 +285,33 @@ def _gather_retrieved(reg: Registry, req: Request, found: Gathered) -> None:
     """The nearest compatible checkpoints; with labelled samples, the pool of checkpoints to score."""
     t = time.perf_counter()
     policy = req.policy
-    qvec = req.query.vector(policy.encoder)
-    found.neighbours = nearest(
-        reg, req.spec, qvec, k=policy.candidates, encoder=policy.encoder, match="exact", metric=policy.metric
-    )
+    qvec = req.query.vector_or_none(policy.encoder)
+    if qvec is None:  # a registered name without a vector yet: the checkpoints registered with that name
+        assert req.query.name is not None, "only a registered name comes without a vector"
+        enc = get_dataset_encoder(policy.encoder)
+        found.neighbours = by_name(
+            reg, req.spec, req.query.name, policy.candidates, metric=policy.metric, encoder=enc
+        )
+    else:
+        found.neighbours = nearest(
+            reg,
+            req.spec,
+            qvec,
+            k=policy.candidates,
+            encoder=policy.encoder,
+            match="exact",
+            metric=policy.metric,
+        )
+    if not found.neighbours:
+        found.none_reason, hints = why_none(
+            reg,
+            req.spec,
+            req.query.name or "NAME",
+            encoder=policy.encoder,
+            label=req.label,
+            suggest_add=False,
+        )
+        found.hints += hints
     if req.labelled is not None:  # labels decide: score a pool that holds the best, not just the nearest few
         found.retrieved = scoring_pool(reg, req, qvec, req.threshold if req.mode == "retrieve" else None)
     else:
@@ -287,7 +323,7 @@ def _gather_adapted(reg: Registry, req: Request, found: Gathered) -> None:
     """Same-family checkpoints that can be adapted to the architecture, nearest first (adapted only when
     served or scored)."""
     t = time.perf_counter()
-    sources = adaptable_sources(reg, req, req.query.vector(req.policy.encoder))
+    sources = adaptable_sources(reg, req, req.query.vector_or_none(req.policy.encoder))
     found.adapt_tried = True
     found.unadaptable = sources.refused
     found.adapted = [
@@ -315,7 +351,10 @@ def _gather_generated(reg: Registry, req: Request, found: Gathered, good: bool) 
         servable = found.retrieved or found.adapted
         if req.mode == "generate" or not servable or (not good and not policy.fallback_to_nearest):
             reason = no_gen if req.mode == "generate" else f"{no_match}, and {no_gen}"
-            raise NoWeightsError(req.label, str(req.query), reason, fix_hint(req.spec)) from None
+            found.hints += fix_hints(req.spec)
+            raise NoWeightsError(req.label, str(req.query), reason, fix_hint(req.spec)).hinting(
+                *found.hints
+            ) from None
         if good:
             found.notes.append(f"no generator to compare with ({no_gen})")
         else:
@@ -325,6 +364,7 @@ def _gather_generated(reg: Registry, req: Request, found: Gathered, good: bool) 
                 f"{no_match}, and {no_gen}; served {served} {what} anyway "
                 f"(fallback_to_nearest). {fix_hint(req.spec)}"
             )
+            found.hints += fix_hints(req.spec)
             log.warning("%s: %s", req.label, found.notes[-1])
         return
     n = req.policy.samples if req.labelled is not None else 1

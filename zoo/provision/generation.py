@@ -18,12 +18,14 @@ from zoo.embeddings import (
 )
 from zoo.errors import (
     GeneratorError,
+    Hint,
     UnknownPluginError,
 )
 from zoo.generators import GeneratorKind, kind_of
 from zoo.provision.request import (
     Request,
     arch_label,
+    fix_hints,
 )
 from zoo.records import ArchSpec, GeneratorRecord
 from zoo.registry import Registry
@@ -97,11 +99,12 @@ def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord,
         gen = load_generator(registry, rec, device)
         if not gen.knows(spec):
             known = _labels(trained_archs(registry, rec)[0]) or ["(unknown)"]
+            see = Hint("registry.generators()", "`zoo generators`")
+            _, train, family = fix_hints(spec)
             raise GeneratorError(
                 f"generator {rec.ref} was not trained on {req.label} and cannot make it (it knows "
-                f"{', '.join(known)}); pick another (`zoo generators`) or train one: "
-                f"`zoo train --arch {spec.name}` (or `zoo train --family {spec.family}`)"
-            )
+                f"{', '.join(known)}); pick another ({see}) or train one: {train} (or {family})"
+            ).hinting(see, train, family)
         return rec, gen
     recs = [g for g in registry.generators(family=spec.family) if g.status != "retired"]
     recs.sort(key=lambda g: g.status != "promoted")  # stable: promoted first, newest first within each

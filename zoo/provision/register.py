@@ -6,6 +6,7 @@ import logging
 import time
 
 from zoo.provision.gather import (
+    VERIFY,
     Gathered,
     Pick,
 )
@@ -139,6 +140,7 @@ def answer(
         registered=registered,
         timings=found.timings,
         adaptation=chosen.adaptation if c.source == "adapted" else None,
+        hints=tuple(found.hints) + ((VERIFY,) if any(p.cand.error for p in found.picks) else ()),
     )
     log.info("%s for %s on %s: %s (%.2f s)", prov.source, req.label, req.query, prov.reason, seconds)
     return prov

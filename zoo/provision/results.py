@@ -19,6 +19,7 @@ from torch import nn
 from zoo.atomic import atomic_write
 from zoo.errors import (
     ConfigError,
+    Hint,
 )
 from zoo.intake import unshare
 from zoo.plugins import get_family
@@ -118,6 +119,10 @@ class Candidate:
         None  # why it could not be used (a damaged blob: `zoo verify` reports it); then skipped
     )
 
+    def __post_init__(self) -> None:  # a cosine of float32 unit vectors can round past 1 (1.0000001192...)
+        if self.similarity is not None and not -1.0 <= self.similarity <= 1.0:
+            object.__setattr__(self, "similarity", min(1.0, max(-1.0, self.similarity)))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -148,6 +153,14 @@ class Provision:
         default_factory=dict
     )  # seconds per stage (retrieve, adapt, generate, score, ...)
     adaptation: str | None = None  # adapted: what was done to the source, in words (Adapted.provenance)
+    hints: tuple[Hint, ...] = ()  # the fixes ``reason`` names, each also as a command (reason_for_cli)
+
+    def reason_for_cli(self) -> str:
+        """:attr:`reason` with the fixes it names said as commands to paste (``zoo ...``)."""
+        text = self.reason
+        for hint in sorted(self.hints, key=lambda h: -len(h.python)):
+            text = text.replace(hint.python, hint.cli)
+        return text
 
     @property
     def ref(self) -> str:

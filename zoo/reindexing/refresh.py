@@ -52,7 +52,8 @@ class EmbeddingStage(Stage):
             need = rr.datasets_need_data
             ctx.messages.append(
                 f"{len(need)} dataset(s) have stale or no vectors and zoo cannot read their "
-                f"data again: {', '.join(need[:10])}; register them with their data"
+                f"data again: {', '.join(need[:10])}; register their data, which computes the vectors "
+                f"(`zoo datasets register {need[0]} SOURCE`, or Registry.register_dataset({need[0]!r}, data))"
             )
         ctx.save()
         return counts

@@ -34,7 +34,7 @@ from zoo.retrieval.ranking import (
 )
 from zoo.retrieval.records import IndexInfo, Neighbor, RefreshReport
 from zoo.retrieval.refresh import refresh_stale
-from zoo.retrieval.search import nearest
+from zoo.retrieval.search import by_name, nearest, why_none
 from zoo.retrieval.vectors import embed_arch, embeddings, get_embedding, register_dataset
 from zoo.store.vectors import ARCH, DATASET
 
@@ -55,6 +55,7 @@ __all__ = [
     "RegistryLike",
     "RetrievalCache",
     "break_ties",
+    "by_name",
     "build_index",
     "embed_arch",
     "embeddings",
@@ -66,4 +67,5 @@ __all__ = [
     "refresh_stale",
     "register_dataset",
     "tie_metric",
+    "why_none",
 ]

@@ -20,7 +20,13 @@ class Neighbor:
     arch_similarity: float | None  # cosine similarity of the architecture texts' vectors (None: not used)
     encoder_id: str  # dataset encoder that made both vectors
     encoder_version: str
-    method: str  # "exact", "usearch" or "pgvector"
+    method: str  # "exact", "usearch", "pgvector", or "name" (an exact dataset-name match, no vector yet)
+
+    def __post_init__(self) -> None:  # a cosine of float32 unit vectors can round past 1 (1.0000001192...)
+        for name in ("similarity", "dataset_similarity", "arch_similarity"):
+            value = getattr(self, name)
+            if value is not None and not -1.0 <= value <= 1.0:
+                object.__setattr__(self, name, min(1.0, max(-1.0, value)))
 
     def to_dict(self) -> dict[str, Any]:
         return {

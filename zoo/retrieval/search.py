@@ -14,7 +14,7 @@ from zoo.encoders import (
     get_dataset_encoder,
     get_text_encoder,
 )
-from zoo.errors import ConfigError, NotFoundError, ZooError
+from zoo.errors import ConfigError, DatasetError, Hint, ZooError
 from zoo.index import ANN_MIN_VECTORS, SearchHits
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord
@@ -29,7 +29,7 @@ from zoo.retrieval.base import (
 )
 from zoo.retrieval.cache import Table
 from zoo.retrieval.indexes import ann, load_table, pgvector_search
-from zoo.retrieval.ranking import TIE_TOLERANCE, break_ties
+from zoo.retrieval.ranking import TIE_TOLERANCE, break_ties, order_by_metric
 from zoo.retrieval.records import Neighbor
 from zoo.retrieval.vectors import arch_vectors
 from zoo.store import pgvector
@@ -38,8 +38,10 @@ from zoo.store.vectors import DATASET, Compatible
 
 def _query_vector(
     registry: RegistryLike, dataset: DataLike | np.ndarray, enc: DatasetEncoder, version: str
-) -> tuple[np.ndarray, str | None]:
-    """(query vector, name of the registered dataset it came from, if any)."""
+) -> tuple[np.ndarray | None, str | None]:
+    """(query vector, name of the registered dataset it came from, if any). The vector is None when
+    ``dataset`` names a registered dataset that has no vector by ``enc`` (known by name only, or its data
+    not embedded with that encoder): only checkpoints registered with exactly that name match it then."""
     if isinstance(dataset, np.ndarray) and dataset.ndim == 1:
         if dataset.shape[0] != enc.dim:
             raise ZooError(
@@ -50,19 +52,114 @@ def _query_vector(
         row, emb = registry.repos.vectors.dataset_vector(dataset, enc.id)
         if row is not None:
             if emb is None:
-                raise NotFoundError(
-                    f"vector of dataset {dataset!r} by encoder",
-                    enc.id,
-                    f"register_dataset(registry, {dataset!r}, data, encoders=[{enc.id!r}]) first",
-                )
+                return None, dataset
             if not current((emb.encoder_version, emb.source_fingerprint), version, row.fingerprint):
+                hint = Hint("zoo.retrieval.refresh_stale(registry)", "`zoo reindex --no-retrain`")
                 raise ZooError(
                     f"the {enc.id} vector of dataset {dataset!r} is stale (made by version "
-                    f"{emb.encoder_version}, installed {version}); run refresh_stale(registry)"
-                )
+                    f"{emb.encoder_version}, installed {version}); recompute it: {hint}"
+                ).hinting(hint)
             return emb.vector, dataset
-    ds: ImageDataset = as_dataset(dataset)
+        try:
+            ds: ImageDataset = as_dataset(dataset)
+        except DatasetError as exc:
+            hint = Hint("registry.datasets()", "`zoo datasets list`")
+            raise DatasetError(
+                f"{dataset!r} is not a registered dataset (list them: {hint}); as data: {exc}"
+            ).hinting(hint) from None
+    else:
+        ds = as_dataset(dataset)
     return check_vector(enc.embed(ds), enc, "the query dataset"), None
+
+
+def by_name(
+    registry: RegistryLike,
+    spec: ArchSpec | None,
+    dataset: str,
+    k: int,
+    *,
+    match: Match = "exact",
+    latest_only: bool = False,
+    metric: str | None = None,
+    encoder: DatasetEncoder | None = None,
+) -> list[Neighbor]:
+    """The checkpoints that fit ``spec`` under ``match`` and are registered with exactly dataset ``dataset``,
+    best first (recorded metrics, then newest), as neighbours of similarity 1.0 (``method="name"``): what
+    a registered name that has no vector yet matches."""
+    repo = registry.repos.checkpoints
+    if spec is None or match == "any":
+        recs = repo.search(dataset=dataset, latest_only=latest_only)
+    elif match == "family":
+        recs = repo.search(family=spec.family, dataset=dataset, latest_only=latest_only)
+    else:
+        recs = repo.search(arch=spec, dataset=dataset, latest_only=latest_only)
+    by_id = {r.id: r for r in recs}
+    order = order_by_metric(((r.id, r.metrics) for r in recs), metric)[:k]
+    enc_id, version = (encoder.id, encoder.version) if encoder is not None else ("", "")
+    return [Neighbor(by_id[i], 1.0, dataset, 1.0, None, enc_id, version, "name") for i in order]
+
+
+def why_none(
+    registry: RegistryLike,
+    spec: ArchSpec | None,
+    dataset: DataLike | np.ndarray,
+    *,
+    encoder: str | DatasetEncoder | None = None,
+    match: Match = "exact",
+    min_similarity: float | None = None,
+    label: str | None = None,
+    suggest_add: bool = True,
+) -> tuple[str, tuple[Hint, ...]]:
+    """Why :func:`nearest` found no checkpoint, as it is (the reason, and the fixes it names as
+    :class:`~zoo.errors.Hint`): none of the architecture is registered; none with a dataset; their datasets
+    have no vector by the encoder (zoo does not hold their data); or none is similar enough. Without
+    ``suggest_add`` the first two leave out "add one" (a caller that says it anyway)."""
+    enc = get_dataset_encoder(encoder)
+    what = label or (spec.name if spec is not None else "any architecture")
+    if spec is not None and match == "family":
+        what = f"the {spec.family} family"
+    repo = registry.repos.checkpoints
+    name = spec.name if spec is not None else "ARCH"
+    query = dataset if isinstance(dataset, str) else "NAME"
+    add = Hint(
+        f"registry.add(FILE, arch={name!r}, dataset={query!r})",
+        f"`zoo add FILE --arch {name} --dataset {query}`",
+    )
+    if spec is None or match == "any":
+        some = repo.search(limit=1)
+    elif match == "family":
+        some = repo.search(family=spec.family, limit=1)
+    else:
+        some = repo.search(arch=spec, limit=1)
+    if not some:
+        if not suggest_add:
+            return f"no checkpoint of {what} is registered", ()
+        return f"no checkpoint of {what} is registered; add one: {add}", (add,)
+    compatible = _all_compatible(registry, spec if match != "any" else None, match, False)
+    if not compatible and not suggest_add:
+        return f"checkpoints of {what} are registered, but none with a dataset", ()
+    if not compatible:
+        return (
+            f"checkpoints of {what} are registered, but none with a dataset (nearest ranks checkpoints by "
+            f"their dataset); add one with its dataset: {add}",
+            (add,),
+        )
+    table = load_table(registry, DATASET, enc.id, enc.version)
+    named = sorted({c[1] for c in compatible})
+    missing = [d for d in named if d not in table.row_of]
+    if len(missing) == len(named):
+        first = missing[0]
+        reg = Hint(f"registry.register_dataset({first!r}, data)", f"`zoo datasets register {first} SOURCE`")
+        shown = ", ".join(repr(d) for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        return (
+            f"{len(compatible)} checkpoint(s) of {what} are registered with a dataset ({shown}), but "
+            f"none of those datasets has a {enc.id} vector to compare with (zoo does not hold their "
+            f"data); register the data, which computes the vector: {reg}",
+            (reg,),
+        )
+    if min_similarity is not None:
+        return f"no checkpoint of {what} has a dataset at least {min_similarity:g} similar", ()
+    return f"no checkpoint of {what} has a dataset with a {enc.id} vector near this one", ()
 
 
 def _all_compatible(
@@ -103,7 +200,12 @@ def nearest(
     ``arch``.
 
     ``dataset`` is a registered dataset name (its stored vector is used), anything
-    :func:`zoo.datasets.as_dataset` reads (embedded on the fly, not stored), or a vector of the encoder.
+    :func:`zoo.datasets.as_dataset` reads (embedded on the fly, not stored), or a vector of the encoder. A
+    registered name that has no vector by ``encoder`` yet (known by name only, as ``add(dataset=...)``
+    leaves it, or not embedded with that encoder) matches the checkpoints registered with exactly that
+    name, at similarity 1.0 (``Neighbor.method == "name"``; :func:`by_name`). An empty answer is
+    explained by :func:`why_none`. Raises :class:`~zoo.errors.DatasetError` for a string that is neither a
+    registered name nor readable data, :class:`~zoo.errors.ZooError` for a stale stored vector.
     ``match``: ``"exact"`` keeps checkpoints of exactly ``arch`` (loadable as is); ``"family"`` any
     architecture of its family; ``"any"`` every checkpoint (also what ``arch=None`` means). With
     ``arch_weight`` w > 0 the score is ``(1 - w) * dataset similarity + w * architecture similarity`` (text
@@ -127,7 +229,12 @@ def nearest(
     match = "any" if spec is None else match
     enc = get_dataset_encoder(encoder)
     version = enc.version
-    query, _ = _query_vector(registry, dataset, enc, version)
+    query, named = _query_vector(registry, dataset, enc, version)
+    if query is None:  # a registered name without a vector yet: the checkpoints registered with that name
+        assert named is not None, "only a registered name comes without a vector"
+        return by_name(
+            registry, spec, named, k, match=match, latest_only=latest_only, metric=metric, encoder=enc
+        )
     use_arch = arch_weight > 0 and spec is not None and match != "exact"
 
     if method not in ("auto", "exact", "ann", "pgvector"):

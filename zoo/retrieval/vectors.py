@@ -13,7 +13,7 @@ from zoo.encoders import (
     TextEncoder,
     get_text_encoder,
 )
-from zoo.errors import ConfigError, DuplicateError, NotFoundError
+from zoo.errors import ConfigError, DuplicateError, Hint, NotFoundError
 from zoo.plugins import get_family, resolve_arch
 from zoo.records import ArchSpec, CheckpointRecord, DatasetRecord, EmbeddingRecord
 from zoo.retrieval.base import (
@@ -56,18 +56,21 @@ def register_dataset(
     for reason in skipped:
         log.info("dataset %s: not embedded with %s", name, reason)
     if not encs:
-        raise ConfigError("no dataset encoder can run here; install one or pass encoders=['pixels']")
+        pixels = Hint("pass encoders=['pixels']", "pass --encoder pixels")
+        raise ConfigError(f"no dataset encoder can run here; install one or {pixels}").hinting(pixels)
     fp = ds.fingerprint
     row, existing = registry.repos.vectors.dataset_vectors(name)
     placeholder = row is None or bool(row.meta.get("placeholder")) or not row.fingerprint
     if row is not None and not placeholder and row.fingerprint != fp and not replace:
+        replacing = Hint("pass replace=True", "pass --replace")
         raise DuplicateError(
             "dataset",
             name,
             f"it is registered with different data (fingerprint "
-            f"{row.fingerprint[:12]}, these data {fp[:12]}); pass replace=True to replace "
-            "its data and vectors, or register the new data under another name",
-        )
+            f"{row.fingerprint[:12]}, these data {fp[:12]}); {replacing} to replace "
+            "its data and vectors (checkpoints registered with it then mean the new data), or register the "
+            "new data under another name",
+        ).hinting(replacing)
     vectors: dict[str, tuple[str, np.ndarray]] = {}
     for enc in encs:
         version = enc.version
@@ -76,8 +79,11 @@ def register_dataset(
         vectors[enc.id] = (version, check_vector(enc.embed(ds), enc, f"dataset {name!r}"))
         log.info("embedded dataset %s with %s@%s", name, enc.id, version)
 
+    source = dict(ds.source) if ds.source is not None else None
+    if source is None and row is not None and row.fingerprint == fp:  # the same data, handed in from memory:
+        source = row.meta.get("source")  # keep how zoo can read them again
     meta = {
-        "source": dict(ds.source) if ds.source is not None else None,
+        "source": source,
         "image_shape": list(ds.image_shape),
         "class_names": list(ds.class_names),
         "class_counts": [int(c) for c in ds.class_counts],

@@ -23,7 +23,7 @@ from sqlalchemy import Select, and_, delete, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
-from zoo.errors import DuplicateError, NotFoundError, ZooError
+from zoo.errors import DuplicateError, Hint, NotFoundError, ZooError
 from zoo.records import AliasRecord, ArchSpec, CheckpointEvent, CheckpointRecord, LineageNode, RemovalImpact
 from zoo.refs import parse_ref
 from zoo.store import models as m
@@ -32,6 +32,7 @@ from zoo.store.datasets import DatasetRepository
 from zoo.store.db import Database, retry
 from zoo.validation import OPS, as_id, parse_metric_filters
 
+LIST = Hint("registry.list()", "`zoo list`")  # where to see what is registered
 _INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built once: values come as parameters
 
 
@@ -100,12 +101,14 @@ class CheckpointRepository:
         if same is not None:
             if exist_ok:
                 return self.record(s, s.get_one(m.Checkpoint, same.id))
+            exist_ok_hint = Hint("pass exist_ok=True", "pass --exist-ok")
             raise DuplicateError(
                 "checkpoint",
                 f"{name}:v{same.version}",
                 "these exact weights are already registered under this name; "
-                "use that version, pass exist_ok=True, or choose another name",
-            )
+                f"use {name}:v{same.version}, {exist_ok_hint} to get it back, or choose another name "
+                "(new weights under this name make a new version)",
+            ).hinting(exist_ok_hint)
         parent_id = self.resolve(s, new.parent).id if new.parent is not None else None
         base_id = self.resolve(s, new.base).id if new.base is not None else None
         dataset_id = self.datasets.row_for(s, new.dataset).id if new.dataset is not None else None
@@ -595,15 +598,16 @@ class CheckpointRepository:
         if r.id is not None:
             row = s.get(m.Checkpoint, r.id)
             if row is None:
-                raise NotFoundError("checkpoint", str(r), "see `zoo list` for what is registered")
+                raise NotFoundError("checkpoint", str(r), f"see {LIST} for what is registered").hinting(LIST)
             return row
         name = r.name
         if r.alias is not None:
             a = s.get(m.Alias, (name, r.alias))
             if a is None and not s.scalar(select(exists().where(m.Checkpoint.name == name))):
-                raise NotFoundError("checkpoint", name, "see `zoo list` for what is registered")
+                raise NotFoundError("checkpoint", name, f"see {LIST} for what is registered").hinting(LIST)
             if a is None:
-                raise NotFoundError("alias", str(r), f"set it with `zoo alias {name}:vN {r.alias}`")
+                set_it = Hint(f"registry.alias('{name}:vN', {r.alias!r})", f"`zoo alias {name}:vN {r.alias}`")
+                raise NotFoundError("alias", str(r), f"set it with {set_it}").hinting(set_it)
             row = s.get(m.Checkpoint, a.checkpoint_id)
         elif r.version is not None:
             row = s.scalars(
@@ -614,7 +618,8 @@ class CheckpointRepository:
                 select(m.Checkpoint).where(m.Checkpoint.name == name).order_by(m.Checkpoint.version.desc())
             ).first()
         if row is None:
-            hint = "see `zoo list` for what is registered"
+            hint = f"see {LIST} for what is registered"
+            listing = LIST
             last = s.scalar(
                 select(m.VersionCounter.last_version).where(
                     m.VersionCounter.kind == "checkpoint", m.VersionCounter.name == name
@@ -625,10 +630,10 @@ class CheckpointRepository:
                     f"{name}:v{r.version} was removed (versions are never reused)"
                     if 1 <= r.version <= last
                     else f"versions of {name} run from v1 to v{last}"
-                ) + f"; see `zoo list --name {name}`"
+                ) + f"; see {(listing := Hint(f'registry.versions({name!r})', f'`zoo list --name {name}`'))}"
             elif isinstance(ref, str) and ref.isdigit() and s.get(m.Checkpoint, int(ref)) is not None:
                 hint = f"a string is a name; to refer to the checkpoint with id {ref}, write id:{ref}"
-            raise NotFoundError("checkpoint", str(ref), hint)
+            raise NotFoundError("checkpoint", str(ref), hint).hinting(listing)
         return row
 
     def resolve_one(self, s: Session, ref: str | int) -> m.Checkpoint:

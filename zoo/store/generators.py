@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from zoo.errors import NotFoundError
+from zoo.errors import Hint, NotFoundError
 from zoo.records import GeneratorRecord
 from zoo.refs import parse_ref
 from zoo.store import models as m
@@ -98,8 +98,10 @@ class GeneratorRepository:
                     q = q.where(m.Generator.status == r.alias)
             row = s.scalars(q.order_by(m.Generator.version.desc())).first()
             if row is None:
-                raise NotFoundError(
-                    "generator", str(r), "see `zoo generators`, or train one with `zoo train`"
+                see = Hint("registry.generators()", "`zoo generators`")
+                train = Hint("igpg.train_on_registry(registry, ...)", "`zoo train`")
+                raise NotFoundError("generator", str(r), f"see {see}, or train one with {train}").hinting(
+                    see, train
                 )
             return self._record(row, self._trained_on(s, row.id))
 
