@@ -269,7 +269,12 @@ def test_limit_must_be_positive(two_versions: Path) -> None:
 
 def test_list_by_dataset(two_versions: Path) -> None:
     out = invoke(two_versions, "list", "--dataset", "digits").output.splitlines()
-    assert len(out) == 2 and out[1].startswith("clf:v1 ")
+    # the fine-tuned versions inherit their parent's dataset
+    assert [line.split()[0] for line in out[1:]] == ["other:v1", "clf:v2", "clf:v1"]
+    with zoo.Registry(two_versions) as reg:
+        reg.add(cnn_state(3), name="elsewhere", dataset="digits-invert")
+    out = invoke(two_versions, "list", "--dataset", "digits-invert").output.splitlines()
+    assert [line.split()[0] for line in out[1:]] == ["elsewhere:v1"]
 
 
 def test_unalias_both_spellings(two_versions: Path) -> None:
@@ -285,8 +290,8 @@ def test_lineage_prints_a_tree_marking_the_ref(two_versions: Path) -> None:
     out = invoke(two_versions, "lineage", "clf:v2").output
     assert out == (
         "clf:v1  cnn-tiny  imported  on digits\n"
-        "└── clf:v2  cnn-tiny  fine-tuned  *\n"
-        "    └── other:v1  cnn-tiny  fine-tuned\n"
+        "└── clf:v2  cnn-tiny  fine-tuned  on digits  *\n"  # versions inherit their parent's dataset
+        "    └── other:v1  cnn-tiny  fine-tuned  on digits\n"
         "versions of clf: v1, v2 *\n"
     )
     data = json.loads(invoke(two_versions, "lineage", "other", "--json").output)

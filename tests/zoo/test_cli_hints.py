@@ -151,7 +151,7 @@ def test_similarities_print_rounded(db: Path) -> None:
 
 def test_exist_ok_says_the_weights_were_there(db: Path, tmp_path: Path) -> None:
     out = run(db, "add", str(tmp_path / "net.pt"), "--exist-ok")
-    assert out.startswith("already registered as net:v1:")
+    assert out.startswith("net:v1 already holds these weights (not added again):")
     assert json.loads(run(db, "add", str(tmp_path / "net.pt"), "--exist-ok", "--json"))["added"] is False
     assert run(db, "add", str(cnn_file(tmp_path, 5, "net")), "--exist-ok").startswith("added net:v2:")
 
