@@ -1,9 +1,10 @@
 """IGPG as a zoo plugin: the ``igpg`` generator kind and the ``zoo train`` command.
 
 Registered through the ``zoo.plugins`` entry-point group (``igpg = "igpg.plugin"`` in pyproject.toml), like
-every other plugin. This module imports only zoo's public API: the model code (:mod:`igpg.generator`,
-:mod:`igpg.train`, ...) is imported when a generator is trained, loaded or sampled, not when zoo loads its
-plugins.
+every other plugin. This module imports only zoo's public API and no torch: the model code
+(:mod:`igpg.generator`, :mod:`igpg.train`, ...) is imported when a generator is trained, loaded or sampled,
+not when zoo loads its plugins, and ``zoo --help`` (which imports this module to list ``zoo train``) starts
+without torch.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import click
-import numpy as np
-import torch
-from torch import nn
-
-from zoo import ArchSpec, CheckpointRecord, GeneratorKind, GeneratorRecord, hookimpl
+from zoo import GeneratorKind, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import click
+    import numpy as np
+    from torch import nn
+
     from igpg.generator import Generator
     from igpg.train import TrainConfig
+    from zoo import ArchSpec, CheckpointRecord, GeneratorRecord
 
 KIND = "igpg"  # the kind's name, in every stored version's config["kind"]
 
@@ -64,6 +65,9 @@ class IGPGKind(GeneratorKind):
         top_p: float | None = 0.9,
         guidance: float = 1.0,
     ) -> list[nn.Module]:
+        import numpy as np
+        import torch
+
         ds = torch.from_numpy(np.asarray(dataset_vector, dtype=np.float32))
         arch = torch.from_numpy(np.asarray(arch_vector, dtype=np.float32))
         return generator.sample(

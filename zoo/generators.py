@@ -19,15 +19,16 @@ import fnmatch
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from torch import nn
 
 from zoo import plugins
 from zoo.errors import UnknownPluginError, ZooError
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
-from zoo.retrieval import embed_arch, get_embedding
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from torch import nn
 
 LEGACY_KIND = "igpg"  # the kind of versions stored before ``config["kind"]`` existed (all were IGPG's)
 SAMPLING: dict[str, Any] = {  # sampling settings when a caller names none (RetrievalPolicy's defaults too)
@@ -183,6 +184,8 @@ class GeneratorKind(ABC):
     ) -> list[nn.Module]:
         """``n`` networks of ``spec`` for registered dataset ``dataset`` (its stored vector by the generator's
         dataset encoder), sampled with :data:`SAMPLING` unless ``sampling`` says otherwise."""
+        from zoo.retrieval import embed_arch, get_embedding
+
         ds_enc, text_enc = self.encoders(generator)
         ds = np.asarray(get_embedding(registry, "dataset", dataset, ds_enc).vector, dtype=np.float32)
         arch = np.asarray(embed_arch(registry, spec, encoder=text_enc).vector, dtype=np.float32)

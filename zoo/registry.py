@@ -14,16 +14,12 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from zoo import retrieval
-from zoo.checkpoint_io import CheckpointLike
 from zoo.errors import ZooError
-from zoo.intake import prepare_checkpoint
 from zoo.plugins import get_family
 from zoo.records import (
     AliasRecord,
@@ -34,13 +30,20 @@ from zoo.records import (
     RemovalImpact,
     VerifyReport,
 )
-from zoo.retrieval import DataLike, EncoderChoice, Neighbor, RetrievalCache
+from zoo.retrieval.cache import RetrievalCache
 from zoo.store.blobrows import ORPHAN_GRACE_S
 from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, sqlite_path
 from zoo.store.generators import GENERATOR_STATUSES
 from zoo.store.repositories import Repositories
 from zoo.validation import check_json, check_metrics, check_name
+
+if TYPE_CHECKING:  # pragma: no cover - typing only (torch is imported where weights are read or built)
+    import torch
+    from torch import nn
+
+    from zoo.checkpoint_io import CheckpointLike
+    from zoo.retrieval import DataLike, EncoderChoice, Neighbor
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,8 @@ class Registry:
         was taken, stripped and left out is recorded in ``meta`` (``source_weights``, ``stripped_prefix``,
         ``source_left_out``, ``source_extra``).
         """
+        from zoo.intake import prepare_checkpoint
+
         new = prepare_checkpoint(
             checkpoint,
             base_arch=lambda ref: self.get(ref).arch,
