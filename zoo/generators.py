@@ -21,13 +21,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from zoo import plugins
 from zoo.errors import UnknownPluginError, ZooError
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
     from torch import nn
 
 LEGACY_KIND = "igpg"  # the kind of versions stored before ``config["kind"]`` existed (all were IGPG's)
@@ -184,6 +183,8 @@ class GeneratorKind(ABC):
     ) -> list[nn.Module]:
         """``n`` networks of ``spec`` for registered dataset ``dataset`` (its stored vector by the generator's
         dataset encoder), sampled with :data:`SAMPLING` unless ``sampling`` says otherwise."""
+        import numpy as np
+
         from zoo.retrieval import embed_arch, get_embedding
 
         ds_enc, text_enc = self.encoders(generator)
