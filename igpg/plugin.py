@@ -51,6 +51,14 @@ class IGPGKind(GeneratorKind):
     def encoders(self, generator: Generator) -> tuple[str, str]:
         return generator.dataset_encoder, generator.text_encoder
 
+    def sample_steps(self, generator: Generator, spec: ArchSpec) -> int:
+        """One step per chunk of ``spec``'s generated tensors: the prior picks the codes of every sample's
+        chunk at once, chunk after chunk (window by window)."""
+        from zoo import chunk_index, get_family
+
+        numels = [s.numel for s in get_family(spec.family).layout(spec).generated]
+        return len(chunk_index(numels, generator.k)[0])
+
     def sample(
         self,
         generator: Generator,
@@ -64,14 +72,25 @@ class IGPGKind(GeneratorKind):
         top_k: int | None = None,
         top_p: float | None = 0.9,
         guidance: float = 1.0,
+        progress: Any = None,
     ) -> list[nn.Module]:
+        """:meth:`igpg.Generator.sample`; ``progress.update(1)`` after each of :meth:`sample_steps`."""
         import numpy as np
         import torch
 
         ds = torch.from_numpy(np.asarray(dataset_vector, dtype=np.float32))
         arch = torch.from_numpy(np.asarray(arch_vector, dtype=np.float32))
         return generator.sample(
-            spec, ds, arch, n, temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, seed=seed
+            spec,
+            ds,
+            arch,
+            n,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            guidance=guidance,
+            seed=seed,
+            progress=progress,
         )
 
     def train(

@@ -108,7 +108,16 @@ class GeneratorKind(ABC):
         guidance: float = 1.0,
     ) -> list[nn.Module]:
         """``n`` networks of ``spec`` (CPU, any mode) for a dataset vector and an architecture vector
-        (float32, by :meth:`encoders`). The same ``seed`` gives the same networks; ``None`` draws afresh."""
+        (float32, by :meth:`encoders`). The same ``seed`` gives the same networks; ``None`` draws afresh.
+
+        A kind whose :meth:`sample_steps` gives a number also takes ``progress=``: an object with
+        ``update(k)`` (a tqdm bar) that it calls as those steps are done."""
+
+    def sample_steps(self, generator: Any, spec: ArchSpec) -> int | None:
+        """How many steps sampling ``spec`` takes (however many networks at once), reported through
+        :meth:`sample`'s ``progress``; None (this default): the kind reports no progress, and :meth:`sample`
+        is called without it. Provision shows a progress bar of these steps."""
+        return None
 
     @abstractmethod
     def train(
