@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
         list_generator_kinds,
         training_checkpoints,
     )
-    from zoo.jobs import Lease, job_runs
+    from zoo.jobs import JobRun, Lease, current_run, job_runs, recorded, recording
     from zoo.plugins import (
         detect_arch,
         families,
@@ -118,8 +118,12 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (impor
     "get_generator_kind": "zoo.generators",
     "list_generator_kinds": "zoo.generators",
     "training_checkpoints": "zoo.generators",
+    "JobRun": "zoo.jobs",
     "Lease": "zoo.jobs",
+    "current_run": "zoo.jobs",
     "job_runs": "zoo.jobs",
+    "recorded": "zoo.jobs",
+    "recording": "zoo.jobs",
     "detect_arch": "zoo.plugins",
     "families": "zoo.plugins",
     "get_family": "zoo.plugins",
@@ -197,6 +201,7 @@ __all__ = [
     "IntegrityError",
     "InvalidNameError",
     "InvalidWeightsError",
+    "JobRun",
     "JobRunRecord",
     "Layout",
     "Lease",
@@ -226,6 +231,7 @@ __all__ = [
     "atomic_write",
     "chunk",
     "chunk_index",
+    "current_run",
     "default_descriptors",
     "detect_arch",
     "embed_arch",
@@ -248,6 +254,8 @@ __all__ = [
     "load_plugins",
     "nearest",
     "register_plugin",
+    "recorded",
+    "recording",
     "reindex",
     "reset_plugins",
     "resolve_arch",
