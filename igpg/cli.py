@@ -23,7 +23,7 @@ class Preset:
     prior_steps: int  # stage 2 optimizer steps
     levels: int  # residual quantization levels (tokens per chunk)
     prior: dict[str, Any]  # PriorConfig fields (n_embd, n_layer) and TrainConfig prior_batch / prior_lr
-    expected: str  # wall time on 2 CPU cores for a cnn-tiny zoo (bench/README.md, "zoo train presets")
+    expected: str  # wall time on 2 idle CPU cores for a cnn-tiny zoo (bench/README.md, "zoo train presets")
     use: str  # what it is for
 
 
@@ -49,7 +49,7 @@ PRESETS: dict[str, Preset] = {  # name -> settings; explicit --tokenizer-steps/-
         1500,
         6,
         {"n_embd": 192, "n_layer": 4, "prior_batch": 16, "prior_lr": 1e-3},
-        "about 30 min",
+        "about 16 min",
         "the larger prior, for larger zoos",
     ),
 }
@@ -72,7 +72,8 @@ def _presets_help() -> str:
     type=click.Choice(list(PRESETS)),
     default=DEFAULT_PRESET,
     show_default=True,
-    help="Training settings and their time on 2 CPU cores for a cnn-tiny zoo: " + _presets_help() + ".",
+    help="Training settings and their time on 2 idle CPU cores for a cnn-tiny zoo (2-4x that on a busy "
+    "machine; longer networks take longer, up to the prior's 256-chunk window): " + _presets_help() + ".",
 )
 @click.option(
     "--tokenizer-steps",
