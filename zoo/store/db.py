@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -184,7 +183,12 @@ class Database:
     ) -> Any:
         """An ``INSERT ... ON CONFLICT DO UPDATE`` statement in this database's dialect (SQLite,
         PostgreSQL)."""
-        ins = (sqlite_insert if self.dialect == "sqlite" else pg_insert)(table).values(**values)
+        if self.dialect == "sqlite":
+            ins = sqlite_insert(table).values(**values)
+        else:  # the PostgreSQL dialect is imported by PostgreSQL registries only (`zoo list` starts faster)
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            ins = pg_insert(table).values(**values)
         return ins.on_conflict_do_update(index_elements=index_elements, set_=set_)
 
     def next_version(self, session: Session, kind: str, name: str) -> int:
