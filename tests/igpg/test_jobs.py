@@ -67,7 +67,9 @@ def test_zoo_train_has_presets_with_their_expected_time_and_is_listed_by_zoo_job
 
     shown = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
     assert all(f"{name}:" in " ".join(shown.split()) for name in PRESETS)
-    assert "2 CPU cores" in shown and PRESETS["full"].expected in " ".join(shown.split())
+    assert "2 idle CPU cores" in " ".join(shown.split()) and PRESETS["full"].expected in " ".join(
+        shown.split()
+    )
     args = ["--registry", reg.url, "train", "--arch", "cnn-tiny", "--k", "64", "--preset", "quick"]
     res = CliRunner().invoke(cli, [*args, "--tokenizer-steps", "3", "--prior-steps", "3", "--json"])
     assert res.exit_code == 0, res.output
