@@ -105,7 +105,7 @@ class _Expect:
             self.said = True
             per_step = elapsed / timed
             expected.info(
-                "%s: %d steps, expected about %s (%.3f s/step on %s, %d threads)",
+                "%s: %d steps, expected about %s (%.3f s/step on %s, %d thread(s))",
                 self.stage,
                 self.total - self.start,
                 duration(per_step * (self.total - self.start)),
