@@ -14,14 +14,15 @@ from zoo import lazy_exports
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from igpg.data import ZooData, load_zoo
     from igpg.generator import Generator
+    from igpg.presets import PRESETS
     from igpg.prior import PriorConfig, WeightPrior
     from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
     from igpg.tokenizer import TokenizerConfig, WeightTokenizer
-    from igpg.train import PRESETS, TrainConfig, train_generator
+    from igpg.train import TrainConfig, train_generator
 
 _EXPORTS: dict[str, str] = {  # public name -> the module that defines it
     "Generator": "igpg.generator",
-    "PRESETS": "igpg.train",
+    "PRESETS": "igpg.presets",
     "PriorConfig": "igpg.prior",
     "TokenizerConfig": "igpg.tokenizer",
     "TrainConfig": "igpg.train",

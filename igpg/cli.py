@@ -1,12 +1,21 @@
-"""IGPG's commands on the ``zoo`` command line (:mod:`igpg.plugin` adds them: ``zoo_register_commands``)."""
+"""IGPG's commands on the ``zoo`` command line (:mod:`igpg.plugin` adds them: ``zoo_register_commands``).
+
+Light on purpose (``zoo --help`` imports it): torch and the model code are imported when a command runs.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
+from igpg.presets import PRESETS
 from zoo.cli import emit, json_option, registry_of
+
+
+def _presets_help() -> str:
+    return "; ".join(f"{name}: {text}" for name, text in PRESETS.items())
 
 
 @click.command()
@@ -15,18 +24,31 @@ from zoo.cli import emit, json_option, registry_of
 @click.option("--k", default=16, show_default=True, help="Chunk size (values per chunk).")
 @click.option(
     "--preset",
-    type=click.Choice(["quick", "small", "default"]),
+    type=click.Choice(list(PRESETS)),
     default="default",
     show_default=True,
-    help="Training budget; times measured on 2 shared, busy CPU cores with the 24-checkpoint sample zoo: "
-    "quick (200 + 200 steps, a small prior; a smoke run, samples at chance level) about 1-2 min; small (the "
-    "`zoo demo` generator: 2,000 + 1,500 steps, a 3-layer prior of width 128) about 8 min; default "
-    "(2,000 + 1,500 steps, the full-size prior) 30-50 min.",
+    help="Training budget, with its time on 2 idle CPU cores for the 24-checkpoint sample zoo (2-4x that on "
+    "a busy machine; longer networks take longer, up to the prior's 256-chunk window): "
+    + _presets_help()
+    + ".",
 )
-@click.option("--tokenizer-steps", type=int, help="Stage 1 optimizer steps (default: the preset's).")
-@click.option("--prior-steps", type=int, help="Stage 2 optimizer steps (default: the preset's).")
 @click.option(
-    "--levels", type=int, help="Residual quantization levels, tokens per chunk (default: the preset's)."
+    "--tokenizer-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stage 1 optimizer steps (default: the preset's).",
+)
+@click.option(
+    "--prior-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stage 2 optimizer steps (default: the preset's).",
+)
+@click.option(
+    "--levels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Residual quantization levels, tokens per chunk (default: the preset's).",
 )
 @click.option(
     "--coords",
@@ -63,6 +85,11 @@ def train(
     architecture; with neither, on every checkpoint of every family (one generator across families).
     `zoo sample-zoo` builds a small zoo to train on in about a minute.
 
+    How long it takes: see --preset (the time grows with the networks' length up to the prior's window, not
+    with the number of checkpoints). Each stage prints its own estimate once its first steps are timed, a
+    progress bar shows on a terminal, and `zoo jobs` lists the run (running, then how it ended and what it
+    stored).
+
     Under torchrun (`torchrun --standalone --nproc_per_node N -m zoo train ...`) every process trains in
     DDP; rank 0 alone stores the generator and prints the result.
     """
@@ -86,6 +113,7 @@ def train(
             "`zoo add FILE --dataset NAME`, or build a small real zoo of cnn-tiny with `zoo sample-zoo` "
             "(about a minute)"
         )
+    logging.getLogger("igpg.train.expected").setLevel(logging.INFO)  # each stage's estimate, on stderr
     _, rec = train_on_registry(reg, family=family, arch=arch, k=k, config=cfg, name=name, promote=promote)
     if not distributed.is_main():
         return

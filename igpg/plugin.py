@@ -1,9 +1,10 @@
 """IGPG as a zoo plugin: the ``igpg`` generator kind and the ``zoo train`` command.
 
 Registered through the ``zoo.plugins`` entry-point group (``igpg = "igpg.plugin"`` in pyproject.toml), like
-every other plugin. This module imports only zoo's public API: the model code (:mod:`igpg.generator`,
-:mod:`igpg.train`, ...) is imported when a generator is trained, loaded or sampled, not when zoo loads its
-plugins.
+every other plugin. This module imports only zoo's public API and no torch: the model code
+(:mod:`igpg.generator`, :mod:`igpg.train`, ...) is imported when a generator is trained, loaded or sampled,
+not when zoo loads its plugins, and ``zoo --help`` (which imports this module to list ``zoo train``) starts
+without torch.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import click
-import numpy as np
-import torch
-from torch import nn
-
-from zoo import ArchSpec, CheckpointRecord, GeneratorKind, GeneratorRecord, hookimpl
+from zoo import GeneratorKind, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import click
+    import numpy as np
+    from torch import nn
+
     from igpg.generator import Generator
     from igpg.train import TrainConfig
+    from zoo import ArchSpec, CheckpointRecord, GeneratorRecord
 
 KIND = "igpg"  # the kind's name, in every stored version's config["kind"]
 
@@ -50,6 +51,14 @@ class IGPGKind(GeneratorKind):
     def encoders(self, generator: Generator) -> tuple[str, str]:
         return generator.dataset_encoder, generator.text_encoder
 
+    def sample_steps(self, generator: Generator, spec: ArchSpec) -> int:
+        """One step per chunk of ``spec``'s generated tensors: the prior picks the codes of every sample's
+        chunk at once, chunk after chunk (window by window)."""
+        from zoo import chunk_index, get_family
+
+        numels = [s.numel for s in get_family(spec.family).layout(spec).generated]
+        return len(chunk_index(numels, generator.k)[0])
+
     def sample(
         self,
         generator: Generator,
@@ -63,11 +72,25 @@ class IGPGKind(GeneratorKind):
         top_k: int | None = None,
         top_p: float | None = 0.9,
         guidance: float = 1.0,
+        progress: Any = None,
     ) -> list[nn.Module]:
+        """:meth:`igpg.Generator.sample`; ``progress.update(1)`` after each of :meth:`sample_steps`."""
+        import numpy as np
+        import torch
+
         ds = torch.from_numpy(np.asarray(dataset_vector, dtype=np.float32))
         arch = torch.from_numpy(np.asarray(arch_vector, dtype=np.float32))
         return generator.sample(
-            spec, ds, arch, n, temperature=temperature, top_k=top_k, top_p=top_p, guidance=guidance, seed=seed
+            spec,
+            ds,
+            arch,
+            n,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            guidance=guidance,
+            seed=seed,
+            progress=progress,
         )
 
     def train(

@@ -13,13 +13,14 @@ from igpg import distributed
 from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
 from igpg.plugin import IGPGKind
-from igpg.train import TrainConfig, train_generator
-from zoo import ArchSpec, GeneratorRecord, Registry, resolve_arch, training_checkpoints
+from igpg.train import JOB, TrainConfig, job_summary, train_generator
+from zoo import ArchSpec, GeneratorRecord, Registry, recorded, resolve_arch, training_checkpoints
 from zoo.errors import GeneratorError, Hint
 
 log = logging.getLogger(__name__)
 
 
+@recorded(JOB, summary=job_summary)  # a run of `zoo jobs`: started, finished, how it ended, what it stored
 def train_on_registry(
     registry: Registry,
     *,

@@ -36,13 +36,17 @@ from tqdm.auto import tqdm
 from igpg import distributed
 from igpg.data import ZooData
 from igpg.generator import Generator
+from igpg.presets import PRESETS
 from igpg.prior import PriorConfig, WeightPrior
 from igpg.structure import ChunkCoords, chunk_slots
 from igpg.tokenizer import COORDS, TokenizerConfig, WeightTokenizer, chunk_coords
-from zoo import atomic_write
+from zoo import GeneratorRecord, atomic_write, current_run
 from zoo.errors import GeneratorError
 
 log = logging.getLogger(__name__)
+expected = logging.getLogger(f"{__name__}.expected")  # how long each stage expects (`zoo train` shows it)
+
+JOB = "train"  # generator training's runs in `zoo jobs` (igpg.train_on_registry records them)
 
 
 @dataclass
@@ -70,10 +74,10 @@ class TrainConfig:
 
     @classmethod
     def preset(cls, name: str) -> TrainConfig:
-        """A named training budget (:data:`PRESETS`): ``"quick"`` (a smoke run, 1-2 minutes on 2 CPU cores;
-        its samples are at chance level), ``"small"`` (the ``zoo demo`` generator, about 8 minutes on 2 CPU
-        cores) or ``"default"`` (``zoo train``'s default: 2,000 + 1,500 steps and 6 quantization levels,
-        most of an hour on 2 CPU cores). Every field can still be changed on the returned config.
+        """A named training budget (:data:`igpg.presets.PRESETS`, with expected times): ``"quick"`` (a smoke
+        run; its samples are at chance level), ``"small"`` (the ``zoo demo`` generator) or ``"default"``
+        (``zoo train``'s default: 2,000 + 1,500 steps and 6 quantization levels). Every field can still be
+        changed on the returned config.
 
         Raises:
             zoo.errors.GeneratorError: for an unknown name (the message lists the known ones).
@@ -95,11 +99,71 @@ class TrainConfig:
         return cfg
 
 
-PRESETS: dict[str, str] = {  # preset name -> what it is for (TrainConfig.preset builds it)
-    "quick": "200 + 200 steps, a small prior: a smoke run; samples at chance level",
-    "small": "2,000 + 1,500 steps, a 3-layer prior of width 128: the zoo demo generator",
-    "default": "2,000 + 1,500 steps, the full-size prior",
-}
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: ``45 s``, ``12 min``, ``1 h 20 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class _Expect:
+    """Says how long a training stage expects to take, once its first steps are timed (from the second on:
+    the first pays for warm-up): in the log (``igpg.train.expected``, which ``zoo train`` prints) and in the
+    message of the recorded job (``zoo jobs``), which it keeps current about once a minute."""
+
+    def __init__(self, stage: str, start: int, total: int, device: torch.device, show: bool) -> None:
+        self.stage, self.start, self.total, self.device, self.show = stage, start, total, device, show
+        self.t0: float | None = None  # when the first timed step began
+        self.said = False
+        self.last_update = 0.0
+
+    def step(self, step: int) -> None:
+        """Call after step ``step`` (0-based) is done."""
+        if not self.show:
+            return
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+            return
+        timed = step - self.start  # steps done since the first one
+        elapsed = now - self.t0
+        if not self.said and (timed >= 20 or elapsed >= 10):
+            self.said = True
+            per_step = elapsed / timed
+            expected.info(
+                "%s: %d steps, expected about %s (%.3f s/step on %s, %d thread(s))",
+                self.stage,
+                self.total - self.start,
+                duration(per_step * (self.total - self.start)),
+                per_step,
+                self.device,
+                torch.get_num_threads(),
+            )
+        if self.said and (now - self.last_update >= 60 or step + 1 == self.total):
+            self.last_update = now
+            run = current_run()
+            if run is not None:
+                left = (self.total - step - 1) * elapsed / max(1, timed)
+                run.update(message=f"{self.stage}: step {step + 1}/{self.total}, about {duration(left)} left")
+
+
+def job_summary(result: tuple[Generator, GeneratorRecord]) -> tuple[dict[str, int], str]:
+    """A training run's summary for ``zoo jobs``: what it trained on and stored, its time and losses."""
+    gen, rec = result
+    info = gen.info
+    cfg = info.get("train_config", {})
+    counts = {
+        "checkpoints": len(rec.trained_on),
+        "tokenizer_steps": int(cfg.get("tokenizer_steps", 0)),
+        "prior_steps": int(cfg.get("prior_steps", 0)),
+    }
+    message = (
+        f"stored {rec.ref} ({rec.status}): tokenizer {duration(info.get('tokenizer_seconds', 0))} "
+        f"(recon mse {info.get('tokenizer_recon_mse', float('nan')):.3g}), prior "
+        f"{duration(info.get('prior_seconds', 0))} (loss {info.get('prior_final_loss', float('nan')):.3g})"
+    )
+    return counts, message
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -294,6 +358,7 @@ def train_tokenizer(
         initial=start,
         total=cfg.tokenizer_steps,
     )
+    expect = _Expect("stage 1 (tokenizer)", start, cfg.tokenizer_steps, device, distributed.is_main())
     for step in bar:
         idx = torch.randint(0, n, (local,), generator=g).to(device)
         with _autocast(device):
@@ -314,6 +379,7 @@ def train_tokenizer(
             ppl = distributed.mean_over_ranks(out["perplexity"].item())
             bar.set_postfix(recon=f"{recon:.4f}", ppl=f"{ppl:.0f}")
         resume.save(step + 1, tok, opt, sched, g, force=step + 1 == cfg.tokenizer_steps)
+        expect.step(step)
     tok.eval()
     with torch.no_grad():
         full = tok(data_t, mask, layer, position, count, slots)
@@ -396,6 +462,7 @@ def train_prior(
         total=cfg.prior_steps,
     )
     begin = torch.full((1, levels), prior.bos, device=device)
+    expect = _Expect("stage 2 (prior)", start, cfg.prior_steps, device, distributed.is_main())
     for step in bar:
         ex, starts, t = windows.draw(local, g)
         tgt = torch.stack([seqs[i][s : s + t] for i, s in zip(ex, starts)])  # (B, T, L)
@@ -417,6 +484,7 @@ def train_prior(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{distributed.mean_over_ranks(smooth):.3f}")
         resume.save(step + 1, prior, opt, sched, g, force=step + 1 == cfg.prior_steps)
+        expect.step(step)
     prior.eval()
     final = loss.item() if smooth is None else smooth
     return prior, {"prior_final_loss": distributed.mean_over_ranks(final)}

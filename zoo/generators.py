@@ -19,15 +19,15 @@ import fnmatch
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
-
-import numpy as np
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo import plugins
 from zoo.errors import UnknownPluginError, ZooError
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
-from zoo.retrieval import embed_arch, get_embedding
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    from torch import nn
 
 LEGACY_KIND = "igpg"  # the kind of versions stored before ``config["kind"]`` existed (all were IGPG's)
 SAMPLING: dict[str, Any] = {  # sampling settings when a caller names none (RetrievalPolicy's defaults too)
@@ -108,7 +108,16 @@ class GeneratorKind(ABC):
         guidance: float = 1.0,
     ) -> list[nn.Module]:
         """``n`` networks of ``spec`` (CPU, any mode) for a dataset vector and an architecture vector
-        (float32, by :meth:`encoders`). The same ``seed`` gives the same networks; ``None`` draws afresh."""
+        (float32, by :meth:`encoders`). The same ``seed`` gives the same networks; ``None`` draws afresh.
+
+        A kind whose :meth:`sample_steps` gives a number also takes ``progress=``: an object with
+        ``update(k)`` (a tqdm bar) that it calls as those steps are done."""
+
+    def sample_steps(self, generator: Any, spec: ArchSpec) -> int | None:
+        """How many steps sampling ``spec`` takes (however many networks at once), reported through
+        :meth:`sample`'s ``progress``; None (this default): the kind reports no progress, and :meth:`sample`
+        is called without it. Provision shows a progress bar of these steps."""
+        return None
 
     @abstractmethod
     def train(
@@ -183,6 +192,10 @@ class GeneratorKind(ABC):
     ) -> list[nn.Module]:
         """``n`` networks of ``spec`` for registered dataset ``dataset`` (its stored vector by the generator's
         dataset encoder), sampled with :data:`SAMPLING` unless ``sampling`` says otherwise."""
+        import numpy as np
+
+        from zoo.retrieval import embed_arch, get_embedding
+
         ds_enc, text_enc = self.encoders(generator)
         ds = np.asarray(get_embedding(registry, "dataset", dataset, ds_enc).vector, dtype=np.float32)
         arch = np.asarray(embed_arch(registry, spec, encoder=text_enc).vector, dtype=np.float32)

@@ -7,19 +7,28 @@
 - Runs are rows in ``job_runs``: :func:`start_run` when a run has its lease, :func:`update_run` as it
   goes, :func:`finish_run` at the end. A run left ``running`` by a process that died is marked ``killed``
   by the next run of its kind (:func:`mark_killed`), which holds the lease and so knows it is not alive.
+- Other long work (generator training, the tiny-zoo builders, the main job) is recorded the same way,
+  without a lease: :func:`recording` (a context manager) or :func:`recorded` (a decorator) start a run,
+  and end it ``succeeded`` with a summary, ``failed`` with the error, or ``killed`` when interrupted; ``zoo
+  jobs`` lists them all. Such a run left ``running`` by a process on this host that no longer exists is
+  marked ``killed`` when the next run of its kind starts (:func:`mark_dead`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import inspect
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from zoo.errors import ConfigError, LeaseHeldError, LeaseLostError
 from zoo.records import JobRunRecord
@@ -27,6 +36,7 @@ from zoo.registry import Registry
 from zoo.store.jobs import LeaseInfo
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 JOB_STATUSES = ("running", "succeeded", "failed", "skipped", "killed")  # a run's life; see JobRunRecord
 DEFAULT_TTL_S = 300.0  # a lease not renewed for this long is free
@@ -266,9 +276,150 @@ def get_run(registry: Registry, run_id: int) -> JobRunRecord:
     return registry.repos.jobs.run(run_id)
 
 
+# ----------------------------------------------------------------------------------------------------
+# recording long work that holds no lease (training, builders, the main job)
+# ----------------------------------------------------------------------------------------------------
+def mark_dead(registry: Registry, kind: str) -> list[int]:
+    """Mark runs of ``kind`` left ``running`` by a process on this host that no longer exists as ``killed``;
+    returns their ids (runs of live processes, or of other hosts, are left as they are)."""
+    dead = [
+        r for r in job_runs(registry, kind=kind, status="running", limit=None) if holder_is_dead(r.holder)
+    ]
+    for r in dead:
+        note = "[found killed: its process ended without recording an outcome]"
+        registry.repos.jobs.update_run(r.id, {"status": "killed", "message": f"{r.message} {note}".strip()})
+    if dead:
+        log.warning("job %s: runs %s had died mid-way; marked killed", kind, [r.id for r in dead])
+    return [r.id for r in dead]
+
+
+class JobRun:
+    """A run being recorded (what :func:`recording` yields): its id, and its counts and message so far."""
+
+    def __init__(self, registry: Registry | None, kind: str, record: JobRunRecord | None) -> None:
+        self.registry = registry  # None when the run could not be recorded (then nothing is stored)
+        self.kind = kind
+        self.record = record
+        self.counts: dict[str, int] = {}
+        self.message = ""
+
+    @property
+    def id(self) -> int | None:
+        return self.record.id if self.record is not None else None
+
+    def update(self, *, counts: Mapping[str, int] | None = None, message: str | None = None) -> None:
+        """Set (and store now) the run's counts and message, e.g. how far it got and how long it expects;
+        what is set last is the summary :func:`recording` stores when the run ends."""
+        if counts is not None:
+            self.counts = {k: int(v) for k, v in counts.items()}
+        if message is not None:
+            self.message = message
+        if self.registry is not None and self.id is not None:
+            try:
+                update_run(self.registry, self.id, counts=self.counts, message=self.message)
+            except Exception as exc:  # recording must never stop the work it records
+                log.warning("job %s: could not record progress of run %s (%s)", self.kind, self.id, exc)
+
+
+_current: contextvars.ContextVar[JobRun | None] = contextvars.ContextVar("zoo_job_run", default=None)
+
+
+def current_run() -> JobRun | None:
+    """The innermost run being recorded in this thread (:func:`recording`), or None: what a long step deep
+    inside a recorded job (a training stage) updates with its progress and expected time."""
+    return _current.get()
+
+
+def _recording_disabled() -> bool:
+    """Under torchrun every process runs the job; rank 0 alone records it."""
+    return os.environ.get("RANK", "0") not in ("", "0")
+
+
+@contextlib.contextmanager
+def recording(registry: Registry, kind: str) -> Iterator[JobRun]:
+    """Record the work done in the ``with`` block as a run of ``kind`` in ``registry`` (``zoo jobs``).
+
+    The run starts ``running``; it ends ``succeeded`` with the counts and message last given to
+    :meth:`JobRun.update` (its summary), ``failed`` with the error when the block raises (the error is
+    raised on), or ``killed`` when interrupted (Ctrl-C, SystemExit). Recording never stops the work: when
+    the registry cannot record (e.g. a read-only database), the block runs unrecorded, with a warning.
+    Under ``torchrun`` only rank 0 records.
+    """
+    run = JobRun(None, kind, None)
+    if not _recording_disabled():
+        try:
+            mark_dead(registry, kind)
+            run = JobRun(registry, kind, start_run(registry, kind, new_holder()))
+        except Exception as exc:
+            log.warning("job %s: this run is not recorded (%s: %s)", kind, type(exc).__name__, exc)
+    t0 = time.perf_counter()
+    token = _current.set(run)
+
+    def end(status: str, message: str) -> None:
+        if run.registry is None or run.id is None:
+            return
+        try:
+            finish_run(registry, run.id, status, counts=run.counts, message=message)
+        except Exception as exc:
+            log.warning("job %s: could not record the end of run %s (%s)", kind, run.id, exc)
+
+    try:
+        yield run
+    except Exception as exc:
+        end("failed", f"{type(exc).__name__}: {exc}"[:2000] + (f" ({run.message})" if run.message else ""))
+        raise
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stopped from outside
+        end("killed", f"interrupted ({type(exc).__name__})" + (f"; {run.message}" if run.message else ""))
+        raise
+    else:
+        end("succeeded", run.message)
+    finally:
+        _current.reset(token)
+        log.info("job %s: run %s took %.1f s", kind, run.id, time.perf_counter() - t0)
+
+
+def recorded(
+    kind: str,
+    *,
+    registry: str | Callable[[Mapping[str, Any]], Any] = "registry",
+    summary: Callable[[Any], tuple[Mapping[str, int], str] | str] | None = None,
+) -> Callable[[F], F]:
+    """Decorate a long-running function so that each call is recorded as a run of ``kind``
+    (:func:`recording`).
+
+    ``registry``: the name of the argument holding the :class:`~zoo.Registry` to record in, or a callable
+    that gets the call's arguments (by name) and returns a registry, or a SQLite path or URL to open one at.
+    ``summary``: makes the run's summary from the function's result, as a message or ``(counts, message)``.
+    """
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            where = registry(bound.arguments) if callable(registry) else bound.arguments[registry]
+            with contextlib.ExitStack() as stack:
+                if isinstance(where, (str, os.PathLike)):  # a path or URL: open the registry for the run
+                    where = stack.enter_context(Registry(where))
+                run = stack.enter_context(recording(where, kind))
+                result = fn(*args, **kwargs)
+                if summary is not None:
+                    made = summary(result)
+                    counts, message = ({}, made) if isinstance(made, str) else made
+                    run.update(counts=counts, message=message)
+                return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 __all__ = [
     "DEFAULT_TTL_S",
     "JOB_STATUSES",
+    "JobRun",
     "Lease",
     "LeaseInfo",
     "finish_run",
@@ -276,9 +427,13 @@ __all__ = [
     "holder_is_dead",
     "job_runs",
     "lease_info",
+    "mark_dead",
     "mark_killed",
+    "current_run",
     "new_holder",
     "record_run",
+    "recorded",
+    "recording",
     "start_run",
     "update_run",
 ]

@@ -21,15 +21,19 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
-import torch
 
 from zoo import hookspecs
 from zoo.errors import Hint, UnknownFamilyError, UnknownPluginError, ZooError, show
-from zoo.family import ArchitectureFamily, natural_key, strip_wrapper_prefixes
 from zoo.records import ArchSpec
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import click
+    import torch
+
+    from zoo.family import ArchitectureFamily
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +106,8 @@ _pm: pluggy.PluginManager | None = None
 _loaded = False
 _generation = 0  # bumped whenever the set of plugins changes; invalidates the caches below
 _infos: dict[str, PluginInfo] = {}
+_reported: set[str] = set()  # third-party plugins whose failure to load is already in the log
+_command_pm: pluggy.PluginManager | None = None  # the command-adding plugins, before all are loaded
 _family_cache: tuple[int, dict[str, ArchitectureFamily]] | None = None
 
 
@@ -134,6 +140,45 @@ def _hooks_of(plugin: object) -> tuple[str, ...]:
     return tuple(sorted(n for n in dir(plugin) if n.startswith("zoo_") and callable(getattr(plugin, n))))
 
 
+def _chosen() -> list[tuple[Any, bool]]:
+    """The entry points to load, built-in ones first, each with whether it is built-in; raises naming the
+    available plugins when ``ZOO_PLUGINS`` names one that is not installed."""
+    wanted = _wanted()
+    autoload = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip() not in ("1", "true", "yes")
+    available = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _builtin(ep))
+    chosen: list[tuple[Any, bool]] = []
+    seen: set[str] = set()
+    for ep in available:  # the built-in ones first; every plugin comes through the entry-point door
+        builtin = _builtin(ep)
+        if ep.name in seen or (wanted is not None and ep.name not in wanted) or not (builtin or autoload):
+            continue
+        chosen.append((ep, builtin))
+        seen.add(ep.name)
+    if wanted is not None and (unknown := wanted - seen):
+        raise UnknownPluginError("plugin", ", ".join(sorted(unknown)), sorted({ep.name for ep in available}))
+    return chosen
+
+
+def _load_entry_point(ep: Any, builtin: bool) -> tuple[object | None, str]:
+    """The plugin an entry point names, or None and the error when a third-party one fails to import (said
+    once per process in the log; a built-in one that fails raises)."""
+    try:
+        return ep.load(), ""
+    except Exception as exc:  # a broken plugin must not take zoo down
+        if builtin:
+            raise
+        if ep.name not in _reported:
+            _reported.add(ep.name)
+            log.error(
+                "plugin %r (%s) failed to load: %s; uninstall it, or leave it out with %s=...",
+                ep.name,
+                ep.value,
+                exc,
+                ENV_ONLY,
+            )
+        return None, str(exc)
+
+
 def load_plugins() -> None:
     """Load built-in plugins and the ``zoo.plugins`` entry-point group once (idempotent, thread-safe)."""
     global _pm, _loaded, _generation
@@ -143,38 +188,63 @@ def load_plugins() -> None:
         if _loaded:
             return
         pm = _new_manager()
-        wanted = _wanted()
-        autoload = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip() not in ("1", "true", "yes")
-        seen: set[str] = set()
-        available = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _builtin(ep))
-        for ep in available:  # the built-in ones first; every plugin comes through the entry-point door
-            builtin = _builtin(ep)
-            if ep.name in seen or (wanted is not None and ep.name not in wanted) or not (builtin or autoload):
-                continue
+        for ep, builtin in _chosen():
             source = "builtin" if builtin else "entry-point"
+            plugin, error = _load_entry_point(ep, builtin)
+            if plugin is None:
+                _infos[ep.name] = PluginInfo(ep.name, source, ep.value, (), error=error)
+                continue
             try:
-                plugin = ep.load()
                 pm.register(plugin, name=ep.name)
-                _infos[ep.name] = PluginInfo(ep.name, source, ep.value, _hooks_of(plugin))
-            except Exception as exc:  # a broken plugin must not take zoo down
+            except Exception as exc:  # e.g. a hook with a wrong signature: a broken plugin, said once
                 if builtin:
                     raise
-                log.error(
-                    "plugin %r (%s) failed to load: %s; uninstall it, or leave it out with %s=...",
-                    ep.name,
-                    ep.value,
-                    exc,
-                    ENV_ONLY,
-                )
+                log.error("plugin %r (%s) failed to register: %s", ep.name, ep.value, exc)
                 _infos[ep.name] = PluginInfo(ep.name, source, ep.value, (), error=str(exc))
-            seen.add(ep.name)
-        if wanted is not None and (unknown := wanted - seen):
-            raise UnknownPluginError(
-                "plugin", ", ".join(sorted(unknown)), sorted({ep.name for ep in available})
-            )
+                continue
+            _infos[ep.name] = PluginInfo(ep.name, source, ep.value, _hooks_of(plugin))
         _pm = pm
         _generation += 1
         _loaded = True
+
+
+def register_commands(cli: click.Group) -> None:
+    """Call every plugin's ``zoo_register_commands`` hook with ``cli`` (the ``zoo`` group).
+
+    Once the plugins are loaded (the first family, encoder or generator lookup loads them all), through
+    the plugin manager, run-time plugins included. Before that, without loading them all: zoo's own
+    built-in plugins (:data:`BUILTIN_PLUGINS`: families and encoders, whose modules import torch) add no
+    commands, so only the other selected entry points are imported, into a manager of their own. That is
+    why ``zoo --help`` and ``zoo list`` start without torch; a plugin that adds commands keeps its plugin
+    module light (heavy imports inside the command body, as :mod:`igpg.plugin` and
+    :mod:`zoo_demo.plugin` do) to keep it so.
+    """
+    global _command_pm
+    with _lock:
+        if _loaded:
+            assert _pm is not None
+            _pm.hook.zoo_register_commands(cli=cli)
+            return
+        if _command_pm is None:
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+            for ep, builtin in _chosen():
+                if builtin:
+                    continue
+                plugin, _ = _load_entry_point(ep, builtin)
+                if plugin is not None:
+                    try:
+                        pm.register(plugin, name=ep.name)
+                    except Exception as exc:  # said again, with its error, when the plugins load
+                        log.debug("plugin %r not registered for its commands: %s", ep.name, exc)
+            _command_pm = pm
+        _command_pm.hook.zoo_register_commands(cli=cli)
+
+
+def commands_generation() -> tuple[bool, int]:
+    """Changes whenever :func:`register_commands` could add other commands (the plugins got loaded, or the
+    set of plugins changed); loads nothing."""
+    return _loaded, _generation
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
@@ -217,10 +287,11 @@ def list_plugins() -> list[PluginInfo]:
 
 def reset_plugins() -> None:
     """Forget every loaded plugin; the next lookup loads them again (for tests and env changes)."""
-    global _pm, _loaded, _generation, _family_cache
+    global _pm, _loaded, _generation, _family_cache, _command_pm
     with _lock:
-        _pm, _loaded, _family_cache = None, False, None
+        _pm, _loaded, _family_cache, _command_pm = None, False, None, None
         _infos.clear()
+        _reported.clear()
         _generation += 1
 
 
@@ -249,6 +320,8 @@ def collect(hook: str) -> dict[str, Any]:
 def families() -> dict[str, ArchitectureFamily]:
     """Every registered architecture family by name (cached until the plugin set changes)."""
     global _family_cache
+    from zoo.family import ArchitectureFamily
+
     get_plugin_manager()
     with _lock:
         if _family_cache is None or _family_cache[0] != _generation:
@@ -264,6 +337,8 @@ def families() -> dict[str, ArchitectureFamily]:
 
 def list_families(filter: str | None = None) -> list[str]:
     """Names of registered families, optionally filtered with a glob (``"res*"``), naturally sorted."""
+    from zoo.family import natural_key
+
     names = list(families())
     if filter:
         names = fnmatch.filter(names, filter)
@@ -272,6 +347,8 @@ def list_families(filter: str | None = None) -> list[str]:
 
 def list_architectures(filter: str | None = None) -> list[str]:
     """``family/variant`` for every named architecture of every family, optionally glob-filtered."""
+    from zoo.family import natural_key
+
     out = [f"{fname}/{v}" for fname, fam in families().items() for v in fam.variants()]
     if filter:
         out = [a for a in out if fnmatch.fnmatch(a, filter) or fnmatch.fnmatch(a.split("/", 1)[1], filter)]
@@ -332,6 +409,8 @@ def unknown_architecture(name: str) -> UnknownFamilyError:
 
 def detect_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
     """The architecture of a state dict from its keys and shapes; raises naming the installed families."""
+    from zoo.family import strip_wrapper_prefixes
+
     spec = get_plugin_manager().hook.zoo_detect_architecture(state_dict=state_dict)
     if spec is not None:
         return spec

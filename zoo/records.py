@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
 
 ORIGINS = ("imported", "trained", "fine-tuned", "generated", "adapted")  # how a checkpoint came to be
 

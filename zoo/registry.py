@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from zoo import retrieval
-from zoo.checkpoint_io import CheckpointLike
 from zoo.errors import ZooError
-from zoo.intake import prepare_checkpoint
 from zoo.plugins import families, get_family
 from zoo.records import (
     AliasRecord,
@@ -38,7 +34,7 @@ from zoo.records import (
     VerifyReport,
 )
 from zoo.refs import parse_ref
-from zoo.retrieval import DataLike, EncoderChoice, Neighbor, RetrievalCache
+from zoo.retrieval.cache import RetrievalCache
 from zoo.store.blobrows import ORPHAN_GRACE_S
 from zoo.store.blobs import BlobStore
 from zoo.store.db import Database, default_url, sqlite_path
@@ -48,6 +44,13 @@ from zoo.validation import check_family, check_json, check_limit, check_metrics,
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from zoo.diffing import WeightsDiff
+
+if TYPE_CHECKING:  # pragma: no cover - typing only (torch is imported where weights are read or built)
+    import torch
+    from torch import nn
+
+    from zoo.checkpoint_io import CheckpointLike
+    from zoo.retrieval import DataLike, EncoderChoice, Neighbor
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,8 @@ class Registry:
         was taken, stripped and left out is recorded in ``meta`` (``source_weights``, ``stripped_prefix``,
         ``source_left_out``, ``source_extra``).
         """
+        from zoo.intake import prepare_checkpoint
+
         new = prepare_checkpoint(
             checkpoint,
             base_arch=lambda ref: self.get(ref).arch,

@@ -56,6 +56,9 @@ class DemoConfig:
     import_pretrained: bool = True  # import ../shared/data/pretrained ResNets when present
 
 
+@zoo.recorded(
+    "demo", registry=lambda a: Path(a["out"]) / "registry.db", summary=lambda report: f"report: {report}"
+)
 def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> Path:
     """Run the main job into folder ``out`` (created; an existing zoo there is reused); returns report.md."""
     c = config or DemoConfig()

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+import zoo
 from zoo import ArchSpec, CheckpointRecord, Registry, get_family, resolve_arch
 from zoo.datasets import ImageDataset
 from zoo.errors import ConfigError
@@ -205,6 +206,9 @@ def train_resnet(
     return model.eval()
 
 
+@zoo.recorded(
+    "build-resnet-zoo", summary=lambda b: ({"checkpoints": len(b.records), "trained": len(b.added_ids)}, "")
+)
 def build_resnet_zoo(
     registry: Registry,
     *,

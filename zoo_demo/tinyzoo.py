@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+import zoo
 from zoo import CheckpointRecord, DatasetRecord, Registry, get_family, resolve_arch, shared_data_candidates
 from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, mirror, rotate
 from zoo.errors import DatasetError, Hint
@@ -145,6 +146,10 @@ def task_data(
     return data.split(0.8, seed=seed)
 
 
+@zoo.recorded(
+    "build-tiny-zoo",
+    summary=lambda recs: ({"checkpoints": len(recs), "tasks": len({r.dataset for r in recs})}, ""),
+)
 def build_tiny_zoo(
     registry: Registry,
     tasks: Iterable[str] | None = None,

@@ -37,12 +37,11 @@ def test_train_help_gives_each_preset_its_expected_time() -> None:
     text = "".join(res.output.split())  # as wrapped: spaces and line breaks vary
     assert res.exit_code == 0
     for what in (
-        "quick (200 + 200 steps",
+        "quick: 200 + 200 steps",
         "about 1-2 min",
-        "small (the `zoo demo` generator",
-        "about 8 min",
-        "default (2,000 + 1,500 steps, the full-size prior) 30-50 min",
-        "2 shared, busy CPU cores",
+        "the zoo demo generator; about 8 min",
+        "default: 2,000 + 1,500 steps, the full-size prior; about 16 min (30-50 min on a busy machine)",
+        "2 idle CPU cores",
     ):
         assert "".join(what.split()) in text, what
 

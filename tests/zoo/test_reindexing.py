@@ -487,7 +487,9 @@ def test_generator_retrained_and_promoted_only_when_not_worse(registry: zoo.Regi
     assert (d.current_score, d.candidate_score) == (-4.0, -6.0)
     assert rejected.counts["generators_trained"] == 1 and rejected.counts["generators_rejected"] == 1
     assert {x.ref: x.status for x in registry.generators()} == {"igpg:v1": "promoted", "igpg:v2": "retired"}
-    assert "candidate igpg:v2 scored -6.0000, current -4.0000" in job_runs(registry)[0].message
+    assert (
+        "candidate igpg:v2 scored -6.0000, current -4.0000" in job_runs(registry, kind="reindex")[0].message
+    )
 
     again = zoo.reindex(
         registry, evaluator=_by_count(-1), **opts

@@ -43,3 +43,15 @@ def test_main_job_writes_report_and_figure(tmp_path: Path) -> None:
     assert reg.stats()["checkpoints"] == 4
     assert [g.status for g in reg.generators()] == ["promoted"]
     assert "| digits | retrieved |" in text  # its own test split retrieves its checkpoint
+    # zoo jobs: the job, the zoo it built and the generator it trained, each a recorded run
+    runs = {r.kind: r for r in zoo.job_runs(reg)}
+    assert {k: r.status for k, r in runs.items()} == {
+        "demo": "succeeded",
+        "build-tiny-zoo": "succeeded",
+        "train": "succeeded",
+    }
+    assert runs["demo"].message == f"report: {report}" and runs["build-tiny-zoo"].counts["checkpoints"] == 4
+    assert runs["train"].message.startswith("stored igpg:v1")
+    demo, train = runs["demo"], runs["train"]
+    assert demo.finished_at is not None and train.finished_at is not None
+    assert demo.started_at <= runs["build-tiny-zoo"].started_at and demo.finished_at >= train.finished_at

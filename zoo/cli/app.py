@@ -112,16 +112,18 @@ class ZooGroup(click.Group):
     """The command group: a :class:`~zoo.ZooError` from any command (a plugin's too) becomes one line on
     stderr and exit code 1, however the CLI is invoked. Plugins' commands (``zoo_register_commands``: the
     generator's ``train``, the main job's ``demo``) are added on the first lookup, and again when the set
-    of plugins changes."""
+    of plugins changes, without loading the built-in families (:func:`zoo.plugins.register_commands`):
+    ``zoo --help`` lists them without importing torch."""
 
-    _plugins_generation: int | None = None
+    _plugins_generation: tuple[bool, int] | None = None
 
     def _add_plugin_commands(self) -> None:
         from zoo import plugins
 
-        if self._plugins_generation != plugins.generation():
-            plugins.get_plugin_manager().hook.zoo_register_commands(cli=self)
-            self._plugins_generation = plugins.generation()
+        current = plugins.commands_generation()
+        if self._plugins_generation != current:
+            plugins.register_commands(self)
+            self._plugins_generation = current
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         self._add_plugin_commands()

@@ -192,7 +192,11 @@ def reindex(
 
 
 @cli.command()
-@click.option("--kind", default=None, help="Only runs of this job (e.g. reindex).")
+@click.option(
+    "--kind",
+    default=None,
+    help="Only runs of this job: reindex, train (generator training), demo, build-tiny-zoo, ...",
+)
 @click.option(
     "--status", type=click.Choice(["running", "succeeded", "failed", "skipped", "killed"]), default=None
 )
@@ -202,8 +206,10 @@ def reindex(
 @json_option
 @click.pass_context
 def jobs(ctx: click.Context, kind: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """Recorded job runs, newest first: when, how long, how they ended and what they did."""
-    from zoo.jobs import job_runs
+    """Recorded job runs, newest first: re-indexing, generator training, zoo builders and the main job;
+    when, how long, how they ended and what they did. A run still `running` whose process is gone shows as
+    `running?` (the next run of its kind marks it killed)."""
+    from zoo.jobs import holder_is_dead, job_runs
 
     runs = job_runs(registry_of(ctx), kind=kind, status=status, limit=limit)
 
@@ -211,6 +217,9 @@ def jobs(ctx: click.Context, kind: str | None, status: str | None, limit: int, a
 
     def counts(c: Any) -> str:
         return " ".join(f"{k}={v}" for k, v in sorted(c.items()) if v and k not in quiet) or "-"
+
+    def shown(r: Any) -> str:
+        return "running?" if r.status == "running" and holder_is_dead(r.holder) else r.status
 
     emit(
         [r.to_dict() for r in runs],
@@ -220,14 +229,15 @@ def jobs(ctx: click.Context, kind: str | None, status: str | None, limit: int, a
                 [
                     str(r.id),
                     r.kind,
-                    r.status,
+                    shown(r),
                     r.started_at.isoformat(timespec="seconds"),
                     r.finished_at.isoformat(timespec="seconds") if r.finished_at else "-",
                     f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
                     counts(r.counts),
+                    r.message or "-",
                 ]
                 for r in runs
             ],
-            ["ID", "KIND", "STATUS", "STARTED", "FINISHED", "DURATION", "COUNTS"],
+            ["ID", "KIND", "STATUS", "STARTED", "FINISHED", "DURATION", "COUNTS", "SUMMARY"],
         ),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,21 +134,35 @@ def select_generator(registry: Registry, req: Request) -> tuple[GeneratorRecord,
 
 
 def sample(registry: Registry, req: Request, gen: LoadedGenerator, n: int) -> list[nn.Module]:
-    """``n`` networks of ``req.spec`` from ``gen``, conditioned on the query as its own encoders see it."""
+    """``n`` networks of ``req.spec`` from ``gen``, conditioned on the query as its own encoders see it.
+
+    Shows a progress bar on stderr (tqdm: steps done, rate, time left) while the generator samples, when
+    stderr is a terminal or a notebook (``TQDM_DISABLE=1`` hides it); a generator kind that reports no
+    steps (:meth:`~zoo.generators.GeneratorKind.sample_steps`) gets a bar with the time spent only.
+    """
+    from tqdm.auto import tqdm
+
     policy = req.policy
     ds_encoder, text_encoder = gen.kind.encoders(gen.generator)
     ds = np.array(req.query.vector(ds_encoder), dtype=np.float32)
     arch = np.array(embed_arch(registry, req.spec, encoder=text_encoder).vector, dtype=np.float32)
-    nets = gen.kind.sample(
-        gen.generator,
-        req.spec,
-        ds,
-        arch,
-        n,
-        temperature=policy.temperature,
-        top_k=policy.top_k,
-        top_p=policy.top_p,
-        guidance=policy.guidance,
-        seed=policy.seed,
-    )
+    steps = gen.kind.sample_steps(gen.generator, req.spec)
+    what = f"{n} network{'s' if n != 1 else ''} of {req.label} from {gen.record.ref}"
+    log.info("generating %s (%s steps)", what, steps if steps is not None else "unknown")
+    start = time.perf_counter()
+    with tqdm(total=steps, desc=f"generate {req.label} x{n}", unit="step", leave=False, disable=None) as bar:
+        nets = gen.kind.sample(
+            gen.generator,
+            req.spec,
+            ds,
+            arch,
+            n,
+            temperature=policy.temperature,
+            top_k=policy.top_k,
+            top_p=policy.top_p,
+            guidance=policy.guidance,
+            seed=policy.seed,
+            **({"progress": bar} if steps is not None else {}),
+        )
+    log.info("generated %s in %.1f s", what, time.perf_counter() - start)
     return [net.to(req.device).eval() for net in nets]

@@ -15,15 +15,15 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-from safetensors.torch import save_file as st_save_file
 
 from zoo.atomic import StagedFile, staged_file
 from zoo.errors import ConfigError, IntegrityError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only (torch is imported where tensors are read or written)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class BlobStore:
         safetensors writes metadata keys in no fixed order, so ``metadata`` is stored as one JSON string
         under the key ``"zoo"`` (sorted keys): equal inputs always give equal bytes.
         """
+        from safetensors.torch import save as st_save
+
         meta = (
             {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
         )
@@ -100,6 +102,8 @@ class BlobStore:
         safetensors writes the temp file directly (no intermediate copy); the hash is then read back from
         the page cache. Equal tensors and metadata always give equal bytes (see :meth:`serialize`).
         """
+        from safetensors.torch import save_file as st_save_file
+
         meta = (
             {"zoo": json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))} if metadata else None
         )
@@ -134,6 +138,9 @@ class BlobStore:
 
     def load(self, sha256: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """The blob's tensors. The hash is checked on a second thread while the tensors are parsed."""
+        import torch
+        from safetensors.torch import load as st_load
+
         path = self.path(sha256)
         data = self._read_file(sha256, path)
         digest = _hasher.submit(sha256_bytes, data)

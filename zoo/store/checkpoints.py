@@ -16,9 +16,8 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from sqlalchemy import Select, and_, delete, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
@@ -31,6 +30,9 @@ from zoo.store.blobrows import BlobRepository
 from zoo.store.datasets import DatasetRepository
 from zoo.store.db import Database, retry
 from zoo.validation import OPS, as_id, parse_metric_filters
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
 
 LIST = Hint("registry.list()", "`zoo list`")  # where to see what is registered
 _INSERT_CHECKPOINT = insert(m.Checkpoint).returning(m.Checkpoint.id)  # built once: values come as parameters

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -184,7 +183,12 @@ class Database:
     ) -> Any:
         """An ``INSERT ... ON CONFLICT DO UPDATE`` statement in this database's dialect (SQLite,
         PostgreSQL)."""
-        ins = (sqlite_insert if self.dialect == "sqlite" else pg_insert)(table).values(**values)
+        if self.dialect == "sqlite":
+            ins = sqlite_insert(table).values(**values)
+        else:  # the PostgreSQL dialect is imported by PostgreSQL registries only (`zoo list` starts faster)
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            ins = pg_insert(table).values(**values)
         return ins.on_conflict_do_update(index_elements=index_elements, set_=set_)
 
     def next_version(self, session: Session, kind: str, name: str) -> int:
@@ -288,14 +292,32 @@ def _alembic_config():  # type: ignore[no-untyped-def]
 
 @functools.cache
 def _migrations() -> tuple[frozenset[str], str]:
-    """(every revision of zoo's migrations, the head revision), read once per process: reading the
-    migration scripts took 12 of the 36 ms a ``Registry()`` open cost (bench_registry: ``open_ms``)."""
-    from alembic.script import ScriptDirectory
+    """(every revision of zoo's migrations, the head revision), read once per process from the scripts'
+    ``revision`` and ``down_revision`` assignments, without importing alembic: alembic is imported only to
+    upgrade a registry, so that opening a current one (``zoo list``) does not pay for it (about 0.2 s of
+    the command's start; ``bench/bench_cli.py``)."""
+    import ast
 
-    scripts = ScriptDirectory.from_config(_alembic_config())
-    head = scripts.get_current_head()
-    assert head is not None, "migrations directory has no head"
-    return frozenset(rev.revision for rev in scripts.walk_revisions()), head
+    parents: dict[str, tuple[str, ...]] = {}  # revision -> the revisions it follows
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        found: dict[str, Any] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else None
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+            value = getattr(node, "value", None)
+            if (
+                isinstance(target, ast.Name)
+                and target.id in ("revision", "down_revision")
+                and value is not None
+            ):
+                found[target.id] = ast.literal_eval(value)
+        if "revision" in found:
+            down = found.get("down_revision") or ()
+            parents[str(found["revision"])] = tuple(down) if isinstance(down, (tuple, list)) else (down,)
+    heads = set(parents) - {p for ps in parents.values() for p in ps}
+    assert len(heads) == 1, f"the migrations must have one head, not {sorted(heads)}"
+    return frozenset(parents), heads.pop()
 
 
 def head_revision() -> str:
