@@ -217,7 +217,7 @@ class Registry:
         neither installed nor registered, or a ``limit`` that is not a positive integer, raises
         :class:`ZooError` (never an empty or unlimited answer).
         """
-        check_family(family, families(), lambda: self.stats()["families"])
+        check_family(family, families, lambda: self.stats()["families"])
         check_limit(limit)
         return self.repos.checkpoints.search(
             family=family,
@@ -496,7 +496,7 @@ class Registry:
         """Generator versions, newest first, optionally only those covering ``family`` or with ``status`` (an
         unknown family or status raises :class:`ZooError` naming the known ones)."""
         check_family(
-            family, families(), lambda: {f for g in self.repos.generators.list() for f in g.families}
+            family, families, lambda: {f for g in self.repos.generators.list() for f in g.families}
         )
         if status is not None:
             _check_status(status)

@@ -153,16 +153,18 @@ def check_limit(limit: object, what: str = "limit") -> int | None:
 
 
 def check_family(
-    family: str | None, installed: Iterable[str], registered: Callable[[], Iterable[str]]
+    family: str | None, installed: Callable[[], Iterable[str]], registered: Callable[[], Iterable[str]]
 ) -> None:
-    """Refuse a family filter that names neither an installed family nor one of registered checkpoints
-    (``registered()`` is asked only then), listing the known ones: a typo is never an empty answer."""
+    """Refuse a family filter that names neither an installed family nor one of registered checkpoints,
+    listing the known ones: a typo is never an empty answer. ``installed()`` is asked only for a named family
+    (loading the families imports torch, which ``zoo list`` does without), ``registered()`` only when the
+    installed ones do not know it."""
     if family is None:
         return
-    installed = set(installed)
-    if family in installed:
+    known = set(installed())
+    if family in known:
         return
-    known = installed | set(registered())
+    known |= set(registered())
     if family not in known:
         listing = Hint("zoo.list_families()", "`zoo plugins`")
         raise ZooError(
