@@ -495,9 +495,7 @@ class Registry:
     def generators(self, *, family: str | None = None, status: str | None = None) -> list[GeneratorRecord]:
         """Generator versions, newest first, optionally only those covering ``family`` or with ``status`` (an
         unknown family or status raises :class:`ZooError` naming the known ones)."""
-        check_family(
-            family, families, lambda: {f for g in self.repos.generators.list() for f in g.families}
-        )
+        check_family(family, families, lambda: {f for g in self.repos.generators.list() for f in g.families})
         if status is not None:
             _check_status(status)
         return self.repos.generators.list(family=family, status=status)
