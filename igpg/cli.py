@@ -21,7 +21,9 @@ def _presets_help() -> str:
 @click.command()
 @click.option("--family", help="Train on every checkpoint of this family that names a dataset.")
 @click.option("--arch", help="Train on checkpoints of exactly this architecture.")
-@click.option("--k", default=16, show_default=True, help="Chunk size (values per chunk).")
+@click.option(
+    "--k", type=click.IntRange(min=1), default=16, show_default=True, help="Chunk size (values per chunk)."
+)
 @click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
@@ -58,7 +60,13 @@ def _presets_help() -> str:
     help="How chunks are located: slot descriptors (serves unseen depths/widths of trained families) "
     "or the absolute layer index (the old mode).",
 )
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when present), cpu or cuda.",
+)
 @click.option("--name", default="igpg", show_default=True, help="Generator name; each run adds a version.")
 @click.option("--promote", is_flag=True, help="Mark the new version as the one to serve.")
 @json_option
@@ -94,10 +102,11 @@ def train(
     DDP; rank 0 alone stores the generator and prints the result.
     """
     from igpg import distributed
-    from igpg.registry_io import train_on_registry
+    from igpg.registry_io import check_preconditions, train_on_registry
     from igpg.train import TrainConfig
     from zoo import resolve_arch, training_checkpoints
-    from zoo.errors import GeneratorError
+    from zoo.cli import as_flag
+    from zoo.errors import GeneratorError, ZooError
 
     cfg = TrainConfig.preset(preset)
     if levels is not None:
@@ -105,6 +114,10 @@ def train(
     cfg.tokenizer_steps = cfg.tokenizer_steps if tokenizer_steps is None else tokenizer_steps
     cfg.prior_steps = cfg.prior_steps if prior_steps is None else prior_steps
     cfg.device, cfg.coords = device, coords
+    try:  # cheap checks first: a bad name or device is refused before any training, not after it
+        check_preconditions(name=name, k=k, device=device)
+    except ZooError as exc:
+        raise exc.spelled(as_flag) from None
     reg = registry_of(ctx)
     if not training_checkpoints(reg, family=family, arch=resolve_arch(arch) if arch else None):
         what = f"architecture {arch}" if arch else f"family {family}" if family else "the registry"

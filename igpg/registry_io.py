@@ -13,11 +13,112 @@ from igpg import distributed
 from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
 from igpg.plugin import IGPGKind
-from igpg.train import JOB, TrainConfig, job_summary, train_generator
-from zoo import ArchSpec, GeneratorRecord, Registry, recorded, resolve_arch, training_checkpoints
-from zoo.errors import GeneratorError, Hint
+from igpg.train import JOB, TrainConfig, job_summary, pick_device, train_generator
+from zoo import (
+    ArchSpec,
+    CheckpointRecord,
+    check_name,
+    GeneratorRecord,
+    Registry,
+    get_dataset_encoder,
+    get_embedding,
+    recorded,
+    resolve_arch,
+    training_checkpoints,
+)
+from zoo.errors import GeneratorError, Hint, NotFoundError
 
 log = logging.getLogger(__name__)
+
+
+def with_dataset_vectors(
+    registry: Registry, recs: list[CheckpointRecord], dataset_encoder: str | None = None
+) -> tuple[list[CheckpointRecord], dict[str, list[CheckpointRecord]]]:
+    """``recs`` split by whether their dataset has a stored vector by ``dataset_encoder`` (None: the default
+    one): ``(usable, {dataset: [skipped checkpoints]})``. A checkpoint known only by its dataset's name
+    (``zoo add ... --dataset cifar10`` without ``zoo datasets register``) cannot condition the generator."""
+    enc = get_dataset_encoder(dataset_encoder).id
+    has: dict[str, bool] = {}
+    usable: list[CheckpointRecord] = []
+    skipped: dict[str, list[CheckpointRecord]] = {}
+    for rec in recs:
+        name = str(rec.dataset)
+        if name not in has:
+            try:
+                get_embedding(registry, "dataset", name, enc)
+                has[name] = True
+            except NotFoundError:
+                has[name] = False
+        if has[name]:
+            usable.append(rec)
+        else:
+            skipped.setdefault(name, []).append(rec)
+    return usable, skipped
+
+
+def check_preconditions(*, name: str, k: int, device: str) -> None:
+    """What :func:`train_on_registry` checks before it reads or trains anything: the generator ``name``, the
+    chunk size ``k`` (at least 1) and the training ``device`` (:func:`igpg.train.pick_device`).
+
+    Raises:
+        zoo.errors.InvalidNameError: for ``name``.
+        zoo.errors.GeneratorError: for ``k`` or ``device``.
+    """
+    check_name(name, "generator name")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise GeneratorError(f"k={k!r}: the chunk size must be a whole number of at least 1 (default: 16)")
+    pick_device(device)
+
+
+def _register_hint(dataset: str) -> Hint:
+    return Hint(f"registry.register_dataset({dataset!r}, data)", f"`zoo datasets register {dataset} SOURCE`")
+
+
+def trainable_checkpoints(
+    registry: Registry,
+    *,
+    family: str | None = None,
+    arch: str | ArchSpec | None = None,
+    dataset_encoder: str | None = None,
+) -> list[CheckpointRecord]:
+    """What :func:`train_on_registry` trains on: :func:`training_checkpoints` less those whose dataset has no
+    vector by the generator's dataset encoder (each skipped dataset is logged as a warning with the fix).
+
+    Raises:
+        GeneratorError: nothing is left to train on (the message names the fix: add checkpoints with a
+            dataset, or register the datasets they name).
+    """
+    spec = resolve_arch(arch) if arch else None
+    recs = training_checkpoints(registry, family=family, arch=spec)
+    what = f"architecture {spec.name}" if spec else f"family {family!r}" if family else "the registry"
+    if not recs:
+        arch_kw, arch_flag = (f"arch={spec.name!r}, ", f"--arch {spec.name} ") if spec else ("", "")
+        add = Hint(f"registry.add(FILE, {arch_kw}dataset=NAME)", f"`zoo add FILE {arch_flag}--dataset NAME`")
+        raise GeneratorError(
+            f"no checkpoints with a dataset in {what} to train on; add some with their dataset: {add}"
+        ).hinting(add)
+    usable, skipped = with_dataset_vectors(registry, recs, dataset_encoder)
+    enc = get_dataset_encoder(dataset_encoder).id
+    hints = [_register_hint(name) for name in skipped]
+    for name, hint in zip(skipped, hints):
+        refs = ", ".join(r.ref for r in skipped[name][:5]) + (", ..." if len(skipped[name]) > 5 else "")
+        log.warning(
+            "skipping %d checkpoint(s) of dataset %r (%s): it has no %s vector; to include them, register "
+            "its data: %s",
+            len(skipped[name]),
+            name,
+            refs,
+            enc,
+            hint.cli,
+        )
+    if not usable:
+        names = ", ".join(repr(n) for n in list(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+        raise GeneratorError(
+            f"none of the {len(recs)} checkpoint(s) with a dataset in {what} can be trained on: their "
+            f"datasets ({names}) have no {enc} vector (zoo holds only their names); register the data, "
+            f"which computes the vector: {hints[0]}"
+        ).hinting(*hints)
+    return usable
 
 
 @recorded(JOB, summary=job_summary)  # a run of `zoo jobs`: started, finished, how it ended, what it stored
@@ -51,19 +152,16 @@ def train_on_registry(
     first (it may store missing embeddings) while the others wait and then read it too, all train together
     in DDP, and rank 0 alone stores the generator while the others wait; every rank returns the same
     generator and the stored record.
+
+    Raises:
+        zoo.errors.InvalidNameError: ``name`` is not a name zoo accepts (checked before any training).
+        zoo.errors.GeneratorError: ``k`` is below 1, ``config.device`` is unknown or absent here, or there is
+            nothing to train on (see :func:`trainable_checkpoints`).
     """
+    check_preconditions(name=name, k=k, device=config.device if config else "auto")
     with distributed.session(config.device if config else "auto"):
         spec = resolve_arch(arch) if arch else None
-        recs = training_checkpoints(registry, family=family, arch=spec)
-        if not recs:
-            what = f"architecture {spec.name}" if spec else f"family {family!r}" if family else "the registry"
-            arch_kw, arch_flag = (f"arch={spec.name!r}, ", f"--arch {spec.name} ") if spec else ("", "")
-            add = Hint(
-                f"registry.add(FILE, {arch_kw}dataset=NAME)", f"`zoo add FILE {arch_flag}--dataset NAME`"
-            )
-            raise GeneratorError(
-                f"no checkpoints with a dataset in {what} to train on; add some with their dataset: {add}"
-            ).hinting(add)
+        recs = trainable_checkpoints(registry, family=family, arch=spec, dataset_encoder=dataset_encoder)
 
         def load() -> ZooData:
             return load_zoo(
@@ -115,4 +213,11 @@ def load_generator(
     return Generator.from_bytes(registry.load_generator_bytes(ref), device=device)
 
 
-__all__ = ["load_generator", "train_on_registry", "training_checkpoints"]
+__all__ = [
+    "check_preconditions",
+    "load_generator",
+    "train_on_registry",
+    "trainable_checkpoints",
+    "training_checkpoints",
+    "with_dataset_vectors",
+]

@@ -166,10 +166,38 @@ def job_summary(result: tuple[Generator, GeneratorRecord]) -> tuple[dict[str, in
     return counts, message
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str | torch.device = "auto") -> torch.device:
     """The training device: ``"auto"`` is CUDA when present; distributed, each rank's own GPU (its local
-    rank)."""
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    rank).
+
+    Raises:
+        GeneratorError: ``name`` is not ``auto``, ``cpu`` or ``cuda[:N]``, or names a CUDA device this machine
+            does not have.
+    """
+    text = str(name)
+    if text == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(text)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise GeneratorError(
+                f"device {text!r}: zoo trains on 'auto' (CUDA when present), 'cpu' or 'cuda'; pass one of those"
+            )
+        if dev.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                exc = GeneratorError(
+                    f"device {text!r}: no CUDA device is available here; use device='cpu' (or 'auto')"
+                )
+                exc.keywords = ("device",)  # the command line says --device cpu
+                raise exc
+            if dev.index is not None and dev.index >= count:
+                raise GeneratorError(
+                    f"device {text!r}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+                )
     if dev.type == "cuda" and dev.index is None and distributed.is_distributed():
         dev = torch.device("cuda", distributed.local_rank())
     return dev

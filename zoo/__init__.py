@@ -94,6 +94,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from zoo.shared_data import shared_data_candidates, shared_data_dir
     from zoo.slots import Layout, TensorSlot
     from zoo.training import Curve, fine_tune_module
+    from zoo.validation import check_name
 
 _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (imported on first use)
     "Adapted": "zoo.adaptation",
@@ -166,6 +167,7 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (impor
     "TensorSlot": "zoo.slots",
     "Curve": "zoo.training",
     "fine_tune_module": "zoo.training",
+    "check_name": "zoo.validation",
 }
 
 try:
@@ -233,6 +235,7 @@ __all__ = [
     "chunk_index",
     "current_run",
     "default_descriptors",
+    "check_name",
     "detect_arch",
     "embed_arch",
     "families",

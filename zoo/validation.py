@@ -31,7 +31,11 @@ OPS: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def check_name(name: str, what: str = "name") -> str:
-    """``name`` if zoo accepts it (letters, digits, '._-', no path separators or control characters)."""
+    """``name`` if zoo accepts it (letters, digits, '._-', no path separators or control characters).
+
+    Raises:
+        InvalidNameError: otherwise (the message says why, naming ``what``).
+    """
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # fullmatch: '$' alone lets "x\n" through
         reason = (
             "it is not a string"

@@ -83,3 +83,90 @@ def test_train_preset_with_step_overrides(tmp_path: Path) -> None:
         reg.close()
     assert (config["tokenizer_steps"], config["prior_steps"]) == (3, 2)  # the flags win
     assert config["prior"]["n_embd"] == 64 and config["tokenizer"]["levels"] == 6  # the rest is the preset's
+
+
+def cnn_file(tmp_path: Path, seed: int) -> Path:
+    import torch
+
+    torch.manual_seed(seed)
+    model = zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny"))
+    path = tmp_path / f"net{seed}.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+QUICK = ["--preset", "quick", "--tokenizer-steps", "2", "--prior-steps", "2"]
+
+
+def test_train_skips_checkpoints_whose_dataset_has_no_vector(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "registry.db"
+    run(db, "sample-zoo", "--tasks", "digits,digits-invert", "--per-task", "1", "--steps", "2", "--json")
+    run(db, "add", str(cnn_file(tmp_path, 1)), "--name", "resnet20", "--dataset", "cifar10")  # a name only
+    with caplog.at_level("WARNING", logger="igpg.registry_io"):
+        out = json.loads(run(db, "train", "--arch", "cnn-tiny", *QUICK, "--json"))
+    assert out["trained_on"] == 2  # the cifar10 checkpoint is left out, not fatal
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipping 1 checkpoint(s) of dataset 'cifar10' (resnet20:v1)" in warned
+    assert "`zoo datasets register cifar10 SOURCE`" in warned
+
+
+def test_train_with_only_vectorless_datasets_names_the_command(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    run(db, "add", str(cnn_file(tmp_path, 1)), "--dataset", "digitz")  # mistyped: no such data
+    res = CliRunner().invoke(cli, ["--registry", str(db), "train", "--arch", "cnn-tiny", *QUICK])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output and "refresh_stale" not in res.output
+    assert "have no pixels vector" in res.output or "vector" in res.output
+    assert res.output.strip().endswith("`zoo datasets register digitz SOURCE`")
+    with pytest.raises(zoo.GeneratorError, match=r"registry.register_dataset\('digitz', data\)"):
+        reg = zoo.Registry(db, create=False)
+        try:
+            igpg.train_on_registry(reg, arch="cnn-tiny", config=igpg.TrainConfig.preset("quick"))
+        finally:
+            reg.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--k", "0"], "Invalid value for '--k': 0 is not in the range x>=1"),
+        (["--k", "-1"], "Invalid value for '--k': -1 is not in the range x>=1"),
+        (["--device", "tpu"], "Invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
+        (["--name", "bad name"], "invalid name 'bad name': generator name: it contains a character"),
+    ],
+)
+def test_train_refuses_bad_flags_before_reading_or_training(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    db = tmp_path / "registry.db"
+    res = CliRunner().invoke(cli, ["--registry", str(db), "train", "--arch", "cnn-tiny", *args])
+    assert res.exit_code in (1, 2), res.output
+    assert said in res.output and "Traceback" not in res.output
+    assert not db.exists()  # refused before the registry was even opened (a fresh one is not left behind)
+
+
+def test_train_on_cuda_without_a_gpu_says_use_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    res = CliRunner().invoke(cli, ["--registry", str(tmp_path / "r.db"), "train", "--device", "cuda"])
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        "Error: device 'cuda': no CUDA device is available here; use --device cpu (or 'auto')"
+    )
+
+
+def test_library_refuses_bad_k_device_and_name_with_zoo_errors(tmp_path: Path) -> None:
+    reg = zoo.Registry(tmp_path / "r.db")
+    try:
+        with pytest.raises(zoo.GeneratorError, match="k=0: the chunk size must be"):
+            igpg.train_on_registry(reg, arch="cnn-tiny", k=0)
+        with pytest.raises(zoo.GeneratorError, match="device 'tpu'"):
+            igpg.train_on_registry(reg, arch="cnn-tiny", config=igpg.TrainConfig(device="tpu"))
+        with pytest.raises(zoo.InvalidNameError):
+            igpg.train_on_registry(reg, arch="cnn-tiny", name="bad name")
+    finally:
+        reg.close()
