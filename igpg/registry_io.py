@@ -17,9 +17,9 @@ from igpg.train import JOB, TrainConfig, job_summary, pick_device, train_generat
 from zoo import (
     ArchSpec,
     CheckpointRecord,
-    check_name,
     GeneratorRecord,
     Registry,
+    check_name,
     get_dataset_encoder,
     get_embedding,
     recorded,

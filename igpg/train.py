@@ -184,7 +184,8 @@ def pick_device(name: str | torch.device = "auto") -> torch.device:
             dev = None
         if dev is None or dev.type not in ("cpu", "cuda"):
             raise GeneratorError(
-                f"device {text!r}: zoo trains on 'auto' (CUDA when present), 'cpu' or 'cuda'; pass one of those"
+                f"device {text!r}: zoo trains on 'auto' (CUDA when present), 'cpu' or 'cuda'; pass one of "
+                "those"
             )
         if dev.type == "cuda":
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.errors import DatasetError
+from zoo.errors import SHOW_LIMIT, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,12 @@ def from_image_folder(
     """A dataset from ``root/<class name>/<image file>`` (classes in sorted order, as torchvision does).
 
     Every image must have the same size unless ``size`` (``(H, W)`` or one side) resizes them all.
-    A class folder without images is an error, as is a root without class folders.
+    A class folder without images is an error, as is a root without class folders. Hidden files (a leading
+    ``.``, such as macOS ``._name.png`` AppleDouble files) are skipped.
+
+    Raises:
+        DatasetError: ``root`` is not a folder, has no class folders, a class has no images, an image cannot
+            be read (the message names the file), or the images differ in size without ``size``.
     """
     from PIL import Image
 
@@ -361,7 +366,11 @@ def from_image_folder(
     labels: list[int] = []
     names: list[str] = []
     for c, cname in enumerate(classes):
-        files = sorted(p for p in (root / cname).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p
+            for p in (root / cname).iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")  # hidden, macOS ._x.png
+        )
         if limit_per_class is not None:
             files = files[:limit_per_class]
         if not files:
@@ -370,11 +379,24 @@ def from_image_folder(
                 f"{'/'.join(sorted(IMAGE_SUFFIXES))} files; add images or remove the folder"
             )
         for f in files:
-            with Image.open(f) as im:
-                im = im.convert("L" if grayscale else "RGB")
-                if hw is not None:
-                    im = im.resize((hw[1], hw[0]), Image.BILINEAR)
-                arrays.append(np.asarray(im))
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L" if grayscale else "RGB")
+                    if hw is not None:
+                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
+                    arrays.append(np.asarray(im))
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+                reason = (
+                    "it is empty"
+                    if f.stat().st_size == 0
+                    else "it is not an image zoo can read"
+                    if isinstance(exc, Image.UnidentifiedImageError)
+                    else f"it cannot be read ({str(exc)[:SHOW_LIMIT]})"
+                )
+                raise DatasetError(
+                    f"image {f}: {reason}; replace or remove the file (hidden files, such as macOS "
+                    "'._' files, are skipped)"
+                ) from None
             labels.append(c)
             names.append(str(f.relative_to(root)))
     x = _stack(arrays, names)

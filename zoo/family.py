@@ -418,7 +418,17 @@ def _clone_assigned(template: nn.Module, state: Mapping[str, torch.Tensor]) -> n
 @functools.lru_cache(maxsize=256)
 def _slots_cached(family: ArchitectureFamily, spec: ArchSpec) -> tuple[TensorSlot, ...]:
     template = _template_cached(family, spec)
-    module = template.module if template is not None else family.build(spec)
+    if template is not None:
+        module = template.module
+    else:
+        try:
+            module = family.build(spec)
+        except KeyError as exc:  # a spec (e.g. hand-written JSON) without a setting the family builds from
+            raise ZooError(
+                f"architecture {spec.name!r} of family {spec.family}: its config lacks the key {exc} that "
+                f"the family builds from; give the whole config (as ArchSpec.to_json() writes it for a known "
+                f"{spec.family} architecture) or a known architecture's name"
+            ) from None
     params = {n for n, _ in module.named_parameters()}
     return tuple(
         TensorSlot(name, tuple(t.shape), t.dtype, name in params) for name, t in module.state_dict().items()

@@ -364,7 +364,13 @@ def get_family(name: str) -> ArchitectureFamily:
 
 
 def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
-    """A spec from a name (``"resnet20"``, ``"cnn/tiny"``), a spec, or a spec's JSON; raises if unknown."""
+    """A spec from a name (``"resnet20"``, ``"cnn/tiny"``), a spec, or a spec's JSON; raises if unknown.
+
+    Raises:
+        ZooError: unreadable spec JSON, or JSON whose config lacks keys of its family's architecture of that
+            name (the message names them and the whole config); UnknownFamilyError: an unknown name or
+            family.
+    """
     if isinstance(arch, ArchSpec):
         if overrides:
             return resolve_arch(arch.name, **{"family": arch.family, **dict(arch.config), **overrides})
@@ -379,6 +385,7 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
                 f"cannot read architecture spec JSON {show(text)} ({type(exc).__name__}: {exc}); pass a "
                 "name such as 'resnet20' or what ArchSpec.to_json() writes"
             ) from None
+        _check_config_keys(parsed, text)
         return resolve_arch(parsed, **overrides)
     family_name = overrides.pop("family", None)
     if "/" in text:
@@ -390,6 +397,24 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
     if spec is None:
         raise unknown_architecture(arch)
     return spec
+
+
+def _check_config_keys(spec: ArchSpec, text: str) -> None:
+    """Refuse a spec JSON whose config lacks settings its family's architecture of that name has (a family
+    builds from its whole config: a partial one would fail deep inside it with a bare KeyError)."""
+    try:
+        reference = get_family(spec.family).parse(spec.name)
+    except Exception:  # noqa: BLE001  (an unknown family or name is refused later, in its own words)
+        return
+    if reference is None:
+        return
+    missing = sorted(set(reference.config) - set(spec.config))
+    if missing:
+        raise ZooError(
+            f"architecture spec JSON {show(text)} lacks the config key(s) {', '.join(missing)} of "
+            f"{spec.family} architecture {spec.name!r}; give the whole config (as ArchSpec.to_json() writes "
+            f"it: {show(reference.to_json(), 400)}) or just the name {spec.name!r}"
+        )
 
 
 def unknown_architecture(name: str) -> UnknownFamilyError:

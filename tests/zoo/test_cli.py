@@ -133,3 +133,24 @@ def test_cli_datasets_and_nearest(tmp_path: Path) -> None:
     hits = json.loads(run(["nearest", "cnn-tiny", "digits", "--json"], db).output)
     assert hits[0]["ref"] == "net:v1" and hits[0]["similarity"] > 0.99
     assert json.loads(run(["nearest", "resnet20", "digits", "--json"], db).output) == []
+
+
+def test_add_with_a_partial_spec_json_names_the_missing_config_keys(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    path = cnn_file(tmp_path, 3, "new")
+    for spec, said in (
+        (
+            '{"family":"cnn","name":"cnn-tiny","config":{"hidden":99}}',
+            "lacks the config key(s) activation, channels, in_chans, input_size, kernels, num_classes of cnn "
+            "architecture 'cnn-tiny'",
+        ),
+        (
+            '{"family":"cnn","name":"my-cnn","config":{"hidden":99}}',
+            "architecture 'my-cnn' of family cnn: its config lacks the key 'in_chans'",
+        ),
+    ):
+        res = CliRunner().invoke(cli, ["--registry", str(db), "add", str(path), "--arch", spec])
+        assert res.exit_code == 1 and res.output.startswith("Error: "), res.output
+        assert said in res.output and "Traceback" not in res.output and "KeyError" not in res.output
+    with pytest.raises(zoo.ZooError, match="lacks the config key"):
+        zoo.resolve_arch('{"family":"cnn","name":"cnn-tiny","config":{"hidden":99}}')

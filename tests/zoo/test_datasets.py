@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import zoo
 from zoo.datasets import (
     ImageDataset,
     as_dataset,
@@ -170,3 +172,51 @@ def test_mnist_idx() -> None:
     assert (ds.num_samples, ds.num_classes, ds.image_shape) == (500, 10, (1, 28, 28))
     assert load_source(ds.source).fingerprint == ds.fingerprint
     assert isinstance(as_dataset(data / "mnist"), ImageDataset)
+
+
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray((rng.random((8, 8)) * 255).astype("uint8")).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_image_folder_skips_hidden_and_macos_appledouble_files(tmp_path: Path) -> None:
+    root = _image_folder(tmp_path / "imgs")
+    (root / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")  # macOS copies leave these
+    (root / "b" / ".hidden.png").write_bytes(b"")
+    assert zoo.as_dataset(str(root)).num_samples == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "said"), [(b"", "it is empty"), (b"junk", "it is not an image zoo can read")]
+)
+def test_an_unreadable_image_is_a_dataset_error_naming_the_file_on_every_command(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+
+    root = _image_folder(tmp_path / "imgs")
+    bad = root / "b" / "bad.png"
+    bad.write_bytes(content)
+    with pytest.raises(zoo.DatasetError, match=re.escape(f"image {bad}: {said}; replace or remove the file")):
+        zoo.as_dataset(str(root))
+    db = str(tmp_path / "registry.db")
+    with zoo.Registry(db) as reg:
+        torch.manual_seed(0)
+        reg.add(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")), name="net", dataset="digits")
+    for args in (
+        ["datasets", "register", "mine", str(root)],
+        ["nearest", "cnn-tiny", str(root)],
+        ["get", "cnn-tiny", "--dataset", "digits", "--labelled", str(root), "--out", str(tmp_path / "w.st")],
+    ):
+        res = CliRunner().invoke(cli, ["--registry", db, *args])
+        assert res.exit_code == 1, (args, res.output)
+        assert res.output.startswith("Error: ") and f"image {bad}: {said}" in res.output, (args, res.output)
+        assert "Traceback" not in res.output and "UnidentifiedImageError" not in res.output

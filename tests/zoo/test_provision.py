@@ -427,7 +427,7 @@ def test_cli_get_prints_provenance_and_saves_the_weights(served, tmp_path: Path)
     assert all(torch.equal(saved[k], v) for k, v in served.reg.load_state_dict(rec).items())
     assert zoo.detect_arch(saved) == served.spec
     human = _get(
-        served, "cnn-tiny", "--dataset", "digits", "--out", str(out), "--generate", "--seed", "1"
+        served, "cnn-tiny", "--dataset", "digits", "--out", str(out), "--force", "--generate", "--seed", "1"
     ).output
     assert (
         "source: generated" in human

@@ -247,3 +247,14 @@ def test_retrieval_caches_belong_to_each_registry(
             "digits-rot90"
         ]
         assert {k[0] for k in b.retrieval_cache.tables} == {"dataset"}
+
+
+def test_a_missing_dataset_vector_names_the_register_call_or_command(tmp_path: Path) -> None:
+    from zoo.retrieval import get_embedding
+
+    with zoo.Registry(tmp_path / "r.db") as reg:
+        with pytest.raises(zoo.NotFoundError) as err:
+            get_embedding(reg, "dataset", "cifar10", "pixels")
+    assert "registry.register_dataset('cifar10', data)" in str(err.value)
+    cli_text = str(err.value.for_cli())
+    assert "`zoo datasets register cifar10 SOURCE`" in cli_text and "refresh_stale" not in cli_text

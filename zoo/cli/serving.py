@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from zoo.cli.app import (
@@ -11,6 +13,7 @@ from zoo.cli.app import (
     registry_of,
     table,
 )
+from zoo.errors import ZooError
 
 
 def resolve(arch: str):  # type: ignore[no-untyped-def]
@@ -111,8 +114,10 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     default=None,
     help="Where to save the weights (.safetensors). Default: <variant name>.safetensors here "
-    "(e.g. resnet20.safetensors, also for a spec given as JSON).",
+    "(e.g. resnet20.safetensors, also for a spec given as JSON). An existing file is refused unless "
+    "--force; the folder must exist.",
 )
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @click.option(
     "--min-similarity",
     type=click.FloatRange(-1.0, 1.0),
@@ -135,7 +140,10 @@ def generators(ctx: click.Context, family: str | None, as_json: bool) -> None:
     "folder, or digits (scikit-learn's raw 8x8 images). Their image size must be what ARCH takes.",
 )
 @click.option(
-    "--samples", type=int, default=None, help="Generated samples to score with --labelled (best-of-n)."
+    "--samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Generated samples to score with --labelled (best-of-n).",
 )
 @click.option(
     "--generator",
@@ -170,6 +178,7 @@ def get(
     arch: str,
     dataset: str,
     out: str | None,
+    force: bool,
     min_similarity: float | None,
     force_generate: bool,
     retrieve_only: bool,
@@ -192,7 +201,16 @@ def get(
     """
     from zoo.cli.checkpoints import names_a_checkpoint, refuse_checkpoint_name, serve_reference
 
+    if out is not None:
+        writable_out(out, force)  # refused before any work, as `zoo export` does
     if names_a_checkpoint(arch):  # `zoo get digits-s5:v1`: that very checkpoint, or a clear refusal
+        if out is None:
+            try:
+                rec = registry_of(ctx).get(arch)
+            except ZooError:
+                pass  # serve_reference refuses it in its own words
+            else:
+                out = writable_out(f"{rec.name}-v{rec.version}.safetensors", force)
         others = {
             "--min-similarity": min_similarity,
             "--generate": force_generate,
@@ -229,6 +247,13 @@ def get(
         if v is not None
     }
     reg = registry_of(ctx)
+    if out is None:  # the default file: refused before any work too
+        try:
+            out = f"{resolve(arch).name}.safetensors"
+        except ZooError:
+            pass  # an unknown architecture: provisioning refuses it in its own words
+        else:
+            writable_out(out, force)
     if retrieve_only:
         prov = retrieve(arch, dataset, registry=reg, labelled=labelled, **options)
     elif force_generate:
@@ -239,7 +264,7 @@ def get(
         prov = retrieve_or_generate(
             arch, dataset, registry=reg, labelled=labelled, register=register, name=name, **options
         )
-    path = prov.save(out or f"{prov.arch.name}.safetensors")
+    path = prov.save(out or writable_out(f"{prov.arch.name}.safetensors", force))
     data = {**prov.to_dict(), "saved": str(path)}
 
     def human() -> None:
@@ -263,3 +288,14 @@ def get(
             click.echo(f"{key:>10}: {value}")
 
     emit(data, as_json, human)
+
+
+def writable_out(out: str, force: bool) -> str:
+    """``out`` when ``zoo get`` may write it: an existing file only with ``--force``, and never into a folder
+    that does not exist (as ``zoo export`` refuses both). Raises :class:`ZooError` otherwise."""
+    path = Path(out)
+    if path.exists() and not force:
+        raise ZooError(f"{out} already exists; choose another file with --out, or add --force to replace it")
+    if not path.parent.is_dir():
+        raise ZooError(f"cannot write {out}: the folder {path.parent} does not exist; create it first")
+    return out

@@ -84,11 +84,10 @@ class RetrievalPolicy:
             raise ConfigError(
                 f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}"
             )
-        if self.candidates < 1 or self.samples < 1 or self.score_pool < 1 or self.adapt_candidates < 1:
-            raise ConfigError(
-                f"candidates, samples, score_pool and adapt_candidates must be at least 1; got "
-                f"{self.candidates}, {self.samples}, {self.score_pool}, {self.adapt_candidates}"
-            )
+        for field in ("candidates", "samples", "score_pool", "adapt_candidates"):
+            value = getattr(self, field)
+            if value < 1:
+                raise ConfigError(f"{field}={value!r}: it counts networks, so it must be a whole number >= 1")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
 

@@ -108,14 +108,23 @@ def register_dataset(
 
 
 def get_embedding(registry: RegistryLike, subject: str, key: str, encoder_id: str) -> EmbeddingRecord:
-    """The stored vector of ``(subject, key)`` by ``encoder_id`` (check its version for staleness)."""
+    """The stored vector of ``(subject, key)`` by ``encoder_id`` (check its version for staleness).
+
+    Raises:
+        NotFoundError: none is stored; for a dataset the message names the fix (register its data, which
+            computes the vector), as a Python call and as its ``zoo`` command (:class:`~zoo.errors.Hint`).
+    """
     rec = registry.repos.vectors.get(subject, key, encoder_id)
     if rec is None:
-        raise NotFoundError(
-            f"{subject} embedding by {encoder_id}",
-            key,
-            "register the dataset (or run refresh_stale) with that encoder",
-        )
+        if subject == "dataset":
+            fix = Hint(f"registry.register_dataset({key!r}, data)", f"`zoo datasets register {key} SOURCE`")
+            raise NotFoundError(
+                f"dataset embedding by {encoder_id}",
+                key,
+                f"zoo computes it when the data is registered: {fix}",
+            ).hinting(fix)
+        fix = Hint("zoo.retrieval.refresh_stale(registry)", "`zoo reindex --no-retrain`")
+        raise NotFoundError(f"{subject} embedding by {encoder_id}", key, f"compute it: {fix}").hinting(fix)
     return rec
 
 
