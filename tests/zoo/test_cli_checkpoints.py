@@ -353,8 +353,9 @@ def test_get_a_reference_serves_that_checkpoint_as_it_is(two_versions: Path, tmp
     with zoo.Registry(two_versions) as reg:
         assert hashlib.sha256(out.read_bytes()).hexdigest() == reg.get("clf:v1").sha256
     data = json.loads(
-        invoke(two_versions, "get", "clf:v1", "--dataset", "digits", "--out", str(out), "--force", "--json")
-        .output
+        invoke(
+            two_versions, "get", "clf:v1", "--dataset", "digits", "--out", str(out), "--force", "--json"
+        ).output
     )
     assert data["ref"] == "clf:v1" and data["source"] == "registry"
 

@@ -1,5 +1,5 @@
-"""`zoo get` writes its --out file as `zoo export` does: never over an existing file without --force, never into
-a missing folder, and refuses a count below 1 as a flag."""
+"""`zoo get` writes its --out file as `zoo export` does: never over an existing file without --force, never
+into a missing folder; a count below 1 is refused as a flag."""
 
 from __future__ import annotations
 

@@ -431,7 +431,9 @@ def test_cli_get_prints_the_adapted_source_and_honours_no_adapt(
     assert data["source"] == "adapted" and data["checkpoint"] == src.ref and "Net2Net" in data["adaptation"]
     res = CliRunner().invoke(cli, [*base, "--out", str(out), "--force", "--no-adapt"])
     assert res.exit_code == 1 and "no weights for" in res.output
-    res = CliRunner().invoke(cli, [*base, "--out", str(out), "--force", "--register", "--name", "r14-from-r8"])
+    res = CliRunner().invoke(
+        cli, [*base, "--out", str(out), "--force", "--register", "--name", "r14-from-r8"]
+    )
     assert res.exit_code == 0 and "registered: r14-from-r8:v1" in res.output
     assert reg.get("r14-from-r8").parent_id == src.id and reg.get("r14-from-r8").origin == "adapted"
     monkeypatch.chdir(tmp_path)  # saved under the variant's name (not the JSON) in the working directory

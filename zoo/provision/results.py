@@ -84,10 +84,10 @@ class RetrievalPolicy:
             raise ConfigError(
                 f"min_similarity must lie in [-1, 1] (a cosine similarity); got {self.min_similarity}"
             )
-        for field in ("candidates", "samples", "score_pool", "adapt_candidates"):
-            value = getattr(self, field)
+        for count in ("candidates", "samples", "score_pool", "adapt_candidates"):
+            value = getattr(self, count)
             if value < 1:
-                raise ConfigError(f"{field}={value!r}: it counts networks, so it must be a whole number >= 1")
+                raise ConfigError(f"{count}={value!r}: it counts networks, so it must be a whole number >= 1")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
 
