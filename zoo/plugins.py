@@ -375,10 +375,11 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
         try:
             parsed = ArchSpec.from_json(text)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            what = Hint("what ArchSpec.to_json() writes", "what `zoo show REF --json` prints under arch")
             raise ZooError(
                 f"cannot read architecture spec JSON {show(text)} ({type(exc).__name__}: {exc}); pass a "
-                "name such as 'resnet20' or what ArchSpec.to_json() writes"
-            ) from None
+                f"name such as 'resnet20' or {what}"
+            ).hinting(what) from None
         return resolve_arch(parsed, **overrides)
     family_name = overrides.pop("family", None)
     if "/" in text:

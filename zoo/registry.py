@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo import retrieval
-from zoo.errors import ZooError
+from zoo.errors import Hint, ZooError
 from zoo.plugins import families, get_family
 from zoo.records import (
     AliasRecord,
@@ -290,9 +290,12 @@ class Registry:
         r = parse_ref(name)
         if alias is None:
             if r.alias is None:
-                raise ZooError(
-                    f"name the alias to remove: unalias('{r.name or name}', 'ALIAS') or 'NAME@ALIAS'"
+                base = r.name or name
+                how = Hint(
+                    f"unalias({base!r}, 'ALIAS') or unalias('{base}@ALIAS')",
+                    f"`zoo unalias {base}@ALIAS` or `zoo unalias {base} ALIAS`",
                 )
+                raise ZooError(f"name the alias to remove: {how}").hinting(how)
             alias = r.alias
         elif r.alias is not None:
             raise ZooError(f"{name} already names an alias; pass either 'NAME@ALIAS' or NAME and ALIAS")
