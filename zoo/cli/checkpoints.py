@@ -207,7 +207,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
             "size_bytes",
             "created_at",
         ):
-            click.echo(f"{key:>11}: {data[key]}")
+            click.echo(f"{key:>11}: {'-' if data[key] is None else data[key]}")
         click.echo(f"{'metrics':>11}: {json.dumps(data['metrics'])}")
         click.echo(f"{'tags':>11}: {', '.join(data['tags']) or '-'}")
         click.echo(f"{'aliases':>11}: {', '.join(aliases) or '-'}")

@@ -137,16 +137,18 @@ def datasets_rm(ctx: click.Context, name: str, detach: bool, yes: bool, as_json:
     if impact.checkpoints and not detach:  # refused anyway: say so before asking
         n = len(impact.checkpoints)
         shown = ", ".join(impact.checkpoints[:5]) + (f" and {n - 5} more" if n > 5 else "")
+        again = f"zoo datasets rm {name} --detach{' --yes' if yes else ''}{' --json' if as_json else ''}"
         raise ZooError(
-            f"dataset {name} is the dataset of {n} checkpoint(s) ({shown}); nothing was removed. Run `zoo "
-            f"datasets rm {name} --detach` to remove it and clear their dataset (the checkpoints stay), or "
+            f"dataset {name} is the dataset of {n} checkpoint(s) ({shown}); nothing was removed. Run "
+            f"`{again}` to remove it and clear their dataset (the checkpoints stay), or "
             f"remove those checkpoints first (`zoo rm {impact.checkpoints[0]}`)"
         )
     if not yes:
         if not sys.stdin.isatty():
             raise ZooError(
                 f"not removing dataset {name} ({impact.vectors} vectors{touches}): confirmation needed and "
-                f"stdin is not a terminal; run `zoo datasets rm {name}{' --detach' if detach else ''} --yes`"
+                f"stdin is not a terminal; run `zoo datasets rm {name}{' --detach' if detach else ''} --yes"
+                f"{' --json' if as_json else ''}`"
             )
         click.confirm(f"remove dataset {name} ({impact.vectors} vectors{touches})?", abort=True)
     try:

@@ -313,7 +313,7 @@ class CheckpointRepository:
     def alias(self, ref: str | int, alias: str, actor: str = "") -> AliasRecord:
         def txn() -> AliasRecord:
             with self.db.write() as s:
-                return self.set_alias(s, self.resolve(s, ref), alias, actor)
+                return self.set_alias(s, self.resolve_one(s, ref), alias, actor)
 
         return retry(txn)
 
