@@ -341,10 +341,12 @@ class LeaseHeldError(ZooError):
     def __init__(self, name: str, holder: str, expires_at: str) -> None:
         self.name = name
         self.holder = holder
+        wait = Hint("pass wait_s=SECONDS", "pass --wait SECONDS")
         super().__init__(
             f"job {name!r} is already running (held by {holder} until {expires_at}); wait for it to finish "
-            "or pass --wait"
+            f"or {wait}"
         )
+        self.hinting(wait)
 
 
 class LeaseLostError(ZooError):
@@ -354,11 +356,13 @@ class LeaseLostError(ZooError):
         self.name = name
         self.holder = holder
         self.taken_by = taken_by
+        ttl = Hint("lease_ttl_s=", "--lease-ttl")
         super().__init__(
             f"job {name!r} lost its lease (held by {holder}) to {taken_by}: "
             "this run was stalled past the lease TTL and has stopped; the other run carries on. "
-            "Raise the TTL (--lease-ttl) if runs stall that long"
+            f"Raise the TTL ({ttl}) if runs stall that long"
         )
+        self.hinting(ttl)
 
 
 class NoWeightsError(NotFoundError, GeneratorError):
