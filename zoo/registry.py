@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo import retrieval
-from zoo.errors import Hint, InvalidNameError, ZooError
+from zoo.errors import Hint, ZooError, show
 from zoo.plugins import families, get_family
 from zoo.records import (
     AliasRecord,
@@ -277,8 +277,9 @@ class Registry:
         alias may not read as a version (``v2``): both raise :class:`ZooError` and change nothing."""
         check_name(alias, "alias")
         if re.fullmatch(r"[vV]\d+", alias):
-            raise InvalidNameError(
-                alias, f"alias: it reads as a version (versions are named NAME:{alias.lower()} already)"
+            raise ZooError(
+                f"alias {show(alias)} reads as a version (NAME:{alias.lower()} names that version already); "
+                "nothing was changed: choose another alias, e.g. best or prod"
             )
         return self.repos.checkpoints.alias(ref, alias, _actor())
 
