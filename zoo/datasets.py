@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.errors import SHOW_LIMIT, DatasetError
+from zoo.errors import SHOW_LIMIT, DatasetError, Hint
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +263,11 @@ def _stack(images: Sequence[Any], names: Sequence[str] | None = None) -> torch.T
         if tuple(t.shape) != first:
             a = names[0] if names else "image 0"
             b = names[i] if names else f"image {i}"
+            resize = Hint("from_image_folder takes size=(H, W)", "`zoo datasets register` takes --size HxW")
             raise DatasetError(
                 f"images have different sizes: {a} is {list(first)} but {b} is {list(t.shape)}; "
-                "resize them to one size first (from_image_folder takes size=(H, W))"
-            )
+                f"resize them to one size first ({resize})"
+            ).hinting(resize)
     return torch.stack(tensors)
 
 

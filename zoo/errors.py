@@ -8,8 +8,10 @@ CLI turns them into exit codes.
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +45,12 @@ class Hint:
 
     def __str__(self) -> str:
         return self.python
+
+    def in_use(self) -> str:
+        """The fix in the words of the interface in use: :attr:`cli` within :func:`cli_wording` (a command
+        run from the CLI), :attr:`python` otherwise. For text that is not an error's message (a warning, a
+        note)."""
+        return self.cli if _CLI_WORDING.get() else self.python
 
 
 class ZooError(Exception):
@@ -104,6 +112,29 @@ class ZooError(Exception):
         return self
 
 
+_CLI_WORDING: ContextVar[bool] = ContextVar("zoo_cli_wording", default=False)
+
+
+@contextlib.contextmanager
+def cli_wording() -> Iterator[None]:
+    """Within the block, :func:`worded` says an error's hints as commands: the CLI runs each command in it,
+    so that what is recorded on the way (a failed job's message in ``zoo jobs``) reads as the command line
+    says it."""
+    token = _CLI_WORDING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_WORDING.reset(token)
+
+
+def worded(exc: BaseException) -> str:
+    """``str(exc)`` in the words of the interface in use: a :class:`ZooError`'s hints as commands within
+    :func:`cli_wording`, as Python calls otherwise."""
+    if isinstance(exc, ZooError) and _CLI_WORDING.get():
+        exc.for_cli()
+    return str(exc)
+
+
 class ConfigError(ZooError):
     """A setting, URL or environment variable is wrong."""
 
@@ -129,11 +160,16 @@ class RegistryMissingError(ConfigError, FileNotFoundError):
 
     def __init__(self, location: str, reason: str) -> None:
         self.location = location
-        super().__init__(
-            f"no registry at {location}: {reason}; check the path or URL (Registry(url), "
-            "--registry or ZOO_REGISTRY_URL); a registry is created by the first add "
-            "(Registry.add, `zoo add FILE`, `zoo datasets register`, `zoo reindex`)"
+        where = Hint("Registry(url) or ZOO_REGISTRY_URL", "--registry URL or ZOO_REGISTRY_URL")
+        create = Hint(
+            "registry.add(...), registry.register_dataset(...)",
+            "`zoo add FILE`, `zoo sample-zoo`, `zoo datasets register NAME SOURCE`",
         )
+        super().__init__(
+            f"no registry at {location}: {reason}; check the path or URL ({where}); a registry is created by "
+            f"the first add ({create})"
+        )
+        self.hinting(where, create)
 
 
 class DuplicateError(ZooError):
@@ -305,10 +341,12 @@ class LeaseHeldError(ZooError):
     def __init__(self, name: str, holder: str, expires_at: str) -> None:
         self.name = name
         self.holder = holder
+        wait = Hint("pass wait_s=SECONDS", "pass --wait SECONDS")
         super().__init__(
             f"job {name!r} is already running (held by {holder} until {expires_at}); wait for it to finish "
-            "or pass --wait"
+            f"or {wait}"
         )
+        self.hinting(wait)
 
 
 class LeaseLostError(ZooError):
@@ -318,11 +356,13 @@ class LeaseLostError(ZooError):
         self.name = name
         self.holder = holder
         self.taken_by = taken_by
+        ttl = Hint("lease_ttl_s=", "--lease-ttl")
         super().__init__(
             f"job {name!r} lost its lease (held by {holder}) to {taken_by}: "
             "this run was stalled past the lease TTL and has stopped; the other run carries on. "
-            "Raise the TTL (--lease-ttl) if runs stall that long"
+            f"Raise the TTL ({ttl}) if runs stall that long"
         )
+        self.hinting(ttl)
 
 
 class NoWeightsError(NotFoundError, GeneratorError):

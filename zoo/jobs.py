@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from zoo.errors import ConfigError, LeaseHeldError, LeaseLostError
+from zoo.errors import ConfigError, LeaseHeldError, LeaseLostError, worded
 from zoo.records import JobRunRecord
 from zoo.registry import Registry
 from zoo.store.jobs import LeaseInfo
@@ -366,7 +366,10 @@ def recording(registry: Registry, kind: str) -> Iterator[JobRun]:
     try:
         yield run
     except Exception as exc:
-        end("failed", f"{type(exc).__name__}: {exc}"[:2000] + (f" ({run.message})" if run.message else ""))
+        end(
+            "failed",
+            f"{type(exc).__name__}: {worded(exc)}"[:2000] + (f" ({run.message})" if run.message else ""),
+        )
         raise
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: stopped from outside
         end("killed", f"interrupted ({type(exc).__name__})" + (f"; {run.message}" if run.message else ""))

@@ -381,10 +381,11 @@ def resolve_arch(arch: str | ArchSpec, **overrides: Any) -> ArchSpec:
         try:
             parsed = ArchSpec.from_json(text)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            what = Hint("what ArchSpec.to_json() writes", "what `zoo show REF --json` prints under arch")
             raise ZooError(
                 f"cannot read architecture spec JSON {show(text)} ({type(exc).__name__}: {exc}); pass a "
-                "name such as 'resnet20' or what ArchSpec.to_json() writes"
-            ) from None
+                f"name such as 'resnet20' or {what}"
+            ).hinting(what) from None
         _check_config_keys(parsed, text)
         return resolve_arch(parsed, **overrides)
     family_name = overrides.pop("family", None)
@@ -410,11 +411,12 @@ def _check_config_keys(spec: ArchSpec, text: str) -> None:
         return
     missing = sorted(set(reference.config) - set(spec.config))
     if missing:
+        whole = Hint("as ArchSpec.to_json() writes it", "as `zoo show REF --json` prints it under arch")
         raise ZooError(
             f"architecture spec JSON {show(text)} lacks the config key(s) {', '.join(missing)} of "
-            f"{spec.family} architecture {spec.name!r}; give the whole config (as ArchSpec.to_json() writes "
-            f"it: {show(reference.to_json(), 400)}) or just the name {spec.name!r}"
-        )
+            f"{spec.family} architecture {spec.name!r}; give the whole config ({whole}: "
+            f"{show(reference.to_json(), 400)}) or just the name {spec.name!r}"
+        ).hinting(whole)
 
 
 def unknown_architecture(name: str) -> UnknownFamilyError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo import retrieval
-from zoo.errors import ZooError
+from zoo.errors import Hint, ZooError, show
 from zoo.plugins import families, get_family
 from zoo.records import (
     AliasRecord,
@@ -272,8 +273,14 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     def alias(self, ref: str | int, alias: str) -> AliasRecord:
         """Point ``name@alias`` at the version ``ref`` names (moving it if it pointed elsewhere); recorded in
-        the history of both versions."""
+        the history of both versions. A bare name must have one version (name one: ``name:v3``), and an
+        alias may not read as a version (``v2``): both raise :class:`ZooError` and change nothing."""
         check_name(alias, "alias")
+        if re.fullmatch(r"[vV]\d+", alias):
+            raise ZooError(
+                f"alias {show(alias)} reads as a version (NAME:{alias.lower()} names that version already); "
+                "nothing was changed: choose another alias, e.g. best or prod"
+            )
         return self.repos.checkpoints.alias(ref, alias, _actor())
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
@@ -290,9 +297,12 @@ class Registry:
         r = parse_ref(name)
         if alias is None:
             if r.alias is None:
-                raise ZooError(
-                    f"name the alias to remove: unalias('{r.name or name}', 'ALIAS') or 'NAME@ALIAS'"
+                base = r.name or name
+                how = Hint(
+                    f"unalias({base!r}, 'ALIAS') or unalias('{base}@ALIAS')",
+                    f"`zoo unalias {base}@ALIAS` or `zoo unalias {base} ALIAS`",
                 )
+                raise ZooError(f"name the alias to remove: {how}").hinting(how)
             alias = r.alias
         elif r.alias is not None:
             raise ZooError(f"{name} already names an alias; pass either 'NAME@ALIAS' or NAME and ALIAS")
@@ -307,19 +317,22 @@ class Registry:
     # ------------------------------------------------------------------------------------------------
     # editing after add (recorded in each checkpoint's history)
     # ------------------------------------------------------------------------------------------------
-    def tag(self, ref: str | int, *tags: str) -> CheckpointRecord:
-        """Add ``tags`` to the one version ``ref`` names (a bare name must have one version); tags it already
-        has are left as they are. Returns the updated record; the change is recorded (:meth:`history`)."""
-        checked = [check_name(t, "tag") for t in tags]
+    def tag(self, ref: str | int, *tags: str | Iterable[str]) -> CheckpointRecord:
+        """Add ``tags`` (each a tag or a list of them) to the one version ``ref`` names (a bare name must have
+        one version); tags it already has are left as they are. Returns the updated record; the change is
+        recorded (:meth:`history`)."""
+        checked = [check_name(t, "tag") for t in _flat(tags)]
         return self.repos.checkpoints.edit(ref, add_tags=checked, actor=_actor())
 
-    def untag(self, ref: str | int, *tags: str) -> CheckpointRecord:
-        """Remove ``tags`` from the one version ``ref`` names. A tag it does not have is refused and nothing
-        changes (:class:`ZooError`, naming its tags)."""
-        return self.repos.checkpoints.edit(ref, remove_tags=list(tags), actor=_actor())
+    def untag(self, ref: str | int, *tags: str | Iterable[str]) -> CheckpointRecord:
+        """Remove ``tags`` (each a tag or a list of them) from the one version ``ref`` names. A tag it does
+        not have is refused and nothing changes (:class:`ZooError`, naming its tags)."""
+        return self.repos.checkpoints.edit(
+            ref, remove_tags=[check_name(t, "tag") for t in _flat(tags)], actor=_actor()
+        )
 
     def set_metrics(
-        self, ref: str | int, metrics: Mapping[str, float], *, remove: Iterable[str] = ()
+        self, ref: str | int, metrics: Mapping[str, float] | None = None, *, remove: Iterable[str] = ()
     ) -> CheckpointRecord:
         """Set (add or change) metrics of the one version ``ref`` names, and remove those named in ``remove``,
         in one step; old and new values are recorded in its history. Raises :class:`ZooError` for a metric
@@ -516,6 +529,18 @@ class Registry:
         """The generator's stored bytes, verified against their hash."""
         rec = ref if isinstance(ref, GeneratorRecord) else self.get_generator(ref)
         return self.blobs.read(rec.sha256)
+
+
+def _flat(items: Iterable[str | Iterable[str]]) -> list[Any]:
+    """``("a", ["b", "c"])`` -> ``["a", "b", "c"]``: tags given one by one or as lists (anything else is
+    passed on, for the name check to refuse)."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, (list, tuple, set, frozenset)):
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
 
 
 def _actor() -> str:

@@ -132,7 +132,7 @@ def sample_zoo(
     """
     import time
 
-    from zoo_demo.tinyzoo import ARCH, TASKS, build_tiny_zoo, default_tasks
+    from zoo_demo.tinyzoo import ARCH, TASKS, build_tiny_zoo, default_tasks, members
 
     if mnist_dir:
         os.environ["ZOO_MNIST_DIR"] = mnist_dir
@@ -143,7 +143,7 @@ def sample_zoo(
             f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}", param_hint="--tasks"
         )
     reg = registry_of(ctx, create=True)
-    have = {r.name for r in reg.search(tags=["tinyzoo"])}
+    have = members(reg, names, per_task)  # refuses, before training, a name another checkpoint holds
     todo = sum(f"{t}-s{s}" not in have for t in names for s in range(per_task))
     if todo and not as_json:
         click.echo(

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 import zoo
 from zoo import CheckpointRecord, DatasetRecord, Registry, get_family, resolve_arch, shared_data_candidates
 from zoo.datasets import ImageDataset, find_mnist, invert, load_digits, load_mnist, mirror, rotate
-from zoo.errors import DatasetError, Hint
+from zoo.errors import DatasetError, DuplicateError, Hint
 from zoo.training import accuracy, train
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,9 @@ def build_tiny_zoo(
 
     Every network gets about ``steps`` Adam steps (whole epochs), whatever the size of its task.
 
-    Checkpoints are named ``{task}-s{seed}``; one that is already registered is kept, not retrained.
+    Checkpoints are named ``{task}-s{seed}``; one that is already registered is kept, not retrained. A name
+    held by a checkpoint that is not a tiny-zoo member (a user's own ``digits-s0``) is refused with
+    :class:`~zoo.errors.DuplicateError` before anything is trained: the tiny zoo never takes it over.
     Each task's training split is registered as a dataset of the task's name (with its embeddings and a
     source zoo can read again: ``zoo get cnn-tiny --dataset digits-rot15 --labelled digits`` scores on it),
     so a checkpoint is filed under the data it was trained on. A task whose name is registered with other
@@ -176,7 +178,7 @@ def build_tiny_zoo(
     spec = resolve_arch(ARCH)
     names = list(tasks or default_tasks())
     jobs = [(t, s) for t in names for s in range(per_task)]
-    existing = {r.name: r for r in registry.search(arch=spec)}
+    existing = members(registry, names, per_task)  # refuses a name another checkpoint holds
     out: list[CheckpointRecord] = []
     registered = {d.name: d for d in registry.datasets()}
     for task in dict.fromkeys(names):  # refuse a name bound to other data before training anything
@@ -206,6 +208,41 @@ def build_tiny_zoo(
             )
         )
     return out
+
+
+def is_member(rec: CheckpointRecord) -> bool:
+    """Whether ``rec`` is a tiny-zoo member: a cnn-tiny checkpoint tagged ``tinyzoo`` (what
+    :func:`build_tiny_zoo` registers)."""
+    return "tinyzoo" in rec.tags and rec.arch.name == resolve_arch(ARCH).name
+
+
+def members(registry: Registry, tasks: Iterable[str], per_task: int) -> dict[str, CheckpointRecord]:
+    """The tiny-zoo members ``{task}-s{seed}`` (seeds ``0..per_task-1``) already registered, by name (their
+    latest version). Raises :class:`~zoo.errors.DuplicateError`, naming every such checkpoint and the fix,
+    when one of those names is held by a checkpoint that is not a member (:func:`is_member`)."""
+    found: dict[str, CheckpointRecord] = {}
+    clashes: list[CheckpointRecord] = []
+    for task in dict.fromkeys(tasks):
+        wanted = {f"{task}-s{s}" for s in range(per_task)}
+        for rec in registry.search(name=f"{task}-s*", latest_only=True):
+            if rec.name in wanted and is_member(rec):
+                found[rec.name] = rec
+            elif rec.name in wanted:
+                clashes.append(rec)
+    if clashes:
+        first = clashes[0].name
+        shown = ", ".join(
+            f"{r.name}:v{r.version} ({r.arch.name} on {r.dataset or 'no dataset'})" for r in clashes[:5]
+        )
+        remove = Hint(f"registry.remove({first!r})", f"`zoo rm {first}`")
+        raise DuplicateError(
+            "checkpoint",
+            first,
+            f"{len(clashes)} name(s) of the tiny zoo are held by checkpoints that are not tiny-zoo members "
+            f"(no `tinyzoo` tag, or not {ARCH}): {shown}; nothing was trained. Build the tiny zoo in a "
+            f"registry of its own, pick other tasks, or remove those checkpoints first ({remove})",
+        ).hinting(remove)
+    return found
 
 
 def register_task(

@@ -38,7 +38,7 @@ def test_refused_while_checkpoints_use_it_saying_the_flag(db: Path) -> None:
     res = run(db, "datasets", "rm", "digits", "--yes")
     assert res.exit_code == 1 and res.stdout == ""
     assert "dataset digits is the dataset of 1 checkpoint(s) (a:v1); nothing was removed" in res.stderr
-    assert "`zoo datasets rm digits --detach`" in res.stderr and "detach=" not in res.stderr
+    assert "`zoo datasets rm digits --detach --yes`" in res.stderr and "detach=" not in res.stderr
     assert state(db) == before
 
 

@@ -272,7 +272,11 @@ def test_concurrent_runs_do_not_both_work(tmp_path: Path) -> None:
         )
         assert impatient.returncode == 1, impatient.stderr
         assert f"Error: job 'reindex' is already running (held by {held.holder}" in impatient.stderr
-        assert "--wait" in impatient.stderr and "Traceback" not in impatient.stderr
+        assert (
+            "pass --wait SECONDS" in impatient.stderr
+            and "wait_s=" not in impatient.stderr
+            and "Traceback" not in impatient.stderr
+        )
         said = []
         for p in waiting:  # each says it is waiting for this holder before the lease is released
             assert p.stderr is not None
@@ -337,7 +341,7 @@ def test_lease_expires_and_a_stalled_holder_finds_out(
         registry, "job", ttl_s=30, holder="elsewhere:1:aaaa", heartbeat=False
     ).acquire()  # not renewed
     clock.advance(29)  # one second short of its expiry
-    with pytest.raises(zoo.LeaseHeldError, match=r"held by elsewhere:1:aaaa until .*pass --wait"):
+    with pytest.raises(zoo.LeaseHeldError, match=r"held by elsewhere:1:aaaa until .*pass wait_s=SECONDS"):
         Lease(registry, "job").acquire()
     assert clock.slept == []  # no --wait: refused at once
     with Lease(registry, "job", wait_s=60, poll_s=0.5) as taker:  # waits for the expiry, then takes over

@@ -64,3 +64,31 @@ def test_sample_zoo_refuses_an_unknown_task_naming_the_known_ones(tmp_path: Path
     out = run(db, "sample-zoo", "--tasks", "digits,nope", code=2)
     assert "unknown task(s) nope" in out and "digits-rot90" in out
     assert not db.exists()  # nothing was created
+
+
+def test_sample_zoo_refuses_a_same_named_checkpoint_it_did_not_make(tmp_path: Path) -> None:
+    """A user's own `digits-s0` is never taken over nor counted as a member: refused before training."""
+    import torch
+
+    db = tmp_path / "registry.db"
+    torch.manual_seed(0)
+    own = tmp_path / "own.pt"
+    torch.save(zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny")).state_dict(), own)
+    run(db, "add", str(own), "--name", "digits-s0", "--dataset", "cifar10")
+    out = run(db, "sample-zoo", "--tasks", "digits", "--per-task", "2", "--steps", "2", code=1)
+    assert "digits-s0:v1 (cnn-tiny on cifar10)" in out and "not tiny-zoo members" in out
+    assert "`zoo rm digits-s0`" in out and "training" not in out
+    with zoo.Registry(db) as reg:
+        assert [r.ref for r in reg.search()] == ["digits-s0:v1"]  # nothing trained, nothing added
+        reg.remove("digits-s0")
+    out = run(db, "sample-zoo", "--tasks", "digits", "--per-task", "1", "--steps", "2")
+    assert "(1 new)" in out
+
+
+def test_a_refused_sample_zoo_is_recorded_in_the_words_of_the_command_line(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    run(db, "datasets", "register", "digits", "digits")  # the raw 8x8 images: not the task's data
+    out = run(db, "sample-zoo", "--tasks", "digits", "--per-task", "1", "--steps", "2", code=1)
+    assert "`zoo datasets rm digits`" in out
+    jobs = run(db, "jobs")
+    assert "`zoo datasets rm digits`" in jobs and "registry.remove_dataset" not in jobs

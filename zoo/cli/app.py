@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, cli_wording
 
 log = logging.getLogger("zoo")
 
@@ -135,7 +135,8 @@ class ZooGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with cli_wording():  # what a command records on the way (a failed job) says commands too
+                return super().invoke(ctx)
         except ZooError as exc:
             discard_new_registry(ctx)
             click.echo(f"Error: {exc.for_cli()}", err=True)  # its hints as commands to paste

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +24,9 @@ from zoo.cli.app import (
 )
 from zoo.errors import ZooError
 from zoo.records import ORIGINS
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from zoo import CheckpointRecord, Registry
 
 
 @cli.command()
@@ -85,6 +90,7 @@ def add(
     parsed = parse_metrics(metrics, "--metric ")
     reg = registry_of(ctx, create=True)
     newest = reg.search(limit=1)  # ids grow with every add: a record at or below this one was there before
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)  # a repair is after it
     try:
         rec = reg.add(
             path,
@@ -104,15 +110,25 @@ def add(
     except ZooError as exc:  # say the fix with this command's flags (--weights, --strip-prefix, --arch)
         raise exc.spelled(as_flag) from None
     existed = bool(newest) and rec.id <= newest[0].id
+    repaired = existed and _repaired_now(reg, rec, started)
+    blob = rec.sha256[:12]
     emit(
-        {**rec.to_dict(), "added": not existed},
+        {**rec.to_dict(), "added": not existed, "repaired": repaired},
         as_json,
         lambda: click.echo(
-            f"{rec.ref} already holds these weights (not added again): {rec.arch}, blob {rec.sha256[:12]}"
+            f"repaired the blob {blob} of {rec.ref} (its file was missing or damaged; these weights match "
+            "it): nothing else changed"
+            if repaired
+            else f"{rec.ref} already holds these weights (not added again): {rec.arch}, blob {blob}"
             if existed
-            else f"added {rec.ref}: {rec.arch} ({fmt_params(rec.num_params)} params), blob {rec.sha256[:12]}"
+            else f"added {rec.ref}: {rec.arch} ({fmt_params(rec.num_params)} params), blob {blob}"
         ),
     )
+
+
+def _repaired_now(reg: Registry, rec: CheckpointRecord, since: datetime.datetime) -> bool:
+    """Whether this add wrote ``rec``'s blob file anew (it was missing or damaged): its history says so."""
+    return any(e.action == "blob_repaired" and e.created_at >= since for e in reg.history(rec.id))
 
 
 def parse_metrics(items: tuple[str, ...] | list[str], flag: str = "") -> dict[str, float]:
@@ -191,7 +207,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
             "size_bytes",
             "created_at",
         ):
-            click.echo(f"{key:>11}: {data[key]}")
+            click.echo(f"{key:>11}: {'-' if data[key] is None else data[key]}")
         click.echo(f"{'metrics':>11}: {json.dumps(data['metrics'])}")
         click.echo(f"{'tags':>11}: {', '.join(data['tags']) or '-'}")
         click.echo(f"{'aliases':>11}: {', '.join(aliases) or '-'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,9 @@ from zoo.cli.app import (
     registry_of,
     table,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from zoo import Registry
 
 
 @cli.command()
@@ -41,14 +44,39 @@ def verify(ctx: click.Context, repair: bool, grace_s: float | None, as_json: boo
             f" {len(rep.orphan_files)} orphan files, {len(rep.orphan_rows)} orphan rows"
             + (" (removed them)" if repair and (rep.orphan_files or rep.orphan_rows) else "")
         )
-        for sha in rep.missing:
-            click.echo(f"missing  {sha}")
-        for sha in rep.corrupt:
-            click.echo(f"corrupt  {sha}")
+        damaged = [("missing", sha) for sha in rep.missing] + [("corrupt", sha) for sha in rep.corrupt]
+        users = _users(reg, {sha for _, sha in damaged}) if damaged else {}
+        for what, sha in damaged:
+            refs = users.get(sha, [])
+            click.echo(
+                f"{what}  {sha}  " + (f"used by {', '.join(refs)}" if refs else "(no checkpoint uses it)")
+            )
+        if rep.missing and not rep.ok and not rep.corrupt:  # all gone: more likely the wrong folder
+            click.echo(
+                f"every blob is missing from {reg.blobs.root}: check --blob-root (or ZOO_BLOB_ROOT); leave "
+                "it out to use the folder beside a SQLite registry",
+                err=True,
+            )
+        elif damaged:
+            first = next((users[sha][0] for _, sha in damaged if users.get(sha)), "REF")
+            click.echo(
+                "fix: add the same weights again from their source (`zoo add FILE --name NAME`) to repair a "
+                f"blob, or remove the checkpoints that use it (`zoo rm {first}`)",
+                err=True,
+            )
 
     emit(rep.to_dict(), as_json, human)
     if rep.missing or rep.corrupt or (not repair and not rep.clean):
         sys.exit(1)
+
+
+def _users(reg: Registry, shas: set[str]) -> dict[str, list[str]]:
+    """The checkpoints (``name:vN``) whose weights are each of ``shas``."""
+    out: dict[str, list[str]] = {}
+    for rec in reg.search():
+        if rec.sha256 in shas:
+            out.setdefault(rec.sha256, []).append(rec.ref)
+    return out
 
 
 @cli.command()

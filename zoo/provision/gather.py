@@ -29,6 +29,7 @@ from zoo.errors import (
     IntegrityError,
     NoWeightsError,
     ZooError,
+    worded,
 )
 from zoo.provision import generation
 from zoo.provision.adapted import AdaptPlan, adapt_module, adaptable_sources, refusals_text
@@ -97,9 +98,9 @@ def ensure_loaded(reg: Registry, p: Pick, device: str | torch.device, notes: lis
         else:
             p.module = reg.load(p.record, device=device)  # type: ignore[arg-type]
     except IntegrityError as exc:
-        p.cand = dataclasses.replace(p.cand, error=str(exc))
-        notes.append(f"skipped {p.cand.ref}: its weights are damaged ({VERIFY} reports it)")
-        log.warning("skipping %s: %s", p.cand.ref, exc)
+        p.cand = dataclasses.replace(p.cand, error=worded(exc))
+        notes.append(f"skipped {p.cand.ref}: its weights are damaged ({VERIFY.in_use()} reports it)")
+        log.warning("skipping %s: %s", p.cand.ref, worded(exc))
         return False
     except ZooError as exc:
         if p.plan is None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import Hint
 from zoo.generators import Evaluator, kind_of
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
 from zoo.registry import Registry
@@ -62,7 +63,8 @@ class GeneratorStage(Stage):
             if g.status == "promoted":
                 scope = _scope(registry, g)
                 if scope is None:
-                    why = "trained on several families; retrain it by hand with `zoo train`"
+                    train = Hint("igpg.train_on_registry(registry, ...)", "`zoo train`").in_use()
+                    why = f"trained on several families; retrain it by hand with {train}"
                     ctx.generators.append(GeneratorDecision(g.ref, "?", "skipped", 0, reason=why))
                     continue
                 current_by_scope.setdefault((g.name, scope), g)

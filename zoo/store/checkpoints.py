@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from zoo.store.blobrows import BlobRepository
 from zoo.store.datasets import DatasetRepository
 from zoo.store.db import Database, retry
 from zoo.validation import OPS, as_id, parse_metric_filters
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -77,7 +80,7 @@ class CheckpointRepository:
                 self.db.lock_key(s, sha)
                 # PostgreSQL: adds of one name pick versions in turn
                 self.db.lock_key(s, f"checkpoint:{new.name}")
-                rec = self.insert_rows(s, new, sha, size, exist_ok, actor)
+                rec = self.insert_rows(s, new, sha, size, exist_ok, actor, repairs=created)
                 if not self.blobs.files.exists(sha):  # a concurrent remove took the file: write it again
                     self.blobs.files.put_tensors(new.tensors, new.blob_meta)
                 return rec
@@ -90,9 +93,20 @@ class CheckpointRepository:
             raise
 
     def insert_rows(
-        self, s: Session, new: NewCheckpoint, sha: str, size: int, exist_ok: bool, actor: str = ""
+        self,
+        s: Session,
+        new: NewCheckpoint,
+        sha: str,
+        size: int,
+        exist_ok: bool,
+        actor: str = "",
+        *,
+        repairs: bool = False,
     ) -> CheckpointRecord:
-        """The rows of ``new`` (or, with ``exist_ok``, the record of the same weights under the same name)."""
+        """The rows of ``new`` (or, with ``exist_ok``, the record of the same weights under the same name).
+        ``repairs``: the blob file was written anew; when those weights are registered under this name
+        already, their file was missing or damaged and is now repaired: that record is returned (with a
+        warning saying so and an event in its history) rather than a :class:`DuplicateError`."""
         name, spec = new.name, new.spec
         existing = s.execute(
             select(m.Checkpoint.id, m.Checkpoint.version, m.Checkpoint.sha256).where(
@@ -101,7 +115,16 @@ class CheckpointRepository:
         ).all()
         same = next((row for row in existing if row.sha256 == sha), None)
         if same is not None:
-            if exist_ok:
+            if repairs:  # re-adding the source of a damaged blob is how it is repaired: say so
+                log.warning(
+                    "repaired blob %s… of %s:v%d: its file was missing or damaged and the weights added "
+                    "again match it",
+                    sha[:16],
+                    name,
+                    same.version,
+                )
+                self.log_event(s, same.id, "blob_repaired", {"sha256": sha}, actor)
+            if exist_ok or repairs:
                 return self.record(s, s.get_one(m.Checkpoint, same.id))
             exist_ok_hint = Hint("pass exist_ok=True", "pass --exist-ok")
             raise DuplicateError(
@@ -290,7 +313,7 @@ class CheckpointRepository:
     def alias(self, ref: str | int, alias: str, actor: str = "") -> AliasRecord:
         def txn() -> AliasRecord:
             with self.db.write() as s:
-                return self.set_alias(s, self.resolve(s, ref), alias, actor)
+                return self.set_alias(s, self.resolve_one(s, ref), alias, actor)
 
         return retry(txn)
 
@@ -344,7 +367,8 @@ class CheckpointRepository:
                         if have
                         else f"{name} has no aliases"
                     )
-                    raise NotFoundError("alias", f"{name}@{alias}", f"{hint}; see `zoo show {name}`")
+                    see = Hint(f"registry.aliases({name!r})", f"`zoo show {name}`")
+                    raise NotFoundError("alias", f"{name}@{alias}", f"{hint}; see {see}").hinting(see)
                 row = s.get_one(m.Checkpoint, a.checkpoint_id)
                 if version is not None and row.version != version:
                     raise ZooError(

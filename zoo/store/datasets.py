@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from zoo.errors import NotFoundError, ZooError
+from zoo.errors import Hint, NotFoundError, ZooError
 from zoo.records import DatasetRecord, DatasetRemoval
 from zoo.store import models as m
 from zoo.store.db import Database, retry
@@ -25,6 +25,9 @@ def dataset_record(r: m.Dataset) -> DatasetRecord:
     )
 
 
+DATASETS = Hint("registry.datasets()", "`zoo datasets list`")  # where to see the registered datasets
+
+
 class DatasetRepository:
     """The ``datasets`` table."""
 
@@ -40,8 +43,8 @@ class DatasetRepository:
             row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
             if row is None:
                 raise NotFoundError(
-                    "dataset", name, "see `zoo datasets list` for what is registered; register it first"
-                )
+                    "dataset", name, f"see {DATASETS} for what is registered; register it first"
+                ).hinting(DATASETS)
             return dataset_record(row)
 
     def row_for(self, s: Session, name: str) -> m.Dataset:
@@ -110,7 +113,7 @@ class DatasetRepository:
     def _row(self, s: Session, name: str) -> m.Dataset:
         row = s.scalars(select(m.Dataset).where(m.Dataset.name == name)).first()
         if row is None:
-            raise NotFoundError("dataset", name, "see `zoo datasets list` for what is registered")
+            raise NotFoundError("dataset", name, f"see {DATASETS} for what is registered").hinting(DATASETS)
         return row
 
     def _impact(self, s: Session, row: m.Dataset) -> DatasetRemoval:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from zoo.errors import NotFoundError
+from zoo.errors import Hint, NotFoundError
 from zoo.records import JobRunRecord
 from zoo.store import models as m
 from zoo.store.db import Database, retry
@@ -41,6 +41,9 @@ def job_run_record(r: m.JobRun) -> JobRunRecord:
         r.message,
         r.holder,
     )
+
+
+RUNS = Hint("zoo.job_runs(registry)", "`zoo jobs`")  # where to see the recorded runs
 
 
 class JobRepository:
@@ -134,7 +137,7 @@ class JobRepository:
             with self.db.write() as s:
                 row = s.get(m.JobRun, run_id)
                 if row is None:
-                    raise NotFoundError("job run", str(run_id), "see `zoo jobs`")
+                    raise NotFoundError("job run", str(run_id), f"see {RUNS}").hinting(RUNS)
                 row.status, row.finished_at, row.counts, row.message = (
                     status,
                     m.utcnow(),
@@ -187,7 +190,7 @@ class JobRepository:
         with self.db.read() as s:
             row = s.get(m.JobRun, run_id)
             if row is None:
-                raise NotFoundError("job run", str(run_id), "see `zoo jobs`")
+                raise NotFoundError("job run", str(run_id), f"see {RUNS}").hinting(RUNS)
             return job_run_record(row)
 
 

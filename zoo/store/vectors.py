@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from zoo.errors import DuplicateError
+from zoo.errors import DuplicateError, Hint
 from zoo.records import ArchSpec, DatasetRecord, EmbeddingRecord
 from zoo.store import models as m
 from zoo.store.datasets import dataset_record
@@ -131,12 +131,13 @@ class VectorRepository:
                     and not replace
                     and not (row.meta or {}).get("placeholder")
                 ):  # a concurrent registration got there first
+                    replacing = Hint("pass replace=True", "pass --replace")
                     raise DuplicateError(
                         "dataset",
                         name,
                         "another process registered different data under this "
-                        "name meanwhile; pass replace=True to replace it, or choose another name",
-                    )
+                        f"name meanwhile; {replacing} to replace it, or choose another name",
+                    ).hinting(replacing)
                 if row is None:
                     row = m.Dataset(name=name)
                     s.add(row)
