@@ -182,7 +182,9 @@ ZYGOTE = textwrap.dedent(r'''
             if recs:
                 reg.remove(rng.choice(recs).id)
         elif r < 0.93:
-            reg.alias(f"net{rng.randrange(6)}", "best")
+            newest = reg.list(name=f"net{rng.randrange(6)}", limit=1)  # an alias names one version
+            if newest:
+                reg.alias(newest[0].ref, "best")
         else:
             data = BlobStore.serialize({"w": torch.full((64,), float(i))})
             reg.add_generator(data, families=["cnn"], config={}, metrics={}, trained_on=[])
