@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 
 def fast_generator_config() -> igpg.TrainConfig:
     """The generator configuration of the default main job (sized for 2 CPU cores; see bench/README.md): the
-    ``small`` training preset (``zoo train --preset small``)."""
-    return igpg.TrainConfig.preset("small")
+    ``small`` training preset (``zoo train --preset small``) with layer coordinates (one architecture: the
+    absolute layer index locates a chunk; the descriptor coordinates that let a generator serve other depths
+    and widths cost seen-task quality here, measured: best-of-5 reached 98% of pretrained on 4 of 8 tasks)."""
+    cfg = igpg.TrainConfig.preset("small")
+    cfg.coords = "layer"
+    return cfg
 
 
 @dataclass
