@@ -16,6 +16,7 @@ architectures it was trained on.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from igpg.data import ZooData
+from igpg.heads import ClassHead
 from igpg.prior import PriorConfig, WeightPrior
 from igpg.structure import (
     ChunkCoords,
@@ -37,7 +39,10 @@ from igpg.structure import (
 )
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
 from zoo import ArchSpec, Chunks, chunk_index, get_family, unchunk
+from zoo.datasets import ImageDataset
 from zoo.errors import GeneratorError
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2  # stored layout: 1 (no "format" key) layer-index generators; 2 adds vocab and slot statistics
 
@@ -71,6 +76,7 @@ class Generator:
     vocab: SlotVocab | None = None  # roles and kinds the descriptor-mode models embed
     slot_stats: SlotStats | None = None  # per-slot statistics of the trained architectures, for pooling
     log_kinds: tuple[str, ...] = ()  # kinds of tensor modelled as their logarithm (igpg.structure.LOG_KINDS)
+    class_head: ClassHead | None = None  # makes classifiers from the condition's examples (igpg.heads)
 
     # -- building from data -------------------------------------------------------------------------
     @staticmethod
@@ -225,11 +231,18 @@ class Generator:
         guidance: float = 1.0,
         seed: int | None = None,
         progress: Any = None,
+        examples: ImageDataset | None = None,
     ) -> list[nn.Module]:
         """``n`` networks of ``spec`` for a dataset embedding and an architecture embedding.
 
         The prior generates window by window (memory bounded by the window) and each network is decoded
         layer by layer in bounded batches, so the peak is close to the size of the networks themselves.
+
+        ``examples``: the labelled dataset the embedding was made from (or any labelled sample of it). With
+        it, a generator that has a :attr:`class_head` gives each network the classifier made from those
+        examples through its generated body, where that scores better on held-back examples than the
+        decoded classifier (:meth:`igpg.heads.ClassHead.choose_for`): how a network for a class order,
+        class subset or input distribution the prior never saw gets a classifier that fits it.
         """
         self._stats_for(spec)
         _, coords = self._coords(spec)
@@ -248,7 +261,16 @@ class Generator:
             generator=g,
             progress=progress,
         ).cpu()  # (n, N, L)
-        return [self.decode(spec, tokens[i]) for i in range(n)]
+        nets = [self.decode(spec, tokens[i]) for i in range(n)]
+        if examples is None or self.class_head is None:
+            return nets
+        chosen = [self.class_head.choose_for(net, spec, examples) for net in nets]
+        log.info(
+            "class head: %d of %d samples took the classifier made from the examples",
+            sum(used for _, used in chosen),
+            n,
+        )
+        return [net for net, _ in chosen]
 
     # -- persistence --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -277,6 +299,8 @@ class Generator:
             meta["slot_stats"] = self.slot_stats.to_dict()
         if self.log_kinds:
             meta["log_kinds"] = list(self.log_kinds)
+        if self.class_head is not None:
+            meta["class_head"] = self.class_head.to_dict()
         return st_save(tensors, metadata={"igpg": json.dumps(meta, sort_keys=True)})
 
     @classmethod
@@ -321,6 +345,7 @@ class Generator:
             vocab,
             slot_stats,
             tuple(meta.get("log_kinds", ())),
+            ClassHead.from_dict(meta["class_head"]) if "class_head" in meta else None,
         )
 
 

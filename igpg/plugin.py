@@ -33,6 +33,7 @@ class IGPGKind(GeneratorKind):
     name = KIND
     description = "VQ-VAE weight tokenizer + GPT prior, conditioned on dataset and architecture embeddings"
     generator_class = "igpg.generator:Generator"
+    takes_examples = True
 
     def load(self, data: bytes, device: Any = "cpu") -> Generator:
         from igpg.generator import Generator
@@ -73,8 +74,11 @@ class IGPGKind(GeneratorKind):
         top_p: float | None = 0.9,
         guidance: float = 1.0,
         progress: Any = None,
+        examples: Any = None,
     ) -> list[nn.Module]:
-        """:meth:`igpg.Generator.sample`; ``progress.update(1)`` after each of :meth:`sample_steps`."""
+        """:meth:`igpg.Generator.sample`; ``progress.update(1)`` after each of :meth:`sample_steps`;
+        ``examples`` (the labelled dataset asked about) give each network a classifier made from them where
+        that fits better (:mod:`igpg.heads`)."""
         import numpy as np
         import torch
 
@@ -91,6 +95,7 @@ class IGPGKind(GeneratorKind):
             guidance=guidance,
             seed=seed,
             progress=progress,
+            examples=examples,
         )
 
     def train(

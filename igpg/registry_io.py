@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from igpg import distributed
 from igpg.data import ZooData, load_zoo
 from igpg.generator import Generator
+from igpg.heads import ClassHead, fit_shrinkage
 from igpg.plugin import IGPGKind
 from igpg.train import JOB, TrainConfig, job_summary, pick_device, train_generator
 from zoo import (
@@ -26,6 +27,7 @@ from zoo import (
     resolve_arch,
     training_checkpoints,
 )
+from zoo.datasets import load_source
 from zoo.errors import GeneratorError, Hint, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,9 @@ def train_on_registry(
         if data is None:
             data = load()
         gen = train_generator(data, config, progress=progress)
+        if config is None or config.class_head:
+            gen.class_head = fit_class_head(registry, recs)
+            gen.info["class_head"] = gen.class_head.to_dict() if gen.class_head else None
 
         def store() -> GeneratorRecord:
             metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
@@ -206,6 +211,47 @@ def train_on_registry(
     return gen, rec
 
 
+def fit_class_head(
+    registry: Registry, records: Sequence[CheckpointRecord], *, limit: int = 48
+) -> ClassHead | None:
+    """The generator's class head (:mod:`igpg.heads`), its shrinkage fitted on training checkpoints: up to
+    ``limit`` of ``records`` (spread over their datasets) whose dataset zoo can read again (a registered
+    ``source``), each scored on its own data. None when no checkpoint has readable data or a linear
+    classifier (the generator then keeps its decoded classifiers)."""
+    by_dataset: dict[str, list[CheckpointRecord]] = {}
+    for rec in records:
+        if rec.dataset:
+            by_dataset.setdefault(rec.dataset, []).append(rec)
+    sources = {}
+    for name in by_dataset:
+        try:
+            source = registry.get_dataset(name).meta.get("source")
+        except NotFoundError:
+            source = None
+        if source:
+            sources[name] = source
+    picked: list[CheckpointRecord] = []
+    for i in range(max((len(v) for v in by_dataset.values()), default=0)):  # round robin over datasets
+        picked += [v[i] for name, v in by_dataset.items() if name in sources and i < len(v)]
+    picked = picked[:limit]
+    if not picked:
+        log.info("class head: no training checkpoint has data zoo can read again; none fitted")
+        return None
+    cache: dict[str, Any] = {}
+
+    def pairs() -> Iterator[tuple[Any, ArchSpec, Any]]:
+        for rec in picked:
+            if rec.dataset not in cache:
+                cache[rec.dataset] = load_source(sources[rec.dataset])  # type: ignore[index]
+            yield registry.load(rec), rec.arch, cache[rec.dataset]  # type: ignore[index]
+
+    try:
+        return fit_shrinkage(pairs())[0]
+    except ValueError:
+        log.info("class head: no training checkpoint has a linear classifier; none fitted")
+        return None
+
+
 def load_generator(
     registry: Registry, ref: str | int | GeneratorRecord = "igpg", device: Any = "cpu"
 ) -> Generator:
@@ -215,6 +261,7 @@ def load_generator(
 
 __all__ = [
     "check_preconditions",
+    "fit_class_head",
     "load_generator",
     "train_on_registry",
     "trainable_checkpoints",

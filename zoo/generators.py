@@ -16,6 +16,7 @@ Lookups (loaded lazily with the other plugins): :func:`generator_kinds`, :func:`
 from __future__ import annotations
 
 import fnmatch
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from zoo import plugins
 from zoo.errors import UnknownPluginError, ZooError
 from zoo.records import ArchSpec, CheckpointRecord, GeneratorRecord
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -74,6 +77,7 @@ class GeneratorKind(ABC):
     name: ClassVar[str] = ""  # the kind's name: stored in config["kind"], the default name of its versions
     description: ClassVar[str] = ""  # one line for `zoo plugins`
     generator_class: ClassVar[str] = ""  # "module:QualName" of what load() returns (see owns)
+    takes_examples: ClassVar[bool] = False  # sample() takes examples= (the labelled dataset asked about)
 
     # -- the contract ---------------------------------------------------------------------------------
     @abstractmethod
@@ -111,7 +115,9 @@ class GeneratorKind(ABC):
         (float32, by :meth:`encoders`). The same ``seed`` gives the same networks; ``None`` draws afresh.
 
         A kind whose :meth:`sample_steps` gives a number also takes ``progress=``: an object with
-        ``update(k)`` (a tqdm bar) that it calls as those steps are done."""
+        ``update(k)`` (a tqdm bar) that it calls as those steps are done. A kind with :attr:`takes_examples`
+        also takes ``examples=``: the labelled :class:`~zoo.datasets.ImageDataset` asked about, when zoo
+        has its data (None otherwise)."""
 
     def sample_steps(self, generator: Any, spec: ArchSpec) -> int | None:
         """How many steps sampling ``spec`` takes (however many networks at once), reported through
@@ -199,7 +205,10 @@ class GeneratorKind(ABC):
         ds_enc, text_enc = self.encoders(generator)
         ds = np.asarray(get_embedding(registry, "dataset", dataset, ds_enc).vector, dtype=np.float32)
         arch = np.asarray(embed_arch(registry, spec, encoder=text_enc).vector, dtype=np.float32)
-        return self.sample(generator, spec, ds, arch, n, seed=seed, **{**SAMPLING, **sampling})
+        extra: dict[str, Any] = {}
+        if self.takes_examples and "examples" not in sampling:
+            extra["examples"] = registered_data(registry, dataset)
+        return self.sample(generator, spec, ds, arch, n, seed=seed, **{**SAMPLING, **extra, **sampling})
 
     def retrain(
         self,
@@ -252,6 +261,19 @@ class GeneratorKind(ABC):
 # ----------------------------------------------------------------------------------------------------
 _lock = threading.Lock()
 _cache: tuple[int, dict[str, GeneratorKind]] | None = None
+
+
+def registered_data(registry: Any, dataset: str) -> Any:
+    """The data of registered dataset ``dataset`` (an :class:`~zoo.datasets.ImageDataset`) when zoo can read
+    them again (a recorded ``source``); None otherwise (registered from memory or by name only)."""
+    from zoo.datasets import load_source
+
+    try:
+        source = registry.get_dataset(dataset).meta.get("source")
+        return load_source(source) if source else None
+    except (ZooError, OSError) as exc:
+        log.info("the data of dataset %r cannot be read again: %s", dataset, exc)
+        return None
 
 
 def generator_kinds() -> dict[str, GeneratorKind]:

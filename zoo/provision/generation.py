@@ -147,6 +147,9 @@ def sample(registry: Registry, req: Request, gen: LoadedGenerator, n: int) -> li
     ds = np.array(req.query.vector(ds_encoder), dtype=np.float32)
     arch = np.array(embed_arch(registry, req.spec, encoder=text_encoder).vector, dtype=np.float32)
     steps = gen.kind.sample_steps(gen.generator, req.spec)
+    extra: dict[str, object] = {}
+    if gen.kind.takes_examples:
+        extra["examples"] = req.query.examples()
     what = f"{n} network{'s' if n != 1 else ''} of {req.label} from {gen.record.ref}"
     log.info("generating %s (%s steps)", what, steps if steps is not None else "unknown")
     start = time.perf_counter()
@@ -163,6 +166,7 @@ def sample(registry: Registry, req: Request, gen: LoadedGenerator, n: int) -> li
             guidance=policy.guidance,
             seed=policy.seed,
             **({"progress": bar} if steps is not None else {}),
+            **extra,
         )
     log.info("generated %s in %.1f s", what, time.perf_counter() - start)
     return [net.to(req.device).eval() for net in nets]

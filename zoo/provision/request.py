@@ -77,6 +77,17 @@ class Query:
             self._vectors[enc.id] = _query_vector(self.registry, self.name or self.data, enc, enc.version)[0]
         return self._vectors[enc.id]
 
+    def examples(self) -> ImageDataset | None:
+        """The labelled data asked about: the data given, or a registered dataset's data when zoo can read
+        them again (its recorded ``source``); None otherwise. Read once."""
+        if self.data is not None or self.name is None:
+            return self.data
+        if not hasattr(self, "_examples"):
+            from zoo.generators import registered_data
+
+            self._examples = registered_data(self.registry, self.name)
+        return self._examples
+
     def vector(self, encoder: str | None) -> np.ndarray:
         """The query's vector by ``encoder``; :class:`~zoo.errors.DatasetError` (with the fix) when the
         dataset is a registered name that has none."""
