@@ -62,6 +62,28 @@ def test_generator_samples_working_networks_and_survives_a_round_trip(tiny_zoo) 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_examples_give_samples_a_class_head_for_the_classes_they_have(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from igpg.heads import ABSENT_BIAS, ClassHead
+
+    reg, spec, gen = tiny_zoo
+    ds = torch.tensor(get_embedding(reg, "dataset", "digits", gen.dataset_encoder).vector)
+    arch = torch.tensor(embed_arch(reg, spec).vector)
+    subset = load_digits().resize(28).select_classes((7, 3, 1))  # 3 classes in an order no network saw
+    plain = gen.sample(spec, ds, arch, n=2, seed=0, examples=subset)  # no class head: examples change nothing
+    again = gen.sample(spec, ds, arch, n=2, seed=0)
+    assert all(
+        torch.equal(a.state_dict()[k], b.state_dict()[k])
+        for a, b in zip(plain, again)
+        for k in a.state_dict()
+    )
+    headed = dataclasses.replace(gen, class_head=ClassHead(choose=False))
+    for net in headed.sample(spec, ds, arch, n=2, seed=0, examples=subset):
+        assert torch.all(net.classifier[-1].bias[3:] == ABSENT_BIAS)
+        assert int(net(subset.images[:50]).argmax(1).max()) < 3
+
+
 def test_generator_refuses_an_architecture_it_never_saw(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
     reg, _, gen = tiny_zoo
     other = zoo.resolve_arch("cnn-small")
@@ -120,6 +142,8 @@ def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  #
     assert [g.ref for g in reg.generators(family="cnn")] == ["igpg:v1"] and reg.generators(family="vit") == []
     loaded = igpg.load_generator(reg, "igpg:v1")
     assert loaded.to_bytes() == gen.to_bytes()
+    readable = bool(reg.get_dataset("digits").meta.get("source"))  # the class head fits on data zoo can read
+    assert (gen.class_head is not None) == readable and loaded.class_head == gen.class_head
     assert reg.verify().clean
     with pytest.raises(zoo.NotFoundError, match="train_on_registry") as missing:
         reg.get_generator("igpg:v9")
