@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +36,14 @@ from igpg.tokenizer import chunk_coords
 from zoo import (
     CheckpointRecord,
     Chunks,
+    align,
     chunk,
     embed_arch,
     get_dataset_encoder,
     get_embedding,
     get_family,
     get_text_encoder,
+    permutation_spec,
 )
 from zoo.errors import GeneratorError, Hint
 
@@ -104,10 +106,31 @@ def _check(checkpoints: Sequence[CheckpointRecord]) -> None:
         ).hinting(add)
 
 
-def _flatten(registry, rec: CheckpointRecord, log_kinds: Sequence[str] = LOG_KINDS) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
-    """The checkpoint's generated tensors in layout order, in model space (``log_kinds`` as logarithms)."""
-    tensors = get_family(rec.family).flatten(rec.arch, registry.load_state_dict(rec))
+def _flatten(  # type: ignore[no-untyped-def]
+    registry,
+    rec: CheckpointRecord,
+    log_kinds: Sequence[str] = LOG_KINDS,
+    reference: Mapping[str, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """The checkpoint's generated tensors in layout order, in model space (``log_kinds`` as logarithms);
+    with ``reference`` (a state dict of the same architecture), its hidden units permuted to match it first
+    (:func:`zoo.align`, weight matching)."""
+    state = registry.load_state_dict(rec)
+    if reference is not None:
+        state = align(reference, [state], rec.arch)[0]
+    tensors = get_family(rec.family).flatten(rec.arch, state)
     return to_model_space(rec.arch, tensors, log_kinds)
+
+
+def alignment_references(registry, checkpoints: Sequence[CheckpointRecord]) -> dict[str, dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
+    """Per architecture key, the state dict its checkpoints are aligned to (the first of them in
+    ``checkpoints``), for the architectures whose family declares permutation symmetries
+    (:func:`zoo.permutation_spec`); the others are not aligned."""
+    refs: dict[str, dict[str, torch.Tensor]] = {}
+    for rec in checkpoints:
+        if rec.arch.key not in refs and permutation_spec(rec.arch) is not None:
+            refs[rec.arch.key] = dict(registry.load_state_dict(rec))
+    return refs
 
 
 def _layer_stats(
@@ -236,15 +259,20 @@ def load_zoo(
     text_encoder: str | None = None,
     progress: bool = True,
     log_kinds: Sequence[str] = LOG_KINDS,
+    align: bool = False,
 ) -> ZooData:  # type: ignore[no-untyped-def]
     """Flatten, chunk and attach conditions to ``checkpoints`` (which must all name a dataset), in memory.
 
     Each checkpoint is read once: the pooled statistics come from the flattened layers held for chunking.
     ``log_kinds``: kinds of tensor modelled as their logarithm (``()``: none, as generators before them).
+    ``align``: permute every checkpoint's hidden units to match the first checkpoint of its architecture
+    (weight matching, Git Re-Basin; :func:`alignment_references`) before chunking, so the zoo's networks
+    share one basin per architecture and the tokenizer and prior see fewer modes. Functions are unchanged.
     """
     _check(checkpoints)
+    refs = alignment_references(registry, checkpoints) if align else {}
     flat = [
-        _flatten(registry, rec, log_kinds)
+        _flatten(registry, rec, log_kinds, refs.get(rec.arch.key))
         for rec in tqdm(checkpoints, desc="load zoo", unit="ckpt", disable=not progress, leave=False)
     ]
     stats = _layer_stats(zip((rec.arch.key for rec in checkpoints), flat))
@@ -259,6 +287,8 @@ def load_zoo(
         log_kinds=log_kinds,
     )
     examples = [stream.example(rec, tensors) for rec, tensors in zip(checkpoints, flat)]
+    if refs:
+        log.info("aligned %d checkpoints to %d reference(s) by weight matching", len(checkpoints), len(refs))
     return ZooData(
         tuple(examples), k, stream.dataset_encoder.id, stream.text_encoder.id, stream.vocab, tuple(log_kinds)
     )

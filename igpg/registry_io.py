@@ -173,6 +173,7 @@ def train_on_registry(
                 dataset_encoder=dataset_encoder,
                 text_encoder=text_encoder,
                 progress=progress and distributed.is_main(),
+                align=bool(config and config.align),
             )
 
         data = distributed.main_first(load)  # rank 0 alone may write embeddings; the others read them after

@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     checkpoint_dir: str | None = None  # where training state is saved; a rerun resumes from it
     checkpoint_every: int = 200  # steps between saves of the training state
+    align: bool = False  # weight-match every checkpoint to its architecture's first before tokenizing
     class_head: bool = True  # fit a class head (igpg.heads) on the training zoo's data when it is readable
     coords: str = "descriptor"  # how tokenizer and prior locate a chunk: "descriptor" (slot descriptors:
     # serves unseen architectures of trained families) or "layer" (absolute layer index, the old mode)

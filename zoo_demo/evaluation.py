@@ -16,6 +16,7 @@ Used by ``bench/bench_generator.py`` and by the main job's report, so both measu
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,16 @@ from igpg.evaluation import DEFAULT_SAMPLING
 from igpg.evaluation import distances as _distances
 from igpg.evaluation import flat_weights as _flat
 from igpg.generator import Generator
-from zoo import CheckpointRecord, embed_arch, get_embedding, get_family, resolve_arch, unchunk
+from igpg.heads import ClassHead
+from zoo import (
+    CheckpointRecord,
+    average_aligned,
+    embed_arch,
+    get_embedding,
+    get_family,
+    resolve_arch,
+    unchunk,
+)
 from zoo.training import Curve, accuracy, fine_tune
 from zoo_demo.tinyzoo import ARCH, evaluate, register_task, task_data, train_member
 
@@ -82,21 +92,41 @@ class SeenTask:
 
 @dataclass(frozen=True)
 class HeldOutTask:
-    """Zero-shot weights for a task no training checkpoint saw, and fine-tuning from them."""
+    """Zero-shot weights for a task no training checkpoint saw, against every baseline of the protocol, and
+    fine-tuning from them. Accuracies are on the task's test split; every best-of-``n`` is chosen on the same
+    labelled support images (never the test split)."""
 
     task: str
     trained: tuple[float, ...]  # test accuracy of networks trained on the task (the reference)
     random_init: float
+    nearest: float  # the checkpoint nearest by dataset embedding, as it is
+    nearest_from: str
+    noise: float  # nearest checkpoint + Gaussian noise at the generator's own distance (best of n draws)
+    noise_distance: float  # the relative L2 distance of that noise (the generated samples' mean distance)
+    average: float  # the average of the k nearest checkpoints after weight matching
+    average_of: tuple[str, ...]
     retrieved: float  # best retrieved checkpoint (chosen on the support split), test accuracy
     retrieved_from: str  # its reference
+    retrieved_head: float  # best retrieved checkpoint with the class head (igpg.heads) made for the task
     generated: tuple[float, ...]  # every sample's test accuracy
     generated_best: float  # the sample chosen on the support split, test accuracy
+    generated_plain_best: float  # the same without the class head (decoded classifiers only): an ablation
     distance: tuple[float, ...]  # each sample's relative L2 distance to its nearest training checkpoint
     curves: dict[str, Curve] = field(default_factory=dict)  # start -> fine-tuning curve on the test split
 
     @property
     def trained_mean(self) -> float:
         return statistics.mean(self.trained)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """The baselines of the protocol (the generator must beat each), by name."""
+        return {
+            "nearest": self.nearest,
+            "noise": self.noise,
+            "average": self.average,
+            "retrieved": self.retrieved,
+        }
 
     def steps_to_trained(self) -> dict[str, int | None]:
         return {name: c.steps_to(self.trained_mean) for name, c in self.curves.items()}
@@ -105,14 +135,24 @@ class HeldOutTask:
         t = self.trained_mean
         return {
             "trained_mean": round(t, 4),
+            "trained": [round(a, 4) for a in self.trained],
             "random_init": round(self.random_init, 4),
+            "nearest": round(self.nearest, 4),
+            "nearest_from": self.nearest_from,
+            "noise": round(self.noise, 4),
+            "noise_rel_l2": round(self.noise_distance, 4),
+            "average_aligned": round(self.average, 4),
+            "average_of": list(self.average_of),
             "retrieved": round(self.retrieved, 4),
             "retrieved_from": self.retrieved_from,
+            "retrieved_with_class_head": round(self.retrieved_head, 4),
             "generated": [round(a, 4) for a in self.generated],
             "generated_mean": round(statistics.mean(self.generated), 4),
             "generated_best_of_n": round(self.generated_best, 4),
+            "generated_without_class_head_best_of_n": round(self.generated_plain_best, 4),
             "generated_best_vs_trained": round(self.generated_best / t, 4),
             "retrieved_vs_trained": round(self.retrieved / t, 4),
+            "beats": {k: self.generated_best >= v for k, v in self.baselines.items()},
             "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
             "steps_to_trained_accuracy": self.steps_to_trained(),
             "curves": {
@@ -154,15 +194,19 @@ def seen_tasks(
     n: int = 5,  # type: ignore[no-untyped-def]
     seed: int = 0,
     sampling: Mapping[str, float] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> list[SeenTask]:
-    """``n`` samples per training task, scored on the task's test split."""
+    """``n`` samples per training task (or per task of ``tasks``, training tasks all), scored on the task's
+    test split; each conditioned on the task's registered training split (embedding and class-head
+    examples)."""
     sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
     spec = resolve_arch(ARCH)
     flats = torch.stack([_flat(registry.load(r)) for r in records])
     out = []
-    for task in dict.fromkeys(r.dataset for r in records):  # training tasks, in the records' order
+    for task in tasks or dict.fromkeys(r.dataset for r in records):  # training tasks, in the records' order
         ds, arch = _conditions(registry, gen, task)
-        nets = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
+        examples = task_data(task)[0]  # the registered training split: the condition's examples
+        nets = gen.sample(spec, ds, arch, n=n, seed=seed, examples=examples, **sampling)  # type: ignore[arg-type]
         pre = tuple(r.metrics["accuracy"] for r in records if r.dataset == task)
         out.append(SeenTask(task, pre, tuple(evaluate(m, task) for m in nets), _distances(nets, flats)))
         log.info(
@@ -183,6 +227,25 @@ def train_reference(
     ]
 
 
+def with_noise(module: nn.Module, distance: float, generator: torch.Generator) -> nn.Module:
+    """A copy of ``module`` plus Gaussian noise at relative L2 ``distance``: every floating tensor ``w`` gets
+    ``e * distance * ||w|| / ||e||`` with ``e ~ N(0, I)`` (per tensor, so small tensors such as biases get
+    noise in proportion to their own size: the stronger form of the audit's noise baseline, Zeng et al.,
+    arXiv 2506.07998)."""
+    out = copy.deepcopy(module)
+    with torch.no_grad():
+        for t in out.state_dict().values():
+            if t.dtype.is_floating_point and t.numel():
+                e = torch.randn(t.shape, generator=generator)
+                t.add_(e * (distance * float(t.norm()) / float(e.norm().clamp_min(1e-12))))
+    return out
+
+
+def _best_on(nets: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> int:
+    scores = [accuracy(m, x, y) for m in nets]
+    return max(range(len(nets)), key=scores.__getitem__)
+
+
 def held_out_task(
     registry,
     gen: Generator,
@@ -192,6 +255,8 @@ def held_out_task(
     n: int = 5,
     seed: int = 0,
     support: int = 100,
+    k_retrieved: int = 10,
+    k_average: int = 5,
     reference_seeds: int = 3,
     reference_steps: int = 200,
     fine_tune_steps: int = 200,
@@ -200,11 +265,17 @@ def held_out_task(
     batch_size: int = 32,
     sampling: Mapping[str, float] | None = None,
 ) -> HeldOutTask:
-    """Zero-shot generation for ``task`` (registered as a dataset if it is not), then fine-tuning curves.
+    """Zero-shot generation for ``task`` (registered as a dataset if it is not) against the protocol's
+    baselines, then fine-tuning curves.
 
-    Best-of-``n`` (and the best retrieved checkpoint) are chosen on ``support`` labelled training images,
-    never on the test split they are reported on. The reference networks are trained like zoo members
-    (``reference_steps``); fine-tuning uses the tiny zoo's optimizer settings.
+    Baselines, all measured here: random init; networks trained on the task (``reference_seeds`` trained
+    like zoo members for ``reference_steps``); the checkpoint nearest by dataset embedding; that checkpoint
+    plus Gaussian noise at the generated samples' mean distance to their nearest training checkpoint (best of
+    ``n`` draws, :func:`with_noise`); the average of the ``k_average`` nearest after weight matching
+    (:func:`zoo.average_aligned`); the best of the ``k_retrieved`` nearest chosen on labels; and, as an
+    ablation, that choice with the generator's class head. Every best-of-``n`` is chosen on ``support``
+    labelled training images and reported on the test split. The generator is conditioned on the task's
+    registered training split (its embedding, and its examples for the class head).
     """
     if any(r.dataset == task for r in records):
         raise ValueError(f"{task!r} is a training task of this generator; a held-out task must be unseen")
@@ -224,19 +295,25 @@ def held_out_task(
     torch.manual_seed(seed)
     random_net = family.build(spec)
 
-    neighbors = registry.nearest(spec, task, k=10)
-    cands = [registry.load(nb.checkpoint) for nb in neighbors]
-    best_i = max(range(len(cands)), key=lambda i: accuracy(cands[i], sx, sy)) if cands else None
-
     ds, arch = _conditions(registry, gen, task)
-    nets = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
-    support_acc = [accuracy(m, sx, sy) for m in nets]
-    chosen = nets[max(range(n), key=support_acc.__getitem__)]
+    nets = gen.sample(spec, ds, arch, n=n, seed=seed, examples=train_set, **sampling)  # type: ignore[arg-type]
+    plain = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
+    chosen = nets[_best_on(nets, sx, sy)]
     flats = torch.stack([_flat(registry.load(r)) for r in records])
+    dist = _distances(nets, flats)
 
-    starts = {"generated": chosen, "random": random_net}
-    if best_i is not None:
-        starts["retrieved"] = cands[best_i]
+    neighbors = registry.nearest(spec, task, k=max(k_retrieved, k_average))
+    cands = [registry.load(nb.checkpoint) for nb in neighbors[:k_retrieved]]
+    best_i = _best_on(cands, sx, sy)
+    head = gen.class_head or ClassHead()
+    headed = [head.choose_for(m, spec, train_set)[0] for m in cands]
+    nearest = cands[0]
+    noise_gen = torch.Generator().manual_seed(10_000 + seed)
+    noisy = [with_noise(nearest, statistics.mean(dist), noise_gen) for _ in range(n)]
+    avg_states = [registry.load(nb.checkpoint).state_dict() for nb in neighbors[:k_average]]
+    average = family.load(spec, average_aligned(avg_states, spec))
+
+    starts = {"generated": chosen, "random": random_net, "retrieved": cands[best_i]}
     curves = {}
     for name, net in starts.items():
         _, curves[name] = fine_tune(
@@ -255,18 +332,31 @@ def held_out_task(
         task,
         trained,
         accuracy(random_net, tx, ty),
-        accuracy(cands[best_i], tx, ty) if best_i is not None else float("nan"),
-        neighbors[best_i].checkpoint.ref if best_i is not None else "",
+        accuracy(nearest, tx, ty),
+        neighbors[0].checkpoint.ref,
+        accuracy(noisy[_best_on(noisy, sx, sy)], tx, ty),
+        statistics.mean(dist),
+        accuracy(average, tx, ty),
+        tuple(nb.checkpoint.ref for nb in neighbors[:k_average]),
+        accuracy(cands[best_i], tx, ty),
+        neighbors[best_i].checkpoint.ref,
+        accuracy(headed[_best_on(headed, sx, sy)], tx, ty),
         tuple(accuracy(m, tx, ty) for m in nets),
         accuracy(chosen, tx, ty),
-        _distances(nets, flats),
+        accuracy(plain[_best_on(plain, sx, sy)], tx, ty),
+        dist,
         curves,
     )
     log.info(
-        "held-out %s: generated %.3f, retrieved %.3f, random %.3f, trained %.3f",
+        "held-out %s: generated %.3f; nearest %.3f, noise %.3f, average %.3f, retrieved %.3f "
+        "(with class head %.3f), random %.3f, trained %.3f",
         task,
         result.generated_best,
+        result.nearest,
+        result.noise,
+        result.average,
         result.retrieved,
+        result.retrieved_head,
         result.random_init,
         result.trained_mean,
     )
@@ -282,4 +372,5 @@ __all__ = [
     "seen_tasks",
     "tokenizer_fidelity",
     "train_reference",
+    "with_noise",
 ]
