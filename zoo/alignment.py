@@ -148,43 +148,53 @@ def _resolve(
 
 
 def _prepared(
-    reference: Weights, others: Sequence[Weights], spec: ArchSpec | PermutationSpec | str | None
+    weights: Sequence[Weights], labels: Sequence[str], spec: ArchSpec | PermutationSpec | str | None
 ) -> tuple[PermutationSpec, list[dict[str, torch.Tensor]]]:
-    """The permutation spec and the states (reference first), checked to be of one architecture."""
-    states = [_state(reference), *(_state(o) for o in others)]
+    """The permutation spec and the states (the reference first), checked to be of one architecture."""
+    states = [_state(w) for w in weights]
     perm_spec, arch = _resolve(states[0], spec)
-    return perm_spec, _check(states, perm_spec, arch)
+    return perm_spec, _check(states, labels, perm_spec, arch)
 
 
 def _check(
-    states: Sequence[dict[str, torch.Tensor]], perm_spec: PermutationSpec, arch: ArchSpec | None
+    states: Sequence[dict[str, torch.Tensor]],
+    labels: Sequence[str],
+    perm_spec: PermutationSpec,
+    arch: ArchSpec | None,
 ) -> list[dict[str, torch.Tensor]]:
-    """Every state canonical for ``arch`` (or with the reference's keys and shapes); raises otherwise."""
+    """Every state canonical for ``arch`` (or with the reference's keys and shapes); raises otherwise,
+    naming the offending state by its label (``others[1]``)."""
+    fix = (
+        "align checkpoints of one architecture only (spec= names it; detected from the reference if omitted)"
+    )
     if arch is not None:
         from zoo.plugins import get_family
 
         family = get_family(arch.family)
         out = []
-        for i, sd in enumerate(states):
+        for label, sd in zip(labels, states):
             err = family.mismatch(arch, sd)
             if err is not None:
-                err.args = (f"checkpoint {i} of those to align: {err.args[0]}", *err.args[1:])
+                text = err.args[0].replace(
+                    "Check the architecture you passed (arch=) or let zoo detect it", fix
+                )
+                err.args = (f"{label}: {text}", *err.args[1:])
                 raise err
             out.append(family.canonicalize(arch, sd))
         return out
     ref = states[0]
-    for i, sd in enumerate(states[1:], 1):
+    for label, sd in zip(labels[1:], states[1:]):
         if set(sd) != set(ref):
             raise ArchitectureMismatchError(
-                "the reference's",
+                f"{labels[0]}'s",
                 missing=sorted(set(ref) - set(sd)),
                 unexpected=sorted(set(sd) - set(ref)),
-                detail=f"checkpoint {i} of those to align has other tensors",
+                detail=f"{label} has other tensors; {fix}",
             )
         for k, t in sd.items():
             if t.shape != ref[k].shape:
                 raise ArchitectureMismatchError(
-                    "the reference's", layer=k, expected=ref[k].shape, got=t.shape
+                    f"{labels[0]}'s", layer=k, expected=ref[k].shape, got=t.shape, detail=f"in {label}; {fix}"
                 )
     perm_spec.sizes(ref)
     return [dict(sd) for sd in states]
@@ -289,7 +299,8 @@ def align(
         ArchitectureMismatchError: a checkpoint does not fit the reference's architecture.
         UnknownFamilyError: no installed family recognises the reference (pass ``spec``).
     """
-    perm_spec, states = _prepared(reference, others, spec)
+    labels = ["the reference", *(f"others[{i}]" for i in range(len(others)))]
+    perm_spec, states = _prepared([reference, *others], labels, spec)
     return _aligned(perm_spec, states, max_iter=max_iter, seed=seed)[1:]
 
 
@@ -330,8 +341,8 @@ def average_aligned(
             f"{len(states) - 1}"
         )
     first = reference % len(states)
-    rest = [s for i, s in enumerate(states) if i != first]
-    perm_spec, prepared = _prepared(states[first], rest, spec)
+    order = [first, *(i for i in range(len(states)) if i != first)]
+    perm_spec, prepared = _prepared([states[i] for i in order], [f"states[{i}]" for i in order], spec)
     aligned = _aligned(perm_spec, prepared, max_iter=max_iter, seed=seed)
     out: dict[str, torch.Tensor] = {}
     for key, t in aligned[0].items():
