@@ -237,3 +237,16 @@ def test_refuses_an_architecture_without_a_permutation_spec() -> None:
             zoo.align(state, [Plain().state_dict()], spec="plain-test/plain-test")
     finally:
         zoo.unregister_plugin(name)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_imagenet_resnet_blocks_keep_the_function(arch: str) -> None:
+    """The ImageNet ResNets (too large for ARCHS): basic and bottleneck blocks, projection shortcuts."""
+    spec = zoo.resolve_arch(arch, num_classes=10)
+    ref, other = _random_state(spec.to_json(), 0), _random_state(spec.to_json(), 1)
+    (aligned,) = zoo.align(ref, [other], max_iter=3)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    out = _outputs(spec.to_json(), aligned, x)
+    torch.testing.assert_close(out, _outputs(spec.to_json(), other, x), rtol=1e-4, atol=1e-4)
+    assert _distance(ref, aligned) < _distance(ref, other)
