@@ -58,7 +58,8 @@ class PermutationSpec:
     ``axes`` maps a tensor's state-dict key to one entry per axis: the name of the permutation that acts on
     that axis, or None. An axis may be ``k`` times longer than its permutation: it is then read as ``n``
     consecutive blocks of ``k`` (channel-major, as ``nn.Flatten`` lays out a conv's ``n`` channels of ``k``
-    pixels each) and the blocks are permuted. Tensors not named are never permuted (the input layer's
+    pixels each) and the blocks are permuted; at least one axis of each permutation has exactly its size
+    (it gives the size). Tensors not named are never permuted (the input layer's
     inputs, the classifier's outputs, counters). ``follow`` names tensors that are permuted with their
     layer but not matched on (BatchNorm running statistics).
 
@@ -142,8 +143,8 @@ def _resolve(
         raise ZooError(
             f"architecture {family.label(arch)} (family {arch.family!r}) declares no permutation symmetry, "
             f"so its checkpoints cannot be aligned; pass spec=zoo.PermutationSpec(...) naming the tensor "
-            f"axes its hidden units permute, or implement ArchitectureFamily.permutation_spec in the "
-            f"{arch.family!r} plugin (docs/writing-a-plugin.md)"
+            f"axes its hidden units permute, or implement zoo.ArchitectureFamily.permutation_spec in the "
+            f"{arch.family!r} plugin"
         )
     return perm_spec, arch
 
