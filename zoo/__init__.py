@@ -36,6 +36,7 @@ from zoo.lazy import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from zoo.adaptation import Adapted, adapt
+    from zoo.alignment import PermutationSpec, align, average_aligned, permutation_spec
     from zoo.atomic import atomic_write
     from zoo.chunking import Chunks, chunk, chunk_index, unchunk
     from zoo.datasets import ImageDataset, as_dataset
@@ -99,6 +100,10 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
 _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (imported on first use)
     "Adapted": "zoo.adaptation",
     "adapt": "zoo.adaptation",
+    "PermutationSpec": "zoo.alignment",
+    "align": "zoo.alignment",
+    "average_aligned": "zoo.alignment",
+    "permutation_spec": "zoo.alignment",
     "atomic_write": "zoo.atomic",
     "Chunks": "zoo.chunking",
     "chunk": "zoo.chunking",
@@ -212,6 +217,7 @@ __all__ = [
     "Neighbor",
     "NoWeightsError",
     "NotFoundError",
+    "PermutationSpec",
     "Provision",
     "Registry",
     "RegistryMissingError",
@@ -229,8 +235,10 @@ __all__ = [
     "__version__",
     "accuracy_evaluator",
     "adapt",
+    "align",
     "as_dataset",
     "atomic_write",
+    "average_aligned",
     "chunk",
     "chunk_index",
     "current_run",
@@ -256,6 +264,7 @@ __all__ = [
     "list_plugins",
     "load_plugins",
     "nearest",
+    "permutation_spec",
     "register_plugin",
     "recorded",
     "recording",

@@ -28,7 +28,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ from zoo.descriptors import SlotDescriptor, default_descriptors, descriptor_prob
 from zoo.errors import ArchitectureMismatchError, ZooError
 from zoo.records import ArchSpec
 from zoo.slots import Layout, TensorSlot
+
+if TYPE_CHECKING:  # typing only: zoo.alignment imports the plugin machinery, which imports this module
+    from zoo.alignment import PermutationSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,13 @@ class ArchitectureFamily(ABC):
     def label(self, spec: ArchSpec) -> str:
         """A short name of ``spec`` for messages. Default: ``str(spec)``."""
         return str(spec)
+
+    def permutation_spec(self, spec: ArchSpec) -> PermutationSpec | None:
+        """The permutation symmetries of ``spec``: which state-dict tensor axes each reordering of hidden
+        units acts on, such that applying it to all of them leaves the function unchanged (what
+        :func:`zoo.align` matches checkpoints on). Default: None, no symmetry declared (alignment refuses).
+        """
+        return None
 
     # -- recognition --------------------------------------------------------------------------------
     def candidates(self, state_dict: StateDict) -> list[ArchSpec]:

@@ -17,6 +17,12 @@ Descriptors (:meth:`CNNFamily.compute_descriptors`): one stage of convolutions, 
 conv); the hidden linear layer is ``head.fc`` and the last one ``classifier``, both in the head (stage 2,
 ``depth_in_stage`` 0.0). ``depth`` counts the ``n + 2`` layers: conv ``i`` is ``i / (n + 1)``, the classifier
 1.0.
+
+Symmetries (:meth:`CNNFamily.permutation_spec`, what :func:`zoo.align` matches on): the output channels of
+conv ``i`` (permutation ``conv{i}``) reorder its weight's axis 0 and bias and the next conv's axis 1; the last
+conv's channels reorder the hidden linear layer's inputs in blocks of ``side * side`` (the flatten is
+channel-major); the hidden units (``fc``) reorder that layer's axis 0 and bias and the classifier's axis 1.
+The classifier's outputs (the classes) are never permuted.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import ArchitectureFamily, ArchSpec, SlotDescriptor, hookimpl
+from zoo import ArchitectureFamily, ArchSpec, PermutationSpec, SlotDescriptor, hookimpl
 from zoo.errors import ZooError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {  # name -> module class
@@ -185,6 +191,21 @@ class CNNFamily(ArchitectureFamily):
                 )
             )
         return tuple(out)
+
+    def permutation_spec(self, spec: ArchSpec) -> PermutationSpec:
+        """Conv channels (``conv0`` ..) and hidden units (``fc``): see the module docstring."""
+        n = len(spec.config["channels"])
+        axes: dict[str, tuple[str | None, ...]] = {}
+        pos = 0  # the conv's index in ``features`` (conv, activation and, but after the last, a pool)
+        for i in range(n):
+            p, prev = f"conv{i}", (f"conv{i - 1}" if i else None)
+            axes[f"features.{pos}.weight"] = (p, prev, None, None)  # (out, in, kh, kw)
+            axes[f"features.{pos}.bias"] = (p,)
+            pos += 3 if i < n - 1 else 2
+        axes["classifier.1.weight"] = ("fc", f"conv{n - 1}")  # (hidden, channels * side * side)
+        axes["classifier.1.bias"] = ("fc",)
+        axes["classifier.3.weight"] = (None, "fc")  # (classes, hidden): the classes keep their order
+        return PermutationSpec(axes)
 
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config

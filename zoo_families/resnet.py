@@ -29,6 +29,13 @@ and the classifier, 0/19 .. 19/19): a BatchNorm sits with its convolution, a pro
 block's last convolution. So ``layer2.0.conv1.weight`` is ``block.conv1.weight``, stage 2, depth_in_stage
 0.0 in a resnet8 and a resnet110 alike, at any width, and every tensor of stage s of a CIFAR ResNet has its
 depth in the s-th third of [0, 1].
+
+Symmetries (:meth:`ResNetFamily.permutation_spec`, what :func:`zoo.align` matches on, both styles): the
+channels inside each residual block: ``conv{k}``'s output channels (with ``bn{k}``'s weight, bias and
+running statistics) and ``conv{k+1}``'s input channels, one permutation per block and inner layer
+(``layer2.0.conv1`` ..). Not declared (left as they are): the residual stream of each stage (the stem, every
+block's last convolution, the shortcuts and the classifier's inputs), whose permutation is shared by a whole
+stage and, through the CIFAR option-A shortcuts (zero-padding), tied across stages.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import ArchitectureFamily, ArchSpec, SlotDescriptor, hookimpl
+from zoo import ArchitectureFamily, ArchSpec, PermutationSpec, SlotDescriptor, hookimpl
 from zoo.errors import ZooError
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the named CIFAR depths; any 6n+2 parses
@@ -284,6 +291,27 @@ class ResNetFamily(ArchitectureFamily):
             )
             for d, role, stage, in_stage, index in placed
         )
+
+    def permutation_spec(self, spec: ArchSpec) -> PermutationSpec:
+        """One permutation per block and inner layer (``layer{s}.{j}.conv{k}``): see the module docstring."""
+        convs: dict[str, int] = {}  # block prefix ("layer2.0") -> its number of convolutions (2 or 3)
+        for slot in self.slots(spec):
+            m = _BLOCK_KEY.fullmatch(slot.name)
+            if m and m["module"].startswith("conv"):
+                block = f"layer{m['stage']}.{m['block']}"
+                convs[block] = max(convs.get(block, 0), int(m["module"][4:]))
+        axes: dict[str, tuple[str | None, ...]] = {}
+        stats: set[str] = set()
+        for block, n in convs.items():
+            for k in range(1, n + 1):
+                out = f"{block}.conv{k}" if k < n else None  # the last conv writes the residual stream
+                into = f"{block}.conv{k - 1}" if k > 1 else None  # the first reads it
+                axes[f"{block}.conv{k}.weight"] = (out, into, None, None)  # (out, in, kh, kw)
+                if out is not None:
+                    for t in ("weight", "bias", "running_mean", "running_var"):
+                        axes[f"{block}.bn{k}.{t}"] = (out,)
+                    stats |= {f"{block}.bn{k}.running_mean", f"{block}.bn{k}.running_var"}
+        return PermutationSpec(axes, follow=frozenset(stats))
 
     def build(self, spec: ArchSpec) -> nn.Module:
         c = spec.config
