@@ -122,7 +122,9 @@ def _flatten(  # type: ignore[no-untyped-def]
     return to_model_space(rec.arch, tensors, log_kinds)
 
 
-def alignment_references(registry, checkpoints: Sequence[CheckpointRecord]) -> dict[str, dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
+def alignment_references(
+    registry, checkpoints: Sequence[CheckpointRecord]
+) -> dict[str, dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
     """Per architecture key, the state dict its checkpoints are aligned to (the first of them in
     ``checkpoints``), for the architectures whose family declares permutation symmetries
     (:func:`zoo.permutation_spec`); the others are not aligned."""

@@ -11,6 +11,7 @@ tiny zoo's tasks and lives with the main job: :mod:`zoo_demo.evaluation`.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from igpg.generator import Generator
-from zoo import ArchSpec, CheckpointRecord, embed_arch, get_embedding
+from zoo import ArchSpec, CheckpointRecord, align, embed_arch, get_embedding, permutation_spec
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,32 @@ def distances(nets: Sequence[nn.Module], train_flats: torch.Tensor) -> tuple[flo
     """Each network's relative L2 distance to the nearest row of ``train_flats`` (flat weights)."""
     norms = train_flats.norm(dim=1)
     return tuple(float(((train_flats - flat_weights(n)).norm(dim=1) / norms).min()) for n in nets)
+
+
+def aligned_distances(
+    nets: Sequence[nn.Module], train_states: Sequence[Mapping[str, torch.Tensor]], spec: ArchSpec
+) -> tuple[float, ...]:
+    """Each network's relative L2 distance to the nearest training state dict after weight matching it to
+    that one (:func:`zoo.align`): the distance modulo hidden-unit permutations, so a permuted copy of a
+    training checkpoint counts as a copy. Falls back to :func:`distances` for architectures without a
+    permutation spec. Cost: one weight matching per (network, training checkpoint) pair (about 3 ms for
+    cnn-tiny on one core)."""
+    if permutation_spec(spec) is None:
+        return distances(nets, torch.stack([flat_state(s) for s in train_states]))
+    out = []
+    for net in nets:
+        best = math.inf
+        for ref in train_states:
+            moved = align(ref, [net.state_dict()], spec)[0]
+            r = flat_state(ref)
+            best = min(best, float((flat_state(moved) - r).norm() / r.norm()))
+        out.append(best)
+    return tuple(out)
+
+
+def flat_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Every floating tensor of a state dict, flattened and concatenated (as :func:`flat_weights`)."""
+    return torch.cat([t.detach().reshape(-1).float() for t in state.values() if t.dtype.is_floating_point])
 
 
 _flat, _distances = flat_weights, distances
@@ -99,4 +126,12 @@ def weight_space_score(
     return score
 
 
-__all__ = ["DEFAULT_SAMPLING", "distances", "flat_weights", "sample_for", "weight_space_score"]
+__all__ = [
+    "DEFAULT_SAMPLING",
+    "aligned_distances",
+    "distances",
+    "flat_state",
+    "flat_weights",
+    "sample_for",
+    "weight_space_score",
+]

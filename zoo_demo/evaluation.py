@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from igpg.data import ZooData
-from igpg.evaluation import DEFAULT_SAMPLING
+from igpg.evaluation import DEFAULT_SAMPLING, aligned_distances, flat_state
 from igpg.evaluation import distances as _distances
-from igpg.evaluation import flat_weights as _flat
 from igpg.generator import Generator
 from igpg.heads import ClassHead
 from zoo import (
@@ -87,6 +86,7 @@ class SeenTask:
             "best_of_n": round(self.best, 4),
             "best_vs_pretrained_mean": round(self.best_relative, 4),
             "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
+            "rel_l2_modulo_permutation": [round(d, 4) for d in self.aligned_distance],
         }
 
 
@@ -113,6 +113,9 @@ class HeldOutTask:
     generated_plain_best: float  # the same without the class head (decoded classifiers only): an ablation
     distance: tuple[float, ...]  # each sample's relative L2 distance to its nearest training checkpoint
     curves: dict[str, Curve] = field(default_factory=dict)  # start -> fine-tuning curve on the test split
+    aligned_distance: tuple[
+        float, ...
+    ] = ()  # each sample's distance after weight matching (modulo permutations)
 
     @property
     def trained_mean(self) -> float:
@@ -154,6 +157,7 @@ class HeldOutTask:
             "retrieved_vs_trained": round(self.retrieved / t, 4),
             "beats": {k: self.generated_best >= v for k, v in self.baselines.items()},
             "rel_l2_to_nearest_training_checkpoint": [round(d, 4) for d in self.distance],
+            "rel_l2_modulo_permutation": [round(d, 4) for d in self.aligned_distance],
             "steps_to_trained_accuracy": self.steps_to_trained(),
             "curves": {
                 k: {"steps": list(c.steps), "accuracy": [round(a, 4) for a in c.accuracy]}
@@ -201,14 +205,23 @@ def seen_tasks(
     examples)."""
     sampling = dict(DEFAULT_SAMPLING if sampling is None else sampling)
     spec = resolve_arch(ARCH)
-    flats = torch.stack([_flat(registry.load(r)) for r in records])
+    states = [registry.load_state_dict(r) for r in records]
+    flats = torch.stack([flat_state(st) for st in states])
     out = []
     for task in tasks or dict.fromkeys(r.dataset for r in records):  # training tasks, in the records' order
         ds, arch = _conditions(registry, gen, task)
         examples = task_data(task)[0]  # the registered training split: the condition's examples
         nets = gen.sample(spec, ds, arch, n=n, seed=seed, examples=examples, **sampling)  # type: ignore[arg-type]
         pre = tuple(r.metrics["accuracy"] for r in records if r.dataset == task)
-        out.append(SeenTask(task, pre, tuple(evaluate(m, task) for m in nets), _distances(nets, flats)))
+        out.append(
+            SeenTask(
+                task,
+                pre,
+                tuple(evaluate(m, task) for m in nets),
+                _distances(nets, flats),
+                aligned_distances(nets, states, spec),
+            )
+        )
         log.info(
             "seen task %s: best %.3f of pretrained mean %.3f", task, out[-1].best, out[-1].pretrained_mean
         )
@@ -299,8 +312,8 @@ def held_out_task(
     nets = gen.sample(spec, ds, arch, n=n, seed=seed, examples=train_set, **sampling)  # type: ignore[arg-type]
     plain = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
     chosen = nets[_best_on(nets, sx, sy)]
-    flats = torch.stack([_flat(registry.load(r)) for r in records])
-    dist = _distances(nets, flats)
+    states = [registry.load_state_dict(r) for r in records]
+    dist = _distances(nets, torch.stack([flat_state(st) for st in states]))
 
     neighbors = registry.nearest(spec, task, k=max(k_retrieved, k_average))
     cands = [registry.load(nb.checkpoint) for nb in neighbors[:k_retrieved]]
@@ -346,6 +359,7 @@ def held_out_task(
         accuracy(plain[_best_on(plain, sx, sy)], tx, ty),
         dist,
         curves,
+        aligned_distances(nets, states, spec),
     )
     log.info(
         "held-out %s: generated %.3f; nearest %.3f, noise %.3f, average %.3f, retrieved %.3f "

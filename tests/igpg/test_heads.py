@@ -1,4 +1,4 @@
-"""Class heads (igpg.heads): classifiers made from a condition's labelled examples through a network's body."""
+"""Class heads (igpg.heads): classifiers made from a condition's labelled examples through a body."""
 
 from __future__ import annotations
 
