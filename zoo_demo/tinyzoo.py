@@ -113,6 +113,9 @@ def _refuse(name: str, why: str) -> DatasetError:
 
 def _parse_step(name: str, text: str) -> Step:
     m = _STEP_RE.fullmatch(text)
+    loose = re.fullmatch(r"(rot|blur|scale)([0-9]*\.?[0-9]*)", text)
+    if m is None and loose is not None and any(c.isdigit() for c in loose[2]):
+        raise _refuse(name, f"write the number in {text!r} as {loose[1]}{_num(float(loose[2]))}")
     if m is None:
         raise _refuse(name, f"cannot read the step {text!r}" if text else "a step is empty (two dashes)")
     if m["word"]:
