@@ -427,14 +427,19 @@ def generalisation_split() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str,
 
 
 def build_generalisation_zoo(
-    registry: Registry, *, per_task: int = 2, steps: int = 200, **kwargs: Any
+    registry: Registry, *, per_task: int = 2, steps: int = 200, first_seed: int = 1, **kwargs: Any
 ) -> list[CheckpointRecord]:
-    """The generalisation zoo: ``per_task`` checkpoints on each training task of
+    """The generalisation zoo: ``per_task`` checkpoints (seeds ``first_seed..``) on each training task of
     :func:`generalisation_split` (many tasks, few seeds), by :func:`build_tiny_zoo` (idempotent; its other
     keyword arguments pass through, and it raises what it raises). The held-out tasks are never trained.
-    With MNIST, 56 tasks x 2 seeds at 200 steps take about 3 minutes on 2 cores."""
+    With MNIST, 56 tasks x 2 seeds at 200 steps take about 2.5 minutes of one core.
+
+    Seeds start at 1: seed 0's cnn-tiny init leaves 94% of the 4-channel bottleneck's ReLUs dead, and on 9
+    of the 56 tasks that network never leaves chance (seeds 1, 2 and 1000-1002 trained on every task)."""
     train_tasks, _, _ = generalisation_split()
-    return build_tiny_zoo(registry, train_tasks, per_task=per_task, steps=steps, **kwargs)
+    return build_tiny_zoo(
+        registry, train_tasks, per_task=per_task, steps=steps, first_seed=first_seed, **kwargs
+    )
 
 
 @lru_cache(maxsize=4)
@@ -468,6 +473,7 @@ def build_tiny_zoo(
     tasks: Iterable[str] | None = None,
     *,
     per_task: int = 10,
+    first_seed: int = 0,
     steps: int = 200,
     lr: float = 3e-3,
     batch_size: int = 32,
@@ -475,7 +481,8 @@ def build_tiny_zoo(
     register_datasets: bool = True,
     progress: bool = True,
 ) -> list[CheckpointRecord]:
-    """Train ``per_task`` cnn-tiny checkpoints (seeds 0..) on each task and register them. Idempotent.
+    """Train ``per_task`` cnn-tiny checkpoints (seeds ``first_seed..``) on each task and register them.
+    Idempotent.
 
     Every network gets about ``steps`` Adam steps (whole epochs), whatever the size of its task.
 
@@ -490,8 +497,8 @@ def build_tiny_zoo(
     """
     spec = resolve_arch(ARCH)
     names = list(tasks or default_tasks())
-    jobs = [(t, s) for t in names for s in range(per_task)]
-    existing = members(registry, names, per_task)  # refuses a name another checkpoint holds
+    jobs = [(t, s) for t in names for s in range(first_seed, first_seed + per_task)]
+    existing = members(registry, names, per_task, first_seed=first_seed)  # refuses a name another holds
     out: list[CheckpointRecord] = []
     registered = {d.name: d for d in registry.datasets()}
     for task in dict.fromkeys(names):  # refuse a name bound to other data before training anything
@@ -529,14 +536,16 @@ def is_member(rec: CheckpointRecord) -> bool:
     return "tinyzoo" in rec.tags and rec.arch.name == resolve_arch(ARCH).name
 
 
-def members(registry: Registry, tasks: Iterable[str], per_task: int) -> dict[str, CheckpointRecord]:
-    """The tiny-zoo members ``{task}-s{seed}`` (seeds ``0..per_task-1``) already registered, by name (their
-    latest version). Raises :class:`~zoo.errors.DuplicateError`, naming every such checkpoint and the fix,
+def members(
+    registry: Registry, tasks: Iterable[str], per_task: int, *, first_seed: int = 0
+) -> dict[str, CheckpointRecord]:
+    """The tiny-zoo members ``{task}-s{seed}`` (seeds ``first_seed..first_seed+per_task-1``) already
+    registered, by name (their latest version). Raises :class:`~zoo.errors.DuplicateError`, naming every such checkpoint and the fix,
     when one of those names is held by a checkpoint that is not a member (:func:`is_member`)."""
     found: dict[str, CheckpointRecord] = {}
     clashes: list[CheckpointRecord] = []
     for task in dict.fromkeys(tasks):
-        wanted = {f"{task}-s{s}" for s in range(per_task)}
+        wanted = {f"{task}-s{s}" for s in range(first_seed, first_seed + per_task)}
         for rec in registry.search(name=f"{task}-s*", latest_only=True):
             if rec.name in wanted and is_member(rec):
                 found[rec.name] = rec
