@@ -149,7 +149,7 @@ class ImageDataset:
     def map_images(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "ImageDataset":
         """A dataset whose images are ``fn(images)`` (a batch ``(N, C, H, W)`` in, a batch out). Held in
         memory (``source`` None: zoo cannot replay an arbitrary function); :meth:`resize`, :func:`rotate`,
-        :func:`invert` and :func:`mirror` keep a readable source."""
+        :func:`invert`, :func:`mirror`, :func:`blur` and :func:`scale` keep a readable source."""
         return ImageDataset(_to_nchw(fn(self.images)), self.labels, self.num_classes, self.class_names)
 
     def resize(self, size: int | Sequence[int]) -> "ImageDataset":
@@ -602,6 +602,45 @@ def mirror(dataset: ImageDataset) -> ImageDataset:
     )
 
 
+def blur(dataset: ImageDataset, sigma: float) -> ImageDataset:
+    """Every image blurred by a Gaussian of standard deviation ``sigma`` pixels (separable, truncated at
+    ``3 sigma``, edges replicated, so a uniform background stays uniform). Deterministic; keeps a readable
+    ``source``. Raises :class:`~zoo.errors.DatasetError` unless ``sigma`` is a positive finite number."""
+    s = float(sigma)
+    if not math.isfinite(s) or s <= 0:
+        raise DatasetError(f"cannot blur with sigma {sigma!r}: pass a positive width in pixels, e.g. 1.5")
+    step = derived(dataset.source, "blur", s)
+    radius = max(1, math.ceil(3 * s))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / s) ** 2)
+    kernel = (kernel / kernel.sum()).to(dataset.images.dtype)
+    n, c, h, w = dataset.images.shape
+    flat = dataset.images.reshape(n * c, 1, h, w)  # (N*C, 1, H, W): every channel on its own
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return dataset._replaced(flat.reshape(n, c, h, w).clamp(0, 1).contiguous(), step)
+
+
+def scale(dataset: ImageDataset, factor: float) -> ImageDataset:
+    """Every image zoomed about its centre by ``factor`` (bilinear; the same size out): below 1 it shrinks
+    (the border filled with 0, as :func:`rotate` fills corners), above 1 it enlarges and crops.
+    Deterministic; keeps a readable ``source``. Raises :class:`~zoo.errors.DatasetError` unless ``factor``
+    is a positive finite number."""
+    f = float(factor)
+    if not math.isfinite(f) or f <= 0:
+        raise DatasetError(
+            f"cannot scale by {factor!r}: pass a positive zoom factor, e.g. 0.7 (1 = unchanged)"
+        )
+    step = derived(dataset.source, "scale", f)
+    if f == 1.0:
+        return dataset._replaced(dataset.images, step)
+    x = dataset.images
+    mat = torch.tensor([[1.0 / f, 0.0, 0.0], [0.0, 1.0 / f, 0.0]], dtype=x.dtype).expand(x.shape[0], 2, 3)
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+    return dataset._replaced(_to_nchw(out), step)
+
+
 def derived(source: Mapping[str, Any] | None, op: str, *args: Any) -> dict[str, Any] | None:
     """The ``source`` of a dataset made from one with ``source`` by the step ``op(*args)`` (one of
     :data:`STEPS`): ``{"kind": "derived", "from": <the first source>, "steps": [[op, *args], ...]}``, which
@@ -627,6 +666,10 @@ def _replay(dataset: ImageDataset, step: Sequence[Any]) -> ImageDataset:
         return invert(dataset)
     if op == "mirror":
         return mirror(dataset)
+    if op == "blur":
+        return blur(dataset, float(args[0]))
+    if op == "scale":
+        return scale(dataset, float(args[0]))
     if op == "select_classes":
         return dataset.select_classes(args[0])
     if op == "split":
@@ -634,7 +677,16 @@ def _replay(dataset: ImageDataset, step: Sequence[Any]) -> ImageDataset:
     raise DatasetError(f"cannot replay dataset step {op!r}; choose from {', '.join(STEPS)}")
 
 
-STEPS = ("resize", "rotate", "invert", "mirror", "select_classes", "split")  # what a derived source replays
+STEPS = (  # what a derived source replays
+    "resize",
+    "rotate",
+    "invert",
+    "mirror",
+    "blur",
+    "scale",
+    "select_classes",
+    "split",
+)  # what a derived source replays
 
 
 __all__ = [
@@ -643,6 +695,7 @@ __all__ = [
     "ImageDataset",
     "derived",
     "as_dataset",
+    "blur",
     "find_mnist",
     "from_arrays",
     "from_image_folder",
@@ -653,4 +706,5 @@ __all__ = [
     "load_source",
     "mirror",
     "rotate",
+    "scale",
 ]

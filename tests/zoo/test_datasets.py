@@ -13,6 +13,7 @@ import zoo
 from zoo.datasets import (
     ImageDataset,
     as_dataset,
+    blur,
     from_arrays,
     from_image_folder,
     from_torch_dataset,
@@ -21,6 +22,7 @@ from zoo.datasets import (
     load_mnist,
     load_source,
     rotate,
+    scale,
 )
 from zoo.errors import DatasetError
 from zoo.shared_data import shared_data_dir
@@ -105,6 +107,56 @@ def test_split_select_and_transforms() -> None:
     assert all(torch.equal(p, q) for p, q in zip(picks, ds.sample_per_class(5, seed=3)))
     with pytest.raises(DatasetError):
         ds.select_classes([3, 11])
+
+
+def test_blur_and_scale_are_deterministic_replayable_transforms() -> None:
+    ds = load_digits().resize(28)
+    for made in (blur(ds, 1.5), scale(ds, 0.7), scale(blur(ds, 1.0), 1.3)):
+        assert made.image_shape == ds.image_shape and made.num_classes == ds.num_classes
+        assert torch.equal(made.labels, ds.labels) and not torch.equal(made.images, ds.images)
+        assert 0.0 <= float(made.images.min()) and float(made.images.max()) <= 1.0
+        again = load_source(made.source)  # the recorded steps replay to the very same data
+        assert again.fingerprint == made.fingerprint
+    assert blur(ds, 1.5).fingerprint == blur(ds, 1.5).fingerprint != blur(ds, 2.0).fingerprint
+    assert blur(ds, 1.5).source["steps"][-1] == ["blur", 1.5]
+    assert scale(ds, 0.5).source["steps"][-1] == ["scale", 0.5]
+
+
+def test_blur_keeps_mass_and_a_uniform_image() -> None:
+    dot = torch.zeros(1, 1, 15, 15)
+    dot[0, 0, 7, 7] = 1.0
+    one = from_arrays(torch.cat([dot, torch.full_like(dot, 0.6)]), [0, 1])
+    out = blur(one, 1.0).images
+    assert torch.isclose(out[0].sum(), torch.tensor(1.0), atol=1e-5)  # a Gaussian spreads, keeps the sum
+    assert out[0, 0, 7, 7] == out[0].max() and out[0, 0, 7, 8] == out[0, 0, 8, 7] == out[0, 0, 7, 6]
+    assert torch.allclose(out[1], torch.full_like(out[1], 0.6))  # edges replicated: no dark frame
+
+
+def test_scale_zooms_about_the_centre() -> None:
+    img = torch.zeros(1, 1, 20, 20)
+    img[0, 0, 4:16, 4:16] = 1.0  # a 12x12 square in the middle
+    ds = from_arrays(torch.cat([img, img]), [0, 1])
+    half = scale(ds, 0.5).images[0, 0]
+    rows = torch.nonzero(half > 0.5)
+    assert rows.min().item() >= 6 and rows.max().item() <= 13  # about 6x6 around the centre
+    assert torch.equal(half, half.flip(0)) and torch.equal(half, half.flip(1))  # still centred
+    assert scale(ds, 2.0).images[0, 0].min() == 1.0  # the square fills the frame
+    assert torch.equal(scale(ds, 1.0).images, ds.images)
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda d: blur(d, 0), ["sigma 0", "positive"]),
+        (lambda d: blur(d, float("nan")), ["sigma nan"]),
+        (lambda d: scale(d, -0.5), ["scale by -0.5", "positive"]),
+        (lambda d: scale(d, float("inf")), ["scale by inf"]),
+    ],
+)
+def test_bad_blur_and_scale_arguments_are_dataset_errors(make, words: list[str]) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DatasetError) as err:
+        make(load_digits())
+    assert all(w in str(err.value) for w in words)
 
 
 def test_digits_and_source_roundtrip() -> None:

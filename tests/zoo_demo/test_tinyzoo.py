@@ -6,7 +6,20 @@ import pytest
 import torch
 
 import zoo
-from zoo_demo.tinyzoo import TASKS, build_tiny_zoo, default_tasks, held_out_tasks, mnist_dir, task_data
+import zoo_demo.tinyzoo as tinyzoo
+from zoo.datasets import blur, invert, load_digits, load_mnist, mirror, rotate, scale
+from zoo_demo.tinyzoo import (
+    GRAMMAR,
+    TASKS,
+    Task,
+    build_generalisation_zoo,
+    build_tiny_zoo,
+    default_tasks,
+    generalisation_split,
+    held_out_tasks,
+    mnist_dir,
+    task_data,
+)
 
 
 def test_tasks_are_distinct_real_datasets() -> None:
@@ -112,3 +125,155 @@ def test_tasks_are_registered_with_the_data_they_train_on(registry: zoo.Registry
             build_tiny_zoo(other, ["digits"], per_task=1, steps=20, progress=False)
         assert "`zoo datasets rm digits`" in str(err.value.for_cli())
         assert other.stats()["checkpoints"] == 0  # refused before anything was trained or filed
+
+
+# -- parametric task names and the generalisation split (issue 16) -----------------------------------------
+def _digits28():  # type: ignore[no-untyped-def]
+    return load_digits().resize(28)
+
+
+def test_a_task_name_is_a_source_and_steps_applied_left_to_right() -> None:
+    t = Task.parse("digits-rot60-invert")
+    assert (t.source, [s.text for s in t.steps]) == ("digits", ["rot60", "invert"])
+    want = invert(rotate(_digits28(), 60)).split(0.8, seed=0)[0]
+    got = task_data("digits-rot60-invert")[0]
+    assert got.fingerprint == want.fingerprint and got.source == want.source  # replayable, same recipe
+    assert task_data("digits-invert-rot60")[0].fingerprint != got.fingerprint  # order matters
+    for name, make in [
+        ("digits-blur1.5", lambda d: blur(d, 1.5)),
+        ("digits-scale0.7", lambda d: scale(d, 0.7)),
+        ("digits-mirror-rot90", lambda d: rotate(mirror(d), 90)),
+    ]:
+        assert task_data(name)[0].fingerprint == make(_digits28()).split(0.8, seed=0)[0].fingerprint, name
+    assert "rotated 60 degrees counter-clockwise, then inverted" in t.description
+
+
+def test_a_class_step_keeps_those_classes_relabelled_in_the_order_written() -> None:
+    t = Task.parse("digits-c86420")
+    assert t.classes == (8, 6, 4, 2, 0) and t.num_classes == 5
+    assert "classes [8, 6, 4, 2, 0] relabelled 0..4" in t.description
+    train, test = task_data(t)
+    whole = _digits28()
+    assert train.num_classes == test.num_classes == 5
+    assert train.num_samples + test.num_samples == int(sum(whole.class_counts[[8, 6, 4, 2, 0]]))
+    assert [int(n) for n in train.class_names] == [8, 6, 4, 2, 0]  # label 0 is digit 8
+    assert Task.parse("digits-0to4").classes == Task.parse("digits-c01234").classes == (0, 1, 2, 3, 4)
+    assert task_data("digits-0to4")[0].fingerprint == task_data("digits-c01234")[0].fingerprint
+
+
+def test_the_classic_task_names_give_the_very_same_data() -> None:
+    """The 15 hand-listed tasks before issue 16: transform, then class subset."""
+    old = {  # name -> (transform, classes)
+        "digits": (None, None),
+        "digits-rot90": (lambda d: rotate(d, 90), None),
+        "digits-rot180": (lambda d: rotate(d, 180), None),
+        "digits-invert": (invert, None),
+        "digits-mirror": (mirror, None),
+        "digits-0to4": (None, (0, 1, 2, 3, 4)),
+        "digits-5to9": (None, (5, 6, 7, 8, 9)),
+        "digits-rot270": (lambda d: rotate(d, 270), None),
+        "mnist": (None, None),
+        "mnist-rot90": (lambda d: rotate(d, 90), None),
+        "mnist-invert": (invert, None),
+        "mnist-5to9": (None, (5, 6, 7, 8, 9)),
+        "mnist-rot180": (lambda d: rotate(d, 180), None),
+        "digits-rot15": (lambda d: rotate(d, 15), None),
+        "mnist-rot15": (lambda d: rotate(d, 15), None),
+    }
+    assert list(TASKS) == list(old)
+    for name, (fn, classes) in old.items():
+        if name.startswith("mnist") and mnist_dir() is None:
+            continue
+        data = _digits28() if name.startswith("digits") else load_mnist(mnist_dir(), limit=1000)  # type: ignore[arg-type]
+        data = fn(data) if fn else data
+        data = data.select_classes(classes) if classes else data
+        want = data.split(0.8, seed=0)
+        got = task_data(name, mnist_limit=1000)
+        for g, w in zip(got, want):
+            assert g.fingerprint == w.fingerprint and g.source == w.source, name
+        assert TASKS[name].name == name and name in TASKS
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("cifar", "the source must be digits or mnist, not 'cifar'"),
+        ("Mnist-rot45", "not 'Mnist'"),
+        ("mnist--invert", "a step is empty"),
+        ("mnist-rot", "cannot read the step 'rot'"),
+        ("mnist-rotate45", "cannot read the step 'rotate45'"),
+        ("mnist-rot0", "more than 0 and less than 360"),
+        ("mnist-rot360", "more than 0 and less than 360"),
+        ("mnist-blur0", "positive sigma"),
+        ("mnist-scale1", "other than 1"),
+        ("mnist-blur1.50", "as blur1.5"),
+        ("mnist-rot045", "as rot45"),
+        ("mnist-c1", "at least 2 distinct classes"),
+        ("mnist-c113", "at least 2 distinct classes"),
+        ("mnist-c0123456789", "leave the step out"),
+        ("mnist-c01-c10", "one step"),
+        ("mnist-4to0", "count up"),
+        ("", "non-empty"),
+    ],
+)
+def test_a_name_outside_the_grammar_is_refused_naming_it(name: str, why: str) -> None:
+    with pytest.raises(zoo.DatasetError) as err:
+        Task.parse(name)
+    assert f"unknown task {name!r}: " in str(err.value) and why in str(err.value)
+    assert GRAMMAR in str(err.value) and "SOURCE[-STEP]" in GRAMMAR
+    with pytest.raises(zoo.DatasetError, match="unknown task"):
+        task_data(name)
+    assert name not in TASKS and TASKS.get(name) is None
+
+
+def _check_split(train: tuple[str, ...], near: tuple[str, ...], far: tuple[str, ...]) -> None:
+    assert len(train) >= 30 and len(near) >= 3 and len(far) >= 3
+    assert (
+        len(set(train)) == len(train) and not (set(near) | set(far)) & set(train) and not set(near) & set(far)
+    )
+    assert any(len(Task.parse(t).steps) >= 2 for t in far) and any(
+        len(Task.parse(t).steps) >= 2 for t in train
+    )
+    seen: dict[str, str] = {}
+    for name in train:  # every task loads with its class count; no two names hold the same data
+        data, _ = task_data(name, mnist_limit=600)
+        assert data.num_classes == Task.parse(name).num_classes and data.image_shape == (1, 28, 28), name
+        assert data.fingerprint not in seen, (name, seen.get(data.fingerprint))
+        seen[data.fingerprint] = name
+    for name in near + far:  # a held-out task is not training data under another name
+        data, _ = task_data(name, mnist_limit=600)
+        assert data.num_classes == Task.parse(name).num_classes, name
+        assert data.fingerprint not in seen, (
+            f"held-out {name} is the training task {seen.get(data.fingerprint)}"
+        )
+
+
+def test_the_generalisation_split_holds_out_its_near_and_far_tasks() -> None:
+    train, near, far = generalisation_split()
+    if mnist_dir() is not None:
+        assert (train, near, far) == (
+            tinyzoo.GENERALISATION_TRAIN,
+            tinyzoo.HELD_OUT_NEAR,
+            tinyzoo.HELD_OUT_FAR,
+        )
+        assert {Task.parse(t).source for t in train} == {"digits", "mnist"}
+    _check_split(train, near, far)
+
+
+def test_the_digits_only_split_needs_no_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tinyzoo, "mnist_dir", lambda: None)
+    train, near, far = generalisation_split()
+    assert train == tinyzoo.GENERALISATION_TRAIN_DIGITS_ONLY
+    assert {Task.parse(t).source for t in train + near + far} == {"digits"}
+    _check_split(train, near, far)
+
+
+def test_the_generalisation_zoo_trains_only_its_training_tasks(
+    registry: zoo.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = (("digits-c01", "digits-rot30-c01"), ("digits-rot15-c01",), ("digits-rot45-invert-c01",))
+    monkeypatch.setattr(tinyzoo, "generalisation_split", lambda: small)
+    recs = build_generalisation_zoo(registry, per_task=1, steps=5, progress=False)
+    assert [r.name for r in recs] == ["digits-c01-s0", "digits-rot30-c01-s0"]
+    assert {d.name for d in registry.datasets()} == {"digits-c01", "digits-rot30-c01"}
+    assert registry.get_dataset("digits-rot30-c01").description == Task.parse("digits-rot30-c01").description
