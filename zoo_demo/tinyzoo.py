@@ -2,8 +2,14 @@
 
 Tasks are built from scikit-learn's bundled digits (always there) and the MNIST test set (when its IDX files
 are found: ``$ZOO_MNIST_DIR`` or ``../shared/data/mnist``), under transformations (rotation, inversion,
-mirror) and class subsets (relabelled ``0..n-1``). Every task has a fixed stratified train/test split;
+mirror, blur, zoom) and class subsets (relabelled ``0..n-1`` in the order given). A task's name says how it
+is made, ``SOURCE[-STEP]...`` (:data:`GRAMMAR`): ``mnist-rot60-invert``, ``digits-c86420``,
+``mnist-blur1.5``; :meth:`Task.parse` reads one. Every task has a fixed stratified train/test split;
 checkpoints are registered with their dataset, their test accuracy and a ``task-<name>`` tag.
+
+Two fixed splits: the classic one (:func:`default_tasks`, :func:`held_out_tasks`: 8 tasks, many seeds each)
+and the generalisation split (:func:`generalisation_split`, :func:`build_generalisation_zoo`: 56 tasks of
+continuous families and their compositions, 2 seeds each, with near and far held-out tasks).
 """
 
 from __future__ import annotations
@@ -79,9 +85,9 @@ class Step:
             assert isinstance(self.arg, tuple), self
             return data.select_classes(self.arg)
         if self.op in ("invert", "mirror"):
-            return _OPS[self.op](data)  # type: ignore[call-arg]
+            return _OPS[self.op](data)
         assert isinstance(self.arg, float), self
-        return _OPS[self.op](data, self.arg)  # type: ignore[call-arg]
+        return _OPS[self.op](data, self.arg)
 
     @property
     def description(self) -> str:
@@ -540,8 +546,9 @@ def members(
     registry: Registry, tasks: Iterable[str], per_task: int, *, first_seed: int = 0
 ) -> dict[str, CheckpointRecord]:
     """The tiny-zoo members ``{task}-s{seed}`` (seeds ``first_seed..first_seed+per_task-1``) already
-    registered, by name (their latest version). Raises :class:`~zoo.errors.DuplicateError`, naming every such checkpoint and the fix,
-    when one of those names is held by a checkpoint that is not a member (:func:`is_member`)."""
+    registered, by name (their latest version). Raises :class:`~zoo.errors.DuplicateError`, naming every
+    such checkpoint and the fix, when one of those names is held by a checkpoint that is not a member
+    (:func:`is_member`)."""
     found: dict[str, CheckpointRecord] = {}
     clashes: list[CheckpointRecord] = []
     for task in dict.fromkeys(tasks):

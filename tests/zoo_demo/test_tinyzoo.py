@@ -274,6 +274,8 @@ def test_the_generalisation_zoo_trains_only_its_training_tasks(
     small = (("digits-c01", "digits-rot30-c01"), ("digits-rot15-c01",), ("digits-rot45-invert-c01",))
     monkeypatch.setattr(tinyzoo, "generalisation_split", lambda: small)
     recs = build_generalisation_zoo(registry, per_task=1, steps=5, progress=False)
-    assert [r.name for r in recs] == ["digits-c01-s0", "digits-rot30-c01-s0"]
+    assert [r.name for r in recs] == ["digits-c01-s1", "digits-rot30-c01-s1"]  # seeds from 1
+    again = build_generalisation_zoo(registry, per_task=1, steps=5, progress=False)
+    assert [r.id for r in again] == [r.id for r in recs]  # idempotent with seeds from 1 too
     assert {d.name for d in registry.datasets()} == {"digits-c01", "digits-rot30-c01"}
     assert registry.get_dataset("digits-rot30-c01").description == Task.parse("digits-rot30-c01").description
