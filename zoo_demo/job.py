@@ -86,7 +86,7 @@ def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> P
     seen_subset = tasks[:: max(1, len(tasks) // c.seen)][: c.seen]
 
     t = time.perf_counter()
-    recs = build_tiny_zoo(reg, tasks, per_task=c.per_task, steps=c.zoo_steps)
+    recs = build_tiny_zoo(reg, tasks, per_task=c.per_task, steps=c.zoo_steps, first_seed=1)
     timings["build tiny zoo"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -132,16 +132,19 @@ def sample_zoo(
     """
     import time
 
-    from zoo_demo.tinyzoo import ARCH, TASKS, build_tiny_zoo, default_tasks, members
+    from zoo.errors import DatasetError
+    from zoo_demo.tinyzoo import ARCH, TASKS, Task, build_tiny_zoo, default_tasks, members
 
     if mnist_dir:
         os.environ["ZOO_MNIST_DIR"] = mnist_dir
     names = _split(tasks) or default_tasks()
-    unknown = [t for t in names if t not in TASKS]
-    if unknown:
-        raise click.BadParameter(
-            f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}", param_hint="--tasks"
-        )
+    for name in names:
+        try:
+            Task.parse(name)
+        except DatasetError as exc:  # says what is wrong with the name and gives the grammar
+            raise click.BadParameter(
+                f"{exc}; e.g. {', '.join(list(TASKS)[:4])}", param_hint="--tasks"
+            ) from None
     reg = registry_of(ctx, create=True)
     have = members(reg, names, per_task)  # refuses, before training, a name another checkpoint holds
     todo = sum(f"{t}-s{s}" not in have for t in names for s in range(per_task))

@@ -61,6 +61,7 @@ from zoo import ArchSpec, CheckpointRecord, Registry, get_family, resolve_arch
 from zoo.datasets import ImageDataset
 from zoo.errors import ConfigError
 from zoo_demo.tinyzoo import (
+    GRAMMAR,
     HELD_OUT,
     TASKS,
     check_task_name,
@@ -145,7 +146,7 @@ def _check(
 ) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        raise ConfigError(f"unknown task(s) {unknown}; the tiny zoo's tasks are {sorted(TASKS)}")
+        raise ConfigError(f"unknown task(s) {unknown}; a tiny-zoo task name is {GRAMMAR}")
     held = [t for t in tasks if t in HELD_OUT]
     if held and not allow_held_out:
         raise ConfigError(

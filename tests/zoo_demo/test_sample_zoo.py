@@ -59,10 +59,10 @@ def test_sample_zoo_says_what_it_trains_and_what_to_run_next(tmp_path: Path) -> 
     assert "next: zoo nearest cnn-tiny digits" in out
 
 
-def test_sample_zoo_refuses_an_unknown_task_naming_the_known_ones(tmp_path: Path) -> None:
+def test_sample_zoo_refuses_an_unknown_task_naming_the_grammar(tmp_path: Path) -> None:
     db = tmp_path / "registry.db"
     out = run(db, "sample-zoo", "--tasks", "digits,nope", code=2)
-    assert "unknown task(s) nope" in out and "digits-rot90" in out
+    assert "unknown task 'nope'" in out and "SOURCE[-STEP]" in out and "digits-rot90" in out
     assert not db.exists()  # nothing was created
 
 
