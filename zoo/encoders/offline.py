@@ -39,14 +39,14 @@ from zoo.encoders.base import ClassPooledEncoder, l2_normalize
 
 FILTER_SEED = 20250402  # seeds the random filter bank; changing it is a new encoder version
 NUM_FILTERS = 24  # random 5x5 filters per scale
-ORDERED_CLASSES = 16  # classes whose 4x4 mean image enters the label-ordered block
+ORDERED_CLASSES = 16  # classes whose centred 8x8 mean image enters the label-ordered block
 WEIGHTS: dict[str, float] = {  # block -> weight (before the final normalisation)
     "shape": 1.0,  # mean 8x8 image over classes
     "texture": 1.0,  # random-filter energies
     "intensity": 0.7,  # pixel and gradient histograms
     "colour": 0.5,  # channel means and spreads
     "spread": 0.7,  # per-pixel spread of the class mean images
-    "ordered": 1.0,  # class mean images in label order
+    "ordered": 2.0,  # class mean images in label order, centred: what tells label orders apart
     "meta": 0.7,  # class count, balance, image size, channels
 }
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -63,7 +63,7 @@ class PixelStatsEncoder(ClassPooledEncoder):
     """The offline default: deterministic pixel, texture and label-structure features (see module docs)."""
 
     id = "pixels"
-    version = "1"
+    version = "2"
     description = "offline default: class-mean images, random-filter textures, histograms, class structure"
 
     def __init__(self, per_class: int = 32, seed: int = 0) -> None:
@@ -75,7 +75,7 @@ class PixelStatsEncoder(ClassPooledEncoder):
 
     @property
     def dim(self) -> int:
-        return 64 + 4 * NUM_FILTERS + 16 + 6 + 64 + 16 * ORDERED_CLASSES + 5
+        return 64 + 4 * NUM_FILTERS + 16 + 6 + 64 + 64 * ORDERED_CLASSES + 5
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
@@ -121,9 +121,9 @@ class PixelStatsEncoder(ClassPooledEncoder):
             "colour": mean[80 + nt : 86 + nt],
             "spread": class_vectors[:, :64].std(0, unbiased=False) if k > 1 else torch.zeros(64),
         }
-        ordered = torch.zeros(ORDERED_CLASSES, 16)
-        small = F.adaptive_avg_pool2d(class_vectors[:, :64].reshape(-1, 1, 8, 8), 4).flatten(1)  # (K, 16)
-        ordered[: min(k, ORDERED_CLASSES)] = small[:ORDERED_CLASSES]
+        ordered = torch.zeros(ORDERED_CLASSES, 64)
+        shapes = class_vectors[:, :64]  # (K, 64): the 8x8 class-mean images
+        ordered[: min(k, ORDERED_CLASSES)] = (shapes - shapes.mean(0))[:ORDERED_CLASSES]
         blocks["ordered"] = ordered.flatten()
         counts = dataset.class_counts.astype(np.float64)
         p = counts / counts.sum()
