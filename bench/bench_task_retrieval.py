@@ -39,7 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import emit, machine  # noqa: E402
 
 from zoo.datasets import ImageDataset, invert, load_digits, load_mnist, mirror, rotate  # noqa: E402
-from zoo.encoders.base import DatasetEncoder, l2_normalize  # noqa: E402
+from zoo.encoders import offline  # noqa: E402
+from zoo.encoders.base import DatasetEncoder  # noqa: E402
 from zoo.encoders.offline import PixelStatsEncoder  # noqa: E402
 from zoo.encoders.probe import ProbeEncoder  # noqa: E402
 
@@ -60,6 +61,8 @@ SELECTIONS: dict[str, list[int]] = {  # name -> classes, relabelled 0..k-1 in th
 TWINS = [("c01234", "c43210"), ("c02468", "c86420"), ("c012", "c210"), ("all", "p10a"), ("all", "p10b")]
 TRANSFORMS = {
     "": lambda d: d,
+    "-rot15": lambda d: rotate(d, 15),
+    "-rot30": lambda d: rotate(d, 30),
     "-rot90": lambda d: rotate(d, 90),
     "-rot180": lambda d: rotate(d, 180),
     "-inv": invert,
@@ -68,36 +71,22 @@ TRANSFORMS = {
 
 
 class PixelsV1(PixelStatsEncoder):
-    """``pixels`` version 1 (before issue 16): 4x4 class-mean images, uncentred, weight 1, in label order."""
+    """``pixels`` version 1 (before issue 16): the 4x4 class-mean images in label order, uncentred, from
+    the same 32 images per class as the other blocks, weight 1."""
 
     id = "pixels@1"
     version = "1"
+    weights = {**offline.WEIGHTS, "ordered": 1.0}
 
     @property
     def dim(self) -> int:
         return 507
 
-    def combine(self, class_vectors: torch.Tensor, dataset: ImageDataset) -> np.ndarray:
-        v2 = super().combine(class_vectors, dataset)  # every block but "ordered" is unchanged
-        from zoo.encoders import offline
-
-        sizes = {"shape": 64, "texture": 96, "intensity": 16, "colour": 6, "spread": 64}
-        sizes["ordered"] = 64 * offline.ORDERED_CLASSES
-        sizes["meta"] = 5
-        parts, at = {}, 0
-        for name in offline.WEIGHTS:
-            parts[name] = v2[at : at + sizes[name]]
-            at += sizes[name]
+    def ordered_block(self, class_vectors: torch.Tensor, dataset: ImageDataset) -> torch.Tensor:
         ordered = torch.zeros(16, 16)
-        small = F.adaptive_avg_pool2d(class_vectors[:, :64].reshape(-1, 1, 8, 8), 4).flatten(1)
+        small = F.adaptive_avg_pool2d(class_vectors[:, :64].reshape(-1, 1, 8, 8), 4).flatten(1)  # (K, 16)
         ordered[: min(dataset.num_classes, 16)] = small[:16]
-        out = []
-        for name, w in offline.WEIGHTS.items():
-            if name == "ordered":
-                out.append(l2_normalize(ordered.flatten().numpy()) * 1.0)
-            else:
-                out.append(l2_normalize(parts[name]) * w)
-        return l2_normalize(np.concatenate(out))
+        return ordered.flatten()
 
 
 def build_tasks(digits_only: bool) -> dict[str, tuple[ImageDataset, ImageDataset]]:
@@ -160,6 +149,8 @@ def measure(enc: DatasetEncoder, tasks: dict[str, tuple[ImageDataset, ImageDatas
         "same_task_cos_min": round(float(same.min()), 4),
         "same_task_cos_min_query_5_per_class": round(float(np.diag(S5).min()), 4),
         "best_wrong_cos_mean": round(float(wrong.mean()), 4),
+        "best_wrong_cos_max": round(float(wrong.max()), 4),
+        "closest_wrong_pair": f"{names[int(wrong.argmax())]} ~ {names[int(np.where(np.eye(T, dtype=bool), -np.inf, S)[int(wrong.argmax())].argmax())]}",
         "smallest_margin": round(float((same - wrong).min()), 4),
         "permuted_twin_cos_mean": round(float(np.mean(twin_cos)), 4),
         "permuted_twin_cos_max": round(float(np.max(twin_cos)), 4),
@@ -175,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--digits-only", action="store_true", help="leave MNIST out even when present")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--sweep", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0], help="pixels ordered weights")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result: dict[str, Any] = {"machine": machine()}
@@ -188,9 +180,14 @@ def main() -> None:
         "twins": [f"{a}/{b}" for a, b in TWINS],
     }
     encoders: list[DatasetEncoder] = [PixelsV1(), PixelStatsEncoder(), ProbeEncoder()]
+    for w in args.sweep:
+        enc = PixelStatsEncoder()
+        enc.weights = {**offline.WEIGHTS, "ordered": w}
+        enc.id = f"pixels@{enc.version} ordered weight {w}"
+        encoders.append(enc)
     result["encoders"] = {}
     for enc in encoders:
-        key = f"{enc.id}@{enc.version}" if "@" not in enc.id else enc.id
+        key = enc.id if "@" in enc.id else f"{enc.id}@{enc.version}"
         t0 = time.perf_counter()
         result["encoders"][key] = measure(enc, tasks)
         log.info("%s: %s (%.1f s)", key, result["encoders"][key], time.perf_counter() - t0)

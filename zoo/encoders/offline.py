@@ -46,7 +46,7 @@ WEIGHTS: dict[str, float] = {  # block -> weight (before the final normalisation
     "intensity": 0.7,  # pixel and gradient histograms
     "colour": 0.5,  # channel means and spreads
     "spread": 0.7,  # per-pixel spread of the class mean images
-    "ordered": 2.0,  # class mean images in label order, centred: what tells label orders apart
+    "ordered": 1.0,  # class mean images in label order, centred: what tells label orders apart
     "meta": 0.7,  # class count, balance, image size, channels
 }
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -59,15 +59,26 @@ def _filter_bank() -> torch.Tensor:
     return w / w.flatten(1).norm(dim=1)[:, None, None, None]
 
 
+def _shape(gray: torch.Tensor) -> torch.Tensor:
+    """Grayscale images ``(B, 1, H, W)`` area-resized to 8x8 and mapped to [-1, 1]: ``(B, 64)``."""
+    big = min(gray.shape[-2:]) >= 8
+    small = F.interpolate(
+        gray, size=(8, 8), mode="area" if big else "bilinear", align_corners=None if big else False
+    )
+    return (small * 2 - 1).flatten(1)
+
+
 class PixelStatsEncoder(ClassPooledEncoder):
     """The offline default: deterministic pixel, texture and label-structure features (see module docs)."""
 
     id = "pixels"
     version = "2"
     description = "offline default: class-mean images, random-filter textures, histograms, class structure"
+    weights: dict[str, float] = WEIGHTS  # block -> weight; the blocks are concatenated in this order
 
-    def __init__(self, per_class: int = 32, seed: int = 0) -> None:
+    def __init__(self, per_class: int = 32, seed: int = 0, ordered_per_class: int = 256) -> None:
         self.per_class = per_class
+        self.ordered_per_class = ordered_per_class  # images per class behind the label-ordered block
         self.seed = seed
         self.batch_size = 512
         self.normalize_images = False  # blocks have different scales; combine() normalises per block
@@ -81,13 +92,7 @@ class PixelStatsEncoder(ClassPooledEncoder):
         x = images.float()
         rgb = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
         g = (rgb * _LUMA.to(x)[None, :, None, None]).sum(1, keepdim=True)  # (B, 1, H, W)
-        shape = F.interpolate(
-            g,
-            size=(8, 8),
-            mode="area" if min(g.shape[-2:]) >= 8 else "bilinear",
-            align_corners=None if min(g.shape[-2:]) >= 8 else False,
-        )
-        shape = (shape * 2 - 1).flatten(1)  # (B, 64)
+        shape = _shape(g)  # (B, 64)
         tex = []
         for side in (32, 16):
             gi = F.interpolate(g, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
@@ -110,6 +115,25 @@ class PixelStatsEncoder(ClassPooledEncoder):
         colour = torch.cat([rgb.mean((2, 3)), rgb.std((2, 3), unbiased=False)], 1)  # (B, 6)
         return torch.cat([shape, texture, intensity, colour], 1)
 
+    def class_shapes(self, dataset: ImageDataset) -> torch.Tensor:
+        """The 8x8 mean image of every class from up to ``ordered_per_class`` of its images: ``(K, 64)``."""
+        picks = dataset.sample_per_class(self.ordered_per_class, self.seed)
+        out = torch.zeros(dataset.num_classes, 64)
+        with torch.inference_mode():
+            for c, idx in enumerate(picks):
+                x = dataset.images[idx].float()
+                rgb = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
+                out[c] = _shape((rgb * _LUMA.to(x)[None, :, None, None]).sum(1, keepdim=True)).mean(0)
+        return out
+
+    def ordered_block(self, class_vectors: torch.Tensor, dataset: ImageDataset) -> torch.Tensor:
+        """Classes ``0..ORDERED_CLASSES-1`` in label order, each its 8x8 mean image minus the mean over
+        classes (zero for absent classes): ``(ORDERED_CLASSES * 64,)``."""
+        ordered = torch.zeros(ORDERED_CLASSES, 64)
+        shapes = self.class_shapes(dataset)  # (K, 64)
+        ordered[: min(dataset.num_classes, ORDERED_CLASSES)] = (shapes - shapes.mean(0))[:ORDERED_CLASSES]
+        return ordered.flatten()
+
     def combine(self, class_vectors: torch.Tensor, dataset: ImageDataset) -> np.ndarray:
         k = dataset.num_classes
         nt = 4 * NUM_FILTERS
@@ -121,16 +145,13 @@ class PixelStatsEncoder(ClassPooledEncoder):
             "colour": mean[80 + nt : 86 + nt],
             "spread": class_vectors[:, :64].std(0, unbiased=False) if k > 1 else torch.zeros(64),
         }
-        ordered = torch.zeros(ORDERED_CLASSES, 64)
-        shapes = class_vectors[:, :64]  # (K, 64): the 8x8 class-mean images
-        ordered[: min(k, ORDERED_CLASSES)] = (shapes - shapes.mean(0))[:ORDERED_CLASSES]
-        blocks["ordered"] = ordered.flatten()
+        blocks["ordered"] = self.ordered_block(class_vectors, dataset)
         counts = dataset.class_counts.astype(np.float64)
         p = counts / counts.sum()
         balance = float(-(p * np.log(p)).sum() / math.log(k)) if k > 1 else 1.0
         c, h, w = dataset.image_shape
         blocks["meta"] = torch.tensor([math.log2(k) / 4, balance, math.log2(h) / 4, math.log2(w) / 4, c / 3])
-        parts = [l2_normalize(blocks[name].numpy()) * WEIGHTS[name] for name in WEIGHTS]
+        parts = [l2_normalize(blocks[name].numpy()) * weight for name, weight in self.weights.items()]
         return l2_normalize(np.concatenate(parts))
 
 
