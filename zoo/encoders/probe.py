@@ -64,7 +64,8 @@ class ProbeEncoder(ClassPooledEncoder):
 
     id = "probe"
     version = "1"
-    description = "offline: a fixed seeded random CNN's features per class, in label order"
+    description = "offline, opt-in: a fixed seeded random CNN's features per class, in label order"
+    embed_by_default = False  # measured below pixels (bench/results/task_retrieval.json): used only when named
 
     def __init__(self, per_class: int = 32, seed: int = 0) -> None:
         self.per_class = per_class
