@@ -126,7 +126,9 @@ def measure(enc: DatasetEncoder, tasks: dict[str, tuple[ImageDataset, ImageDatas
     S, S5 = Q @ R.T, Q5 @ R.T  # (T, T): query i against registered j
     T = len(names)
     same = np.diag(S)
-    wrong = np.where(np.eye(T, dtype=bool), -np.inf, S).max(1)
+    off = np.where(np.eye(T, dtype=bool), -np.inf, S)  # query i against every other task
+    wrong = off.max(1)
+    worst = int(wrong.argmax())
     top1 = S.argmax(1) == np.arange(T)
     top1_5 = S5.argmax(1) == np.arange(T)
     misses = [f"{names[i]} -> {names[int(S[i].argmax())]}" for i in range(T) if not top1[i]]
@@ -150,7 +152,7 @@ def measure(enc: DatasetEncoder, tasks: dict[str, tuple[ImageDataset, ImageDatas
         "same_task_cos_min_query_5_per_class": round(float(np.diag(S5).min()), 4),
         "best_wrong_cos_mean": round(float(wrong.mean()), 4),
         "best_wrong_cos_max": round(float(wrong.max()), 4),
-        "closest_wrong_pair": f"{names[int(wrong.argmax())]} ~ {names[int(np.where(np.eye(T, dtype=bool), -np.inf, S)[int(wrong.argmax())].argmax())]}",
+        "closest_wrong_pair": f"{names[worst]} ~ {names[int(off[worst].argmax())]}",
         "smallest_margin": round(float((same - wrong).min()), 4),
         "permuted_twin_cos_mean": round(float(np.mean(twin_cos)), 4),
         "permuted_twin_cos_max": round(float(np.max(twin_cos)), 4),
@@ -166,7 +168,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--digits-only", action="store_true", help="leave MNIST out even when present")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
-    ap.add_argument("--sweep", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0], help="pixels ordered weights")
+    ap.add_argument(
+        "--sweep", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0], help="pixels ordered weights"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result: dict[str, Any] = {"machine": machine()}

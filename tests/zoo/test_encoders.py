@@ -156,7 +156,9 @@ def test_builtin_encoders_are_plugins() -> None:
     assert get_dataset_encoder().id == "pixels"
     assert get_dataset_encoder("pixels") is get_dataset_encoder("pixels")
     assert get_dataset_encoder("probe") is get_dataset_encoder("probe")
-    assert get_dataset_encoder("pixels").embed_by_default and not get_dataset_encoder("probe").embed_by_default
+    assert (
+        get_dataset_encoder("pixels").embed_by_default and not get_dataset_encoder("probe").embed_by_default
+    )
     with pytest.raises(UnknownPluginError, match=r"unknown dataset encoder 'nope'; installed: .*pixels"):
         get_dataset_encoder("nope")
     with pytest.raises(UnknownPluginError, match="text encoder"):

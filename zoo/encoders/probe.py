@@ -65,7 +65,7 @@ class ProbeEncoder(ClassPooledEncoder):
     id = "probe"
     version = "1"
     description = "offline, opt-in: a fixed seeded random CNN's features per class, in label order"
-    embed_by_default = False  # measured below pixels (bench/results/task_retrieval.json): used only when named
+    embed_by_default = False  # used only when named: it measured below pixels (task_retrieval.json)
 
     def __init__(self, per_class: int = 32, seed: int = 0) -> None:
         self.per_class = per_class
