@@ -1,9 +1,9 @@
 """Task retrieval per dataset encoder: do the vectors tell label orders and class subsets apart?
 
 Task set (built here with zoo.datasets, nothing else): bases scikit-learn digits resized to 28x28 and, when
-present, the MNIST test set (``zoo_demo.tinyzoo.mnist_dir()``); each as is, rotated 90 and 180 degrees,
-inverted, mirrored; each of those with 10 class selections: all ten classes in order, two full 10-class
-permutations, and subsets of 3 and 5 classes in several orders (c012, c210, c01234, c43210, c56789,
+present, the MNIST test set (``zoo_demo.tinyzoo.mnist_dir()``); each as is, rotated 15, 30, 90 and 180
+degrees, inverted, mirrored; each of those with 10 class selections: all ten classes in order, two full
+10-class permutations, and subsets of 3 and 5 classes in several orders (c012, c210, c01234, c43210, c56789,
 c02468, c86420). Every task is split 0.8/0.2 (stratified, seed 0): the 80% part is registered (its vector
 stored), the 20% part is the query. A query is right when its nearest registered vector (cosine, exact
 search: what ``zoo.embeddings.nearest`` does below 5,000 vectors) is its own task's.
@@ -12,8 +12,9 @@ Reported per encoder: top-1 over all tasks (and with queries of only 5 images pe
 a query to its own task (mean, min) and to the best wrong task; **permuted twins** (the same images under
 another label order: c01234/c43210, c02468/c86420, c012/c210, all ten classes against each permutation):
 the cosine between the twins' registered vectors, and the margin to the same task's other split; the cost
-per dataset (ms to embed a registered part, median) and the dimension. ``pixels@1`` is today's encoder
-before this change, reproduced here (its combination step) for comparison.
+per dataset (ms to embed a registered part, median) and the dimension. ``pixels@1`` is the encoder before
+issue 16, reproduced here (its label-ordered block and weight) for comparison; ``--sweep`` adds ``pixels``
+with other weights of its label-ordered block; ``probe`` is also measured with 128 images per class.
 
     python bench/bench_task_retrieval.py [--digits-only] [--out bench/results/task_retrieval.json]
 """
@@ -183,7 +184,9 @@ def main() -> None:
         "split": "stratified 0.8/0.2, seed 0: the 80% part registered, the 20% part queried",
         "twins": [f"{a}/{b}" for a, b in TWINS],
     }
-    encoders: list[DatasetEncoder] = [PixelsV1(), PixelStatsEncoder(), ProbeEncoder()]
+    probe128 = ProbeEncoder(per_class=128)
+    probe128.id = "probe@1 per_class=128"
+    encoders: list[DatasetEncoder] = [PixelsV1(), PixelStatsEncoder(), ProbeEncoder(), probe128]
     for w in args.sweep:
         enc = PixelStatsEncoder()
         enc.weights = {**offline.WEIGHTS, "ordered": w}
