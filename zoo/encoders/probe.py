@@ -27,7 +27,6 @@ Cost and retrieval quality are measured in ``bench/bench_task_retrieval.py`` (se
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import torch
@@ -73,17 +72,15 @@ class ProbeEncoder(ClassPooledEncoder):
         self.batch_size = 512
         self.normalize_images = False  # combine() normalises per block
         self._weights: list[torch.Tensor] | None = None  # built on first use, never at import
-        self._lock = threading.Lock()
 
     @property
     def dim(self) -> int:
         return FEATURES + FEATURES * ORDERED_CLASSES + 5
 
     def _kernels(self) -> list[torch.Tensor]:
-        with self._lock:
-            if self._weights is None:
-                self._weights = _probe_weights()
-            return self._weights
+        if self._weights is None:  # two threads racing here build the same weights: no lock needed
+            self._weights = _probe_weights()
+        return self._weights
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         w1, w2 = self._kernels()
