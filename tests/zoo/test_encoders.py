@@ -18,6 +18,7 @@ from zoo.encoders import (
 )
 from zoo.encoders.clip import SMALL_TEST_CONFIG, ClipDatasetEncoder
 from zoo.encoders.offline import PixelStatsEncoder
+from zoo.encoders.probe import ProbeEncoder
 from zoo.errors import ConfigError, UnknownPluginError
 from zoo.hookspecs import hookimpl
 from zoo.plugins import register_plugin, unregister_plugin
@@ -41,10 +42,59 @@ def test_pixels_vector_is_unit_deterministic_and_discriminative(digits: ImageDat
     assert same > 0.98 and same > rotated + 0.1 and same > subset + 0.05
 
 
+PERMUTED_TWINS = [  # (classes, the same classes in another label order, least margin asserted)
+    ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], 0.1),
+    ([0, 1, 2], [2, 1, 0], 0.1),
+    (list(range(10)), [3, 1, 4, 0, 5, 9, 2, 6, 8, 7], 0.1),
+    (list(range(10)), [1, 0, 2, 3, 4, 5, 6, 7, 8, 9], 0.03),  # one swapped pair of ten
+]
+
+
+@pytest.mark.parametrize("encoder_id", ["pixels", "probe"])
+def test_offline_encoders_tell_label_orders_apart(digits: ImageDataset, encoder_id: str) -> None:
+    """The same images under another label order score clearly lower than the same task's other split
+    (pixels version 1 scored them about 0.994, as high as the other split)."""
+    enc = get_dataset_encoder(encoder_id)
+    a, b = digits.split(0.5, seed=0)
+    for classes, twin, margin in PERMUTED_TWINS:
+        mine = enc.embed(a.select_classes(classes))
+        same = float(mine @ enc.embed(b.select_classes(classes)))
+        permuted = float(mine @ enc.embed(b.select_classes(twin)))
+        assert same > permuted + margin, (classes, twin, same, permuted)
+    if encoder_id == "pixels":  # the default stays above zoo.provision.DEFAULT_MIN_SIMILARITY, twins below
+        assert same > 0.99 > permuted
+
+
+@pytest.mark.parametrize("encoder_id", ["pixels", "probe"])
+def test_offline_encoders_are_deterministic_unit_vectors(digits: ImageDataset, encoder_id: str) -> None:
+    enc = get_dataset_encoder(encoder_id)
+    v = enc.embed(digits)
+    assert v.dtype == np.float32 and v.shape == (enc.dim,)
+    assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+    fresh = type(enc)()  # a new object builds its filters / probe weights again from the fixed seed
+    assert np.array_equal(v, fresh.embed(digits))
+    one_class = digits.select_classes([3])  # no order to see: the ordered block is zero, the vector is not
+    w = enc.embed(one_class)
+    assert np.isfinite(w).all() and np.linalg.norm(w) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_offline_encoder_dims() -> None:
+    assert PixelStatsEncoder().dim == 1275 and PixelStatsEncoder.version == "2"
+    assert ProbeEncoder().dim == 2181 and ProbeEncoder.version == "1"
+
+
+def test_probe_builds_no_network_until_it_embeds() -> None:
+    enc = ProbeEncoder()
+    assert enc._weights is None  # nothing is built (let alone trained) on import or construction
+    enc.embed(from_arrays(torch.rand(6, 1, 8, 8), [0, 1, 2] * 2))
+    assert enc._weights is not None
+
+
 def test_pixels_reads_rgb_and_any_size() -> None:
     x = torch.rand(12, 3, 20, 13)
-    v = PixelStatsEncoder().embed(from_arrays(x, [0, 1, 2] * 4))
-    assert v.shape == (PixelStatsEncoder().dim,) and np.isfinite(v).all()
+    for enc in (PixelStatsEncoder(), ProbeEncoder()):
+        v = enc.embed(from_arrays(x, [0, 1, 2] * 4))
+        assert v.shape == (enc.dim,) and np.isfinite(v).all()
 
 
 def test_clip_small_random_config(digits: ImageDataset, tmp_path: Path) -> None:
@@ -101,10 +151,14 @@ def test_minilm_text_encoder() -> None:
 
 
 def test_builtin_encoders_are_plugins() -> None:
-    assert {"pixels", "clip"} <= set(dataset_encoders())
+    assert {"pixels", "probe", "clip"} <= set(dataset_encoders())
     assert "minilm" in text_encoders()
     assert get_dataset_encoder().id == "pixels"
     assert get_dataset_encoder("pixels") is get_dataset_encoder("pixels")
+    assert get_dataset_encoder("probe") is get_dataset_encoder("probe")
+    assert (
+        get_dataset_encoder("pixels").embed_by_default and not get_dataset_encoder("probe").embed_by_default
+    )
     with pytest.raises(UnknownPluginError, match=r"unknown dataset encoder 'nope'; installed: .*pixels"):
         get_dataset_encoder("nope")
     with pytest.raises(UnknownPluginError, match="text encoder"):
@@ -131,3 +185,16 @@ def test_third_party_encoder_plugin() -> None:
     finally:
         unregister_plugin(name)
     assert "mean-pixel" not in dataset_encoders()
+
+
+def test_probe_is_used_only_when_named(digits: ImageDataset, tmp_path: Path) -> None:
+    import zoo
+    import zoo.embeddings as E
+
+    with zoo.Registry(tmp_path / "registry.db") as registry:
+        E.register_dataset(registry, "digits", digits)  # every encoder that runs by default: pixels
+        assert [e.encoder_id for e in E.embeddings(registry, subject="dataset")] == ["pixels"]
+        E.register_dataset(registry, "digits", digits, encoders=["probe"])  # named: embedded
+        assert [e.encoder_id for e in E.embeddings(registry, subject="dataset")] == ["pixels", "probe"]
+        hits = E.nearest(registry, "cnn-tiny", digits, encoder="probe")
+        assert hits == []  # no checkpoints, but the probe vectors are searchable without an error

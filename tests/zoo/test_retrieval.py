@@ -71,10 +71,13 @@ def test_register_dataset_stores_record_and_vectors(registry: zoo.Registry) -> N
     assert rec.fingerprint == ds.fingerprint and rec.meta["source"] == {"kind": "sklearn-digits"}
     assert registry.get_dataset("digits") == rec
     emb = E.get_embedding(registry, E.DATASET, "digits", "pixels")
-    assert emb.encoder_version == "1" and emb.source_fingerprint == ds.fingerprint
+    assert (
+        emb.encoder_version == get_dataset_encoder("pixels").version
+        and emb.source_fingerprint == ds.fingerprint
+    )
     assert emb.dim == get_dataset_encoder("pixels").dim
     np.testing.assert_allclose(np.linalg.norm(emb.vector), 1.0, atol=1e-5)
-    # clip has no weights
+    # clip has no weights; probe runs only when named
     assert [e.encoder_id for e in E.embeddings(registry, subject="dataset")] == ["pixels"]
 
 

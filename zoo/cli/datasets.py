@@ -26,7 +26,12 @@ def datasets() -> None:
 @click.argument("name")
 @click.argument("source")
 @click.option("--description", default=None, help="What the data are (shown by `zoo datasets list`).")
-@click.option("--encoder", "encoders", multiple=True, help="Dataset encoder id (repeatable; default: all).")
+@click.option(
+    "--encoder",
+    "encoders",
+    multiple=True,
+    help="Dataset encoder id (repeatable; default: every default encoder; probe runs only when named).",
+)
 @click.option("--replace", is_flag=True, help="Replace a dataset of that name whose content differs.")
 @click.option(
     "--size",

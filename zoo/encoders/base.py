@@ -53,6 +53,7 @@ class DatasetEncoder(ABC):
     id: str  # unique among dataset encoders, e.g. "pixels" or "clip"
     version: str  # changes whenever the vectors it makes would change (recipe, weights)
     description: str = ""  # one line for listings
+    embed_by_default: bool = True  # False: used only when named (register_dataset(encoders=[...]), --encoder)
 
     @property
     @abstractmethod

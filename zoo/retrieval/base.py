@@ -77,6 +77,8 @@ def resolve_encoders(encoders: EncoderChoice) -> tuple[list[DatasetEncoder], lis
     if encoders is None:
         out, skipped = [], []
         for enc in dataset_encoders().values():
+            if not getattr(enc, "embed_by_default", True):  # opt-in encoders run only when named
+                continue
             reason = unavailable_reason(enc)
             (skipped.append(f"{enc.id}: {reason}") if reason else out.append(enc))
         return out, skipped
