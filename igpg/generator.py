@@ -40,7 +40,7 @@ from igpg.structure import (
 from igpg.tokenizer import TokenizerConfig, WeightTokenizer
 from zoo import ArchSpec, Chunks, chunk_index, get_family, unchunk
 from zoo.datasets import ImageDataset
-from zoo.errors import GeneratorError
+from zoo.errors import GeneratorError, Hint
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,22 @@ class Generator:
         tensors = from_model_space(spec, unchunk(decoded), self.log_kinds)
         return get_family(spec.family).rebuild(spec, tensors)
 
+    def check_conditions(self, ds_emb: torch.Tensor, arch_emb: torch.Tensor) -> None:
+        """Refuse condition vectors of another size than training saw (a dataset encoder whose new version
+        makes longer vectors, e.g. ``pixels`` 1 -> 2): :class:`~zoo.errors.GeneratorError` saying to train
+        the generator again."""
+        for what, vec, want, enc in (
+            ("dataset", ds_emb, self.prior.config.ds_dim, self.dataset_encoder),
+            ("architecture", arch_emb, self.prior.config.arch_dim, self.text_encoder),
+        ):
+            if vec.shape[-1] != want:
+                train = Hint("igpg.train_on_registry(registry)", "`zoo train`")
+                raise GeneratorError(
+                    f"this generator was trained on {what} vectors of {want} values, and encoder {enc!r} now "
+                    f"makes {vec.shape[-1]} (a newer version of it is installed); train the generator again "
+                    f"on this registry ({train})"
+                ).hinting(train)
+
     @torch.no_grad()
     def sample(
         self,
@@ -245,6 +261,7 @@ class Generator:
         class subset or input distribution the prior never saw gets a classifier that fits it.
         """
         self._stats_for(spec)
+        self.check_conditions(ds_emb, arch_emb)
         _, coords = self._coords(spec)
         dev = next(self.prior.parameters()).device
         g = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None

@@ -84,6 +84,15 @@ def test_examples_give_samples_a_class_head_for_the_classes_they_have(tiny_zoo) 
         assert int(net(subset.images[:50]).argmax(1).max()) < 3
 
 
+def test_condition_vectors_of_another_size_are_refused_with_the_fix(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
+    reg, spec, gen = tiny_zoo
+    arch = torch.tensor(embed_arch(reg, spec).vector)
+    longer = torch.zeros(gen.prior.config.ds_dim + 7)  # what a newer encoder version would make
+    with pytest.raises(zoo.GeneratorError, match="train the generator again") as err:
+        gen.sample(spec, longer, arch, n=1, seed=0)
+    assert "`zoo train`" in str(err.value.for_cli())
+
+
 def test_generator_refuses_an_architecture_it_never_saw(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
     reg, _, gen = tiny_zoo
     other = zoo.resolve_arch("cnn-small")
