@@ -64,6 +64,7 @@ class SeenTask:
     pretrained: tuple[float, ...]  # test accuracy of the task's training checkpoints
     generated: tuple[float, ...]  # test accuracy of each sample
     distance: tuple[float, ...]  # each sample's relative L2 distance to its nearest training checkpoint
+    aligned_distance: tuple[float, ...] = ()  # the same after weight matching (modulo permutations)
 
     @property
     def pretrained_mean(self) -> float:

@@ -106,6 +106,39 @@ def test_a_far_dataset_generates_with_the_promoted_generator(served) -> None:  #
         zoo.retrieve("cnn-tiny", _noise(), registry=served.reg)
 
 
+def test_the_generator_gets_the_labelled_data_asked_about_for_its_class_head(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import igpg.plugin
+
+    seen: list[object] = []
+    real = igpg.plugin.IGPGKind.sample
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("examples"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(igpg.plugin.IGPGKind, "sample", spy)
+    subset = served.digits.select_classes((4, 2))  # data, not a registered name
+    zoo.generate("cnn-tiny", subset, registry=served.reg)
+    zoo.generate(
+        "cnn-tiny", "digits-rot90", registry=served.reg
+    )  # registered from memory: not readable again
+    assert seen[0].fingerprint == subset.fingerprint  # type: ignore[attr-defined]
+    assert seen[1] is None
+    assert served.gen.config["class_head"] is True  # the stored training config asked for one
+
+
+def test_a_registered_dataset_is_read_again_from_its_source_for_the_generator(tmp_path: Path) -> None:
+    from zoo.generators import registered_data
+
+    reg = zoo.Registry(tmp_path / "registry.db")
+    data = load_digits().resize(28)  # keeps a source zoo can replay
+    reg.register_dataset("d28", data, encoders=["pixels"])
+    reg.register_dataset("mem", _digits(), encoders=["pixels"])  # made in memory: no source
+    assert registered_data(reg, "d28").fingerprint == data.fingerprint
+    assert registered_data(reg, "mem") is None
+    reg.close()
+
+
 def test_a_request_parses_its_architecture_once_at_the_door(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Resolved once (plus once to name it in messages) and passed down: retrieval, scoring, the generator
     and rebuilding never parse the name again."""

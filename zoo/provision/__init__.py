@@ -77,12 +77,17 @@ and 6 s for resnet20 -- cheap next to what a wrong pick costs, and the main job'
 cnn-tiny) is scored whole.
 
 Why :data:`DEFAULT_MIN_SIMILARITY` is 0.99: measured with the offline default encoder ``pixels``
-(``bench/results/retrieval.json``, ``docs/embeddings.md``), a fresh sample of a registered task scores
-0.998 against it on average (0.990-0.995 when the sample holds only 3-5 images per class), while the closest
-*different* task scores 0.949 on average (class subsets about 0.93, rotations 0.71-0.85). 0.99 keeps the
-first and rejects the second. It does not reject the same images with permuted labels (about 0.994): pass
-labelled samples to catch that. Another encoder needs its own threshold (an untrained CLIP puts every pair
-above 0.997).
+version 2 (``bench/results/task_retrieval.json``, ``docs/embeddings.md``; 140 digit and MNIST tasks), a
+fresh sample of a registered task scores 0.993-0.998 against it, while the closest *different* task scores
+at most 0.980 (rotations 15 degrees apart) and the same images under another class order about 0.79 (at most
+0.83). 0.99 keeps the first and rejects the others. Queries of only 5 images per class score about 0.95
+against their own task: pass labelled samples, or lower ``min_similarity``, for those. Another encoder needs
+its own threshold (an untrained CLIP puts every pair above 0.997).
+
+Generated networks get a class head (``igpg.heads``) when zoo has the data asked about: the data given, or
+a registered dataset's data read again from its source. The classifier is then made from that dataset's
+per-class examples through the generated body, and a sample keeps it where it scores better on held-back
+examples than the decoded one (``GeneratorKind.takes_examples``).
 
 Layout: :mod:`zoo.provision.api` (the three calls: build the request once, serve it),
 :mod:`~zoo.provision.request` (the request), :mod:`~zoo.provision.gather` (retrieval candidates, adapted
