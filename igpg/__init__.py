@@ -14,13 +14,16 @@ from zoo import lazy_exports
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from igpg.data import ZooData, load_zoo
     from igpg.generator import Generator
+    from igpg.heads import ClassHead
     from igpg.presets import PRESETS
     from igpg.prior import PriorConfig, WeightPrior
-    from igpg.registry_io import load_generator, train_on_registry, training_checkpoints
+    from igpg.registry_io import fit_class_head, load_generator, train_on_registry, training_checkpoints
     from igpg.tokenizer import TokenizerConfig, WeightTokenizer
     from igpg.train import TrainConfig, train_generator
 
 _EXPORTS: dict[str, str] = {  # public name -> the module that defines it
+    "ClassHead": "igpg.heads",
+    "fit_class_head": "igpg.registry_io",
     "Generator": "igpg.generator",
     "PRESETS": "igpg.presets",
     "PriorConfig": "igpg.prior",
@@ -38,6 +41,7 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it
 
 __all__ = [
     "PRESETS",
+    "ClassHead",
     "Generator",
     "PriorConfig",
     "TokenizerConfig",
@@ -45,6 +49,7 @@ __all__ = [
     "WeightPrior",
     "WeightTokenizer",
     "ZooData",
+    "fit_class_head",
     "load_generator",
     "load_zoo",
     "train_generator",
