@@ -121,21 +121,73 @@ class ClassHead:
 
     def choose_for(self, module: nn.Module, spec: ArchSpec, data: ImageDataset) -> tuple[nn.Module, bool]:
         """``module`` with its classifier made from ``data``'s examples, or ``module`` as it is when its own
-        classifier is at least as accurate: both are scored on other examples of ``data`` (seed
-        ``seed + 1``), the class head being built from the first draw only, so neither is scored on what
-        made it. Returns (network, whether the class head was used); without ``choose``, always the class
-        head."""
-        x, y = self.examples(data)
-        if not self.choose:
-            return self.apply(module, spec, x, y), True
-        hx, hy = self.examples(data, seed=self.seed + 1)
-        own = _accuracy(module, hx, hy)
+        classifier is at least as accurate on held-back examples.
+
+        ``2 * per_class`` images of each class are drawn (seed ``seed``); the first half of each class's draw
+        (rounded up) builds the class head, the rest is held back, so neither classifier is scored on what
+        made it. A class with a single image only builds; with nothing held back at all the class head is
+        used. Without ``choose``, always the class head, from ``per_class`` images of each class. Data
+        whose images the network cannot take (another channel count or size than ``spec``'s input) keep
+        the decoded classifier, with a warning. The returned network carries a ``generation_note`` (str) saying which classifier it
+        has, which provision adds to its reason. Returns (network, whether the class head was used)."""
+        if not self.fits(spec, data):
+            return module, False
+        build, held = (
+            self.split(data)
+            if self.choose
+            else (
+                torch.cat(data.sample_per_class(self.per_class, self.seed)),
+                torch.zeros(0, dtype=torch.int64),
+            )
+        )
+        x, y = data.images[build], data.labels[build]
         made = self.apply(module, spec, x, y)
         if made is module:
             return module, False
-        if _accuracy(made, hx, hy) >= own:
-            return made, True
-        return module, False
+        classes = len(y.unique())
+        if self.choose and len(held):
+            hx, hy = data.images[held], data.labels[held]
+            own, new = _accuracy(module, hx, hy), _accuracy(made, hx, hy)
+            if new < own:
+                module.generation_note = (  # type: ignore[assignment]
+                    f"kept its decoded classifier ({own:.3f} on {len(held)} held-back examples, against "
+                    f"{new:.3f} for one made from the dataset's examples)"
+                )
+                return module, False
+            made.generation_note = (  # type: ignore[assignment]
+                f"its classifier was made from {len(build)} examples of the dataset's {classes} classes "
+                f"(class head: {new:.3f} on {len(held)} held-back examples, the decoded one {own:.3f})"
+            )
+        else:
+            made.generation_note = (  # type: ignore[assignment]
+                f"its classifier was made from {len(build)} examples of the dataset's {classes} classes "
+                "(class head)"
+            )
+        return made, True
+
+    def split(self, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of ``data`` that build the class head and those held back to score it: per class,
+        ``2 * per_class`` images drawn with ``seed``, the first half (rounded up) builds. Disjoint."""
+        build, held = [], []
+        for idx in data.sample_per_class(2 * self.per_class, self.seed):
+            cut = (len(idx) + 1) // 2
+            build.append(idx[:cut])
+            held.append(idx[cut:])
+        return torch.cat(build), torch.cat(held)
+
+    def fits(self, spec: ArchSpec, data: ImageDataset) -> bool:
+        """Whether ``data``'s images are what ``spec`` takes (when its family says: ``input_shape``); a
+        warning names both shapes when they are not."""
+        want = get_family(spec.family).input_shape(spec)
+        if want is None or tuple(data.image_shape) == tuple(want):
+            return True
+        log.warning(
+            "class head: the dataset's images are %s but %s takes %s; keeping the decoded classifier",
+            "x".join(map(str, data.image_shape)),
+            spec.name,
+            "x".join(map(str, want)),
+        )
+        return False
 
 
 def classifier_module(module: nn.Module, spec: ArchSpec) -> str | None:

@@ -117,7 +117,8 @@ class GeneratorKind(ABC):
         A kind whose :meth:`sample_steps` gives a number also takes ``progress=``: an object with
         ``update(k)`` (a tqdm bar) that it calls as those steps are done. A kind with :attr:`takes_examples`
         also takes ``examples=``: the labelled :class:`~zoo.datasets.ImageDataset` asked about, when zoo
-        has its data (None otherwise)."""
+        has its data (None otherwise). A returned module may carry a ``generation_note`` attribute (str):
+        what the kind did to it beyond sampling, which provision adds to its reason."""
 
     def sample_steps(self, generator: Any, spec: ArchSpec) -> int | None:
         """How many steps sampling ``spec`` takes (however many networks at once), reported through

@@ -67,7 +67,10 @@ def test_a_class_head_fits_a_class_order_the_network_never_saw(
     made = accuracy(head.apply(trained, spec, x, y), te.images, te.labels)
     assert own < 0.3 < 0.8 < made  # the decoded order is wrong for this task; the made one fits it
     chosen, used = head.choose_for(trained, spec, tr)
-    assert used and accuracy(chosen, te.images, te.labels) == made
+    build, _ = head.split(tr)
+    again = head.apply(trained, spec, tr.images[build], tr.labels[build])
+    assert used and accuracy(chosen, te.images, te.labels) == accuracy(again, te.images, te.labels) > 0.8
+    assert "classifier was made from" in chosen.generation_note
 
 
 def test_choose_for_keeps_the_better_classifier_on_held_back_examples(
@@ -76,15 +79,39 @@ def test_choose_for_keeps_the_better_classifier_on_held_back_examples(
     spec = zoo.resolve_arch("cnn-tiny")
     train, _ = digits
     head = ClassHead()
-    hx, hy = head.examples(train, seed=head.seed + 1)
+    build, held = head.split(train)
+    assert not set(build.tolist()) & set(held.tolist())  # nothing is scored on what made it
+    assert len(build) == 10 * head.per_class and len(held) == 10 * head.per_class
+    hx, hy = train.images[held], train.labels[held]
     chosen, used = head.choose_for(trained, spec, train)
-    x, y = head.examples(train)
-    made = head.apply(trained, spec, x, y)
+    made = head.apply(trained, spec, train.images[build], train.labels[build])
     best = max(accuracy(trained, hx, hy), accuracy(made, hx, hy))
     assert accuracy(chosen, hx, hy) == best
-    assert (chosen is trained) == (not used)
+    assert (chosen is trained) == (not used) and chosen.generation_note
     always, used = ClassHead(choose=False).choose_for(trained, spec, train)
     assert used and always is not trained
+
+
+def test_a_single_image_per_class_builds_and_nothing_is_held_back(trained: torch.nn.Module) -> None:
+    spec = zoo.resolve_arch("cnn-tiny")
+    tiny = load_digits().resize(28)
+    one = tiny.subset(torch.cat(tiny.sample_per_class(1, 0)))  # one image of each class
+    build, held = ClassHead().split(one)
+    assert len(build) == 10 and len(held) == 0
+    chosen, used = ClassHead().choose_for(trained, spec, one)  # nothing to choose on: the class head
+    assert used and "(class head)" in chosen.generation_note
+
+
+def test_images_the_network_cannot_take_keep_the_decoded_classifier(
+    trained: torch.nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = zoo.resolve_arch("cnn-tiny")
+    raw = load_digits()  # 1x8x8: cnn-tiny takes 1x28x28
+    rgb = zoo.as_dataset((torch.rand(40, 3, 28, 28), torch.arange(40) % 4))
+    for data in (raw, rgb):
+        chosen, used = ClassHead().choose_for(trained, spec, data)
+        assert chosen is trained and not used
+    assert "takes 1x28x28; keeping the decoded classifier" in caplog.text
 
 
 def test_fit_shrinkage_picks_from_the_grid_deterministically(

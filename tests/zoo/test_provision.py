@@ -108,17 +108,21 @@ def test_a_far_dataset_generates_with_the_promoted_generator(served) -> None:  #
 
 def test_the_generator_gets_the_labelled_data_asked_about_for_its_class_head(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import igpg.plugin
+    from igpg.heads import ClassHead
 
     seen: list[object] = []
     real = igpg.plugin.IGPGKind.sample
 
-    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(self, generator, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(kwargs.get("examples"))
-        return real(self, *args, **kwargs)
+        generator.class_head = ClassHead(choose=False)  # its zoo's data cannot be read again: none was fitted
+        return real(self, generator, *args, **kwargs)
 
     monkeypatch.setattr(igpg.plugin.IGPGKind, "sample", spy)
     subset = served.digits.select_classes((4, 2))  # data, not a registered name
-    zoo.generate("cnn-tiny", subset, registry=served.reg)
+    p = zoo.generate("cnn-tiny", subset, registry=served.reg)
+    assert "; its classifier was made from 58 examples of the dataset's 2 classes" in p.reason  # provenance
+    assert int(p.module(subset.images).argmax(1).max()) < 2
     zoo.generate(
         "cnn-tiny", "digits-rot90", registry=served.reg
     )  # registered from memory: not readable again

@@ -125,6 +125,9 @@ def explain(req: Request, found: Gathered, chosen: Pick) -> str:
             reason += f"; the best adapted checkpoint {best_a.cand.ref} scored {best_a.cand.score:.4f}"
         if best_g is not None and c.source != "generated":
             reason += f"; the best generated sample {best_g.cand.ref} scored {best_g.cand.score:.4f}"
+    note = getattr(chosen.module, "generation_note", None) if c.source == "generated" else None
+    if isinstance(note, str) and note:  # what the generator says it did (GeneratorKind.sample)
+        reason += f"; {note}"
     return "; ".join(x for x in [reason, *found.notes] if x)
 
 
