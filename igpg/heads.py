@@ -128,8 +128,8 @@ class ClassHead:
         made it. A class with a single image only builds; with nothing held back at all the class head is
         used. Without ``choose``, always the class head, from ``per_class`` images of each class. Data
         whose images the network cannot take (another channel count or size than ``spec``'s input) keep
-        the decoded classifier, with a warning. The returned network carries a ``generation_note`` (str) saying which classifier it
-        has, which provision adds to its reason. Returns (network, whether the class head was used)."""
+        the decoded classifier, with a warning. The returned network carries a ``generation_note`` (str)
+        saying which classifier it has, which provision adds to its reason. Returns (network, whether the class head was used)."""
         if not self.fits(spec, data):
             return module, False
         build, held = (
