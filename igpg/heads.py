@@ -129,7 +129,8 @@ class ClassHead:
         used. Without ``choose``, always the class head, from ``per_class`` images of each class. Data
         whose images the network cannot take (another channel count or size than ``spec``'s input) keep
         the decoded classifier, with a warning. The returned network carries a ``generation_note`` (str)
-        saying which classifier it has, which provision adds to its reason. Returns (network, whether the class head was used)."""
+        saying which classifier it has, which provision adds to its reason. Returns (network, whether the
+        class head was used)."""
         if not self.fits(spec, data):
             return module, False
         build, held = (
