@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 import igpg
 import zoo
 from zoo import Registry, shared_data_dir
+from zoo.errors import ConfigError, Hint
 from zoo_demo.evaluation import held_out_task, seen_tasks, tokenizer_fidelity
 from zoo_demo.tinyzoo import ARCH, Task, build_tiny_zoo, evaluate, generalisation_split, task_data
 
@@ -65,12 +66,43 @@ class DemoConfig:
     import_pretrained: bool = True  # import ../shared/data/pretrained ResNets when present
 
 
+def check_tasks(tasks: tuple[str, ...], held: tuple[str, ...]) -> None:
+    """Refuse, before anything is built, a task name the grammar does not read (:class:`~zoo.errors.
+    DatasetError` with the grammar) and a held-out task that is also a training task, by name or as the same
+    task spelled otherwise (:class:`~zoo.errors.ConfigError`): held-out figures must be on unseen tasks."""
+
+    def key(name: str) -> tuple[object, ...]:  # the data a name means, whatever its spelling
+        task = Task.parse(name)
+        return (task.source, tuple((st.op, st.arg) for st in task.steps))
+
+    trained = {key(t): t for t in tasks}
+    both = [f"{h} (trained as {trained[key(h)]})" for h in held if key(h) in trained]
+    if both:
+        raise ConfigError(
+            f"held-out task(s) {', '.join(both)} are also training tasks; a held-out task must be one no "
+            "checkpoint is trained on: leave it out of the training tasks or pick another held-out task"
+        ).hinting(Hint("DemoConfig(held_out=...)", "--held-out TASKS"))
+
+
+def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> Path:
+    """Run the main job into folder ``out`` (created; an existing zoo there is reused); returns report.md.
+
+    Raises:
+        zoo.errors.DatasetError, zoo.errors.ConfigError: a task name the grammar does not read, or a
+            held-out task that is also a training task (:func:`check_tasks`), before anything is created.
+    """
+    c = config or DemoConfig()
+    split_train, near, far = generalisation_split()
+    tasks = tuple(dict.fromkeys(c.tasks or split_train))
+    held = tuple(dict.fromkeys(c.held_out or near + far))
+    check_tasks(tasks, held)
+    return _run(out, c, tasks, held)
+
+
 @zoo.recorded(
     "demo", registry=lambda a: Path(a["out"]) / "registry.db", summary=lambda report: f"report: {report}"
 )
-def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> Path:
-    """Run the main job into folder ``out`` (created; an existing zoo there is reused); returns report.md."""
-    c = config or DemoConfig()
+def _run(out: str | os.PathLike[str], c: DemoConfig, tasks: tuple[str, ...], held: tuple[str, ...]) -> Path:
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,9 +112,6 @@ def run_demo(out: str | os.PathLike[str], config: DemoConfig | None = None) -> P
     timings: dict[str, float] = {}
     reg = Registry(out / "registry.db")
     spec = zoo.resolve_arch(ARCH)
-    split_train, near, far = generalisation_split()
-    tasks = tuple(c.tasks or split_train)
-    held = tuple(c.held_out or near + far)
     seen_subset = tasks[:: max(1, len(tasks) // c.seen)][: c.seen]
 
     t = time.perf_counter()
@@ -413,4 +442,4 @@ def _report(
     return "\n".join(lines)
 
 
-__all__ = ["DemoConfig", "fast_generator_config", "run_demo"]
+__all__ = ["DemoConfig", "check_tasks", "fast_generator_config", "run_demo"]

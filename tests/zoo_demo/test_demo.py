@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import igpg
 import zoo
 from igpg.prior import PriorConfig
@@ -55,3 +57,24 @@ def test_main_job_writes_report_and_figure(tmp_path: Path) -> None:
     demo, train = runs["demo"], runs["train"]
     assert demo.finished_at is not None and train.finished_at is not None
     assert demo.started_at <= runs["build-tiny-zoo"].started_at and demo.finished_at >= train.finished_at
+
+
+def test_task_names_and_held_out_overlap_are_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+    from zoo_demo.job import check_tasks
+
+    with pytest.raises(zoo.ConfigError, match=r"digits-c01234 \(trained as digits-0to4\)"):
+        check_tasks(("digits", "digits-0to4"), ("digits-c01234",))  # the same task spelled otherwise
+    with pytest.raises(zoo.DatasetError, match="SOURCE"):
+        check_tasks(("digits",), ("mnist-rot400",))
+    for args in (
+        ["--held-out", "mnist-rot400"],
+        ["--tasks", "foo"],
+        ["--tasks", "digits", "--held-out", "digits"],
+    ):
+        out = tmp_path / "run"
+        res = CliRunner().invoke(cli, ["demo", "--out", str(out), *args])
+        assert res.exit_code != 0 and "Traceback" not in res.output and "Error" in res.output, res.output
+        assert not out.exists()  # refused before the folder, the registry or any network
