@@ -77,9 +77,9 @@ class TrainConfig:
     @classmethod
     def preset(cls, name: str) -> TrainConfig:
         """A named training budget (:data:`igpg.presets.PRESETS`, with expected times): ``"quick"`` (a smoke
-        run; its samples are at chance level), ``"small"`` (the ``zoo demo`` generator) or ``"default"``
-        (``zoo train``'s default: 2,000 + 1,500 steps and 6 quantization levels). Every field can still be
-        changed on the returned config.
+        run; its decoded networks are at chance level), ``"small"`` (the ``zoo demo`` generator) or
+        ``"default"`` (``zoo train``'s default: 2,000 + 1,500 steps and 6 quantization levels). Every field
+        can still be changed on the returned config.
 
         Raises:
             zoo.errors.GeneratorError: for an unknown name (the message lists the known ones).

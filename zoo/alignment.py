@@ -42,7 +42,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from zoo.errors import ArchitectureMismatchError, ZooError
+from zoo.errors import ArchitectureMismatchError, UnknownFamilyError, ZooError
 from zoo.records import ArchSpec
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,15 @@ def _resolve(
         return spec, None
     from zoo.plugins import detect_arch, get_family, resolve_arch
 
-    arch = detect_arch(reference) if spec is None else resolve_arch(spec)
+    try:
+        arch = detect_arch(reference) if spec is None else resolve_arch(spec)
+    except UnknownFamilyError as exc:
+        raise UnknownFamilyError(
+            exc.what,
+            exc.installed,
+            "Pass spec= (an architecture name or ArchSpec, or a zoo.PermutationSpec), or install the plugin "
+            "for it (see docs/writing-a-plugin.md)",
+        ) from None
     family = get_family(arch.family)
     perm_spec = family.permutation_spec(arch)
     if perm_spec is None:
@@ -301,6 +309,8 @@ def align(
         ArchitectureMismatchError: a checkpoint does not fit the reference's architecture.
         UnknownFamilyError: no installed family recognises the reference (pass ``spec``).
     """
+    if isinstance(others, (nn.Module, Mapping)):
+        raise ZooError("align takes a list of checkpoints to align: pass others=[network] for one")
     labels = ["the reference", *(f"others[{i}]" for i in range(len(others)))]
     perm_spec, states = _prepared([reference, *others], labels, spec)
     return _aligned(perm_spec, states, max_iter=max_iter, seed=seed)[1:]

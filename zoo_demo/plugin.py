@@ -114,9 +114,10 @@ SECONDS_PER_NET = 1.5  # measured: 0.9-1.2 s per cnn-tiny of 200 steps on 2 busy
 @click.option(
     "--tasks",
     default=None,
-    help="Comma-separated tasks (default: 8; MNIST ones when its files are found): digits, digits-rot90, "
-    "digits-rot180, digits-rot270, digits-rot15, digits-invert, digits-mirror, digits-0to4, digits-5to9, "
-    "mnist, mnist-rot90, mnist-rot180, mnist-rot15, mnist-invert, mnist-5to9.",
+    help="Comma-separated tasks (default: 8; MNIST ones when its files are found). A task is "
+    "SOURCE[-STEP]...: SOURCE digits or mnist; steps, applied left to right: rotN (degrees), invert, mirror, "
+    "blurS (pixels), scaleF (zoom), cDIGITS (keep those classes, relabelled in that order), e.g. "
+    "mnist-rot60-invert, digits-c86420.",
 )
 @click.option("--per-task", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds per task.")
 @click.option(
@@ -147,8 +148,16 @@ def sample_zoo(
     from zoo_demo.tinyzoo import ARCH, TASKS, Task, build_tiny_zoo, default_tasks, members
 
     if mnist_dir:
+        from zoo.datasets import find_mnist
+
+        if find_mnist(mnist_dir) is None:
+            raise click.BadParameter(
+                f"{mnist_dir} holds no MNIST IDX files (t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, "
+                "optionally gzipped); name the folder that holds them",
+                param_hint="--mnist",
+            )
         os.environ["ZOO_MNIST_DIR"] = mnist_dir
-    names = _split(tasks) or default_tasks()
+    names = list(dict.fromkeys(_split(tasks) or default_tasks()))  # a task named twice is one task
     for name in names:
         try:
             Task.parse(name)

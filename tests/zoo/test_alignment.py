@@ -250,3 +250,12 @@ def test_imagenet_resnet_blocks_keep_the_function(arch: str) -> None:
     out = _outputs(spec.to_json(), aligned, x)
     torch.testing.assert_close(out, _outputs(spec.to_json(), other, x), rtol=1e-4, atol=1e-4)
     assert _distance(ref, aligned) < _distance(ref, other)
+
+
+def test_align_says_spec_and_takes_a_list() -> None:
+
+    net = zoo.get_family("cnn").build(zoo.resolve_arch("cnn-tiny"))
+    with pytest.raises(zoo.UnknownFamilyError, match="Pass spec="):
+        zoo.align({"a": torch.zeros(3)}, [{"a": torch.zeros(3)}])
+    with pytest.raises(zoo.ZooError, match=r"others=\[network\]"):
+        zoo.align(net, net)  # type: ignore[arg-type]

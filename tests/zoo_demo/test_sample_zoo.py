@@ -92,3 +92,13 @@ def test_a_refused_sample_zoo_is_recorded_in_the_words_of_the_command_line(tmp_p
     assert "`zoo datasets rm digits`" in out
     jobs = run(db, "jobs")
     assert "`zoo datasets rm digits`" in jobs and "registry.remove_dataset" not in jobs
+
+
+def test_sample_zoo_refuses_an_mnist_folder_without_its_files_and_counts_a_task_once(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run(db, "sample-zoo", "--tasks", "mnist", "--mnist", str(empty), code=2)
+    assert "holds no MNIST IDX files" in out and not db.exists()
+    out = run(db, "sample-zoo", "--tasks", "digits,digits", "--per-task", "1", "--steps", "2")
+    assert "sample zoo: 1 cnn-tiny checkpoints on 1 datasets (1 new)" in out
