@@ -24,6 +24,7 @@ from zoo import (
     get_dataset_encoder,
     get_embedding,
     recorded,
+    refresh_stale,
     resolve_arch,
     training_checkpoints,
 )
@@ -36,25 +37,43 @@ log = logging.getLogger(__name__)
 def with_dataset_vectors(
     registry: Registry, recs: list[CheckpointRecord], dataset_encoder: str | None = None
 ) -> tuple[list[CheckpointRecord], dict[str, list[CheckpointRecord]]]:
-    """``recs`` split by whether their dataset has a stored vector by ``dataset_encoder`` (None: the default
+    """``recs`` split by whether their dataset has a current vector by ``dataset_encoder`` (None: the default
     one): ``(usable, {dataset: [skipped checkpoints]})``. A checkpoint known only by its dataset's name
-    (``zoo add ... --dataset cifar10`` without ``zoo datasets register``) cannot condition the generator."""
-    enc = get_dataset_encoder(dataset_encoder).id
-    has: dict[str, bool] = {}
+    (``zoo add ... --dataset cifar10`` without ``zoo datasets register``) cannot condition the generator.
+
+    Vectors of an older version of the encoder are recomputed first (:func:`zoo.refresh_stale`, from the data
+    zoo can read again); one that stays stale (its data registered from memory) counts as missing: a
+    generator must train on the vectors it will be asked with."""
+    enc = get_dataset_encoder(dataset_encoder)
+    names = list(dict.fromkeys(str(rec.dataset) for rec in recs))
+
+    def versions() -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for name in names:
+            try:
+                out[name] = get_embedding(registry, "dataset", name, enc.id).encoder_version
+            except NotFoundError:
+                out[name] = None
+        return out
+
+    found = versions()
+    stale = [n for n, v in found.items() if v is not None and v != enc.version]
+    if stale:
+        log.info(
+            "%d dataset(s) have %s vectors of an older version (%s, ...); recomputing them",
+            len(stale),
+            enc.id,
+            stale[0],
+        )
+        refresh_stale(registry, encoders=[enc.id], archs=False, index=False)
+        found = versions()
     usable: list[CheckpointRecord] = []
     skipped: dict[str, list[CheckpointRecord]] = {}
     for rec in recs:
-        name = str(rec.dataset)
-        if name not in has:
-            try:
-                get_embedding(registry, "dataset", name, enc)
-                has[name] = True
-            except NotFoundError:
-                has[name] = False
-        if has[name]:
+        if found[str(rec.dataset)] == enc.version:
             usable.append(rec)
         else:
-            skipped.setdefault(name, []).append(rec)
+            skipped.setdefault(str(rec.dataset), []).append(rec)
     return usable, skipped
 
 
@@ -105,7 +124,7 @@ def trainable_checkpoints(
     for name, hint in zip(skipped, hints):
         refs = ", ".join(r.ref for r in skipped[name][:5]) + (", ..." if len(skipped[name]) > 5 else "")
         log.warning(
-            "skipping %d checkpoint(s) of dataset %r (%s): it has no %s vector; to include them, register "
+            "skipping %d checkpoint(s) of dataset %r (%s): it has no current %s vector; to include them, register "
             "its data: %s",
             len(skipped[name]),
             name,

@@ -91,7 +91,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     )
     from zoo.registry import Registry
     from zoo.reindexing import GeneratorDecision, ReindexConfig, ReindexReport, accuracy_evaluator, reindex
-    from zoo.retrieval import Neighbor, embed_arch, get_embedding, nearest
+    from zoo.retrieval import Neighbor, embed_arch, get_embedding, nearest, refresh_stale
     from zoo.shared_data import shared_data_candidates, shared_data_dir
     from zoo.slots import Layout, TensorSlot
     from zoo.training import Curve, fine_tune_module
@@ -166,6 +166,7 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (impor
     "embed_arch": "zoo.retrieval",
     "get_embedding": "zoo.retrieval",
     "nearest": "zoo.retrieval",
+    "refresh_stale": "zoo.retrieval",
     "shared_data_candidates": "zoo.shared_data",
     "shared_data_dir": "zoo.shared_data",
     "Layout": "zoo.slots",
@@ -264,6 +265,7 @@ __all__ = [
     "list_plugins",
     "load_plugins",
     "nearest",
+    "refresh_stale",
     "permutation_spec",
     "register_plugin",
     "recorded",

@@ -211,3 +211,32 @@ def test_training_resumes_exactly_after_an_interruption(tiny_zoo, tmp_path, monk
     assert steps == [6, 7, 8, 9, 10]  # it went on from the saved step instead of starting over
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_training_recomputes_dataset_vectors_of_an_older_encoder_version(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import igpg
+    from zoo.encoders.offline import PixelStatsEncoder
+
+    reg = zoo.Registry(tmp_path / "registry.db")
+    spec = zoo.resolve_arch("cnn-tiny")
+    reg.register_dataset("readable", load_digits().resize(28), encoders=["pixels"])  # zoo can read it again
+    reg.register_dataset(
+        "memory", load_digits().resize(28).map_images(lambda x: x * 0.5), encoders=["pixels"]
+    )
+    for name in ("readable", "memory"):
+        torch.manual_seed(0)
+        reg.add(zoo.get_family("cnn").build(spec), name=f"{name}-net", arch=spec, dataset=name)
+    monkeypatch.setattr(PixelStatsEncoder, "version", "newer")  # every stored vector is now stale
+    cfg = TrainConfig(
+        tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+        prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=2,
+        prior_steps=2,
+        tokenizer_batch=64,
+        prior_batch=2,
+    )
+    gen, rec = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False)
+    assert get_embedding(reg, "dataset", "readable", "pixels").encoder_version == "newer"  # recomputed
+    trained = [r.name for r in reg.get_many(rec.trained_on)]
+    assert trained == ["readable-net"]  # the stale one, which zoo cannot recompute, is left out
+    reg.close()
