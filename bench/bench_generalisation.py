@@ -96,8 +96,33 @@ def summarise(runs: list[dict[str, Any]], near: tuple[str, ...], far: tuple[str,
                     "ratio": None if g is None else round(g / (rnd if rnd is not None else budget), 3),
                 }
             )
+    ge_headed = sum(m[t]["generated_best_of_n"] >= m[t]["retrieved_with_class_head"] for t in tasks)
+    ablation = {
+        "mean_generated_without_class_head_vs_trained": round(
+            statistics.mean(
+                m[t]["generated_without_class_head_best_of_n"] / m[t]["trained_mean"] for t in tasks
+            ),
+            4,
+        ),
+        "mean_retrieved_with_class_head_vs_trained": round(
+            statistics.mean(m[t]["retrieved_with_class_head"] / m[t]["trained_mean"] for t in tasks), 4
+        ),
+        "tasks_generated_ge_retrieved_with_class_head": f"{ge_headed}/{len(tasks)}",
+        "mean_rel_l2_to_nearest_training_checkpoint": round(
+            statistics.mean(per_task[t]["rel_l2_to_nearest_training_checkpoint"]["mean"] for t in tasks), 4
+        ),
+        "mean_rel_l2_modulo_permutation": round(
+            statistics.mean(
+                d for r in runs for t in tasks for d in r["held_out"][t].get("rel_l2_modulo_permutation", [])
+            ),
+            4,
+        )
+        if any(r["held_out"][t].get("rel_l2_modulo_permutation") for r in runs for t in tasks)
+        else None,
+    }
     return {
         "per_task": per_task,
+        "ablations": ablation,
         "targets": {
             "held_out_tasks": len(tasks),
             "far_tasks": len(far),
@@ -154,6 +179,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def resummarise(path: Path) -> None:
+    """Recompute every variant's summary of a result file (its runs unchanged) with this version of
+    :func:`summarise`, and redraw its PNG."""
+    result = json.loads(path.read_text())
+    near, far = tuple(result["zoo"]["near"]), tuple(result["zoo"]["far"])
+    for v in result["variants"].values():
+        v["summary"] = summarise(v["runs"], near, far)
+    emit(result, path)
+    plot(result, path.with_suffix(".png"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -168,7 +204,11 @@ def main() -> None:
     ap.add_argument("--fine-tune-steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--resummarise", type=Path, help="recompute the summaries of this result file and exit")
     args = ap.parse_args()
+    if args.resummarise:
+        resummarise(args.resummarise)
+        return
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     for name in ("igpg", "zoo_demo"):
