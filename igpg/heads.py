@@ -8,14 +8,17 @@ per-class examples: it runs them through the generated body (every layer but the
 class's mean feature (its prototype, as in imprinted weights, Qi et al., CVPR 2018, and prototypical
 networks, Snell et al., NeurIPS 2017) and sets the classifier to the Gaussian discriminant of those
 prototypes with a shared, shrunk covariance (linear discriminant analysis with Ledoit-Wolf-style
-shrinkage towards a scaled identity):
+shrinkage towards a scaled identity), scaled to the norm of the classifier rows it replaces:
 
     S = (1 - lam) * Sigma + lam * (tr(Sigma) / d) * I,   w_c = S^-1 mu_c,   b_c = -1/2 mu_c^T S^-1 mu_c,
 
 where ``mu_c`` (shape ``(d,)``) is class ``c``'s prototype and ``Sigma`` the pooled within-class
-covariance of the features. Output rows of classes the examples do not have get zero weights and a bias of
-:data:`ABSENT_BIAS` (never predicted). The shrinkage ``lam`` is the one setting; :func:`fit_shrinkage`
-chooses it on the training zoo (each checkpoint's own body and data), never on the tasks it is used for.
+covariance of the features; every ``(w_c, b_c)`` is then multiplied by one factor that gives the rows the
+Frobenius norm of the decoded classifier's rows (predictions unchanged; logits keep a trained network's scale
+for fine-tuning and weight-space distances). Output rows of classes the examples do not have get zero weights
+and a bias below every logit of the examples (never predicted). The shrinkage ``lam`` is the one setting;
+:func:`fit_shrinkage` chooses it on the training zoo (each checkpoint's own body and data), never on the
+tasks it is used for.
 
 Which layer is the classifier comes from the family's slot descriptors (role ``classifier``, the last
 linear layer in every built-in family); a family whose classifier is not an ``nn.Linear`` gets no class head
@@ -38,7 +41,6 @@ from zoo.datasets import ImageDataset
 
 log = logging.getLogger(__name__)
 
-ABSENT_BIAS = -1e4  # bias of an output row whose class the examples do not have
 SHRINKAGE_GRID = (0.01, 0.03, 0.1, 0.3, 0.6, 0.9)  # what fit_shrinkage tries
 
 
@@ -72,11 +74,16 @@ class ClassHead:
         return data.images[idx], data.labels[idx]
 
     def weights(
-        self, feats: torch.Tensor, labels: torch.Tensor, rows: int
+        self, feats: torch.Tensor, labels: torch.Tensor, rows: int, norm: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The discriminant classifier of features ``(n, d)`` with labels ``(n,)`` in ``0..rows-1``:
-        weight ``(rows, d)`` and bias ``(rows,)``, float32 (rows of absent classes: zeros and
-        :data:`ABSENT_BIAS`)."""
+        weight ``(rows, d)`` and bias ``(rows,)``, float32.
+
+        ``norm``: the Frobenius norm the present classes' weight rows are scaled to (with their biases, which
+        leaves every prediction unchanged), e.g. that of the classifier it replaces, so the logits keep a
+        trained network's scale for fine-tuning and weight-space distances; None keeps the discriminant's own
+        scale. Rows of absent classes get zero weights and a bias below every logit of the examples by their
+        whole logit range (never predicted on them, nor on inputs like them)."""
         f = feats.double()
         d = f.shape[1]
         present = sorted(int(c) for c in labels.unique())
@@ -87,8 +94,13 @@ class ClassHead:
         cov = (1 - self.shrinkage) * cov + (self.shrinkage * scale + 1e-6 * scale + 1e-12) * torch.eye(d)
         w = torch.linalg.solve(cov, means.T).T  # (K, d): S^-1 mu_c
         b = -0.5 * (w * means).sum(1)
+        if norm is not None and norm > 0 and float(w.norm()) > 0:
+            factor = norm / float(w.norm())
+            w, b = w * factor, b * factor
+        logits = f @ w.T + b  # (n, K)
+        spread = float(logits.max() - logits.min()) or 1.0
         weight = torch.zeros(rows, d, dtype=torch.float64)
-        bias = torch.full((rows,), ABSENT_BIAS, dtype=torch.float64)
+        bias = torch.full((rows,), float(logits.max(1).values.min()) - spread, dtype=torch.float64)
         weight[present], bias[present] = w, b
         return weight.float(), bias.float()
 
@@ -110,7 +122,9 @@ class ClassHead:
                 lin.out_features,
             )
             return module
-        weight, bias = self.weights(features(module, name, images), labels, lin.out_features)
+        present = labels.unique()
+        norm = float(lin.weight.detach()[present].norm())  # the decoded classifier's scale, for those rows
+        weight, bias = self.weights(features(module, name, images), labels, lin.out_features, norm)
         out = copy.deepcopy(module)
         head = out.get_submodule(name)
         with torch.no_grad():
@@ -279,4 +293,4 @@ def fit_shrinkage(
     return ClassHead(shrinkage=best, per_class=per_class), means
 
 
-__all__ = ["ABSENT_BIAS", "SHRINKAGE_GRID", "ClassHead", "classifier_module", "features", "fit_shrinkage"]
+__all__ = ["SHRINKAGE_GRID", "ClassHead", "classifier_module", "features", "fit_shrinkage"]

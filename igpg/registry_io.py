@@ -124,8 +124,8 @@ def trainable_checkpoints(
     for name, hint in zip(skipped, hints):
         refs = ", ".join(r.ref for r in skipped[name][:5]) + (", ..." if len(skipped[name]) > 5 else "")
         log.warning(
-            "skipping %d checkpoint(s) of dataset %r (%s): it has no current %s vector; to include them, register "
-            "its data: %s",
+            "skipping %d checkpoint(s) of dataset %r (%s): it has no current %s vector; to include them, "
+            "register its data: %s",
             len(skipped[name]),
             name,
             refs,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from igpg.heads import ABSENT_BIAS, SHRINKAGE_GRID, ClassHead, classifier_module, fit_shrinkage
+from igpg.heads import SHRINKAGE_GRID, ClassHead, classifier_module, fit_shrinkage
 from zoo.datasets import load_digits
 from zoo.training import accuracy
 from zoo_demo.tinyzoo import train_member
@@ -49,8 +49,11 @@ def test_every_family_with_a_linear_classifier_gets_a_class_head(family: str) ->
     headed = ClassHead().apply(net, spec, x, y)
     lin = headed.get_submodule(where)
     assert lin.weight.shape == net.get_submodule(where).weight.shape
-    assert torch.all(lin.bias[4:] == ABSENT_BIAS) and torch.all(lin.weight[4:] == 0)
-    assert int(headed(x).argmax(1).max()) < 4  # absent classes are never predicted
+    logits = headed(x).detach()
+    assert torch.all(lin.weight[4:] == 0) and torch.all(lin.bias[4:] < logits[:, :4].max(1).values.min())
+    assert int(logits.argmax(1).max()) < 4  # absent classes are never predicted
+    decoded = net.get_submodule(where).weight.detach()[:4].norm()
+    assert float(lin.weight.detach()[:4].norm()) == pytest.approx(float(decoded), rel=1e-5)  # its scale
     assert net.get_submodule(where) is not lin  # the input network is left as it was
 
 

@@ -65,7 +65,7 @@ def test_generator_samples_working_networks_and_survives_a_round_trip(tiny_zoo) 
 def test_examples_give_samples_a_class_head_for_the_classes_they_have(tiny_zoo) -> None:  # type: ignore[no-untyped-def]
     import dataclasses
 
-    from igpg.heads import ABSENT_BIAS, ClassHead
+    from igpg.heads import ClassHead
 
     reg, spec, gen = tiny_zoo
     ds = torch.tensor(get_embedding(reg, "dataset", "digits", gen.dataset_encoder).vector)
@@ -80,7 +80,7 @@ def test_examples_give_samples_a_class_head_for_the_classes_they_have(tiny_zoo) 
     )
     headed = dataclasses.replace(gen, class_head=ClassHead(choose=False))
     for net in headed.sample(spec, ds, arch, n=2, seed=0, examples=subset):
-        assert torch.all(net.classifier[-1].bias[3:] == ABSENT_BIAS)
+        assert torch.all(net.classifier[-1].weight[3:] == 0)
         assert int(net(subset.images[:50]).argmax(1).max()) < 3
 
 
