@@ -27,10 +27,9 @@ DEFAULT_SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}  # what 
 
 
 def flat_weights(module: nn.Module) -> torch.Tensor:
-    """Every floating tensor of ``module``'s state dict, flattened and concatenated."""
-    return torch.cat(
-        [p.detach().reshape(-1).float() for p in module.state_dict().values() if p.dtype.is_floating_point]
-    )
+    """Every floating tensor of ``module``'s state dict, flattened and concatenated in key order (so a state
+    dict read from a file, whatever its order, gives the same layout: :func:`flat_state`)."""
+    return flat_state(module.state_dict())
 
 
 def distances(nets: Sequence[nn.Module], train_flats: torch.Tensor) -> tuple[float, ...]:
@@ -61,8 +60,11 @@ def aligned_distances(
 
 
 def flat_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Every floating tensor of a state dict, flattened and concatenated (as :func:`flat_weights`)."""
-    return torch.cat([t.detach().reshape(-1).float() for t in state.values() if t.dtype.is_floating_point])
+    """Every floating tensor of a state dict, flattened and concatenated in key order (as
+    :func:`flat_weights`)."""
+    return torch.cat(
+        [state[k].detach().reshape(-1).float() for k in sorted(state) if state[k].dtype.is_floating_point]
+    )
 
 
 _flat, _distances = flat_weights, distances

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from igpg.evaluation import aligned_distances, distances, flat_weights
+from igpg.evaluation import aligned_distances, distances, flat_state, flat_weights
 from zoo_demo.evaluation import with_noise
 
 
@@ -51,3 +51,11 @@ def test_a_permuted_copy_of_a_training_checkpoint_is_at_distance_zero_modulo_per
     assert torch.allclose(copy(x), nets[0](x), atol=1e-5)  # the same function
     assert distances([copy], flat_weights(nets[0])[None])[0] > 0.1  # far in raw weights ...
     assert aligned_distances([copy], [other, ref], spec)[0] == pytest.approx(0.0, abs=1e-6)  # ... a copy
+
+
+def test_distances_do_not_depend_on_the_order_a_state_dict_was_read_in(nets: list[torch.nn.Module]) -> None:
+    spec = zoo.resolve_arch("cnn-tiny")
+    state = nets[0].state_dict()
+    shuffled = {k: state[k] for k in sorted(state, reverse=True)}  # as a file may list its tensors
+    assert distances([nets[0]], flat_state(shuffled)[None])[0] == 0.0
+    assert aligned_distances([nets[0]], [shuffled], spec)[0] == pytest.approx(0.0, abs=1e-6)
