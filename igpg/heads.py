@@ -258,14 +258,16 @@ def fit_shrinkage(
     on), the class head is built from ``per_class`` examples per class and scored on up to ``held_back``
     other images of that data; the ``lam`` of ``grid`` with the best mean accuracy wins (ties: the larger).
 
-    Returns (the :class:`ClassHead`, ``{lam: mean accuracy}``). Raises ``ValueError`` when no pair has a
-    linear classifier to fit on.
+    Pairs whose network has no linear classifier, or whose data it cannot take (another input shape than
+    the family's ``input_shape``), are left out. Returns (the :class:`ClassHead`, ``{lam: mean accuracy}``).
+    Raises ``ValueError`` when no pair is left to fit on.
     """
     scores: dict[float, list[float]] = {lam: [] for lam in grid}
     for module, spec, data in pairs:
         name = classifier_module(module, spec)
-        if name is None:
-            continue
+        want = get_family(spec.family).input_shape(spec)
+        if name is None or (want is not None and tuple(data.image_shape) != tuple(want)):
+            continue  # no linear classifier, or data it cannot take (registered at another size)
         head = ClassHead(per_class=per_class)
         picks = torch.cat(data.sample_per_class(per_class, head.seed))
         rest = torch.ones(len(data.labels), dtype=torch.bool)
