@@ -39,7 +39,7 @@ def test_derived_datasets_are_read_again_bit_for_bit() -> None:
     assert base.map_images(lambda x: x * 0.5).source is None  # an arbitrary function cannot be replayed
     assert derived(None, "invert") is None
     with pytest.raises(zoo.DatasetError, match="unknown dataset step"):
-        derived(base.source, "blur")
+        derived(base.source, "sharpen")
 
 
 def test_a_new_version_inherits_its_parents_dataset(registry: zoo.Registry) -> None:
