@@ -192,9 +192,7 @@ def resummarise(path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--registry", required=True, help="SQLite file of the generalisation zoo (built if missing)"
-    )
+    ap.add_argument("--registry", help="SQLite file of the generalisation zoo (built if missing); required")
     ap.add_argument("--per-task", type=int, default=2, help="checkpoints per training task")
     ap.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1], help="generator training and sampling seeds"
@@ -209,6 +207,8 @@ def main() -> None:
     if args.resummarise:
         resummarise(args.resummarise)
         return
+    if not args.registry:
+        ap.error("--registry is required (unless --resummarise)")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     for name in ("igpg", "zoo_demo"):
