@@ -253,7 +253,7 @@ def main() -> None:
                 {
                     "seed": seed,
                     "generator": grec.ref,
-                    "class_head": gen.info.get("class_head"),
+                    "class_head": gen.class_head.to_dict() if gen.class_head else None,
                     "prior_final_loss": gen.info.get("prior_final_loss"),
                     "tokenizer_recon_mse": gen.info.get("tokenizer_recon_mse"),
                     "train_seconds": round(

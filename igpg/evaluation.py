@@ -46,15 +46,15 @@ def aligned_distances(
     training checkpoint counts as a copy. Falls back to :func:`distances` for architectures without a
     permutation spec. Cost: one weight matching per (network, training checkpoint) pair (about 3 ms for
     cnn-tiny on one core)."""
+    flats = [flat_state(s) for s in train_states]  # each training checkpoint flattened once
     if permutation_spec(spec) is None:
-        return distances(nets, torch.stack([flat_state(s) for s in train_states]))
+        return distances(nets, torch.stack(flats))
     out = []
     for net in nets:
         best = math.inf
-        for ref in train_states:
-            moved = align(ref, [net.state_dict()], spec)[0]
-            r = flat_state(ref)
-            best = min(best, float((flat_state(moved) - r).norm() / r.norm()))
+        for ref, r in zip(train_states, flats):
+            moved = flat_state(align(ref, [net.state_dict()], spec)[0])
+            best = min(best, float((moved - r).norm() / r.norm()))
         out.append(best)
     return tuple(out)
 

@@ -278,14 +278,21 @@ class Generator:
             generator=g,
             progress=progress,
         ).cpu()  # (n, N, L)
-        nets = [self.decode(spec, tokens[i]) for i in range(n)]
+        return self.with_class_heads(spec, [self.decode(spec, tokens[i]) for i in range(n)], examples)
+
+    def with_class_heads(
+        self, spec: ArchSpec, nets: list[nn.Module], examples: ImageDataset | None
+    ) -> list[nn.Module]:
+        """``nets`` (decoded samples of ``spec``) each with the classifier :attr:`class_head` makes from
+        ``examples`` where it scores better (:meth:`igpg.heads.ClassHead.choose_for`); ``nets`` as they are
+        without examples or a class head. What :meth:`sample` does with ``examples``."""
         if examples is None or self.class_head is None:
             return nets
         chosen = [self.class_head.choose_for(net, spec, examples) for net in nets]
         log.info(
             "class head: %d of %d samples took the classifier made from the examples",
             sum(used for _, used in chosen),
-            n,
+            len(nets),
         )
         return [net for net, _ in chosen]
 

@@ -147,15 +147,11 @@ class ClassHead:
         class head was used)."""
         if not self.fits(spec, data):
             return module, False
-        build, held = (
-            self.split(data)
-            if self.choose
-            else (
-                torch.cat(data.sample_per_class(self.per_class, self.seed)),
-                torch.zeros(0, dtype=torch.int64),
-            )
-        )
-        x, y = data.images[build], data.labels[build]
+        if self.choose:
+            build, held = self.split(data)
+            x, y = data.images[build], data.labels[build]
+        else:
+            (x, y), held = self.examples(data), torch.zeros(0, dtype=torch.int64)
         made = self.apply(module, spec, x, y)
         if made is module:
             return module, False
@@ -170,12 +166,12 @@ class ClassHead:
                 )
                 return module, False
             made.generation_note = (  # type: ignore[assignment]
-                f"its classifier was made from {len(build)} examples of the dataset's {classes} classes "
+                f"its classifier was made from {len(y)} examples of the dataset's {classes} classes "
                 f"(class head: {new:.3f} on {len(held)} held-back examples, the decoded one {own:.3f})"
             )
         else:
             made.generation_note = (  # type: ignore[assignment]
-                f"its classifier was made from {len(build)} examples of the dataset's {classes} classes "
+                f"its classifier was made from {len(y)} examples of the dataset's {classes} classes "
                 "(class head)"
             )
         return made, True
@@ -194,7 +190,7 @@ class ClassHead:
         """Whether ``data``'s images are what ``spec`` takes (when its family says: ``input_shape``); a
         warning names both shapes when they are not."""
         want = get_family(spec.family).input_shape(spec)
-        if want is None or tuple(data.image_shape) == tuple(want):
+        if _takes(spec, data):
             return True
         log.warning(
             "class head: the dataset's images are %s but %s takes %s; keeping the decoded classifier",
@@ -203,6 +199,12 @@ class ClassHead:
             "x".join(map(str, want)),
         )
         return False
+
+
+def _takes(spec: ArchSpec, data: ImageDataset) -> bool:
+    """Whether ``data``'s images have the input shape ``spec``'s family gives (True when it gives none)."""
+    want = get_family(spec.family).input_shape(spec)
+    return want is None or tuple(data.image_shape) == tuple(want)
 
 
 def classifier_module(module: nn.Module, spec: ArchSpec) -> str | None:
@@ -265,8 +267,7 @@ def fit_shrinkage(
     scores: dict[float, list[float]] = {lam: [] for lam in grid}
     for module, spec, data in pairs:
         name = classifier_module(module, spec)
-        want = get_family(spec.family).input_shape(spec)
-        if name is None or (want is not None and tuple(data.image_shape) != tuple(want)):
+        if name is None or not _takes(spec, data):
             continue  # no linear classifier, or data it cannot take (registered at another size)
         head = ClassHead(per_class=per_class)
         picks = torch.cat(data.sample_per_class(per_class, head.seed))

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from igpg import distributed
@@ -25,10 +25,10 @@ from zoo import (
     get_embedding,
     recorded,
     refresh_stale,
+    registered_data,
     resolve_arch,
     training_checkpoints,
 )
-from zoo.datasets import load_source
 from zoo.errors import GeneratorError, Hint, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,6 @@ def train_on_registry(
         gen = train_generator(data, config, progress=progress)
         if config is None or config.class_head:
             gen.class_head = fit_class_head(registry, recs)
-            gen.info["class_head"] = gen.class_head.to_dict() if gen.class_head else None
 
         def store() -> GeneratorRecord:
             metrics = {key: float(v) for key, v in gen.info.items() if isinstance(v, (int, float))}
@@ -242,31 +241,22 @@ def fit_class_head(
     for rec in records:
         if rec.dataset:
             by_dataset.setdefault(rec.dataset, []).append(rec)
-    sources = {}
-    for name in by_dataset:
-        try:
-            source = registry.get_dataset(name).meta.get("source")
-        except NotFoundError:
-            source = None
-        if source:
-            sources[name] = source
+    data: dict[str, Any] = {}  # dataset -> its data (None: zoo cannot read them again), each read once
     picked: list[CheckpointRecord] = []
     for i in range(max((len(v) for v in by_dataset.values()), default=0)):  # round robin over datasets
-        picked += [v[i] for name, v in by_dataset.items() if name in sources and i < len(v)]
-    picked = picked[:limit]
+        for name, recs in by_dataset.items():
+            if i >= len(recs) or len(picked) == limit:
+                continue
+            if name not in data:
+                data[name] = registered_data(registry, name)
+            if data[name] is not None:
+                picked.append(recs[i])
     if not picked:
         log.info("class head: no training checkpoint has data zoo can read again; none fitted")
         return None
-    cache: dict[str, Any] = {}
-
-    def pairs() -> Iterator[tuple[Any, ArchSpec, Any]]:
-        for rec in picked:
-            if rec.dataset not in cache:
-                cache[rec.dataset] = load_source(sources[rec.dataset])  # type: ignore[index]
-            yield registry.load(rec), rec.arch, cache[rec.dataset]  # type: ignore[index]
-
+    pairs = ((registry.load(rec), rec.arch, data[str(rec.dataset)]) for rec in picked)
     try:
-        return fit_shrinkage(pairs())[0]
+        return fit_shrinkage(pairs)[0]
     except ValueError:
         log.info("class head: no training checkpoint has a linear classifier; none fitted")
         return None

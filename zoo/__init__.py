@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
         generator_kinds,
         get_generator_kind,
         list_generator_kinds,
+        registered_data,
         training_checkpoints,
     )
     from zoo.jobs import JobRun, Lease, current_run, job_runs, recorded, recording
@@ -123,6 +124,7 @@ _EXPORTS: dict[str, str] = {  # public name -> the module that defines it (impor
     "generator_kinds": "zoo.generators",
     "get_generator_kind": "zoo.generators",
     "list_generator_kinds": "zoo.generators",
+    "registered_data": "zoo.generators",
     "training_checkpoints": "zoo.generators",
     "JobRun": "zoo.jobs",
     "Lease": "zoo.jobs",
@@ -262,6 +264,7 @@ __all__ = [
     "list_architectures",
     "list_families",
     "list_generator_kinds",
+    "registered_data",
     "list_plugins",
     "load_plugins",
     "nearest",

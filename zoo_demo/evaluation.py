@@ -311,8 +311,7 @@ def held_out_task(
 
     ds, arch = _conditions(registry, gen, task)
     plain = gen.sample(spec, ds, arch, n=n, seed=seed, **sampling)  # type: ignore[arg-type]
-    # what gen.sample(..., examples=train_set) returns, without sampling the same bodies twice
-    nets = [gen.class_head.choose_for(m, spec, train_set)[0] for m in plain] if gen.class_head else plain
+    nets = gen.with_class_heads(spec, plain, train_set)  # = gen.sample(..., examples=train_set), sampled once
     chosen = nets[_best_on(nets, sx, sy)]
     states = [registry.load_state_dict(r) for r in records]
     dist = _distances(nets, torch.stack([flat_state(st) for st in states]))

@@ -17,6 +17,18 @@ from zoo.embeddings import embed_arch, get_embedding
 from zoo.training import train
 
 
+def _smallest(steps: int) -> TrainConfig:
+    """The smallest generator that trains: what tests of storage and bookkeeping need."""
+    return TrainConfig(
+        tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
+        prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+        tokenizer_steps=steps,
+        prior_steps=steps,
+        tokenizer_batch=64,
+        prior_batch=2,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     reg = zoo.Registry(tmp_path_factory.mktemp("gen") / "registry.db")
@@ -134,14 +146,7 @@ def test_generators_are_stored_as_versions_in_the_registry(tiny_zoo) -> None:  #
     import igpg
 
     reg, spec, _ = tiny_zoo
-    cfg = TrainConfig(
-        tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
-        prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-        tokenizer_steps=5,
-        prior_steps=5,
-        tokenizer_batch=64,
-        prior_batch=2,
-    )
+    cfg = _smallest(steps=5)
     gen, rec = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False)
     assert rec.ref == "igpg:v1" and rec.families == ("cnn",) and rec.status == "candidate"
     trained = {r.id for r in reg.search(arch=spec) if r.dataset}
@@ -227,14 +232,7 @@ def test_training_recomputes_dataset_vectors_of_an_older_encoder_version(tmp_pat
         torch.manual_seed(0)
         reg.add(zoo.get_family("cnn").build(spec), name=f"{name}-net", arch=spec, dataset=name)
     monkeypatch.setattr(PixelStatsEncoder, "version", "newer")  # every stored vector is now stale
-    cfg = TrainConfig(
-        tokenizer=TokenizerConfig(codebook_size=16, levels=1, hidden=32),
-        prior=PriorConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-        tokenizer_steps=2,
-        prior_steps=2,
-        tokenizer_batch=64,
-        prior_batch=2,
-    )
+    cfg = _smallest(steps=2)
     gen, rec = igpg.train_on_registry(reg, arch="cnn-tiny", k=64, config=cfg, progress=False)
     assert get_embedding(reg, "dataset", "readable", "pixels").encoder_version == "newer"  # recomputed
     trained = [r.name for r in reg.get_many(rec.trained_on)]
